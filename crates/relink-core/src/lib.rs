@@ -16,9 +16,20 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod backoff;
+pub mod budget;
+pub mod commands;
+pub mod duration;
 pub mod error;
+pub mod failure;
 pub mod rng;
+pub mod supervisor;
+pub mod sync;
 pub mod time;
 
+pub use backoff::{Backoff, BackoffPolicy, Jitter, Strategy};
 pub use error::ConfigError;
+pub use failure::{BusyReason, Delivery, FailureKind, Outcome};
+pub use supervisor::{Action, Event, Health, Input, Output, State, Supervisor, SupervisorConfig};
+pub use sync::{Epoch, Offer, ResumePlan, ResyncReason, ServerPosition, SyncCursor};
 pub use time::Timestamp;

@@ -72,6 +72,7 @@ mod tests {
         }
         assert_eq!(r.range_inclusive(5, 5), 5);
         assert_eq!(r.range_inclusive(9, 3), 9);
-        assert!(r.range_inclusive(0, u64::MAX) <= u64::MAX);
+        // The full span must not overflow.
+        let _ = r.range_inclusive(0, u64::MAX);
     }
 }

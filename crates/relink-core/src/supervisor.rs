@@ -1,0 +1,687 @@
+//! The health supervisor: a connectivity state machine fed by connection
+//! results and heartbeats, which decides when to connect, when to ping, when
+//! to give a connection up for dead and when to try again.
+//!
+//! States follow gRPC's connectivity model:
+//!
+//! ```text
+//!  Idle ──Start──▶ Connecting ──Connected──▶ Ready
+//!                    ▲   │ failed / timed out   │ lost / heartbeat dead
+//!                    │   ▼                      ▼
+//!                  TransientFailure ◀───────────┘
+//!   (any) ──Shutdown / gave up──▶ Shutdown
+//! ```
+//!
+//! # Driving it
+//!
+//! The supervisor is sans-IO: it never blocks, sleeps or reads a clock. The
+//! driver feeds [`Input`]s with a [`Timestamp`] and then drains
+//! [`Supervisor::poll_output`] until it returns [`Output::Timeout`] (sleep
+//! until then, or until the next input) or [`Output::Idle`] (nothing scheduled).
+//! **After every input, drain until `Timeout` or `Idle`.**
+//!
+//! ```no_run
+//! use relink_core::supervisor::{Action, Input, Output, Supervisor, SupervisorConfig};
+//! use relink_core::Timestamp;
+//!
+//! let mut sup = Supervisor::new(SupervisorConfig::default(), 42);
+//! let now = Timestamp::from_millis(0);
+//! sup.handle_input(now, Input::Start);
+//! loop {
+//!     match sup.poll_output(now) {
+//!         Output::Action(Action::Connect { attempt }) => { /* start connecting */ }
+//!         Output::Action(Action::SendPing { id }) => { /* PING; report Input::Pong { id } */ }
+//!         Output::Action(Action::Disconnect) => { /* drop the connection or attempt */ }
+//!         Output::Event(event) => { /* tell the user */ }
+//!         Output::Timeout(deadline) => { /* sleep until deadline, then poll again */ break }
+//!         Output::Idle => break,
+//!         _ => {}
+//!     }
+//! }
+//! ```
+//!
+//! Timers are processed by `poll_output`, so a late or spurious wake-up is
+//! harmless, and an input is judged before any deadline that passed at the
+//! same instant (a reply that arrives at the heartbeat deadline counts).
+//!
+//! # Heartbeats
+//!
+//! Liveness is evidence, not ceremony: any reply on the connection
+//! ([`Input::Activity`], a [`Input::Pong`], or an error reply) proves the
+//! server alive. A PING is asked for only after `interval` of silence; if it is
+//! not answered within `timeout`, that is a miss, and another PING follows at
+//! once. After more than `misses_allowed` misses in a row the connection is
+//! declared dead. So a hung server is noticed no later than
+//! `last reply + interval + (misses_allowed + 1) × timeout`.
+//!
+//! # Reconnecting
+//!
+//! Reconnect delays come from [`Backoff`]. The backoff sequence is reset only
+//! when the lost connection had stayed Ready for `backoff_reset_after`, so a
+//! server that accepts and then dies at once does not earn instant retries
+//! forever. When the backoff policy gives up (max attempts or max elapsed), the
+//! supervisor reports [`Event::GaveUp`] and shuts down for good.
+//!
+//! The steady-state path (one input, one poll) does not allocate: outputs wait
+//! in a queue whose capacity is reserved at construction and which one input
+//! never overfills.
+
+use alloc::collections::VecDeque;
+use core::fmt;
+use core::time::Duration;
+
+use crate::backoff::{Backoff, BackoffPolicy};
+use crate::error::ConfigError;
+use crate::failure::FailureKind;
+use crate::time::{millis, Timestamp};
+
+/// Connectivity states (gRPC's model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum State {
+    /// Not started: no connection and no attempt.
+    Idle,
+    /// A connection attempt is in flight.
+    Connecting,
+    /// Connected, and the heartbeat says the server is alive.
+    Ready,
+    /// No connection; the next attempt is scheduled.
+    TransientFailure,
+    /// Stopped for good (asked to, or the backoff policy gave up).
+    Shutdown,
+}
+
+impl State {
+    /// A short stable name for logs and bindings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Connecting => "connecting",
+            State::Ready => "ready",
+            State::TransientFailure => "transient_failure",
+            State::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Heartbeat settings: how long a connection may stay silent before it is
+/// probed, and how long a probe may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatConfig {
+    /// Silence after which a PING is sent.
+    #[serde(with = "crate::duration::human")]
+    pub interval: Duration,
+    /// How long a PING may go unanswered before it counts as a miss.
+    #[serde(with = "crate::duration::human")]
+    pub timeout: Duration,
+    /// Misses in a row tolerated; one more and the connection is declared dead.
+    pub misses_allowed: u32,
+}
+
+impl Default for HeartbeatConfig {
+    /// 1 s interval, 1 s timeout, no miss tolerated: a hung server is noticed
+    /// within 2 s of its last reply.
+    fn default() -> Self {
+        HeartbeatConfig {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            misses_allowed: 0,
+        }
+    }
+}
+
+impl HeartbeatConfig {
+    /// The longest a hung connection can go undetected after its last reply:
+    /// `interval + (misses_allowed + 1) × timeout`.
+    pub fn detection_bound(&self) -> Duration {
+        let misses = self.misses_allowed.saturating_add(1);
+        self.interval
+            .saturating_add(self.timeout.saturating_mul(misses))
+    }
+}
+
+/// Everything the supervisor needs to decide.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct SupervisorConfig {
+    /// Delays between connection attempts.
+    pub backoff: BackoffPolicy,
+    /// Liveness probing of a Ready connection.
+    pub heartbeat: HeartbeatConfig,
+    /// How long one connection attempt (including its handshake) may take.
+    #[serde(with = "crate::duration::human")]
+    pub connect_timeout: Duration,
+    /// How long a connection must stay Ready before its loss restarts the
+    /// backoff sequence from the initial delay.
+    #[serde(with = "crate::duration::human")]
+    pub backoff_reset_after: Duration,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            backoff: BackoffPolicy::default(),
+            heartbeat: HeartbeatConfig::default(),
+            connect_timeout: Duration::from_secs(2),
+            backoff_reset_after: Duration::from_secs(10),
+        }
+    }
+}
+
+impl SupervisorConfig {
+    /// Sets the backoff policy.
+    pub fn backoff(mut self, policy: BackoffPolicy) -> Self {
+        self.backoff = policy;
+        self
+    }
+
+    /// Sets the heartbeat settings.
+    pub fn heartbeat(mut self, heartbeat: HeartbeatConfig) -> Self {
+        self.heartbeat = heartbeat;
+        self
+    }
+
+    /// Sets the connect timeout.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets how long a connection must stay Ready to reset the backoff.
+    pub fn backoff_reset_after(mut self, after: Duration) -> Self {
+        self.backoff_reset_after = after;
+        self
+    }
+
+    /// Checks every field; the error names the first one that makes no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.backoff.validate()?;
+        let positive = [
+            ("heartbeat.interval", self.heartbeat.interval),
+            ("heartbeat.timeout", self.heartbeat.timeout),
+            ("connect_timeout", self.connect_timeout),
+        ];
+        for (field, d) in positive {
+            if d < Duration::from_millis(1) {
+                return Err(ConfigError::invalid(field, "must be at least 1ms"));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`validate`](Self::validate)s and returns the config.
+    pub fn build(self) -> Result<Self, ConfigError> {
+        self.validate().map(|()| self)
+    }
+}
+
+/// What the driver reports to the supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Input {
+    /// Begin connecting (from Idle; ignored elsewhere).
+    Start,
+    /// Attempt `attempt` produced a ready connection (handshake done).
+    Connected {
+        /// The attempt number from [`Action::Connect`].
+        attempt: u32,
+    },
+    /// Attempt `attempt` failed.
+    ConnectFailed {
+        /// The attempt number from [`Action::Connect`].
+        attempt: u32,
+        /// Why it failed.
+        kind: FailureKind,
+    },
+    /// The PING asked for by [`Action::SendPing`] with this `id` was answered.
+    Pong {
+        /// The id from [`Action::SendPing`].
+        id: u64,
+    },
+    /// Some reply arrived on the connection: proof the server is alive.
+    Activity,
+    /// A command failed; if the failure kills the connection, it is replaced.
+    CommandFailed {
+        /// Why it failed.
+        kind: FailureKind,
+    },
+    /// The connection broke (EOF, reset, write error).
+    ConnectionLost {
+        /// How it broke.
+        kind: FailureKind,
+    },
+    /// Stop for good: close the connection, schedule nothing more.
+    Shutdown,
+}
+
+/// Something the driver must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Action {
+    /// Open a connection; report [`Input::Connected`] or [`Input::ConnectFailed`]
+    /// with this attempt number.
+    Connect {
+        /// Attempt number within the current outage, from 1.
+        attempt: u32,
+    },
+    /// Send a PING on the current connection; report [`Input::Pong`] with `id`.
+    SendPing {
+        /// Identifies this probe.
+        id: u64,
+    },
+    /// Drop the current connection, or abandon the attempt in flight (a
+    /// connection the abandoned attempt still produces must be dropped too).
+    Disconnect,
+}
+
+/// Something that happened, for the user to see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Event {
+    /// The state changed.
+    StateChanged {
+        /// The previous state.
+        from: State,
+        /// The new state.
+        to: State,
+    },
+    /// The first connection is up.
+    Connected {
+        /// Attempts it took.
+        attempts: u32,
+    },
+    /// A connection is up again after an outage.
+    Reconnected {
+        /// From the loss of the previous connection to this one being ready.
+        #[serde(with = "millis")]
+        downtime: Duration,
+        /// Attempts it took.
+        attempts: u32,
+    },
+    /// A Ready connection was lost.
+    Disconnected {
+        /// What killed it.
+        cause: FailureKind,
+    },
+    /// The next connection attempt is scheduled.
+    ReconnectScheduled {
+        /// Its attempt number.
+        attempt: u32,
+        /// After how long.
+        #[serde(with = "millis")]
+        delay: Duration,
+    },
+    /// A heartbeat PING went unanswered for the heartbeat timeout.
+    HeartbeatMissed {
+        /// Misses in a row so far.
+        misses: u32,
+    },
+    /// The backoff policy ran out of attempts or time; the supervisor stopped.
+    GaveUp {
+        /// Attempts made in this outage.
+        attempts: u32,
+        /// Time since the outage began.
+        #[serde(with = "millis")]
+        elapsed: Duration,
+    },
+}
+
+/// One thing [`Supervisor::poll_output`] hands the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Output {
+    /// Do this.
+    Action(Action),
+    /// Tell the user this.
+    Event(Event),
+    /// Drained: call again at this time at the latest.
+    Timeout(Timestamp),
+    /// Drained, and nothing is scheduled (Idle or Shutdown).
+    Idle,
+}
+
+/// A snapshot of the supervisor's view of the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct Health {
+    /// The current state.
+    pub state: State,
+    /// When it was entered.
+    pub since: Timestamp,
+    /// The current or last connection attempt number in this outage (0 before any).
+    pub attempt: u32,
+    /// The most recent failure, if any.
+    pub last_failure: Option<FailureKind>,
+    /// Heartbeat misses in a row on the current connection.
+    pub heartbeat_misses: u32,
+    /// Round-trip time of the last answered heartbeat PING.
+    #[serde(with = "opt_millis")]
+    pub rtt: Option<Duration>,
+    /// When the next connection attempt is due (TransientFailure only).
+    pub next_attempt_at: Option<Timestamp>,
+}
+
+mod opt_millis {
+    use core::time::Duration;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => crate::time::millis::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
+/// An outstanding heartbeat PING.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    id: u64,
+    sent: Timestamp,
+}
+
+/// The most outputs one input (plus the timers it makes due) can queue:
+/// a heartbeat miss that kills the connection queues five.
+const OUTPUT_CAPACITY: usize = 8;
+
+/// The connectivity state machine. See the [module docs](self) for the driving loop.
+///
+/// Methods: getters ([`state`](Self::state), [`health`](Self::health),
+/// [`config`](Self::config)); one input ([`handle_input`](Self::handle_input));
+/// one output ([`poll_output`](Self::poll_output)).
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    config: SupervisorConfig,
+    backoff: Backoff,
+    state: State,
+    since: Timestamp,
+    attempt: u32,
+    last_failure: Option<FailureKind>,
+    /// Connecting: when the attempt in flight times out.
+    connect_deadline: Timestamp,
+    /// TransientFailure: when the next attempt starts.
+    next_attempt_at: Timestamp,
+    /// When the current outage (or the very first connect) began.
+    outage_start: Timestamp,
+    /// Whether a connection was ever Ready (tells Connected from Reconnected).
+    was_ready: bool,
+    ready_since: Timestamp,
+    last_rx: Timestamp,
+    probe: Option<Probe>,
+    next_probe_id: u64,
+    misses: u32,
+    rtt: Option<Duration>,
+    out: VecDeque<Output>,
+}
+
+impl Supervisor {
+    /// A supervisor in [`State::Idle`]. `seed` drives the backoff jitter: give
+    /// every client its own (from the OS, `crypto.getRandomValues`, ...), or
+    /// a fixed one for reproducible tests.
+    ///
+    /// Call [`SupervisorConfig::validate`] first to reject nonsense with an
+    /// error; here, durations below 1 ms are raised to 1 ms so that every
+    /// deadline lies in the future and a driver's drain loop always ends.
+    pub fn new(mut config: SupervisorConfig, seed: u64) -> Self {
+        let at_least_1ms = |d: Duration| d.max(Duration::from_millis(1));
+        config.connect_timeout = at_least_1ms(config.connect_timeout);
+        config.heartbeat.interval = at_least_1ms(config.heartbeat.interval);
+        config.heartbeat.timeout = at_least_1ms(config.heartbeat.timeout);
+        Supervisor {
+            backoff: Backoff::new(config.backoff.clone(), seed),
+            config,
+            state: State::Idle,
+            since: Timestamp::ZERO,
+            attempt: 0,
+            last_failure: None,
+            connect_deadline: Timestamp::MAX,
+            next_attempt_at: Timestamp::MAX,
+            outage_start: Timestamp::ZERO,
+            was_ready: false,
+            ready_since: Timestamp::ZERO,
+            last_rx: Timestamp::ZERO,
+            probe: None,
+            next_probe_id: 1,
+            misses: 0,
+            rtt: None,
+            out: VecDeque::with_capacity(OUTPUT_CAPACITY),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The config it runs with.
+    pub fn config(&self) -> &SupervisorConfig {
+        &self.config
+    }
+
+    /// A snapshot of the current health.
+    pub fn health(&self) -> Health {
+        Health {
+            state: self.state,
+            since: self.since,
+            attempt: self.attempt,
+            last_failure: self.last_failure,
+            heartbeat_misses: self.misses,
+            rtt: self.rtt,
+            next_attempt_at: (self.state == State::TransientFailure)
+                .then_some(self.next_attempt_at),
+        }
+    }
+
+    /// Feeds one input that happened at `now`. Inputs that make no sense in
+    /// the current state (a pong while connecting, the result of an attempt
+    /// that was abandoned, anything after shutdown) are ignored.
+    pub fn handle_input(&mut self, now: Timestamp, input: Input) {
+        match (self.state, input) {
+            (State::Shutdown, _) => {}
+            (_, Input::Shutdown) => {
+                if matches!(self.state, State::Connecting | State::Ready) {
+                    self.push(Output::Action(Action::Disconnect));
+                }
+                self.set_state(now, State::Shutdown);
+            }
+            (State::Idle, Input::Start) => {
+                self.outage_start = now;
+                self.start_attempt(now);
+            }
+            (State::Connecting, Input::Connected { attempt }) if attempt == self.attempt => {
+                self.become_ready(now);
+            }
+            (State::Connecting, Input::ConnectFailed { attempt, kind })
+                if attempt == self.attempt =>
+            {
+                self.last_failure = Some(kind);
+                self.schedule_attempt(now);
+            }
+            (State::Ready, Input::Pong { id }) => {
+                if let Some(probe) = self.probe.filter(|p| p.id == id) {
+                    self.rtt = Some(now.saturating_since(probe.sent));
+                }
+                self.alive(now);
+            }
+            (State::Ready, Input::Activity) => self.alive(now),
+            (State::Ready, Input::CommandFailed { kind }) => {
+                if kind.kills_connection() {
+                    self.lose_connection(now, kind);
+                } else if matches!(kind, FailureKind::Command | FailureKind::ServerBusy(_)) {
+                    // An error reply is a reply: the server is alive.
+                    self.alive(now);
+                }
+            }
+            (State::Ready, Input::ConnectionLost { kind }) => self.lose_connection(now, kind),
+            _ => {}
+        }
+    }
+
+    /// The next thing to do, or [`Output::Timeout`] / [`Output::Idle`] when
+    /// drained. Deadlines that have passed by `now` are acted on first.
+    #[must_use]
+    pub fn poll_output(&mut self, now: Timestamp) -> Output {
+        if self.out.is_empty() {
+            self.handle_timers(now);
+        }
+        if let Some(output) = self.out.pop_front() {
+            return output;
+        }
+        match self.next_deadline() {
+            Some(deadline) => Output::Timeout(deadline),
+            None => Output::Idle,
+        }
+    }
+
+    /// The earliest pending deadline, if any.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        match self.state {
+            State::Idle | State::Shutdown => None,
+            State::Connecting => Some(self.connect_deadline),
+            State::TransientFailure => Some(self.next_attempt_at),
+            State::Ready => Some(match self.probe {
+                None => self.last_rx + self.config.heartbeat.interval,
+                Some(probe) => probe.sent + self.config.heartbeat.timeout,
+            }),
+        }
+    }
+
+    fn handle_timers(&mut self, now: Timestamp) {
+        let Some(deadline) = self.next_deadline() else {
+            return;
+        };
+        if now < deadline {
+            return;
+        }
+        match self.state {
+            State::Connecting => {
+                self.push(Output::Action(Action::Disconnect));
+                self.last_failure = Some(FailureKind::Timeout);
+                self.schedule_attempt(now);
+            }
+            State::TransientFailure => self.start_attempt(now),
+            State::Ready => match self.probe {
+                None => self.send_probe(now),
+                Some(_) => {
+                    self.misses = self.misses.saturating_add(1);
+                    self.push(Output::Event(Event::HeartbeatMissed {
+                        misses: self.misses,
+                    }));
+                    if self.misses > self.config.heartbeat.misses_allowed {
+                        self.lose_connection(now, FailureKind::Timeout);
+                    } else {
+                        self.send_probe(now);
+                    }
+                }
+            },
+            State::Idle | State::Shutdown => {}
+        }
+    }
+
+    fn send_probe(&mut self, now: Timestamp) {
+        let id = self.next_probe_id;
+        self.next_probe_id = self.next_probe_id.wrapping_add(1);
+        self.probe = Some(Probe { id, sent: now });
+        self.push(Output::Action(Action::SendPing { id }));
+    }
+
+    /// Evidence of life: the silence clock restarts and misses are forgiven.
+    fn alive(&mut self, now: Timestamp) {
+        self.last_rx = self.last_rx.max(now);
+        self.probe = None;
+        self.misses = 0;
+    }
+
+    fn start_attempt(&mut self, now: Timestamp) {
+        self.attempt = self.attempt.saturating_add(1);
+        self.connect_deadline = now + self.config.connect_timeout;
+        self.set_state(now, State::Connecting);
+        self.push(Output::Action(Action::Connect {
+            attempt: self.attempt,
+        }));
+    }
+
+    fn become_ready(&mut self, now: Timestamp) {
+        self.ready_since = now;
+        self.last_rx = now;
+        self.probe = None;
+        self.misses = 0;
+        self.set_state(now, State::Ready);
+        let attempts = self.attempt;
+        self.push(Output::Event(if self.was_ready {
+            Event::Reconnected {
+                downtime: now.saturating_since(self.outage_start),
+                attempts,
+            }
+        } else {
+            Event::Connected { attempts }
+        }));
+        self.was_ready = true;
+    }
+
+    fn lose_connection(&mut self, now: Timestamp, cause: FailureKind) {
+        self.push(Output::Action(Action::Disconnect));
+        self.push(Output::Event(Event::Disconnected { cause }));
+        if now.saturating_since(self.ready_since) >= self.config.backoff_reset_after {
+            self.backoff.reset();
+        }
+        self.last_failure = Some(cause);
+        self.probe = None;
+        self.misses = 0;
+        self.attempt = 0;
+        self.outage_start = now;
+        self.schedule_attempt(now);
+    }
+
+    /// After a failure: wait the next backoff delay, or give up.
+    fn schedule_attempt(&mut self, now: Timestamp) {
+        let elapsed = now.saturating_since(self.outage_start);
+        match self.backoff.next_delay(elapsed) {
+            Some(delay) => {
+                self.next_attempt_at = now + delay;
+                self.set_state(now, State::TransientFailure);
+                self.push(Output::Event(Event::ReconnectScheduled {
+                    attempt: self.attempt.saturating_add(1),
+                    delay,
+                }));
+            }
+            None => {
+                self.push(Output::Event(Event::GaveUp {
+                    attempts: self.attempt,
+                    elapsed,
+                }));
+                self.set_state(now, State::Shutdown);
+            }
+        }
+    }
+
+    fn set_state(&mut self, now: Timestamp, to: State) {
+        if self.state != to {
+            let from = self.state;
+            self.state = to;
+            self.since = now;
+            self.push(Output::Event(Event::StateChanged { from, to }));
+        }
+    }
+
+    fn push(&mut self, output: Output) {
+        self.out.push_back(output);
+    }
+}

@@ -1,0 +1,27 @@
+//! Test support for relink: real `redis-server` processes and a fault-injecting
+//! TCP proxy, so integration tests break real connections instead of mocking
+//! Redis.
+//!
+//! Everything here binds loopback only (127.0.0.1), and every wait is bounded
+//! in count and in time: a test that goes wrong fails with a message (including
+//! the tail of the server log) instead of hanging.
+//!
+//! **Invariant:** this crate is for tests only (`publish = false`); nothing in
+//! relink's libraries depends on it. It knows nothing about relink itself.
+//!
+//! ```no_run
+//! use relink_testkit::{FaultProxy, RedisServer};
+//!
+//! let mut server = RedisServer::builder().appendonly(true).start();
+//! let proxy = FaultProxy::start(server.addr());
+//! // point the client under test at proxy.url(), then:
+//! proxy.blackhole(); // ... and later proxy.pass();
+//! server.kill();
+//! server.restart();
+//! ```
+
+mod proxy;
+mod server;
+
+pub use proxy::FaultProxy;
+pub use server::{RedisServer, RedisServerBuilder};

@@ -1,0 +1,283 @@
+//! relink's workshop: `cargo xtask <command>` (the alias is in
+//! `.cargo/config.toml`). Commands run from the workspace root, print a header
+//! per step and stop at the first failing step with its exit code.
+//!
+//! **Invariant:** std only ("avoid adding dependencies"), and nothing depends
+//! on xtask; it reaches the project only through the commands it runs.
+
+mod wasm;
+
+use std::env;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use wasm::check_wasm_imports;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  test      fmt check, clippy, wasm32 build of relink-core, cargo test --workspace
+            (against a real redis-server, installed when missing and run as root),
+            then the wasm import check
+  vectors   regenerate the golden vectors: RELINK_UPDATE_VECTORS=1 cargo test -p relink-core --test vectors
+  help      this text
+";
+
+/// `.wasm` files (relative to the workspace root) that must import nothing
+/// from `env`. Empty for now: the wasm bindings crate (relink-wasm) adds its
+/// built module here, and `test` builds it before the check.
+const WASM_MODULES: &[&str] = &[];
+
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+/// A failed step: what to tell the user, and the exit code to leave with.
+#[derive(Debug)]
+struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl Failure {
+    fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: 1,
+        }
+    }
+}
+
+type Result<T = ()> = std::result::Result<T, Failure>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("vectors") => vectors(),
+        Some("help" | "-h" | "--help") | None => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprint!("xtask: unknown command `{other}`\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("xtask: {}", failure.message);
+            ExitCode::from(failure.code.max(1))
+        }
+    }
+}
+
+fn test() -> Result {
+    let redis_server = prepare()?;
+    let root = project_root();
+    step(
+        "cargo fmt --all --check",
+        cargo().args(["fmt", "--all", "--check"]),
+    )?;
+    step(
+        "cargo clippy --workspace --all-targets -- -D warnings",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    step(
+        &format!("cargo build -p relink-core --no-default-features --target {WASM_TARGET}"),
+        cargo().args([
+            "build",
+            "-p",
+            "relink-core",
+            "--no-default-features",
+            "--target",
+            WASM_TARGET,
+        ]),
+    )?;
+    step(
+        &format!(
+            "cargo test --workspace (REDIS_SERVER={})",
+            redis_server.display()
+        ),
+        cargo()
+            .args(["test", "--workspace"])
+            .env("REDIS_SERVER", &redis_server),
+    )?;
+    header(&format!(
+        "wasm import check ({} modules)",
+        WASM_MODULES.len()
+    ));
+    for module in WASM_MODULES {
+        check_wasm_imports(&root.join(module)).map_err(Failure::new)?;
+        println!("{module}: no imports from `env`");
+    }
+    println!("xtask test: all steps passed");
+    Ok(())
+}
+
+fn vectors() -> Result {
+    step(
+        "RELINK_UPDATE_VECTORS=1 cargo test -p relink-core --test vectors",
+        cargo()
+            .args(["test", "-p", "relink-core", "--test", "vectors"])
+            .env("RELINK_UPDATE_VECTORS", "1"),
+    )
+}
+
+/// The set-up shared by the commands that run Redis or build for wasm:
+/// a redis-server (returned as an absolute path, for `REDIS_SERVER`) and the
+/// wasm32 target.
+fn prepare() -> Result<PathBuf> {
+    let redis_server = ensure_redis_server()?;
+    ensure_wasm_target()?;
+    Ok(redis_server)
+}
+
+fn ensure_redis_server() -> Result<PathBuf> {
+    if let Some(configured) = env::var_os("REDIS_SERVER") {
+        return resolve_program(&configured).ok_or_else(|| {
+            Failure::new(format!(
+                "REDIS_SERVER={} is not an executable file",
+                Path::new(&configured).display()
+            ))
+        });
+    }
+    if let Some(found) = resolve_program("redis-server".as_ref()) {
+        return Ok(found);
+    }
+    if !is_root()? {
+        return Err(Failure::new(
+            "redis-server not found (the integration tests spawn their own). Install it with \
+             `sudo apt-get install redis-server`, or set REDIS_SERVER=/path/to/redis-server",
+        ));
+    }
+    install_redis_server()?;
+    resolve_program("redis-server".as_ref())
+        .or_else(|| resolve_program("/usr/bin/redis-server".as_ref()))
+        .ok_or_else(|| Failure::new("apt-get installed redis-server, but it is not on PATH"))
+}
+
+/// `apt-get install redis-server`, with the Debian service kept from starting:
+/// the tests spawn their own servers on free ports, and a daemon on 6379 would
+/// outlive the run. A `policy-rc.d` that answers 101 ("action forbidden") is
+/// the standard way to say so; it is removed again if we created it.
+fn install_redis_server() -> Result {
+    const POLICY: &str = "/usr/sbin/policy-rc.d";
+    let created_policy = !Path::new(POLICY).exists() && write_policy(POLICY);
+    let result = step("apt-get update", Command::new("apt-get").arg("update")).and_then(|()| {
+        step(
+            "apt-get install -y redis-server",
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends", "redis-server"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    });
+    if created_policy {
+        let _ = std::fs::remove_file(POLICY);
+    }
+    result
+}
+
+fn write_policy(path: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, "#!/bin/sh\nexit 101\n").is_ok()
+        && std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).is_ok()
+}
+
+fn is_root() -> Result<bool> {
+    let out = Command::new("id")
+        .arg("-u")
+        .output()
+        .map_err(|e| Failure::new(format!("cannot run `id -u`: {e}")))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+fn ensure_wasm_target() -> Result {
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map_err(|e| {
+            Failure::new(format!(
+                "cannot run rustup ({e}); the {WASM_TARGET} target is needed: install rustup, \
+                 then `rustup target add {WASM_TARGET}`"
+            ))
+        })?;
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == WASM_TARGET)
+    {
+        return Ok(());
+    }
+    step(
+        &format!("rustup target add {WASM_TARGET}"),
+        Command::new("rustup").args(["target", "add", WASM_TARGET]),
+    )
+}
+
+/// An executable file: a path (made absolute), or a bare name looked up on PATH.
+fn resolve_program(program: &std::ffi::OsStr) -> Option<PathBuf> {
+    let program = Path::new(program);
+    if program.components().count() > 1 || program.is_absolute() {
+        let absolute = if program.is_absolute() {
+            program.to_path_buf()
+        } else {
+            env::current_dir().ok()?.join(program)
+        };
+        return is_executable(&absolute).then_some(absolute);
+    }
+    let path: OsString = env::var_os("PATH")?;
+    env::split_paths(&path)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// The cargo that runs us (cargo sets `CARGO`), in the workspace root.
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(project_root());
+    cmd
+}
+
+fn header(title: &str) {
+    println!("\n==> {title}");
+}
+
+/// Runs one step; a failure carries the step's name and exit code.
+fn step(title: &str, cmd: &mut Command) -> Result {
+    header(title);
+    let status = cmd
+        .status()
+        .map_err(|e| Failure::new(format!("step `{title}`: cannot start: {e}")))?;
+    if status.success() {
+        return Ok(());
+    }
+    let code = status
+        .code()
+        .and_then(|c| u8::try_from(c).ok())
+        .unwrap_or(1);
+    Err(Failure {
+        message: format!("step `{title}` failed ({status})"),
+        code,
+    })
+}

@@ -1,0 +1,824 @@
+//! `Client`: the cheap, cloneable handle, its hot path, and the background
+//! task that drives the core's [`Supervisor`].
+//!
+//! **The hot path does not hop through the supervisor task.** A command loads
+//! the current connection (an `ArcSwap` swapped on reconnect), clones the
+//! `MultiplexedConnection` (a channel sender) and sends. Only a failure is
+//! reported to the task, and a reply bumps one atomic timestamp that the task
+//! reads as heartbeat evidence, so a busy connection is never pinged.
+//!
+//! **The task owns every decision's execution, none of its logic**: it turns
+//! the supervisor's actions into connects, pings and disconnects, and its
+//! events into health updates, the events stream and `tracing` events.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use relink_core::budget::RetryBudget;
+use relink_core::supervisor::{Action, Event, Input, Output, State, Supervisor};
+use relink_core::{Delivery, FailureKind, Outcome, Timestamp};
+use tokio::sync::{broadcast, mpsc, watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::classify::{failure_kind, is_server_reply};
+use crate::config::{Config, OutagePolicy};
+use crate::connector::{Connector, TcpConnector};
+use crate::pubsub::{PubSubHub, Subscription};
+use crate::Error;
+
+/// The health of a client's connection, as published on [`Client::health`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// The connectivity state.
+    pub state: State,
+    /// When the state was entered.
+    pub since: Instant,
+    /// The current or last connection attempt number in this outage.
+    pub attempt: u32,
+    /// The most recent failure, if any.
+    pub last_failure: Option<FailureKind>,
+    /// Round-trip time of the last answered heartbeat PING.
+    pub rtt: Option<Duration>,
+    /// Heartbeat misses in a row on the current connection.
+    pub heartbeat_misses: u32,
+}
+
+/// Counters of what happened to commands, for dashboards and the outage tour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Commands (or pipelines) that got their reply.
+    pub succeeded: u64,
+    /// Retries sent (a command retried twice counts two).
+    pub retried: u64,
+    /// Commands refused without being sent: not connected (fail-fast),
+    /// backlog full, no connection within `max_wait`, shut down.
+    pub not_sent: u64,
+    /// Commands that failed certainly unapplied after being sent (the server
+    /// refused them: busy, loading) and were not retried.
+    pub not_applied: u64,
+    /// Commands whose outcome is unknown: they may have been applied.
+    pub unknown: u64,
+    /// Commands the server answered with an error (passed on as they are).
+    pub rejected: u64,
+}
+
+impl Stats {
+    /// The counts accumulated since `earlier`.
+    pub fn since(&self, earlier: &Stats) -> Stats {
+        Stats {
+            succeeded: self.succeeded.saturating_sub(earlier.succeeded),
+            retried: self.retried.saturating_sub(earlier.retried),
+            not_sent: self.not_sent.saturating_sub(earlier.not_sent),
+            not_applied: self.not_applied.saturating_sub(earlier.not_applied),
+            unknown: self.unknown.saturating_sub(earlier.unknown),
+            rejected: self.rejected.saturating_sub(earlier.rejected),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    succeeded: AtomicU64,
+    retried: AtomicU64,
+    not_sent: AtomicU64,
+    not_applied: AtomicU64,
+    unknown: AtomicU64,
+    rejected: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A connection that is Ready, as the hot path sees it.
+struct Live {
+    conn: MultiplexedConnection,
+    /// Generation: which connection a failure report is about.
+    generation: u64,
+    /// Cancelled when the supervisor gives this connection up, so every
+    /// command still waiting on it fails at once instead of at its timeout.
+    dead: CancellationToken,
+}
+
+/// A failure seen on the hot path, for the supervisor.
+#[derive(Debug)]
+struct Report {
+    generation: u64,
+    kind: FailureKind,
+}
+
+impl From<(u64, FailureKind)> for Report {
+    fn from((generation, kind): (u64, FailureKind)) -> Self {
+        Report { generation, kind }
+    }
+}
+
+struct Shared {
+    config: Config,
+    epoch: Instant,
+    live: ArcSwapOption<Live>,
+    health: watch::Sender<Health>,
+    events: broadcast::Sender<Event>,
+    reports: mpsc::UnboundedSender<Report>,
+    /// Milliseconds since `epoch` of the latest reply on the live connection.
+    last_reply_ms: AtomicU64,
+    backlog: Semaphore,
+    budget: Mutex<RetryBudget>,
+    shutdown: CancellationToken,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    pubsub: Arc<PubSubHub>,
+    counters: Counters,
+}
+
+impl Shared {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(self.epoch.elapsed().as_millis() as u64)
+    }
+
+    fn note_reply(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.last_reply_ms.fetch_max(now, Ordering::Relaxed);
+    }
+}
+
+/// Cancels the background task when the last user handle is dropped.
+struct HandleGuard(CancellationToken);
+
+impl Drop for HandleGuard {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// A Redis client that rides out outages. Cheap to clone; every clone shares
+/// one connection and one background task.
+///
+/// It implements [`redis::aio::ConnectionLike`], so `redis::AsyncCommands`,
+/// `redis::cmd(..).query_async(&mut client)`, pipelines and transactions work
+/// on it unchanged.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    _guard: Arc<HandleGuard>,
+    idempotent: bool,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.shared.config.redacted_url())
+            .field("state", &self.shared.health.borrow().state)
+            .field("idempotent", &self.idempotent)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Starts a client for `config` with the default connector (TCP, TLS or
+    /// Unix socket from the URL). Returns at once; the connection is made in
+    /// the background (see [`Client::wait_ready`]). Must be called within a
+    /// tokio runtime.
+    pub fn new(config: Config) -> Result<Client, Error> {
+        let connector = TcpConnector::new(&config)?;
+        Client::with_connector(config, Arc::new(connector))
+    }
+
+    /// Starts a client that makes its connections through `connector`.
+    pub fn with_connector(config: Config, connector: Arc<dyn Connector>) -> Result<Client, Error> {
+        config.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::config(
+                "runtime",
+                "relink::Client must be created inside a tokio runtime",
+            )
+        })?;
+        let epoch = Instant::now();
+        let seed = config.seed().unwrap_or_else(random_seed);
+        let supervisor = Supervisor::new(config.supervisor_config(), seed);
+        let (health, _) = watch::channel(Health {
+            state: State::Idle,
+            since: epoch,
+            attempt: 0,
+            last_failure: None,
+            rtt: None,
+            heartbeat_misses: 0,
+        });
+        let (events, _) = broadcast::channel(256);
+        let (reports, reports_rx) = mpsc::unbounded_channel();
+        let capacity = match config.outage() {
+            OutagePolicy::Queue { capacity, .. } => capacity,
+            _ => 0,
+        };
+        let budget = RetryBudget::new(config.retry().budget);
+        let shutdown = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            pubsub: Arc::new(PubSubHub::default()),
+            counters: Counters::default(),
+            config,
+            epoch,
+            live: ArcSwapOption::empty(),
+            health,
+            events,
+            reports,
+            last_reply_ms: AtomicU64::new(0),
+            backlog: Semaphore::new(capacity),
+            budget: Mutex::new(budget),
+            shutdown: shutdown.clone(),
+            task: Mutex::new(None),
+        });
+        let driver = Driver {
+            shared: Arc::clone(&shared),
+            supervisor,
+            connector,
+            reports: reports_rx,
+            generation: 0,
+            fed_reply_ms: 0,
+            connecting: None,
+            ping: None,
+        };
+        let handle = runtime.spawn(driver.run());
+        *shared.task.lock().expect("task lock") = Some(handle);
+        Ok(Client {
+            shared,
+            _guard: Arc::new(HandleGuard(shutdown)),
+            idempotent: false,
+        })
+    }
+
+    /// A handle to the same connection whose commands are all declared
+    /// idempotent: safe to retry even when their fate is unknown. Use it for
+    /// writes that are (`SET k v`, `HSET`, `DEL`), never for `INCR` or `LPUSH`.
+    pub fn idempotent(&self) -> Client {
+        Client {
+            idempotent: true,
+            ..self.clone()
+        }
+    }
+
+    /// The current health, and every change to it.
+    pub fn health(&self) -> watch::Receiver<Health> {
+        self.shared.health.subscribe()
+    }
+
+    /// The supervisor's events from now on: connected, disconnected (with the
+    /// cause), reconnect scheduled (attempt, delay), reconnected (downtime),
+    /// heartbeat missed, gave up, and every state change. A receiver that
+    /// falls more than 256 events behind skips the oldest.
+    pub fn events(&self) -> futures_util::stream::BoxStream<'static, Event> {
+        let rx = self.shared.events.subscribe();
+        futures_util::stream::StreamExt::boxed(futures_util::stream::unfold(
+            rx,
+            |mut rx| async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(event) => return Some((event, rx)),
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            },
+        ))
+    }
+
+    /// What happened to the commands sent through this client so far.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            succeeded: get(&c.succeeded),
+            retried: get(&c.retried),
+            not_sent: get(&c.not_sent),
+            not_applied: get(&c.not_applied),
+            unknown: get(&c.unknown),
+            rejected: get(&c.rejected),
+        }
+    }
+
+    /// Waits until the client is Ready, for at most `timeout`.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
+        let mut rx = self.health();
+        let waited = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|h| matches!(h.state, State::Ready | State::Shutdown)),
+        )
+        .await;
+        match waited {
+            Ok(Ok(h)) if h.state == State::Ready => Ok(()),
+            Ok(_) => Err(Error::Shutdown),
+            Err(_) => Err(Error::QueueTimeout { waited: timeout }),
+        }
+    }
+
+    /// Subscribes to `channels`: a stream of messages that keeps flowing
+    /// across reconnects, with a marker after each reconnect saying the
+    /// subscriptions were restored and how long the gap was (Pub/Sub has no
+    /// replay: messages published during the gap are gone).
+    pub async fn subscribe(&self, channels: &[&str]) -> Result<Subscription, Error> {
+        self.subscribe_inner(channels, false).await
+    }
+
+    /// Like [`subscribe`](Self::subscribe), for glob patterns (`PSUBSCRIBE`).
+    pub async fn psubscribe(&self, patterns: &[&str]) -> Result<Subscription, Error> {
+        self.subscribe_inner(patterns, true).await
+    }
+
+    async fn subscribe_inner(&self, names: &[&str], patterns: bool) -> Result<Subscription, Error> {
+        if self.shared.config.protocol() != crate::config::Protocol::Resp3 {
+            return Err(Error::config(
+                "protocol",
+                "Pub/Sub on relink's multiplexed connection needs `resp3`",
+            ));
+        }
+        if self.shared.shutdown.is_cancelled() {
+            return Err(Error::Shutdown);
+        }
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        // Register first: a reconnect from now on restores these too.
+        let subscription = self.shared.pubsub.register(&names, patterns);
+        if let Some(live) = self.shared.live.load_full() {
+            let mut conn = live.conn.clone();
+            let result = if patterns {
+                conn.psubscribe(&names).await
+            } else {
+                conn.subscribe(&names).await
+            };
+            if let Err(e) = result {
+                // The connection died under us: the reconnect restores the
+                // registration. Anything else is a real refusal.
+                if is_server_reply(&e) {
+                    return Err(Error::Redis(e));
+                }
+            }
+        }
+        Ok(subscription)
+    }
+
+    /// Stops the client: fails pending and queued commands with
+    /// [`Error::Shutdown`], closes the connection, and waits for the
+    /// background task to end.
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+        let handle = self.shared.task.lock().expect("task lock").take();
+        if let Some(handle) = handle {
+            let _ = handle.await;
+        }
+    }
+
+    /// Runs one command or pipeline through the outage and retry policies.
+    async fn execute<'a>(&self, request: Request<'a>) -> Result<Value, RedisError> {
+        let shared = &*self.shared;
+        let idempotent = self.idempotent || request.is_read_only();
+        let max_retries = shared.config.retry().max_retries;
+        let mut retries = 0;
+        loop {
+            let live = match shared.live.load_full() {
+                Some(live) => live,
+                None => match self.wait_for_connection().await {
+                    Ok(live) => live,
+                    Err(e) => {
+                        bump(&shared.counters.not_sent);
+                        return Err(e.into_redis());
+                    }
+                },
+            };
+            let mut conn = live.conn.clone();
+            let result = tokio::select! {
+                biased;
+                result = request.send(&mut conn) => result,
+                _ = live.dead.cancelled() => Err(RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "connection declared dead by relink's heartbeat",
+                ))),
+            };
+            let err = match result {
+                Ok(value) => {
+                    bump(&shared.counters.succeeded);
+                    shared.note_reply();
+                    shared.budget.lock().expect("budget lock").on_success();
+                    return Ok(value);
+                }
+                Err(err) => err,
+            };
+            let kind = failure_kind(&err);
+            let answered = is_server_reply(&err);
+            if answered {
+                shared.note_reply();
+            }
+            if kind.kills_connection() {
+                let _ = shared.reports.send(Report {
+                    generation: live.generation,
+                    kind,
+                });
+            }
+            if kind == FailureKind::Command {
+                bump(&shared.counters.rejected);
+                return Err(err); // the server's verdict, passed on as it is
+            }
+            let delivery = if answered {
+                Delivery::Answered
+            } else {
+                Delivery::MaybeSent
+            };
+            let may_retry = {
+                let mut budget = shared.budget.lock().expect("budget lock");
+                budget.on_failure();
+                retries < max_retries && kind.retry_safe(delivery, idempotent) && budget.may_retry()
+            };
+            if shared.shutdown.is_cancelled() {
+                bump(&shared.counters.not_sent);
+                return Err(Error::Shutdown.into_redis());
+            }
+            if may_retry {
+                retries += 1;
+                bump(&shared.counters.retried);
+                tracing::debug!(%kind, retries, "retrying command");
+                if let FailureKind::ServerBusy(_) = kind {
+                    // The server is up but refusing for now (loading, busy
+                    // script): give it a moment rather than spin.
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(retries))).await;
+                }
+                continue;
+            }
+            let detail = err.to_string();
+            let error = match kind.outcome(delivery) {
+                Outcome::NotApplied => {
+                    bump(&shared.counters.not_applied);
+                    Error::NotApplied { kind, detail }
+                }
+                Outcome::Unknown | Outcome::Rejected => {
+                    bump(&shared.counters.unknown);
+                    Error::OutcomeUnknown { kind, detail }
+                }
+            };
+            return Err(error.into_redis());
+        }
+    }
+
+    /// No connection: apply the outage policy.
+    async fn wait_for_connection(&self) -> Result<Arc<Live>, Error> {
+        let shared = &*self.shared;
+        let state = shared.health.borrow().state;
+        if state == State::Shutdown || shared.shutdown.is_cancelled() {
+            return Err(Error::Shutdown);
+        }
+        let (capacity, max_wait) = match shared.config.outage() {
+            OutagePolicy::FailFast => return Err(Error::NotConnected { state }),
+            OutagePolicy::Queue { capacity, max_wait } => (capacity, max_wait),
+        };
+        let Ok(_permit) = shared.backlog.try_acquire() else {
+            return Err(Error::BacklogFull { capacity });
+        };
+        let started = Instant::now();
+        let mut health = shared.health.subscribe();
+        let wait = async {
+            loop {
+                if let Some(live) = shared.live.load_full() {
+                    return Ok(live);
+                }
+                if health.borrow_and_update().state == State::Shutdown {
+                    return Err(Error::Shutdown);
+                }
+                if health.changed().await.is_err() {
+                    return Err(Error::Shutdown);
+                }
+            }
+        };
+        match tokio::time::timeout(max_wait, wait).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::QueueTimeout {
+                waited: started.elapsed(),
+            }),
+        }
+    }
+}
+
+/// One command or one slice of a pipeline.
+#[derive(Clone, Copy)]
+enum Request<'a> {
+    Cmd(&'a Cmd),
+    Pipeline {
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    },
+}
+
+impl Request<'_> {
+    fn is_read_only(&self) -> bool {
+        let cmd_is_read_only = |cmd: &Cmd| match cmd.args_iter().next() {
+            Some(redis::Arg::Simple(name)) => relink_core::commands::is_read_only(name),
+            _ => false,
+        };
+        match self {
+            Request::Cmd(cmd) => cmd_is_read_only(cmd),
+            Request::Pipeline { pipeline, .. } => pipeline.cmd_iter().all(cmd_is_read_only),
+        }
+    }
+
+    async fn send(&self, conn: &mut MultiplexedConnection) -> Result<Value, RedisError> {
+        match *self {
+            Request::Cmd(cmd) => conn.send_packed_command(cmd).await,
+            Request::Pipeline {
+                pipeline,
+                offset,
+                count,
+            } => conn
+                .send_packed_commands(pipeline, offset, count)
+                .await
+                .map(Value::Array),
+        }
+    }
+}
+
+impl ConnectionLike for Client {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(self.execute(Request::Cmd(cmd)))
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            match self
+                .execute(Request::Pipeline {
+                    pipeline,
+                    offset,
+                    count,
+                })
+                .await?
+            {
+                Value::Array(values) => Ok(values),
+                other => Ok(vec![other]),
+            }
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.shared.config.database()
+    }
+}
+
+/// A seed for the backoff jitter, from the OS-seeded hasher keys std already
+/// has (no extra dependency for a few random bits).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish()
+}
+
+type ConnectResult = Result<MultiplexedConnection, RedisError>;
+
+/// A heartbeat PING in flight: probe id, connection generation, the reply.
+type PendingPing = (u64, u64, BoxFuture<'static, Result<Value, RedisError>>);
+
+/// The background task: drives the supervisor and executes its actions. It
+/// ends when the supervisor reaches Shutdown: asked by [`Client::shutdown`],
+/// by the last handle being dropped, or by the backoff policy giving up.
+struct Driver {
+    shared: Arc<Shared>,
+    supervisor: Supervisor,
+    connector: Arc<dyn Connector>,
+    reports: mpsc::UnboundedReceiver<Report>,
+    generation: u64,
+    fed_reply_ms: u64,
+    connecting: Option<(u32, BoxFuture<'static, ConnectResult>)>,
+    ping: Option<PendingPing>,
+}
+
+impl Driver {
+    async fn run(mut self) {
+        let shutdown = self.shared.shutdown.clone();
+        let now = self.shared.now();
+        self.supervisor.handle_input(now, Input::Start);
+        // Bounded by the supervisor: every iteration handles one input or one
+        // deadline, and Shutdown is terminal.
+        loop {
+            let deadline = self.drain();
+            if self.supervisor.state() == State::Shutdown {
+                break;
+            }
+            let epoch = self.shared.epoch;
+            let sleep_until = deadline.map(|t| epoch + Duration::from_millis(t.as_millis()));
+            let input = tokio::select! {
+                _ = shutdown.cancelled() => Some(Input::Shutdown),
+                result = poll_connect(&mut self.connecting) => match result {
+                    (attempt, Ok(conn)) => {
+                        self.install(conn);
+                        Some(Input::Connected { attempt })
+                    }
+                    (attempt, Err(err)) => {
+                        let kind = failure_kind(&err);
+                        tracing::debug!(attempt, %kind, error = %err, "connection attempt failed");
+                        Some(Input::ConnectFailed { attempt, kind })
+                    }
+                },
+                (id, generation, result) = poll_ping(&mut self.ping) => {
+                    self.ping = None;
+                    match result {
+                        Ok(_) if generation == self.generation => Some(Input::Pong { id }),
+                        Err(err) if generation == self.generation && failure_kind(&err).kills_connection() => {
+                            Some(Input::ConnectionLost { kind: failure_kind(&err) })
+                        }
+                        _ => None,
+                    }
+                }
+                Some(report) = self.reports.recv() => {
+                    (report.generation == self.generation).then_some(Input::CommandFailed { kind: report.kind })
+                }
+                _ = sleep(sleep_until) => None,
+            };
+            if let Some(input) = input {
+                let now = self.shared.now();
+                self.supervisor.handle_input(now, input);
+            }
+        }
+        // However it ended, leave nothing behind: no connection, no stream
+        // waiting for messages, every queued command told.
+        if let Some(live) = self.shared.live.swap(None) {
+            live.dead.cancel();
+        }
+        self.shared.pubsub.close();
+        self.shared.shutdown.cancel();
+        self.publish_health();
+    }
+
+    /// Feeds reply evidence, then handles outputs until drained; returns the
+    /// next deadline.
+    fn drain(&mut self) -> Option<Timestamp> {
+        let shared = Arc::clone(&self.shared);
+        let reply_ms = shared.last_reply_ms.load(Ordering::Relaxed);
+        if reply_ms > self.fed_reply_ms && self.supervisor.state() == State::Ready {
+            self.fed_reply_ms = reply_ms;
+            self.supervisor
+                .handle_input(Timestamp::from_millis(reply_ms), Input::Activity);
+        }
+        let mut deadline = None;
+        for _ in 0..64 {
+            match self.supervisor.poll_output(shared.now()) {
+                Output::Action(action) => self.act(&shared, action),
+                Output::Event(event) => self.observe(&shared, event),
+                Output::Timeout(t) => {
+                    deadline = Some(t);
+                    break;
+                }
+                _ => break,
+            }
+        }
+        self.publish_health();
+        deadline
+    }
+
+    fn act(&mut self, shared: &Arc<Shared>, action: Action) {
+        match action {
+            Action::Connect { attempt } => {
+                let connector = Arc::clone(&self.connector);
+                let config = shared.config.clone();
+                let pubsub = Arc::clone(&shared.pubsub);
+                let reports = shared.reports.clone();
+                let generation = self.generation + 1;
+                let fut = async move {
+                    let push = pubsub.push_sender(reports, generation);
+                    let mut conn = connector.connect(&config, push).await?;
+                    if let Some(name) = config.client_name() {
+                        redis::cmd("CLIENT")
+                            .arg("SETNAME")
+                            .arg(name)
+                            .exec_async(&mut conn)
+                            .await?;
+                    }
+                    pubsub.restore(&mut conn).await?;
+                    Ok(conn)
+                };
+                self.connecting = Some((attempt, fut.boxed()));
+                tracing::debug!(attempt, "connecting");
+            }
+            Action::SendPing { id } => {
+                if let Some(live) = shared.live.load_full() {
+                    let mut conn = live.conn.clone();
+                    let fut =
+                        async move { redis::cmd("PING").query_async::<Value>(&mut conn).await };
+                    self.ping = Some((id, live.generation, fut.boxed()));
+                }
+            }
+            Action::Disconnect => {
+                self.connecting = None;
+                self.ping = None;
+                if let Some(live) = shared.live.swap(None) {
+                    live.dead.cancel();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn observe(&mut self, shared: &Arc<Shared>, event: Event) {
+        match event {
+            Event::StateChanged { from, to } => {
+                tracing::info!(%from, %to, "relink state changed");
+            }
+            Event::Disconnected { cause } => tracing::warn!(%cause, "relink connection lost"),
+            Event::ReconnectScheduled { attempt, delay } => {
+                tracing::info!(
+                    attempt,
+                    delay_ms = delay.as_millis() as u64,
+                    "relink reconnect scheduled"
+                );
+            }
+            Event::Reconnected { downtime, attempts } => {
+                tracing::info!(
+                    downtime_ms = downtime.as_millis() as u64,
+                    attempts,
+                    "relink reconnected"
+                );
+                shared.pubsub.restored(downtime);
+            }
+            Event::Connected { attempts } => tracing::info!(attempts, "relink connected"),
+            Event::HeartbeatMissed { misses } => tracing::warn!(misses, "relink heartbeat missed"),
+            Event::GaveUp { attempts, elapsed } => {
+                tracing::error!(
+                    attempts,
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    "relink gave up reconnecting"
+                );
+            }
+            _ => {}
+        }
+        let _ = shared.events.send(event);
+    }
+
+    /// A new connection is up: make it the one the hot path uses.
+    fn install(&mut self, conn: MultiplexedConnection) {
+        self.generation += 1;
+        let live = Live {
+            conn,
+            generation: self.generation,
+            dead: CancellationToken::new(),
+        };
+        if let Some(old) = self.shared.live.swap(Some(Arc::new(live))) {
+            old.dead.cancel();
+        }
+        self.fed_reply_ms = self.shared.last_reply_ms.load(Ordering::Relaxed);
+    }
+
+    fn publish_health(&self) {
+        let shared = &self.shared;
+        let h = self.supervisor.health();
+        let since = shared.epoch + Duration::from_millis(h.since.as_millis());
+        shared.health.send_if_modified(|current| {
+            let next = Health {
+                state: h.state,
+                since,
+                attempt: h.attempt,
+                last_failure: h.last_failure,
+                rtt: h.rtt,
+                heartbeat_misses: h.heartbeat_misses,
+            };
+            let changed = *current != next;
+            if changed {
+                *current = next;
+            }
+            changed
+        });
+    }
+}
+
+async fn poll_connect(
+    connecting: &mut Option<(u32, BoxFuture<'static, ConnectResult>)>,
+) -> (u32, ConnectResult) {
+    match connecting {
+        Some((attempt, fut)) => {
+            let result = fut.await;
+            let attempt = *attempt;
+            *connecting = None;
+            (attempt, result)
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll_ping(ping: &mut Option<PendingPing>) -> (u64, u64, Result<Value, RedisError>) {
+    match ping {
+        Some((id, generation, fut)) => (*id, *generation, fut.await),
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep(until: Option<Instant>) {
+    match until {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,1319 @@
+//! Configuration of one logical Redis connection: where it goes (a URL and
+//! its overrides) and how relink keeps it alive (backoff, heartbeat,
+//! timeouts, outage and retry policies).
+//!
+//! `Config` is plain data. It is checked when it is made ([`Config::new`],
+//! [`Config::build`], deserialization), and it knows nothing of sockets,
+//! tasks or the supervisor's state: the client reads it through getters.
+//! URLs are parsed by redis-rs only; this module never takes one apart by hand.
+//!
+//! # Defaults
+//!
+//! Everything that keeps a connection alive is **on**: reconnect with
+//! exponential backoff and equal jitter, a heartbeat after 1 s of silence,
+//! a bounded backlog during outages (1024 commands, 5 s each), 3 retries
+//! under a retry budget, TCP keepalive after 30 s idle, RESP3.
+//!
+//! # Serde form
+//!
+//! One table; every field but `url` is optional and defaults as above.
+//! Durations are strings (`"250ms"`, `"1.5s"`, `"1h30m"`); unknown fields are
+//! rejected; the result is validated, and the error names the field as it is
+//! spelled here (`heartbeat.interval`, `outage.capacity`, ...).
+//!
+//! ```
+//! # use std::time::Duration;
+//! # use relink::config::{Config, OutagePolicy, Protocol};
+//! let config: Config = toml::from_str(r#"
+//!     url = "redis://127.0.0.1:6379/0"
+//!     client_name = "billing"
+//!     password = "s3cret"          # optional; wins over the URL's
+//!     protocol = "resp3"           # or "resp2"
+//!     connect_timeout = "2s"
+//!     backoff_reset_after = "10s"
+//!     response_timeout = "2s"
+//!     tcp_keepalive = "30s"        # or false
+//!     seed = 42                    # optional: fixed backoff jitter
+//!
+//!     [heartbeat]
+//!     interval = "1s"
+//!     timeout = "1s"
+//!     misses_allowed = 0
+//!
+//!     [backoff]                    # relink_core::BackoffPolicy's own form
+//!     strategy = "exponential"
+//!     multiplier = 2.0
+//!     initial_delay = "100ms"
+//!     max_delay = "5s"
+//!     jitter = "equal"
+//!
+//!     [outage]
+//!     policy = "queue"             # or "fail_fast" (then no other field)
+//!     capacity = 1024
+//!     max_wait = "5s"
+//!
+//!     [retry]
+//!     max_retries = 3
+//!     [retry.budget]
+//!     max_tokens = 10
+//!     token_ratio = 0.1
+//! "#).unwrap();
+//! assert_eq!(config.response_timeout(), Duration::from_secs(2));
+//! assert_eq!(config.protocol(), Protocol::Resp3);
+//! assert_eq!(config.outage(), OutagePolicy::default());
+//! assert!(!format!("{config:?}").contains("s3cret"));
+//! ```
+//!
+//! # Secrets
+//!
+//! A password (from the URL or the `password` field) never appears in
+//! `Debug`, in [`Config::redacted_url`] or in an error relink builds.
+//! **Serializing does write it**, in the `password` field only (a password in
+//! the URL is moved there, and the URL is written without it), so that a
+//! serialized config reads back into the same config: treat serialized
+//! output as a secret. Errors about the URL never quote it; but `toml`'s
+//! errors about a field quote that line of the input (a mistyped `password`
+//! line would be shown).
+
+use std::fmt;
+use std::time::Duration;
+
+use redis::io::tcp::TcpSettings;
+use redis::{ConnectionInfo, IntoConnectionInfo, ProtocolVersion};
+use relink_core::backoff::BackoffPolicy;
+use relink_core::budget::RetryBudgetConfig;
+use relink_core::duration::{self, HumanDuration};
+use relink_core::supervisor::{HeartbeatConfig, SupervisorConfig};
+use relink_core::ConfigError;
+use serde::de::{self, Deserializer, Visitor};
+use serde::ser::Serializer;
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// What a password is replaced with wherever a config is shown.
+const REDACTED: &str = "***";
+
+/// The longest duration any setting accepts: a year. Far beyond any sensible
+/// timeout, and far from where `Instant + duration` overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// The largest TCP keepalive idle time: Linux's `TCP_KEEPIDLE` limit, in seconds.
+pub const MAX_TCP_KEEPALIVE: Duration = Duration::from_secs(32_767);
+
+const URL_FORMS: &str = "expected `redis://[user[:password]@]host[:port][/db]`, \
+    `rediss://...` (TLS) or `redis+unix:///path?db=N`";
+
+/// The wire protocol spoken to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Protocol {
+    /// RESP2: every Redis version; no Pub/Sub on the shared connection.
+    Resp2,
+    /// RESP3 (Redis 6+): push messages, so Pub/Sub shares the multiplexed
+    /// connection. The default.
+    #[default]
+    Resp3,
+}
+
+impl Protocol {
+    /// The name used in config (`resp2`, `resp3`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Resp2 => "resp2",
+            Protocol::Resp3 => "resp3",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<Protocol> for ProtocolVersion {
+    fn from(p: Protocol) -> Self {
+        match p {
+            Protocol::Resp2 => ProtocolVersion::RESP2,
+            Protocol::Resp3 => ProtocolVersion::RESP3,
+        }
+    }
+}
+
+/// What a command does while there is no connection.
+///
+/// Serde form: a table tagged by `policy`:
+/// `{ policy = "queue", capacity = 1024, max_wait = "5s" }` (missing fields
+/// take the defaults, a missing `policy` is `"queue"`) or
+/// `{ policy = "fail_fast" }` (no other field allowed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawOutage", into = "RawOutage")]
+#[non_exhaustive]
+pub enum OutagePolicy {
+    /// Fail at once with [`Error::NotConnected`]: the command is not sent.
+    FailFast,
+    /// Wait in a bounded backlog for the connection to come back.
+    Queue {
+        /// Commands that may wait at once (1..=[`OutagePolicy::MAX_CAPACITY`]);
+        /// one more fails with [`Error::BacklogFull`].
+        capacity: usize,
+        /// How long a command may wait (> 0) before it fails with
+        /// [`Error::QueueTimeout`].
+        max_wait: Duration,
+    },
+}
+
+impl OutagePolicy {
+    /// Default backlog capacity.
+    pub const DEFAULT_CAPACITY: usize = 1024;
+    /// Default longest wait in the backlog.
+    pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(5);
+    /// The largest backlog capacity accepted (2^20 commands).
+    pub const MAX_CAPACITY: usize = 1 << 20;
+
+    /// Checks the fields; the error names the bad one (`outage.capacity`, `outage.max_wait`).
+    pub fn validate(&self) -> Result<(), Error> {
+        if let OutagePolicy::Queue { capacity, max_wait } = *self {
+            if !(1..=Self::MAX_CAPACITY).contains(&capacity) {
+                return Err(Error::config(
+                    "outage.capacity",
+                    format!(
+                        "must be between 1 and {}, got {capacity}; use policy \"fail_fast\" for no backlog",
+                        Self::MAX_CAPACITY
+                    ),
+                ));
+            }
+            check_duration("outage.max_wait", max_wait)?;
+        }
+        Ok(())
+    }
+}
+
+impl Default for OutagePolicy {
+    /// `Queue { capacity: 1024, max_wait: 5s }`.
+    fn default() -> Self {
+        OutagePolicy::Queue {
+            capacity: Self::DEFAULT_CAPACITY,
+            max_wait: Self::DEFAULT_MAX_WAIT,
+        }
+    }
+}
+
+/// When a failed command is sent again.
+///
+/// Serde form: `{ max_retries = 3, budget = { max_tokens = 10, token_ratio = 0.1 } }`,
+/// every field optional.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawRetry")]
+#[non_exhaustive]
+pub struct RetryPolicy {
+    /// Retries of one command at most (0..=[`RetryPolicy::MAX_RETRIES`]); 0
+    /// never retries. Only a command that is safe to repeat is retried.
+    pub max_retries: u32,
+    /// The fleet-wide brake: retries stop while most requests fail.
+    pub budget: RetryBudgetConfig,
+}
+
+impl RetryPolicy {
+    /// Default retries per command.
+    pub const DEFAULT_MAX_RETRIES: u32 = 3;
+    /// The most retries accepted: beyond a handful, retries only add load
+    /// (the outage backlog, not retries, is what waits for a reconnect).
+    pub const MAX_RETRIES: u32 = 100;
+
+    /// Sets [`max_retries`](Self::max_retries).
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// Sets [`budget`](Self::budget).
+    pub fn budget(mut self, budget: RetryBudgetConfig) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Checks the fields; the error names the bad one (`retry.max_retries`,
+    /// `retry.budget.max_tokens`, ...).
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.max_retries > Self::MAX_RETRIES {
+            return Err(Error::config(
+                "retry.max_retries",
+                format!(
+                    "must be at most {}, got {}",
+                    Self::MAX_RETRIES,
+                    self.max_retries
+                ),
+            ));
+        }
+        self.budget
+            .validate()
+            .map_err(|e| prefixed("retry.budget.", e))
+    }
+}
+
+impl Default for RetryPolicy {
+    /// 3 retries, gRPC's retry budget (10 tokens, 0.1 per success).
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: Self::DEFAULT_MAX_RETRIES,
+            budget: RetryBudgetConfig::default(),
+        }
+    }
+}
+
+/// A password: shown as `***`.
+#[derive(Clone, PartialEq, Eq)]
+struct Secret(String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+/// One logical Redis connection and how relink keeps it alive.
+///
+/// Made by [`Config::new`] (or deserialized), adjusted with the by-value
+/// `with_*` setters, checked by [`build`](Self::build):
+///
+/// ```
+/// # use std::time::Duration;
+/// # use relink::config::{Config, OutagePolicy};
+/// let config = Config::new("redis://127.0.0.1:6379/2")?
+///     .with_client_name("billing")
+///     .with_response_timeout(Duration::from_secs(1))
+///     .with_outage(OutagePolicy::FailFast)
+///     .build()?;
+/// assert_eq!(config.database(), 2);
+/// # Ok::<(), relink::Error>(())
+/// ```
+///
+/// Equality compares the URL text and every setting.
+#[derive(Clone)]
+pub struct Config {
+    /// As given; may hold a password. Never shown: see `redacted_url`.
+    url: String,
+    /// `url` as parsed by redis-rs.
+    target: ConnectionInfo,
+    username: Option<String>,
+    password: Option<Secret>,
+    database: Option<i64>,
+    client_name: Option<String>,
+    protocol: Protocol,
+    supervisor: SupervisorConfig,
+    response_timeout: Duration,
+    outage: OutagePolicy,
+    retry: RetryPolicy,
+    tcp_keepalive: Option<Duration>,
+    seed: Option<u64>,
+}
+
+impl Config {
+    /// Default [`response_timeout`](Self::response_timeout).
+    pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+    /// Default [`tcp_keepalive`](Self::tcp_keepalive) idle time.
+    pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+
+    /// A config for `url` with every other setting at its default.
+    ///
+    /// `url` is `redis://[user[:password]@]host[:port][/db]` (port 6379 by
+    /// default), `rediss://...` for TLS (needs the `tls-rustls` feature), or
+    /// `redis+unix:///path?db=N` / `unix:///path`. A `?protocol=resp2` in the
+    /// URL sets the protocol; otherwise it is RESP3.
+    pub fn new(url: &str) -> Result<Config, Error> {
+        let (target, url_protocol) = parse_url(url)?;
+        let config = Config {
+            url: url.to_owned(),
+            target,
+            username: None,
+            password: None,
+            database: None,
+            client_name: None,
+            protocol: url_protocol.unwrap_or_default(),
+            supervisor: SupervisorConfig::default(),
+            response_timeout: Self::DEFAULT_RESPONSE_TIMEOUT,
+            outage: OutagePolicy::default(),
+            retry: RetryPolicy::default(),
+            tcp_keepalive: Some(Self::DEFAULT_TCP_KEEPALIVE),
+            seed: None,
+        };
+        config.build()
+    }
+
+    // ---- setters ---------------------------------------------------------
+
+    /// Sets the ACL username (wins over the URL's).
+    pub fn with_username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+
+    /// Sets the password (wins over the URL's).
+    pub fn with_password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(Secret(password.into()));
+        self
+    }
+
+    /// Sets the database number (wins over the URL's).
+    pub fn with_database(mut self, db: i64) -> Self {
+        self.database = Some(db);
+        self
+    }
+
+    /// Sets the name given with `CLIENT SETNAME` after every (re)connect:
+    /// printable ASCII, no spaces.
+    pub fn with_client_name(mut self, name: impl Into<String>) -> Self {
+        self.client_name = Some(name.into());
+        self
+    }
+
+    /// Sets the protocol (wins over the URL's `?protocol=`).
+    pub fn with_protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Sets the reconnect backoff.
+    pub fn with_backoff(mut self, backoff: BackoffPolicy) -> Self {
+        self.supervisor = self.supervisor.backoff(backoff);
+        self
+    }
+
+    /// Sets the heartbeat.
+    pub fn with_heartbeat(mut self, heartbeat: HeartbeatConfig) -> Self {
+        self.supervisor = self.supervisor.heartbeat(heartbeat);
+        self
+    }
+
+    /// Sets how long one connection attempt (with its handshake) may take.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.supervisor = self.supervisor.connect_timeout(timeout);
+        self
+    }
+
+    /// Sets how long a connection must stay up for its loss to restart the
+    /// backoff from the initial delay.
+    pub fn with_backoff_reset_after(mut self, after: Duration) -> Self {
+        self.supervisor = self.supervisor.backoff_reset_after(after);
+        self
+    }
+
+    /// Sets the longest any caller waits for a reply.
+    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Sets what commands do while there is no connection.
+    pub fn with_outage(mut self, outage: OutagePolicy) -> Self {
+        self.outage = outage;
+        self
+    }
+
+    /// Sets when failed commands are retried.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets the TCP keepalive idle time (whole seconds, 1s..=32767s); `None` disables it.
+    pub fn with_tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.tcp_keepalive = idle;
+        self
+    }
+
+    /// Fixes the seed of the backoff jitter (tests); by default each client
+    /// draws a random one.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    // ---- checking ----------------------------------------------------------
+
+    /// Checks every setting; the error names the first bad field as it is
+    /// spelled in TOML (`database`, `heartbeat.interval`, `backoff.max_delay`, ...).
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.database() < 0 {
+            let field = if self.database.is_some() {
+                "database"
+            } else {
+                "url"
+            };
+            return Err(Error::config(
+                field,
+                format!("database must be 0 or more, got {}", self.database()),
+            ));
+        }
+        if self.username.as_deref() == Some("") {
+            return Err(Error::config(
+                "username",
+                "must not be empty; leave it out for the default user",
+            ));
+        }
+        if matches!(&self.password, Some(Secret(p)) if p.is_empty()) {
+            return Err(Error::config(
+                "password",
+                "must not be empty; leave it out for no password",
+            ));
+        }
+        if let Some(name) = &self.client_name {
+            check_client_name(name)?;
+        }
+        self.supervisor
+            .backoff
+            .validate()
+            .map_err(|e| prefixed("backoff.", e))?;
+        self.supervisor.validate().map_err(Error::from)?;
+        let durations = [
+            ("heartbeat.interval", self.supervisor.heartbeat.interval),
+            ("heartbeat.timeout", self.supervisor.heartbeat.timeout),
+            ("connect_timeout", self.supervisor.connect_timeout),
+            ("response_timeout", self.response_timeout),
+        ];
+        for (field, d) in durations {
+            check_duration(field, d)?;
+        }
+        if self.supervisor.backoff_reset_after > MAX_DURATION {
+            return Err(too_long("backoff_reset_after"));
+        }
+        self.outage.validate()?;
+        self.retry.validate()?;
+        if let Some(idle) = self.tcp_keepalive {
+            if idle < Duration::from_secs(1) || idle > MAX_TCP_KEEPALIVE || idle.subsec_nanos() != 0
+            {
+                return Err(Error::config(
+                    "tcp_keepalive",
+                    format!(
+                        "must be whole seconds between 1s and {} (the OS counts keepalive \
+                         idle time in seconds), got {}; use false (or None) to disable it",
+                        HumanDuration(MAX_TCP_KEEPALIVE),
+                        HumanDuration(idle)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`validate`](Self::validate)s and returns the config.
+    pub fn build(self) -> Result<Config, Error> {
+        self.validate().map(|()| self)
+    }
+
+    // ---- getters -------------------------------------------------------------
+
+    /// What redis-rs needs to connect: the URL with the username, password and
+    /// database overrides, the protocol, and TCP settings (keepalive, and
+    /// `TCP_NODELAY`, since commands are small and latency-bound) applied.
+    pub fn connection_info(&self) -> ConnectionInfo {
+        let mut redis = self.target.redis_settings().clone();
+        if let Some(username) = &self.username {
+            redis = redis.set_username(username);
+        }
+        if let Some(Secret(password)) = &self.password {
+            redis = redis.set_password(password);
+        }
+        if let Some(db) = self.database {
+            redis = redis.set_db(db);
+        }
+        redis = redis.set_protocol(self.protocol.into());
+        let mut tcp = TcpSettings::default().set_nodelay(true);
+        if let Some(idle) = self.tcp_keepalive {
+            tcp = tcp.set_keepalive(socket2::TcpKeepalive::new().with_time(idle));
+        }
+        self.target
+            .clone()
+            .set_redis_settings(redis)
+            .set_tcp_settings(tcp)
+    }
+
+    /// The supervisor's settings: backoff, heartbeat, connect timeout, backoff reset.
+    pub fn supervisor_config(&self) -> SupervisorConfig {
+        self.supervisor.clone()
+    }
+
+    /// The name restored with `CLIENT SETNAME` after each reconnect.
+    pub fn client_name(&self) -> Option<&str> {
+        self.client_name.as_deref()
+    }
+
+    /// The username in force (the override, else the URL's).
+    pub fn username(&self) -> Option<&str> {
+        self.username
+            .as_deref()
+            .or_else(|| self.target.redis_settings().username())
+    }
+
+    /// The protocol.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// The longest any caller waits for a reply.
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
+    /// What commands do while there is no connection.
+    pub fn outage(&self) -> OutagePolicy {
+        self.outage
+    }
+
+    /// When failed commands are retried.
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// The TCP keepalive idle time; `None` when disabled.
+    pub fn tcp_keepalive(&self) -> Option<Duration> {
+        self.tcp_keepalive
+    }
+
+    /// The fixed backoff seed, if any.
+    pub fn seed(&self) -> Option<u64> {
+        self.seed
+    }
+
+    /// The database in force (the override, else the URL's, else 0).
+    pub fn database(&self) -> i64 {
+        self.database
+            .unwrap_or_else(|| self.target.redis_settings().db())
+    }
+
+    /// The URL with any password (userinfo or a Unix URL's `pass=`) replaced
+    /// by `***`; safe to log.
+    pub fn redacted_url(&self) -> String {
+        rewrite_password(&self.url, Some(REDACTED))
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("url", &self.redacted_url())
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("database", &self.database)
+            .field("client_name", &self.client_name)
+            .field("protocol", &self.protocol)
+            .field("backoff", &self.supervisor.backoff)
+            .field("heartbeat", &self.supervisor.heartbeat)
+            .field("connect_timeout", &self.supervisor.connect_timeout)
+            .field("backoff_reset_after", &self.supervisor.backoff_reset_after)
+            .field("response_timeout", &self.response_timeout)
+            .field("outage", &self.outage)
+            .field("retry", &self.retry)
+            .field("tcp_keepalive", &self.tcp_keepalive)
+            .field("seed", &self.seed)
+            .finish()
+    }
+}
+
+impl PartialEq for Config {
+    fn eq(&self, other: &Self) -> bool {
+        // `target` is a function of `url`.
+        self.url == other.url
+            && self.username == other.username
+            && self.password == other.password
+            && self.database == other.database
+            && self.client_name == other.client_name
+            && self.protocol == other.protocol
+            && self.supervisor == other.supervisor
+            && self.response_timeout == other.response_timeout
+            && self.outage == other.outage
+            && self.retry == other.retry
+            && self.tcp_keepalive == other.tcp_keepalive
+            && self.seed == other.seed
+    }
+}
+
+// ---- URL handling (parsing is redis-rs's) -------------------------------------
+
+/// Parses `url` with redis-rs; also returns the protocol if the URL names one.
+fn parse_url(url: &str) -> Result<(ConnectionInfo, Option<Protocol>), Error> {
+    let Some(parsed) = redis::parse_redis_url(url) else {
+        return Err(Error::config(
+            "url",
+            format!("not a valid Redis URL; {URL_FORMS}"),
+        ));
+    };
+    if matches!(parsed.scheme(), "rediss" | "valkeys") && !cfg!(feature = "tls-rustls") {
+        return Err(Error::config(
+            "url",
+            "`rediss://` (TLS) needs relink's `tls-rustls` feature; enable it in Cargo.toml: \
+             relink = { version = \"...\", features = [\"tls-rustls\"] }",
+        ));
+    }
+    let names_protocol = parsed.query_pairs().any(|(k, _)| k == "protocol");
+    // redis-rs reports its errors without the URL, but the password must not
+    // leak even if that changes.
+    let secrets: Vec<String> = parsed
+        .password()
+        .map(str::to_owned)
+        .into_iter()
+        .chain(
+            parsed
+                .query_pairs()
+                .filter(|(k, _)| k == "pass")
+                .map(|(_, v)| v.into_owned()),
+        )
+        .filter(|s| !s.is_empty())
+        .collect();
+    let target = parsed
+        .into_connection_info()
+        .map_err(|e| Error::config("url", scrub(e.to_string(), &secrets)))?;
+    if let redis::ConnectionAddr::Tcp(host, _) | redis::ConnectionAddr::TcpTls { host, .. } =
+        target.addr()
+    {
+        if host.is_empty() {
+            return Err(Error::config("url", format!("has no host; {URL_FORMS}")));
+        }
+    }
+    let protocol = names_protocol.then(|| match target.redis_settings().protocol() {
+        ProtocolVersion::RESP2 => Protocol::Resp2,
+        _ => Protocol::Resp3,
+    });
+    Ok((target, protocol))
+}
+
+fn scrub(mut text: String, secrets: &[String]) -> String {
+    for secret in secrets {
+        text = text.replace(secret.as_str(), REDACTED);
+    }
+    text
+}
+
+/// `url` with its password (userinfo, or a Unix URL's `pass=` query pair)
+/// replaced by `replacement`, or removed when that is `None`. A URL without
+/// a password comes back as it was.
+fn rewrite_password(url: &str, replacement: Option<&str>) -> String {
+    let Some(mut parsed) = redis::parse_redis_url(url) else {
+        // Unreachable for a `Config`'s URL, which was parsed when it was made.
+        return String::from("<invalid url>");
+    };
+    let mut changed = false;
+    if parsed.password().is_some() {
+        // Fails only for URLs without a host, which have no userinfo either.
+        let _ = parsed.set_password(replacement);
+        changed = true;
+    }
+    if parsed.query_pairs().any(|(k, _)| k == "pass") {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .filter_map(|(k, v)| match (&*k, replacement) {
+                ("pass", None) => None,
+                ("pass", Some(r)) => Some((k.into_owned(), r.to_owned())),
+                _ => Some((k.into_owned(), v.into_owned())),
+            })
+            .collect();
+        if pairs.is_empty() {
+            parsed.set_query(None);
+        } else {
+            parsed.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        changed = true;
+    }
+    if changed {
+        parsed.to_string()
+    } else {
+        url.to_owned()
+    }
+}
+
+// ---- checks -----------------------------------------------------------------------
+
+/// Redis accepts client names of printable ASCII without spaces.
+fn check_client_name(name: &str) -> Result<(), Error> {
+    if name.is_empty() {
+        return Err(Error::config(
+            "client_name",
+            "must not be empty; leave it out for no name",
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| !matches!(c, '!'..='~')) {
+        return Err(Error::config(
+            "client_name",
+            format!(
+                "contains {c:?}; Redis client names are printable ASCII without spaces or newlines"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A timeout-like duration: at least 1 ms, at most [`MAX_DURATION`].
+fn check_duration(field: &str, d: Duration) -> Result<(), Error> {
+    if d < Duration::from_millis(1) {
+        return Err(Error::config(
+            field,
+            format!("must be at least 1ms, got {}", HumanDuration(d)),
+        ));
+    }
+    if d > MAX_DURATION {
+        return Err(too_long(field));
+    }
+    Ok(())
+}
+
+fn too_long(field: &str) -> Error {
+    Error::config(
+        field,
+        format!("must be at most {}", HumanDuration(MAX_DURATION)),
+    )
+}
+
+/// A core error about a nested field, renamed to its full path.
+fn prefixed(prefix: &str, e: ConfigError) -> Error {
+    match e {
+        ConfigError::Invalid { field, reason } => Error::config(format!("{prefix}{field}"), reason),
+        other => Error::config(prefix.trim_end_matches('.'), other.to_string()),
+    }
+}
+
+// ---- serde ------------------------------------------------------------------------
+
+/// The serde shape of [`Config`]: every field optional but `url`; a missing
+/// field takes the default. Plain values first, tables last (TOML's order).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    username: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_password",
+        deserialize_with = "de_password"
+    )]
+    password: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    database: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    protocol: Option<Protocol>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "duration::human_opt::serialize",
+        deserialize_with = "de_connect_timeout"
+    )]
+    connect_timeout: Option<Duration>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "duration::human_opt::serialize",
+        deserialize_with = "de_backoff_reset_after"
+    )]
+    backoff_reset_after: Option<Duration>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "duration::human_opt::serialize",
+        deserialize_with = "de_response_timeout"
+    )]
+    response_timeout: Option<Duration>,
+    /// `Some(None)`: written `false` (or JSON `null`), keepalive off.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_keepalive",
+        deserialize_with = "de_keepalive"
+    )]
+    tcp_keepalive: Option<Option<Duration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    heartbeat: Option<RawHeartbeat>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_backoff"
+    )]
+    backoff: Option<BackoffPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    outage: Option<OutagePolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retry: Option<RetryPolicy>,
+}
+
+/// [`HeartbeatConfig`] with errors that name `heartbeat.*`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeartbeat {
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "duration::human_opt::serialize",
+        deserialize_with = "de_heartbeat_interval"
+    )]
+    interval: Option<Duration>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "duration::human_opt::serialize",
+        deserialize_with = "de_heartbeat_timeout"
+    )]
+    timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    misses_allowed: Option<u32>,
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = Error;
+
+    fn try_from(raw: RawConfig) -> Result<Config, Error> {
+        let mut config = Config::new(&raw.url)?;
+        config.username = raw.username;
+        config.password = raw.password;
+        config.database = raw.database;
+        config.client_name = raw.client_name;
+        if let Some(protocol) = raw.protocol {
+            config.protocol = protocol;
+        }
+        if let Some(backoff) = raw.backoff {
+            config = config.with_backoff(backoff);
+        }
+        if let Some(hb) = raw.heartbeat {
+            let default = HeartbeatConfig::default();
+            config = config.with_heartbeat(HeartbeatConfig {
+                interval: hb.interval.unwrap_or(default.interval),
+                timeout: hb.timeout.unwrap_or(default.timeout),
+                misses_allowed: hb.misses_allowed.unwrap_or(default.misses_allowed),
+            });
+        }
+        if let Some(t) = raw.connect_timeout {
+            config = config.with_connect_timeout(t);
+        }
+        if let Some(t) = raw.backoff_reset_after {
+            config = config.with_backoff_reset_after(t);
+        }
+        if let Some(t) = raw.response_timeout {
+            config.response_timeout = t;
+        }
+        if let Some(outage) = raw.outage {
+            config.outage = outage;
+        }
+        if let Some(retry) = raw.retry {
+            config.retry = retry;
+        }
+        if let Some(keepalive) = raw.tcp_keepalive {
+            config.tcp_keepalive = keepalive;
+        }
+        config.seed = raw.seed;
+        config.build()
+    }
+}
+
+impl From<Config> for RawConfig {
+    /// Writes every setting; a password in the URL moves to `password`.
+    fn from(c: Config) -> RawConfig {
+        let url_password = c
+            .target
+            .redis_settings()
+            .password()
+            .map(|p| Secret(p.to_owned()));
+        let hb = c.supervisor.heartbeat;
+        RawConfig {
+            url: rewrite_password(&c.url, None),
+            username: c.username,
+            password: c.password.or(url_password),
+            database: c.database,
+            client_name: c.client_name,
+            protocol: Some(c.protocol),
+            connect_timeout: Some(c.supervisor.connect_timeout),
+            backoff_reset_after: Some(c.supervisor.backoff_reset_after),
+            response_timeout: Some(c.response_timeout),
+            tcp_keepalive: Some(c.tcp_keepalive),
+            seed: c.seed,
+            heartbeat: Some(RawHeartbeat {
+                interval: Some(hb.interval),
+                timeout: Some(hb.timeout),
+                misses_allowed: Some(hb.misses_allowed),
+            }),
+            backoff: Some(c.supervisor.backoff),
+            outage: Some(c.outage),
+            retry: Some(c.retry),
+        }
+    }
+}
+
+impl Serialize for Config {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        RawConfig::from(self.clone()).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Config {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Config, D::Error> {
+        let raw = RawConfig::deserialize(deserializer)?;
+        Config::try_from(raw).map_err(de::Error::custom)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum OutageKind {
+    FailFast,
+    Queue,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutage {
+    #[serde(default = "queue_kind")]
+    policy: OutageKind,
+    /// Signed, so that `-1` gets a message naming the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    capacity: Option<i64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "duration::human_opt::serialize",
+        deserialize_with = "de_outage_max_wait"
+    )]
+    max_wait: Option<Duration>,
+}
+
+fn queue_kind() -> OutageKind {
+    OutageKind::Queue
+}
+
+impl TryFrom<RawOutage> for OutagePolicy {
+    type Error = Error;
+
+    fn try_from(raw: RawOutage) -> Result<OutagePolicy, Error> {
+        let policy = match raw.policy {
+            OutageKind::FailFast => {
+                let field = match (raw.capacity, raw.max_wait) {
+                    (Some(_), _) => Some("outage.capacity"),
+                    (None, Some(_)) => Some("outage.max_wait"),
+                    (None, None) => None,
+                };
+                if let Some(field) = field {
+                    return Err(Error::config(field, "applies only to policy \"queue\""));
+                }
+                OutagePolicy::FailFast
+            }
+            OutageKind::Queue => OutagePolicy::Queue {
+                capacity: match raw.capacity {
+                    None => OutagePolicy::DEFAULT_CAPACITY,
+                    Some(n) => usize::try_from(n).map_err(|_| {
+                        Error::config("outage.capacity", format!("must be at least 1, got {n}"))
+                    })?,
+                },
+                max_wait: raw.max_wait.unwrap_or(OutagePolicy::DEFAULT_MAX_WAIT),
+            },
+        };
+        policy.validate()?;
+        Ok(policy)
+    }
+}
+
+impl From<OutagePolicy> for RawOutage {
+    fn from(p: OutagePolicy) -> RawOutage {
+        match p {
+            OutagePolicy::FailFast => RawOutage {
+                policy: OutageKind::FailFast,
+                capacity: None,
+                max_wait: None,
+            },
+            OutagePolicy::Queue { capacity, max_wait } => RawOutage {
+                policy: OutageKind::Queue,
+                capacity: Some(i64::try_from(capacity).unwrap_or(i64::MAX)),
+                max_wait: Some(max_wait),
+            },
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    /// Signed, so that `-1` gets a message naming the field.
+    #[serde(default)]
+    max_retries: Option<i64>,
+    #[serde(default)]
+    budget: Option<RetryBudgetConfig>,
+}
+
+impl TryFrom<RawRetry> for RetryPolicy {
+    type Error = Error;
+
+    fn try_from(raw: RawRetry) -> Result<RetryPolicy, Error> {
+        let max_retries = match raw.max_retries {
+            None => RetryPolicy::DEFAULT_MAX_RETRIES,
+            Some(n) => u32::try_from(n).map_err(|_| {
+                Error::config(
+                    "retry.max_retries",
+                    format!(
+                        "must be between 0 and {}, got {n}",
+                        RetryPolicy::MAX_RETRIES
+                    ),
+                )
+            })?,
+        };
+        let policy = RetryPolicy {
+            max_retries,
+            budget: raw.budget.unwrap_or_default(),
+        };
+        policy.validate()?;
+        Ok(policy)
+    }
+}
+
+/// Reads a duration string; errors name `0` (the field's full path).
+struct DurationField(&'static str);
+
+impl Visitor<'_> for DurationField {
+    type Value = Duration;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a duration such as \"250ms\", \"1.5s\" or \"1h30m\" for `{}`",
+            self.0
+        )
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+        duration::parse(v).map_err(|e| {
+            E::custom(format_args!(
+                "invalid `{}`: {v:?} is not a duration: {e}",
+                self.0
+            ))
+        })
+    }
+}
+
+macro_rules! duration_fields {
+    ($($name:ident => $field:literal),* $(,)?) => {$(
+        fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            d.deserialize_str(DurationField($field)).map(Some)
+        }
+    )*};
+}
+
+duration_fields! {
+    de_connect_timeout => "connect_timeout",
+    de_backoff_reset_after => "backoff_reset_after",
+    de_response_timeout => "response_timeout",
+    de_heartbeat_interval => "heartbeat.interval",
+    de_heartbeat_timeout => "heartbeat.timeout",
+    de_outage_max_wait => "outage.max_wait",
+}
+
+/// `tcp_keepalive`: a duration string, or `false` / `null` for off.
+struct KeepaliveField;
+
+impl<'de> Visitor<'de> for KeepaliveField {
+    type Value = Option<Duration>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a duration such as \"30s\", or false to disable, for `tcp_keepalive`")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        DurationField("tcp_keepalive").visit_str(v).map(Some)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        if v {
+            Err(E::custom(
+                "invalid `tcp_keepalive`: `true` is not a duration; write one such as \"30s\" \
+                 (or leave the field out for the default)",
+            ))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+fn de_keepalive<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Duration>>, D::Error> {
+    d.deserialize_any(KeepaliveField).map(Some)
+}
+
+fn ser_keepalive<S: Serializer>(v: &Option<Option<Duration>>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(Some(d)) => s.collect_str(&HumanDuration(*d)),
+        _ => s.serialize_bool(false),
+    }
+}
+
+/// Reads a password without ever quoting it in an error.
+struct PasswordField;
+
+impl Visitor<'_> for PasswordField {
+    type Value = Secret;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string for `password`")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Secret, E> {
+        Ok(Secret(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Secret, E> {
+        Ok(Secret(v))
+    }
+
+    // serde's default messages quote the value; a mistyped password is still
+    // a password.
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Secret, E> {
+        Err(not_a_string())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Secret, E> {
+        Err(not_a_string())
+    }
+    fn visit_i128<E: de::Error>(self, _: i128) -> Result<Secret, E> {
+        Err(not_a_string())
+    }
+    fn visit_u128<E: de::Error>(self, _: u128) -> Result<Secret, E> {
+        Err(not_a_string())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Secret, E> {
+        Err(not_a_string())
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Secret, E> {
+        Err(not_a_string())
+    }
+    fn visit_char<E: de::Error>(self, _: char) -> Result<Secret, E> {
+        Err(not_a_string())
+    }
+    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Secret, E> {
+        Err(not_a_string())
+    }
+}
+
+fn not_a_string<E: de::Error>() -> E {
+    E::custom("invalid `password`: must be a string (value not shown)")
+}
+
+fn de_password<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+    d.deserialize_any(PasswordField).map(Some)
+}
+
+fn ser_password<S: Serializer>(v: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(Secret(p)) => s.serialize_str(p),
+        None => s.serialize_none(),
+    }
+}
+
+/// [`BackoffPolicy`]'s own form; its errors are prefixed with `backoff`.
+fn de_backoff<'de, D: Deserializer<'de>>(d: D) -> Result<Option<BackoffPolicy>, D::Error> {
+    BackoffPolicy::deserialize(d)
+        .map(Some)
+        .map_err(|e| de::Error::custom(format_args!("in `backoff`: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        assert_eq!(format!("{:?}", Secret("hunter2".into())), "***");
+        assert_eq!(format!("{:?}", Some(Secret("hunter2".into()))), "Some(***)");
+    }
+
+    #[test]
+    fn rewrite_password_replaces_or_removes_userinfo_and_unix_pass() {
+        let url = "redis://user:hunter2@127.0.0.1:6379/1";
+        assert_eq!(
+            rewrite_password(url, Some(REDACTED)),
+            "redis://user:***@127.0.0.1:6379/1"
+        );
+        assert_eq!(rewrite_password(url, None), "redis://user@127.0.0.1:6379/1");
+        let unix = "redis+unix:///tmp/redis.sock?db=2&pass=hunter2";
+        assert_eq!(
+            rewrite_password(unix, Some(REDACTED)),
+            "redis+unix:///tmp/redis.sock?db=2&pass=***"
+        );
+        assert_eq!(
+            rewrite_password(unix, None),
+            "redis+unix:///tmp/redis.sock?db=2"
+        );
+        assert_eq!(
+            rewrite_password("unix:///tmp/r.sock?pass=x", None),
+            "unix:///tmp/r.sock"
+        );
+        // Untouched when there is nothing to hide, byte for byte.
+        let plain = "redis://127.0.0.1";
+        assert_eq!(rewrite_password(plain, Some(REDACTED)), plain);
+    }
+
+    #[test]
+    fn scrub_hides_every_secret() {
+        let text = scrub("bad a1 and b2".into(), &["a1".into(), "b2".into()]);
+        assert_eq!(text, "bad *** and ***");
+    }
+
+    #[test]
+    fn nested_core_errors_get_their_full_path() {
+        let e = prefixed(
+            "backoff.",
+            ConfigError::invalid("max_delay", "must be at least `initial_delay`"),
+        );
+        assert!(
+            matches!(&e, Error::Config { field, .. } if field == "backoff.max_delay"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn client_names_follow_redis_rules() {
+        assert!(check_client_name("billing-worker_1").is_ok());
+        for bad in ["", "a b", "a\nb", "caf\u{e9}", "tab\there"] {
+            let e = check_client_name(bad).unwrap_err();
+            assert!(e.to_string().contains("client_name"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_default_spelled_out_is_the_default_config() {
+        let text = r#"
+            url = "redis://127.0.0.1:6379/0"
+            connect_timeout = "2s"
+            backoff_reset_after = "10s"
+            response_timeout = "3s"
+            tcp_keepalive = "30s"
+            protocol = "resp3"
+            [heartbeat]
+            interval = "1s"
+            timeout = "1s"
+            misses_allowed = 0
+            [backoff]
+            strategy = "exponential"
+            multiplier = 2.0
+            initial_delay = "100ms"
+            max_delay = "5s"
+            jitter = "equal"
+            [outage]
+            policy = "queue"
+            capacity = 1024
+            max_wait = "5s"
+            [retry]
+            max_retries = 3
+            [retry.budget]
+            max_tokens = 10
+            token_ratio = 0.1
+        "#;
+        let parsed: Config = toml::from_str(text).unwrap();
+        assert_eq!(parsed, Config::new("redis://127.0.0.1:6379/0").unwrap());
+    }
+}

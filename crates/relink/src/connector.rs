@@ -1,0 +1,76 @@
+//! How a connection is made: one object-safe trait, so that plain TCP, TLS, a
+//! Unix socket, Sentinel discovery or a test's proxy all plug into the same
+//! supervisor. Every reconnect asks the connector again, so a failover or a
+//! changed address is picked up.
+
+use std::fmt;
+use std::sync::Arc;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, PushInfo, RedisError};
+
+use crate::config::{Config, Protocol};
+use crate::Error;
+
+/// Receives the server's push messages (Pub/Sub, disconnection) of one connection.
+pub type PushHandler = Arc<dyn Fn(PushInfo) + Send + Sync>;
+
+/// Makes connections. Called once per connection attempt; the supervisor
+/// enforces the connect timeout around it (the future is dropped when it
+/// expires).
+#[async_trait::async_trait]
+pub trait Connector: Send + Sync + fmt::Debug + 'static {
+    /// Opens a connection with the handshake done (AUTH/HELLO, SELECT).
+    /// `push` must receive the connection's push messages when the protocol
+    /// is RESP3.
+    async fn connect(
+        &self,
+        config: &Config,
+        push: PushHandler,
+    ) -> Result<MultiplexedConnection, RedisError>;
+}
+
+/// The default connector: whatever the config's URL says (TCP, TLS with the
+/// `tls-rustls` feature, Unix socket), through redis-rs.
+pub struct TcpConnector {
+    client: redis::Client,
+}
+
+impl fmt::Debug for TcpConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpConnector")
+            .field("addr", self.client.get_connection_info().addr())
+            .finish()
+    }
+}
+
+impl TcpConnector {
+    /// A connector for the config's target.
+    pub fn new(config: &Config) -> Result<TcpConnector, Error> {
+        let client = redis::Client::open(config.connection_info())
+            .map_err(|e| Error::config("url", e.to_string()))?;
+        Ok(TcpConnector { client })
+    }
+}
+
+#[async_trait::async_trait]
+impl Connector for TcpConnector {
+    async fn connect(
+        &self,
+        config: &Config,
+        push: PushHandler,
+    ) -> Result<MultiplexedConnection, RedisError> {
+        let mut settings = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.supervisor_config().connect_timeout))
+            .set_response_timeout(Some(config.response_timeout()));
+        if config.protocol() == Protocol::Resp3 {
+            settings = settings.set_push_sender(move |info: PushInfo| {
+                push(info);
+                Ok::<(), ()>(())
+            });
+        }
+        self.client
+            .get_multiplexed_async_connection_with_config(&settings)
+            .await
+    }
+}

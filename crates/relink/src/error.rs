@@ -1,0 +1,174 @@
+//! relink's errors, and how they travel inside `redis::RedisError`.
+//!
+//! `Client` implements `redis::aio::ConnectionLike`, whose methods return
+//! `RedisError`; so a relink error reaches the caller wrapped in a
+//! `RedisError` of kind I/O, and [`Error::from_redis`] gets it back. The text
+//! of the `RedisError` says the same thing, so a user who only prints errors
+//! still sees "not sent" or "outcome unknown".
+
+use std::io;
+
+use relink_core::{FailureKind, Outcome};
+
+/// Everything relink itself can report.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value was rejected; `field` names it.
+    #[error("invalid config `{field}`: {reason}")]
+    Config {
+        /// The field, as spelled in TOML/JSON config (e.g. `heartbeat.interval`).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Not connected and the outage policy is fail-fast: the command was not
+    /// sent; nothing happened.
+    #[error("not connected (state {state}); the command was not sent: nothing happened")]
+    NotConnected {
+        /// The health state at the time.
+        state: relink_core::State,
+    },
+    /// The outage backlog is full: the command was not sent; nothing happened.
+    #[error(
+        "backlog full ({capacity} commands waiting); the command was not sent: nothing happened"
+    )]
+    BacklogFull {
+        /// The backlog capacity.
+        capacity: usize,
+    },
+    /// The command waited `max_wait` in the backlog for a connection that did
+    /// not come: it was not sent; nothing happened.
+    #[error("no connection within {waited:?}; the command was not sent: nothing happened")]
+    QueueTimeout {
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
+    /// The command was sent (or may have been) and no reply came: the server
+    /// may have applied it. It was not retried because it is not idempotent,
+    /// or retries ran out.
+    #[error("outcome unknown: the command may have been applied ({kind}: {detail})")]
+    OutcomeUnknown {
+        /// What went wrong.
+        kind: FailureKind,
+        /// The underlying error's text.
+        detail: String,
+    },
+    /// The command failed before it could have been applied, and was not
+    /// retried (retries ran out or the retry budget is spent).
+    #[error("not applied: the command failed before it could run ({kind}: {detail})")]
+    NotApplied {
+        /// What went wrong.
+        kind: FailureKind,
+        /// The underlying error's text.
+        detail: String,
+    },
+    /// The client was shut down (or its reconnect policy gave up).
+    #[error("client is shut down; the command was not sent: nothing happened")]
+    Shutdown,
+    /// A redis-rs error that relink passes on as it is (a server error reply,
+    /// a type conversion error).
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+}
+
+impl Error {
+    /// What the failed command may have done on the server, when relink knows.
+    pub fn outcome(&self) -> Option<Outcome> {
+        match self {
+            Error::NotConnected { .. }
+            | Error::BacklogFull { .. }
+            | Error::QueueTimeout { .. }
+            | Error::NotApplied { .. }
+            | Error::Shutdown => Some(Outcome::NotApplied),
+            Error::OutcomeUnknown { .. } => Some(Outcome::Unknown),
+            Error::Config { .. } | Error::Redis(_) => None,
+        }
+    }
+
+    /// Finds the relink error inside a `RedisError` returned through
+    /// `ConnectionLike` (e.g. by an `AsyncCommands` method).
+    pub fn from_redis(err: &redis::RedisError) -> Option<&Error> {
+        type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+        let source = std::error::Error::source(err)?;
+        // redis-rs keeps the io::Error behind an Arc, and hands out the Arc.
+        let source: &(dyn std::error::Error + 'static) = match source.downcast_ref::<Shared>() {
+            Some(shared) => &**shared,
+            None => source,
+        };
+        let io = source.downcast_ref::<io::Error>()?;
+        io.get_ref()?.downcast_ref::<Error>()
+    }
+
+    /// The outcome of a failed command as seen through a `RedisError`:
+    /// relink's own verdict if it has one, else judged from the error itself
+    /// (a server error reply means the command was rejected, not applied).
+    pub fn outcome_of(err: &redis::RedisError) -> Outcome {
+        match Error::from_redis(err).and_then(Error::outcome) {
+            Some(outcome) => outcome,
+            None if err.is_io_error() || err.is_timeout() => Outcome::Unknown,
+            None => Outcome::Rejected,
+        }
+    }
+
+    pub(crate) fn config(field: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error::Config {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Wraps this error into a `RedisError` of kind I/O, recoverable with
+    /// [`Error::from_redis`].
+    pub(crate) fn into_redis(self) -> redis::RedisError {
+        if let Error::Redis(e) = self {
+            return e;
+        }
+        let kind = match &self {
+            Error::OutcomeUnknown {
+                kind: FailureKind::Timeout,
+                ..
+            }
+            | Error::QueueTimeout { .. } => io::ErrorKind::TimedOut,
+            Error::NotConnected { .. } | Error::Shutdown => io::ErrorKind::NotConnected,
+            _ => io::ErrorKind::Other,
+        };
+        redis::RedisError::from(io::Error::new(kind, self))
+    }
+}
+
+impl From<relink_core::ConfigError> for Error {
+    fn from(e: relink_core::ConfigError) -> Self {
+        match e {
+            relink_core::ConfigError::Invalid { field, reason } => Error::config(field, reason),
+            other => Error::config("config", other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relink_errors_survive_the_trip_through_redis_error() {
+        let e = Error::OutcomeUnknown {
+            kind: FailureKind::Closed,
+            detail: "connection closed".into(),
+        }
+        .into_redis();
+        assert!(e.to_string().contains("outcome unknown"), "{e}");
+        let back = Error::from_redis(&e).expect("recoverable");
+        assert!(matches!(
+            back,
+            Error::OutcomeUnknown {
+                kind: FailureKind::Closed,
+                ..
+            }
+        ));
+        assert_eq!(Error::outcome_of(&e), Outcome::Unknown);
+        let e = Error::BacklogFull { capacity: 3 }.into_redis();
+        assert_eq!(Error::outcome_of(&e), Outcome::NotApplied);
+        assert!(e.to_string().contains("backlog full"), "{e}");
+    }
+}

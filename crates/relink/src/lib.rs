@@ -1,0 +1,21 @@
+//! # relink: a Redis client that rides out outages
+//!
+//! `relink::Client` keeps one Redis connection alive for your program:
+//! automatic reconnect with a tunable backoff, heartbeats that notice a hung
+//! server in about a heartbeat interval, honest behaviour during outages
+//! (fail fast or a bounded backlog; a command whose fate is unknown is retried
+//! only when that is safe), and connection state restored after a reconnect.
+//! Every decision is made by [`relink_core`]; this crate owns the I/O.
+
+mod classify;
+mod client;
+pub mod config;
+pub mod connector;
+pub mod error;
+pub mod pubsub;
+
+pub use client::{Client, Health, Stats};
+pub use config::Config;
+pub use error::Error;
+pub use pubsub::{PubSubItem, Subscription};
+pub use relink_core::{self as core, Event, FailureKind, Outcome, State};

@@ -1,0 +1,96 @@
+//! The native client against real redis-server processes: killed, restarted,
+//! paused, and reached through a fault-injecting proxy. One test binary (many
+//! modules) to keep link time down; each test spawns the servers it breaks.
+
+mod faults;
+mod outage;
+mod recovery;
+mod retry;
+mod state;
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use relink::core::backoff::{BackoffPolicy, Jitter, Strategy};
+use relink::core::supervisor::HeartbeatConfig;
+use relink::{Client, Config, Event, State};
+
+/// Generous upper bound for any condition a test waits on.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A config tuned for tests: a fast heartbeat and fast, capped backoff, so
+/// outages are noticed and ridden out quickly. Waits stay condition-based.
+pub fn fast_config(url: &str) -> Config {
+    Config::new(url)
+        .expect("valid url")
+        .with_heartbeat(HeartbeatConfig {
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(200),
+            misses_allowed: 0,
+        })
+        .with_backoff(
+            BackoffPolicy::default()
+                .strategy(Strategy::Exponential { multiplier: 2.0 })
+                .initial_delay(Duration::from_millis(20))
+                .max_delay(Duration::from_millis(200))
+                .jitter(Jitter::Equal),
+        )
+        .with_connect_timeout(Duration::from_millis(500))
+        .with_response_timeout(Duration::from_secs(1))
+        .with_seed(7)
+}
+
+/// Starts a client and waits until it is Ready.
+pub async fn ready_client(config: Config) -> Client {
+    let client = Client::new(config).expect("client");
+    client.wait_ready(PATIENCE).await.expect("ready");
+    client
+}
+
+/// Waits (bounded) until the client's health reaches `state`.
+pub async fn wait_state(client: &Client, state: State) {
+    let mut health = client.health();
+    tokio::time::timeout(PATIENCE, health.wait_for(|h| h.state == state))
+        .await
+        .unwrap_or_else(|_| panic!("state {state} not reached within {PATIENCE:?}"))
+        .expect("health channel open");
+}
+
+/// Retries `op` until it succeeds, within [`PATIENCE`]; returns its value.
+pub async fn eventually<T, E: std::fmt::Debug, F, Fut>(mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("did not succeed within {PATIENCE:?}; last error: {last:?}");
+}
+
+/// Collects events until `pred` matches one (bounded by [`PATIENCE`]).
+pub async fn events_until(
+    events: &mut (impl futures_util::Stream<Item = Event> + Unpin),
+    pred: impl Fn(&Event) -> bool,
+) -> Vec<Event> {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(PATIENCE, async {
+        while let Some(e) = events.next().await {
+            seen.push(e);
+            if pred(&e) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(matches!(found, Ok(true)), "event not seen; saw {seen:?}");
+    seen
+}

@@ -1,0 +1,106 @@
+//! Outage policies: fail fast, or a bounded backlog that drains on recovery.
+
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use relink::config::OutagePolicy;
+use relink::{Error, State};
+use relink_testkit::RedisServer;
+
+use crate::{fast_config, ready_client, wait_state, PATIENCE};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_fast_errors_at_once_and_says_nothing_happened() {
+    let mut server = RedisServer::start();
+    let config = fast_config(&server.url()).with_outage(OutagePolicy::FailFast);
+    let mut client = ready_client(config).await;
+    server.kill();
+    let mut health = client.health();
+    tokio::time::timeout(PATIENCE, health.wait_for(|h| h.state != State::Ready))
+        .await
+        .unwrap()
+        .unwrap();
+    let started = Instant::now();
+    let err = client.set::<_, _, ()>("k", "v").await.unwrap_err();
+    let elapsed = started.elapsed();
+    let relink_err = Error::from_redis(&err).expect("relink's own error");
+    assert!(matches!(relink_err, Error::NotConnected { .. }), "{err}");
+    assert_eq!(relink_err.outcome(), Some(relink::Outcome::NotApplied));
+    // "Immediate": nowhere near any timeout of the config (connect 500 ms,
+    // response 1 s); generous for a loaded machine.
+    assert!(elapsed < Duration::from_millis(400), "took {elapsed:?}");
+    server.restart();
+    wait_state(&client, State::Ready).await;
+    let _: () = client.set("k", "v").await.unwrap();
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backlog_is_bounded_and_drains_after_recovery() {
+    let mut server = RedisServer::start();
+    let config = fast_config(&server.url()).with_outage(OutagePolicy::Queue {
+        capacity: 8,
+        max_wait: Duration::from_secs(30),
+    });
+    let mut client = ready_client(config).await;
+    server.kill();
+    wait_state(&client, State::TransientFailure).await;
+
+    let queued: Vec<_> = (0..8)
+        .map(|i| {
+            let mut c = client.clone();
+            tokio::spawn(async move { c.set::<_, _, ()>(format!("q{i}"), i).await })
+        })
+        .collect();
+    // Let all eight take their backlog places.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let err = client.set::<_, _, ()>("overflow", 1).await.unwrap_err();
+    assert!(
+        matches!(
+            Error::from_redis(&err),
+            Some(Error::BacklogFull { capacity: 8 })
+        ),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "refused at once"
+    );
+
+    server.restart();
+    for q in queued {
+        tokio::time::timeout(PATIENCE, q)
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("queued command completes");
+    }
+    let values: Vec<Option<i64>> = redis::cmd("MGET")
+        .arg((0..8).map(|i| format!("q{i}")).collect::<Vec<_>>())
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    assert_eq!(values, (0..8).map(Some).collect::<Vec<_>>());
+    let overflow: Option<i64> = client.get("overflow").await.unwrap();
+    assert_eq!(overflow, None, "the refused command was not applied");
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_command_waits_at_most_max_wait() {
+    let mut server = RedisServer::start();
+    let config = fast_config(&server.url()).with_outage(OutagePolicy::Queue {
+        capacity: 4,
+        max_wait: Duration::from_millis(300),
+    });
+    let mut client = ready_client(config).await;
+    server.kill();
+    wait_state(&client, State::TransientFailure).await;
+    let err = client.get::<_, Option<String>>("k").await.unwrap_err();
+    assert!(
+        matches!(Error::from_redis(&err), Some(Error::QueueTimeout { .. })),
+        "{err}"
+    );
+    client.shutdown().await;
+}

@@ -1,0 +1,114 @@
+//! Recovery without user action: kill -9 and restart, and a hung server.
+
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use relink::{Event, State};
+use relink_testkit::RedisServer;
+
+use crate::{events_until, eventually, fast_config, ready_client, wait_state, PATIENCE};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_and_restart_is_ridden_out_without_user_action() {
+    let mut server = RedisServer::builder().appendonly(true).start();
+    let mut client = ready_client(fast_config(&server.url())).await;
+    let mut events = client.events();
+    let _: () = client.set("before", "1").await.unwrap();
+
+    server.kill();
+    let seen = events_until(&mut events, |e| {
+        matches!(e, Event::ReconnectScheduled { .. })
+    })
+    .await;
+    assert!(
+        seen.iter().any(|e| matches!(e, Event::Disconnected { .. })),
+        "the loss was reported: {seen:?}"
+    );
+    server.restart();
+    let seen = events_until(&mut events, |e| matches!(e, Event::Reconnected { .. })).await;
+    assert!(seen.iter().any(|e| matches!(
+        e,
+        Event::StateChanged {
+            to: State::Ready,
+            ..
+        }
+    )));
+
+    // Commands after recovery succeed, and the acknowledged write survived
+    // the kill (appendfsync always).
+    let _: () = client.set("after", "2").await.unwrap();
+    let before: String = client.get("before").await.unwrap();
+    assert_eq!(before, "1");
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_server_is_noticed_and_no_command_outlives_its_timeout() {
+    let mut server = RedisServer::start();
+    let config = fast_config(&server.url());
+    let response_timeout = config.response_timeout();
+    let mut client = ready_client(config).await;
+
+    server.pause();
+    // Health leaves Ready: heartbeat 100 ms + 200 ms timeout; PATIENCE bounds it.
+    let mut health = client.health();
+    tokio::time::timeout(PATIENCE, health.wait_for(|h| h.state != State::Ready))
+        .await
+        .expect("hang noticed")
+        .unwrap();
+
+    // A command during the hang fails, and not later than its response
+    // timeout (plus generous scheduling slack for a loaded machine).
+    let started = Instant::now();
+    let result: redis::RedisResult<Option<String>> = client.get("k").await;
+    assert!(
+        result.is_err(),
+        "no answer from a stopped server: {result:?}"
+    );
+    assert!(
+        started.elapsed() < response_timeout + Duration::from_secs(10),
+        "waited {:?}",
+        started.elapsed()
+    );
+
+    server.resume();
+    wait_state(&client, State::Ready).await;
+    let _: () = eventually(|| {
+        let mut c = client.clone();
+        async move { c.set::<_, _, ()>("k", "v").await }
+    })
+    .await;
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_fails_queued_commands_and_stops_the_task() {
+    let mut server = RedisServer::start();
+    let mut client = ready_client(fast_config(&server.url())).await;
+    server.kill();
+    wait_state(&client, State::TransientFailure).await;
+    let queued = tokio::spawn({
+        let mut c = client.clone();
+        async move { c.get::<_, Option<String>>("k").await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    client.shutdown().await;
+    let result = tokio::time::timeout(PATIENCE, queued)
+        .await
+        .unwrap()
+        .unwrap();
+    let err = result.expect_err("queued command fails on shutdown");
+    assert!(
+        matches!(
+            relink::Error::from_redis(&err),
+            Some(relink::Error::Shutdown)
+        ),
+        "{err}"
+    );
+    assert_eq!(client.health().borrow().state, State::Shutdown);
+    let after: redis::RedisResult<()> = client.set("k", "v").await;
+    assert!(matches!(
+        relink::Error::from_redis(&after.unwrap_err()),
+        Some(relink::Error::Shutdown)
+    ));
+}

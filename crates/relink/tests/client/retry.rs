@@ -1,0 +1,94 @@
+//! Retry safety: a write of unknown fate is never applied twice by relink;
+//! reads are retried transparently.
+
+use redis::AsyncCommands;
+use relink::{Error, Outcome};
+use relink_testkit::{FaultProxy, RedisServer};
+
+use crate::{fast_config, ready_client};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incr_through_lost_replies_is_never_applied_twice() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.addr());
+    let mut client = ready_client(fast_config(&proxy.url())).await;
+    let mut direct = server.connection();
+
+    let (mut acked, mut unknown) = (0i64, 0i64);
+    for round in 0..6 {
+        // Every third round the replies are swallowed: the server applies the
+        // INCR, the client never hears back.
+        if round % 3 == 1 {
+            proxy.drop_replies();
+        }
+        for _ in 0..5 {
+            match client.incr::<_, _, i64>("counter", 1).await {
+                Ok(_) => acked += 1,
+                Err(e) => match Error::outcome_of(&e) {
+                    Outcome::Unknown => unknown += 1,
+                    Outcome::NotApplied => {}
+                    Outcome::Rejected => panic!("unexpected rejection: {e}"),
+                },
+            }
+        }
+        proxy.pass();
+    }
+    let counter: i64 = redis::cmd("GET").arg("counter").query(&mut direct).unwrap();
+    assert!(unknown > 0, "the fault produced unknown outcomes");
+    assert!(
+        counter >= acked,
+        "an acknowledged INCR was lost: {counter} < {acked}"
+    );
+    assert!(
+        counter <= acked + unknown,
+        "an INCR was applied twice: {counter} > {acked} acked + {unknown} unknown"
+    );
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_cut_mid_flight_is_retried_transparently() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.addr());
+    let mut client = ready_client(fast_config(&proxy.url())).await;
+    let _: () = client.set("k", "v").await.unwrap();
+    proxy.cut_after_next_request();
+    let v: String = client
+        .get("k")
+        .await
+        .expect("GET retried on the new connection");
+    assert_eq!(v, "v");
+    assert!(
+        proxy.accepted() >= 2,
+        "a second connection carried the retry"
+    );
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_cut_mid_flight_reports_an_unknown_outcome() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.addr());
+    let mut client = ready_client(fast_config(&proxy.url())).await;
+    proxy.cut_after_next_request();
+    let err = client
+        .incr::<_, _, i64>("n", 1)
+        .await
+        .expect_err("no reply came");
+    assert_eq!(Error::outcome_of(&err), Outcome::Unknown, "{err}");
+    assert!(err.to_string().contains("outcome unknown"), "{err}");
+    // The server did apply it; relink did not apply it again.
+    let n: i64 = redis::cmd("GET")
+        .arg("n")
+        .query(&mut server.connection())
+        .unwrap();
+    assert_eq!(n, 1);
+    // A write declared idempotent is retried instead.
+    proxy.cut_after_next_request();
+    let _: () = client
+        .idempotent()
+        .set("s", "x")
+        .await
+        .expect("idempotent write retried");
+    client.shutdown().await;
+}

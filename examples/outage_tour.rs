@@ -1,0 +1,476 @@
+//! The outage tour (`cargo xtask demo`): a workload runs through a relink
+//! `Client` while a real redis-server is killed, paused, blackholed, reset
+//! and restarted under it. A live status line shows what happens; a summary
+//! table per outage and the invariants checked from the server's side close it.
+//!
+//! Everything runs on loopback: the server is spawned by the test support
+//! (`relink-testkit`) and reached through its fault-injecting proxy.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use relink::core::backoff::{BackoffPolicy, Jitter, Strategy};
+use relink::core::supervisor::HeartbeatConfig;
+use relink::{Client, Config, Error, Event, Outcome, PubSubItem, State};
+use relink_testkit::{FaultProxy, RedisServer};
+
+const WRITERS: usize = 8;
+
+/// A fault to inject: blocking (it sleeps between breaking and mending).
+type Fault = Box<dyn Fn() + Send>;
+
+/// One injected fault and what relink made of it.
+#[derive(Debug, Clone)]
+struct Outage {
+    cause: &'static str,
+    injected: Instant,
+    detected: Option<Duration>,
+    downtime: Option<Duration>,
+    attempts: u32,
+    before: relink::Stats,
+    after: Option<relink::Stats>,
+}
+
+#[derive(Default)]
+struct Tally {
+    acked_incr: AtomicU64,
+    unknown_incr: AtomicU64,
+    not_applied: AtomicU64,
+    reads_checked: AtomicU64,
+    stale_reads: AtomicU64,
+    messages: AtomicU64,
+    restored_markers: AtomicU64,
+}
+
+#[tokio::main]
+async fn main() {
+    let code = run().await;
+    std::process::exit(code);
+}
+
+async fn run() -> i32 {
+    println!("relink outage tour: a workload through relink::Client while redis-server is broken under it\n");
+    let server = RedisServer::builder().appendonly(true).start();
+    let proxy = FaultProxy::start(server.addr());
+    println!(
+        "redis-server pid {} on {} (appendfsync always), reached through a fault proxy on {}",
+        server.pid(),
+        server.addr(),
+        proxy.addr()
+    );
+    let heartbeat = HeartbeatConfig {
+        interval: Duration::from_millis(250),
+        timeout: Duration::from_millis(250),
+        misses_allowed: 0,
+    };
+    let config = Config::new(&proxy.url())
+        .expect("loopback url")
+        .with_client_name("outage-tour")
+        .with_heartbeat(heartbeat)
+        .with_backoff(
+            BackoffPolicy::default()
+                .strategy(Strategy::Exponential { multiplier: 2.0 })
+                .initial_delay(Duration::from_millis(50))
+                .max_delay(Duration::from_millis(800))
+                .jitter(Jitter::Equal),
+        );
+    println!(
+        "heartbeat: PING after {:?} of silence, dead after {:?} without an answer; backoff 50 ms x2 up to 800 ms, equal jitter\n",
+        heartbeat.interval,
+        heartbeat.detection_bound()
+    );
+    let client = Client::new(config).expect("valid config");
+    if let Err(e) = client.wait_ready(Duration::from_secs(10)).await {
+        eprintln!("could not connect: {e}");
+        return 1;
+    }
+
+    let server = Arc::new(Mutex::new(server));
+    let tally = Arc::new(Tally::default());
+    let outages: Arc<Mutex<Vec<Outage>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked_keys: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+
+    let watcher = tokio::spawn(watch_events(client.clone(), Arc::clone(&outages)));
+    let mut workers = Vec::new();
+    for w in 0..WRITERS {
+        workers.push(tokio::spawn(writer(
+            client.clone(),
+            w,
+            Arc::clone(&tally),
+            Arc::clone(&acked_keys),
+            Arc::clone(&stop),
+        )));
+    }
+    workers.push(tokio::spawn(reader(
+        client.clone(),
+        Arc::clone(&tally),
+        Arc::clone(&acked_keys),
+        Arc::clone(&stop),
+    )));
+    workers.push(tokio::spawn(pubsub(
+        client.clone(),
+        Arc::clone(&tally),
+        Arc::clone(&stop),
+    )));
+    let status = tokio::spawn(status_line(
+        client.clone(),
+        Arc::clone(&tally),
+        Arc::clone(&stop),
+    ));
+
+    let proxy = Arc::new(proxy);
+    let script: Vec<(&'static str, Fault)> = vec![
+        ("kill -9, restart after 1 s", {
+            let s = Arc::clone(&server);
+            Box::new(move || {
+                s.lock().unwrap().kill();
+                std::thread::sleep(Duration::from_secs(1));
+                s.lock().unwrap().restart();
+            })
+        }),
+        ("SIGSTOP for 2 s (hung server)", {
+            let s = Arc::clone(&server);
+            Box::new(move || {
+                s.lock().unwrap().pause();
+                std::thread::sleep(Duration::from_secs(2));
+                s.lock().unwrap().resume();
+            })
+        }),
+        ("link blackholed for 2 s", {
+            let p = Arc::clone(&proxy);
+            Box::new(move || {
+                p.blackhole();
+                std::thread::sleep(Duration::from_secs(2));
+                p.pass();
+            })
+        }),
+        ("link reset (RST)", {
+            let p = Arc::clone(&proxy);
+            Box::new(move || p.reset())
+        }),
+        ("graceful SHUTDOWN + restart", {
+            let s = Arc::clone(&server);
+            Box::new(move || {
+                let mut s = s.lock().unwrap();
+                s.shutdown();
+                s.restart();
+            })
+        }),
+    ];
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (cause, fault) in script {
+        outages.lock().unwrap().push(Outage {
+            cause,
+            injected: Instant::now(),
+            detected: None,
+            downtime: None,
+            attempts: 0,
+            before: client.stats(),
+            after: None,
+        });
+        note(&format!("fault: {cause}"));
+        tokio::task::spawn_blocking(fault).await.expect("fault ran");
+        // Wait for recovery (bounded), then let the workload run a while.
+        let mut health = client.health();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(20),
+            health.wait_for(|h| h.state == State::Ready),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        if let Some(o) = outages.lock().unwrap().last_mut() {
+            o.after = Some(client.stats());
+        }
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.await;
+    }
+    let _ = status.await;
+    if std::io::stdout().is_terminal() {
+        println!();
+    }
+
+    // Invariants, checked from the server's side with a plain connection.
+    let mut direct = server.lock().unwrap().connection();
+    let counter: u64 = redis::cmd("GET")
+        .arg("tour:counter")
+        .query::<Option<u64>>(&mut direct)
+        .unwrap()
+        .unwrap_or(0);
+    let acked = tally.acked_incr.load(Ordering::Relaxed);
+    let unknown = tally.unknown_incr.load(Ordering::Relaxed);
+    let keys = acked_keys.lock().unwrap().clone();
+    let mut missing = 0;
+    let names: Vec<&String> = keys.keys().collect();
+    for chunk in names.chunks(1000) {
+        let values: Vec<Option<u64>> = redis::cmd("MGET").arg(chunk).query(&mut direct).unwrap();
+        for (name, value) in chunk.iter().zip(values) {
+            if value != Some(keys[*name]) {
+                missing += 1;
+            }
+        }
+    }
+    let final_state = client.health().borrow().state;
+    let stats = client.stats();
+    client.shutdown().await;
+    let _ = watcher.await;
+
+    print_summary(&outages.lock().unwrap());
+    println!("\nworkload: {} commands succeeded, {} retried transparently, {} failed before being sent, {} of unknown outcome, {} refused with nothing applied",
+        stats.succeeded, stats.retried, stats.not_sent, stats.unknown, stats.not_applied);
+    println!(
+        "pub/sub: {} messages received, {} restored-subscription markers (Pub/Sub has no replay: each marker is a gap the subscriber knows about)",
+        tally.messages.load(Ordering::Relaxed),
+        tally.restored_markers.load(Ordering::Relaxed)
+    );
+    println!("\ninvariants (checked on the server):");
+    let mut ok = true;
+    ok &= check(
+        missing == 0,
+        &format!(
+            "every acknowledged SET is on the server ({} keys, {missing} missing)",
+            keys.len()
+        ),
+    );
+    ok &= check(
+        counter >= acked,
+        &format!("no acknowledged INCR lost (counter {counter} >= {acked} acknowledged)"),
+    );
+    ok &= check(
+        counter <= acked + unknown,
+        &format!(
+            "no INCR applied twice (counter {counter} <= {acked} acknowledged + {unknown} unknown)"
+        ),
+    );
+    ok &= check(
+        tally.stale_reads.load(Ordering::Relaxed) == 0,
+        &format!(
+            "reads see acknowledged writes ({} reads checked, {} stale)",
+            tally.reads_checked.load(Ordering::Relaxed),
+            tally.stale_reads.load(Ordering::Relaxed)
+        ),
+    );
+    ok &= check(
+        final_state == State::Ready,
+        &format!("health back to Ready after every fault (final: {final_state})"),
+    );
+    let recovered = outages.lock().unwrap().iter().all(|o| o.after.is_some());
+    ok &= check(recovered, "recovered from every fault with no user action");
+    if ok {
+        println!("\nall invariants hold");
+        0
+    } else {
+        println!("\nINVARIANT VIOLATED");
+        1
+    }
+}
+
+fn check(pass: bool, what: &str) -> bool {
+    println!("  {} {what}", if pass { "PASS" } else { "FAIL" });
+    pass
+}
+
+fn note(line: &str) {
+    if std::io::stdout().is_terminal() {
+        print!("\r\x1b[2K");
+    }
+    println!("  >> {line}");
+}
+
+async fn watch_events(client: Client, outages: Arc<Mutex<Vec<Outage>>>) {
+    let mut events = client.events();
+    while let Some(event) = events.next().await {
+        let mut outages = outages.lock().unwrap();
+        let Some(current) = outages.last_mut() else {
+            continue;
+        };
+        match event {
+            Event::Disconnected { cause } => {
+                if current.detected.is_none() {
+                    current.detected = Some(current.injected.elapsed());
+                }
+                note(&format!("relink: connection lost ({cause})"));
+            }
+            Event::ReconnectScheduled { attempt, delay } => {
+                note(&format!(
+                    "relink: reconnect attempt {attempt} in {} ms",
+                    delay.as_millis()
+                ));
+            }
+            Event::Reconnected { downtime, attempts } => {
+                current.downtime = Some(downtime);
+                current.attempts = attempts;
+                note(&format!(
+                    "relink: reconnected after {} ms, {attempts} attempt(s); state restored",
+                    downtime.as_millis()
+                ));
+            }
+            Event::HeartbeatMissed { misses } => {
+                note(&format!("relink: heartbeat missed ({misses})"))
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn writer(
+    mut client: Client,
+    id: usize,
+    tally: Arc<Tally>,
+    acked: Arc<Mutex<HashMap<String, u64>>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut i: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        match client.incr::<_, _, i64>("tour:counter", 1).await {
+            Ok(_) => {
+                tally.acked_incr.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => match Error::outcome_of(&e) {
+                Outcome::Unknown => {
+                    tally.unknown_incr.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {
+                    tally.not_applied.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+        }
+        let key = format!("tour:key:{id}:{i}");
+        // A SET of a unique key is idempotent: declared so, relink may retry it.
+        if client.idempotent().set::<_, _, ()>(&key, i).await.is_ok() {
+            acked.lock().unwrap().insert(key, i);
+        }
+    }
+}
+
+async fn reader(
+    mut client: Client,
+    tally: Arc<Tally>,
+    acked: Arc<Mutex<HashMap<String, u64>>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let probe = {
+            let acked = acked.lock().unwrap();
+            acked
+                .iter()
+                .nth((n as usize * 7919) % acked.len().max(1))
+                .map(|(k, v)| (k.clone(), *v))
+        };
+        match probe {
+            Some((key, expected)) => {
+                if let Ok(value) = client.get::<_, Option<u64>>(&key).await {
+                    tally.reads_checked.fetch_add(1, Ordering::Relaxed);
+                    if value != Some(expected) {
+                        tally.stale_reads.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            None => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+async fn pubsub(client: Client, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+    let Ok(mut sub) = client.subscribe(&["tour:news"]).await else {
+        return;
+    };
+    let publisher = tokio::spawn({
+        let mut client = client.clone();
+        let stop = Arc::clone(&stop);
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = client.publish::<_, _, i64>("tour:news", "tick").await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+    while !stop.load(Ordering::Relaxed) {
+        match tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
+            Ok(Some(PubSubItem::Message { .. })) => {
+                tally.messages.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Some(PubSubItem::Restored { gap })) => {
+                tally.restored_markers.fetch_add(1, Ordering::Relaxed);
+                note(&format!(
+                    "pub/sub: subscriptions restored after a {} ms gap",
+                    gap.as_millis()
+                ));
+            }
+            Ok(Some(_)) | Err(_) => {}
+            Ok(None) => break,
+        }
+    }
+    let _ = publisher.await;
+}
+
+async fn status_line(client: Client, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+    let tty = std::io::stdout().is_terminal();
+    let started = Instant::now();
+    let mut last = client.stats();
+    let mut last_at = Instant::now();
+    let mut tick = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tick += 1;
+        let now = client.stats();
+        let rate = (now.succeeded - last.succeeded) as f64 / last_at.elapsed().as_secs_f64();
+        last = now;
+        last_at = Instant::now();
+        let health = client.health().borrow().clone();
+        let line = format!(
+            "[{:>5.1}s] {:<17} {:>8.0} ops/s | ok {:>8} | retried {:>5} | not sent {:>5} | unknown {:>4} | msgs {:>6}",
+            started.elapsed().as_secs_f64(),
+            health.state.to_string(),
+            rate,
+            now.succeeded,
+            now.retried,
+            now.not_sent,
+            now.unknown,
+            tally.messages.load(Ordering::Relaxed),
+        );
+        if tty {
+            print!("\r\x1b[2K{line}");
+            let _ = std::io::stdout().flush();
+        } else if tick % 5 == 0 {
+            println!("{line}");
+        }
+    }
+}
+
+fn print_summary(outages: &[Outage]) {
+    println!("\noutages:");
+    println!(
+        "  {:<2} {:<30} {:>10} {:>10} {:>9} {:>9} {:>8} {:>8}",
+        "#", "fault", "detected", "downtime", "attempts", "not sent", "unknown", "retried"
+    );
+    for (i, o) in outages.iter().enumerate() {
+        let ms =
+            |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{} ms", d.as_millis()));
+        let delta = o.after.map(|a| a.since(&o.before)).unwrap_or_default();
+        println!(
+            "  {:<2} {:<30} {:>10} {:>10} {:>9} {:>9} {:>8} {:>8}",
+            i + 1,
+            o.cause,
+            ms(o.detected),
+            ms(o.downtime),
+            o.attempts,
+            delta.not_sent,
+            delta.unknown,
+            delta.retried
+        );
+    }
+    println!("  (detected: from the fault to relink declaring the connection lost; a fault that never broke the connection shows '-')");
+}

@@ -6,7 +6,6 @@
 //! Everything runs on loopback: the server is spawned by the test support
 //! (`relink-testkit`) and reached through its fault-injecting proxy.
 
-use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -94,7 +93,7 @@ async fn run() -> i32 {
     let tally = Arc::new(Tally::default());
     let outages: Arc<Mutex<Vec<Outage>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let acked_keys: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+    let acked_keys: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
 
     let watcher = tokio::spawn(watch_events(client.clone(), Arc::clone(&outages)));
     let mut workers = Vec::new();
@@ -210,11 +209,11 @@ async fn run() -> i32 {
     let unknown = tally.unknown_incr.load(Ordering::Relaxed);
     let keys = acked_keys.lock().unwrap().clone();
     let mut missing = 0;
-    let names: Vec<&String> = keys.keys().collect();
-    for chunk in names.chunks(1000) {
-        let values: Vec<Option<u64>> = redis::cmd("MGET").arg(chunk).query(&mut direct).unwrap();
-        for (name, value) in chunk.iter().zip(values) {
-            if value != Some(keys[*name]) {
+    for chunk in keys.chunks(1000) {
+        let names: Vec<&String> = chunk.iter().map(|(k, _)| k).collect();
+        let values: Vec<Option<u64>> = redis::cmd("MGET").arg(names).query(&mut direct).unwrap();
+        for ((_, expected), value) in chunk.iter().zip(values) {
+            if value != Some(*expected) {
                 missing += 1;
             }
         }
@@ -326,7 +325,7 @@ async fn writer(
     mut client: Client,
     id: usize,
     tally: Arc<Tally>,
-    acked: Arc<Mutex<HashMap<String, u64>>>,
+    acked: Arc<Mutex<Vec<(String, u64)>>>,
     stop: Arc<AtomicBool>,
 ) {
     let mut i: u64 = 0;
@@ -336,19 +335,19 @@ async fn writer(
             Ok(_) => {
                 tally.acked_incr.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => match Error::outcome_of(&e) {
-                Outcome::Unknown => {
-                    tally.unknown_incr.fetch_add(1, Ordering::Relaxed);
-                }
-                _ => {
-                    tally.not_applied.fetch_add(1, Ordering::Relaxed);
-                }
-            },
+            Err(e) => {
+                match Error::outcome_of(&e) {
+                    Outcome::Unknown => tally.unknown_incr.fetch_add(1, Ordering::Relaxed),
+                    _ => tally.not_applied.fetch_add(1, Ordering::Relaxed),
+                };
+                // A real service would back off too rather than spin.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
         let key = format!("tour:key:{id}:{i}");
         // A SET of a unique key is idempotent: declared so, relink may retry it.
         if client.idempotent().set::<_, _, ()>(&key, i).await.is_ok() {
-            acked.lock().unwrap().insert(key, i);
+            acked.lock().unwrap().push((key, i));
         }
     }
 }
@@ -356,7 +355,7 @@ async fn writer(
 async fn reader(
     mut client: Client,
     tally: Arc<Tally>,
-    acked: Arc<Mutex<HashMap<String, u64>>>,
+    acked: Arc<Mutex<Vec<(String, u64)>>>,
     stop: Arc<AtomicBool>,
 ) {
     let mut n = 0u64;
@@ -370,14 +369,15 @@ async fn reader(
                 .map(|(k, v)| (k.clone(), *v))
         };
         match probe {
-            Some((key, expected)) => {
-                if let Ok(value) = client.get::<_, Option<u64>>(&key).await {
+            Some((key, expected)) => match client.get::<_, Option<u64>>(&key).await {
+                Ok(value) => {
                     tally.reads_checked.fetch_add(1, Ordering::Relaxed);
                     if value != Some(expected) {
                         tally.stale_reads.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-            }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
             None => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }

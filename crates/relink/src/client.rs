@@ -134,6 +134,8 @@ struct Shared {
     backlog: Semaphore,
     budget: Mutex<RetryBudget>,
     shutdown: CancellationToken,
+    /// Cancelled by the task as its very last act.
+    finished: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     pubsub: Arc<PubSubHub>,
     counters: Counters,
@@ -233,6 +235,7 @@ impl Client {
             backlog: Semaphore::new(capacity),
             budget: Mutex::new(budget),
             shutdown: shutdown.clone(),
+            finished: CancellationToken::new(),
             task: Mutex::new(None),
         });
         let driver = Driver {
@@ -272,21 +275,33 @@ impl Client {
     /// The supervisor's events from now on: connected, disconnected (with the
     /// cause), reconnect scheduled (attempt, delay), reconnected (downtime),
     /// heartbeat missed, gave up, and every state change. A receiver that
-    /// falls more than 256 events behind skips the oldest.
+    /// falls more than 256 events behind skips the oldest. The stream ends
+    /// once the client has shut down (or given up) and its last events are out.
     pub fn events(&self) -> futures_util::stream::BoxStream<'static, Event> {
         let rx = self.shared.events.subscribe();
-        futures_util::stream::StreamExt::boxed(futures_util::stream::unfold(
-            rx,
-            |mut rx| async move {
+        let finished = self.shared.finished.clone();
+        let stream = futures_util::stream::unfold(
+            (rx, finished),
+            |(mut rx, finished)| async move {
                 loop {
-                    match rx.recv().await {
-                        Ok(event) => return Some((event, rx)),
+                    let received = tokio::select! {
+                        biased;
+                        received = rx.recv() => received,
+                        // The task has ended: hand out what is left, then end.
+                        _ = finished.cancelled() => rx.try_recv().map_err(|e| match e {
+                            broadcast::error::TryRecvError::Lagged(n) => broadcast::error::RecvError::Lagged(n),
+                            _ => broadcast::error::RecvError::Closed,
+                        }),
+                    };
+                    match received {
+                        Ok(event) => return Some((event, (rx, finished))),
                         Err(broadcast::error::RecvError::Lagged(_)) => continue,
                         Err(broadcast::error::RecvError::Closed) => return None,
                     }
                 }
             },
-        ))
+        );
+        futures_util::stream::StreamExt::boxed(stream)
     }
 
     /// What happened to the commands sent through this client so far.
@@ -414,6 +429,16 @@ impl Client {
                 shared.note_reply();
             }
             if kind.kills_connection() {
+                // Stop using this connection at once (the core has classified
+                // the failure as fatal to it): later commands then follow the
+                // outage policy instead of failing on it again and again
+                // until the supervisor task gets to run. The supervisor,
+                // told below, decides what happens next.
+                let current = shared.live.load();
+                if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &live)) {
+                    shared.live.compare_and_swap(&current, None);
+                }
+                live.dead.cancel();
                 let _ = shared.reports.send(Report {
                     generation: live.generation,
                     kind,
@@ -653,6 +678,7 @@ impl Driver {
         self.shared.pubsub.close();
         self.shared.shutdown.cancel();
         self.publish_health();
+        self.shared.finished.cancel();
     }
 
     /// Feeds reply evidence, then handles outputs until drained; returns the

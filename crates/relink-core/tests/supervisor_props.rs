@@ -1,0 +1,371 @@
+//! Properties of `relink_core::supervisor` under arbitrary input sequences and
+//! arbitrary validated configs: no panic, the drain always ends, every
+//! deadline lies in the future, state changes follow the documented edges,
+//! nothing happens after shutdown, and never two connection attempts at once.
+//!
+//! The driver here is adversarial: its clock jumps back and far ahead, and it
+//! reports results of attempts that were abandoned or never made and pongs of
+//! probes that were never sent.
+
+use core::num::NonZeroU32;
+use core::time::Duration;
+
+use proptest::prelude::*;
+use proptest::strategy::Strategy as _;
+use relink_core::backoff::{BackoffPolicy, Jitter, Strategy};
+use relink_core::failure::{BusyReason, FailureKind};
+use relink_core::supervisor::{
+    Action, Event, HeartbeatConfig, Input, Output, State, Supervisor, SupervisorConfig,
+};
+use relink_core::Timestamp;
+
+/// One input queues at most 8 outputs; a drain longer than this never ends.
+const MAX_DRAIN: usize = 16;
+
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn backoff_policy() -> impl proptest::strategy::Strategy<Value = BackoffPolicy> {
+    let strategy = prop_oneof![
+        Just(Strategy::Constant),
+        (1..=2_000u64).prop_map(|s| Strategy::Linear { step: ms(s) }),
+        (0..=3_000u32).prop_map(|k| Strategy::Exponential {
+            multiplier: f64::from(1000 + k) / 1000.0
+        }),
+    ];
+    let jitter = prop_oneof![
+        Just(Jitter::None),
+        Just(Jitter::Full),
+        Just(Jitter::Equal),
+        Just(Jitter::Decorrelated),
+        (0..=1000u32).prop_map(|k| Jitter::Proportional {
+            factor: f64::from(k) / 1000.0
+        }),
+    ];
+    (
+        strategy,
+        jitter,
+        1..=5_000u64,
+        0..=60_000u64,
+        proptest::option::weighted(0.3, 1..=10u32),
+        proptest::option::weighted(0.2, 1..=120_000u64),
+    )
+        .prop_map(|(strategy, jitter, initial, extra, attempts, elapsed)| {
+            BackoffPolicy::default()
+                .strategy(strategy)
+                .jitter(jitter)
+                .initial_delay(ms(initial))
+                .max_delay(ms(initial + extra))
+                .max_attempts(attempts.and_then(NonZeroU32::new))
+                .max_elapsed(elapsed.map(ms))
+        })
+}
+
+/// A duration of at least 1 ms, sometimes not a whole number of ms.
+fn positive_duration() -> impl proptest::strategy::Strategy<Value = Duration> {
+    prop_oneof![
+        4 => (1..=10_000u64).prop_map(ms),
+        1 => (1_000..=5_000_000u64).prop_map(Duration::from_micros),
+    ]
+}
+
+fn config() -> impl proptest::strategy::Strategy<Value = SupervisorConfig> {
+    (
+        backoff_policy(),
+        positive_duration(),
+        positive_duration(),
+        prop_oneof![4 => 0..=4u32, 1 => Just(u32::MAX)],
+        positive_duration(),
+        (0..=20_000u64).prop_map(ms),
+    )
+        .prop_map(
+            |(backoff, interval, timeout, misses_allowed, connect, reset)| {
+                SupervisorConfig::default()
+                    .backoff(backoff)
+                    .heartbeat(HeartbeatConfig {
+                        interval,
+                        timeout,
+                        misses_allowed,
+                    })
+                    .connect_timeout(connect)
+                    .backoff_reset_after(reset)
+            },
+        )
+        .prop_filter("validated configs only", |c| c.validate().is_ok())
+}
+
+fn failure_kind() -> impl proptest::strategy::Strategy<Value = FailureKind> {
+    prop_oneof![
+        Just(FailureKind::Io),
+        Just(FailureKind::Closed),
+        Just(FailureKind::Timeout),
+        Just(FailureKind::Auth),
+        Just(FailureKind::Protocol),
+        Just(FailureKind::Command),
+        Just(FailureKind::ServerBusy(BusyReason::Loading)),
+        Just(FailureKind::ServerBusy(BusyReason::Busy)),
+        Just(FailureKind::ServerBusy(BusyReason::MasterDown)),
+        Just(FailureKind::ServerBusy(BusyReason::ReadOnly)),
+        Just(FailureKind::ServerBusy(BusyReason::TryAgain)),
+    ]
+}
+
+/// Which attempt number (or probe id) an input names.
+#[derive(Debug, Clone, Copy)]
+enum Pick {
+    /// The last one the supervisor handed out.
+    Current,
+    /// That minus `n`: an older (or never made) one.
+    Older(u8),
+    /// Anything at all.
+    Any(u64),
+}
+
+fn pick() -> impl proptest::strategy::Strategy<Value = Pick> {
+    prop_oneof![
+        6 => Just(Pick::Current),
+        2 => (1..=3u8).prop_map(Pick::Older),
+        1 => any::<u64>().prop_map(Pick::Any),
+    ]
+}
+
+impl Pick {
+    fn resolve(self, current: u64) -> u64 {
+        match self {
+            Pick::Current => current,
+            Pick::Older(n) => current.wrapping_sub(u64::from(n)),
+            Pick::Any(x) => x,
+        }
+    }
+}
+
+/// An input, with its attempt number or probe id still to resolve.
+#[derive(Debug, Clone, Copy)]
+enum InputGen {
+    Start,
+    Connected(Pick),
+    ConnectFailed(Pick, FailureKind),
+    Pong(Pick),
+    Activity,
+    CommandFailed(FailureKind),
+    ConnectionLost(FailureKind),
+    Shutdown,
+}
+
+fn input() -> impl proptest::strategy::Strategy<Value = InputGen> {
+    // Shutdown is rare: it ends everything, and the run checks it at the end anyway.
+    prop_oneof![
+        20 => Just(InputGen::Start),
+        60 => pick().prop_map(InputGen::Connected),
+        40 => (pick(), failure_kind()).prop_map(|(p, k)| InputGen::ConnectFailed(p, k)),
+        50 => pick().prop_map(InputGen::Pong),
+        50 => Just(InputGen::Activity),
+        20 => failure_kind().prop_map(InputGen::CommandFailed),
+        20 => failure_kind().prop_map(InputGen::ConnectionLost),
+        1 => Just(InputGen::Shutdown),
+    ]
+}
+
+/// How the driver's clock moves before a step.
+#[derive(Debug, Clone, Copy)]
+enum Clock {
+    /// To the last deadline the supervisor gave (a timer wake-up).
+    ToDeadline,
+    /// By a small amount, possibly backwards.
+    Small(i64),
+    /// Far ahead (a suspended laptop).
+    Far(u64),
+    /// Far back (a driver whose clock is not monotonic).
+    FarBack(u64),
+}
+
+fn clock() -> impl proptest::strategy::Strategy<Value = Clock> {
+    prop_oneof![
+        6 => Just(Clock::ToDeadline),
+        6 => (-2_000..=5_000i64).prop_map(Clock::Small),
+        1 => (0..=3 * DAY_MS).prop_map(Clock::Far),
+        1 => (0..=3 * DAY_MS).prop_map(Clock::FarBack),
+    ]
+}
+
+fn steps() -> impl proptest::strategy::Strategy<Value = Vec<(Clock, Option<InputGen>)>> {
+    proptest::collection::vec((clock(), proptest::option::weighted(0.7, input())), 0..120)
+}
+
+fn allowed(from: State, to: State) -> bool {
+    use State::*;
+    matches!(
+        (from, to),
+        (Idle, Connecting)
+            | (Connecting, Ready | TransientFailure)
+            | (Ready, TransientFailure)
+            | (TransientFailure, Connecting)
+            | (_, Shutdown)
+    )
+}
+
+/// The driver's view, checked against every output.
+struct Checker {
+    sup: Supervisor,
+    now: u64,
+    deadline: Option<u64>,
+    /// The state as told by `StateChanged` events.
+    state: State,
+    /// The attempt in flight (from `Connect` until its result is fed or a
+    /// `Disconnect` abandons it).
+    outstanding: Option<u32>,
+    last_attempt: u32,
+    last_probe: u64,
+}
+
+impl Checker {
+    fn new(config: SupervisorConfig, seed: u64, start: u64) -> Self {
+        Checker {
+            sup: Supervisor::new(config, seed),
+            now: start,
+            deadline: None,
+            state: State::Idle,
+            outstanding: None,
+            last_attempt: 0,
+            last_probe: 0,
+        }
+    }
+
+    fn advance(&mut self, clock: Clock) {
+        self.now = match clock {
+            Clock::ToDeadline => self.deadline.unwrap_or(self.now),
+            Clock::Small(d) => self.now.saturating_add_signed(d),
+            Clock::Far(d) => self.now.saturating_add(d),
+            Clock::FarBack(d) => self.now.saturating_sub(d),
+        };
+    }
+
+    fn resolve(&self, input: InputGen) -> Input {
+        let attempt = |p: Pick| p.resolve(u64::from(self.last_attempt)) as u32;
+        match input {
+            InputGen::Start => Input::Start,
+            InputGen::Connected(p) => Input::Connected {
+                attempt: attempt(p),
+            },
+            InputGen::ConnectFailed(p, kind) => Input::ConnectFailed {
+                attempt: attempt(p),
+                kind,
+            },
+            InputGen::Pong(p) => Input::Pong {
+                id: p.resolve(self.last_probe),
+            },
+            InputGen::Activity => Input::Activity,
+            InputGen::CommandFailed(kind) => Input::CommandFailed { kind },
+            InputGen::ConnectionLost(kind) => Input::ConnectionLost { kind },
+            InputGen::Shutdown => Input::Shutdown,
+        }
+    }
+
+    fn step(&mut self, clock: Clock, input: Option<InputGen>) -> Result<(), TestCaseError> {
+        self.advance(clock);
+        let now = Timestamp::from_millis(self.now);
+        if let Some(input) = input {
+            let input = self.resolve(input);
+            if let Input::Connected { attempt } | Input::ConnectFailed { attempt, .. } = input {
+                if self.outstanding == Some(attempt) {
+                    self.outstanding = None;
+                }
+            }
+            self.sup.handle_input(now, input);
+        }
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Result<(), TestCaseError> {
+        let now = Timestamp::from_millis(self.now);
+        for _ in 0..MAX_DRAIN {
+            let out = self.sup.poll_output(now);
+            let health = self.sup.health();
+            prop_assert_eq!(health.state, self.sup.state());
+            if self.state == State::Shutdown {
+                prop_assert_eq!(out, Output::Idle, "output after Shutdown at {}", self.now);
+            }
+            match out {
+                Output::Timeout(t) => {
+                    prop_assert!(t > now, "Timeout({}) at {}: not in the future", t, now);
+                    prop_assert!(
+                        !matches!(self.state, State::Idle | State::Shutdown),
+                        "a deadline in state {:?}",
+                        self.state
+                    );
+                    self.deadline = Some(t.as_millis());
+                    return self.drained();
+                }
+                Output::Idle => {
+                    prop_assert!(
+                        matches!(self.state, State::Idle | State::Shutdown),
+                        "Idle output in state {:?}",
+                        self.state
+                    );
+                    self.deadline = None;
+                    return self.drained();
+                }
+                Output::Action(Action::Connect { attempt }) => {
+                    prop_assert_eq!(
+                        self.outstanding,
+                        None,
+                        "Connect {} while attempt {:?} is outstanding",
+                        attempt,
+                        self.outstanding
+                    );
+                    prop_assert_eq!(self.state, State::Connecting);
+                    self.outstanding = Some(attempt);
+                    self.last_attempt = attempt;
+                }
+                Output::Action(Action::SendPing { id }) => {
+                    prop_assert_eq!(self.state, State::Ready, "a ping outside Ready");
+                    self.last_probe = id;
+                }
+                Output::Action(Action::Disconnect) => self.outstanding = None,
+                Output::Event(Event::StateChanged { from, to }) => {
+                    prop_assert_eq!(from, self.state, "StateChanged from a state it was not in");
+                    prop_assert!(allowed(from, to), "forbidden edge {:?} -> {:?}", from, to);
+                    self.state = to;
+                }
+                _ => {}
+            }
+        }
+        Err(TestCaseError::fail(format!(
+            "the drain at {} ms did not end within {MAX_DRAIN} outputs",
+            self.now
+        )))
+    }
+
+    fn drained(&self) -> Result<(), TestCaseError> {
+        prop_assert_eq!(
+            self.sup.state(),
+            self.state,
+            "state() disagrees with the events"
+        );
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+    #[test]
+    fn arbitrary_inputs_keep_every_promise(
+        config in config(),
+        seed in any::<u64>(),
+        start in prop_oneof![3 => 0..=DAY_MS, 1 => 0..=(1u64 << 53)],
+        steps in steps(),
+    ) {
+        let mut c = Checker::new(config, seed, start);
+        c.step(Clock::Small(0), Some(InputGen::Start))?;
+        for (clock, input) in steps {
+            c.step(clock, input)?;
+        }
+        c.step(Clock::Small(1), Some(InputGen::Shutdown))?;
+        prop_assert_eq!(c.sup.state(), State::Shutdown);
+        c.step(Clock::Far(DAY_MS), None)?;
+    }
+}

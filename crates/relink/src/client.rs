@@ -415,6 +415,17 @@ impl Client {
                 ))),
             };
             let err = match result {
+                // redis-rs hands a command's error reply back as a value (the
+                // conversion to an error happens in `query_async`); relink
+                // must see it to honour LOADING, READONLY, NOAUTH and the like.
+                Ok(Value::ServerError(reply)) => {
+                    if FailureKind::from_error_code(reply.code()) == FailureKind::Command {
+                        shared.note_reply();
+                        bump(&shared.counters.rejected);
+                        return Ok(Value::ServerError(reply)); // as redis-rs would
+                    }
+                    RedisError::from(reply)
+                }
                 Ok(value) => {
                     bump(&shared.counters.succeeded);
                     shared.note_reply();

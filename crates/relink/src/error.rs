@@ -11,7 +11,7 @@ use std::io;
 use relink_core::{FailureKind, Outcome};
 
 /// Everything relink itself can report.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A configuration value was rejected; `field` names it.
@@ -69,7 +69,18 @@ pub enum Error {
     /// A redis-rs error that relink passes on as it is (a server error reply,
     /// a type conversion error).
     #[error(transparent)]
-    Redis(#[from] redis::RedisError),
+    Redis(redis::RedisError),
+}
+
+impl From<redis::RedisError> for Error {
+    /// A `RedisError` that carries a relink error (one that came back through
+    /// `ConnectionLike`) becomes that error again; any other is `Error::Redis`.
+    fn from(err: redis::RedisError) -> Self {
+        match Error::from_redis(&err) {
+            Some(ours) => ours.clone(),
+            None => Error::Redis(err),
+        }
+    }
 }
 
 impl Error {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod connector;
 pub mod error;
 pub mod pubsub;
+pub mod sync;
 
 pub use client::{Client, Health, Stats};
 pub use config::Config;

@@ -92,3 +92,46 @@ async fn a_write_cut_mid_flight_reports_an_unknown_outcome() {
         .expect("idempotent write retried");
     client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readonly_reply_is_a_refusal_not_a_command_error() {
+    // The server the client talks to is demoted to a replica (as in a
+    // failover): its READONLY reply means "not applied", and the client
+    // replaces the connection instead of passing the reply on as a plain error.
+    let server = RedisServer::start();
+    let other = RedisServer::start();
+    let mut client = ready_client(fast_config(&server.url())).await;
+    let mut direct = server.connection();
+    redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(other.port())
+        .exec(&mut direct)
+        .unwrap();
+    let err = client.set::<_, _, ()>("k", "v").await.unwrap_err();
+    assert_eq!(Error::outcome_of(&err), Outcome::NotApplied, "{err}");
+    assert!(
+        matches!(
+            Error::from_redis(&err),
+            Some(Error::NotApplied {
+                kind: relink::FailureKind::ServerBusy(relink::core::BusyReason::ReadOnly),
+                ..
+            })
+        ),
+        "{err}"
+    );
+    assert!(
+        client.stats().retried >= 1,
+        "a refused write is safe to retry"
+    );
+    redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .exec(&mut direct)
+        .unwrap();
+    let _: () = crate::eventually(|| {
+        let mut c = client.clone();
+        async move { c.set::<_, _, ()>("k", "v").await }
+    })
+    .await;
+    client.shutdown().await;
+}

@@ -5,6 +5,7 @@
 //! **Invariant:** std only ("avoid adding dependencies"), and nothing depends
 //! on xtask; it reaches the project only through the commands it runs.
 
+mod js;
 mod wasm;
 
 use std::env;
@@ -21,14 +22,17 @@ commands:
   test      fmt check, clippy, wasm32 build of relink-core, cargo test --workspace
             (against a real redis-server, installed when missing and run as root),
             then the wasm import check
+  demo      the outage tour: a workload through relink::Client while a spawned
+            redis-server is killed, paused, blackholed and restarted under it
+  bench     relink vs raw redis-rs throughput and latency, failure detection and
+            recovery times; writes target/relink-bench.md
   vectors   regenerate the golden vectors: RELINK_UPDATE_VECTORS=1 cargo test -p relink-core --test vectors
   help      this text
 ";
 
 /// `.wasm` files (relative to the workspace root) that must import nothing
-/// from `env`. Empty for now: the wasm bindings crate (relink-wasm) adds its
-/// built module here, and `test` builds it before the check.
-const WASM_MODULES: &[&str] = &[];
+/// from `env`; `test` builds them before the check.
+const WASM_MODULES: &[&str] = &[js::WASM_MODULE];
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
@@ -55,6 +59,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("vectors") => vectors(),
+        Some("demo") => example("outage-tour", &args[1..]),
+        Some("bench") => example("bench", &args[1..]),
         Some("help" | "-h" | "--help") | None => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -111,6 +117,7 @@ fn test() -> Result {
             .args(["test", "--workspace"])
             .env("REDIS_SERVER", &redis_server),
     )?;
+    js::test(&redis_server)?;
     header(&format!(
         "wasm import check ({} modules)",
         WASM_MODULES.len()
@@ -121,6 +128,28 @@ fn test() -> Result {
     }
     println!("xtask test: all steps passed");
     Ok(())
+}
+
+/// Runs one of the examples crate's programs (release build) with a
+/// redis-server available to it.
+fn example(name: &str, extra: &[String]) -> Result {
+    let redis_server = prepare()?;
+    step(
+        &format!("cargo run --release -p relink-examples --example {name}"),
+        cargo()
+            .args([
+                "run",
+                "--release",
+                "-q",
+                "-p",
+                "relink-examples",
+                "--example",
+                name,
+                "--",
+            ])
+            .args(extra)
+            .env("REDIS_SERVER", &redis_server),
+    )
 }
 
 fn vectors() -> Result {
@@ -138,6 +167,7 @@ fn vectors() -> Result {
 fn prepare() -> Result<PathBuf> {
     let redis_server = ensure_redis_server()?;
     ensure_wasm_target()?;
+    js::ensure_tools()?;
     Ok(redis_server)
 }
 

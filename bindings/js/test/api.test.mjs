@@ -1,0 +1,134 @@
+// The JavaScript API over the core: shapes, BigInts, round trips.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  Backoff, Supervisor, SyncCursor, retrySafe, killsConnection, failureOutcome, failureName, classifyErrorCode,
+} from '../index.mjs';
+
+/** Drains pollOutput(now) until timeout or idle. */
+function drain(sup, now) {
+  const outs = [];
+  for (let i = 0; i < 100; i++) {
+    const out = sup.pollOutput(now);
+    outs.push(out);
+    if (out.kind === 'timeout' || out.kind === 'idle') return outs;
+  }
+  throw new Error('pollOutput never said timeout or idle');
+}
+
+test('backoff: reset, attempts, giving up', () => {
+  const b = new Backoff({ strategy: 'constant', initial_delay: '250ms', jitter: 'none', max_attempts: 2 }, 0);
+  assert.equal(b.nextDelay(0), 250);
+  assert.equal(b.nextDelay(250), 250);
+  assert.equal(b.nextDelay(500), undefined);
+  assert.equal(b.attempts, 2);
+  b.reset();
+  assert.equal(b.attempts, 0);
+  assert.equal(b.nextDelay(0.9), 250, 'fractional ms are truncated');
+  const defaults = new Backoff(undefined, crypto.getRandomValues(new BigUint64Array(1))[0]);
+  const first = defaults.nextDelay(0);
+  assert.ok(first >= 50 && first <= 100, `default first delay ${first}`);
+});
+
+test('supervisor: connect, heartbeat, loss, reconnect', () => {
+  const config = {
+    backoff: { strategy: 'constant', initial_delay: '100ms', jitter: 'none' },
+    heartbeat: { interval: '1s', timeout: '500ms', misses_allowed: 0 },
+    connect_timeout: '2s',
+  };
+  const sup = new Supervisor(config, 7n);
+  assert.equal(sup.state, 'idle');
+  assert.deepEqual(drain(sup, 0), [{ kind: 'idle' }]);
+
+  sup.handleInput(0, { type: 'start' });
+  assert.deepEqual(drain(sup, 0), [
+    { kind: 'event', value: { type: 'state_changed', from: 'idle', to: 'connecting' } },
+    { kind: 'action', value: { type: 'connect', attempt: 1 } },
+    { kind: 'timeout', value: 2000 },
+  ]);
+
+  sup.handleInput(10, { type: 'connected', attempt: 1 });
+  const ready = drain(sup, 10);
+  assert.deepEqual(ready.at(-1), { kind: 'timeout', value: 1010 });
+  assert.equal(sup.state, 'ready');
+
+  const ping = drain(sup, 1010);
+  assert.deepEqual(ping, [
+    { kind: 'action', value: { type: 'send_ping', id: 1n } },
+    { kind: 'timeout', value: 1510 },
+  ]);
+  sup.handleInput(1020, { type: 'pong', id: ping[0].value.id });
+  drain(sup, 1020);
+  const health = sup.health();
+  assert.equal(health.state, 'ready');
+  assert.equal(health.rtt, 10);
+  assert.equal(health.last_failure, null);
+
+  sup.handleInput(1500, { type: 'connection_lost', kind: 'closed' });
+  const lost = drain(sup, 1500);
+  assert.deepEqual(lost, [
+    { kind: 'action', value: { type: 'disconnect' } },
+    { kind: 'event', value: { type: 'disconnected', cause: 'closed' } },
+    { kind: 'event', value: { type: 'state_changed', from: 'ready', to: 'transient_failure' } },
+    { kind: 'event', value: { type: 'reconnect_scheduled', attempt: 1, delay: 100 } },
+    { kind: 'timeout', value: 1600 },
+  ]);
+  assert.equal(sup.health().next_attempt_at, 1600);
+  assert.deepEqual(drain(sup, 1600).find((o) => o.kind === 'action'), {
+    kind: 'action', value: { type: 'connect', attempt: 1 },
+  });
+  sup.handleInput(1650, { type: 'command_failed', kind: { server_busy: 'loading' } });
+  sup.handleInput(1650, { type: 'connected', attempt: 1 });
+  assert.deepEqual(drain(sup, 1650).find((o) => o.value?.type === 'reconnected'), {
+    kind: 'event', value: { type: 'reconnected', downtime: 150, attempts: 1 },
+  });
+  sup.handleInput(1700, { type: 'shutdown' });
+  assert.deepEqual(drain(sup, 1700).at(-1), { kind: 'idle' });
+  assert.equal(sup.state, 'shutdown');
+});
+
+test('sync cursor: BigInts in and out, exact beyond 2^53', () => {
+  const epoch = 2n ** 64n - 3n; // an epoch is a random u64: no JS number holds it
+  const c = new SyncCursor();
+  assert.equal(c.epoch, undefined);
+  assert.equal(c.seq, 0n);
+  assert.deepEqual(c.resumePlan({ epoch, first: 1n, last: 5n }), { plan: 'full_resync', reason: 'initial' });
+  assert.deepEqual(c.offer(epoch, 1n), { verdict: 'apply' });
+  assert.equal(c.epoch, epoch);
+  assert.deepEqual(c.offer(epoch, 1n), { verdict: 'duplicate' });
+  assert.deepEqual(c.offer(epoch, 3n), { verdict: 'gap', expected: 2n, got: 3n });
+  assert.deepEqual(c.offer(5n, 2n), { verdict: 'wrong_epoch', expected: epoch, got: 5n });
+  assert.deepEqual(c.offer(epoch, 2), { verdict: 'apply' }, 'a safe-integer number is accepted');
+  assert.deepEqual(c.resumePlan({ epoch, first: 1n, last: 9n }), { plan: 'incremental', after: 2n });
+  assert.deepEqual(c.resumePlan({ epoch, first: null, last: 2n }), { plan: 'up_to_date' });
+  assert.deepEqual(c.resumePlan({ epoch, first: 5n, last: 9n }), { plan: 'full_resync', reason: 'trimmed' });
+  assert.deepEqual(c.resumePlan({ epoch: 1n, first: 1n, last: 9n }), { plan: 'full_resync', reason: 'epoch_changed' });
+  assert.deepEqual(c.resumePlan({ epoch, first: 1n, last: 1n }), { plan: 'full_resync', reason: 'server_behind' });
+
+  const text = JSON.stringify(c);
+  assert.equal(text, `{"epoch":"${epoch}","seq":"2"}`);
+  const back = SyncCursor.fromJSON(JSON.parse(text));
+  assert.equal(back.epoch, epoch);
+  assert.equal(back.seq, 2n);
+  assert.equal(SyncCursor.fromJSON(text).epoch, epoch, 'JSON text is accepted too');
+  assert.deepEqual(SyncCursor.fromJSON({ epoch: 42, seq: 1000 }).toJSON(), { epoch: '42', seq: '1000' });
+  assert.deepEqual(new SyncCursor().toJSON(), { epoch: null, seq: '0' });
+  const at = SyncCursor.at(7n, 10n);
+  at.resetTo(8n, 20n);
+  assert.deepEqual(at.toJSON(), { epoch: '8', seq: '20' });
+});
+
+test('failure kinds: the core answers', () => {
+  assert.deepEqual(classifyErrorCode('LOADING'), { server_busy: 'loading' });
+  assert.equal(classifyErrorCode('WRONGPASS'), 'auth');
+  assert.equal(classifyErrorCode('WRONGTYPE'), 'command');
+  assert.equal(killsConnection('io'), true);
+  assert.equal(killsConnection('timeout'), false);
+  assert.equal(killsConnection({ server_busy: 'read_only' }), true);
+  assert.equal(retrySafe('io', 'maybe_sent', false), false, 'an INCR of unknown fate is never retried');
+  assert.equal(retrySafe('io', 'maybe_sent', true), true);
+  assert.equal(retrySafe(classifyErrorCode('LOADING'), 'answered', false), true);
+  assert.equal(failureOutcome('closed', 'not_sent'), 'not_applied');
+  assert.equal(failureOutcome('command', 'answered'), 'rejected');
+  assert.equal(failureName({ server_busy: 'master_down' }), 'server_busy:masterdown');
+});

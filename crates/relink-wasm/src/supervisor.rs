@@ -1,0 +1,94 @@
+//! `Supervisor`: the core's connectivity state machine.
+
+use relink_core::supervisor::{Action, Input, Output, SupervisorConfig};
+use relink_core::Timestamp;
+use wasm_bindgen::prelude::*;
+
+use crate::convert::{
+    error, from_js, millis, seed, set, to_js, Result, INVALID_ARGUMENT, INVALID_CONFIG,
+    MAX_SAFE_INTEGER,
+};
+
+/// Decides when to connect, ping, give a connection up and try again. Feed it
+/// inputs with `handleInput(nowMs, input)`, then drain `pollOutput(nowMs)`
+/// until it returns `{kind: "timeout", value: deadlineMs}` or `{kind: "idle"}`.
+#[wasm_bindgen]
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct Supervisor(relink_core::Supervisor);
+
+#[wasm_bindgen]
+impl Supervisor {
+    /// `config`: a plain object in the core's serde shape (`{backoff: {...},
+    /// heartbeat: {interval: "1s", timeout: "1s", misses_allowed: 0},
+    /// connect_timeout: "2s", backoff_reset_after: "10s"}`; missing fields take
+    /// the defaults, `undefined` is the default config), validated. `seed`: a
+    /// `BigInt` (or a safe-integer number) for the backoff jitter.
+    #[wasm_bindgen(constructor)]
+    pub fn new(config: JsValue, seed_value: JsValue) -> Result<Supervisor> {
+        let config: SupervisorConfig = if config.is_undefined() {
+            SupervisorConfig::default()
+        } else {
+            from_js(config, "config", INVALID_CONFIG)?
+        };
+        config.validate().map_err(|e| {
+            let field = format!("config.{}", e.field());
+            error(INVALID_CONFIG, &field, &format!("invalid `config`: {e}"))
+        })?;
+        Ok(Supervisor(relink_core::Supervisor::new(
+            config,
+            seed(&seed_value)?,
+        )))
+    }
+
+    /// Feeds one input (`{type: "start"}`, `{type: "connected", attempt}`,
+    /// `{type: "connect_failed", attempt, kind}`, `{type: "pong", id}`,
+    /// `{type: "activity"}`, `{type: "command_failed", kind}`,
+    /// `{type: "connection_lost", kind}`, `{type: "shutdown"}`) that happened at `nowMs`.
+    #[wasm_bindgen(js_name = handleInput)]
+    pub fn handle_input(&mut self, now_ms: JsValue, input: JsValue) -> Result<()> {
+        let now = timestamp(&now_ms)?;
+        let input: Input = from_js(input, "input", INVALID_ARGUMENT)?;
+        self.0.handle_input(now, input);
+        Ok(())
+    }
+
+    /// The next output: `{kind: "action", value: {type: "connect", attempt} |
+    /// {type: "send_ping", id: BigInt} | {type: "disconnect"}}`, `{kind:
+    /// "event", value: {type: ...}}`, `{kind: "timeout", value: deadlineMs}` or
+    /// `{kind: "idle"}`.
+    #[wasm_bindgen(js_name = pollOutput)]
+    pub fn poll_output(&mut self, now_ms: JsValue) -> Result<JsValue> {
+        let now = timestamp(&now_ms)?;
+        let output = match self.0.poll_output(now) {
+            // Only a config of absurd durations gets a deadline past 2^53 ms
+            // (285,000 years); as a number it means the same: never.
+            Output::Timeout(t) => Output::Timeout(t.min(Timestamp::from_millis(MAX_SAFE_INTEGER))),
+            other => other,
+        };
+        let value = to_js(&output, false)?;
+        // A ping id is a u64 identity: a BigInt, like every other one.
+        if let Output::Action(Action::SendPing { id }) = output {
+            let action = js_sys::Reflect::get(&value, &JsValue::from_str("value"))?;
+            set(&action, "id", &JsValue::from(id));
+        }
+        Ok(value)
+    }
+
+    /// A snapshot: `{state, since, attempt, last_failure, heartbeat_misses, rtt,
+    /// next_attempt_at}` (times in ms, `null` when unknown).
+    pub fn health(&self) -> Result<JsValue> {
+        to_js(&self.0.health(), false)
+    }
+
+    /// The current state: `"idle"`, `"connecting"`, `"ready"`,
+    /// `"transient_failure"` or `"shutdown"`.
+    #[wasm_bindgen(getter)]
+    pub fn state(&self) -> String {
+        self.0.state().as_str().into()
+    }
+}
+
+fn timestamp(now_ms: &JsValue) -> Result<Timestamp> {
+    millis(now_ms, "nowMs").map(Timestamp::from_millis)
+}

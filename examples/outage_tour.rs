@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use redis::AsyncCommands;
 use relink::core::backoff::{BackoffPolicy, Jitter, Strategy};
 use relink::core::supervisor::HeartbeatConfig;
+use relink::sync::{Publisher, SyncedMap, TopicOptions};
 use relink::{Client, Config, Error, Event, Outcome, PubSubItem, State};
 use relink_testkit::{FaultProxy, RedisServer};
 
@@ -83,11 +84,29 @@ async fn run() -> i32 {
         heartbeat.interval,
         heartbeat.detection_bound()
     );
-    let client = Client::new(config).expect("valid config");
+    let client = Client::new(config.clone()).expect("valid config");
     if let Err(e) = client.wait_ready(Duration::from_secs(10)).await {
         eprintln!("could not connect: {e}");
         return 1;
     }
+
+    // State sync: a publisher on the workload's client, and a mirror that
+    // follows the topic on a client of its own (also through the proxy).
+    let publisher = Publisher::new(&client, "tour", TopicOptions::default()).expect("topic");
+    publisher.set(b"item:0", b"0").await.expect("first publish");
+    let mut mirror = SyncedMap::new(
+        Client::new(config).expect("valid config"),
+        "tour",
+        TopicOptions::default(),
+    )
+    .expect("topic");
+    if !mirror.wait_for_seq(1, Duration::from_secs(10)).await {
+        eprintln!("the mirror did not take its first snapshot");
+        return 1;
+    }
+    println!(
+        "state sync: publishing to topic `tour`; a SyncedMap mirrors it on its own connection\n"
+    );
 
     let server = Arc::new(Mutex::new(server));
     let tally = Arc::new(Tally::default());
@@ -117,8 +136,10 @@ async fn run() -> i32 {
         Arc::clone(&tally),
         Arc::clone(&stop),
     )));
+    workers.push(tokio::spawn(publish(publisher.clone(), Arc::clone(&stop))));
     let status = tokio::spawn(status_line(
         client.clone(),
+        mirror.clone(),
         Arc::clone(&tally),
         Arc::clone(&stop),
     ));
@@ -218,6 +239,24 @@ async fn run() -> i32 {
             }
         }
     }
+    // The mirror catches up with the last publishes, then must equal the server.
+    let watermark: u64 = redis::cmd("HGET")
+        .arg("relink:{tour}:meta")
+        .arg("seq")
+        .query::<Option<u64>>(&mut direct)
+        .unwrap()
+        .unwrap_or(0);
+    mirror
+        .wait_for_seq(watermark, Duration::from_secs(20))
+        .await;
+    let server_state: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = redis::cmd("HGETALL")
+        .arg("relink:{tour}:state")
+        .query(&mut direct)
+        .unwrap();
+    let mirror_state: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
+        mirror.entries().into_iter().collect();
+    let (updates, resyncs, _) = mirror.counts();
+    let missed = missed_updates(&mirror);
     let final_state = client.health().borrow().state;
     let stats = client.stats();
     client.shutdown().await;
@@ -257,6 +296,17 @@ async fn run() -> i32 {
             tally.reads_checked.load(Ordering::Relaxed),
             tally.stale_reads.load(Ordering::Relaxed)
         ),
+    );
+    ok &= check(
+        mirror.version().seq() == watermark && mirror_state == server_state,
+        &format!(
+            "the mirror equals the server's state at seq {watermark} ({} keys; {updates} updates applied, {resyncs} snapshot(s))",
+            server_state.len()
+        ),
+    );
+    ok &= check(
+        missed == 0,
+        &format!("the follower missed no update and applied none twice (missed: {missed})"),
     );
     ok &= check(
         final_state == State::Ready,
@@ -416,7 +466,37 @@ async fn pubsub(client: Client, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
     let _ = publisher.await;
 }
 
-async fn status_line(client: Client, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+/// Updates the follower should have applied but did not: everything after
+/// its first snapshot (seq 1) arrives as exactly one update each.
+fn missed_updates(mirror: &SyncedMap) -> u64 {
+    let (updates, resyncs, _) = mirror.counts();
+    if resyncs > 1 {
+        return 0; // a later snapshot covers what it skipped (and says why)
+    }
+    mirror
+        .version()
+        .seq()
+        .saturating_sub(1)
+        .saturating_sub(updates)
+}
+
+async fn publish(publisher: Publisher, stop: Arc<AtomicBool>) {
+    let mut i: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let key = format!("item:{}", i % 100);
+        if publisher
+            .set(key.as_bytes(), i.to_string().as_bytes())
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn status_line(client: Client, mirror: SyncedMap, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
     let tty = std::io::stdout().is_terminal();
     let started = Instant::now();
     let mut last = client.stats();
@@ -431,7 +511,7 @@ async fn status_line(client: Client, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
         last_at = Instant::now();
         let health = client.health().borrow().clone();
         let line = format!(
-            "[{:>5.1}s] {:<17} {:>8.0} ops/s | ok {:>8} | retried {:>5} | not sent {:>5} | unknown {:>4} | msgs {:>6}",
+            "[{:>5.1}s] {:<17} {:>8.0} ops/s | ok {:>8} | retried {:>5} | not sent {:>5} | unknown {:>4} | msgs {:>6} | mirror v{} missed {}",
             started.elapsed().as_secs_f64(),
             health.state.to_string(),
             rate,
@@ -440,6 +520,8 @@ async fn status_line(client: Client, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
             now.not_sent,
             now.unknown,
             tally.messages.load(Ordering::Relaxed),
+            mirror.version().seq(),
+            missed_updates(&mirror),
         );
         if tty {
             print!("\r\x1b[2K{line}");

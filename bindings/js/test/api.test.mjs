@@ -130,5 +130,5 @@ test('failure kinds: the core answers', () => {
   assert.equal(retrySafe(classifyErrorCode('LOADING'), 'answered', false), true);
   assert.equal(failureOutcome('closed', 'not_sent'), 'not_applied');
   assert.equal(failureOutcome('command', 'answered'), 'rejected');
-  assert.equal(failureName({ server_busy: 'master_down' }), 'server_busy:masterdown');
+  assert.equal(failureName({ server_busy: 'master_down' }), 'server_busy:master_down');
 });

@@ -142,7 +142,7 @@ impl FailureKind {
     }
 
     /// A short stable name for logs, metrics and bindings (`io`,
-    /// `server_busy:loading`, ...).
+    /// `server_busy:loading`, ...), spelled as in the serde form.
     pub fn as_str(self) -> &'static str {
         match self {
             FailureKind::Io => "io",
@@ -152,9 +152,9 @@ impl FailureKind {
             FailureKind::Protocol => "protocol",
             FailureKind::ServerBusy(BusyReason::Loading) => "server_busy:loading",
             FailureKind::ServerBusy(BusyReason::Busy) => "server_busy:busy",
-            FailureKind::ServerBusy(BusyReason::MasterDown) => "server_busy:masterdown",
-            FailureKind::ServerBusy(BusyReason::ReadOnly) => "server_busy:readonly",
-            FailureKind::ServerBusy(BusyReason::TryAgain) => "server_busy:tryagain",
+            FailureKind::ServerBusy(BusyReason::MasterDown) => "server_busy:master_down",
+            FailureKind::ServerBusy(BusyReason::ReadOnly) => "server_busy:read_only",
+            FailureKind::ServerBusy(BusyReason::TryAgain) => "server_busy:try_again",
             FailureKind::Command => "command",
         }
     }
@@ -233,7 +233,7 @@ mod tests {
     fn names_are_stable() {
         assert_eq!(
             ServerBusy(BusyReason::MasterDown).as_str(),
-            "server_busy:masterdown"
+            "server_busy:master_down"
         );
         assert_eq!(alloc::format!("{Io}"), "io");
     }

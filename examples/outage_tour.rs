@@ -413,10 +413,8 @@ async fn reader(
         n += 1;
         let probe = {
             let acked = acked.lock().unwrap();
-            acked
-                .iter()
-                .nth((n as usize * 7919) % acked.len().max(1))
-                .map(|(k, v)| (k.clone(), *v))
+            let len = acked.len().max(1);
+            acked.get((n as usize).wrapping_mul(7919) % len).cloned()
         };
         match probe {
             Some((key, expected)) => match client.get::<_, Option<u64>>(&key).await {

@@ -244,6 +244,7 @@ impl Client {
             connector,
             reports: reports_rx,
             generation: 0,
+            last_generation: 0,
             fed_reply_ms: 0,
             connecting: None,
             ping: None,
@@ -617,6 +618,10 @@ fn random_seed() -> u64 {
 
 type ConnectResult = Result<MultiplexedConnection, RedisError>;
 
+/// A connection attempt in flight: attempt number, the generation its
+/// connection will have, the connection.
+type PendingConnect = (u32, u64, BoxFuture<'static, ConnectResult>);
+
 /// A heartbeat PING in flight: probe id, connection generation, the reply.
 type PendingPing = (u64, u64, BoxFuture<'static, Result<Value, RedisError>>);
 
@@ -628,9 +633,14 @@ struct Driver {
     supervisor: Supervisor,
     connector: Arc<dyn Connector>,
     reports: mpsc::UnboundedReceiver<Report>,
+    /// Generation of the live connection (0: none yet).
     generation: u64,
+    /// The last generation handed to a connection attempt. Every attempt gets
+    /// its own, so a report from an abandoned attempt's connection can never
+    /// be taken for one about the connection that replaced it.
+    last_generation: u64,
     fed_reply_ms: u64,
-    connecting: Option<(u32, BoxFuture<'static, ConnectResult>)>,
+    connecting: Option<PendingConnect>,
     ping: Option<PendingPing>,
 }
 
@@ -651,11 +661,11 @@ impl Driver {
             let input = tokio::select! {
                 _ = shutdown.cancelled() => Some(Input::Shutdown),
                 result = poll_connect(&mut self.connecting) => match result {
-                    (attempt, Ok(conn)) => {
-                        self.install(conn);
+                    (attempt, generation, Ok(conn)) => {
+                        self.install(conn, generation);
                         Some(Input::Connected { attempt })
                     }
-                    (attempt, Err(err)) => {
+                    (attempt, _, Err(err)) => {
                         let kind = failure_kind(&err);
                         tracing::debug!(attempt, %kind, error = %err, "connection attempt failed");
                         Some(Input::ConnectFailed { attempt, kind })
@@ -725,7 +735,8 @@ impl Driver {
                 let config = shared.config.clone();
                 let pubsub = Arc::clone(&shared.pubsub);
                 let reports = shared.reports.clone();
-                let generation = self.generation + 1;
+                self.last_generation += 1;
+                let generation = self.last_generation;
                 let fut = async move {
                     let push = pubsub.push_sender(reports, generation);
                     let mut conn = connector.connect(&config, push).await?;
@@ -739,7 +750,7 @@ impl Driver {
                     pubsub.restore(&mut conn).await?;
                     Ok(conn)
                 };
-                self.connecting = Some((attempt, fut.boxed()));
+                self.connecting = Some((attempt, generation, fut.boxed()));
                 tracing::debug!(attempt, "connecting");
             }
             Action::SendPing { id } => {
@@ -797,8 +808,8 @@ impl Driver {
     }
 
     /// A new connection is up: make it the one the hot path uses.
-    fn install(&mut self, conn: MultiplexedConnection) {
-        self.generation += 1;
+    fn install(&mut self, conn: MultiplexedConnection, generation: u64) {
+        self.generation = generation;
         let live = Live {
             conn,
             generation: self.generation,
@@ -832,15 +843,13 @@ impl Driver {
     }
 }
 
-async fn poll_connect(
-    connecting: &mut Option<(u32, BoxFuture<'static, ConnectResult>)>,
-) -> (u32, ConnectResult) {
+async fn poll_connect(connecting: &mut Option<PendingConnect>) -> (u32, u64, ConnectResult) {
     match connecting {
-        Some((attempt, fut)) => {
+        Some((attempt, generation, fut)) => {
             let result = fut.await;
-            let attempt = *attempt;
+            let (attempt, generation) = (*attempt, *generation);
             *connecting = None;
-            (attempt, result)
+            (attempt, generation, result)
         }
         None => std::future::pending().await,
     }

@@ -249,7 +249,9 @@ impl Client {
             connecting: None,
             ping: None,
         };
-        let handle = runtime.spawn(driver.run());
+        // Every event the task logs carries the (redacted) target.
+        let span = tracing::info_span!("relink", url = %shared.config.redacted_url());
+        let handle = runtime.spawn(tracing::Instrument::instrument(driver.run(), span));
         *shared.task.lock().expect("task lock") = Some(handle);
         Ok(Client {
             shared,
@@ -430,7 +432,12 @@ impl Client {
                 Ok(value) => {
                     bump(&shared.counters.succeeded);
                     shared.note_reply();
-                    shared.budget.lock().expect("budget lock").on_success();
+                    // Refill without ever waiting on the hot path: a success
+                    // that finds the budget busy goes uncounted, which only
+                    // makes the bucket refill a little slower (the safe way).
+                    if let Ok(mut budget) = shared.budget.try_lock() {
+                        budget.on_success();
+                    }
                     return Ok(value);
                 }
                 Err(err) => err,
@@ -667,6 +674,10 @@ impl Driver {
                     }
                     (attempt, _, Err(err)) => {
                         let kind = failure_kind(&err);
+                        // Failed reconnects drain the retry budget too: while
+                        // the server is unreachable, command retries stop
+                        // instead of piling onto the outage.
+                        self.shared.budget.lock().expect("budget lock").on_failure();
                         tracing::debug!(attempt, %kind, error = %err, "connection attempt failed");
                         Some(Input::ConnectFailed { attempt, kind })
                     }

@@ -5,6 +5,7 @@
 //! **Invariant:** std only ("avoid adding dependencies"), and nothing depends
 //! on xtask; it reaches the project only through the commands it runs.
 
+mod c;
 mod js;
 mod wasm;
 
@@ -27,6 +28,7 @@ commands:
   bench     relink vs raw redis-rs throughput and latency, failure detection and
             recovery times; writes target/relink-bench.md
   vectors   regenerate the golden vectors: RELINK_UPDATE_VECTORS=1 cargo test -p relink-core --test vectors
+  codegen   regenerate bindings/c/include/relink.h with the pinned cbindgen (test checks it)
   help      this text
 ";
 
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("vectors") => vectors(),
+        Some("codegen") => c::codegen(false),
         Some("demo") => example("outage-tour", &args[1..]),
         Some("bench") => example("bench", &args[1..]),
         Some("help" | "-h" | "--help") | None => {
@@ -126,6 +129,7 @@ fn test() -> Result {
         check_wasm_imports(&root.join(module)).map_err(Failure::new)?;
         println!("{module}: no imports from `env`");
     }
+    c::test(&redis_server)?;
     println!("xtask test: all steps passed");
     Ok(())
 }

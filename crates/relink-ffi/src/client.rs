@@ -1,0 +1,519 @@
+//! The blocking client: `relink::Client` on a tokio runtime of its own,
+//! behind synchronous C calls.
+//!
+//! Each `relink_client` owns a multi-thread runtime with one worker thread
+//! ("relink"), where the client's background task and the state-change
+//! callback run. A command is `block_on` on the calling thread, so many C
+//! threads may send commands through one client at once. Knows nothing of
+//! reconnecting or retrying: `relink::Client` decides all that.
+
+use std::cell::Cell;
+use std::ffi::{c_char, c_void};
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::ConnectionLike;
+use redis::{ErrorKind, RedisError};
+use relink::config::{OutagePolicy, RetryPolicy};
+use relink::core::supervisor::HeartbeatConfig;
+use relink::{Config, Event, Outcome, State};
+
+use crate::boundary::*;
+use crate::policy::relink_backoff_policy;
+use crate::reply::relink_reply;
+
+/// While there is no connection, a command waits in a bounded backlog
+/// (`queue_capacity` commands, `queue_max_wait_ms` each). The default.
+pub const RELINK_OUTAGE_QUEUE: u32 = 0;
+/// While there is no connection, a command fails at once with
+/// `RELINK_NOT_CONNECTED` (not sent).
+pub const RELINK_OUTAGE_FAIL_FAST: u32 = 1;
+
+/// Not started.
+pub const RELINK_STATE_IDLE: u32 = 0;
+/// A connection attempt is in flight.
+pub const RELINK_STATE_CONNECTING: u32 = 1;
+/// Connected, and the heartbeat says the server is alive.
+pub const RELINK_STATE_READY: u32 = 2;
+/// No connection; the next attempt is scheduled.
+pub const RELINK_STATE_TRANSIENT_FAILURE: u32 = 3;
+/// Stopped for good (freed, or the backoff policy gave up).
+pub const RELINK_STATE_SHUTDOWN: u32 = 4;
+
+/// How a client keeps its connection alive. Fill it with
+/// `relink_options_default`, then change fields; checked by
+/// `relink_client_connect` (a bad enumeration value is
+/// `RELINK_INVALID_ARGUMENT`, a bad value `RELINK_INVALID_CONFIG` naming the
+/// field).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct relink_options {
+    /// Delays between reconnect attempts.
+    pub backoff: relink_backoff_policy,
+    /// Silence after which a heartbeat PING is sent (default 1000).
+    pub heartbeat_interval_ms: u64,
+    /// How long a PING may go unanswered before it counts as a miss (default 1000).
+    pub heartbeat_timeout_ms: u64,
+    /// Misses in a row tolerated before the connection is declared dead (default 0).
+    pub heartbeat_misses_allowed: u32,
+    /// How long one connection attempt with its handshake may take (default 2000).
+    pub connect_timeout_ms: u64,
+    /// How long a connection must stay up for its loss to restart the
+    /// backoff from the initial delay (default 10000).
+    pub backoff_reset_after_ms: u64,
+    /// The longest a command waits for its reply (default 3000).
+    pub response_timeout_ms: u64,
+    /// `RELINK_OUTAGE_QUEUE` (default) or `RELINK_OUTAGE_FAIL_FAST`.
+    pub outage_policy: u32,
+    /// Queue only: commands that may wait at once (default 1024).
+    pub queue_capacity: usize,
+    /// Queue only: how long a command may wait for a connection (default 5000).
+    pub queue_max_wait_ms: u64,
+    /// Retries of a command that is safe to repeat (default 3).
+    pub max_retries: u32,
+    /// The name set with CLIENT SETNAME after every (re)connect, or NULL
+    /// (default). Copied by `relink_client_connect`.
+    pub client_name: *const c_char,
+}
+
+impl relink_options {
+    fn defaults() -> FfiResult<relink_options> {
+        let config = Config::new("redis://127.0.0.1")
+            .map_err(|e| relink_error::new(RELINK_INVALID_CONFIG, e.to_string()))?;
+        let supervisor = config.supervisor_config();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let (outage_policy, queue_capacity, queue_max_wait_ms) = match config.outage() {
+            OutagePolicy::FailFast => (
+                RELINK_OUTAGE_FAIL_FAST,
+                OutagePolicy::DEFAULT_CAPACITY,
+                ms(OutagePolicy::DEFAULT_MAX_WAIT),
+            ),
+            OutagePolicy::Queue { capacity, max_wait } => {
+                (RELINK_OUTAGE_QUEUE, capacity, ms(max_wait))
+            }
+            _ => (
+                RELINK_OUTAGE_QUEUE,
+                OutagePolicy::DEFAULT_CAPACITY,
+                ms(OutagePolicy::DEFAULT_MAX_WAIT),
+            ),
+        };
+        Ok(relink_options {
+            backoff: relink_backoff_policy::from_policy(&supervisor.backoff),
+            heartbeat_interval_ms: ms(supervisor.heartbeat.interval),
+            heartbeat_timeout_ms: ms(supervisor.heartbeat.timeout),
+            heartbeat_misses_allowed: supervisor.heartbeat.misses_allowed,
+            connect_timeout_ms: ms(supervisor.connect_timeout),
+            backoff_reset_after_ms: ms(supervisor.backoff_reset_after),
+            response_timeout_ms: ms(config.response_timeout()),
+            outage_policy,
+            queue_capacity,
+            queue_max_wait_ms,
+            max_retries: config.retry().max_retries,
+            client_name: std::ptr::null(),
+        })
+    }
+
+    /// The config for `url` with these options; relink validates it.
+    fn config(&self, url: &str) -> FfiResult<Config> {
+        let outage = match self.outage_policy {
+            RELINK_OUTAGE_QUEUE => OutagePolicy::Queue {
+                capacity: self.queue_capacity,
+                max_wait: Duration::from_millis(self.queue_max_wait_ms),
+            },
+            RELINK_OUTAGE_FAIL_FAST => OutagePolicy::FailFast,
+            other => {
+                return Err(relink_error::invalid(format!(
+                    "`outage_policy` is {other}: expected RELINK_OUTAGE_QUEUE (0) or \
+                     RELINK_OUTAGE_FAIL_FAST (1)"
+                )))
+            }
+        };
+        let backoff = self.backoff.to_policy("backoff.")?;
+        let mut config = Config::new(url)
+            .map_err(|e| relink_error::invalid(format!("`url`: {e}")))?
+            .with_backoff(backoff)
+            .with_heartbeat(HeartbeatConfig {
+                interval: Duration::from_millis(self.heartbeat_interval_ms),
+                timeout: Duration::from_millis(self.heartbeat_timeout_ms),
+                misses_allowed: self.heartbeat_misses_allowed,
+            })
+            .with_connect_timeout(Duration::from_millis(self.connect_timeout_ms))
+            .with_backoff_reset_after(Duration::from_millis(self.backoff_reset_after_ms))
+            .with_response_timeout(Duration::from_millis(self.response_timeout_ms))
+            .with_outage(outage)
+            .with_retry(RetryPolicy::default().max_retries(self.max_retries));
+        if !self.client_name.is_null() {
+            // SAFETY: not NULL; the caller passes a NUL-terminated string
+            // that lives for this call (contract).
+            let name = unsafe { try_str(self.client_name, "client_name") }?;
+            config = config.with_client_name(name);
+        }
+        config
+            .build()
+            .map_err(|e| relink_error::new(RELINK_INVALID_CONFIG, e.to_string()))
+    }
+}
+
+/// Fills `*out` with relink's defaults: everything that keeps a connection
+/// alive is on (see the field docs for the values).
+#[no_mangle]
+pub extern "C" fn relink_options_default(out: *mut relink_options) -> relink_code {
+    guard(std::ptr::null_mut(), || {
+        check_out(out, "out")?;
+        let defaults = relink_options::defaults()?;
+        // SAFETY: `out` is not NULL and points to writable options (contract).
+        unsafe { out.write(defaults) };
+        Ok(())
+    })
+}
+
+/// Called on every state change with the `user_data` given at
+/// registration, the old and the new `RELINK_STATE_*`.
+///
+/// **Threading:** it runs on relink's own thread, one call at a time, and
+/// while it runs the client's background work waits: it must return
+/// quickly, must not block, and must not call any `relink_client_*`
+/// function (those return `RELINK_REENTRANT_CALL` there). Copy the values
+/// out (to an atomic, a pipe, a condition variable) and act elsewhere.
+pub type relink_state_callback =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, from: u32, to: u32)>;
+
+/// A registered callback and its user data.
+struct StateCallback {
+    call: unsafe extern "C" fn(*mut c_void, u32, u32),
+    user_data: *mut c_void,
+}
+
+// SAFETY: the callback is called on relink's thread by design; registering
+// it is the C caller's promise (documented on `relink_client_on_state_change`)
+// that `call` and `user_data` may be used from another thread.
+unsafe impl Send for StateCallback {}
+
+thread_local! {
+    /// Set while a state callback runs on this thread.
+    static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
+}
+
+fn not_in_callback() -> FfiResult {
+    if IN_CALLBACK.get() {
+        return Err(relink_error::new(
+            RELINK_REENTRANT_CALL,
+            "relink_client_* called from inside a state-change callback, which must not call \
+             back into the client",
+        ));
+    }
+    Ok(())
+}
+
+/// A Redis client that rides out outages. Thread-safe: any number of
+/// threads may call `relink_client_command` on one client at once; only
+/// `relink_client_free` must not race the other calls.
+pub struct relink_client {
+    client: relink::Client,
+    runtime: tokio::runtime::Runtime,
+    callback: Arc<Mutex<Option<StateCallback>>>,
+}
+
+impl fmt::Debug for relink_client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("relink_client")
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+impl relink_client {
+    fn state(&self) -> u32 {
+        state_code(self.client.health().borrow().state)
+    }
+}
+
+fn state_code(state: State) -> u32 {
+    match state {
+        State::Idle => RELINK_STATE_IDLE,
+        State::Connecting => RELINK_STATE_CONNECTING,
+        State::Ready => RELINK_STATE_READY,
+        State::TransientFailure => RELINK_STATE_TRANSIENT_FAILURE,
+        State::Shutdown => RELINK_STATE_SHUTDOWN,
+        _ => RELINK_STATE_TRANSIENT_FAILURE,
+    }
+}
+
+/// Starts a client for `url` (`redis://[user[:password]@]host[:port][/db]`
+/// or `redis+unix:///path`) with `*options` (NULL: the defaults). Returns at
+/// once: the connection is made in the background (see
+/// `relink_client_wait_ready`); a server that is down is not an error here.
+/// On success `*out` owns the client: free it with `relink_client_free`.
+#[no_mangle]
+pub extern "C" fn relink_client_connect(
+    url: *const c_char,
+    options: *const relink_options,
+    out: *mut *mut relink_client,
+    err: *mut *mut relink_error,
+) -> relink_code {
+    guard(err, || {
+        // SAFETY: `url` is NULL or a NUL-terminated string (contract).
+        let url = unsafe { try_str(url, "url") }?;
+        // SAFETY: `options` is NULL or points to readable options (contract).
+        let options = match unsafe { options.as_ref() } {
+            Some(o) => *o,
+            None => relink_options::defaults()?,
+        };
+        check_out(out, "out")?;
+        let config = options.config(url)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("relink")
+            .enable_all()
+            .build()
+            .map_err(|e| relink_error::new(RELINK_REDIS_ERROR, format!("no runtime: {e}")))?;
+        let client = {
+            let _entered = runtime.enter();
+            relink::Client::new(config)
+                .map_err(|e| relink_error::new(RELINK_INVALID_CONFIG, e.to_string()))?
+        };
+        let callback: Arc<Mutex<Option<StateCallback>>> = Arc::default();
+        let mut events = client.events();
+        let slot = Arc::clone(&callback);
+        runtime.spawn(async move {
+            while let Some(event) = events.next().await {
+                if let Event::StateChanged { from, to } = event {
+                    let registered = slot.lock().unwrap_or_else(PoisonError::into_inner);
+                    if let Some(cb) = registered.as_ref() {
+                        IN_CALLBACK.set(true);
+                        // SAFETY: the C caller registered `call` with this
+                        // `user_data` and keeps both valid until it replaces
+                        // the callback or frees the client, both of which
+                        // wait for this call (they take the same lock).
+                        unsafe { (cb.call)(cb.user_data, state_code(from), state_code(to)) };
+                        IN_CALLBACK.set(false);
+                    }
+                }
+            }
+        });
+        let handle = into_raw(relink_client {
+            client,
+            runtime,
+            callback,
+        });
+        // SAFETY: `out` is not NULL and writable (contract).
+        unsafe { out.write(handle) };
+        Ok(())
+    })
+}
+
+/// Sends one command and waits for its reply: `argc` arguments, `argv[i]`
+/// pointing to `argvlen[i]` bytes (binary-safe: they may contain NUL). With
+/// `argvlen` NULL each `argv[i]` is a NUL-terminated string.
+///
+/// On success `*out` owns the reply (free it with `relink_reply_free`). A
+/// server error reply (`-ERR ...`, `-WRONGTYPE ...`) is a success: a reply
+/// of type `RELINK_REPLY_ERROR`. A failure is relink's verdict on what may
+/// have happened: `RELINK_NOT_CONNECTED`, `_BACKLOG_FULL`, `_QUEUE_TIMEOUT`,
+/// `_SHUTDOWN`, `_NOT_APPLIED` (not applied) or `_MAYBE_APPLIED` (outcome
+/// unknown); see `relink_error_outcome`.
+#[no_mangle]
+pub extern "C" fn relink_client_command(
+    client: *const relink_client,
+    argc: usize,
+    argv: *const *const c_char,
+    argvlen: *const usize,
+    out: *mut *mut relink_reply,
+    err: *mut *mut relink_error,
+) -> relink_code {
+    guard(err, || {
+        let not_sent = |e: relink_error| e.with_outcome(RELINK_OUTCOME_NOT_APPLIED);
+        // SAFETY: `client` is NULL or a live client (contract).
+        let client = unsafe { try_ref(client, "client") }.map_err(not_sent)?;
+        not_in_callback().map_err(not_sent)?;
+        check_out(out, "out").map_err(not_sent)?;
+        // SAFETY: the caller passes `argc` readable pointers and lengths (contract).
+        let cmd = unsafe { command(argc, argv, argvlen) }.map_err(not_sent)?;
+        let mut handle = client.client.clone();
+        let reply = match client.runtime.block_on(handle.req_packed_command(&cmd)) {
+            Ok(value) => relink_reply::from_value(value),
+            Err(e) if is_server_reply(&e) => {
+                let text = match e.detail() {
+                    Some(detail) => format!("{} {detail}", e.code().unwrap_or("ERR")),
+                    None => e.code().unwrap_or("ERR").to_owned(),
+                };
+                relink_reply::error(&text)
+            }
+            Err(e) => return Err(command_error(&e)),
+        };
+        // SAFETY: `out` is not NULL and writable (contract).
+        unsafe { out.write(into_raw(reply)) };
+        Ok(())
+    })
+}
+
+/// The command from C's `argc` / `argv` / `argvlen`.
+///
+/// # Safety
+/// `argv` is NULL or points to `argc` pointers; `argvlen` is NULL or points
+/// to `argc` lengths; each `argv[i]` is NULL or points to `argvlen[i]`
+/// readable bytes (or a NUL-terminated string when `argvlen` is NULL).
+unsafe fn command(
+    argc: usize,
+    argv: *const *const c_char,
+    argvlen: *const usize,
+) -> FfiResult<redis::Cmd> {
+    if argc == 0 {
+        return Err(relink_error::invalid("`argc` must be at least 1"));
+    }
+    if argv.is_null() {
+        return Err(relink_error::null("argv"));
+    }
+    // SAFETY: `argv` is not NULL and holds `argc` pointers (contract).
+    let args = unsafe { std::slice::from_raw_parts(argv, argc) };
+    let lens = if argvlen.is_null() {
+        None
+    } else {
+        // SAFETY: `argvlen` is not NULL and holds `argc` lengths (contract).
+        Some(unsafe { std::slice::from_raw_parts(argvlen, argc) })
+    };
+    let mut cmd = redis::Cmd::new();
+    for (i, &arg) in args.iter().enumerate() {
+        if arg.is_null() {
+            return Err(relink_error::invalid(format!(
+                "`argv[{i}]` must not be NULL"
+            )));
+        }
+        let bytes = match lens {
+            // SAFETY: `arg` is not NULL and points to `lens[i]` bytes (contract).
+            Some(lens) => unsafe { std::slice::from_raw_parts(arg.cast::<u8>(), lens[i]) },
+            // SAFETY: `arg` is not NULL and NUL-terminated when there are no lengths (contract).
+            None => unsafe { std::ffi::CStr::from_ptr(arg) }.to_bytes(),
+        };
+        cmd.arg(bytes);
+    }
+    Ok(cmd)
+}
+
+/// Did the server answer with an error reply (rather than relink or the
+/// transport failing)? The same test relink's classifier makes.
+fn is_server_reply(err: &RedisError) -> bool {
+    relink::Error::from_redis(err).is_none()
+        && matches!(err.kind(), ErrorKind::Server(_) | ErrorKind::Extension)
+        && err.code().is_some()
+}
+
+/// relink's verdict on a failed command, as a code, an outcome and a message.
+fn command_error(err: &RedisError) -> relink_error {
+    let code = match relink::Error::from_redis(err) {
+        Some(relink::Error::NotConnected { .. }) => RELINK_NOT_CONNECTED,
+        Some(relink::Error::BacklogFull { .. }) => RELINK_BACKLOG_FULL,
+        Some(relink::Error::QueueTimeout { .. }) => RELINK_QUEUE_TIMEOUT,
+        Some(relink::Error::OutcomeUnknown { .. }) => RELINK_MAYBE_APPLIED,
+        Some(relink::Error::NotApplied { .. }) => RELINK_NOT_APPLIED,
+        Some(relink::Error::Shutdown) => RELINK_SHUTDOWN,
+        Some(relink::Error::Config { .. }) => RELINK_INVALID_CONFIG,
+        _ if err.is_io_error() || err.is_timeout() => RELINK_MAYBE_APPLIED,
+        _ => RELINK_REDIS_ERROR,
+    };
+    let outcome = match relink::Error::outcome_of(err) {
+        Outcome::NotApplied => RELINK_OUTCOME_NOT_APPLIED,
+        Outcome::Unknown => RELINK_OUTCOME_UNKNOWN,
+        _ => RELINK_OUTCOME_REJECTED,
+    };
+    relink_error::new(code, err.to_string()).with_outcome(outcome)
+}
+
+/// The current `RELINK_STATE_*` (`RELINK_STATE_SHUTDOWN` for NULL).
+#[no_mangle]
+pub extern "C" fn relink_client_state(client: *const relink_client) -> u32 {
+    guard_value(RELINK_STATE_SHUTDOWN, || {
+        // SAFETY: `client` is NULL or a live client (contract).
+        unsafe { client.as_ref() }.map_or(RELINK_STATE_SHUTDOWN, relink_client::state)
+    })
+}
+
+/// Waits until the client is READY, for at most `timeout_ms`:
+/// `RELINK_OK`, `RELINK_TIMEOUT` or `RELINK_SHUTDOWN`.
+#[no_mangle]
+pub extern "C" fn relink_client_wait_ready(
+    client: *const relink_client,
+    timeout_ms: u64,
+    err: *mut *mut relink_error,
+) -> relink_code {
+    guard(err, || {
+        // SAFETY: `client` is NULL or a live client (contract).
+        let client = unsafe { try_ref(client, "client") }?;
+        not_in_callback()?;
+        let timeout = Duration::from_millis(timeout_ms);
+        match client.runtime.block_on(client.client.wait_ready(timeout)) {
+            Ok(()) => Ok(()),
+            Err(relink::Error::Shutdown) => Err(relink_error::new(
+                RELINK_SHUTDOWN,
+                "the client is shut down (or its reconnect policy gave up)",
+            )),
+            Err(e) => Err(relink_error::new(
+                RELINK_TIMEOUT,
+                format!("not ready within {timeout_ms} ms (state {}): {e}", {
+                    client.client.health().borrow().state
+                }),
+            )),
+        }
+    })
+}
+
+/// Registers `callback` (NULL: none) to be called with `user_data` on every
+/// state change from now on, replacing any earlier one. When this returns,
+/// an earlier callback is not running and will not be called again.
+///
+/// The callback runs on relink's thread: `user_data` must be usable from
+/// there, and the callback must not block nor call into the client (see
+/// `relink_state_callback`). Calling this from a callback fails with
+/// `RELINK_REENTRANT_CALL`.
+#[no_mangle]
+pub extern "C" fn relink_client_on_state_change(
+    client: *const relink_client,
+    callback: relink_state_callback,
+    user_data: *mut c_void,
+    err: *mut *mut relink_error,
+) -> relink_code {
+    guard(err, || {
+        // SAFETY: `client` is NULL or a live client (contract).
+        let client = unsafe { try_ref(client, "client") }?;
+        not_in_callback()?;
+        let next = callback.map(|call| StateCallback { call, user_data });
+        *client
+            .callback
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = next;
+        Ok(())
+    })
+}
+
+/// Shuts the client down and frees it: the state callback is unregistered
+/// first (it is not called for the shutdown), waiting commands fail with
+/// `RELINK_SHUTDOWN`, the connection is closed and relink's thread joined.
+/// NULL is a no-op. Must not race other calls on the same client; called
+/// from a state callback it does nothing (the client stays alive).
+#[no_mangle]
+pub extern "C" fn relink_client_free(client: *mut relink_client) {
+    guard_value((), || {
+        if client.is_null() || not_in_callback().is_err() {
+            return;
+        }
+        // SAFETY: `client` came from relink_client_connect and is freed once
+        // (contract), so the box is ours from here on.
+        let client = unsafe { Box::from_raw(client) };
+        *client
+            .callback
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        let relink_client {
+            client, runtime, ..
+        } = *client;
+        runtime.block_on(async {
+            // Bounded: the background task ends within one step of being told.
+            let _ = tokio::time::timeout(Duration::from_secs(5), client.shutdown()).await;
+        });
+        drop(client);
+        // Dropping the runtime stops its tasks and joins its thread.
+        drop(runtime);
+    })
+}

@@ -248,6 +248,7 @@ impl Client {
             fed_reply_ms: 0,
             connecting: None,
             ping: None,
+            invalidated: None,
         };
         // Every event the task logs carries the (redacted) target.
         let span = tracing::info_span!("relink", url = %shared.config.redacted_url());
@@ -649,6 +650,8 @@ struct Driver {
     fed_reply_ms: u64,
     connecting: Option<PendingConnect>,
     ping: Option<PendingPing>,
+    /// Resolves when the connector says the live connection is stale.
+    invalidated: Option<BoxFuture<'static, ()>>,
 }
 
 impl Driver {
@@ -670,6 +673,7 @@ impl Driver {
                 result = poll_connect(&mut self.connecting) => match result {
                     (attempt, generation, Ok(conn)) => {
                         self.install(conn, generation);
+                        self.invalidated = Some(self.connector.invalidated());
                         Some(Input::Connected { attempt })
                     }
                     (attempt, _, Err(err)) => {
@@ -691,6 +695,15 @@ impl Driver {
                         }
                         _ => None,
                     }
+                }
+                _ = poll_invalidated(&mut self.invalidated) => {
+                    self.invalidated = None;
+                    tracing::info!("relink connector reports the server moved; reconnecting");
+                    // The server we talk to is no longer the one to talk to,
+                    // as after a READONLY reply from a demoted master.
+                    Some(Input::ConnectionLost {
+                        kind: FailureKind::ServerBusy(relink_core::BusyReason::ReadOnly),
+                    })
                 }
                 Some(report) = self.reports.recv() => {
                     (report.generation == self.generation).then_some(Input::CommandFailed { kind: report.kind })
@@ -775,6 +788,7 @@ impl Driver {
             Action::Disconnect => {
                 self.connecting = None;
                 self.ping = None;
+                self.invalidated = None;
                 if let Some(live) = shared.live.swap(None) {
                     live.dead.cancel();
                 }
@@ -862,6 +876,13 @@ async fn poll_connect(connecting: &mut Option<PendingConnect>) -> (u32, u64, Con
             *connecting = None;
             (attempt, generation, result)
         }
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll_invalidated(invalidated: &mut Option<BoxFuture<'static, ()>>) {
+    match invalidated {
+        Some(fut) => fut.await,
         None => std::future::pending().await,
     }
 }

@@ -28,6 +28,15 @@ pub trait Connector: Send + Sync + fmt::Debug + 'static {
         config: &Config,
         push: PushHandler,
     ) -> Result<MultiplexedConnection, RedisError>;
+
+    /// Resolves when the connector learns that the connection it made last no
+    /// longer reaches the right server (a Sentinel announcing `+switch-master`,
+    /// a changed address): the client then replaces it at once instead of
+    /// waiting for a timeout. Called after each successful connect; the
+    /// default never resolves.
+    fn invalidated(&self) -> futures_util::future::BoxFuture<'static, ()> {
+        Box::pin(std::future::pending())
+    }
 }
 
 /// The default connector: whatever the config's URL says (TCP, TLS with the

@@ -24,6 +24,15 @@ fn scenario(config: SupervisorConfig, timeline: &[(Mode, u64)]) -> Scenario {
     }
 }
 
+/// Exponential ×2 from 100 ms up to `max_ms`, no jitter: delays are exact.
+fn doubling(max_ms: u64) -> BackoffPolicy {
+    BackoffPolicy::default()
+        .strategy(Strategy::Exponential { multiplier: 2.0 })
+        .initial_delay(Duration::from_millis(100))
+        .max_delay(Duration::from_millis(max_ms))
+        .jitter(Jitter::None)
+}
+
 fn fixed_backoff(ms: u64) -> BackoffPolicy {
     BackoffPolicy::default()
         .strategy(Strategy::Constant)
@@ -65,21 +74,9 @@ fn a_hung_server_is_declared_dead_within_the_heartbeat_bound() {
 
 #[test]
 fn a_long_outage_keeps_retrying_at_the_capped_delay_and_recovers() {
-    let policy = BackoffPolicy::default()
-        .strategy(Strategy::Exponential { multiplier: 2.0 })
-        .initial_delay(Duration::from_millis(100))
-        .max_delay(Duration::from_millis(1600))
-        .jitter(Jitter::None);
-    let config = SupervisorConfig::default().backoff(policy);
+    let config = SupervisorConfig::default().backoff(doubling(1600));
     let trace = run(&scenario(config, &[(Mode::Up, 1000), (Mode::Down, 60_000)])).unwrap();
-    let delays: Vec<u64> = trace
-        .events
-        .iter()
-        .filter_map(|(_, e)| match e {
-            Event::ReconnectScheduled { delay, .. } => Some(delay.as_millis() as u64),
-            _ => None,
-        })
-        .collect();
+    let delays = trace.reconnect_delays_ms();
     assert_eq!(&delays[..6], &[100, 200, 400, 800, 1600, 1600]);
     assert!(
         delays.len() > 35,
@@ -98,12 +95,7 @@ fn a_long_outage_keeps_retrying_at_the_capped_delay_and_recovers() {
 fn a_flapping_server_does_not_earn_instant_retries() {
     // The server dies within 60 ms of every connection; backoff_reset_after is 10 s,
     // so the delays keep growing instead of restarting at the initial delay.
-    let policy = BackoffPolicy::default()
-        .strategy(Strategy::Exponential { multiplier: 2.0 })
-        .initial_delay(Duration::from_millis(100))
-        .max_delay(Duration::from_millis(3200))
-        .jitter(Jitter::None);
-    let config = SupervisorConfig::default().backoff(policy);
+    let config = SupervisorConfig::default().backoff(doubling(3200));
     // Up for 60 ms, down for 1 ms, for 20 s: every connection dies young.
     let mut flapping = Vec::new();
     let mut t = 0;
@@ -113,14 +105,7 @@ fn a_flapping_server_does_not_earn_instant_retries() {
         t += 61;
     }
     let trace = run(&scenario(config, &flapping)).unwrap();
-    let delays: Vec<u64> = trace
-        .events
-        .iter()
-        .filter_map(|(_, e)| match e {
-            Event::ReconnectScheduled { delay, .. } => Some(delay.as_millis() as u64),
-            _ => None,
-        })
-        .collect();
+    let delays = trace.reconnect_delays_ms();
     assert!(delays.len() >= 5, "{delays:?}");
     assert_eq!(
         &delays[..5],

@@ -192,6 +192,17 @@ pub struct Trace {
 }
 
 impl Trace {
+    /// Every reconnect delay the supervisor scheduled, in ms, in order.
+    pub fn reconnect_delays_ms(&self) -> Vec<u64> {
+        self.events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::ReconnectScheduled { delay, .. } => Some(delay.as_millis() as u64),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// How many times the supervisor reached Ready.
     pub fn readies(&self) -> usize {
         self.events

@@ -5,6 +5,11 @@
 //!
 //! Everything runs on loopback: the server is spawned by the test support
 //! (`relink-testkit`) and reached through its fault-injecting proxy.
+//!
+//! With `--sentinel` (`cargo xtask demo --sentinel`) the same workload runs
+//! against a Sentinel topology (master, replica, three sentinels) instead:
+//! the master is killed, the sentinels promote the replica, and the client
+//! follows by itself.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,16 +18,31 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::AsyncCommands;
+use relink::config::SentinelConfig;
 use relink::core::backoff::{BackoffPolicy, Jitter, Strategy};
 use relink::core::supervisor::HeartbeatConfig;
 use relink::sync::{Publisher, SyncedMap, TopicOptions};
 use relink::{Client, Config, Error, Event, Outcome, PubSubItem, State};
-use relink_testkit::{FaultProxy, RedisServer};
+use relink_testkit::sentinel::SERVICE;
+use relink_testkit::{FaultProxy, RedisServer, SentinelTopology};
 
 const WRITERS: usize = 8;
 
 /// A fault to inject: blocking (it sleeps between breaking and mending).
 type Fault = Box<dyn Fn() + Send>;
+
+/// Where the workload runs: the connection config, the faults to inject,
+/// and a plain connection to the server holding the data (for the invariants).
+struct Stage {
+    config: Config,
+    script: Vec<(&'static str, Fault)>,
+    /// Also owns the processes: they live as long as the stage.
+    direct: Box<dyn Fn() -> redis::Connection + Send + Sync>,
+    /// Writes acknowledged by a master that dies may not have reached its
+    /// replica yet (Redis replicates asynchronously): then a lost write is
+    /// Redis's, not relink's, and the invariants say so instead of failing.
+    async_replication: bool,
+}
 
 /// One injected fault and what relink made of it.
 #[derive(Debug, Clone)]
@@ -55,21 +75,19 @@ async fn main() {
 
 async fn run() -> i32 {
     println!("relink outage tour: a workload through relink::Client while redis-server is broken under it\n");
-    let server = RedisServer::builder().appendonly(true).start();
-    let proxy = FaultProxy::start(server.addr());
-    println!(
-        "redis-server pid {} on {} (appendfsync always), reached through a fault proxy on {}",
-        server.pid(),
-        server.addr(),
-        proxy.addr()
-    );
+    let sentinel = std::env::args().skip(1).any(|a| a == "--sentinel");
+    let stage = if sentinel {
+        sentinel_stage()
+    } else {
+        single_server_stage()
+    };
     let heartbeat = HeartbeatConfig {
         interval: Duration::from_millis(250),
         timeout: Duration::from_millis(250),
         misses_allowed: 0,
     };
-    let config = Config::new(&proxy.url())
-        .expect("loopback url")
+    let config = stage
+        .config
         .with_client_name("outage-tour")
         .with_heartbeat(heartbeat)
         .with_backoff(
@@ -108,7 +126,6 @@ async fn run() -> i32 {
         "state sync: publishing to topic `tour`; a SyncedMap mirrors it on its own connection\n"
     );
 
-    let server = Arc::new(Mutex::new(server));
     let tally = Arc::new(Tally::default());
     let outages: Arc<Mutex<Vec<Outage>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -144,45 +161,8 @@ async fn run() -> i32 {
         Arc::clone(&stop),
     ));
 
-    let proxy = Arc::new(proxy);
-    let script: Vec<(&'static str, Fault)> = vec![
-        ("kill -9, restart after 1 s", {
-            let s = Arc::clone(&server);
-            Box::new(move || {
-                s.lock().unwrap().kill();
-                std::thread::sleep(Duration::from_secs(1));
-                s.lock().unwrap().restart();
-            })
-        }),
-        ("SIGSTOP for 2 s (hung server)", {
-            let s = Arc::clone(&server);
-            Box::new(move || {
-                s.lock().unwrap().pause();
-                std::thread::sleep(Duration::from_secs(2));
-                s.lock().unwrap().resume();
-            })
-        }),
-        ("link blackholed for 2 s", {
-            let p = Arc::clone(&proxy);
-            Box::new(move || {
-                p.blackhole();
-                std::thread::sleep(Duration::from_secs(2));
-                p.pass();
-            })
-        }),
-        ("link reset (RST)", {
-            let p = Arc::clone(&proxy);
-            Box::new(move || p.reset())
-        }),
-        ("graceful SHUTDOWN + restart", {
-            let s = Arc::clone(&server);
-            Box::new(move || {
-                let mut s = s.lock().unwrap();
-                s.shutdown();
-                s.restart();
-            })
-        }),
-    ];
+    let script = stage.script;
+    let stage_async_replication = stage.async_replication;
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     for (cause, fault) in script {
@@ -220,7 +200,7 @@ async fn run() -> i32 {
     }
 
     // Invariants, checked from the server's side with a plain connection.
-    let mut direct = server.lock().unwrap().connection();
+    let mut direct = tokio::task::block_in_place(|| (stage.direct)());
     let counter: u64 = redis::cmd("GET")
         .arg("tour:counter")
         .query::<Option<u64>>(&mut direct)
@@ -272,16 +252,18 @@ async fn run() -> i32 {
     );
     println!("\ninvariants (checked on the server):");
     let mut ok = true;
-    ok &= check(
+    ok &= check_durable(
         missing == 0,
         &format!(
             "every acknowledged SET is on the server ({} keys, {missing} missing)",
             keys.len()
         ),
+        stage_async_replication,
     );
-    ok &= check(
+    ok &= check_durable(
         counter >= acked,
         &format!("no acknowledged INCR lost (counter {counter} >= {acked} acknowledged)"),
+        stage_async_replication,
     );
     ok &= check(
         counter <= acked + unknown,
@@ -289,13 +271,14 @@ async fn run() -> i32 {
             "no INCR applied twice (counter {counter} <= {acked} acknowledged + {unknown} unknown)"
         ),
     );
-    ok &= check(
+    ok &= check_durable(
         tally.stale_reads.load(Ordering::Relaxed) == 0,
         &format!(
             "reads see acknowledged writes ({} reads checked, {} stale)",
             tally.reads_checked.load(Ordering::Relaxed),
             tally.stale_reads.load(Ordering::Relaxed)
         ),
+        stage_async_replication,
     );
     ok &= check(
         mirror.version().seq() == watermark && mirror_state == server_state,
@@ -321,6 +304,122 @@ async fn run() -> i32 {
         println!("\nINVARIANT VIOLATED");
         1
     }
+}
+
+/// The default tour: one redis-server (AOF, `appendfsync always`) behind the fault proxy.
+fn single_server_stage() -> Stage {
+    let server = RedisServer::builder().appendonly(true).start();
+    let proxy = FaultProxy::start(server.addr());
+    println!(
+        "redis-server pid {} on {} (appendfsync always), reached through a fault proxy on {}",
+        server.pid(),
+        server.addr(),
+        proxy.addr()
+    );
+    let config = Config::new(&proxy.url()).expect("loopback url");
+    let server = Arc::new(Mutex::new(server));
+    let proxy = Arc::new(proxy);
+    let script: Vec<(&'static str, Fault)> = vec![
+        ("kill -9, restart after 1 s", {
+            let s = Arc::clone(&server);
+            Box::new(move || {
+                s.lock().unwrap().kill();
+                std::thread::sleep(Duration::from_secs(1));
+                s.lock().unwrap().restart();
+            })
+        }),
+        ("SIGSTOP for 2 s (hung server)", {
+            let s = Arc::clone(&server);
+            Box::new(move || {
+                s.lock().unwrap().pause();
+                std::thread::sleep(Duration::from_secs(2));
+                s.lock().unwrap().resume();
+            })
+        }),
+        ("link blackholed for 2 s", {
+            let p = Arc::clone(&proxy);
+            Box::new(move || {
+                p.blackhole();
+                std::thread::sleep(Duration::from_secs(2));
+                p.pass();
+            })
+        }),
+        ("link reset (RST)", {
+            let p = Arc::clone(&proxy);
+            Box::new(move || p.reset())
+        }),
+        ("graceful SHUTDOWN + restart", {
+            let s = Arc::clone(&server);
+            Box::new(move || {
+                let mut s = s.lock().unwrap();
+                s.shutdown();
+                s.restart();
+            })
+        }),
+    ];
+
+    // The proxy must outlive the script's closures: the workload runs through it.
+    let direct = Box::new(move || {
+        let _proxy = &proxy;
+        server.lock().unwrap().connection()
+    });
+    Stage {
+        config,
+        script,
+        direct,
+        async_replication: false,
+    }
+}
+
+/// `--sentinel`: a master, a replica and three sentinels; the client finds
+/// the master through the sentinels and follows each failover.
+fn sentinel_stage() -> Stage {
+    let topology = SentinelTopology::start();
+    let master = topology.master_addr().expect("the sentinels name a master");
+    println!(
+        "sentinel topology: master {master}, replica {}, sentinels {} (service `{SERVICE}`)",
+        topology
+            .node_addrs()
+            .iter()
+            .find(|a| **a != master)
+            .expect("a replica"),
+        topology.sentinel_nodes().join(", ")
+    );
+    let config = Config::new(&format!("redis://{SERVICE}/0"))
+        .expect("valid url")
+        .with_sentinel(SentinelConfig::new(SERVICE, topology.sentinel_nodes()));
+    let topology = Arc::new(Mutex::new(topology));
+    let patience = Duration::from_secs(30);
+    let script: Vec<(&'static str, Fault)> = vec![("kill -9 of the master (failover)", {
+        let t = Arc::clone(&topology);
+        Box::new(move || {
+            let old = t.lock().unwrap().kill_master();
+            let new = t.lock().unwrap().wait_for_new_master(old, patience);
+            note(&format!("sentinels promoted the replica {new}"));
+        })
+    })];
+    let direct = Box::new(move || {
+        let t = topology.lock().unwrap();
+        t.node(t.wait_for_master(patience)).connection()
+    });
+    Stage {
+        config,
+        script,
+        direct,
+        async_replication: true,
+    }
+}
+
+/// A check of durability: with asynchronous replication (Sentinel), writes a
+/// killed master acknowledged but had not yet replicated are lost by Redis.
+fn check_durable(pass: bool, what: &str, async_replication: bool) -> bool {
+    if pass || !async_replication {
+        return check(pass, what);
+    }
+    println!("  NOTE {what}");
+    println!("       lost with the killed master: Redis replicates asynchronously, so writes it acknowledged");
+    println!("       but had not yet sent to its replica are gone after the failover (Redis's, not relink's)");
+    true
 }
 
 fn check(pass: bool, what: &str) -> bool {

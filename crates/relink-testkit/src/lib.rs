@@ -20,8 +20,12 @@
 //! server.restart();
 //! ```
 
+pub mod cluster;
 mod proxy;
+pub mod sentinel;
 mod server;
 
+pub use cluster::RedisCluster;
 pub use proxy::FaultProxy;
+pub use sentinel::SentinelTopology;
 pub use server::{RedisServer, RedisServerBuilder};

@@ -32,6 +32,7 @@ pub struct RedisServerBuilder {
     acl_users: Vec<String>,
     appendonly: bool,
     extra_args: Vec<String>,
+    config_file: Option<String>,
 }
 
 impl RedisServerBuilder {
@@ -68,6 +69,14 @@ impl RedisServerBuilder {
         S: Into<String>,
     {
         self.extra_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Starts the server with a config file of this text (written to
+    /// `redis.conf` in its dir on first start, then left as the server
+    /// rewrites it, as a sentinel does), given before every other argument.
+    pub fn config_file(mut self, text: impl Into<String>) -> Self {
+        self.config_file = Some(text.into());
         self
     }
 
@@ -315,6 +324,14 @@ impl RedisServer {
     fn spawn(&mut self) {
         let o = &self.options;
         let mut cmd = Command::new(Self::binary());
+        if let Some(text) = &o.config_file {
+            // redis-server reads a config file only as its first argument.
+            let path = self.dir.0.join("redis.conf");
+            if !path.exists() {
+                fs::write(&path, text).expect("write the server's config file");
+            }
+            cmd.arg(path);
+        }
         cmd.arg("--port")
             .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--save", "", "--daemonize", "no"])

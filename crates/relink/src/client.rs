@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::classify::{failure_kind, is_server_reply};
 use crate::config::{Config, OutagePolicy};
-use crate::connector::{Connector, TcpConnector};
+use crate::connector::Connector;
 use crate::pubsub::{PubSubHub, Subscription};
 use crate::Error;
 
@@ -186,12 +186,13 @@ impl fmt::Debug for Client {
 
 impl Client {
     /// Starts a client for `config` with the default connector (TCP, TLS or
-    /// Unix socket from the URL). Returns at once; the connection is made in
+    /// Unix socket from the URL; Sentinel discovery when the config has a
+    /// `sentinel` section). Returns at once; the connection is made in
     /// the background (see [`Client::wait_ready`]). Must be called within a
     /// tokio runtime.
     pub fn new(config: Config) -> Result<Client, Error> {
-        let connector = TcpConnector::new(&config)?;
-        Client::with_connector(config, Arc::new(connector))
+        let connector = crate::connector::for_config(&config)?;
+        Client::with_connector(config, connector)
     }
 
     /// Starts a client that makes its connections through `connector`.

@@ -57,6 +57,16 @@
 //!     [retry.budget]
 //!     max_tokens = 10
 //!     token_ratio = 0.1
+//!
+//!     ## Optional: find the master through Redis Sentinel (see `SentinelConfig`).
+//!     ## Then the URL's host and port are not used; its user, password,
+//!     ## database and protocol apply to the master the sentinels name.
+//!     ## [sentinel]
+//!     ## service = "mymaster"
+//!     ## nodes = ["127.0.0.1:26379", "127.0.0.1:26380", "[::1]"]   # port 26379 by default
+//!     ## username = "sentinel-user"     # optional: the sentinels' own ACL user
+//!     ## password = "sentinel-secret"   # optional: the sentinels' own password
+//!     ## follow_switch_master = true    # reconnect at once on `+switch-master`
 //! "#).unwrap();
 //! assert_eq!(config.response_timeout(), Duration::from_secs(2));
 //! assert_eq!(config.protocol(), Protocol::Resp3);
@@ -309,6 +319,7 @@ pub struct Config {
     retry: RetryPolicy,
     tcp_keepalive: Option<Duration>,
     seed: Option<u64>,
+    sentinel: Option<SentinelConfig>,
 }
 
 impl Config {
@@ -339,6 +350,7 @@ impl Config {
             retry: RetryPolicy::default(),
             tcp_keepalive: Some(Self::DEFAULT_TCP_KEEPALIVE),
             seed: None,
+            sentinel: None,
         };
         config.build()
     }
@@ -432,6 +444,16 @@ impl Config {
         self
     }
 
+    /// Finds the master through Redis Sentinel: every (re)connect asks the
+    /// sentinels where the master of `sentinel.service()` is. The URL's host
+    /// and port are then not used; its user, password, database, protocol and
+    /// scheme (`rediss` for TLS) apply to the master. [`Client::new`](crate::Client::new)
+    /// picks the [`SentinelConnector`](crate::sentinel::SentinelConnector).
+    pub fn with_sentinel(mut self, sentinel: SentinelConfig) -> Self {
+        self.sentinel = Some(sentinel);
+        self
+    }
+
     // ---- checking ----------------------------------------------------------
 
     /// Checks every setting; the error names the first bad field as it is
@@ -493,6 +515,16 @@ impl Config {
                         HumanDuration(MAX_TCP_KEEPALIVE),
                         HumanDuration(idle)
                     ),
+                ));
+            }
+        }
+        if let Some(sentinel) = &self.sentinel {
+            sentinel.validate()?;
+            if matches!(self.target.addr(), redis::ConnectionAddr::Unix(_)) {
+                return Err(Error::config(
+                    "url",
+                    "a Unix socket URL cannot be combined with `sentinel`: the sentinels name a \
+                     TCP address; use `redis://` (or `rediss://`) for the credentials and database",
                 ));
             }
         }
@@ -578,6 +610,11 @@ impl Config {
         self.seed
     }
 
+    /// The Sentinel discovery settings, when the master is found through Sentinel.
+    pub fn sentinel(&self) -> Option<&SentinelConfig> {
+        self.sentinel.as_ref()
+    }
+
     /// The database in force (the override, else the URL's, else 0).
     pub fn database(&self) -> i64 {
         self.database
@@ -609,6 +646,7 @@ impl fmt::Debug for Config {
             .field("retry", &self.retry)
             .field("tcp_keepalive", &self.tcp_keepalive)
             .field("seed", &self.seed)
+            .field("sentinel", &self.sentinel)
             .finish()
     }
 }
@@ -628,6 +666,253 @@ impl PartialEq for Config {
             && self.retry == other.retry
             && self.tcp_keepalive == other.tcp_keepalive
             && self.seed == other.seed
+            && self.sentinel == other.sentinel
+    }
+}
+
+/// Where Redis Sentinel finds the master: the sentinels to ask, the name they
+/// monitor the master under, and the sentinels' own credentials.
+///
+/// Serde form (the `[sentinel]` table of a [`Config`]):
+/// `{ service = "mymaster", nodes = ["127.0.0.1:26379", "127.0.0.1:26380"], username = "...",
+/// password = "...", follow_switch_master = true }`; `service` and `nodes` are
+/// required, a node without a port uses 26379. The password is shown as `***`.
+///
+/// ```
+/// # use relink::config::{Config, SentinelConfig};
+/// let config = Config::new("redis://:master-secret@mymaster/2")?
+///     .with_sentinel(
+///         SentinelConfig::new("mymaster", ["127.0.0.1:26379", "127.0.0.1:26380"])
+///             .with_password("sentinel-secret"),
+///     )
+///     .build()?;
+/// assert_eq!(config.sentinel().unwrap().service(), "mymaster");
+/// assert!(!format!("{config:?}").contains("secret"));
+/// # Ok::<(), relink::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawSentinel", into = "RawSentinel")]
+pub struct SentinelConfig {
+    service: String,
+    nodes: Vec<String>,
+    username: Option<String>,
+    password: Option<Secret>,
+    follow_switch_master: bool,
+}
+
+impl SentinelConfig {
+    /// The port of a sentinel node given without one.
+    pub const DEFAULT_PORT: u16 = 26379;
+
+    /// Sentinels at `nodes` (`host[:port]`, asked in this order) monitoring
+    /// the master named `service`.
+    pub fn new<I, S>(service: impl Into<String>, nodes: I) -> SentinelConfig
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        SentinelConfig {
+            service: service.into(),
+            nodes: nodes.into_iter().map(Into::into).collect(),
+            username: None,
+            password: None,
+            follow_switch_master: true,
+        }
+    }
+
+    /// Sets the ACL username the sentinels require (not the master's).
+    pub fn with_username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+
+    /// Sets the password the sentinels require (not the master's).
+    pub fn with_password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(Secret(password.into()));
+        self
+    }
+
+    /// Whether to subscribe to the sentinels' `+switch-master` and reconnect
+    /// as soon as a failover is announced (the default). Off, a failover is
+    /// noticed only when the old master drops the connection, refuses a
+    /// write (`READONLY`) or stops answering heartbeats.
+    pub fn with_follow_switch_master(mut self, follow: bool) -> Self {
+        self.follow_switch_master = follow;
+        self
+    }
+
+    /// The name the sentinels monitor the master under.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The sentinel nodes, as given.
+    pub fn nodes(&self) -> &[String] {
+        &self.nodes
+    }
+
+    /// The sentinels' ACL username, if any.
+    pub fn username(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+
+    /// Whether `+switch-master` announcements are followed.
+    pub fn follow_switch_master(&self) -> bool {
+        self.follow_switch_master
+    }
+
+    /// Checks the fields; the error names the bad one (`sentinel.service`,
+    /// `sentinel.nodes`, `sentinel.nodes[2]`, `sentinel.username`, `sentinel.password`).
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.service.is_empty() {
+            return Err(Error::config(
+                "sentinel.service",
+                "must not be empty: the name the sentinels monitor the master under \
+                 (`sentinel monitor <name> ...`)",
+            ));
+        }
+        if let Some(c) = self.service.chars().find(|c| !matches!(c, '!'..='~')) {
+            return Err(Error::config(
+                "sentinel.service",
+                format!("contains {c:?}; a master name is printable ASCII without spaces"),
+            ));
+        }
+        if self.nodes.is_empty() {
+            return Err(Error::config(
+                "sentinel.nodes",
+                "must list at least one sentinel (`host[:port]`)",
+            ));
+        }
+        self.connection_infos().map(drop)?;
+        if self.username.as_deref() == Some("") {
+            return Err(Error::config(
+                "sentinel.username",
+                "must not be empty; leave it out for the default user",
+            ));
+        }
+        if matches!(&self.password, Some(Secret(p)) if p.is_empty()) {
+            return Err(Error::config(
+                "sentinel.password",
+                "must not be empty; leave it out for no password",
+            ));
+        }
+        Ok(())
+    }
+
+    /// What redis-rs needs to reach each sentinel, in order, with the
+    /// sentinels' credentials. The error names the first bad node.
+    pub fn connection_infos(&self) -> Result<Vec<ConnectionInfo>, Error> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let field = format!("sentinel.nodes[{i}]");
+                let mut info = parse_node(node).map_err(|reason| Error::config(&field, reason))?;
+                let mut redis = info.redis_settings().clone();
+                if let Some(username) = &self.username {
+                    redis = redis.set_username(username);
+                }
+                if let Some(Secret(password)) = &self.password {
+                    redis = redis.set_password(password);
+                }
+                info = info.set_redis_settings(redis);
+                Ok(info)
+            })
+            .collect()
+    }
+}
+
+impl fmt::Debug for SentinelConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SentinelConfig")
+            .field("service", &self.service)
+            .field("nodes", &self.nodes)
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("follow_switch_master", &self.follow_switch_master)
+            .finish()
+    }
+}
+
+/// A sentinel node, `host[:port]` (IPv6 in brackets), parsed by redis-rs as
+/// the URL `redis://host:port`.
+fn parse_node(node: &str) -> Result<ConnectionInfo, String> {
+    const FORM: &str = "expected `host[:port]`, e.g. `127.0.0.1:26379` or `[::1]:26379`";
+    if node.is_empty() || node.contains(['@', '/', '?', '#', ' ']) {
+        return Err(format!("{node:?} is not a sentinel address; {FORM}"));
+    }
+    let Some(mut url) = redis::parse_redis_url(&format!("redis://{node}")) else {
+        return Err(format!("{node:?} is not a sentinel address; {FORM}"));
+    };
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{node:?} has no host; {FORM}"));
+    }
+    if url.port().is_none() && url.set_port(Some(SentinelConfig::DEFAULT_PORT)).is_err() {
+        return Err(format!("{node:?} is not a sentinel address; {FORM}"));
+    }
+    url.into_connection_info()
+        .map_err(|e| format!("{node:?} is not a sentinel address ({e}); {FORM}"))
+}
+
+/// The serde shape of [`SentinelConfig`]: optional fields, so that a missing
+/// one is reported with its full name.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSentinel {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nodes: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    username: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_password",
+        deserialize_with = "de_sentinel_password"
+    )]
+    password: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    follow_switch_master: Option<bool>,
+}
+
+impl TryFrom<RawSentinel> for SentinelConfig {
+    type Error = Error;
+
+    fn try_from(raw: RawSentinel) -> Result<SentinelConfig, Error> {
+        let service = raw.service.ok_or_else(|| {
+            Error::config(
+                "sentinel.service",
+                "is required: the name the sentinels monitor the master under",
+            )
+        })?;
+        let nodes = raw.nodes.ok_or_else(|| {
+            Error::config(
+                "sentinel.nodes",
+                "is required: the sentinels to ask, as `host[:port]` strings",
+            )
+        })?;
+        let config = SentinelConfig {
+            service,
+            nodes,
+            username: raw.username,
+            password: raw.password,
+            follow_switch_master: raw.follow_switch_master.unwrap_or(true),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+impl From<SentinelConfig> for RawSentinel {
+    fn from(c: SentinelConfig) -> RawSentinel {
+        RawSentinel {
+            service: Some(c.service),
+            nodes: Some(c.nodes),
+            username: c.username,
+            password: c.password,
+            follow_switch_master: Some(c.follow_switch_master),
+        }
     }
 }
 
@@ -840,6 +1125,8 @@ struct RawConfig {
     outage: Option<OutagePolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     retry: Option<RetryPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sentinel: Option<SentinelConfig>,
 }
 
 /// [`HeartbeatConfig`] with errors that name `heartbeat.*`.
@@ -906,6 +1193,7 @@ impl TryFrom<RawConfig> for Config {
             config.tcp_keepalive = keepalive;
         }
         config.seed = raw.seed;
+        config.sentinel = raw.sentinel;
         config.build()
     }
 }
@@ -939,6 +1227,7 @@ impl From<Config> for RawConfig {
             backoff: Some(c.supervisor.backoff),
             outage: Some(c.outage),
             retry: Some(c.retry),
+            sentinel: c.sentinel,
         }
     }
 }
@@ -1153,14 +1442,14 @@ fn ser_keepalive<S: Serializer>(v: &Option<Option<Duration>>, s: S) -> Result<S:
     }
 }
 
-/// Reads a password without ever quoting it in an error.
-struct PasswordField;
+/// Reads a password without ever quoting it in an error; `0` names the field.
+struct PasswordField(&'static str);
 
 impl Visitor<'_> for PasswordField {
     type Value = Secret;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string for `password`")
+        write!(f, "a string for `{}`", self.0)
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Secret, E> {
@@ -1174,37 +1463,44 @@ impl Visitor<'_> for PasswordField {
     // serde's default messages quote the value; a mistyped password is still
     // a password.
     fn visit_i64<E: de::Error>(self, _: i64) -> Result<Secret, E> {
-        Err(not_a_string())
+        Err(not_a_string(self.0))
     }
     fn visit_u64<E: de::Error>(self, _: u64) -> Result<Secret, E> {
-        Err(not_a_string())
+        Err(not_a_string(self.0))
     }
     fn visit_i128<E: de::Error>(self, _: i128) -> Result<Secret, E> {
-        Err(not_a_string())
+        Err(not_a_string(self.0))
     }
     fn visit_u128<E: de::Error>(self, _: u128) -> Result<Secret, E> {
-        Err(not_a_string())
+        Err(not_a_string(self.0))
     }
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<Secret, E> {
-        Err(not_a_string())
+        Err(not_a_string(self.0))
     }
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Secret, E> {
-        Err(not_a_string())
+        Err(not_a_string(self.0))
     }
     fn visit_char<E: de::Error>(self, _: char) -> Result<Secret, E> {
-        Err(not_a_string())
+        Err(not_a_string(self.0))
     }
     fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Secret, E> {
-        Err(not_a_string())
+        Err(not_a_string(self.0))
     }
 }
 
-fn not_a_string<E: de::Error>() -> E {
-    E::custom("invalid `password`: must be a string (value not shown)")
+fn not_a_string<E: de::Error>(field: &str) -> E {
+    E::custom(format_args!(
+        "invalid `{field}`: must be a string (value not shown)"
+    ))
 }
 
 fn de_password<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
-    d.deserialize_any(PasswordField).map(Some)
+    d.deserialize_any(PasswordField("password")).map(Some)
+}
+
+fn de_sentinel_password<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+    d.deserialize_any(PasswordField("sentinel.password"))
+        .map(Some)
 }
 
 fn ser_password<S: Serializer>(v: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {

@@ -69,17 +69,39 @@ impl Connector for TcpConnector {
         config: &Config,
         push: PushHandler,
     ) -> Result<MultiplexedConnection, RedisError> {
-        let mut settings = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.supervisor_config().connect_timeout))
-            .set_response_timeout(Some(config.response_timeout()));
-        if config.protocol() == Protocol::Resp3 {
-            settings = settings.set_push_sender(move |info: PushInfo| {
-                push(info);
-                Ok::<(), ()>(())
-            });
-        }
-        self.client
-            .get_multiplexed_async_connection_with_config(&settings)
-            .await
+        connect_multiplexed(&self.client, config, push).await
     }
+}
+
+/// Opens a connection to `client`'s target the way every relink connector
+/// does: the config's connect and response timeouts, and the server's push
+/// messages handed to `push` when the protocol is RESP3. The handshake
+/// (AUTH/HELLO, SELECT) is redis-rs's, from `client`'s connection info.
+pub async fn connect_multiplexed(
+    client: &redis::Client,
+    config: &Config,
+    push: PushHandler,
+) -> Result<MultiplexedConnection, RedisError> {
+    let mut settings = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.supervisor_config().connect_timeout))
+        .set_response_timeout(Some(config.response_timeout()));
+    if config.protocol() == Protocol::Resp3 {
+        settings = settings.set_push_sender(move |info: PushInfo| {
+            push(info);
+            Ok::<(), ()>(())
+        });
+    }
+    client
+        .get_multiplexed_async_connection_with_config(&settings)
+        .await
+}
+
+/// The connector a config asks for: a [`SentinelConnector`](crate::sentinel::SentinelConnector)
+/// when it has a `sentinel` section, else a [`TcpConnector`] for its URL.
+/// What [`Client::new`](crate::Client::new) uses.
+pub fn for_config(config: &Config) -> Result<Arc<dyn Connector>, Error> {
+    Ok(match config.sentinel() {
+        Some(_) => Arc::new(crate::sentinel::SentinelConnector::new(config)?),
+        None => Arc::new(TcpConnector::new(config)?),
+    })
 }

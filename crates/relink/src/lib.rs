@@ -9,13 +9,16 @@
 
 mod classify;
 mod client;
+pub mod cluster;
 pub mod config;
 pub mod connector;
 pub mod error;
 pub mod pubsub;
+pub mod sentinel;
 pub mod sync;
 
 pub use client::{Client, Health, Stats};
+pub use cluster::{ClusterClient, ClusterConfig};
 pub use config::Config;
 pub use error::Error;
 pub use pubsub::{PubSubItem, Subscription};

@@ -39,6 +39,21 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{Client, Error};
 
+/// A connection a topic runs on: a [`Client`] or a
+/// [`ClusterClient`](crate::cluster::ClusterClient) (a topic's keys share one
+/// hash slot, so every script runs on one node).
+pub trait SyncConnection: redis::aio::ConnectionLike + Clone + Send + Sync + 'static {
+    /// The same connection with every command declared idempotent (safe to
+    /// send again after an unknown outcome).
+    fn idempotent(&self) -> Self;
+}
+
+impl SyncConnection for Client {
+    fn idempotent(&self) -> Self {
+        Client::idempotent(self)
+    }
+}
+
 const PUBLISH: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -257,8 +272,8 @@ impl TopicOptions {
 
 /// Publishes changes to a topic. Cheap to clone.
 #[derive(Clone)]
-pub struct Publisher {
-    client: Client,
+pub struct Publisher<C: SyncConnection = Client> {
+    client: C,
     keys: Arc<Keys>,
     options: TopicOptions,
     script: Arc<Script>,
@@ -266,7 +281,7 @@ pub struct Publisher {
     counter: Arc<AtomicU64>,
 }
 
-impl fmt::Debug for Publisher {
+impl<C: SyncConnection> fmt::Debug for Publisher<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Publisher")
             .field("topic", &self.keys.meta)
@@ -274,10 +289,10 @@ impl fmt::Debug for Publisher {
     }
 }
 
-impl Publisher {
+impl<C: SyncConnection> Publisher<C> {
     /// A publisher of `topic` through `client`. The topic is created (with a
     /// new random epoch) by the first publish.
-    pub fn new(client: &Client, topic: &str, options: TopicOptions) -> Result<Publisher, Error> {
+    pub fn new(client: &C, topic: &str, options: TopicOptions) -> Result<Publisher<C>, Error> {
         options.validate()?;
         Ok(Publisher {
             // Every publish carries an id checked server-side, so sending it
@@ -386,8 +401,8 @@ pub struct Follower {
 impl Follower {
     /// Follows `topic` from `from` (None: from a snapshot). A cursor from
     /// another epoch leads to a resync, never to a wrong state.
-    pub fn follow(
-        client: Client,
+    pub fn follow<C: SyncConnection>(
+        client: C,
         topic: &str,
         from: Option<SyncCursor>,
         options: TopicOptions,
@@ -432,8 +447,8 @@ impl Stream for Follower {
     }
 }
 
-struct Reader {
-    client: Client,
+struct Reader<C> {
+    client: C,
     keys: Keys,
     options: TopicOptions,
     cursor: SyncCursor,
@@ -449,7 +464,7 @@ enum Replan {
     Stop,
 }
 
-impl Reader {
+impl<C: SyncConnection> Reader<C> {
     async fn run(mut self) {
         let position = Script::new(POSITION);
         // Bounded by the consumer: the loop ends when the Follower is dropped
@@ -690,7 +705,11 @@ impl fmt::Debug for SyncedMap {
 
 impl SyncedMap {
     /// Mirrors `topic`, following it on `client` (give it a client of its own).
-    pub fn new(client: Client, topic: &str, options: TopicOptions) -> Result<SyncedMap, Error> {
+    pub fn new<C: SyncConnection>(
+        client: C,
+        topic: &str,
+        options: TopicOptions,
+    ) -> Result<SyncedMap, Error> {
         let mut follower = Follower::follow(client, topic, None, options)?;
         let (version_tx, version) = watch::channel(SyncCursor::new());
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<MapInner>| {

@@ -35,9 +35,9 @@ fn json_err(text: &str) -> String {
 
 #[test]
 fn tcp_url_with_user_password_and_db() {
-    let config = Config::new("redis://alice:s3cret@10.0.0.7:6380/4").unwrap();
+    let config = Config::new("redis://alice:s3cret@127.0.0.1:6380/4").unwrap();
     let info = config.connection_info();
-    assert_eq!(info.addr(), &ConnectionAddr::Tcp("10.0.0.7".into(), 6380));
+    assert_eq!(info.addr(), &ConnectionAddr::Tcp("127.0.0.1".into(), 6380));
     assert_eq!(info.redis_settings().username(), Some("alice"));
     assert_eq!(info.redis_settings().password(), Some("s3cret"));
     assert_eq!(info.redis_settings().db(), 4);

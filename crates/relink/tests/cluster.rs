@@ -1,0 +1,348 @@
+//! `ClusterClient` against a real 3-master + 3-replica Redis Cluster on
+//! loopback: a master killed and its replica promoted, slots resharded under
+//! a workload, a sync topic, and bad configs.
+//!
+//! One cluster at a time (6 processes): the tests take a shared lock.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use relink::cluster::{ClusterClient, ClusterConfig};
+use relink::core::backoff::{BackoffPolicy, Jitter, Strategy};
+use relink::core::supervisor::HeartbeatConfig;
+use relink::sync::{Publisher, SyncedMap, TopicOptions};
+use relink::{Config, Error, State};
+use relink_testkit::cluster::{key_slot, tag_for_slot};
+use relink_testkit::RedisCluster;
+
+/// Generous upper bound for any condition a test waits on.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// One cluster at a time: 6 redis-servers is the most this machine may run.
+static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn config(cluster: &RedisCluster) -> ClusterConfig {
+    let config = ClusterConfig::new(cluster.urls()).expect("valid nodes");
+    let settings = config
+        .settings
+        .clone()
+        .with_heartbeat(HeartbeatConfig {
+            interval: Duration::from_millis(200),
+            timeout: Duration::from_millis(300),
+            misses_allowed: 0,
+        })
+        .with_backoff(
+            BackoffPolicy::default()
+                .strategy(Strategy::Exponential { multiplier: 2.0 })
+                .initial_delay(Duration::from_millis(20))
+                .max_delay(Duration::from_millis(300))
+                .jitter(Jitter::Equal),
+        )
+        .with_connect_timeout(Duration::from_millis(500))
+        .with_response_timeout(Duration::from_secs(1))
+        .with_outage(relink::config::OutagePolicy::Queue {
+            capacity: 1024,
+            max_wait: Duration::from_secs(15),
+        })
+        .with_seed(7);
+    config
+        .with_settings(settings)
+        .build()
+        .expect("valid config")
+}
+
+async fn ready_client(cluster: &RedisCluster) -> ClusterClient {
+    let client = ClusterClient::new(config(cluster)).expect("client");
+    client.wait_ready(PATIENCE).await.expect("cluster ready");
+    client
+}
+
+/// Keys in one slot of each master: `per_master` keys each.
+fn keys_on_every_master(cluster: &mut RedisCluster, per_master: usize) -> Vec<(usize, String)> {
+    let mut keys = Vec::new();
+    for master in cluster.masters() {
+        let slot = cluster.slots_of(master)[7];
+        let tag = tag_for_slot(slot);
+        keys.extend((0..per_master).map(|i| (master, format!("k{tag}:{i}"))));
+    }
+    keys
+}
+
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_is_replaced_without_user_action() {
+    let _one = ONE_CLUSTER.lock().await;
+    let started = Instant::now();
+    let mut cluster = blocking(RedisCluster::start);
+    let client = ready_client(&cluster).await;
+    let writer = client.idempotent();
+    let keys = blocking(|| keys_on_every_master(&mut cluster, 20));
+    assert_eq!(
+        keys.iter()
+            .map(|(m, _)| m)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        3
+    );
+    for (_, key) in &keys {
+        let () = writer
+            .clone()
+            .set(key, format!("v1-{key}"))
+            .await
+            .expect("set");
+    }
+    // Acknowledged and replicated: Redis Cluster's replication is
+    // asynchronous, so only a replicated write can survive a SIGKILL.
+    blocking(|| cluster.wait_replicas_caught_up());
+
+    let victim = keys[0].0;
+    let victim_keys: Vec<&String> = keys
+        .iter()
+        .filter(|(m, _)| *m == victim)
+        .map(|(_, k)| k)
+        .collect();
+    let killed_at = Instant::now();
+    blocking(|| cluster.kill(victim));
+
+    // The first command on the dead master's slot waits in the backlog and
+    // succeeds once the replica is promoted: no error, no user action.
+    let () = writer
+        .clone()
+        .set(victim_keys[0], format!("v2-{}", victim_keys[0]))
+        .await
+        .expect("first write after the kill");
+    let first_success = killed_at.elapsed();
+
+    // Every key, on all three masters' slots, reads back; every write works.
+    for (_, key) in &keys {
+        let expected = if key == victim_keys[0] {
+            format!("v2-{key}")
+        } else {
+            format!("v1-{key}")
+        };
+        let got: Option<String> = client.clone().get(key).await.expect("get");
+        assert_eq!(got.as_deref(), Some(expected.as_str()), "key {key}");
+        let () = writer
+            .clone()
+            .set(key, format!("v3-{key}"))
+            .await
+            .expect("set after failover");
+    }
+    let n: i64 = client.clone().incr("k{counter}", 1).await.expect("incr");
+    assert_eq!(n, 1);
+
+    // Health: Ready again (the promoted replica serves the slots), and the
+    // dead node is seen as down.
+    let mut health = client.health();
+    let h = tokio::time::timeout(PATIENCE, health.wait_for(|h| h.state == State::Ready))
+        .await
+        .expect("ready again")
+        .expect("health open")
+        .clone();
+    let ready_again = killed_at.elapsed();
+    let dead = h
+        .nodes
+        .iter()
+        .find(|(addr, _)| addr.ends_with(&format!(":{}", cluster.node(victim).port())))
+        .expect("the dead node is still listed");
+    assert!(!dead.1.master, "{h:#?}");
+    assert_ne!(dead.1.health.state, State::Ready, "{h:#?}");
+    let stats = client.stats();
+    println!(
+        "failover: first success {first_success:?} after the kill, health Ready after {ready_again:?}; \
+         {stats:?}; redirects {}; test {:?}",
+        client.redirects(),
+        started.elapsed()
+    );
+    assert_eq!(stats.unknown, 0, "{stats:?}");
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moved_and_ask_during_a_reshard_are_transparent() {
+    let _one = ONE_CLUSTER.lock().await;
+    let started = Instant::now();
+    let mut cluster = blocking(RedisCluster::start);
+    let client = ready_client(&cluster).await;
+    let masters = blocking(|| cluster.masters());
+    let (from, to) = (masters[0], masters[1]);
+    const MOVING: usize = 20;
+    let moving: Vec<u16> = blocking(|| cluster.slots_of(from))[..MOVING].to_vec();
+    let keys: Vec<String> = moving
+        .iter()
+        .flat_map(|&slot| {
+            let tag = tag_for_slot(slot);
+            (0..30).map(move |i| format!("m{tag}:{i}"))
+        })
+        .collect();
+    assert!(keys
+        .iter()
+        .all(|k| moving.contains(&key_slot(k.as_bytes()))));
+    let writer = client.idempotent();
+    for key in &keys {
+        let () = writer.clone().set(key, 0).await.expect("populate");
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let workload = {
+        let (stop, ops, writer, keys) = (stop.clone(), ops.clone(), writer.clone(), keys.clone());
+        tokio::spawn(async move {
+            let mut relink_errors = Vec::new();
+            let mut round = 0u64;
+            // Bounded by `stop` and by PATIENCE.
+            let deadline = Instant::now() + PATIENCE * 3;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                round += 1;
+                for key in &keys {
+                    let mut con = writer.clone();
+                    let set: redis::RedisResult<()> = con.set(key, round).await;
+                    let get: redis::RedisResult<u64> = match set {
+                        Ok(()) => con.get(key).await,
+                        Err(e) => Err(e),
+                    };
+                    match get {
+                        Ok(v) => assert_eq!(v, round, "read after write of {key}"),
+                        Err(e) => match Error::from_redis(&e) {
+                            Some(ours) => relink_errors.push(ours.to_string()),
+                            None => panic!("an unclassified error surfaced: {e}"),
+                        },
+                    }
+                    ops.fetch_add(2, Ordering::Relaxed);
+                }
+            }
+            relink_errors
+        })
+    };
+    // Let the workload warm up, then move the slots under it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let resharding = Instant::now();
+    blocking(|| cluster.reshard(from, to, MOVING as u16));
+    let reshard_took = resharding.elapsed();
+    // A few more rounds on the new owner.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let relink_errors = workload.await.expect("workload");
+    for &slot in &moving {
+        assert_eq!(
+            blocking(|| cluster.master_of_slot(slot)),
+            to,
+            "slot {slot} moved"
+        );
+    }
+    let redirects = client.redirects();
+    println!(
+        "reshard of {MOVING} slots took {reshard_took:?}; {} ops, {redirects} redirects followed, \
+         {} relink errors {:?}; {:?}; test {:?}",
+        ops.load(Ordering::Relaxed),
+        relink_errors.len(),
+        relink_errors.first(),
+        client.stats(),
+        started.elapsed()
+    );
+    assert!(redirects > 0, "the workload never met a MOVED or ASK");
+    assert!(relink_errors.is_empty(), "{relink_errors:?}");
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_topic_works_on_the_cluster_across_a_failover() {
+    let _one = ONE_CLUSTER.lock().await;
+    let started = Instant::now();
+    let mut cluster = blocking(RedisCluster::start);
+    let client = ready_client(&cluster).await;
+    let options = TopicOptions::default().with_block(Duration::from_millis(200));
+    let publisher = Publisher::new(&client, "prices", options).expect("publisher");
+    // The follower's blocking reads get a client of their own.
+    let mut map = SyncedMap::new(ready_client(&cluster).await, "prices", options).expect("map");
+    for i in 0..50u32 {
+        let p = publisher
+            .set(
+                format!("k{}", i % 10).as_bytes(),
+                format!("v{i}").as_bytes(),
+            )
+            .await
+            .expect("publish");
+        assert_eq!(p.seq, u64::from(i) + 1);
+    }
+    assert!(map.wait_for_seq(50, PATIENCE).await, "{:?}", map.version());
+    assert_eq!(map.get(b"k9").as_deref(), Some(&b"v49"[..]));
+
+    // Kill the master of the topic's slot; the topic carries on.
+    let slot = key_slot(b"relink:{prices}:meta");
+    blocking(|| cluster.wait_replicas_caught_up());
+    let victim = blocking(|| cluster.master_of_slot(slot));
+    blocking(|| cluster.kill(victim));
+    for i in 50..100u32 {
+        publisher
+            .set(
+                format!("k{}", i % 10).as_bytes(),
+                format!("v{i}").as_bytes(),
+            )
+            .await
+            .expect("publish after the failover");
+    }
+    assert!(map.wait_for_seq(100, PATIENCE).await, "{:?}", map.version());
+    let state: Vec<(Vec<u8>, Vec<u8>)> = client
+        .clone()
+        .hgetall("relink:{prices}:state")
+        .await
+        .expect("state");
+    let mut state = state;
+    state.sort();
+    assert_eq!(map.entries(), state);
+    assert_eq!(map.get(b"k9").as_deref(), Some(&b"v99"[..]));
+    println!(
+        "sync on the cluster: {:?}; test {:?}",
+        map.counts(),
+        started.elapsed()
+    );
+    client.shutdown().await;
+}
+
+#[test]
+fn bad_cluster_config_names_the_field() {
+    let field = |r: Result<ClusterConfig, Error>| match r {
+        Err(Error::Config { field, reason }) => {
+            assert!(!reason.contains("s3cret"), "{reason}");
+            field
+        }
+        other => panic!("not a config error: {other:?}"),
+    };
+    let none: Vec<String> = Vec::new();
+    assert_eq!(field(ClusterConfig::new(none)), "nodes");
+    assert_eq!(field(ClusterConfig::new(["127.0.0.1:7000"])), "nodes[0]");
+    assert_eq!(
+        field(ClusterConfig::new([
+            "redis://127.0.0.1:7000",
+            "http://:s3cret@127.0.0.1:7001"
+        ])),
+        "nodes[1]"
+    );
+    assert_eq!(field(ClusterConfig::new(["redis://"])), "nodes[0]");
+    assert_eq!(
+        field(ClusterConfig::new(["redis+unix:///tmp/r.sock"])),
+        "nodes[0]"
+    );
+    assert_eq!(
+        field(ClusterConfig::new(["redis://127.0.0.1:7000/2"])),
+        "nodes[0]"
+    );
+    let ok = ClusterConfig::new(["redis://:s3cret@127.0.0.1:7000"]).expect("valid");
+    assert!(!format!("{ok:?}").contains("s3cret"));
+    let settings = Config::new("redis://127.0.0.1:7000")
+        .expect("url")
+        .with_database(3);
+    assert_eq!(
+        field(ok.clone().with_settings(settings).build()),
+        "settings.database"
+    );
+    let mut no_nodes = ok;
+    no_nodes.nodes.clear();
+    assert_eq!(field(no_nodes.build()), "nodes");
+}

@@ -1,0 +1,328 @@
+//! Redis Sentinel against real processes (one master, one replica, three
+//! sentinels): the client follows a failover with no user action, a state
+//! follower converges on the new master, a planned failover is followed via
+//! `+switch-master`, and a bad sentinel config is refused naming the field.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use relink::config::{OutagePolicy, SentinelConfig};
+use relink::core::backoff::{BackoffPolicy, Jitter, Strategy};
+use relink::core::supervisor::HeartbeatConfig;
+use relink::sync::{Publisher, SyncedMap, TopicOptions};
+use relink::{Client, Config, Error, State};
+use relink_testkit::sentinel::SERVICE;
+use relink_testkit::SentinelTopology;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A sentinel config for `topology`: the URL gives only the database (its
+/// host is not used), short heartbeats and backoff, a patient backlog.
+fn config(topology: &SentinelTopology, follow_switch_master: bool) -> Config {
+    Config::new("redis://mymaster/0")
+        .unwrap()
+        .with_heartbeat(HeartbeatConfig {
+            interval: Duration::from_millis(200),
+            timeout: Duration::from_millis(400),
+            misses_allowed: 0,
+        })
+        .with_backoff(
+            BackoffPolicy::default()
+                .strategy(Strategy::Exponential { multiplier: 2.0 })
+                .initial_delay(Duration::from_millis(20))
+                .max_delay(Duration::from_millis(200))
+                .jitter(Jitter::Equal),
+        )
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_outage(OutagePolicy::Queue {
+            capacity: 1024,
+            max_wait: PATIENCE,
+        })
+        .with_seed(7)
+        .with_sentinel(
+            SentinelConfig::new(SERVICE, topology.sentinel_nodes())
+                .with_follow_switch_master(follow_switch_master),
+        )
+}
+
+async fn ready(config: Config) -> Client {
+    let client = Client::new(config).unwrap();
+    client.wait_ready(PATIENCE).await.unwrap();
+    client
+}
+
+fn direct(addr: SocketAddr) -> redis::Connection {
+    let client = redis::Client::open(format!("redis://{addr}/")).unwrap();
+    let conn = client
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn
+}
+
+fn server_state(addr: SocketAddr, topic: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    redis::cmd("HGETALL")
+        .arg(format!("relink:{{{topic}}}:state"))
+        .query(&mut direct(addr))
+        .unwrap()
+}
+
+fn watermark(addr: SocketAddr, topic: &str) -> u64 {
+    let seq: Option<u64> = redis::cmd("HGET")
+        .arg(format!("relink:{{{topic}}}:meta"))
+        .arg("seq")
+        .query(&mut direct(addr))
+        .unwrap();
+    seq.unwrap_or(0)
+}
+
+/// Blocking testkit calls (process control, bounded waits) off the runtime's toes.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_the_master_and_the_client_and_a_follower_follow_the_promoted_replica() {
+    let mut topology = blocking(SentinelTopology::start);
+    let old = topology.master_addr().unwrap();
+    let mut client = ready(config(&topology, true)).await;
+    let topic = "prices";
+    let options = TopicOptions::default().with_block(Duration::from_millis(100));
+    let publisher = Publisher::new(&client, topic, options).unwrap();
+    let mut mirror = SyncedMap::new(
+        Client::new(config(&topology, true)).unwrap(),
+        topic,
+        options,
+    )
+    .unwrap();
+    for i in 0..50u32 {
+        publisher
+            .set(format!("k{}", i % 10).as_bytes(), i.to_string().as_bytes())
+            .await
+            .unwrap();
+    }
+    assert!(
+        mirror.wait_for_seq(50, PATIENCE).await,
+        "mirror before the failover"
+    );
+
+    let killed = blocking(|| topology.kill_master());
+    assert_eq!(killed, old);
+    let started = Instant::now();
+    // Written while the sentinels fail over: each waits in the backlog until
+    // the client has found the new master, with no user action.
+    let mut acknowledged = Vec::new();
+    for i in 0..20u32 {
+        let key = format!("after-failover:{i}");
+        let () = client.set(&key, i).await.unwrap();
+        acknowledged.push(key);
+    }
+    let first_success = started.elapsed();
+    let new = blocking(|| topology.wait_for_new_master(old, PATIENCE));
+    assert_ne!(new, old);
+    println!("kill -9 of the master -> first acknowledged write: {first_success:?}");
+
+    // Every acknowledged write is on the new master.
+    let mut conn = blocking(|| direct(new));
+    for (i, key) in acknowledged.iter().enumerate() {
+        let value: Option<u32> = redis::cmd("GET").arg(key).query(&mut conn).unwrap();
+        assert_eq!(
+            value,
+            Some(i as u32),
+            "{key} is not on the new master {new}"
+        );
+    }
+    assert_eq!(client.health().borrow().state, State::Ready);
+
+    // The follower converges on the new master's history (incrementally or
+    // by a full resync if the replica lagged).
+    for i in 50..80u32 {
+        publisher
+            .set(format!("k{}", i % 10).as_bytes(), i.to_string().as_bytes())
+            .await
+            .unwrap();
+    }
+    let target = blocking(|| watermark(new, topic));
+    assert!(target >= 30, "the new master's watermark is {target}");
+    assert!(
+        mirror.wait_for_seq(target, PATIENCE).await,
+        "the mirror did not reach seq {target}: at {:?}\n{}",
+        mirror.version(),
+        topology.log_tails(10)
+    );
+    let expected = blocking(|| server_state(new, topic));
+    let mirrored: BTreeMap<Vec<u8>, Vec<u8>> = mirror.entries().into_iter().collect();
+    assert_eq!(mirrored, expected);
+    let (applied, resyncs, errors) = mirror.counts();
+    println!("mirror: {applied} updates applied, {resyncs} full resyncs, {errors} errors");
+    client.shutdown().await;
+}
+
+/// Time from `SENTINEL FAILOVER` until a write through `client` is served by
+/// the new master `new`. The write and `INFO server` run in one MULTI/EXEC, so
+/// the reply says which server applied it (a write to the old master reaches
+/// the replica too, until it is promoted: its presence there proves nothing).
+async fn first_write_on(client: &Client, new: SocketAddr, label: &str) -> Duration {
+    let started = Instant::now();
+    let mut c = client.clone();
+    let port = format!("tcp_port:{}", new.port());
+    for i in 0u64.. {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{label}: no write reached the new master in {PATIENCE:?}"
+        );
+        let written: Result<((), String), _> = redis::pipe()
+            .atomic()
+            .set(format!("planned:{label}:{i}"), i)
+            .cmd("INFO")
+            .arg("server")
+            .query_async(&mut c)
+            .await;
+        if let Ok(((), info)) = written {
+            if info.lines().any(|line| line.trim() == port) {
+                return started.elapsed();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    unreachable!()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planned_failover_is_followed_via_switch_master_sooner_than_without() {
+    let mut topology = blocking(SentinelTopology::start);
+    let old = topology.master_addr().unwrap();
+    let new = topology
+        .node_addrs()
+        .into_iter()
+        .find(|a| *a != old)
+        .unwrap();
+    let following = ready(config(&topology, true)).await;
+    let ignoring = ready(config(&topology, false)).await;
+    // The first sentinel, where the subscription starts, dies: the
+    // subscription moves on to the next one.
+    blocking(|| topology.sentinels_mut()[0].kill());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let from = blocking(|| topology.failover());
+    assert_eq!(from, old);
+    let (with, without) = tokio::join!(
+        first_write_on(&following, new, "follow"),
+        first_write_on(&ignoring, new, "ignore"),
+    );
+    println!("planned SENTINEL FAILOVER -> first write on the new master:");
+    println!("  following +switch-master: {with:?}");
+    println!("  ignoring +switch-master:  {without:?}");
+    assert_eq!(blocking(|| topology.wait_for_master(PATIENCE)), new);
+    following.shutdown().await;
+    ignoring.shutdown().await;
+}
+
+fn field_of(e: &Error) -> &str {
+    match e {
+        Error::Config { field, .. } => field,
+        other => panic!("expected a config error, got {other}"),
+    }
+}
+
+#[test]
+fn bad_sentinel_config_is_refused_naming_the_field() {
+    let base = || Config::new("redis://mymaster/0").unwrap();
+    let no_nodes = base()
+        .with_sentinel(SentinelConfig::new(SERVICE, Vec::<String>::new()))
+        .build()
+        .unwrap_err();
+    assert_eq!(field_of(&no_nodes), "sentinel.nodes", "{no_nodes}");
+    let no_service = base()
+        .with_sentinel(SentinelConfig::new("", ["127.0.0.1:26379"]))
+        .build()
+        .unwrap_err();
+    assert_eq!(field_of(&no_service), "sentinel.service", "{no_service}");
+    let bad_node = base()
+        .with_sentinel(SentinelConfig::new(SERVICE, ["127.0.0.1:26379", "a@b:1"]))
+        .build()
+        .unwrap_err();
+    assert_eq!(field_of(&bad_node), "sentinel.nodes[1]", "{bad_node}");
+    let bad_port = base()
+        .with_sentinel(SentinelConfig::new(SERVICE, ["127.0.0.1:99999"]))
+        .build()
+        .unwrap_err();
+    assert_eq!(field_of(&bad_port), "sentinel.nodes[0]", "{bad_port}");
+    let unix = Config::new("redis+unix:///tmp/r.sock")
+        .unwrap()
+        .with_sentinel(SentinelConfig::new(SERVICE, ["127.0.0.1"]))
+        .build()
+        .unwrap_err();
+    assert_eq!(field_of(&unix), "url", "{unix}");
+
+    // The same in TOML: a missing field is named with its full path.
+    let missing_service = toml::from_str::<Config>(
+        "url = \"redis://mymaster\"\n[sentinel]\nnodes = [\"127.0.0.1:26379\"]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        missing_service.contains("sentinel.service"),
+        "{missing_service}"
+    );
+    let empty_nodes = toml::from_str::<Config>(
+        "url = \"redis://mymaster\"\n[sentinel]\nservice = \"mymaster\"\nnodes = []\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(empty_nodes.contains("sentinel.nodes"), "{empty_nodes}");
+    let unknown = toml::from_str::<Config>(
+        "url = \"redis://mymaster\"\n[sentinel]\nservice = \"m\"\nnodes = [\"h\"]\nnode = 1\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(unknown.contains("node"), "{unknown}");
+}
+
+#[test]
+fn sentinel_config_reads_from_toml_round_trips_and_hides_its_password() {
+    let config: Config = toml::from_str(
+        r#"
+        url = "redis://mymaster/3"
+        password = "master-pw"
+        [sentinel]
+        service = "mymaster"
+        nodes = ["127.0.0.1:26379", "127.0.0.1", "[::1]:26380"]
+        username = "watcher"
+        password = "sentinel-pw"
+        follow_switch_master = false
+        "#,
+    )
+    .unwrap();
+    let sentinel = config.sentinel().unwrap();
+    assert_eq!(sentinel.service(), "mymaster");
+    assert_eq!(sentinel.username(), Some("watcher"));
+    assert!(!sentinel.follow_switch_master());
+    let infos = sentinel.connection_infos().unwrap();
+    assert_eq!(
+        infos[1].addr(),
+        &redis::ConnectionAddr::Tcp("127.0.0.1".into(), 26379)
+    );
+    assert_eq!(infos[0].redis_settings().password(), Some("sentinel-pw"));
+    assert_eq!(config.database(), 3);
+    let shown = format!("{config:?}");
+    assert!(
+        !shown.contains("sentinel-pw") && !shown.contains("master-pw"),
+        "{shown}"
+    );
+    let json = serde_json::to_string(&config).unwrap();
+    let back: Config = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, config);
+    // (JSON: toml's own errors quote the offending line, as config.rs documents.)
+    let bad_password = serde_json::from_str::<Config>(
+        r#"{"url": "redis://m", "sentinel": {"service": "m", "nodes": ["h"], "password": 12345}}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        bad_password.contains("sentinel.password") && !bad_password.contains("12345"),
+        "{bad_password}"
+    );
+}

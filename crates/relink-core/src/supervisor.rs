@@ -260,6 +260,10 @@ pub enum Input {
         /// How it broke.
         kind: FailureKind,
     },
+    /// The server this connection reaches is no longer the one to use (a
+    /// Sentinel announced a new master): reconnect at once, without waiting
+    /// a backoff delay, since nothing is wrong with the servers themselves.
+    ServerMoved,
     /// Stop for good: close the connection, schedule nothing more.
     Shutdown,
 }
@@ -530,6 +534,24 @@ impl Supervisor {
                 }
             }
             (State::Ready, Input::ConnectionLost { kind }) => self.lose_connection(now, kind),
+            (State::Ready, Input::ServerMoved) => {
+                let cause = FailureKind::ServerBusy(crate::failure::BusyReason::ReadOnly);
+                self.push(Output::Action(Action::Disconnect));
+                self.push(Output::Event(Event::Disconnected { cause }));
+                self.last_failure = Some(cause);
+                self.probe = None;
+                self.misses = 0;
+                self.attempt = 0;
+                self.outage_start = now;
+                // The first attempt is immediate and draws no backoff delay;
+                // if the new server is not ready yet, the backoff takes over.
+                self.next_attempt_at = now;
+                self.set_state(now, State::TransientFailure);
+                self.push(Output::Event(Event::ReconnectScheduled {
+                    attempt: 1,
+                    delay: Duration::ZERO,
+                }));
+            }
             _ => {}
         }
     }
@@ -683,5 +705,47 @@ impl Supervisor {
 
     fn push(&mut self, output: Output) {
         self.out.push_back(output);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(sup: &mut Supervisor, now: Timestamp) -> alloc::vec::Vec<Output> {
+        let mut out = alloc::vec::Vec::new();
+        for _ in 0..16 {
+            let o = sup.poll_output(now);
+            out.push(o);
+            if matches!(o, Output::Timeout(_) | Output::Idle) {
+                break;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_moved_server_is_reconnected_to_at_once() {
+        let mut sup = Supervisor::new(SupervisorConfig::default(), 1);
+        let t = Timestamp::from_millis;
+        sup.handle_input(t(0), Input::Start);
+        drain(&mut sup, t(0));
+        sup.handle_input(t(5), Input::Connected { attempt: 1 });
+        drain(&mut sup, t(5));
+        sup.handle_input(t(100), Input::ServerMoved);
+        let out = drain(&mut sup, t(100));
+        assert!(out.contains(&Output::Action(Action::Disconnect)));
+        assert!(out.contains(&Output::Event(Event::ReconnectScheduled {
+            attempt: 1,
+            delay: Duration::ZERO
+        })));
+        // No time passes: the attempt is made in the same drain.
+        assert!(
+            out.contains(&Output::Action(Action::Connect { attempt: 1 })),
+            "{out:?}"
+        );
+        // Ignored unless Ready.
+        sup.handle_input(t(101), Input::ServerMoved);
+        assert_eq!(sup.state(), State::Connecting);
     }
 }

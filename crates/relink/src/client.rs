@@ -700,11 +700,9 @@ impl Driver {
                 _ = poll_invalidated(&mut self.invalidated) => {
                     self.invalidated = None;
                     tracing::info!("relink connector reports the server moved; reconnecting");
-                    // The server we talk to is no longer the one to talk to,
-                    // as after a READONLY reply from a demoted master.
-                    Some(Input::ConnectionLost {
-                        kind: FailureKind::ServerBusy(relink_core::BusyReason::ReadOnly),
-                    })
+                    // The server we talk to is no longer the one to talk to:
+                    // reconnect at once (the core skips the backoff delay).
+                    Some(Input::ServerMoved)
                 }
                 Some(report) = self.reports.recv() => {
                     (report.generation == self.generation).then_some(Input::CommandFailed { kind: report.kind })

@@ -27,6 +27,8 @@ commands:
             redis-server is killed, paused, blackholed and restarted under it
   bench     relink vs raw redis-rs throughput and latency, failure detection and
             recovery times; writes target/relink-bench.md
+  chaos     [--seed N] [--duration 60s] [--faults N]: a seeded storm of real faults
+            under a workload through relink, invariants checked on the server
   vectors   regenerate the golden vectors: RELINK_UPDATE_VECTORS=1 cargo test -p relink-core --test vectors
   codegen   regenerate bindings/c/include/relink.h with the pinned cbindgen (test checks it)
   help      this text
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Some("codegen") => c::codegen(false),
         Some("demo") => example("outage-tour", &args[1..]),
         Some("bench") => example("bench", &args[1..]),
+        Some("chaos") => example("chaos", &args[1..]),
         Some("help" | "-h" | "--help") | None => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -130,6 +133,10 @@ fn test() -> Result {
         println!("{module}: no imports from `env`");
     }
     c::test(&redis_server)?;
+    example(
+        "chaos",
+        &["--seed", "1", "--duration", "30s"].map(String::from),
+    )?;
     println!("xtask test: all steps passed");
     Ok(())
 }

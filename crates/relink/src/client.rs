@@ -763,6 +763,11 @@ impl Driver {
                 let fut = async move {
                     let push = pubsub.push_sender(reports, generation);
                     let mut conn = connector.connect(&config, push).await?;
+                    // A server still loading its dataset accepts the
+                    // handshake but answers -LOADING to PING: it is not
+                    // ready, so the attempt fails and the backoff waits for
+                    // it, while queued commands keep waiting in the backlog.
+                    redis::cmd("PING").exec_async(&mut conn).await?;
                     if let Some(name) = config.client_name() {
                         redis::cmd("CLIENT")
                             .arg("SETNAME")

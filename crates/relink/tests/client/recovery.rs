@@ -112,3 +112,47 @@ async fn shutdown_fails_queued_commands_and_stops_the_task() {
         Some(relink::Error::Shutdown)
     ));
 }
+
+/// A restarted server answers the handshake while it is still loading its
+/// dataset, but -LOADING to everything else: it is not ready. The client
+/// keeps queued commands waiting until it is, instead of sending them into
+/// -LOADING refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_commands_wait_for_a_server_that_is_still_loading() {
+    // key-load-delay (a Redis testing knob, µs per key) makes loading take
+    // about two seconds.
+    let mut server = RedisServer::builder()
+        .appendonly(true)
+        .args(["--key-load-delay", "100"])
+        .start();
+    {
+        let mut direct = server.connection();
+        let mut pipe = redis::pipe();
+        for i in 0..20_000 {
+            pipe.set(format!("bulk:{i}"), i).ignore();
+        }
+        pipe.exec(&mut direct).unwrap();
+    }
+    let mut client = ready_client(fast_config(&server.url())).await;
+    server.kill();
+    wait_state(&client, State::TransientFailure).await;
+    let queued = tokio::spawn({
+        let mut c = client.clone();
+        async move { c.set::<_, _, ()>("after", "loading").await }
+    });
+    // Restart (it returns once loading is over); the client reconnects meanwhile.
+    tokio::task::block_in_place(|| server.restart());
+    let result = tokio::time::timeout(PATIENCE, queued)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(result.is_ok(), "queued command refused: {result:?}");
+    assert_eq!(
+        client.stats().not_applied,
+        0,
+        "nothing was sent into -LOADING"
+    );
+    let v: String = client.get("after").await.unwrap();
+    assert_eq!(v, "loading");
+    client.shutdown().await;
+}

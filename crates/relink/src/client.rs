@@ -549,7 +549,7 @@ impl Client {
 
 /// One command or one slice of a pipeline.
 #[derive(Clone, Copy)]
-enum Request<'a> {
+pub(crate) enum Request<'a> {
     Cmd(&'a Cmd),
     Pipeline {
         pipeline: &'a Pipeline,
@@ -559,7 +559,8 @@ enum Request<'a> {
 }
 
 impl Request<'_> {
-    fn is_read_only(&self) -> bool {
+    /// Safe to run twice: every command in it is read-only by the command table.
+    pub(crate) fn is_read_only(&self) -> bool {
         let cmd_is_read_only = |cmd: &Cmd| match cmd.args_iter().next() {
             Some(redis::Arg::Simple(name)) => relink_core::commands::is_read_only(name),
             _ => false,

@@ -55,7 +55,9 @@ use relink_core::{BusyReason, Delivery, FailureKind, Outcome, State};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+// The request type and its read-only test are the native client's.
 use crate::classify::{failure_kind, is_server_reply};
+use crate::client::Request;
 use crate::config::{Config, OutagePolicy};
 use crate::{Client, Error, Health, Stats};
 
@@ -495,7 +497,7 @@ impl ClusterClient {
                 continue;
             };
             let mut conn = (*conn).clone();
-            let err = match request.send(&mut conn, redirect.take()).await {
+            let err = match request.send_cluster(&mut conn, redirect.take()).await {
                 Ok(Value::ServerError(reply)) => {
                     let err = RedisError::from(reply.clone());
                     if matches!(judge(&err), Verdict::Rejected) {
@@ -718,30 +720,9 @@ fn judge(err: &RedisError) -> Verdict {
     }
 }
 
-/// One command or one slice of a pipeline.
-#[derive(Clone, Copy)]
-enum Request<'a> {
-    Cmd(&'a Cmd),
-    Pipeline {
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    },
-}
-
 impl Request<'_> {
-    fn is_read_only(&self) -> bool {
-        let cmd_is_read_only = |cmd: &Cmd| match cmd.args_iter().next() {
-            Some(redis::Arg::Simple(name)) => relink_core::commands::is_read_only(name),
-            _ => false,
-        };
-        match self {
-            Request::Cmd(cmd) => cmd_is_read_only(cmd),
-            Request::Pipeline { pipeline, .. } => pipeline.cmd_iter().all(cmd_is_read_only),
-        }
-    }
-
-    async fn send(
+    /// Sends on the cluster connection, or to the node a redirect named.
+    async fn send_cluster(
         &self,
         conn: &mut ClusterConnection,
         redirect: Option<Redirect>,

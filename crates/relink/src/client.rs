@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::classify::{failure_kind, is_server_reply};
 use crate::config::{Config, OutagePolicy};
-use crate::connector::Connector;
+use crate::connector::{Connection, Connector};
 use crate::pubsub::{PubSubHub, Subscription};
 use crate::Error;
 
@@ -104,9 +104,23 @@ struct Live {
     conn: MultiplexedConnection,
     /// Generation: which connection a failure report is about.
     generation: u64,
-    /// Cancelled when the supervisor gives this connection up, so every
-    /// command still waiting on it fails at once instead of at its timeout.
+    /// Stops the connection's driver task, failing every command still
+    /// waiting on it (present when relink opened the socket itself).
+    kill: Option<tokio::task::AbortHandle>,
+    /// Cancelled when the connection is given up: commands on a connection
+    /// without a `kill` handle race against it instead.
     dead: CancellationToken,
+}
+
+impl Live {
+    /// Gives the connection up: every command still waiting on it fails now
+    /// rather than at its response timeout.
+    fn close(&self) {
+        if let Some(kill) = &self.kill {
+            kill.abort();
+        }
+        self.dead.cancel();
+    }
 }
 
 /// A failure seen on the hot path, for the supervisor.
@@ -411,13 +425,18 @@ impl Client {
                 },
             };
             let mut conn = live.conn.clone();
-            let result = tokio::select! {
-                biased;
-                result = request.send(&mut conn) => result,
-                _ = live.dead.cancelled() => Err(RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionAborted,
-                    "connection declared dead by relink's heartbeat",
-                ))),
+            let result = if live.kill.is_some() {
+                // Closing the connection fails this command by itself.
+                request.send(&mut conn).await
+            } else {
+                tokio::select! {
+                    biased;
+                    result = request.send(&mut conn) => result,
+                    _ = live.dead.cancelled() => Err(RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "connection declared dead by relink's heartbeat",
+                    ))),
+                }
             };
             let err = match result {
                 // redis-rs hands a command's error reply back as a value (the
@@ -459,7 +478,7 @@ impl Client {
                 if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &live)) {
                     shared.live.compare_and_swap(&current, None);
                 }
-                live.dead.cancel();
+                live.close();
                 let _ = shared.reports.send(Report {
                     generation: live.generation,
                     kind,
@@ -626,7 +645,7 @@ fn random_seed() -> u64 {
     h.finish()
 }
 
-type ConnectResult = Result<MultiplexedConnection, RedisError>;
+type ConnectResult = Result<Connection, RedisError>;
 
 /// A connection attempt in flight: attempt number, the generation its
 /// connection will have, the connection.
@@ -718,7 +737,7 @@ impl Driver {
         // However it ended, leave nothing behind: no connection, no stream
         // waiting for messages, every queued command told.
         if let Some(live) = self.shared.live.swap(None) {
-            live.dead.cancel();
+            live.close();
         }
         self.shared.pubsub.close();
         self.shared.shutdown.cancel();
@@ -763,21 +782,30 @@ impl Driver {
                 let generation = self.last_generation;
                 let fut = async move {
                     let push = pubsub.push_sender(reports, generation);
-                    let mut conn = connector.connect(&config, push).await?;
-                    // A server still loading its dataset accepts the
-                    // handshake but answers -LOADING to PING: it is not
-                    // ready, so the attempt fails and the backoff waits for
-                    // it, while queued commands keep waiting in the backlog.
-                    redis::cmd("PING").exec_async(&mut conn).await?;
-                    if let Some(name) = config.client_name() {
-                        redis::cmd("CLIENT")
-                            .arg("SETNAME")
-                            .arg(name)
-                            .exec_async(&mut conn)
-                            .await?;
+                    let mut connection = connector.connect(&config, push).await?;
+                    let conn = &mut connection.conn;
+                    let setup = async {
+                        // A server still loading its dataset accepts the
+                        // handshake but answers -LOADING to PING: it is not
+                        // ready, so the attempt fails and the backoff waits
+                        // for it, while queued commands keep waiting.
+                        redis::cmd("PING").exec_async(&mut *conn).await?;
+                        if let Some(name) = config.client_name() {
+                            redis::cmd("CLIENT")
+                                .arg("SETNAME")
+                                .arg(name)
+                                .exec_async(&mut *conn)
+                                .await?;
+                        }
+                        pubsub.restore(conn).await
+                    };
+                    if let Err(e) = setup.await {
+                        if let Some(kill) = &connection.kill {
+                            kill.abort();
+                        }
+                        return Err(e);
                     }
-                    pubsub.restore(&mut conn).await?;
-                    Ok(conn)
+                    Ok(connection)
                 };
                 self.connecting = Some((attempt, generation, fut.boxed()));
                 tracing::debug!(attempt, "connecting");
@@ -795,7 +823,7 @@ impl Driver {
                 self.ping = None;
                 self.invalidated = None;
                 if let Some(live) = shared.live.swap(None) {
-                    live.dead.cancel();
+                    live.close();
                 }
             }
             _ => {}
@@ -838,15 +866,16 @@ impl Driver {
     }
 
     /// A new connection is up: make it the one the hot path uses.
-    fn install(&mut self, conn: MultiplexedConnection, generation: u64) {
+    fn install(&mut self, connection: Connection, generation: u64) {
         self.generation = generation;
         let live = Live {
-            conn,
+            conn: connection.conn,
+            kill: connection.kill,
             generation: self.generation,
             dead: CancellationToken::new(),
         };
         if let Some(old) = self.shared.live.swap(Some(Arc::new(live))) {
-            old.dead.cancel();
+            old.close();
         }
         self.fed_reply_ms = self.shared.last_reply_ms.load(Ordering::Relaxed);
     }

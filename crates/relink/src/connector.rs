@@ -7,13 +7,33 @@ use std::fmt;
 use std::sync::Arc;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, PushInfo, RedisError};
+use redis::{AsyncConnectionConfig, ConnectionAddr, PushInfo, RedisError};
+use tokio::task::AbortHandle;
 
 use crate::config::{Config, Protocol};
 use crate::Error;
 
 /// Receives the server's push messages (Pub/Sub, disconnection) of one connection.
 pub type PushHandler = Arc<dyn Fn(PushInfo) + Send + Sync>;
+
+/// A connection a [`Connector`] made.
+#[derive(Debug)]
+pub struct Connection {
+    /// The connection, handshake done.
+    pub conn: MultiplexedConnection,
+    /// Stops the task that drives the connection's socket, failing every
+    /// command still waiting on it at once. Present when relink opened the
+    /// socket itself; without it, the client races each command against the
+    /// connection being declared dead instead, which costs a little on every
+    /// command.
+    pub kill: Option<AbortHandle>,
+}
+
+impl From<MultiplexedConnection> for Connection {
+    fn from(conn: MultiplexedConnection) -> Self {
+        Connection { conn, kill: None }
+    }
+}
 
 /// Makes connections. Called once per connection attempt; the supervisor
 /// enforces the connect timeout around it (the future is dropped when it
@@ -23,11 +43,7 @@ pub trait Connector: Send + Sync + fmt::Debug + 'static {
     /// Opens a connection with the handshake done (AUTH/HELLO, SELECT).
     /// `push` must receive the connection's push messages when the protocol
     /// is RESP3.
-    async fn connect(
-        &self,
-        config: &Config,
-        push: PushHandler,
-    ) -> Result<MultiplexedConnection, RedisError>;
+    async fn connect(&self, config: &Config, push: PushHandler) -> Result<Connection, RedisError>;
 
     /// Resolves when the connector learns that the connection it made last no
     /// longer reaches the right server (a Sentinel announcing `+switch-master`,
@@ -64,11 +80,7 @@ impl TcpConnector {
 
 #[async_trait::async_trait]
 impl Connector for TcpConnector {
-    async fn connect(
-        &self,
-        config: &Config,
-        push: PushHandler,
-    ) -> Result<MultiplexedConnection, RedisError> {
+    async fn connect(&self, config: &Config, push: PushHandler) -> Result<Connection, RedisError> {
         connect_multiplexed(&self.client, config, push).await
     }
 }
@@ -81,7 +93,7 @@ pub async fn connect_multiplexed(
     client: &redis::Client,
     config: &Config,
     push: PushHandler,
-) -> Result<MultiplexedConnection, RedisError> {
+) -> Result<Connection, RedisError> {
     let mut settings = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.supervisor_config().connect_timeout))
         .set_response_timeout(Some(config.response_timeout()));
@@ -91,10 +103,43 @@ pub async fn connect_multiplexed(
             Ok::<(), ()>(())
         });
     }
-    client
-        .get_multiplexed_async_connection_with_config(&settings)
-        .await
+    let info = client.get_connection_info();
+    // For plain TCP and Unix sockets relink opens the socket and runs the
+    // connection's driver task itself (redis-rs's own constructor, its own
+    // handshake), only to keep the task's abort handle: aborting it fails
+    // every command waiting on a connection declared dead, at no cost per
+    // command. TLS goes through redis-rs's canonical path.
+    let stream: Box<dyn Stream> = match info.addr() {
+        ConnectionAddr::Tcp(host, port) => {
+            let socket = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+            let tcp = info.tcp_settings();
+            socket.set_nodelay(tcp.nodelay())?;
+            if let Some(keepalive) = tcp.keepalive() {
+                socket2::SockRef::from(&socket).set_tcp_keepalive(keepalive)?;
+            }
+            Box::new(socket)
+        }
+        #[cfg(unix)]
+        ConnectionAddr::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+        _ => {
+            return client
+                .get_multiplexed_async_connection_with_config(&settings)
+                .await
+                .map(Connection::from)
+        }
+    };
+    let (conn, driver) =
+        MultiplexedConnection::new_with_config(info.redis_settings(), stream, settings).await?;
+    let kill = tokio::spawn(driver).abort_handle();
+    Ok(Connection {
+        conn,
+        kill: Some(kill),
+    })
 }
+
+/// A socket a connection can run on.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
 
 /// The connector a config asks for: a [`SentinelConnector`](crate::sentinel::SentinelConnector)
 /// when it has a `sentinel` section, else a [`TcpConnector`] for its URL.

@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
-use redis::aio::MultiplexedConnection;
 use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
 use redis::{
     ConnectionAddr, ConnectionInfo, ErrorKind, RedisError, Role, ServerErrorKind, TlsMode,
@@ -40,7 +39,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::connector::{connect_multiplexed, Connector, PushHandler};
+use crate::connector::{connect_multiplexed, Connection, Connector, PushHandler};
 use crate::Error;
 
 /// The Pub/Sub channel on which sentinels announce a new master.
@@ -175,11 +174,7 @@ impl Drop for SentinelConnector {
 
 #[async_trait::async_trait]
 impl Connector for SentinelConnector {
-    async fn connect(
-        &self,
-        config: &Config,
-        push: PushHandler,
-    ) -> Result<MultiplexedConnection, RedisError> {
+    async fn connect(&self, config: &Config, push: PushHandler) -> Result<Connection, RedisError> {
         self.ensure_subscription();
         // Announcements from now on may concern the master found below.
         self.connect_seq
@@ -199,16 +194,16 @@ impl Connector for SentinelConnector {
             }
             other => (other.to_string(), 0),
         };
-        let mut conn = connect_multiplexed(&client, config, push).await?;
+        let mut connection = connect_multiplexed(&client, config, push).await?;
         // redis-rs checked the role on a connection of its own; this is the
         // one the client will use, and a failover may have happened since.
-        let role: Role = redis::cmd("ROLE").query_async(&mut conn).await?;
+        let role: Role = redis::cmd("ROLE").query_async(&mut connection.conn).await?;
         if !matches!(role, Role::Primary { .. }) {
             return Err(not_a_master(&self.service, &addr, &role));
         }
         tracing::debug!(service = %self.service, master = %format!("{}:{}", addr.0, addr.1), "sentinel named the master");
         *self.connected.lock().expect("lock") = Some(addr);
-        Ok(conn)
+        Ok(connection)
     }
 
     fn invalidated(&self) -> BoxFuture<'static, ()> {

@@ -156,3 +156,31 @@ async fn queued_commands_wait_for_a_server_that_is_still_loading() {
     assert_eq!(v, "loading");
     client.shutdown().await;
 }
+
+/// A command already waiting on a connection when the heartbeat declares it
+/// dead fails then, not at its (here very long) response timeout: the error
+/// says the connection was closed, not that the command timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_in_flight_fails_when_its_connection_is_declared_dead() {
+    let mut server = RedisServer::start();
+    let config = fast_config(&server.url()).with_response_timeout(Duration::from_secs(60));
+    let client = ready_client(config).await;
+    server.pause();
+    let in_flight = tokio::spawn({
+        let mut c = client.clone();
+        async move { c.incr::<_, _, i64>("n", 1).await }
+    });
+    let result = tokio::time::timeout(PATIENCE, in_flight)
+        .await
+        .expect("failed long before the 60 s response timeout")
+        .unwrap();
+    let err = result.expect_err("no reply from a stopped server");
+    match relink::Error::from_redis(&err) {
+        Some(relink::Error::OutcomeUnknown { kind, .. }) => {
+            assert_ne!(*kind, relink::FailureKind::Timeout, "{err}");
+        }
+        other => panic!("expected an unknown outcome, got {other:?} ({err})"),
+    }
+    server.resume();
+    client.shutdown().await;
+}

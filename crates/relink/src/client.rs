@@ -147,6 +147,8 @@ struct Shared {
     last_reply_ms: AtomicU64,
     backlog: Semaphore,
     budget: Mutex<RetryBudget>,
+    /// The budget is at its cap (a hint, so successes skip the lock).
+    budget_full: std::sync::atomic::AtomicBool,
     shutdown: CancellationToken,
     /// Cancelled by the task as its very last act.
     finished: CancellationToken,
@@ -162,7 +164,35 @@ impl Shared {
 
     fn note_reply(&self) {
         let now = self.epoch.elapsed().as_millis() as u64;
-        self.last_reply_ms.fetch_max(now, Ordering::Relaxed);
+        // Written at most once a millisecond: under load most replies only
+        // read the shared line.
+        if now > self.last_reply_ms.load(Ordering::Relaxed) {
+            self.last_reply_ms.fetch_max(now, Ordering::Relaxed);
+        }
+    }
+
+    /// A success refills the retry budget, without ever waiting on the hot
+    /// path: a success that finds the bucket full (the usual case) or busy
+    /// touches nothing; one that finds it busy goes uncounted, which only
+    /// makes it refill a little slower (the safe way).
+    fn refill_budget(&self) {
+        if self.budget_full.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(mut budget) = self.budget.try_lock() {
+            let before = budget.tokens_milli();
+            budget.on_success();
+            self.budget_full
+                .store(budget.tokens_milli() == before, Ordering::Relaxed);
+        }
+    }
+
+    /// A failure drains the retry budget; returns whether a retry may follow.
+    fn drain_budget(&self) -> bool {
+        let mut budget = self.budget.lock().expect("budget lock");
+        budget.on_failure();
+        self.budget_full.store(false, Ordering::Relaxed);
+        budget.may_retry()
     }
 }
 
@@ -249,6 +279,7 @@ impl Client {
             last_reply_ms: AtomicU64::new(0),
             backlog: Semaphore::new(capacity),
             budget: Mutex::new(budget),
+            budget_full: std::sync::atomic::AtomicBool::new(true),
             shutdown: shutdown.clone(),
             finished: CancellationToken::new(),
             task: Mutex::new(None),
@@ -453,12 +484,7 @@ impl Client {
                 Ok(value) => {
                     bump(&shared.counters.succeeded);
                     shared.note_reply();
-                    // Refill without ever waiting on the hot path: a success
-                    // that finds the budget busy goes uncounted, which only
-                    // makes the bucket refill a little slower (the safe way).
-                    if let Ok(mut budget) = shared.budget.try_lock() {
-                        budget.on_success();
-                    }
+                    shared.refill_budget();
                     return Ok(value);
                 }
                 Err(err) => err,
@@ -493,11 +519,9 @@ impl Client {
             } else {
                 Delivery::MaybeSent
             };
-            let may_retry = {
-                let mut budget = shared.budget.lock().expect("budget lock");
-                budget.on_failure();
-                retries < max_retries && kind.retry_safe(delivery, idempotent) && budget.may_retry()
-            };
+            let budget_allows = shared.drain_budget();
+            let may_retry =
+                retries < max_retries && kind.retry_safe(delivery, idempotent) && budget_allows;
             if shared.shutdown.is_cancelled() {
                 bump(&shared.counters.not_sent);
                 return Err(Error::Shutdown.into_redis());
@@ -702,7 +726,7 @@ impl Driver {
                         // Failed reconnects drain the retry budget too: while
                         // the server is unreachable, command retries stop
                         // instead of piling onto the outage.
-                        self.shared.budget.lock().expect("budget lock").on_failure();
+                        self.shared.drain_budget();
                         tracing::debug!(attempt, %kind, error = %err, "connection attempt failed");
                         Some(Input::ConnectFailed { attempt, kind })
                     }

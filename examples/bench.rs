@@ -18,11 +18,13 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncCommands, AsyncConnectionConfig};
+use relink::config::{OutagePolicy, SentinelConfig};
 use relink::core::backoff::{BackoffPolicy, Jitter, Strategy};
 use relink::core::supervisor::HeartbeatConfig;
 use relink::core::sync::SyncCursor;
 use relink::sync::{Follower, Publisher, SyncEvent, TopicOptions};
 use relink::{Client, Config, Event, State};
+use relink_testkit::sentinel::{SentinelTopology, SERVICE};
 use relink_testkit::RedisServer;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -116,6 +118,7 @@ async fn run() -> Res<String> {
     detection_section(&mut server, &mut md, &mut verdicts).await?;
     recovery_section(&mut server, &mut md, &mut verdicts).await?;
     sync_section(&mut server, &mut md, &mut verdicts).await?;
+    failover_section(&mut md).await?;
 
     writeln!(md, "## Verdict\n")?;
     writeln!(md, "| target | measured | met? |")?;
@@ -772,5 +775,107 @@ async fn sync_section(
         format!("{catch_up_rate:.0} updates/s"),
         catch_up_rate >= 100_000.0,
     ));
+    Ok(())
+}
+
+// ---- 5. Sentinel failover -----------------------------------------------------
+
+/// Failover to first success through Sentinel: a planned `SENTINEL FAILOVER`
+/// (followed via `+switch-master`) and a killed master.
+async fn failover_section(md: &mut String) -> Res<()> {
+    eprintln!("bench: sentinel failover");
+    let mut topology = tokio::task::block_in_place(SentinelTopology::start);
+    let config = Config::new("redis://mymaster/0")?
+        .with_heartbeat(HeartbeatConfig {
+            interval: Duration::from_millis(250),
+            timeout: Duration::from_millis(250),
+            misses_allowed: 0,
+        })
+        .with_backoff(
+            BackoffPolicy::default()
+                .strategy(Strategy::Exponential { multiplier: 2.0 })
+                .initial_delay(Duration::from_millis(50))
+                .max_delay(Duration::from_millis(1000))
+                .jitter(Jitter::Equal),
+        )
+        .with_outage(OutagePolicy::Queue {
+            capacity: 1024,
+            max_wait: Duration::from_secs(30),
+        })
+        .with_seed(5)
+        .with_sentinel(SentinelConfig::new(SERVICE, topology.sentinel_nodes()));
+    let client = Client::new(config)?;
+    client.wait_ready(Duration::from_secs(20)).await?;
+
+    /// Time from `since` to the first write acknowledged after the next
+    /// reconnection seen on `events` (subscribed before the fault; bounded, 30 s).
+    async fn first_write_after(
+        client: &Client,
+        mut events: futures_util::stream::BoxStream<'static, Event>,
+        since: Instant,
+    ) -> Option<Duration> {
+        let deadline = since + Duration::from_secs(30);
+        // Wait for the reconnection to the new master...
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match tokio::time::timeout(left, events.next()).await {
+                Ok(Some(Event::Reconnected { .. })) => break,
+                Ok(Some(_)) => {}
+                _ => return None,
+            }
+        }
+        // ... then the first write through it.
+        let mut writer = client.idempotent();
+        while Instant::now() < deadline {
+            if writer.set::<_, _, ()>("failover", "x").await.is_ok() {
+                return Some(since.elapsed());
+            }
+        }
+        None
+    }
+
+    let mut planned = Vec::new();
+    for _ in 0..2 {
+        let events = client.events();
+        let since = Instant::now();
+        let failed_over = tokio::task::block_in_place(|| {
+            let old = topology.failover();
+            topology.wait_for_new_master(old, Duration::from_secs(20))
+        });
+        let _ = failed_over;
+        if let Some(d) = first_write_after(&client, events, since).await {
+            planned.push(d);
+        }
+    }
+    let events = client.events();
+    let since = Instant::now();
+    tokio::task::block_in_place(|| {
+        topology.kill_master();
+    });
+    let killed = first_write_after(&client, events, since).await;
+    shutdown(&client).await?;
+    drop(topology);
+
+    writeln!(md, "## 5. Sentinel failover\n")?;
+    writeln!(
+        md,
+        "Master + replica + 3 sentinels (`down-after-milliseconds` 1000, `failover-timeout` 3000); \
+         a client through the sentinels, following `+switch-master`. Measured from the \
+         failover request (or the kill) to the first write acknowledged on the reconnected \
+         connection.\n"
+    )?;
+    writeln!(md, "| what | measured |")?;
+    writeln!(md, "| --- | --- |")?;
+    let list = |v: &[Duration]| v.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ");
+    writeln!(
+        md,
+        "| planned `SENTINEL FAILOVER` → first write | {} |",
+        list(&planned)
+    )?;
+    writeln!(
+        md,
+        "| master killed (-9) → first write | {} |\n",
+        killed.map_or("-".to_string(), ms)
+    )?;
     Ok(())
 }

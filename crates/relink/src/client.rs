@@ -318,6 +318,11 @@ impl Client {
     }
 
     /// The current health, and every change to it.
+    ///
+    /// Copy what you need out of a `borrow()` (or the `Ref` that
+    /// `wait_for` returns) and drop it: while it is held, relink's task
+    /// cannot publish the next change, and a second `borrow()` of the same
+    /// channel waiting behind that update would deadlock.
     pub fn health(&self) -> watch::Receiver<Health> {
         self.shared.health.subscribe()
     }

@@ -21,12 +21,12 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
-use relink_core::budget::RetryBudget;
 use relink_core::supervisor::{Action, Event, Input, Output, State, Supervisor};
 use relink_core::{Delivery, FailureKind, Outcome, Timestamp};
 use tokio::sync::{broadcast, mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::{into_values, SharedBudget};
 use crate::classify::{failure_kind, is_server_reply};
 use crate::config::{Config, OutagePolicy};
 use crate::connector::{Connection, Connector};
@@ -146,9 +146,7 @@ struct Shared {
     /// Milliseconds since `epoch` of the latest reply on the live connection.
     last_reply_ms: AtomicU64,
     backlog: Semaphore,
-    budget: Mutex<RetryBudget>,
-    /// The budget is at its cap (a hint, so successes skip the lock).
-    budget_full: std::sync::atomic::AtomicBool,
+    budget: SharedBudget,
     shutdown: CancellationToken,
     /// Cancelled by the task as its very last act.
     finished: CancellationToken,
@@ -169,30 +167,6 @@ impl Shared {
         if now > self.last_reply_ms.load(Ordering::Relaxed) {
             self.last_reply_ms.fetch_max(now, Ordering::Relaxed);
         }
-    }
-
-    /// A success refills the retry budget, without ever waiting on the hot
-    /// path: a success that finds the bucket full (the usual case) or busy
-    /// touches nothing; one that finds it busy goes uncounted, which only
-    /// makes it refill a little slower (the safe way).
-    fn refill_budget(&self) {
-        if self.budget_full.load(Ordering::Relaxed) {
-            return;
-        }
-        if let Ok(mut budget) = self.budget.try_lock() {
-            let before = budget.tokens_milli();
-            budget.on_success();
-            self.budget_full
-                .store(budget.tokens_milli() == before, Ordering::Relaxed);
-        }
-    }
-
-    /// A failure drains the retry budget; returns whether a retry may follow.
-    fn drain_budget(&self) -> bool {
-        let mut budget = self.budget.lock().expect("budget lock");
-        budget.on_failure();
-        self.budget_full.store(false, Ordering::Relaxed);
-        budget.may_retry()
     }
 }
 
@@ -265,7 +239,7 @@ impl Client {
             OutagePolicy::Queue { capacity, .. } => capacity,
             _ => 0,
         };
-        let budget = RetryBudget::new(config.retry().budget);
+        let budget = SharedBudget::new(config.retry().budget);
         let shutdown = CancellationToken::new();
         let shared = Arc::new(Shared {
             pubsub: Arc::new(PubSubHub::default()),
@@ -278,8 +252,7 @@ impl Client {
             reports,
             last_reply_ms: AtomicU64::new(0),
             backlog: Semaphore::new(capacity),
-            budget: Mutex::new(budget),
-            budget_full: std::sync::atomic::AtomicBool::new(true),
+            budget,
             shutdown: shutdown.clone(),
             finished: CancellationToken::new(),
             task: Mutex::new(None),
@@ -489,7 +462,7 @@ impl Client {
                 Ok(value) => {
                     bump(&shared.counters.succeeded);
                     shared.note_reply();
-                    shared.refill_budget();
+                    shared.budget.refill();
                     return Ok(value);
                 }
                 Err(err) => err,
@@ -524,7 +497,7 @@ impl Client {
             } else {
                 Delivery::MaybeSent
             };
-            let budget_allows = shared.drain_budget();
+            let budget_allows = shared.budget.drain();
             let may_retry =
                 retries < max_retries && kind.retry_safe(delivery, idempotent) && budget_allows;
             if shared.shutdown.is_cancelled() {
@@ -646,17 +619,13 @@ impl ConnectionLike for Client {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            match self
-                .execute(Request::Pipeline {
-                    pipeline,
-                    offset,
-                    count,
-                })
-                .await?
-            {
-                Value::Array(values) => Ok(values),
-                other => Ok(vec![other]),
-            }
+            self.execute(Request::Pipeline {
+                pipeline,
+                offset,
+                count,
+            })
+            .await
+            .map(into_values)
         })
     }
 
@@ -731,7 +700,7 @@ impl Driver {
                         // Failed reconnects drain the retry budget too: while
                         // the server is unreachable, command retries stop
                         // instead of piling onto the outage.
-                        self.shared.drain_budget();
+                        self.shared.budget.drain();
                         tracing::debug!(attempt, %kind, error = %err, "connection attempt failed");
                         Some(Input::ConnectFailed { attempt, kind })
                     }

@@ -50,12 +50,12 @@ use redis::{
     ServerErrorKind, Value,
 };
 use relink_core::backoff::Backoff;
-use relink_core::budget::RetryBudget;
 use relink_core::{BusyReason, Delivery, FailureKind, Outcome, State};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 // The request type and its read-only test are the native client's.
+use crate::budget::{into_values, SharedBudget};
 use crate::classify::{failure_kind, is_server_reply};
 use crate::client::Request;
 use crate::config::{Config, OutagePolicy};
@@ -307,7 +307,7 @@ struct Shared {
     live: ArcSwapOption<ClusterConnection>,
     health: watch::Sender<ClusterHealth>,
     backlog: Semaphore,
-    budget: Mutex<RetryBudget>,
+    budget: SharedBudget,
     shutdown: CancellationToken,
     /// Wakes the driver: a node's probe changed, or a command saw the
     /// topology change (a redirection) or no connection at all.
@@ -375,16 +375,16 @@ impl ClusterClient {
             _ => 0,
         };
         let settings = &config.settings;
+        let budget = SharedBudget::new(settings.retry().budget);
         let seed = settings.seed().unwrap_or_else(random_seed);
         let backoff = Backoff::new(settings.supervisor_config().backoff, seed);
-        let budget = RetryBudget::new(settings.retry().budget);
         let shutdown = CancellationToken::new();
         let shared = Arc::new(Shared {
             config,
             live: ArcSwapOption::empty(),
             health,
             backlog: Semaphore::new(capacity),
-            budget: Mutex::new(budget),
+            budget,
             shutdown: shutdown.clone(),
             poke: Notify::new(),
             task: Mutex::new(None),
@@ -508,9 +508,7 @@ impl ClusterClient {
                 }
                 Ok(value) => {
                     bump(&counters.succeeded);
-                    if let Ok(mut budget) = shared.budget.try_lock() {
-                        budget.on_success();
-                    }
+                    shared.budget.refill();
                     return Ok(value);
                 }
                 Err(err) => err,
@@ -534,7 +532,7 @@ impl ClusterClient {
                 ),
                 Verdict::Failure { kind, delivery } => (kind, delivery),
             };
-            shared.budget.lock().expect("budget lock").on_failure();
+            let budget_allows = shared.budget.drain();
             if delivery == Delivery::NotSent {
                 // No connection to the slot's node: let the driver look.
                 shared.poke.notify_one();
@@ -556,9 +554,8 @@ impl ClusterClient {
                     }
                 }
             } else {
-                let may_retry = retries < max_retries
-                    && kind.retry_safe(delivery, idempotent)
-                    && shared.budget.lock().expect("budget lock").may_retry();
+                let may_retry =
+                    retries < max_retries && kind.retry_safe(delivery, idempotent) && budget_allows;
                 if may_retry {
                     retries += 1;
                     bump(&counters.retried);
@@ -792,17 +789,13 @@ impl ConnectionLike for ClusterClient {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            match self
-                .execute(Request::Pipeline {
-                    pipeline,
-                    offset,
-                    count,
-                })
-                .await?
-            {
-                Value::Array(values) => Ok(values),
-                other => Ok(vec![other]),
-            }
+            self.execute(Request::Pipeline {
+                pipeline,
+                offset,
+                count,
+            })
+            .await
+            .map(into_values)
         })
     }
 
@@ -886,7 +879,7 @@ impl Driver {
                             _ => FailureKind::Timeout,
                         };
                         self.last_failure = Some(kind);
-                        shared.budget.lock().expect("budget lock").on_failure();
+                        shared.budget.drain();
                         let Some(delay) = self.backoff.next_delay(outage_started.elapsed()) else {
                             tracing::error!(
                                 attempts = self.attempt,

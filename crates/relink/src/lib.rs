@@ -7,6 +7,7 @@
 //! only when that is safe), and connection state restored after a reconnect.
 //! Every decision is made by [`relink_core`]; this crate owns the I/O.
 
+mod budget;
 mod classify;
 mod client;
 pub mod cluster;

@@ -18,6 +18,7 @@ extern crate std;
 
 pub mod backoff;
 pub mod budget;
+pub mod call;
 pub mod commands;
 pub mod duration;
 pub mod error;
@@ -28,6 +29,7 @@ pub mod sync;
 pub mod time;
 
 pub use backoff::{Backoff, BackoffPolicy, Jitter, Strategy};
+pub use call::{Call, CallInput, CallPolicy, Decision, FailReason};
 pub use error::ConfigError;
 pub use failure::{BusyReason, Delivery, FailureKind, Outcome};
 pub use supervisor::{Action, Event, Health, Input, Output, State, Supervisor, SupervisorConfig};

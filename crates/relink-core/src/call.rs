@@ -1,0 +1,847 @@
+//! The per-call policy: the decision half of every command.
+//!
+//! A driver runs one [`Call`] per command (or pipeline). It tells the call
+//! what it sees — a connection is there, none is, the attempt failed with a
+//! [`FailureKind`] and a [`Delivery`], the server redirected it, the backlog
+//! is full, the client shut down — and the call answers with a [`Decision`]:
+//! send now (with the response timeout of this attempt), follow the redirect,
+//! wait for a connection until a time, try again at a time, or fail with an
+//! [`Outcome`] and a [`FailReason`].
+//!
+//! It owns every rule about one call and nothing else:
+//!
+//! - **the outage policy**: with no connection, fail fast, or hold a slot in
+//!   the bounded backlog for at most `queue_wait` (counted over the whole
+//!   call), looking again at growing steps so a driver that cannot be woken
+//!   by a reconnect (a cluster slot that heals inside redis-rs) still sees it;
+//! - **refusals** (`LOADING`, `BUSY`, `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`:
+//!   nothing was applied): waited out like an outage under the queue policy,
+//!   retried after the `busy_backoff` delay under fail-fast;
+//! - **retries** of a failure whose fate may be unknown: only when
+//!   [`FailureKind::retry_safe`] allows it (a read, a declared idempotent
+//!   write, or a command that certainly was not applied), at most
+//!   `max_retries`, and only with the retry budget's consent;
+//! - **redirects** (`MOVED`/`ASK`), followed at once up to `max_redirects`;
+//! - **the deadline**: a total bound on the call — queueing, attempts,
+//!   refusals and retries included. Every attempt's response timeout is the
+//!   smaller of `response_timeout` and what is left of the deadline, so no
+//!   call outlives its deadline.
+//!
+//! It knows nothing of connections, sockets, clocks or the shared retry
+//! budget: the driver reads its clock, asks the budget and reports the answer.
+//! A call does not allocate.
+//!
+//! ```
+//! use relink_core::call::{Call, CallInput, CallPolicy, Decision};
+//! use relink_core::{Delivery, FailureKind, Timestamp};
+//!
+//! let policy = CallPolicy::default();
+//! let t = Timestamp::from_millis;
+//! let mut call = Call::new(&policy, t(0), false, 7);
+//! // A connection is there: send, with the attempt's response timeout.
+//! assert!(matches!(call.decide(&policy, t(0), CallInput::Connected), Decision::Send { .. }));
+//! // The connection died before the reply of this non-idempotent write.
+//! let failed = CallInput::Failed { kind: FailureKind::Closed, delivery: Delivery::MaybeSent, budget_allows: true };
+//! assert!(matches!(call.decide(&policy, t(3), failed), Decision::Fail { .. }));
+//! ```
+
+use core::fmt;
+use core::time::Duration;
+
+use crate::backoff::{Backoff, BackoffPolicy, Jitter, Strategy};
+use crate::error::ConfigError;
+use crate::failure::{BusyReason, Delivery, FailureKind, Outcome};
+use crate::time::Timestamp;
+
+/// How every call of a client behaves: plain data, validated by
+/// [`build`](Self::build).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct CallPolicy {
+    /// With no connection, how long a call may wait for one (over the whole
+    /// call); `None` fails at once (fail-fast).
+    #[serde(with = "crate::duration::human_opt")]
+    pub queue_wait: Option<Duration>,
+    /// Retries of a failed attempt at most; 0 never retries.
+    pub max_retries: u32,
+    /// `MOVED`/`ASK` redirects followed at most before the call counts as
+    /// refused (`TRYAGAIN`).
+    pub max_redirects: u32,
+    /// How long one attempt may wait for its reply.
+    #[serde(with = "crate::duration::human")]
+    pub response_timeout: Duration,
+    /// The total bound on a call: queueing, attempts and retries. `None`
+    /// bounds a call only by `queue_wait`, the retries and their timeouts.
+    #[serde(with = "crate::duration::human_opt")]
+    pub deadline: Option<Duration>,
+    /// The delays between looks at a refusing server (or a missing
+    /// connection): the first after the first refusal, growing from there.
+    pub busy_backoff: BackoffPolicy,
+}
+
+impl Default for CallPolicy {
+    /// Queue for at most 5 s, 3 retries, 5 redirects, a 3 s response timeout,
+    /// a 10 s deadline, and [`CallPolicy::default_busy_backoff`].
+    fn default() -> Self {
+        CallPolicy {
+            queue_wait: Some(Self::DEFAULT_QUEUE_WAIT),
+            max_retries: Self::DEFAULT_MAX_RETRIES,
+            max_redirects: Self::DEFAULT_MAX_REDIRECTS,
+            response_timeout: Self::DEFAULT_RESPONSE_TIMEOUT,
+            deadline: Some(Self::DEFAULT_DEADLINE),
+            busy_backoff: Self::default_busy_backoff(),
+        }
+    }
+}
+
+impl CallPolicy {
+    /// Default longest wait for a connection.
+    pub const DEFAULT_QUEUE_WAIT: Duration = Duration::from_secs(5);
+    /// Default retries per call.
+    pub const DEFAULT_MAX_RETRIES: u32 = 3;
+    /// Default redirects per call.
+    pub const DEFAULT_MAX_REDIRECTS: u32 = 5;
+    /// Default response timeout of one attempt.
+    pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+    /// Default total bound of a call: a full backlog wait plus a full
+    /// attempt fit, with room for a retry.
+    pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+    /// The most retries accepted.
+    pub const MAX_RETRIES: u32 = 100;
+    /// The most redirects accepted.
+    pub const MAX_REDIRECTS: u32 = 100;
+
+    /// Looks again after 10 ms, ×2, at most 250 ms, equal jitter: a
+    /// `LOADING` or a failover is seen within a quarter second of its end,
+    /// and a crowd of callers does not look in lockstep.
+    pub fn default_busy_backoff() -> BackoffPolicy {
+        BackoffPolicy::default()
+            .strategy(Strategy::Exponential { multiplier: 2.0 })
+            .initial_delay(Duration::from_millis(10))
+            .max_delay(Duration::from_millis(250))
+            .jitter(Jitter::Equal)
+    }
+
+    /// Sets [`queue_wait`](Self::queue_wait).
+    pub fn queue_wait(mut self, wait: Option<Duration>) -> Self {
+        self.queue_wait = wait;
+        self
+    }
+
+    /// Sets [`max_retries`](Self::max_retries).
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// Sets [`max_redirects`](Self::max_redirects).
+    pub fn max_redirects(mut self, n: u32) -> Self {
+        self.max_redirects = n;
+        self
+    }
+
+    /// Sets [`response_timeout`](Self::response_timeout).
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Sets [`deadline`](Self::deadline).
+    pub fn deadline(mut self, deadline: Option<Duration>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Sets [`busy_backoff`](Self::busy_backoff).
+    pub fn busy_backoff(mut self, policy: BackoffPolicy) -> Self {
+        self.busy_backoff = policy;
+        self
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.queue_wait.is_some_and(|w| w.as_millis() == 0) {
+            return Err(ConfigError::invalid(
+                "queue_wait",
+                "must be at least 1ms; use none (fail fast) for no waiting",
+            ));
+        }
+        if self.max_retries > Self::MAX_RETRIES {
+            return Err(ConfigError::invalid("max_retries", "must be at most 100"));
+        }
+        if self.max_redirects > Self::MAX_REDIRECTS {
+            return Err(ConfigError::invalid("max_redirects", "must be at most 100"));
+        }
+        if self.response_timeout.as_millis() == 0 {
+            return Err(ConfigError::invalid(
+                "response_timeout",
+                "must be at least 1ms",
+            ));
+        }
+        if self.deadline.is_some_and(|d| d.as_millis() == 0) {
+            return Err(ConfigError::invalid(
+                "deadline",
+                "must be at least 1ms; use none for no total bound",
+            ));
+        }
+        self.busy_backoff
+            .validate()
+            .map_err(|e| ConfigError::invalid("busy_backoff", alloc::format!("{e}")))
+    }
+
+    /// [`validate`](Self::validate)s and returns the policy.
+    pub fn build(self) -> Result<Self, ConfigError> {
+        self.validate().map(|()| self)
+    }
+}
+
+/// What the driver saw, for [`Call::decide`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CallInput {
+    /// A connection is there to send on.
+    Connected,
+    /// There is no connection (or none to the node this call must reach).
+    NotConnected,
+    /// The driver could not give the call a backlog slot (after a
+    /// [`Decision::Queue`]): the backlog is full.
+    BacklogFull,
+    /// The attempt failed. `budget_allows` is the retry budget's answer to
+    /// this failure (the driver drains the shared budget once per failure).
+    Failed {
+        /// What went wrong, by the one classification.
+        kind: FailureKind,
+        /// How far the attempt got.
+        delivery: Delivery,
+        /// Whether the retry budget allows a retry now.
+        budget_allows: bool,
+    },
+    /// The server answered `MOVED` or `ASK`: answered, not applied.
+    Redirected,
+    /// The client is shutting down.
+    Shutdown,
+}
+
+/// What the driver does next with the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Decision {
+    /// Send (again) on the connection; give up waiting for the reply after
+    /// `timeout` and report [`CallInput::Failed`] with
+    /// [`FailureKind::Timeout`].
+    Send {
+        /// This attempt's response timeout: the policy's, or less when the
+        /// deadline is nearer.
+        #[serde(with = "crate::time::millis")]
+        timeout: Duration,
+    },
+    /// Send to the node the redirect named, with this response timeout.
+    Redirect {
+        /// This attempt's response timeout.
+        #[serde(with = "crate::time::millis")]
+        timeout: Duration,
+    },
+    /// Hold a backlog slot (report [`CallInput::BacklogFull`] if none can be
+    /// had) and wait for a connection, at most until `until`; then report
+    /// what you see ([`CallInput::Connected`] or [`CallInput::NotConnected`]).
+    Queue {
+        /// When to look again at the latest.
+        until: Timestamp,
+    },
+    /// Wait until `at`, then report what you see ([`CallInput::Connected`]
+    /// or [`CallInput::NotConnected`]). `at` may be now: go again at once.
+    RetryAt {
+        /// When to try again.
+        at: Timestamp,
+    },
+    /// The call is over without a reply to pass on.
+    Fail {
+        /// Why, and what the command may have done.
+        failure: Failure,
+    },
+}
+
+/// Why a call ended without a reply, and what it may have done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Failure {
+    /// What the command may have done on the server.
+    pub outcome: Outcome,
+    /// Why the call ended.
+    pub reason: FailReason,
+    /// The failure of the last attempt, if there was one.
+    pub kind: Option<FailureKind>,
+}
+
+/// Why a call ended without a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FailReason {
+    /// No connection, and the policy is fail-fast.
+    NotConnected,
+    /// No connection, and the backlog was full.
+    BacklogFull,
+    /// No connection came within `queue_wait`.
+    QueueTimeout,
+    /// The call's deadline passed.
+    DeadlineExceeded,
+    /// The client shut down.
+    Shutdown,
+    /// The server answered with an error: its verdict, passed on as it is.
+    Rejected,
+    /// The failure may have left the command applied, and it is not
+    /// idempotent (or the failure is never retried: authentication).
+    NotRetrySafe,
+    /// `max_retries` retries were spent.
+    RetriesExhausted,
+    /// The retry budget refused a retry (most calls are failing).
+    BudgetExhausted,
+}
+
+impl FailReason {
+    /// A short stable name for logs, metrics and bindings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailReason::NotConnected => "not_connected",
+            FailReason::BacklogFull => "backlog_full",
+            FailReason::QueueTimeout => "queue_timeout",
+            FailReason::DeadlineExceeded => "deadline_exceeded",
+            FailReason::Shutdown => "shutdown",
+            FailReason::Rejected => "rejected",
+            FailReason::NotRetrySafe => "not_retry_safe",
+            FailReason::RetriesExhausted => "retries_exhausted",
+            FailReason::BudgetExhausted => "budget_exhausted",
+        }
+    }
+}
+
+impl fmt::Display for FailReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One call's progress through the policy. Small, no allocation; create one
+/// per command with [`Call::new`] and feed it with [`Call::decide`].
+#[derive(Debug, Clone)]
+pub struct Call {
+    idempotent: bool,
+    deadline: Option<Timestamp>,
+    /// When the call first found itself without a connection (or refused).
+    waiting_since: Option<Timestamp>,
+    retries: u32,
+    redirects: u32,
+    /// Did an attempt fail in a way that may have left it applied?
+    maybe_applied: bool,
+    /// The last attempt's failure.
+    last: Option<(FailureKind, Delivery)>,
+    /// Steps between looks while waiting or refused; made on first need.
+    steps: Option<Backoff>,
+    seed: u64,
+    /// How the call ended, once it has.
+    ended: Option<Failure>,
+}
+
+impl Call {
+    /// A call started at `now`. `idempotent`: safe to apply twice (a read, or
+    /// a write declared idempotent). `seed` spreads the jitter of waiting
+    /// calls; any value will do (the driver's call count, a timestamp).
+    /// The deadline is the policy's; see [`Call::with_deadline`].
+    pub fn new(policy: &CallPolicy, now: Timestamp, idempotent: bool, seed: u64) -> Call {
+        Call::with_deadline(now, idempotent, policy.deadline, seed)
+    }
+
+    /// Like [`Call::new`] with a deadline of its own (`None`: no total bound).
+    pub fn with_deadline(
+        now: Timestamp,
+        idempotent: bool,
+        deadline: Option<Duration>,
+        seed: u64,
+    ) -> Call {
+        Call {
+            idempotent,
+            deadline: deadline.map(|d| now.saturating_add(d)),
+            waiting_since: None,
+            retries: 0,
+            redirects: 0,
+            maybe_applied: false,
+            last: None,
+            steps: None,
+            seed,
+            ended: None,
+        }
+    }
+
+    /// Retries spent so far.
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// Redirects followed so far.
+    pub fn redirects(&self) -> u32 {
+        self.redirects
+    }
+
+    /// The call's deadline, if it has one.
+    pub fn deadline(&self) -> Option<Timestamp> {
+        self.deadline
+    }
+
+    /// Has the call ended (a [`Decision::Fail`] was given)? Every later input
+    /// answers the same failure again.
+    pub fn is_done(&self) -> bool {
+        self.ended.is_some()
+    }
+
+    /// What to do next, given what the driver saw at `now`. `policy` must be
+    /// the one the call was made with.
+    pub fn decide(&mut self, policy: &CallPolicy, now: Timestamp, input: CallInput) -> Decision {
+        if let Some(failure) = self.ended {
+            return Decision::Fail { failure };
+        }
+        let decision = match input {
+            CallInput::Shutdown => self.fail(FailReason::Shutdown),
+            CallInput::Connected => self.send(policy, now, false),
+            CallInput::NotConnected => self.queue(policy, now),
+            CallInput::BacklogFull => self.fail(FailReason::BacklogFull),
+            CallInput::Redirected => {
+                if self.redirects < policy.max_redirects {
+                    self.redirects += 1;
+                    self.send(policy, now, true)
+                } else {
+                    // A slot that keeps moving: treat as "try again".
+                    let kind = FailureKind::ServerBusy(BusyReason::TryAgain);
+                    self.failed(policy, now, kind, Delivery::Answered, true)
+                }
+            }
+            CallInput::Failed {
+                kind,
+                delivery,
+                budget_allows,
+            } => {
+                if kind.outcome(delivery) == Outcome::Unknown {
+                    self.maybe_applied = true;
+                }
+                self.failed(policy, now, kind, delivery, budget_allows)
+            }
+        };
+        if let Decision::Fail { failure } = decision {
+            self.ended = Some(failure);
+        }
+        decision
+    }
+
+    fn failed(
+        &mut self,
+        policy: &CallPolicy,
+        now: Timestamp,
+        kind: FailureKind,
+        delivery: Delivery,
+        budget_allows: bool,
+    ) -> Decision {
+        self.last = Some((kind, delivery));
+        let outcome = kind.outcome(delivery);
+        if outcome == Outcome::Rejected {
+            return self.fail(FailReason::Rejected);
+        }
+        if !kind.retry_safe(delivery, self.idempotent) {
+            return self.fail(FailReason::NotRetrySafe);
+        }
+        let refusal = outcome == Outcome::NotApplied && !kind.kills_connection();
+        if refusal && policy.queue_wait.is_some() {
+            // Nothing happened and the server (or the slot) cannot take it
+            // now: wait it out like an outage, within the queue wait.
+            return self.wait(policy, now, WaitKind::Refused);
+        }
+        if delivery == Delivery::NotSent && kind != FailureKind::Auth {
+            // There was no connection to send it on after all.
+            return self.queue(policy, now);
+        }
+        if self.retries >= policy.max_retries {
+            return self.fail(FailReason::RetriesExhausted);
+        }
+        if !budget_allows {
+            return self.fail(FailReason::BudgetExhausted);
+        }
+        let at = if refusal {
+            match self.next_step(policy, now) {
+                Some(at) => at,
+                None => return self.fail(FailReason::DeadlineExceeded),
+            }
+        } else {
+            now
+        };
+        if self.past_deadline(at) {
+            return self.fail(FailReason::DeadlineExceeded);
+        }
+        self.retries += 1;
+        Decision::RetryAt { at }
+    }
+
+    /// A connection is there: send, with what is left of the deadline.
+    fn send(&mut self, policy: &CallPolicy, now: Timestamp, redirect: bool) -> Decision {
+        let mut timeout = policy.response_timeout;
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_since(now);
+            if left.is_zero() {
+                return self.fail(FailReason::DeadlineExceeded);
+            }
+            timeout = timeout.min(left);
+        }
+        if redirect {
+            Decision::Redirect { timeout }
+        } else {
+            Decision::Send { timeout }
+        }
+    }
+
+    /// No connection: the outage policy.
+    fn queue(&mut self, policy: &CallPolicy, now: Timestamp) -> Decision {
+        if policy.queue_wait.is_none() {
+            return self.fail(FailReason::NotConnected);
+        }
+        self.wait(policy, now, WaitKind::NoConnection)
+    }
+
+    fn wait(&mut self, policy: &CallPolicy, now: Timestamp, kind: WaitKind) -> Decision {
+        let Some(queue_wait) = policy.queue_wait else {
+            return self.fail(FailReason::NotConnected);
+        };
+        let since = *self.waiting_since.get_or_insert(now);
+        let queue_end = since.saturating_add(queue_wait);
+        let (end, reason) = match self.deadline {
+            Some(deadline) if deadline < queue_end => (deadline, FailReason::DeadlineExceeded),
+            _ => (queue_end, FailReason::QueueTimeout),
+        };
+        if now >= end {
+            return self.fail(reason);
+        }
+        let step = self.next_step(policy, now).unwrap_or(end).min(end);
+        match kind {
+            WaitKind::NoConnection => Decision::Queue { until: step },
+            WaitKind::Refused => Decision::RetryAt { at: step },
+        }
+    }
+
+    /// The next look after `now`, from the busy backoff.
+    fn next_step(&mut self, policy: &CallPolicy, now: Timestamp) -> Option<Timestamp> {
+        let seed = self.seed;
+        let steps = self
+            .steps
+            .get_or_insert_with(|| Backoff::new(policy.busy_backoff.clone(), seed));
+        // The backoff's own limits (attempts, elapsed) do not end a call:
+        // the queue wait and the deadline do. Start over when it stops.
+        let delay = match steps.next_delay(Duration::ZERO) {
+            Some(d) => d,
+            None => {
+                steps.reset();
+                steps.next_delay(Duration::ZERO)?
+            }
+        };
+        Some(now.saturating_add(delay.max(Duration::from_millis(1))))
+    }
+
+    fn past_deadline(&self, at: Timestamp) -> bool {
+        self.deadline.is_some_and(|d| at >= d)
+    }
+
+    /// Ends the call; the outcome follows from the last attempt.
+    fn fail(&mut self, reason: FailReason) -> Decision {
+        Decision::Fail {
+            failure: self.failure(reason),
+        }
+    }
+
+    fn failure(&self, reason: FailReason) -> Failure {
+        let outcome = if reason == FailReason::Rejected {
+            Outcome::Rejected
+        } else if self.maybe_applied {
+            // An attempt (this one or an earlier, retried because that was
+            // safe) may have been applied: the caller must hear it.
+            Outcome::Unknown
+        } else {
+            Outcome::NotApplied
+        };
+        Failure {
+            outcome,
+            reason,
+            kind: self.last.map(|(k, _)| k),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum WaitKind {
+    NoConnection,
+    Refused,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use FailureKind::*;
+
+    fn t(ms: u64) -> Timestamp {
+        Timestamp::from_millis(ms)
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn failed(kind: FailureKind, delivery: Delivery) -> CallInput {
+        CallInput::Failed {
+            kind,
+            delivery,
+            budget_allows: true,
+        }
+    }
+
+    fn failure(d: Decision) -> Failure {
+        match d {
+            Decision::Fail { failure } => failure,
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_read_to_a_hung_server_ends_at_its_deadline() {
+        let p = CallPolicy::default()
+            .response_timeout(ms(250))
+            .deadline(Some(ms(300)));
+        let mut call = Call::new(&p, t(0), true, 1);
+        assert_eq!(
+            call.decide(&p, t(0), CallInput::Connected),
+            Decision::Send { timeout: ms(250) }
+        );
+        // Reads are retried, but only within what is left of the deadline.
+        assert_eq!(
+            call.decide(&p, t(250), failed(Timeout, Delivery::MaybeSent)),
+            Decision::RetryAt { at: t(250) }
+        );
+        assert_eq!(
+            call.decide(&p, t(250), CallInput::Connected),
+            Decision::Send { timeout: ms(50) }
+        );
+        let f = failure(call.decide(&p, t(300), failed(Timeout, Delivery::MaybeSent)));
+        assert_eq!(f.reason, FailReason::DeadlineExceeded);
+        assert_eq!(f.outcome, Outcome::Unknown);
+        assert_eq!(f.kind, Some(Timeout));
+        // Whatever comes later, the call stays over.
+        assert_eq!(
+            call.decide(&p, t(301), CallInput::Connected),
+            Decision::Fail { failure: f }
+        );
+    }
+
+    #[test]
+    fn a_write_of_unknown_fate_is_not_retried_unless_idempotent() {
+        let p = CallPolicy::default();
+        let mut write = Call::new(&p, t(0), false, 1);
+        write.decide(&p, t(0), CallInput::Connected);
+        let f = failure(write.decide(&p, t(5), failed(Closed, Delivery::MaybeSent)));
+        assert_eq!(
+            (f.outcome, f.reason),
+            (Outcome::Unknown, FailReason::NotRetrySafe)
+        );
+        let mut set = Call::new(&p, t(0), true, 1);
+        set.decide(&p, t(0), CallInput::Connected);
+        assert_eq!(
+            set.decide(&p, t(5), failed(Closed, Delivery::MaybeSent)),
+            Decision::RetryAt { at: t(5) }
+        );
+        // The retry finds no connection: it waits like any other call, and
+        // if it then runs out of time the caller hears the first attempt
+        // may have been applied.
+        assert!(matches!(
+            set.decide(&p, t(5), CallInput::NotConnected),
+            Decision::Queue { .. }
+        ));
+        let f = failure(set.decide(&p, t(5_005), CallInput::NotConnected));
+        assert_eq!(
+            (f.outcome, f.reason),
+            (Outcome::Unknown, FailReason::QueueTimeout)
+        );
+    }
+
+    #[test]
+    fn fail_fast_and_a_full_backlog_fail_at_once_unsent() {
+        let p = CallPolicy::default().queue_wait(None);
+        let mut call = Call::new(&p, t(0), false, 1);
+        let f = failure(call.decide(&p, t(0), CallInput::NotConnected));
+        assert_eq!(
+            (f.outcome, f.reason, f.kind),
+            (Outcome::NotApplied, FailReason::NotConnected, None)
+        );
+        let p = CallPolicy::default();
+        let mut call = Call::new(&p, t(0), false, 1);
+        assert!(matches!(
+            call.decide(&p, t(0), CallInput::NotConnected),
+            Decision::Queue { .. }
+        ));
+        let f = failure(call.decide(&p, t(0), CallInput::BacklogFull));
+        assert_eq!(
+            (f.outcome, f.reason),
+            (Outcome::NotApplied, FailReason::BacklogFull)
+        );
+    }
+
+    #[test]
+    fn a_queued_call_looks_again_in_growing_steps_until_its_wait_ends() {
+        let p = CallPolicy::default().deadline(None);
+        let mut call = Call::new(&p, t(0), false, 9);
+        let mut now = t(0);
+        let mut steps = 0;
+        loop {
+            match call.decide(&p, now, CallInput::NotConnected) {
+                Decision::Queue { until } => {
+                    assert!(until > now && until <= t(5_000), "{until:?}");
+                    now = until;
+                    steps += 1;
+                    assert!(steps < 100, "bounded");
+                }
+                Decision::Fail { failure } => {
+                    assert_eq!(failure.reason, FailReason::QueueTimeout);
+                    assert_eq!(failure.outcome, Outcome::NotApplied);
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(now, t(5_000));
+        assert!(steps >= 20, "looks every 250 ms at most: {steps}");
+    }
+
+    #[test]
+    fn the_deadline_bounds_the_queue_wait() {
+        let p = CallPolicy::default().deadline(Some(ms(800)));
+        let mut call = Call::new(&p, t(100), false, 1);
+        let mut now = t(100);
+        let f = loop {
+            match call.decide(&p, now, CallInput::NotConnected) {
+                Decision::Queue { until } => now = until,
+                d => break failure(d),
+            }
+        };
+        assert_eq!(now, t(900));
+        assert_eq!(f.reason, FailReason::DeadlineExceeded);
+    }
+
+    #[test]
+    fn refusals_are_waited_out_when_queueing_and_retried_when_failing_fast() {
+        let busy = failed(ServerBusy(BusyReason::Loading), Delivery::Answered);
+        let p = CallPolicy::default().deadline(None);
+        let mut call = Call::new(&p, t(0), false, 3);
+        let mut now = t(0);
+        for _ in 0..10 {
+            match call.decide(&p, now, busy) {
+                Decision::RetryAt { at } => now = at,
+                other => panic!("{other:?}"),
+            }
+            assert!(matches!(
+                call.decide(&p, now, CallInput::Connected),
+                Decision::Send { .. }
+            ));
+        }
+        assert_eq!(call.retries(), 0, "waiting out a refusal is not a retry");
+        let p = CallPolicy::default().queue_wait(None).max_retries(2);
+        let mut call = Call::new(&p, t(0), false, 3);
+        let mut now = t(0);
+        for _ in 0..2 {
+            match call.decide(&p, now, busy) {
+                Decision::RetryAt { at } => {
+                    assert!(at > now, "a refusal is not hammered");
+                    now = at;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let f = failure(call.decide(&p, now, busy));
+        assert_eq!(
+            (f.outcome, f.reason),
+            (Outcome::NotApplied, FailReason::RetriesExhausted)
+        );
+    }
+
+    #[test]
+    fn the_budget_and_the_server_have_the_last_word() {
+        let p = CallPolicy::default();
+        let mut call = Call::new(&p, t(0), true, 1);
+        let no_budget = CallInput::Failed {
+            kind: Io,
+            delivery: Delivery::MaybeSent,
+            budget_allows: false,
+        };
+        let f = failure(call.decide(&p, t(1), no_budget));
+        assert_eq!(f.reason, FailReason::BudgetExhausted);
+        let mut call = Call::new(&p, t(0), true, 1);
+        let f = failure(call.decide(&p, t(1), failed(Command, Delivery::Answered)));
+        assert_eq!(
+            (f.outcome, f.reason),
+            (Outcome::Rejected, FailReason::Rejected)
+        );
+        let mut call = Call::new(&p, t(0), true, 1);
+        let f = failure(call.decide(&p, t(1), failed(Auth, Delivery::Answered)));
+        assert_eq!(
+            (f.outcome, f.reason),
+            (Outcome::NotApplied, FailReason::NotRetrySafe)
+        );
+    }
+
+    #[test]
+    fn redirects_are_followed_then_count_as_try_again() {
+        let p = CallPolicy::default()
+            .max_redirects(2)
+            .queue_wait(None)
+            .max_retries(0);
+        let mut call = Call::new(&p, t(0), false, 1);
+        call.decide(&p, t(0), CallInput::Connected);
+        for _ in 0..2 {
+            assert!(matches!(
+                call.decide(&p, t(1), CallInput::Redirected),
+                Decision::Redirect { .. }
+            ));
+        }
+        let f = failure(call.decide(&p, t(1), CallInput::Redirected));
+        assert_eq!(f.kind, Some(ServerBusy(BusyReason::TryAgain)));
+        assert_eq!(f.outcome, Outcome::NotApplied);
+    }
+
+    #[test]
+    fn shutdown_ends_a_call_unsent() {
+        let p = CallPolicy::default();
+        let mut call = Call::new(&p, t(0), false, 1);
+        let f = failure(call.decide(&p, t(0), CallInput::Shutdown));
+        assert_eq!(
+            (f.outcome, f.reason),
+            (Outcome::NotApplied, FailReason::Shutdown)
+        );
+    }
+
+    #[test]
+    fn bad_policies_name_the_field() {
+        let bad = [
+            (
+                CallPolicy::default().queue_wait(Some(Duration::ZERO)),
+                "queue_wait",
+            ),
+            (CallPolicy::default().max_retries(101), "max_retries"),
+            (CallPolicy::default().max_redirects(101), "max_redirects"),
+            (
+                CallPolicy::default().response_timeout(Duration::ZERO),
+                "response_timeout",
+            ),
+            (
+                CallPolicy::default().deadline(Some(Duration::ZERO)),
+                "deadline",
+            ),
+        ];
+        for (policy, field) in bad {
+            assert_eq!(policy.build().unwrap_err().field(), field);
+        }
+        assert!(CallPolicy::default().build().is_ok());
+    }
+}

@@ -248,6 +248,17 @@ pub enum Input {
         /// The id from [`Action::SendPing`].
         id: u64,
     },
+    /// The PING asked for by [`Action::SendPing`] with this `id` failed:
+    /// with an error reply (`-BUSY`, `-LOADING`: the server answered, so it
+    /// is alive), or on the connection (which then may be dead). The core
+    /// decides what it proves; a PING that simply has no answer yet is
+    /// judged by the heartbeat timeout, not reported.
+    PingFailed {
+        /// The id from [`Action::SendPing`].
+        id: u64,
+        /// Why it failed.
+        kind: FailureKind,
+    },
     /// Some reply arrived on the connection: proof the server is alive.
     Activity,
     /// A command failed; if the failure kills the connection, it is replaced.
@@ -524,18 +535,29 @@ impl Supervisor {
                 }
                 self.alive(now);
             }
+            (State::Ready, Input::PingFailed { id, kind }) => {
+                if kind.kills_connection() {
+                    self.lose_connection(now, kind);
+                } else if kind.is_reply() {
+                    // An error reply to PING is still a reply.
+                    if let Some(probe) = self.probe.filter(|p| p.id == id) {
+                        self.rtt = Some(now.saturating_since(probe.sent));
+                    }
+                    self.alive(now);
+                }
+            }
             (State::Ready, Input::Activity) => self.alive(now),
             (State::Ready, Input::CommandFailed { kind }) => {
                 if kind.kills_connection() {
                     self.lose_connection(now, kind);
-                } else if matches!(kind, FailureKind::Command | FailureKind::ServerBusy(_)) {
+                } else if kind.is_reply() {
                     // An error reply is a reply: the server is alive.
                     self.alive(now);
                 }
             }
             (State::Ready, Input::ConnectionLost { kind }) => self.lose_connection(now, kind),
             (State::Ready, Input::ServerMoved) => {
-                let cause = FailureKind::ServerBusy(crate::failure::BusyReason::ReadOnly);
+                let cause = FailureKind::Moved;
                 self.push(Output::Action(Action::Disconnect));
                 self.push(Output::Event(Event::Disconnected { cause }));
                 self.last_failure = Some(cause);
@@ -747,5 +769,50 @@ mod tests {
         // Ignored unless Ready.
         sup.handle_input(t(101), Input::ServerMoved);
         assert_eq!(sup.state(), State::Connecting);
+    }
+
+    #[test]
+    fn an_error_reply_to_ping_proves_the_server_alive() {
+        use crate::failure::BusyReason;
+        let hb = HeartbeatConfig::default();
+        let mut sup = Supervisor::new(SupervisorConfig::default(), 1);
+        let t = Timestamp::from_millis;
+        sup.handle_input(t(0), Input::Start);
+        drain(&mut sup, t(0));
+        sup.handle_input(t(5), Input::Connected { attempt: 1 });
+        drain(&mut sup, t(5));
+        // Quiet for the interval: a PING is asked for.
+        let at = t(5 + hb.interval.as_millis() as u64);
+        let out = drain(&mut sup, at);
+        let Some(id) = out.iter().find_map(|o| match o {
+            Output::Action(Action::SendPing { id }) => Some(*id),
+            _ => None,
+        }) else {
+            panic!("no ping in {out:?}");
+        };
+        // A script is running: PING is answered -BUSY. That is an answer.
+        let busy = FailureKind::ServerBusy(BusyReason::Busy);
+        sup.handle_input(at, Input::PingFailed { id, kind: busy });
+        let later = at.saturating_add(hb.timeout + Duration::from_millis(1));
+        drain(&mut sup, later);
+        assert_eq!(sup.state(), State::Ready, "a -BUSY reply is no miss");
+        assert_eq!(sup.health().heartbeat_misses, 0);
+        // A broken connection under the PING is lost at once.
+        let out = drain(&mut sup, t(10_000));
+        let id = out
+            .iter()
+            .find_map(|o| match o {
+                Output::Action(Action::SendPing { id }) => Some(*id),
+                _ => None,
+            })
+            .unwrap_or(id);
+        sup.handle_input(
+            t(10_000),
+            Input::PingFailed {
+                id,
+                kind: FailureKind::Closed,
+            },
+        );
+        assert_eq!(sup.state(), State::TransientFailure);
     }
 }

@@ -2,10 +2,134 @@
 //!
 //! Server error replies are classified by their code through the core (so C
 //! and JavaScript read `-LOADING` the same way); client-side errors by what
-//! redis-rs says about them.
+//! redis-rs says about them. [`judge`] adds what a call needs besides the
+//! kind: how far the command got ([`Delivery`]) and where a redirect points.
+//! Nothing else in the crate looks at an error's kind or code.
 
-use redis::{ErrorKind, RedisError};
-use relink_core::FailureKind;
+use std::io;
+use std::time::Duration;
+
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+use relink_core::{BusyReason, Delivery, FailureKind};
+
+/// Where a redirection sends a command: host, port, and whether `ASKING`
+/// must go first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Redirect {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) ask: bool,
+}
+
+/// What a failed attempt means for the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// `MOVED` or `ASK`: answered, not applied, go there.
+    Redirect(Redirect),
+    /// Anything else, in the core's terms (`FailureKind::Command` is the
+    /// server's verdict on the command, to be passed on as it is).
+    Failure {
+        kind: FailureKind,
+        delivery: Delivery,
+    },
+}
+
+/// Judges a failed attempt: redirects, the cluster's refusals and redis-rs's
+/// "no connection to that node" first, then [`failure_kind`].
+pub(crate) fn judge(err: &RedisError) -> Verdict {
+    let refused = |kind| Verdict::Failure {
+        kind,
+        delivery: Delivery::Answered,
+    };
+    match err.kind() {
+        ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask) => {
+            let ask = err.kind() == ErrorKind::Server(ServerErrorKind::Ask);
+            let target = err.redirect_node().and_then(|(addr, _slot)| {
+                let (host, port) = addr.rsplit_once(':')?;
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                Some((host.to_owned(), port.parse().ok()?))
+            });
+            match target {
+                Some((host, port)) => Verdict::Redirect(Redirect { host, port, ask }),
+                None => refused(FailureKind::ServerBusy(BusyReason::TryAgain)),
+            }
+        }
+        // The cluster (or this slot) is down for now: refused, not applied.
+        ErrorKind::Server(ServerErrorKind::ClusterDown) => {
+            refused(FailureKind::ServerBusy(BusyReason::TryAgain))
+        }
+        // redis-rs had no connection to send it on.
+        ErrorKind::ClusterConnectionNotFound => Verdict::Failure {
+            kind: FailureKind::Io,
+            delivery: Delivery::NotSent,
+        },
+        _ if err.is_connection_refusal() => Verdict::Failure {
+            kind: FailureKind::Io,
+            delivery: Delivery::NotSent,
+        },
+        _ => {
+            let kind = failure_kind(err);
+            let delivery = if is_server_reply(err) {
+                Delivery::Answered
+            } else if matches!(
+                crate::Error::from_redis(err),
+                Some(
+                    crate::Error::NotApplied { .. }
+                        | crate::Error::NotConnected { .. }
+                        | crate::Error::BacklogFull { .. }
+                        | crate::Error::QueueTimeout { .. }
+                        | crate::Error::Shutdown
+                )
+            ) {
+                Delivery::NotSent
+            } else {
+                Delivery::MaybeSent
+            };
+            Verdict::Failure { kind, delivery }
+        }
+    }
+}
+
+/// Is a server error reply that redis-rs handed back as a value the
+/// server's verdict on the command (`WRONGTYPE`, `ERR ...`), to be passed on
+/// as it is? Otherwise it is a refusal or a redirect: turn it into a
+/// `RedisError` and [`judge`] it.
+pub(crate) fn is_verdict(reply: &redis::ServerError) -> bool {
+    !matches!(reply.code(), "MOVED" | "ASK" | "CLUSTERDOWN")
+        && FailureKind::from_error_code(reply.code()) == FailureKind::Command
+}
+
+/// The error of a command whose connection relink gave up on (its heartbeat
+/// or another command found it dead) while the command waited for a reply.
+pub(crate) fn given_up() -> RedisError {
+    RedisError::from(io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection given up by relink (declared dead) before the reply came",
+    ))
+}
+
+/// A reply that is not what the protocol promised (classified `Protocol`).
+pub(crate) fn protocol_error(what: &'static str) -> RedisError {
+    RedisError::from((ErrorKind::UnexpectedReturnType, what))
+}
+
+/// Data that is not what relink wrote (classified `Protocol`).
+pub(crate) fn unexpected_data(what: &'static str, detail: String) -> RedisError {
+    RedisError::from((ErrorKind::UnexpectedReturnType, what, detail))
+}
+
+/// An operation of relink's own that took too long (classified `Timeout`).
+pub(crate) fn timeout(what: &'static str) -> RedisError {
+    RedisError::from(io::Error::new(io::ErrorKind::TimedOut, what))
+}
+
+/// The error of an attempt cut short by the call's deadline.
+pub(crate) fn timed_out(after: Duration) -> RedisError {
+    RedisError::from(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("no reply within {after:?} (the call's deadline)"),
+    ))
+}
 
 /// Classifies an error returned by redis-rs.
 pub fn failure_kind(err: &RedisError) -> FailureKind {
@@ -13,6 +137,9 @@ pub fn failure_kind(err: &RedisError) -> FailureKind {
         return match ours {
             crate::Error::OutcomeUnknown { kind, .. } | crate::Error::NotApplied { kind, .. } => {
                 *kind
+            }
+            crate::Error::DeadlineExceeded { .. } | crate::Error::QueueTimeout { .. } => {
+                FailureKind::Timeout
             }
             _ => FailureKind::Closed,
         };

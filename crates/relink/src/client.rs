@@ -12,23 +12,24 @@
 //! events into health updates, the events stream and `tracing` events.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::aio::MultiplexedConnection;
+use redis::{RedisError, Value};
 use relink_core::supervisor::{Action, Event, Input, Output, State, Supervisor};
-use relink_core::{Delivery, FailureKind, Outcome, Timestamp};
-use tokio::sync::{broadcast, mpsc, watch, Semaphore};
+use relink_core::{Delivery, FailureKind, Timestamp};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::budget::{into_values, SharedBudget};
-use crate::classify::{failure_kind, is_server_reply};
-use crate::config::{Config, OutagePolicy};
+use crate::calls::{self, CallOptions, Calls, HandleGuard, HasState, Request, Transport};
+use crate::classify::{self, failure_kind, is_server_reply, Redirect};
+use crate::config::Config;
 use crate::connector::{Connection, Connector};
 use crate::pubsub::{PubSubHub, Subscription};
 use crate::Error;
@@ -85,20 +86,6 @@ impl Stats {
     }
 }
 
-#[derive(Default)]
-struct Counters {
-    succeeded: AtomicU64,
-    retried: AtomicU64,
-    not_sent: AtomicU64,
-    not_applied: AtomicU64,
-    unknown: AtomicU64,
-    rejected: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
 /// A connection that is Ready, as the hot path sees it.
 struct Live {
     conn: MultiplexedConnection,
@@ -145,19 +132,15 @@ struct Shared {
     reports: mpsc::UnboundedSender<Report>,
     /// Milliseconds since `epoch` of the latest reply on the live connection.
     last_reply_ms: AtomicU64,
-    backlog: Semaphore,
-    budget: SharedBudget,
-    shutdown: CancellationToken,
     /// Cancelled by the task as its very last act.
     finished: CancellationToken,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     pubsub: Arc<PubSubHub>,
-    counters: Counters,
+    calls: Calls,
 }
 
 impl Shared {
     fn now(&self) -> Timestamp {
-        Timestamp::from_millis(self.epoch.elapsed().as_millis() as u64)
+        self.calls.now()
     }
 
     fn note_reply(&self) {
@@ -167,15 +150,6 @@ impl Shared {
         if now > self.last_reply_ms.load(Ordering::Relaxed) {
             self.last_reply_ms.fetch_max(now, Ordering::Relaxed);
         }
-    }
-}
-
-/// Cancels the background task when the last user handle is dropped.
-struct HandleGuard(CancellationToken);
-
-impl Drop for HandleGuard {
-    fn drop(&mut self) {
-        self.0.cancel();
     }
 }
 
@@ -189,7 +163,7 @@ impl Drop for HandleGuard {
 pub struct Client {
     shared: Arc<Shared>,
     _guard: Arc<HandleGuard>,
-    idempotent: bool,
+    options: CallOptions,
 }
 
 impl fmt::Debug for Client {
@@ -197,7 +171,8 @@ impl fmt::Debug for Client {
         f.debug_struct("Client")
             .field("url", &self.shared.config.redacted_url())
             .field("state", &self.shared.health.borrow().state)
-            .field("idempotent", &self.idempotent)
+            .field("idempotent", &self.options.idempotent)
+            .field("deadline", &self.options.deadline)
             .finish()
     }
 }
@@ -223,7 +198,7 @@ impl Client {
             )
         })?;
         let epoch = Instant::now();
-        let seed = config.seed().unwrap_or_else(random_seed);
+        let seed = config.jitter_seed();
         let supervisor = Supervisor::new(config.supervisor_config(), seed);
         let (health, _) = watch::channel(Health {
             state: State::Idle,
@@ -235,15 +210,12 @@ impl Client {
         });
         let (events, _) = broadcast::channel(256);
         let (reports, reports_rx) = mpsc::unbounded_channel();
-        let capacity = match config.outage() {
-            OutagePolicy::Queue { capacity, .. } => capacity,
-            _ => 0,
-        };
-        let budget = SharedBudget::new(config.retry().budget);
-        let shutdown = CancellationToken::new();
+        let calls = Calls::new(&config, epoch);
+        let shutdown = calls.shutdown.clone();
+        let options = CallOptions::new(&config);
         let shared = Arc::new(Shared {
             pubsub: Arc::new(PubSubHub::default()),
-            counters: Counters::default(),
+            calls,
             config,
             epoch,
             live: ArcSwapOption::empty(),
@@ -251,11 +223,7 @@ impl Client {
             events,
             reports,
             last_reply_ms: AtomicU64::new(0),
-            backlog: Semaphore::new(capacity),
-            budget,
-            shutdown: shutdown.clone(),
             finished: CancellationToken::new(),
-            task: Mutex::new(None),
         });
         let driver = Driver {
             shared: Arc::clone(&shared),
@@ -272,11 +240,11 @@ impl Client {
         // Every event the task logs carries the (redacted) target.
         let span = tracing::info_span!("relink", url = %shared.config.redacted_url());
         let handle = runtime.spawn(tracing::Instrument::instrument(driver.run(), span));
-        *shared.task.lock().expect("task lock") = Some(handle);
+        shared.calls.set_task(handle);
         Ok(Client {
             shared,
             _guard: Arc::new(HandleGuard(shutdown)),
-            idempotent: false,
+            options,
         })
     }
 
@@ -284,10 +252,30 @@ impl Client {
     /// idempotent: safe to retry even when their fate is unknown. Use it for
     /// writes that are (`SET k v`, `HSET`, `DEL`), never for `INCR` or `LPUSH`.
     pub fn idempotent(&self) -> Client {
-        Client {
-            idempotent: true,
-            ..self.clone()
-        }
+        let mut handle = self.clone();
+        handle.options.idempotent = true;
+        handle
+    }
+
+    /// A handle to the same connection whose calls each end by `deadline`
+    /// (`None`: no total bound): queueing, attempts and retries included,
+    /// each attempt's response timeout cut to what is left. A call that runs
+    /// out of time fails with [`Error::DeadlineExceeded`], which says whether
+    /// the command may have been applied. The client's default is
+    /// [`Config::deadline`].
+    ///
+    /// ```no_run
+    /// # async fn f(client: relink::Client) -> redis::RedisResult<()> {
+    /// use redis::AsyncCommands;
+    /// use std::time::Duration;
+    /// let mut fast = client.with_deadline(Some(Duration::from_millis(300)));
+    /// let _: Option<String> = fast.get("key").await?; // answered within 300 ms, or an error
+    /// # Ok(()) }
+    /// ```
+    pub fn with_deadline(&self, deadline: Option<Duration>) -> Client {
+        let mut handle = self.clone();
+        handle.options.deadline = deadline;
+        handle
     }
 
     /// The current health, and every change to it.
@@ -334,31 +322,13 @@ impl Client {
 
     /// What happened to the commands sent through this client so far.
     pub fn stats(&self) -> Stats {
-        let c = &self.shared.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        Stats {
-            succeeded: get(&c.succeeded),
-            retried: get(&c.retried),
-            not_sent: get(&c.not_sent),
-            not_applied: get(&c.not_applied),
-            unknown: get(&c.unknown),
-            rejected: get(&c.rejected),
-        }
+        self.shared.calls.stats()
     }
 
-    /// Waits until the client is Ready, for at most `timeout`.
+    /// Waits until the client is Ready, for at most `timeout`; fails with
+    /// [`Error::NotReady`] (no command is involved) or [`Error::Shutdown`].
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
-        let mut rx = self.health();
-        let waited = tokio::time::timeout(
-            timeout,
-            rx.wait_for(|h| matches!(h.state, State::Ready | State::Shutdown)),
-        )
-        .await;
-        match waited {
-            Ok(Ok(h)) if h.state == State::Ready => Ok(()),
-            Ok(_) => Err(Error::Shutdown),
-            Err(_) => Err(Error::QueueTimeout { waited: timeout }),
-        }
+        calls::wait_ready(self.health(), timeout).await
     }
 
     /// Subscribes to `channels`: a stream of messages that keeps flowing
@@ -381,7 +351,7 @@ impl Client {
                 "Pub/Sub on relink's multiplexed connection needs `resp3`",
             ));
         }
-        if self.shared.shutdown.is_cancelled() {
+        if self.shared.calls.shutdown.is_cancelled() {
             return Err(Error::Shutdown);
         }
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
@@ -409,239 +379,84 @@ impl Client {
     /// [`Error::Shutdown`], closes the connection, and waits for the
     /// background task to end.
     pub async fn shutdown(&self) {
-        self.shared.shutdown.cancel();
-        let handle = self.shared.task.lock().expect("task lock").take();
-        if let Some(handle) = handle {
-            let _ = handle.await;
+        self.shared.calls.shutdown().await;
+    }
+
+    /// Runs one command or pipeline through the core's per-call policy.
+    fn execute<'a>(
+        &'a self,
+        request: Request<'a>,
+    ) -> impl Future<Output = Result<Value, RedisError>> + Send + 'a {
+        self.shared.calls.run(&*self.shared, request, self.options)
+    }
+}
+
+impl HasState for Health {
+    fn state(&self) -> State {
+        self.state
+    }
+}
+
+/// The shared multiplexed connection as the execution loop sees it.
+impl Transport for Shared {
+    type Conn = Arc<Live>;
+    type Health = Health;
+    const FOLLOWS_REDIRECTS: bool = false;
+
+    fn current(&self) -> Option<Arc<Live>> {
+        self.live.load_full()
+    }
+
+    fn health(&self) -> watch::Receiver<Health> {
+        self.health.subscribe()
+    }
+
+    async fn send<'a>(
+        &'a self,
+        live: &'a Arc<Live>,
+        request: Request<'a>,
+        _redirect: Option<&'a Redirect>,
+    ) -> Result<Value, RedisError> {
+        let mut conn = live.conn.clone();
+        if live.kill.is_some() {
+            // Closing the connection fails this command by itself.
+            return request.send(&mut conn).await;
+        }
+        tokio::select! {
+            biased;
+            result = request.send(&mut conn) => result,
+            _ = live.dead.cancelled() => Err(classify::given_up()),
         }
     }
 
-    /// Runs one command or pipeline through the outage and retry policies.
-    async fn execute<'a>(&self, request: Request<'a>) -> Result<Value, RedisError> {
-        let shared = &*self.shared;
-        let idempotent = self.idempotent || request.is_read_only();
-        let max_retries = shared.config.retry().max_retries;
-        let mut retries = 0;
-        loop {
-            let live = match shared.live.load_full() {
-                Some(live) => live,
-                None => match self.wait_for_connection().await {
-                    Ok(live) => live,
-                    Err(e) => {
-                        bump(&shared.counters.not_sent);
-                        return Err(e.into_redis());
-                    }
-                },
-            };
-            let mut conn = live.conn.clone();
-            let result = if live.kill.is_some() {
-                // Closing the connection fails this command by itself.
-                request.send(&mut conn).await
-            } else {
-                tokio::select! {
-                    biased;
-                    result = request.send(&mut conn) => result,
-                    _ = live.dead.cancelled() => Err(RedisError::from(std::io::Error::new(
-                        std::io::ErrorKind::ConnectionAborted,
-                        "connection declared dead by relink's heartbeat",
-                    ))),
-                }
-            };
-            let err = match result {
-                // redis-rs hands a command's error reply back as a value (the
-                // conversion to an error happens in `query_async`); relink
-                // must see it to honour LOADING, READONLY, NOAUTH and the like.
-                Ok(Value::ServerError(reply)) => {
-                    if FailureKind::from_error_code(reply.code()) == FailureKind::Command {
-                        shared.note_reply();
-                        bump(&shared.counters.rejected);
-                        return Ok(Value::ServerError(reply)); // as redis-rs would
-                    }
-                    RedisError::from(reply)
-                }
-                Ok(value) => {
-                    bump(&shared.counters.succeeded);
-                    shared.note_reply();
-                    shared.budget.refill();
-                    return Ok(value);
-                }
-                Err(err) => err,
-            };
-            let kind = failure_kind(&err);
-            let answered = is_server_reply(&err);
-            if answered {
-                shared.note_reply();
-            }
-            if kind.kills_connection() {
-                // Stop using this connection at once (the core has classified
-                // the failure as fatal to it): later commands then follow the
-                // outage policy instead of failing on it again and again
-                // until the supervisor task gets to run. The supervisor,
-                // told below, decides what happens next.
-                let current = shared.live.load();
-                if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &live)) {
-                    shared.live.compare_and_swap(&current, None);
-                }
-                live.close();
-                let _ = shared.reports.send(Report {
-                    generation: live.generation,
-                    kind,
-                });
-            }
-            if kind == FailureKind::Command {
-                bump(&shared.counters.rejected);
-                return Err(err); // the server's verdict, passed on as it is
-            }
-            let delivery = if answered {
-                Delivery::Answered
-            } else {
-                Delivery::MaybeSent
-            };
-            let budget_allows = shared.budget.drain();
-            let may_retry =
-                retries < max_retries && kind.retry_safe(delivery, idempotent) && budget_allows;
-            if shared.shutdown.is_cancelled() {
-                bump(&shared.counters.not_sent);
-                return Err(Error::Shutdown.into_redis());
-            }
-            if may_retry {
-                retries += 1;
-                bump(&shared.counters.retried);
-                tracing::debug!(%kind, retries, "retrying command");
-                if let FailureKind::ServerBusy(_) = kind {
-                    // The server is up but refusing for now (loading, busy
-                    // script): give it a moment rather than spin.
-                    tokio::time::sleep(Duration::from_millis(50 * u64::from(retries))).await;
-                }
-                continue;
-            }
-            let detail = err.to_string();
-            let error = match kind.outcome(delivery) {
-                Outcome::NotApplied => {
-                    bump(&shared.counters.not_applied);
-                    Error::NotApplied { kind, detail }
-                }
-                Outcome::Unknown | Outcome::Rejected => {
-                    bump(&shared.counters.unknown);
-                    Error::OutcomeUnknown { kind, detail }
-                }
-            };
-            return Err(error.into_redis());
-        }
+    fn replied(&self, _live: &Arc<Live>) {
+        self.note_reply();
     }
 
-    /// No connection: apply the outage policy.
-    async fn wait_for_connection(&self) -> Result<Arc<Live>, Error> {
-        let shared = &*self.shared;
-        let state = shared.health.borrow().state;
-        if state == State::Shutdown || shared.shutdown.is_cancelled() {
-            return Err(Error::Shutdown);
+    fn failed(&self, live: &Arc<Live>, kind: FailureKind, delivery: Delivery) {
+        if delivery == Delivery::Answered {
+            self.note_reply();
         }
-        let (capacity, max_wait) = match shared.config.outage() {
-            OutagePolicy::FailFast => return Err(Error::NotConnected { state }),
-            OutagePolicy::Queue { capacity, max_wait } => (capacity, max_wait),
-        };
-        let Ok(_permit) = shared.backlog.try_acquire() else {
-            return Err(Error::BacklogFull { capacity });
-        };
-        let started = Instant::now();
-        let mut health = shared.health.subscribe();
-        let wait = async {
-            loop {
-                if let Some(live) = shared.live.load_full() {
-                    return Ok(live);
-                }
-                if health.borrow_and_update().state == State::Shutdown {
-                    return Err(Error::Shutdown);
-                }
-                if health.changed().await.is_err() {
-                    return Err(Error::Shutdown);
-                }
+        if kind.kills_connection() {
+            // Stop using this connection at once (the core has classified
+            // the failure as fatal to it): later commands then follow the
+            // outage policy instead of failing on it again and again until
+            // the supervisor task gets to run. The supervisor, told here,
+            // decides what happens next.
+            let current = self.live.load();
+            if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, live)) {
+                self.live.compare_and_swap(&current, None);
             }
-        };
-        match tokio::time::timeout(max_wait, wait).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::QueueTimeout {
-                waited: started.elapsed(),
-            }),
+            live.close();
+            let _ = self.reports.send(Report {
+                generation: live.generation,
+                kind,
+            });
         }
     }
 }
 
-/// One command or one slice of a pipeline.
-#[derive(Clone, Copy)]
-pub(crate) enum Request<'a> {
-    Cmd(&'a Cmd),
-    Pipeline {
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    },
-}
-
-impl Request<'_> {
-    /// Safe to run twice: every command in it is read-only by the command table.
-    pub(crate) fn is_read_only(&self) -> bool {
-        let cmd_is_read_only = |cmd: &Cmd| match cmd.args_iter().next() {
-            Some(redis::Arg::Simple(name)) => relink_core::commands::is_read_only(name),
-            _ => false,
-        };
-        match self {
-            Request::Cmd(cmd) => cmd_is_read_only(cmd),
-            Request::Pipeline { pipeline, .. } => pipeline.cmd_iter().all(cmd_is_read_only),
-        }
-    }
-
-    async fn send(&self, conn: &mut MultiplexedConnection) -> Result<Value, RedisError> {
-        match *self {
-            Request::Cmd(cmd) => conn.send_packed_command(cmd).await,
-            Request::Pipeline {
-                pipeline,
-                offset,
-                count,
-            } => conn
-                .send_packed_commands(pipeline, offset, count)
-                .await
-                .map(Value::Array),
-        }
-    }
-}
-
-impl ConnectionLike for Client {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(self.execute(Request::Cmd(cmd)))
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            self.execute(Request::Pipeline {
-                pipeline,
-                offset,
-                count,
-            })
-            .await
-            .map(into_values)
-        })
-    }
-
-    fn get_db(&self) -> i64 {
-        self.shared.config.database()
-    }
-}
-
-/// A seed for the backoff jitter, from the OS-seeded hasher keys std already
-/// has (no extra dependency for a few random bits).
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    h.finish()
-}
+calls::connection_like!(Client, |client| client.shared.config.database());
 
 type ConnectResult = Result<Connection, RedisError>;
 
@@ -675,7 +490,7 @@ struct Driver {
 
 impl Driver {
     async fn run(mut self) {
-        let shutdown = self.shared.shutdown.clone();
+        let shutdown = self.shared.calls.shutdown.clone();
         let now = self.shared.now();
         self.supervisor.handle_input(now, Input::Start);
         // Bounded by the supervisor: every iteration handles one input or one
@@ -697,10 +512,7 @@ impl Driver {
                     }
                     (attempt, _, Err(err)) => {
                         let kind = failure_kind(&err);
-                        // Failed reconnects drain the retry budget too: while
-                        // the server is unreachable, command retries stop
-                        // instead of piling onto the outage.
-                        self.shared.budget.drain();
+                        self.shared.calls.drain_budget();
                         tracing::debug!(attempt, %kind, error = %err, "connection attempt failed");
                         Some(Input::ConnectFailed { attempt, kind })
                     }
@@ -738,7 +550,7 @@ impl Driver {
             live.close();
         }
         self.shared.pubsub.close();
-        self.shared.shutdown.cancel();
+        self.shared.calls.shutdown.cancel();
         self.publish_health();
         self.shared.finished.cancel();
     }

@@ -31,7 +31,8 @@
 //!     protocol = "resp3"           # or "resp2"
 //!     connect_timeout = "2s"
 //!     backoff_reset_after = "10s"
-//!     response_timeout = "2s"
+//!     response_timeout = "2s"     # one attempt
+//!     deadline = "10s"             # a whole call, retries included; or false
 //!     tcp_keepalive = "30s"        # or false
 //!     seed = 42                    # optional: fixed backoff jitter
 //!
@@ -92,6 +93,7 @@ use redis::io::tcp::TcpSettings;
 use redis::{ConnectionInfo, IntoConnectionInfo, ProtocolVersion};
 use relink_core::backoff::BackoffPolicy;
 use relink_core::budget::RetryBudgetConfig;
+use relink_core::call::CallPolicy;
 use relink_core::duration::{self, HumanDuration};
 use relink_core::supervisor::{HeartbeatConfig, SupervisorConfig};
 use relink_core::ConfigError;
@@ -315,6 +317,7 @@ pub struct Config {
     protocol: Protocol,
     supervisor: SupervisorConfig,
     response_timeout: Duration,
+    deadline: Option<Duration>,
     outage: OutagePolicy,
     retry: RetryPolicy,
     tcp_keepalive: Option<Duration>,
@@ -325,6 +328,9 @@ pub struct Config {
 impl Config {
     /// Default [`response_timeout`](Self::response_timeout).
     pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+    /// Default [`deadline`](Self::deadline): a full backlog wait (5 s) and a
+    /// full attempt (3 s) fit, with room for a retry.
+    pub const DEFAULT_DEADLINE: Duration = CallPolicy::DEFAULT_DEADLINE;
     /// Default [`tcp_keepalive`](Self::tcp_keepalive) idle time.
     pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 
@@ -346,6 +352,7 @@ impl Config {
             protocol: url_protocol.unwrap_or_default(),
             supervisor: SupervisorConfig::default(),
             response_timeout: Self::DEFAULT_RESPONSE_TIMEOUT,
+            deadline: Some(Self::DEFAULT_DEADLINE),
             outage: OutagePolicy::default(),
             retry: RetryPolicy::default(),
             tcp_keepalive: Some(Self::DEFAULT_TCP_KEEPALIVE),
@@ -416,6 +423,14 @@ impl Config {
     /// Sets the longest any caller waits for a reply.
     pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
+        self
+    }
+
+    /// Sets the total bound on every call: queueing, attempts and retries
+    /// (`None`: no total bound). One handle can have its own:
+    /// [`Client::with_deadline`](crate::Client::with_deadline).
+    pub fn with_deadline(mut self, deadline: Option<Duration>) -> Self {
+        self.deadline = deadline;
         self
     }
 
@@ -496,6 +511,9 @@ impl Config {
             ("connect_timeout", self.supervisor.connect_timeout),
             ("response_timeout", self.response_timeout),
         ];
+        if let Some(deadline) = self.deadline {
+            check_duration("deadline", deadline)?;
+        }
         for (field, d) in durations {
             check_duration(field, d)?;
         }
@@ -590,6 +608,38 @@ impl Config {
         self.response_timeout
     }
 
+    /// The total bound on a call (queueing, attempts and retries); `None`
+    /// bounds a call only by the outage wait, the retries and their timeouts.
+    pub fn deadline(&self) -> Option<Duration> {
+        self.deadline
+    }
+
+    /// The per-call policy the core applies to every command: the outage
+    /// policy, retries, response timeout and deadline of this config.
+    pub fn call_policy(&self) -> CallPolicy {
+        let queue_wait = match self.outage {
+            OutagePolicy::FailFast => None,
+            OutagePolicy::Queue { max_wait, .. } => Some(max_wait),
+        };
+        CallPolicy::default()
+            .queue_wait(queue_wait)
+            .max_retries(self.retry.max_retries)
+            .response_timeout(self.response_timeout)
+            .deadline(self.deadline)
+    }
+
+    /// The seed of the reconnect jitter: the configured one, else one drawn
+    /// from the OS-seeded hasher keys std already has (no extra dependency
+    /// for a few random bits).
+    pub(crate) fn jitter_seed(&self) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        self.seed.unwrap_or_else(|| {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(std::time::Instant::now().elapsed().as_nanos());
+            h.finish()
+        })
+    }
+
     /// What commands do while there is no connection.
     pub fn outage(&self) -> OutagePolicy {
         self.outage
@@ -642,6 +692,7 @@ impl fmt::Debug for Config {
             .field("connect_timeout", &self.supervisor.connect_timeout)
             .field("backoff_reset_after", &self.supervisor.backoff_reset_after)
             .field("response_timeout", &self.response_timeout)
+            .field("deadline", &self.deadline)
             .field("outage", &self.outage)
             .field("retry", &self.retry)
             .field("tcp_keepalive", &self.tcp_keepalive)
@@ -662,6 +713,7 @@ impl PartialEq for Config {
             && self.protocol == other.protocol
             && self.supervisor == other.supervisor
             && self.response_timeout == other.response_timeout
+            && self.deadline == other.deadline
             && self.outage == other.outage
             && self.retry == other.retry
             && self.tcp_keepalive == other.tcp_keepalive
@@ -1107,10 +1159,18 @@ struct RawConfig {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        serialize_with = "ser_keepalive",
+        serialize_with = "ser_optional_duration",
         deserialize_with = "de_keepalive"
     )]
     tcp_keepalive: Option<Option<Duration>>,
+    /// `Some(None)`: written `false` (or JSON `null`), no total bound.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_optional_duration",
+        deserialize_with = "de_deadline"
+    )]
+    deadline: Option<Option<Duration>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     seed: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1192,6 +1252,9 @@ impl TryFrom<RawConfig> for Config {
         if let Some(keepalive) = raw.tcp_keepalive {
             config.tcp_keepalive = keepalive;
         }
+        if let Some(deadline) = raw.deadline {
+            config.deadline = deadline;
+        }
         config.seed = raw.seed;
         config.sentinel = raw.sentinel;
         config.build()
@@ -1218,6 +1281,7 @@ impl From<Config> for RawConfig {
             backoff_reset_after: Some(c.supervisor.backoff_reset_after),
             response_timeout: Some(c.response_timeout),
             tcp_keepalive: Some(c.tcp_keepalive),
+            deadline: Some(c.deadline),
             seed: c.seed,
             heartbeat: Some(RawHeartbeat {
                 interval: Some(hb.interval),
@@ -1397,26 +1461,33 @@ duration_fields! {
     de_outage_max_wait => "outage.max_wait",
 }
 
-/// `tcp_keepalive`: a duration string, or `false` / `null` for off.
-struct KeepaliveField;
+/// A duration that can be switched off (`tcp_keepalive`, `deadline`): a
+/// duration string, or `false` / `null` for off; `0` names the field and
+/// `1` gives an example.
+struct OptionalDurationField(&'static str, &'static str);
 
-impl<'de> Visitor<'de> for KeepaliveField {
+impl<'de> Visitor<'de> for OptionalDurationField {
     type Value = Option<Duration>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a duration such as \"30s\", or false to disable, for `tcp_keepalive`")
+        write!(
+            f,
+            "a duration such as \"{}\", or false to disable, for `{}`",
+            self.1, self.0
+        )
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        DurationField("tcp_keepalive").visit_str(v).map(Some)
+        DurationField(self.0).visit_str(v).map(Some)
     }
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
         if v {
-            Err(E::custom(
-                "invalid `tcp_keepalive`: `true` is not a duration; write one such as \"30s\" \
+            Err(E::custom(format!(
+                "invalid `{}`: `true` is not a duration; write one such as \"{}\" \
                  (or leave the field out for the default)",
-            ))
+                self.0, self.1
+            )))
         } else {
             Ok(None)
         }
@@ -1432,10 +1503,20 @@ impl<'de> Visitor<'de> for KeepaliveField {
 }
 
 fn de_keepalive<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Duration>>, D::Error> {
-    d.deserialize_any(KeepaliveField).map(Some)
+    d.deserialize_any(OptionalDurationField("tcp_keepalive", "30s"))
+        .map(Some)
 }
 
-fn ser_keepalive<S: Serializer>(v: &Option<Option<Duration>>, s: S) -> Result<S::Ok, S::Error> {
+fn de_deadline<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Duration>>, D::Error> {
+    d.deserialize_any(OptionalDurationField("deadline", "10s"))
+        .map(Some)
+}
+
+/// Writes a duration that can be off: the duration, or `false`.
+fn ser_optional_duration<S: Serializer>(
+    v: &Option<Option<Duration>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match v {
         Some(Some(d)) => s.collect_str(&HumanDuration(*d)),
         _ => s.serialize_bool(false),

@@ -63,6 +63,29 @@ pub enum Error {
         /// The underlying error's text.
         detail: String,
     },
+    /// The call's deadline passed before it could be completed.
+    #[error("deadline of {deadline:?} exceeded; {}", match outcome {
+        Outcome::Unknown => "outcome unknown: the command may have been applied",
+        _ => "the command was not applied: nothing happened",
+    })]
+    DeadlineExceeded {
+        /// The deadline the call had.
+        deadline: std::time::Duration,
+        /// What the command may have done: `NotApplied` when it was never
+        /// sent (or certainly refused), `Unknown` when an attempt was sent
+        /// and its reply never came.
+        outcome: Outcome,
+    },
+    /// [`Client::wait_ready`](crate::Client::wait_ready) (or the cluster's)
+    /// gave up: the client did not become Ready in time. No command is
+    /// involved.
+    #[error("not ready within {waited:?} (state {state})")]
+    NotReady {
+        /// How long it waited.
+        waited: std::time::Duration,
+        /// The health state when it gave up.
+        state: relink_core::State,
+    },
     /// The client was shut down (or its reconnect policy gave up).
     #[error("client is shut down; the command was not sent: nothing happened")]
     Shutdown,
@@ -93,7 +116,8 @@ impl Error {
             | Error::NotApplied { .. }
             | Error::Shutdown => Some(Outcome::NotApplied),
             Error::OutcomeUnknown { .. } => Some(Outcome::Unknown),
-            Error::Config { .. } | Error::Redis(_) => None,
+            Error::DeadlineExceeded { outcome, .. } => Some(*outcome),
+            Error::Config { .. } | Error::NotReady { .. } | Error::Redis(_) => None,
         }
     }
 
@@ -140,7 +164,9 @@ impl Error {
                 kind: FailureKind::Timeout,
                 ..
             }
-            | Error::QueueTimeout { .. } => io::ErrorKind::TimedOut,
+            | Error::QueueTimeout { .. }
+            | Error::DeadlineExceeded { .. }
+            | Error::NotReady { .. } => io::ErrorKind::TimedOut,
             Error::NotConnected { .. } | Error::Shutdown => io::ErrorKind::NotConnected,
             _ => io::ErrorKind::Other,
         };

@@ -8,6 +8,7 @@
 //! Every decision is made by [`relink_core`]; this crate owns the I/O.
 
 mod budget;
+mod calls;
 mod classify;
 mod client;
 pub mod cluster;

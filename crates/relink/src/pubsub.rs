@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -73,7 +73,7 @@ pub(crate) struct PubSubHub {
 impl PubSubHub {
     pub(crate) fn register(&self, names: &[String], patterns: bool) -> Subscription {
         let (tx, rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
-        let mut reg = self.registry.lock().expect("pubsub lock");
+        let mut reg = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
         let set = if patterns {
             &mut reg.patterns
         } else {
@@ -92,7 +92,7 @@ impl PubSubHub {
     /// Subscribes a fresh connection to everything registered.
     pub(crate) async fn restore(&self, conn: &mut MultiplexedConnection) -> Result<(), RedisError> {
         let (channels, patterns): (Vec<String>, Vec<String>) = {
-            let reg = self.registry.lock().expect("pubsub lock");
+            let reg = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
             (
                 reg.channels.iter().cloned().collect(),
                 reg.patterns.iter().cloned().collect(),
@@ -140,7 +140,7 @@ impl PubSubHub {
         let (Some(channel), Some(payload)) = (channel, payload.and_then(bytes)) else {
             return;
         };
-        let mut reg = self.registry.lock().expect("pubsub lock");
+        let mut reg = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
         reg.sinks.retain(|s| !s.tx.is_closed());
         for sink in &mut reg.sinks {
             let wanted = match &pattern {
@@ -162,7 +162,7 @@ impl PubSubHub {
 
     /// Tells every subscription its messages flow again after `gap`.
     pub(crate) fn restored(&self, gap: Duration) {
-        let mut reg = self.registry.lock().expect("pubsub lock");
+        let mut reg = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
         for sink in &mut reg.sinks {
             deliver(sink, PubSubItem::Restored { gap });
         }
@@ -170,7 +170,7 @@ impl PubSubHub {
 
     /// Ends every subscription stream (the client shut down).
     pub(crate) fn close(&self) {
-        let mut reg = self.registry.lock().expect("pubsub lock");
+        let mut reg = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
         reg.closed = true;
         reg.sinks.clear();
     }

@@ -25,15 +25,13 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
-use redis::{
-    ConnectionAddr, ConnectionInfo, ErrorKind, RedisError, Role, ServerErrorKind, TlsMode,
-};
+use redis::{ConnectionAddr, ConnectionInfo, RedisError, Role, TlsMode};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -99,7 +97,13 @@ impl fmt::Debug for SentinelConnector {
             .field("service", &self.service)
             .field("sentinels", &sentinels)
             .field("follow_switch_master", &self.follow)
-            .field("connected", &*self.connected.lock().expect("lock"))
+            .field(
+                "connected",
+                &*self
+                    .connected
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            )
             .finish()
     }
 }
@@ -144,7 +148,10 @@ impl SentinelConnector {
 
     /// The master of the last successful connect, as the sentinels named it.
     pub fn current_master(&self) -> Option<(String, u16)> {
-        self.connected.lock().expect("lock").clone()
+        self.connected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Starts the `+switch-master` subscription unless it runs.
@@ -152,7 +159,10 @@ impl SentinelConnector {
         if !self.follow {
             return;
         }
-        let mut task = self.subscription.lock().expect("lock");
+        let mut task = self
+            .subscription
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if task.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
         }
@@ -202,7 +212,10 @@ impl Connector for SentinelConnector {
             return Err(not_a_master(&self.service, &addr, &role));
         }
         tracing::debug!(service = %self.service, master = %format!("{}:{}", addr.0, addr.1), "sentinel named the master");
-        *self.connected.lock().expect("lock") = Some(addr);
+        *self
+            .connected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(addr);
         Ok(connection)
     }
 
@@ -211,7 +224,11 @@ impl Connector for SentinelConnector {
             return Box::pin(std::future::pending());
         }
         let seen = self.connect_seq.load(Ordering::Relaxed);
-        let connected = self.connected.lock().expect("lock").clone();
+        let connected = self
+            .connected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let mut rx = self.announced.subscribe();
         Box::pin(async move {
             // A switch to the master we are already on (announced while we
@@ -229,7 +246,7 @@ impl Connector for SentinelConnector {
 }
 
 /// The attempt's error when the named node is not (or no longer) a master:
-/// `READONLY`, so it reads like the reply a demoted master gives a write.
+/// [`FailureKind::Moved`](relink_core::FailureKind::Moved), not applied.
 fn not_a_master(service: &str, addr: &Addr, role: &Role) -> RedisError {
     let role = match role {
         Role::Primary { .. } => "master",
@@ -237,15 +254,15 @@ fn not_a_master(service: &str, addr: &Addr, role: &Role) -> RedisError {
         Role::Sentinel { .. } => "sentinel",
         _ => "something else",
     };
-    RedisError::from((
-        ErrorKind::Server(ServerErrorKind::ReadOnly),
-        "sentinel named a node that is not a master",
-        format!(
-            "{}:{} answers ROLE as {role}, not as the master of `{service}` \
-             (a failover is in progress or the sentinels' view is stale); retrying",
+    crate::Error::NotApplied {
+        kind: relink_core::FailureKind::Moved,
+        detail: format!(
+            "sentinel named {}:{}, which answers ROLE as {role}, not as the master of \
+             `{service}` (a failover is in progress or the sentinels' view is stale); retrying",
             addr.0, addr.1
         ),
-    ))
+    }
+    .into_redis()
 }
 
 /// The `+switch-master` subscription task.
@@ -356,10 +373,7 @@ async fn bounded<T>(
 ) -> Result<T, RedisError> {
     match tokio::time::timeout(SENTINEL_TIMEOUT, fut).await {
         Ok(result) => result,
-        Err(_) => Err(RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "sentinel did not answer in time",
-        ))),
+        Err(_) => Err(crate::classify::timeout("sentinel did not answer in time")),
     }
 }
 
@@ -382,7 +396,7 @@ mod tests {
     }
 
     #[test]
-    fn not_a_master_reads_as_readonly() {
+    fn not_a_master_reads_as_moved() {
         let role = Role::Replica {
             primary_ip: "127.0.0.1".into(),
             primary_port: 1,
@@ -392,7 +406,7 @@ mod tests {
         let e = not_a_master("mymaster", &("127.0.0.1".into(), 7000), &role);
         assert_eq!(
             crate::classify::failure_kind(&e),
-            relink_core::FailureKind::ServerBusy(relink_core::BusyReason::ReadOnly)
+            relink_core::FailureKind::Moved
         );
         assert!(e.to_string().contains("127.0.0.1:7000"), "{e}");
         assert!(e.to_string().contains("replica"), "{e}");

@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures_util::Stream;
@@ -363,11 +363,10 @@ impl<C: SyncConnection> Publisher<C> {
 
 fn parse_epoch(text: &str) -> Result<Epoch, Error> {
     text.parse::<u64>().map(Epoch).map_err(|_| {
-        Error::Redis(redis::RedisError::from((
-            redis::ErrorKind::UnexpectedReturnType,
+        Error::Redis(crate::classify::unexpected_data(
             "the topic's epoch is not a number (someone else wrote to relink's keys)",
             text.to_string(),
-        )))
+        ))
     })
 }
 
@@ -663,11 +662,10 @@ fn parse_entry(fields: Vec<(String, Value)>, epoch: Epoch) -> Result<(Epoch, Cha
 }
 
 fn foreign(what: &str) -> Error {
-    Error::Redis(redis::RedisError::from((
-        redis::ErrorKind::UnexpectedReturnType,
+    Error::Redis(crate::classify::unexpected_data(
         "unexpected data at a relink topic's keys (someone else wrote there)",
         what.to_string(),
-    )))
+    ))
 }
 
 /// A local mirror of a topic's state, kept in step by a [`Follower`].
@@ -733,12 +731,21 @@ impl SyncedMap {
 
     /// The value of `key`, if present.
     pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.inner.map.read().expect("map lock").get(key).cloned()
+        self.inner
+            .map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.inner.map.read().expect("map lock").len()
+        self.inner
+            .map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Whether the mirror is empty.
@@ -748,7 +755,11 @@ impl SyncedMap {
 
     /// A copy of every key and value, in key order.
     pub fn entries(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let map = self.inner.map.read().expect("map lock");
+        let map = self
+            .inner
+            .map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
@@ -794,7 +805,7 @@ impl MapInner {
             }
         };
         {
-            let mut map = self.map.write().expect("map lock");
+            let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
             match &event {
                 SyncEvent::Snapshot { entries, .. } => {
                     map.clear();

@@ -98,7 +98,7 @@ impl Driver {
 
     pub(super) async fn run(mut self) {
         let shared = Arc::clone(&self.shared);
-        let shutdown = shared.shutdown.clone();
+        let shutdown = shared.calls.shutdown.clone();
         let settings = shared.config.settings.clone();
         let sc = settings.supervisor_config();
         let interval = sc.heartbeat.interval;
@@ -135,7 +135,7 @@ impl Driver {
                             _ => FailureKind::Timeout,
                         };
                         self.last_failure = Some(kind);
-                        shared.budget.drain();
+                        shared.calls.drain_budget();
                         let Some(delay) = self.backoff.next_delay(outage_started.elapsed()) else {
                             tracing::error!(
                                 attempts = self.attempt,

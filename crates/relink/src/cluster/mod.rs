@@ -37,27 +37,21 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use redis::aio::ConnectionLike;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{
-    Cmd, ConnectionAddr, ErrorKind, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
-    ServerErrorKind, Value,
-};
+use redis::{ConnectionAddr, IntoConnectionInfo, RedisError, Value};
 use relink_core::backoff::Backoff;
-use relink_core::{BusyReason, Delivery, FailureKind, Outcome, State};
-use tokio::sync::{watch, Notify, Semaphore};
-use tokio_util::sync::CancellationToken;
+use relink_core::{Delivery, FailureKind, State};
+use tokio::sync::{watch, Notify};
 
-// The request type and its read-only test are the native client's.
-use crate::budget::{into_values, SharedBudget};
-use crate::classify::{failure_kind, is_server_reply};
-use crate::client::Request;
+use crate::calls::{self, CallOptions, Calls, HandleGuard, HasState, Request, Transport};
+use crate::classify::Redirect;
 use crate::config::{Config, OutagePolicy};
 use crate::{Error, Stats};
 
@@ -68,9 +62,6 @@ pub use driver::{ClusterHealth, NodeHealth};
 
 /// Hash slots in a Redis Cluster.
 pub const SLOTS: u32 = 16384;
-
-/// Redirections followed for one command before it counts as "try again".
-const MAX_REDIRECTS: u32 = 5;
 
 /// Where a cluster is and how relink keeps it reachable.
 ///
@@ -260,41 +251,14 @@ fn prefixed(prefix: &str, e: Error) -> Error {
     }
 }
 
-#[derive(Default)]
-struct Counters {
-    succeeded: AtomicU64,
-    retried: AtomicU64,
-    not_sent: AtomicU64,
-    not_applied: AtomicU64,
-    unknown: AtomicU64,
-    rejected: AtomicU64,
-    redirected: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
 struct Shared {
     config: ClusterConfig,
     live: ArcSwapOption<ClusterConnection>,
     health: watch::Sender<ClusterHealth>,
-    backlog: Semaphore,
-    budget: SharedBudget,
-    shutdown: CancellationToken,
     /// Wakes the driver: a node's probe changed, or a command saw the
     /// topology change (a redirection) or no connection at all.
     poke: Notify,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    counters: Counters,
-}
-
-struct HandleGuard(CancellationToken);
-
-impl Drop for HandleGuard {
-    fn drop(&mut self) {
-        self.0.cancel();
-    }
+    calls: Calls,
 }
 
 /// A Redis Cluster client that rides out failovers, migrations and outages.
@@ -308,7 +272,7 @@ impl Drop for HandleGuard {
 pub struct ClusterClient {
     shared: Arc<Shared>,
     _guard: Arc<HandleGuard>,
-    idempotent: bool,
+    options: CallOptions,
 }
 
 impl fmt::Debug for ClusterClient {
@@ -316,7 +280,8 @@ impl fmt::Debug for ClusterClient {
         f.debug_struct("ClusterClient")
             .field("config", &self.shared.config)
             .field("state", &self.shared.health.borrow().state)
-            .field("idempotent", &self.idempotent)
+            .field("idempotent", &self.options.idempotent)
+            .field("deadline", &self.options.deadline)
             .finish()
     }
 }
@@ -343,44 +308,44 @@ impl ClusterClient {
             slots_ready: 0,
             nodes: BTreeMap::new(),
         });
-        let capacity = match config.settings.outage() {
-            OutagePolicy::Queue { capacity, .. } => capacity,
-            _ => 0,
-        };
         let settings = &config.settings;
-        let budget = SharedBudget::new(settings.retry().budget);
-        let seed = settings.seed().unwrap_or_else(random_seed);
+        let seed = settings.jitter_seed();
         let backoff = Backoff::new(settings.supervisor_config().backoff, seed);
-        let shutdown = CancellationToken::new();
+        let calls = Calls::new(settings, now);
+        let shutdown = calls.shutdown.clone();
+        let options = CallOptions::new(settings);
         let shared = Arc::new(Shared {
             config,
             live: ArcSwapOption::empty(),
             health,
-            backlog: Semaphore::new(capacity),
-            budget,
-            shutdown: shutdown.clone(),
             poke: Notify::new(),
-            task: Mutex::new(None),
-            counters: Counters::default(),
+            calls,
         });
         let driver = Driver::new(Arc::clone(&shared), redis_client, backoff, now);
         let span = tracing::info_span!("relink_cluster", nodes = shared.config.nodes.len());
         let handle = runtime.spawn(tracing::Instrument::instrument(driver.run(), span));
-        *shared.task.lock().expect("task lock") = Some(handle);
+        shared.calls.set_task(handle);
         Ok(ClusterClient {
             shared,
             _guard: Arc::new(HandleGuard(shutdown)),
-            idempotent: false,
+            options,
         })
     }
 
     /// A handle to the same cluster whose commands are all declared
     /// idempotent: safe to retry even when their fate is unknown.
     pub fn idempotent(&self) -> ClusterClient {
-        ClusterClient {
-            idempotent: true,
-            ..self.clone()
-        }
+        let mut handle = self.clone();
+        handle.options.idempotent = true;
+        handle
+    }
+
+    /// A handle to the same cluster whose calls each end by `deadline`
+    /// (`None`: no total bound), as [`Client::with_deadline`](crate::Client::with_deadline).
+    pub fn with_deadline(&self, deadline: Option<Duration>) -> ClusterClient {
+        let mut handle = self.clone();
+        handle.options.deadline = deadline;
+        handle
     }
 
     /// The current health (overall and per node), and every change to it.
@@ -390,302 +355,86 @@ impl ClusterClient {
 
     /// What happened to the commands sent through this client so far.
     pub fn stats(&self) -> Stats {
-        let c = &self.shared.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        Stats {
-            succeeded: get(&c.succeeded),
-            retried: get(&c.retried),
-            not_sent: get(&c.not_sent),
-            not_applied: get(&c.not_applied),
-            unknown: get(&c.unknown),
-            rejected: get(&c.rejected),
-        }
+        self.shared.calls.stats()
     }
 
     /// `MOVED` and `ASK` replies followed so far (each sent the command on
     /// to the node the reply named).
     pub fn redirects(&self) -> u64 {
-        self.shared.counters.redirected.load(Ordering::Relaxed)
+        self.shared.calls.redirects()
     }
 
     /// Waits until the cluster is Ready (every slot's master answering), for
-    /// at most `timeout`.
+    /// at most `timeout`; fails with [`Error::NotReady`] or [`Error::Shutdown`].
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
-        let mut rx = self.health();
-        let waited = tokio::time::timeout(
-            timeout,
-            rx.wait_for(|h| matches!(h.state, State::Ready | State::Shutdown)),
-        )
-        .await;
-        match waited {
-            Ok(Ok(h)) if h.state == State::Ready => Ok(()),
-            Ok(_) => Err(Error::Shutdown),
-            Err(_) => Err(Error::QueueTimeout { waited: timeout }),
-        }
+        calls::wait_ready(self.health(), timeout).await
     }
 
     /// Stops the client: fails queued commands with [`Error::Shutdown`],
     /// stops the probes, drops the cluster connection, and waits for the
     /// background task to end.
     pub async fn shutdown(&self) {
-        self.shared.shutdown.cancel();
-        let handle = self.shared.task.lock().expect("task lock").take();
-        if let Some(handle) = handle {
-            let _ = handle.await;
-        }
+        self.shared.calls.shutdown().await;
     }
 
-    /// Runs one command or pipeline through the outage and retry policies.
-    async fn execute(&self, request: Request<'_>) -> Result<Value, RedisError> {
-        let shared = &*self.shared;
-        let counters = &shared.counters;
-        let idempotent = self.idempotent || request.is_read_only();
-        let max_retries = shared.config.settings.retry().max_retries;
-        let mut outage = OutageWait::new(shared);
-        let (mut retries, mut redirects) = (0, 0);
-        let mut redirect = None;
-        // Bounded: redirections by MAX_REDIRECTS, retries by max_retries and
-        // the budget, outage waits by max_wait.
-        loop {
-            if shared.shutdown.is_cancelled() {
-                bump(&counters.not_sent);
-                return Err(Error::Shutdown.into_redis());
-            }
-            let Some(conn) = shared.live.load_full() else {
-                // The whole cluster is out of reach: the outage policy.
-                if let Err(e) = outage.wait().await {
-                    bump(&counters.not_sent);
-                    return Err(e.into_redis());
-                }
-                continue;
-            };
-            let mut conn = (*conn).clone();
-            let err = match request.send_cluster(&mut conn, redirect.take()).await {
-                Ok(Value::ServerError(reply)) => {
-                    let err = RedisError::from(reply.clone());
-                    if matches!(judge(&err), Verdict::Rejected) {
-                        bump(&counters.rejected);
-                        return Ok(Value::ServerError(reply)); // as redis-rs would
-                    }
-                    err
-                }
-                Ok(value) => {
-                    bump(&counters.succeeded);
-                    shared.budget.refill();
-                    return Ok(value);
-                }
-                Err(err) => err,
-            };
-            let (kind, delivery) = match judge(&err) {
-                Verdict::Rejected => {
-                    bump(&counters.rejected);
-                    return Err(err); // the server's verdict, as it is
-                }
-                Verdict::Redirect(to) if redirects < MAX_REDIRECTS => {
-                    // Answered, not applied: follow it at once. redis-rs
-                    // refreshes its slot map on a MOVED by itself.
-                    redirects += 1;
-                    bump(&counters.redirected);
-                    redirect = Some(to);
-                    continue;
-                }
-                Verdict::Redirect(_) => (
-                    FailureKind::ServerBusy(BusyReason::TryAgain),
-                    Delivery::Answered,
-                ),
-                Verdict::Failure { kind, delivery } => (kind, delivery),
-            };
-            let budget_allows = shared.budget.drain();
-            if delivery == Delivery::NotSent {
-                // No connection to the slot's node: let the driver look.
-                shared.poke.notify_one();
-            }
-            let outcome = kind.outcome(delivery);
-            let queue = matches!(shared.config.settings.outage(), OutagePolicy::Queue { .. });
-            if outcome == Outcome::NotApplied && kind != FailureKind::Auth && queue {
-                // Nothing happened and the slot is out of reach for now: wait
-                // in the backlog for the cluster to heal, then try again.
-                match outage.wait().await {
-                    Ok(()) => {
-                        redirects = 0;
-                        continue;
-                    }
-                    Err(Error::QueueTimeout { .. }) => {}
-                    Err(e) => {
-                        bump(&counters.not_sent);
-                        return Err(e.into_redis());
-                    }
-                }
-            } else {
-                let may_retry =
-                    retries < max_retries && kind.retry_safe(delivery, idempotent) && budget_allows;
-                if may_retry {
-                    retries += 1;
-                    bump(&counters.retried);
-                    tracing::debug!(%kind, retries, "retrying cluster command");
-                    if outcome == Outcome::NotApplied {
-                        tokio::time::sleep(Duration::from_millis(50 * u64::from(retries))).await;
-                    }
-                    continue;
-                }
-            }
-            let detail = err.to_string();
-            let error = match outcome {
-                Outcome::NotApplied => {
-                    bump(&counters.not_applied);
-                    Error::NotApplied { kind, detail }
-                }
-                Outcome::Unknown | Outcome::Rejected => {
-                    bump(&counters.unknown);
-                    Error::OutcomeUnknown { kind, detail }
-                }
-            };
-            return Err(error.into_redis());
+    /// Runs one command or pipeline through the core's per-call policy.
+    fn execute<'a>(
+        &'a self,
+        request: Request<'a>,
+    ) -> impl Future<Output = Result<Value, RedisError>> + Send + 'a {
+        self.shared.calls.run(&*self.shared, request, self.options)
+    }
+}
+
+impl HasState for ClusterHealth {
+    fn state(&self) -> State {
+        self.state
+    }
+}
+
+/// The cluster connection as the execution loop sees it: redis-rs routes by
+/// slot; a redirect is followed by address.
+impl Transport for Shared {
+    type Conn = Arc<ClusterConnection>;
+    type Health = ClusterHealth;
+    const FOLLOWS_REDIRECTS: bool = true;
+
+    fn current(&self) -> Option<Arc<ClusterConnection>> {
+        self.live.load_full()
+    }
+
+    fn health(&self) -> watch::Receiver<ClusterHealth> {
+        self.health.subscribe()
+    }
+
+    async fn send<'a>(
+        &'a self,
+        conn: &'a Arc<ClusterConnection>,
+        request: Request<'a>,
+        redirect: Option<&'a Redirect>,
+    ) -> Result<Value, RedisError> {
+        let mut conn = (**conn).clone();
+        request.send_cluster(&mut conn, redirect).await
+    }
+
+    fn replied(&self, _conn: &Arc<ClusterConnection>) {}
+
+    fn failed(&self, _conn: &Arc<ClusterConnection>, _kind: FailureKind, delivery: Delivery) {
+        if delivery == Delivery::NotSent {
+            // No connection to the slot's node: let the driver look.
+            self.poke.notify_one();
         }
     }
 }
 
-/// The outage policy for one command: a backlog permit held while it waits,
-/// and the deadline.
-struct OutageWait<'a> {
-    shared: &'a Shared,
-    started: Instant,
-    permit: Option<tokio::sync::SemaphorePermit<'a>>,
-    waits: u32,
-}
-
-impl<'a> OutageWait<'a> {
-    fn new(shared: &'a Shared) -> Self {
-        OutageWait {
-            shared,
-            started: Instant::now(),
-            permit: None,
-            waits: 0,
-        }
-    }
-
-    /// Waits until the health changes or a short step passes (a step that
-    /// grows from 10 ms to 250 ms), within `max_wait` of the first wait.
-    async fn wait(&mut self) -> Result<(), Error> {
-        let shared = self.shared;
-        let state = shared.health.borrow().state;
-        if state == State::Shutdown || shared.shutdown.is_cancelled() {
-            return Err(Error::Shutdown);
-        }
-        let (capacity, max_wait) = match shared.config.settings.outage() {
-            OutagePolicy::Queue { capacity, max_wait } => (capacity, max_wait),
-            _ => return Err(Error::NotConnected { state }),
-        };
-        if self.permit.is_none() {
-            self.started = Instant::now();
-            let permit = shared
-                .backlog
-                .try_acquire()
-                .map_err(|_| Error::BacklogFull { capacity })?;
-            self.permit = Some(permit);
-        }
-        let waited = self.started.elapsed();
-        let Some(remaining) = max_wait.checked_sub(waited).filter(|r| !r.is_zero()) else {
-            return Err(Error::QueueTimeout { waited });
-        };
-        let step = Duration::from_millis(10 << self.waits.min(5))
-            .min(Duration::from_millis(250))
-            .min(remaining);
-        self.waits += 1;
-        let mut health = shared.health.subscribe();
-        health.borrow_and_update();
-        tokio::select! {
-            _ = shared.shutdown.cancelled() => Err(Error::Shutdown),
-            _ = health.changed() => Ok(()),
-            _ = tokio::time::sleep(step) => Ok(()),
-        }
-    }
-}
-
-/// Where a redirection sends a command: host, port, and whether `ASKING`
-/// must go first.
-#[derive(Debug, Clone)]
-struct Redirect {
-    host: String,
-    port: u16,
-    ask: bool,
-}
-
-enum Verdict {
-    /// `MOVED` or `ASK`: answered, not applied, go there.
-    Redirect(Redirect),
-    /// The server's verdict on the command: passed on as it is.
-    Rejected,
-    /// Anything else, classified by the core's terms.
-    Failure {
-        kind: FailureKind,
-        delivery: Delivery,
-    },
-}
-
-/// Classifies a cluster command's error: the cluster's own replies and
-/// redis-rs's cluster errors first, then [`failure_kind`] like a [`Client`].
-fn judge(err: &RedisError) -> Verdict {
-    match err.kind() {
-        ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask) => {
-            let ask = err.kind() == ErrorKind::Server(ServerErrorKind::Ask);
-            let target = err.redirect_node().and_then(|(addr, _slot)| {
-                let (host, port) = addr.rsplit_once(':')?;
-                let host = host.trim_start_matches('[').trim_end_matches(']');
-                Some((host.to_owned(), port.parse().ok()?))
-            });
-            match target {
-                Some((host, port)) => Verdict::Redirect(Redirect { host, port, ask }),
-                None => Verdict::Failure {
-                    kind: FailureKind::ServerBusy(BusyReason::TryAgain),
-                    delivery: Delivery::Answered,
-                },
-            }
-        }
-        // The cluster (or this slot) is down for now: refused, not applied.
-        ErrorKind::Server(ServerErrorKind::ClusterDown) => Verdict::Failure {
-            kind: FailureKind::ServerBusy(BusyReason::TryAgain),
-            delivery: Delivery::Answered,
-        },
-        ErrorKind::Server(ServerErrorKind::MasterDown) => Verdict::Failure {
-            kind: FailureKind::ServerBusy(BusyReason::MasterDown),
-            delivery: Delivery::Answered,
-        },
-        // redis-rs had no connection to send it on.
-        ErrorKind::ClusterConnectionNotFound => Verdict::Failure {
-            kind: FailureKind::Io,
-            delivery: Delivery::NotSent,
-        },
-        _ if err.is_connection_refusal() => Verdict::Failure {
-            kind: FailureKind::Io,
-            delivery: Delivery::NotSent,
-        },
-        _ => {
-            let kind = failure_kind(err);
-            if kind == FailureKind::Command {
-                return Verdict::Rejected;
-            }
-            let delivery = if is_server_reply(err) {
-                Delivery::Answered
-            } else if matches!(
-                Error::from_redis(err),
-                Some(Error::NotApplied { .. } | Error::NotConnected { .. })
-            ) {
-                Delivery::NotSent
-            } else {
-                Delivery::MaybeSent
-            };
-            Verdict::Failure { kind, delivery }
-        }
-    }
-}
+calls::connection_like!(ClusterClient, |_client| 0);
 
 impl Request<'_> {
     /// Sends on the cluster connection, or to the node a redirect named.
     async fn send_cluster(
         &self,
         conn: &mut ClusterConnection,
-        redirect: Option<Redirect>,
+        redirect: Option<&Redirect>,
     ) -> Result<Value, RedisError> {
         let Some(to) = redirect else {
             return match *self {
@@ -701,7 +450,7 @@ impl Request<'_> {
             };
         };
         let node = SingleNodeRoutingInfo::ByAddress {
-            host: to.host,
+            host: to.host.clone(),
             port: to.port,
         };
         match *self {
@@ -710,9 +459,9 @@ impl Request<'_> {
                 pipe.add_command(redis::cmd("ASKING"))
                     .add_command(cmd.clone());
                 let mut values = conn.route_pipeline(pipe, 1, 1, node).await?;
-                values.pop().ok_or_else(|| {
-                    RedisError::from((ErrorKind::UnexpectedReturnType, "no reply after ASKING"))
-                })
+                values
+                    .pop()
+                    .ok_or_else(|| crate::classify::protocol_error("no reply after ASKING"))
             }
             Request::Cmd(cmd) => {
                 conn.route_command(cmd.clone(), RoutingInfo::SingleNode(node))
@@ -740,44 +489,10 @@ impl Request<'_> {
     }
 }
 
-impl ConnectionLike for ClusterClient {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(self.execute(Request::Cmd(cmd)))
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            self.execute(Request::Pipeline {
-                pipeline,
-                offset,
-                count,
-            })
-            .await
-            .map(into_values)
-        })
-    }
-
-    fn get_db(&self) -> i64 {
-        0
-    }
-}
-
 impl crate::sync::SyncConnection for ClusterClient {
     fn idempotent(&self) -> Self {
         ClusterClient::idempotent(self)
     }
-}
-
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    h.finish()
 }
 
 #[cfg(test)]

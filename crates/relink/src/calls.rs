@@ -1,0 +1,523 @@
+//! The one execution loop: every command of every handle ([`Client`],
+//! [`ClusterClient`]) runs through [`Calls::run`], which executes the core's
+//! per-call decisions ([`relink_core::call`]) over a [`Transport`].
+//!
+//! **It executes, it does not decide.** Whether to send, wait, retry, follow a
+//! redirect or give up, and when, are the core's answers; this loop only
+//! looks for a connection, sends, classifies the result through
+//! [`crate::classify`], holds a backlog slot, waits until the time the core
+//! named, and maps the core's failure onto [`Error`]. The handles share it,
+//! and with it their counters, their stats, `wait_ready` and `shutdown`.
+//!
+//! [`Client`]: crate::Client
+//! [`ClusterClient`]: crate::ClusterClient
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::{Cmd, Pipeline, RedisError, Value};
+use relink_core::call::{Call, CallInput, CallPolicy, Decision, FailReason, Failure};
+use relink_core::{Delivery, FailureKind, Outcome, State, Timestamp};
+use tokio::sync::{watch, Semaphore, SemaphorePermit};
+use tokio_util::sync::CancellationToken;
+
+use crate::budget::SharedBudget;
+use crate::classify::{self, Redirect, Verdict};
+use crate::config::{Config, OutagePolicy};
+use crate::{Error, Stats};
+
+/// Cancels a client's background task when the last user handle is dropped.
+pub(crate) struct HandleGuard(pub(crate) CancellationToken);
+
+impl Drop for HandleGuard {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// How one handle's calls differ from its client's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CallOptions {
+    /// Every command is declared safe to apply twice.
+    pub(crate) idempotent: bool,
+    /// The total bound of each call.
+    pub(crate) deadline: Option<Duration>,
+}
+
+impl CallOptions {
+    pub(crate) fn new(config: &Config) -> CallOptions {
+        CallOptions {
+            idempotent: false,
+            deadline: config.deadline(),
+        }
+    }
+}
+
+/// A health value whose connectivity state the loop can read.
+pub(crate) trait HasState {
+    fn state(&self) -> State;
+}
+
+/// What the loop needs of a connection shape: the current connection, a way
+/// to send on it, word of changes, and somewhere to report failures.
+pub(crate) trait Transport: Sync {
+    /// A connection (a cheap handle to it).
+    type Conn: Send + Sync;
+    /// The health published on the handle's `watch`.
+    type Health: HasState + Send + Sync;
+    /// `MOVED`/`ASK` are followed (a cluster) rather than passed on as the
+    /// server's answer (a single server that is not the cluster client).
+    const FOLLOWS_REDIRECTS: bool;
+
+    /// The connection to send on now, if there is one.
+    fn current(&self) -> Option<Self::Conn>;
+
+    /// The health, to wait for a change on.
+    fn health(&self) -> watch::Receiver<Self::Health>;
+
+    /// Sends `request` on `conn`, to the node `redirect` names if any.
+    fn send<'a>(
+        &'a self,
+        conn: &'a Self::Conn,
+        request: Request<'a>,
+        redirect: Option<&'a Redirect>,
+    ) -> impl Future<Output = Result<Value, RedisError>> + Send + 'a;
+
+    /// A reply came on `conn` (heartbeat evidence).
+    fn replied(&self, conn: &Self::Conn);
+
+    /// An attempt on `conn` failed with `kind`: take the connection out of
+    /// service if the core says the failure kills it, tell the supervisor.
+    fn failed(&self, conn: &Self::Conn, kind: FailureKind, delivery: Delivery);
+}
+
+#[derive(Default)]
+struct Counters {
+    succeeded: AtomicU64,
+    retried: AtomicU64,
+    not_sent: AtomicU64,
+    not_applied: AtomicU64,
+    unknown: AtomicU64,
+    rejected: AtomicU64,
+    redirected: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What every clone of a handle shares about its calls.
+pub(crate) struct Calls {
+    policy: CallPolicy,
+    epoch: Instant,
+    capacity: usize,
+    backlog: Semaphore,
+    budget: SharedBudget,
+    counters: Counters,
+    /// Cancelled to stop the client (and by its task when it ends).
+    pub(crate) shutdown: CancellationToken,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Calls {
+    pub(crate) fn new(config: &Config, epoch: Instant) -> Calls {
+        let capacity = match config.outage() {
+            OutagePolicy::Queue { capacity, .. } => capacity,
+            _ => 0,
+        };
+        Calls {
+            policy: config.call_policy(),
+            epoch,
+            capacity,
+            backlog: Semaphore::new(capacity),
+            budget: SharedBudget::new(config.retry().budget),
+            counters: Counters::default(),
+            shutdown: CancellationToken::new(),
+            task: Mutex::new(None),
+        }
+    }
+
+    /// Now, on the clock the core is fed with.
+    pub(crate) fn now(&self) -> Timestamp {
+        Timestamp::from_millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// The `Instant` of a core timestamp.
+    pub(crate) fn instant(&self, t: Timestamp) -> Instant {
+        self.epoch + Duration::from_millis(t.as_millis())
+    }
+
+    /// A failed reconnect drains the retry budget too: while the server is
+    /// unreachable, command retries stop instead of piling onto the outage.
+    pub(crate) fn drain_budget(&self) {
+        self.budget.drain();
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            succeeded: get(&c.succeeded),
+            retried: get(&c.retried),
+            not_sent: get(&c.not_sent),
+            not_applied: get(&c.not_applied),
+            unknown: get(&c.unknown),
+            rejected: get(&c.rejected),
+        }
+    }
+
+    pub(crate) fn redirects(&self) -> u64 {
+        self.counters.redirected.load(Ordering::Relaxed)
+    }
+
+    /// Remembers the background task, for [`Calls::shutdown`].
+    pub(crate) fn set_task(&self, handle: tokio::task::JoinHandle<()>) {
+        *self.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
+    }
+
+    /// Stops the client and waits for its task to end.
+    pub(crate) async fn shutdown(&self) {
+        self.shutdown.cancel();
+        let handle = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.await;
+        }
+    }
+
+    /// Looks for a connection.
+    fn look<T: Transport>(&self, transport: &T, conn: &mut Option<T::Conn>) -> CallInput {
+        if self.shutdown.is_cancelled() {
+            return CallInput::Shutdown;
+        }
+        *conn = transport.current();
+        if conn.is_some() {
+            CallInput::Connected
+        } else {
+            CallInput::NotConnected
+        }
+    }
+
+    /// Runs one command or pipeline through the core's per-call policy.
+    pub(crate) async fn run<T: Transport>(
+        &self,
+        transport: &T,
+        request: Request<'_>,
+        options: CallOptions,
+    ) -> Result<Value, RedisError> {
+        let idempotent = options.idempotent || request.is_read_only();
+        let started = self.now();
+        let mut call =
+            Call::with_deadline(started, idempotent, options.deadline, started.as_millis());
+        let mut permit: Option<SemaphorePermit<'_>> = None;
+        let mut conn = None;
+        let mut redirect: Option<Redirect> = None;
+        let mut last_error: Option<RedisError> = None;
+        let mut input = self.look(transport, &mut conn);
+        // Bounded by the core: every decision either sends (at most
+        // max_retries + max_redirects + 1 times, or refusals waited out at
+        // growing steps) or waits until a time it named, within the queue
+        // wait and the deadline.
+        loop {
+            let now = self.now();
+            let retries = call.retries();
+            let decision = call.decide(&self.policy, now, input);
+            if call.retries() > retries {
+                bump(&self.counters.retried);
+            }
+            input = match decision {
+                Decision::Send { timeout } | Decision::Redirect { timeout } => {
+                    let to = if matches!(decision, Decision::Redirect { .. }) {
+                        bump(&self.counters.redirected);
+                        redirect.as_ref()
+                    } else {
+                        None
+                    };
+                    let Some(c) = conn.as_ref() else {
+                        // Only a Connected input leads here; look again.
+                        input = self.look(transport, &mut conn);
+                        continue;
+                    };
+                    let sent = transport.send(c, request, to);
+                    // The connection enforces the policy's response timeout
+                    // itself; a shorter one comes from the deadline.
+                    let result = if timeout < self.policy.response_timeout {
+                        tokio::time::timeout(timeout, sent)
+                            .await
+                            .unwrap_or_else(|_| Err(classify::timed_out(timeout)))
+                    } else {
+                        sent.await
+                    };
+                    let err = match result {
+                        Ok(Value::ServerError(reply)) if !classify::is_verdict(&reply) => {
+                            RedisError::from(reply)
+                        }
+                        Ok(value) => {
+                            transport.replied(c);
+                            match value {
+                                Value::ServerError(_) => bump(&self.counters.rejected),
+                                _ => {
+                                    bump(&self.counters.succeeded);
+                                    self.budget.refill();
+                                }
+                            }
+                            return Ok(value);
+                        }
+                        Err(err) => err,
+                    };
+                    let verdict = classify::judge(&err);
+                    let next = match verdict {
+                        Verdict::Redirect(to) if T::FOLLOWS_REDIRECTS => {
+                            transport.replied(c);
+                            redirect = Some(to);
+                            CallInput::Redirected
+                        }
+                        Verdict::Redirect(_) => {
+                            transport.replied(c);
+                            bump(&self.counters.rejected);
+                            return Err(err);
+                        }
+                        Verdict::Failure { kind, delivery } => {
+                            transport.failed(c, kind, delivery);
+                            if kind == FailureKind::Command {
+                                bump(&self.counters.rejected);
+                                return Err(err); // the server's verdict, as it is
+                            }
+                            CallInput::Failed {
+                                kind,
+                                delivery,
+                                budget_allows: self.budget.drain(),
+                            }
+                        }
+                    };
+                    last_error = Some(err);
+                    next
+                }
+                Decision::Queue { until } => {
+                    if permit.is_none() {
+                        match self.backlog.try_acquire() {
+                            Ok(p) => permit = Some(p),
+                            Err(_) => {
+                                input = CallInput::BacklogFull;
+                                continue;
+                            }
+                        }
+                    }
+                    let mut health = transport.health();
+                    health.borrow_and_update();
+                    match self.look(transport, &mut conn) {
+                        CallInput::NotConnected => {
+                            tokio::select! {
+                                _ = self.shutdown.cancelled() => {}
+                                _ = health.changed() => {}
+                                _ = tokio::time::sleep_until(self.instant(until).into()) => {}
+                            }
+                            self.look(transport, &mut conn)
+                        }
+                        seen => seen,
+                    }
+                }
+                Decision::RetryAt { at } => {
+                    if at > now {
+                        tokio::select! {
+                            _ = self.shutdown.cancelled() => {}
+                            _ = tokio::time::sleep_until(self.instant(at).into()) => {}
+                        }
+                    }
+                    self.look(transport, &mut conn)
+                }
+                Decision::Fail { failure } => {
+                    return Err(self.fail(transport, failure, last_error, options, started));
+                }
+                // A decision this driver does not know (a newer core).
+                _ => {
+                    return Err(self.fail(
+                        transport,
+                        Failure {
+                            outcome: Outcome::Unknown,
+                            reason: FailReason::NotRetrySafe,
+                            kind: None,
+                        },
+                        last_error,
+                        options,
+                        started,
+                    ));
+                }
+            };
+        }
+    }
+
+    /// Counts a failed call and turns the core's failure into the caller's error.
+    fn fail<T: Transport>(
+        &self,
+        transport: &T,
+        failure: Failure,
+        last_error: Option<RedisError>,
+        options: CallOptions,
+        started: Timestamp,
+    ) -> RedisError {
+        let c = &self.counters;
+        match (failure.outcome, failure.kind) {
+            (Outcome::Rejected, _) => bump(&c.rejected),
+            (Outcome::Unknown, _) => bump(&c.unknown),
+            (_, None) => bump(&c.not_sent),
+            (_, Some(_)) => bump(&c.not_applied),
+        }
+        let detail = || {
+            let reason = failure.reason;
+            match &last_error {
+                Some(e) => format!("{e}; then {reason}"),
+                None => reason.to_string(),
+            }
+        };
+        let error = match (failure.reason, failure.outcome) {
+            (FailReason::Rejected, _) => {
+                if let Some(e) = last_error {
+                    return e;
+                }
+                Error::NotApplied {
+                    kind: FailureKind::Command,
+                    detail: detail(),
+                }
+            }
+            (FailReason::DeadlineExceeded, outcome) => Error::DeadlineExceeded {
+                deadline: options.deadline.unwrap_or_default(),
+                outcome,
+            },
+            (_, Outcome::Unknown) => Error::OutcomeUnknown {
+                kind: failure.kind.unwrap_or(FailureKind::Closed),
+                detail: detail(),
+            },
+            (FailReason::Shutdown, _) => Error::Shutdown,
+            (FailReason::NotConnected, _) => Error::NotConnected {
+                state: transport.health().borrow().state(),
+            },
+            (FailReason::BacklogFull, _) => Error::BacklogFull {
+                capacity: self.capacity,
+            },
+            (FailReason::QueueTimeout, _) => Error::QueueTimeout {
+                waited: self.now().saturating_since(started),
+            },
+            (_, _) => Error::NotApplied {
+                kind: failure.kind.unwrap_or(FailureKind::Closed),
+                detail: detail(),
+            },
+        };
+        error.into_redis()
+    }
+}
+
+/// Waits until `health` says Ready, for at most `timeout`.
+pub(crate) async fn wait_ready<H: HasState>(
+    mut health: watch::Receiver<H>,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let state = {
+        // The `Ref` that `wait_for` returns is dropped at the end of this
+        // block: holding it would block the task's next health update.
+        let waited = tokio::time::timeout(
+            timeout,
+            health.wait_for(|h| matches!(h.state(), State::Ready | State::Shutdown)),
+        )
+        .await;
+        match waited {
+            Ok(Ok(h)) => h.state(),
+            Ok(Err(_)) => State::Shutdown,
+            Err(_) => State::Idle,
+        }
+    };
+    if !matches!(state, State::Ready | State::Shutdown) {
+        return Err(Error::NotReady {
+            waited: timeout,
+            state: health.borrow().state(),
+        });
+    }
+    match state {
+        State::Ready => Ok(()),
+        _ => Err(Error::Shutdown),
+    }
+}
+
+/// One command or one slice of a pipeline.
+#[derive(Clone, Copy)]
+pub(crate) enum Request<'a> {
+    Cmd(&'a Cmd),
+    Pipeline {
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    },
+}
+
+impl Request<'_> {
+    /// Safe to run twice: every command in it is read-only by the command table.
+    pub(crate) fn is_read_only(&self) -> bool {
+        let cmd_is_read_only = |cmd: &Cmd| match cmd.args_iter().next() {
+            Some(redis::Arg::Simple(name)) => relink_core::commands::is_read_only(name),
+            _ => false,
+        };
+        match self {
+            Request::Cmd(cmd) => cmd_is_read_only(cmd),
+            Request::Pipeline { pipeline, .. } => pipeline.cmd_iter().all(cmd_is_read_only),
+        }
+    }
+
+    /// Sends on a multiplexed connection.
+    pub(crate) async fn send(&self, conn: &mut MultiplexedConnection) -> Result<Value, RedisError> {
+        match *self {
+            Request::Cmd(cmd) => conn.send_packed_command(cmd).await,
+            Request::Pipeline {
+                pipeline,
+                offset,
+                count,
+            } => conn
+                .send_packed_commands(pipeline, offset, count)
+                .await
+                .map(Value::Array),
+        }
+    }
+}
+
+/// Implements `redis::aio::ConnectionLike` for a handle with an
+/// `execute(Request)` method: both handles, one implementation.
+macro_rules! connection_like {
+    ($handle:ty, |$this:ident| $db:expr) => {
+        impl redis::aio::ConnectionLike for $handle {
+            fn req_packed_command<'a>(
+                &'a mut self,
+                cmd: &'a redis::Cmd,
+            ) -> redis::RedisFuture<'a, redis::Value> {
+                Box::pin(self.execute($crate::calls::Request::Cmd(cmd)))
+            }
+
+            fn req_packed_commands<'a>(
+                &'a mut self,
+                pipeline: &'a redis::Pipeline,
+                offset: usize,
+                count: usize,
+            ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+                Box::pin(async move {
+                    self.execute($crate::calls::Request::Pipeline {
+                        pipeline,
+                        offset,
+                        count,
+                    })
+                    .await
+                    .map($crate::budget::into_values)
+                })
+            }
+
+            fn get_db(&self) -> i64 {
+                let $this = self;
+                $db
+            }
+        }
+    };
+}
+pub(crate) use connection_like;

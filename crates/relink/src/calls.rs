@@ -166,6 +166,9 @@ impl Calls {
             not_applied: get(&c.not_applied),
             unknown: get(&c.unknown),
             rejected: get(&c.rejected),
+            queued: self
+                .capacity
+                .saturating_sub(self.backlog.available_permits()) as u64,
         }
     }
 

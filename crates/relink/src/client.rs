@@ -70,6 +70,9 @@ pub struct Stats {
     pub unknown: u64,
     /// Commands the server answered with an error (passed on as they are).
     pub rejected: u64,
+    /// Calls holding a backlog place right now, waiting for a connection (a
+    /// gauge, not a count: [`since`](Self::since) keeps the later value).
+    pub queued: u64,
 }
 
 impl Stats {
@@ -82,6 +85,7 @@ impl Stats {
             not_applied: self.not_applied.saturating_sub(earlier.not_applied),
             unknown: self.unknown.saturating_sub(earlier.unknown),
             rejected: self.rejected.saturating_sub(earlier.rejected),
+            queued: self.queued,
         }
     }
 }
@@ -520,9 +524,11 @@ impl Driver {
                 (id, generation, result) = poll_ping(&mut self.ping) => {
                     self.ping = None;
                     match result {
+                        // Every result goes to the core as it is: it decides
+                        // what an error reply or a broken connection proves.
                         Ok(_) if generation == self.generation => Some(Input::Pong { id }),
-                        Err(err) if generation == self.generation && failure_kind(&err).kills_connection() => {
-                            Some(Input::ConnectionLost { kind: failure_kind(&err) })
+                        Err(err) if generation == self.generation => {
+                            Some(Input::PingFailed { id, kind: failure_kind(&err) })
                         }
                         _ => None,
                     }

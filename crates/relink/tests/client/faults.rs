@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use relink::State;
+use relink::{Event, State};
 use relink_testkit::{FaultProxy, RedisServer};
 
 use crate::{eventually, fast_config, ready_client, wait_state};
@@ -72,4 +72,68 @@ async fn added_latency_below_the_timeouts_is_not_an_outage() {
     );
     assert_eq!(client.health().borrow().state, State::Ready);
     client.shutdown().await;
+}
+
+/// A server busy running a long script answers PING with `-BUSY`: that is an
+/// answer, so the heartbeat keeps the connection (the core decides what a
+/// PING's error proves; the driver passes every result on). Without that,
+/// the idle connection would be declared dead at interval + timeout (300 ms)
+/// while the server was merely busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_answered_busy_keeps_the_connection() {
+    let server = RedisServer::start();
+    let mut client = ready_client(fast_config(&server.url())).await;
+    let id_before: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    let mut events = client.events();
+    let mut direct = server.connection();
+    // Scripts past this threshold get -BUSY answers to everyone else.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("busy-reply-threshold")
+        .arg("50")
+        .query(&mut direct)
+        .unwrap();
+    // A script that keeps the server busy for 1.5 s (5 heartbeat periods).
+    let script = tokio::task::spawn_blocking(move || {
+        redis::cmd("EVAL")
+            .arg(
+                "local t0 = redis.call('TIME') \
+                 local start = t0[1] * 1000000 + t0[2] \
+                 while true do \
+                   local t = redis.call('TIME') \
+                   if t[1] * 1000000 + t[2] - start > 1500000 then return 1 end \
+                 end",
+            )
+            .arg(0)
+            .query::<i64>(&mut direct)
+    });
+    // Meanwhile the idle connection's heartbeat PINGs meet -BUSY.
+    assert_eq!(script.await.unwrap().unwrap(), 1);
+    let id_after: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut client)
+        .await
+        .unwrap();
+    assert_eq!(id_before, id_after, "the same connection throughout");
+    let seen = drain_ready(&mut events);
+    assert!(
+        !seen.iter().any(|e| matches!(e, Event::Disconnected { .. })),
+        "no disconnect while busy: {seen:?}"
+    );
+    client.shutdown().await;
+}
+
+/// The events already delivered, without waiting for more.
+fn drain_ready(events: &mut (impl futures_util::Stream<Item = Event> + Unpin)) -> Vec<Event> {
+    use futures_util::FutureExt;
+    use futures_util::StreamExt;
+    let mut seen = Vec::new();
+    while let Some(Some(e)) = events.next().now_or_never() {
+        seen.push(e);
+    }
+    seen
 }

@@ -75,6 +75,18 @@ where
     panic!("did not succeed within {PATIENCE:?}; last error: {last:?}");
 }
 
+/// Waits (bounded by [`PATIENCE`]) until `cond` holds, looking every few ms.
+pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Collects events until `pred` matches one (bounded by [`PATIENCE`]).
 pub async fn events_until(
     events: &mut (impl futures_util::Stream<Item = Event> + Unpin),

@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 use relink::config::OutagePolicy;
-use relink::{Error, State};
+use relink::{Client, Error, State};
 use relink_testkit::RedisServer;
 
-use crate::{fast_config, ready_client, wait_state, PATIENCE};
+use crate::{fast_config, ready_client, until, wait_state, PATIENCE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_fast_errors_at_once_and_says_nothing_happened() {
@@ -49,8 +49,10 @@ async fn the_backlog_is_bounded_and_drains_after_recovery() {
             tokio::spawn(async move { c.set::<_, _, ()>(format!("q{i}"), i).await })
         })
         .collect();
-    // Let all eight take their backlog places.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until("all eight hold a backlog place", || {
+        client.stats().queued == 8
+    })
+    .await;
     let err = client.set::<_, _, ()>("overflow", 1).await.unwrap_err();
     assert!(
         matches!(
@@ -77,6 +79,33 @@ async fn the_backlog_is_bounded_and_drains_after_recovery() {
     assert_eq!(values, (0..8).map(Some).collect::<Vec<_>>());
     let overflow: Option<i64> = client.get("overflow").await.unwrap();
     assert_eq!(overflow, None, "the refused command was not applied");
+    client.shutdown().await;
+}
+
+/// `wait_ready` giving up is about readiness, not a command: its error says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_ready_timing_out_names_readiness() {
+    let mut server = RedisServer::start();
+    server.pause();
+    let client = Client::new(fast_config(&server.url())).expect("client");
+    let err = client
+        .wait_ready(Duration::from_millis(300))
+        .await
+        .expect_err("a stopped server never gets Ready");
+    match &err {
+        Error::NotReady { waited, state } => {
+            assert_eq!(*waited, Duration::from_millis(300));
+            assert_ne!(*state, State::Ready);
+        }
+        other => panic!("expected NotReady, got {other:?}"),
+    }
+    assert!(err.to_string().starts_with("not ready within"), "{err}");
+    assert_eq!(err.outcome(), None, "no command was involved");
+    server.resume();
+    client
+        .wait_ready(PATIENCE)
+        .await
+        .expect("ready once resumed");
     client.shutdown().await;
 }
 

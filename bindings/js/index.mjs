@@ -12,5 +12,6 @@ export const {
   killsConnection,
   failureOutcome,
   failureName,
+  classifyError,
   classifyErrorCode,
 } = wasm;

@@ -14,7 +14,7 @@ import net from 'node:net';
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { webcrypto } from 'node:crypto';
-import { Supervisor, classifyErrorCode } from '../index.mjs';
+import { Supervisor, classifyError } from '../index.mjs';
 
 const now = () => performance.now();
 
@@ -197,8 +197,11 @@ export class RelinkClient extends EventEmitter {
       if (socket !== this.#socket) return; // dropped on purpose
       const wasConnected = this.#connected;
       this.#forget(new Error(`connection lost${failure ? `: ${failure.message}` : ''}`));
-      if (wasConnected) this.#input({ type: 'connection_lost', kind: failure ? 'io' : 'closed' });
-      else this.#input({ type: 'connect_failed', attempt, kind: 'io' });
+      // The core reads Node's error code (ECONNRESET, ECONNREFUSED, ...); a
+      // close without an error is the peer ending the connection.
+      const kind = failure ? classifyError(String(failure.code ?? failure.message)) : 'closed';
+      if (wasConnected) this.#input({ type: 'connection_lost', kind });
+      else this.#input({ type: 'connect_failed', attempt, kind });
     });
   }
 
@@ -226,7 +229,7 @@ export class RelinkClient extends EventEmitter {
       const { value } = reply;
       if (value && typeof value === 'object' && 'error' in value) {
         // Error replies are classified by the core from their code.
-        const kind = classifyErrorCode(value.error.split(' ', 1)[0]);
+        const kind = classifyError(value.error);
         cmd?.reject(Object.assign(new Error(value.error), { kind }));
         this.#input({ type: 'command_failed', kind });
       } else if (cmd && cmd.ping !== undefined) {

@@ -2,7 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  Backoff, Supervisor, SyncCursor, retrySafe, killsConnection, failureOutcome, failureName, classifyErrorCode,
+  Backoff, Supervisor, SyncCursor, retrySafe, killsConnection, failureOutcome, failureName, classifyError,
+  classifyErrorCode,
 } from '../index.mjs';
 
 /** Drains pollOutput(now) until timeout or idle. */
@@ -131,4 +132,44 @@ test('failure kinds: the core answers', () => {
   assert.equal(failureOutcome('closed', 'not_sent'), 'not_applied');
   assert.equal(failureOutcome('command', 'answered'), 'rejected');
   assert.equal(failureName({ server_busy: 'master_down' }), 'server_busy:master_down');
+});
+
+test('classifyError: Node transport codes', () => {
+  // A connection that existed and ended.
+  for (const code of ['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ENOTCONN', 'ECANCELED', 'ERR_STREAM_DESTROYED']) {
+    assert.equal(classifyError(code), 'closed', code);
+    assert.equal(classifyErrorCode(code), 'closed', `${code} (classifyErrorCode)`);
+  }
+  // No connection to speak of: refused, unreachable, unresolvable, out of addresses.
+  for (const code of ['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL', 'EPROTO']) {
+    assert.equal(classifyError(code), 'io', code);
+  }
+  assert.equal(classifyError('ETIMEDOUT'), 'timeout');
+  for (const code of ['ECONNRESET', 'ECONNREFUSED']) assert.equal(killsConnection(classifyError(code)), true, code);
+  assert.equal(retrySafe(classifyError('ECONNRESET'), 'maybe_sent', false), false, 'an INCR cut off is not retried');
+  assert.equal(retrySafe(classifyError('ECONNREFUSED'), 'not_sent', false), true);
+});
+
+test('classifyError: server error replies, by code or whole message', () => {
+  assert.deepEqual(classifyError('LOADING Redis is loading the dataset in memory'), { server_busy: 'loading' });
+  assert.deepEqual(classifyError('BUSY Redis is busy running a script.'), { server_busy: 'busy' });
+  assert.deepEqual(classifyError('READONLY'), { server_busy: 'read_only' });
+  assert.deepEqual(classifyError('MASTERDOWN Link with MASTER is down'), { server_busy: 'master_down' });
+  assert.deepEqual(classifyError('TRYAGAIN'), { server_busy: 'try_again' });
+  assert.equal(classifyError('NOAUTH Authentication required.'), 'auth');
+  assert.equal(classifyError('WRONGPASS invalid username-password pair'), 'auth');
+  // Cluster refusals and redirects: answered, not applied, the connection stays.
+  assert.deepEqual(classifyError('CLUSTERDOWN The cluster is down'), { server_busy: 'try_again' });
+  assert.equal(classifyError('MOVED 3999 127.0.0.1:6381'), 'moved');
+  assert.equal(classifyError('ASK 3999 127.0.0.1:6381'), 'moved');
+  for (const reply of ['CLUSTERDOWN The cluster is down', 'MOVED 3999 127.0.0.1:6381', 'ASK 3999 127.0.0.1:6381']) {
+    const kind = classifyError(reply);
+    assert.equal(failureOutcome(kind, 'answered'), 'not_applied', reply);
+    assert.equal(killsConnection(kind), false, reply);
+  }
+  // E and capitals, but Redis's: command errors, never transport.
+  assert.equal(classifyError('EXECABORT Transaction discarded because of previous errors.'), 'command');
+  assert.equal(classifyError('ERR unknown command'), 'command');
+  assert.equal(classifyError('WRONGTYPE Operation against a key holding the wrong kind of value'), 'command');
+  assert.equal(classifyError(''), 'command');
 });

@@ -1,7 +1,9 @@
 // Bad input from JavaScript: a JS Error with a `code`, naming the field.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Backoff, Supervisor, SyncCursor, retrySafe, killsConnection, classifyErrorCode } from '../index.mjs';
+import {
+  Backoff, Supervisor, SyncCursor, retrySafe, killsConnection, classifyError, classifyErrorCode,
+} from '../index.mjs';
 
 const CONFIG = 'ERR_RELINK_INVALID_CONFIG';
 const ARGUMENT = 'ERR_RELINK_INVALID_ARGUMENT';
@@ -94,4 +96,6 @@ test('failure helpers: kinds and deliveries are checked', () => {
   throwsNaming(() => retrySafe('io', 'sent', false), ARGUMENT, 'delivery');
   throwsNaming(() => retrySafe('io', 'maybe_sent', 'yes'), ARGUMENT, 'idempotent');
   throwsNaming(() => classifyErrorCode(42), ARGUMENT, 'code');
+  throwsNaming(() => classifyError(undefined), ARGUMENT, 'codeOrMessage');
+  throwsNaming(() => classifyError({ code: 'ECONNRESET' }), ARGUMENT, 'codeOrMessage');
 });

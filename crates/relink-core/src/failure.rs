@@ -95,13 +95,12 @@ impl FailureKind {
     /// a [`Command`](FailureKind::Command) error: the server answered, and
     /// would answer the same again.
     ///
-    /// `CLUSTERDOWN`, `MOVED` and `ASK` are read as
-    /// [`ServerBusy`](FailureKind::ServerBusy)`(`[`TryAgain`](BusyReason::TryAgain)`)`:
-    /// answered and certainly not applied, the connection stays, and the
-    /// command may be sent again (to the node a redirect names, or once the
-    /// cluster is whole again), which are the answers a redirect needs from
-    /// [`outcome`](Self::outcome), [`retry_safe`](Self::retry_safe) and
-    /// [`kills_connection`](Self::kills_connection).
+    /// `MOVED` and `ASK` are [`Moved`](FailureKind::Moved) (a redirect), and
+    /// `CLUSTERDOWN` is
+    /// [`ServerBusy`](FailureKind::ServerBusy)`(`[`TryAgain`](BusyReason::TryAgain)`)`
+    /// (a refusal until the cluster is whole again): both answered and
+    /// certainly not applied, the connection stays, and the command may be
+    /// sent again, to the node the redirect names or later.
     pub fn from_error_code(code: &str) -> FailureKind {
         let code = code.split_whitespace().next().unwrap_or("");
         if let Some(kind) = FailureKind::from_transport_code(code) {
@@ -112,9 +111,8 @@ impl FailureKind {
             "BUSY" => FailureKind::ServerBusy(BusyReason::Busy),
             "MASTERDOWN" => FailureKind::ServerBusy(BusyReason::MasterDown),
             "READONLY" => FailureKind::ServerBusy(BusyReason::ReadOnly),
-            "TRYAGAIN" | "CLUSTERDOWN" | "MOVED" | "ASK" => {
-                FailureKind::ServerBusy(BusyReason::TryAgain)
-            }
+            "TRYAGAIN" | "CLUSTERDOWN" => FailureKind::ServerBusy(BusyReason::TryAgain),
+            "MOVED" | "ASK" => FailureKind::Moved,
             "NOAUTH" | "WRONGPASS" => FailureKind::Auth,
             _ => FailureKind::Command,
         }
@@ -306,16 +304,22 @@ mod tests {
 
     #[test]
     fn cluster_refusals_and_redirects_are_answered_not_applied() {
+        assert_eq!(
+            FailureKind::from_error_code("CLUSTERDOWN"),
+            ServerBusy(BusyReason::TryAgain)
+        );
+        assert_eq!(FailureKind::from_error_code("MOVED"), Moved);
+        assert_eq!(FailureKind::from_error_code("ASK"), Moved);
         for code in ["CLUSTERDOWN", "MOVED", "ASK"] {
             let kind = FailureKind::from_error_code(code);
-            assert_eq!(kind, ServerBusy(BusyReason::TryAgain), "{code}");
             assert_eq!(kind.outcome(Delivery::Answered), Outcome::NotApplied);
             assert!(kind.retry_safe(Delivery::Answered, false), "{code}");
             assert!(!kind.kills_connection(), "{code}");
+            assert!(kind.is_reply(), "{code}");
         }
         assert_eq!(
             FailureKind::from_error_code("MOVED 3999 127.0.0.1:6381"),
-            ServerBusy(BusyReason::TryAgain)
+            Moved
         );
         // A command name, not a reply code.
         assert_eq!(FailureKind::from_error_code("ASKING"), Command);

@@ -1,9 +1,9 @@
 //! The failure-kind questions: does it kill the connection, may the command be
-//! retried, what did it do, what does an error reply's code mean.
+//! retried, what did it do, what does an error's code mean.
 //!
 //! A kind is the core's serde shape: `"io"`, `"closed"`, `"timeout"`,
-//! `"auth"`, `"protocol"`, `"command"`, or `{server_busy: "loading" | "busy" |
-//! "master_down" | "read_only" | "try_again"}`. A delivery is `"not_sent"`,
+//! `"auth"`, `"protocol"`, `"moved"`, `"command"`, or `{server_busy: "loading" |
+//! "busy" | "master_down" | "read_only" | "try_again"}`. A delivery is `"not_sent"`,
 //! `"maybe_sent"` or `"answered"`.
 
 use relink_core::failure::{Delivery, FailureKind};
@@ -47,12 +47,29 @@ pub fn failure_name(kind: JsValue) -> Result<String> {
     Ok(kind_arg(kind)?.as_str().into())
 }
 
-/// The kind of a server error reply, from its code: the first word of the
-/// message (`"LOADING"` of `"LOADING Redis is loading..."`).
+/// The kind of an error, from its code: a transport error's `err.code` as
+/// Node sets it (`"ECONNRESET"` → `"closed"`, `"ECONNREFUSED"` → `"io"`,
+/// `"ETIMEDOUT"` → `"timeout"`), or a server error reply's message or its
+/// first word (`"LOADING Redis is loading..."` → `{server_busy: "loading"}`).
+/// The core's `FailureKind::from_error_code` answers.
+#[wasm_bindgen(js_name = classifyError)]
+pub fn classify_error(code_or_message: JsValue) -> Result<JsValue> {
+    classify(code_or_message, "codeOrMessage")
+}
+
+/// The same answer as [`classify_error`], under its first name.
 #[wasm_bindgen(js_name = classifyErrorCode)]
 pub fn classify_error_code(code: JsValue) -> Result<JsValue> {
-    let code = code
-        .as_string()
-        .ok_or_else(|| error(INVALID_ARGUMENT, "code", "invalid `code`: must be a string"))?;
+    classify(code, "code")
+}
+
+fn classify(code: JsValue, name: &str) -> Result<JsValue> {
+    let code = code.as_string().ok_or_else(|| {
+        error(
+            INVALID_ARGUMENT,
+            name,
+            &format!("invalid `{name}`: must be a string"),
+        )
+    })?;
     to_js(&FailureKind::from_error_code(&code), false)
 }

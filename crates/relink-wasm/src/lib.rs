@@ -2,7 +2,7 @@
 //!
 //! wasm-bindgen bindings of the sans-IO engine: [`Backoff`], [`Supervisor`],
 //! [`SyncCursor`] and the failure-kind questions ([`retry_safe`],
-//! [`kills_connection`], [`classify_error_code`], ...). Each exported class is
+//! [`kills_connection`], [`classify_error`], ...). Each exported class is
 //! a `#[repr(transparent)]` newtype over the core type (ywasm's style).
 //!
 //! **Architecture Invariant:** this crate is thin: conversion, ownership and
@@ -33,7 +33,8 @@ mod sync;
 pub use backoff::Backoff;
 pub use convert::Result;
 pub use failure::{
-    classify_error_code, failure_name, failure_outcome, kills_connection, retry_safe,
+    classify_error, classify_error_code, failure_name, failure_outcome, kills_connection,
+    retry_safe,
 };
 pub use supervisor::Supervisor;
 pub use sync::SyncCursor;

@@ -2,7 +2,8 @@
 //!
 //! Everything relink decides lives here: how long to wait before reconnecting
 //! ([`backoff`]), whether the connection is healthy and what to do next
-//! ([`supervisor`]), where a state follower stands and how to resume
+//! ([`supervisor`]), how a Redis Cluster's nodes add up and when it is lost
+//! ([`cluster`]), where a state follower stands and how to resume
 //! ([`sync`]), and what an error means ([`failure`]).
 //!
 //! The core performs no I/O, reads no clock and draws no OS randomness: time
@@ -19,6 +20,7 @@ extern crate std;
 pub mod backoff;
 pub mod budget;
 pub mod call;
+pub mod cluster;
 pub mod commands;
 pub mod duration;
 pub mod error;
@@ -30,6 +32,7 @@ pub mod time;
 
 pub use backoff::{Backoff, BackoffPolicy, Jitter, Strategy};
 pub use call::{Call, CallInput, CallPolicy, Decision, FailReason};
+pub use cluster::{ClusterSupervisor, ClusterSupervisorConfig};
 pub use error::ConfigError;
 pub use failure::{BusyReason, Delivery, FailureKind, Outcome};
 pub use supervisor::{Action, Event, Health, Input, Output, State, Supervisor, SupervisorConfig};

@@ -409,8 +409,13 @@ impl Call {
             CallInput::BacklogFull => self.fail(FailReason::BacklogFull),
             CallInput::Redirected => {
                 if self.redirects < policy.max_redirects {
-                    self.redirects += 1;
-                    self.send(policy, now, true)
+                    let decision = self.send(policy, now, true);
+                    // Only a redirect followed counts; one the deadline
+                    // ended was not.
+                    if let Decision::Redirect { .. } = decision {
+                        self.redirects += 1;
+                    }
+                    decision
                 } else {
                     // A slot that keeps moving: treat as "try again".
                     let kind = FailureKind::ServerBusy(BusyReason::TryAgain);
@@ -467,10 +472,7 @@ impl Call {
             return self.fail(FailReason::BudgetExhausted);
         }
         let at = if refusal {
-            match self.next_step(policy, now) {
-                Some(at) => at,
-                None => return self.fail(FailReason::DeadlineExceeded),
-            }
+            self.next_step(policy, now)
         } else {
             now
         };
@@ -519,29 +521,32 @@ impl Call {
         if now >= end {
             return self.fail(reason);
         }
-        let step = self.next_step(policy, now).unwrap_or(end).min(end);
+        let step = self.next_step(policy, now).min(end);
         match kind {
             WaitKind::NoConnection => Decision::Queue { until: step },
             WaitKind::Refused => Decision::RetryAt { at: step },
         }
     }
 
-    /// The next look after `now`, from the busy backoff.
-    fn next_step(&mut self, policy: &CallPolicy, now: Timestamp) -> Option<Timestamp> {
+    /// The next look after `now`, from the busy backoff; at least 1 ms on.
+    fn next_step(&mut self, policy: &CallPolicy, now: Timestamp) -> Timestamp {
         let seed = self.seed;
         let steps = self
             .steps
             .get_or_insert_with(|| Backoff::new(policy.busy_backoff.clone(), seed));
         // The backoff's own limits (attempts, elapsed) do not end a call:
-        // the queue wait and the deadline do. Start over when it stops.
-        let delay = match steps.next_delay(Duration::ZERO) {
-            Some(d) => d,
-            None => {
-                steps.reset();
-                steps.next_delay(Duration::ZERO)?
-            }
-        };
-        Some(now.saturating_add(delay.max(Duration::from_millis(1))))
+        // the queue wait and the deadline do. Start over when it stops; a
+        // `max_elapsed` under 1 ms stops it at once, and caps every delay
+        // at the 1 ms floor.
+        let delay = steps.next_delay(Duration::ZERO).or_else(|| {
+            steps.reset();
+            steps.next_delay(Duration::ZERO)
+        });
+        now.saturating_add(
+            delay
+                .unwrap_or(Duration::ZERO)
+                .max(Duration::from_millis(1)),
+        )
     }
 
     fn past_deadline(&self, at: Timestamp) -> bool {
@@ -808,6 +813,42 @@ mod tests {
         let f = failure(call.decide(&p, t(1), CallInput::Redirected));
         assert_eq!(f.kind, Some(ServerBusy(BusyReason::TryAgain)));
         assert_eq!(f.outcome, Outcome::NotApplied);
+    }
+
+    #[test]
+    fn a_busy_backoff_that_stops_at_once_still_spaces_the_retries() {
+        // `max_elapsed` under 1 ms: the backoff gives no delay at all. That
+        // is no deadline: the refusal is retried 1 ms on.
+        let busy = CallPolicy::default_busy_backoff().max_elapsed(Some(Duration::from_micros(1)));
+        let p = CallPolicy::default()
+            .queue_wait(None)
+            .deadline(None)
+            .busy_backoff(busy.clone());
+        let mut call = Call::new(&p, t(0), false, 1);
+        assert_eq!(
+            call.decide(
+                &p,
+                t(0),
+                failed(ServerBusy(BusyReason::Loading), Delivery::Answered)
+            ),
+            Decision::RetryAt { at: t(1) }
+        );
+        let p = p.queue_wait(Some(ms(100)));
+        let mut call = Call::new(&p, t(0), false, 1);
+        assert_eq!(
+            call.decide(&p, t(0), CallInput::NotConnected),
+            Decision::Queue { until: t(1) }
+        );
+    }
+
+    #[test]
+    fn a_redirect_the_deadline_ends_is_not_counted_as_followed() {
+        let p = CallPolicy::default().deadline(Some(ms(100)));
+        let mut call = Call::new(&p, t(0), false, 1);
+        call.decide(&p, t(0), CallInput::Connected);
+        let f = failure(call.decide(&p, t(100), CallInput::Redirected));
+        assert_eq!(f.reason, FailReason::DeadlineExceeded);
+        assert_eq!(call.redirects(), 0);
     }
 
     #[test]

@@ -12,10 +12,13 @@ use std::path::PathBuf;
 use core::num::NonZeroU32;
 use core::time::Duration;
 
+use relink_core::call::{Call, CallInput, CallPolicy, Decision};
 use relink_core::supervisor::{
     Health, HeartbeatConfig, Input, Output, Supervisor, SupervisorConfig,
 };
-use relink_core::{Backoff, BackoffPolicy, FailureKind, Jitter, Strategy, Timestamp};
+use relink_core::{
+    Backoff, BackoffPolicy, BusyReason, Delivery, FailureKind, Jitter, Strategy, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 
 /// The workspace's `tests/vectors/` directory.
@@ -539,6 +542,558 @@ fn supervisor_vectors_replay_from_the_file() {
         for (i, (got, want)) in replayed.iter().zip(&case.steps).enumerate() {
             assert!(
                 want.at < 1 << 53,
+                "{}: step {i}: time not exact in JavaScript",
+                case.name
+            );
+            assert_eq!(got, want, "case {:?}, step {i}", case.name);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Per-call decisions
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallVectors {
+    about: Vec<String>,
+    cases: Vec<CallCase>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallCase {
+    name: String,
+    policy: CallPolicy,
+    /// Safe to apply twice (a read, or a write declared idempotent).
+    idempotent: bool,
+    /// `null`: `Call::new` (the policy's deadline); a number of ms:
+    /// `Call::with_deadline` with that deadline of the call's own.
+    own_deadline_ms: Option<u64>,
+    seed: u64,
+    /// When the call starts, on the driver's clock (ms).
+    start_ms: u64,
+    steps: Vec<CallStep>,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallStep {
+    /// The driver's clock, in ms.
+    at_ms: u64,
+    /// Fed with `decide(policy, at_ms, input)`.
+    input: CallInput,
+    /// What `decide` answered.
+    decision: Decision,
+}
+
+fn start_call(
+    policy: &CallPolicy,
+    idempotent: bool,
+    own_deadline_ms: Option<u64>,
+    seed: u64,
+    start_ms: u64,
+) -> Call {
+    let start = Timestamp::from_millis(start_ms);
+    match own_deadline_ms {
+        None => Call::new(policy, start, idempotent, seed),
+        Some(own) => Call::with_deadline(start, idempotent, Some(ms(own)), seed),
+    }
+}
+
+/// Feeds `inputs` to `call` and records every decision.
+fn call_trace(policy: &CallPolicy, mut call: Call, inputs: &[(u64, CallInput)]) -> Vec<CallStep> {
+    inputs
+        .iter()
+        .map(|&(at_ms, input)| CallStep {
+            at_ms,
+            input,
+            decision: call.decide(policy, Timestamp::from_millis(at_ms), input),
+        })
+        .collect()
+}
+
+/// When a scripted input comes.
+#[derive(Debug, Clone, Copy)]
+enum When {
+    /// At this time on the driver's clock.
+    At(u64),
+    /// When the last decision said: a `Queue`'s `until`, a `RetryAt`'s `at`,
+    /// or the end of a `Send`'s (or `Redirect`'s) timeout.
+    Asked,
+    /// This many ms after the last input.
+    After(u64),
+}
+
+/// A call's script: inputs at times that may depend on the decisions.
+#[derive(Debug, Clone, Copy)]
+enum Script {
+    Once(When, CallInput),
+    /// The input at the time asked, again and again, until the call fails.
+    UntilFail(CallInput),
+}
+
+/// Plays `script` the way a driver would, checking that it never acts later
+/// than a decision allows; returns the inputs with their times.
+fn play(
+    policy: &CallPolicy,
+    mut call: Call,
+    start_ms: u64,
+    script: &[Script],
+) -> Vec<(u64, CallInput)> {
+    let mut now = start_ms;
+    let mut last: Option<Decision> = None;
+    let mut inputs = Vec::new();
+    let asked = |now: u64, last: Option<Decision>| match last {
+        Some(Decision::Queue { until: t } | Decision::RetryAt { at: t }) => t.as_millis(),
+        Some(Decision::Send { timeout } | Decision::Redirect { timeout }) => {
+            now + u64::try_from(timeout.as_millis()).expect("timeouts fit u64")
+        }
+        _ => now,
+    };
+    let mut feed = |at: u64, input: CallInput, now: &mut u64, last: &mut Option<Decision>| {
+        assert!(at >= *now, "script goes back in time: {at} < {now}");
+        if matches!(last, Some(Decision::Fail { .. })) {
+            // After the end a driver may report anything, any time.
+        } else {
+            let latest = asked(*now, *last);
+            assert!(
+                last.is_none() || at <= latest,
+                "{input:?} at {at}: later than {latest}"
+            );
+        }
+        *now = at;
+        let decision = call.decide(policy, Timestamp::from_millis(at), input);
+        inputs.push((at, input));
+        *last = Some(decision);
+        decision
+    };
+    for &item in script {
+        match item {
+            Script::Once(when, input) => {
+                let at = match when {
+                    When::At(at) => at,
+                    When::Asked => asked(now, last),
+                    When::After(d) => now + d,
+                };
+                feed(at, input, &mut now, &mut last);
+            }
+            Script::UntilFail(input) => {
+                for n in 0.. {
+                    assert!(n < 1_000, "the call did not end");
+                    let at = asked(now, last);
+                    if let Decision::Fail { .. } = feed(at, input, &mut now, &mut last) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    inputs
+}
+
+type CallCaseDef = (
+    &'static str,
+    CallPolicy,
+    bool,
+    Option<u64>,
+    u64,
+    u64,
+    Vec<Script>,
+);
+
+/// The vectors' base policy: the defaults but for a busy backoff without
+/// jitter, so most times can be checked by hand; cases about jitter put it back.
+fn call_policy() -> CallPolicy {
+    CallPolicy::default().busy_backoff(
+        CallPolicy::default_busy_backoff()
+            .jitter(Jitter::None)
+            .max_delay(ms(200)),
+    )
+}
+
+fn call_cases() -> Vec<CallCaseDef> {
+    use CallInput::*;
+    use Script::*;
+    use When::*;
+    let failed = |kind, delivery| Failed {
+        kind,
+        delivery,
+        budget_allows: true,
+    };
+    let timeout = failed(FailureKind::Timeout, Delivery::MaybeSent);
+    let closed = failed(FailureKind::Closed, Delivery::MaybeSent);
+    let busy = |reason| failed(FailureKind::ServerBusy(reason), Delivery::Answered);
+    let fail_fast = || call_policy().queue_wait(None);
+    let jittered = || call_policy().busy_backoff(CallPolicy::default_busy_backoff());
+    vec![
+        (
+            "a read to a hung server: 250ms response timeout, 300ms deadline",
+            call_policy()
+                .response_timeout(ms(250))
+                .deadline(Some(ms(300))),
+            true,
+            None,
+            1,
+            0,
+            vec![
+                Once(At(0), Connected),
+                // No reply by the timeout: a read is retried at once, with
+                // what is left of the deadline.
+                Once(Asked, timeout),
+                Once(Asked, Connected),
+                Once(Asked, timeout),
+                // Over: every later input gets the same answer.
+                Once(After(1), Connected),
+            ],
+        ),
+        (
+            "a write of unknown fate is not retried",
+            call_policy(),
+            false,
+            None,
+            1,
+            1_000,
+            vec![Once(At(1_000), Connected), Once(After(5), closed)],
+        ),
+        (
+            "a declared idempotent write of unknown fate is retried; its retry times out queued",
+            call_policy().queue_wait(Some(ms(1_000))),
+            true,
+            None,
+            1,
+            0,
+            vec![
+                Once(At(0), Connected),
+                Once(After(5), closed),
+                Once(Asked, NotConnected),
+                UntilFail(NotConnected),
+            ],
+        ),
+        (
+            "fail-fast: no connection fails at once, not sent",
+            fail_fast(),
+            false,
+            None,
+            1,
+            0,
+            vec![Once(At(0), NotConnected)],
+        ),
+        (
+            "fail-fast: an attempt that never left the client fails not connected",
+            fail_fast(),
+            false,
+            None,
+            1,
+            0,
+            vec![
+                Once(At(0), Connected),
+                Once(After(1), failed(FailureKind::Io, Delivery::NotSent)),
+            ],
+        ),
+        (
+            "a full backlog",
+            call_policy(),
+            false,
+            None,
+            1,
+            0,
+            vec![Once(At(0), NotConnected), Once(After(0), BacklogFull)],
+        ),
+        (
+            "a queue wait timing out",
+            call_policy().queue_wait(Some(ms(1_000))).deadline(None),
+            false,
+            None,
+            1,
+            0,
+            vec![Once(At(0), NotConnected), UntilFail(NotConnected)],
+        ),
+        (
+            "the connection comes back during the queue wait: sent with what is left of the deadline",
+            call_policy().deadline(Some(ms(3_000))),
+            false,
+            None,
+            1,
+            0,
+            vec![
+                Once(At(0), NotConnected),
+                Once(Asked, NotConnected),
+                Once(Asked, NotConnected),
+                Once(Asked, NotConnected),
+                Once(After(5), Connected),
+            ],
+        ),
+        (
+            "an attempt that never left the client goes back to the queue: not a retry",
+            call_policy().max_retries(0),
+            false,
+            None,
+            1,
+            0,
+            vec![
+                Once(At(0), Connected),
+                Once(After(1), failed(FailureKind::Io, Delivery::NotSent)),
+                Once(Asked, Connected),
+            ],
+        ),
+        (
+            "the deadline shorter than the queue wait",
+            call_policy().deadline(Some(ms(800))),
+            false,
+            None,
+            1,
+            100,
+            vec![Once(At(100), NotConnected), UntilFail(NotConnected)],
+        ),
+        (
+            "an own deadline shorter than the response timeout",
+            call_policy(),
+            true,
+            Some(2_000),
+            1,
+            0,
+            vec![Once(At(0), Connected), Once(Asked, timeout)],
+        ),
+        (
+            "refusals waited out under the queue policy, jittered busy backoff (LOADING)",
+            jittered().deadline(None),
+            false,
+            None,
+            7,
+            0,
+            vec![
+                Once(At(0), Connected),
+                Once(After(1), busy(BusyReason::Loading)),
+                Once(Asked, Connected),
+                Once(After(1), busy(BusyReason::Loading)),
+                Once(Asked, Connected),
+                Once(After(1), busy(BusyReason::Loading)),
+                Once(Asked, Connected),
+                Once(After(1), busy(BusyReason::Loading)),
+                Once(Asked, Connected),
+                Once(After(1), busy(BusyReason::Loading)),
+                Once(Asked, Connected),
+                Once(After(1), busy(BusyReason::Loading)),
+                Once(Asked, Connected),
+                // The server answers at last: no more input.
+            ],
+        ),
+        (
+            "refusals retried under fail-fast, jittered busy backoff, until the retries are spent (BUSY)",
+            jittered().queue_wait(None).max_retries(3),
+            false,
+            None,
+            (1 << 53) - 1,
+            0,
+            vec![
+                Once(At(0), Connected),
+                Once(After(2), busy(BusyReason::Busy)),
+                Once(Asked, Connected),
+                Once(After(2), busy(BusyReason::Busy)),
+                Once(Asked, Connected),
+                Once(After(2), busy(BusyReason::Busy)),
+                Once(Asked, Connected),
+                Once(After(2), busy(BusyReason::Busy)),
+            ],
+        ),
+        (
+            "a failed-over master (READONLY): not applied, retried at once on a new connection",
+            call_policy(),
+            false,
+            None,
+            1,
+            0,
+            vec![
+                Once(At(0), Connected),
+                Once(After(1), busy(BusyReason::ReadOnly)),
+                Once(Asked, NotConnected),
+                Once(Asked, Connected),
+            ],
+        ),
+        (
+            "the budget refuses a retry",
+            call_policy(),
+            true,
+            None,
+            1,
+            0,
+            vec![
+                Once(At(0), Connected),
+                Once(
+                    After(2),
+                    Failed {
+                        kind: FailureKind::Io,
+                        delivery: Delivery::MaybeSent,
+                        budget_allows: false,
+                    },
+                ),
+            ],
+        ),
+        (
+            "a rejected command (WRONGTYPE)",
+            call_policy(),
+            true,
+            None,
+            1,
+            0,
+            vec![
+                Once(At(0), Connected),
+                Once(After(1), failed(FailureKind::Command, Delivery::Answered)),
+            ],
+        ),
+        (
+            "a rejected retry after an attempt of unknown fate",
+            call_policy(),
+            true,
+            None,
+            1,
+            0,
+            vec![
+                Once(At(0), Connected),
+                Once(Asked, timeout),
+                Once(Asked, Connected),
+                Once(After(1), failed(FailureKind::Command, Delivery::Answered)),
+            ],
+        ),
+        (
+            "authentication refused: never retried, not applied",
+            call_policy(),
+            true,
+            None,
+            1,
+            0,
+            vec![
+                Once(At(0), Connected),
+                Once(After(1), failed(FailureKind::Auth, Delivery::Answered)),
+            ],
+        ),
+        (
+            "redirects past the limit count as TRYAGAIN: waited out when queueing",
+            jittered().max_redirects(2),
+            false,
+            None,
+            3,
+            0,
+            vec![
+                Once(At(0), Connected),
+                Once(After(1), Redirected),
+                Once(After(1), Redirected),
+                Once(After(1), Redirected),
+                Once(Asked, Connected),
+                Once(After(1), Redirected),
+            ],
+        ),
+        (
+            "redirects past the limit under fail-fast: retried, then the retries are spent",
+            call_policy().queue_wait(None).max_redirects(1).max_retries(1),
+            false,
+            None,
+            1,
+            0,
+            vec![
+                Once(At(0), Connected),
+                Once(After(1), Redirected),
+                Once(After(1), Redirected),
+                Once(Asked, Connected),
+                Once(After(1), Redirected),
+            ],
+        ),
+        (
+            "shutdown while queued",
+            call_policy(),
+            false,
+            None,
+            1,
+            0,
+            vec![
+                Once(At(0), NotConnected),
+                Once(After(3), Shutdown),
+                Once(After(100), Connected),
+            ],
+        ),
+        (
+            "shutdown after an attempt of unknown fate: the caller hears unknown",
+            call_policy(),
+            true,
+            None,
+            1,
+            0,
+            vec![
+                Once(At(0), Connected),
+                Once(After(40), closed),
+                Once(Asked, NotConnected),
+                Once(After(2), Shutdown),
+            ],
+        ),
+    ]
+}
+
+fn generate_call() -> CallVectors {
+    let cases = call_cases()
+        .into_iter()
+        .map(
+            |(name, policy, idempotent, own_deadline_ms, seed, start_ms, script)| {
+                let policy = policy.build().expect("vector policies are valid");
+                let new = || start_call(&policy, idempotent, own_deadline_ms, seed, start_ms);
+                let inputs = play(&policy, new(), start_ms, &script);
+                CallCase {
+                    name: name.into(),
+                    steps: call_trace(&policy, new(), &inputs),
+                    policy,
+                    idempotent,
+                    own_deadline_ms,
+                    seed,
+                    start_ms,
+                }
+            },
+        )
+        .collect();
+    CallVectors {
+        about: [
+            "Golden vectors of relink_core::call, generated by crates/relink-core/tests/vectors.rs.",
+            "For each case: Call::new(policy, start_ms, idempotent, seed), or when own_deadline_ms is",
+            "not null Call::with_deadline(start_ms, idempotent, own_deadline_ms, seed); then for each",
+            "step, decide(policy, at_ms, input) must answer `decision`. Times are ms on the driver's",
+            "clock, timeouts whole ms; each step comes no later than the previous decision allows.",
+            "Seeds are below 2^53.",
+        ]
+        .map(String::from)
+        .to_vec(),
+        cases,
+    }
+}
+
+#[test]
+fn call_vectors_are_fresh() {
+    ensure_vector_file("call.json", &generate_call());
+}
+
+#[test]
+fn call_vectors_replay_from_the_file() {
+    let file: CallVectors = read_vector_file("call.json");
+    assert!(file.cases.len() >= 12, "expected at least 12 cases");
+    for case in &file.cases {
+        assert!(
+            case.seed < 1 << 53,
+            "{}: seed not exact in JavaScript",
+            case.name
+        );
+        case.policy
+            .validate()
+            .unwrap_or_else(|e| panic!("{}: invalid policy: {e}", case.name));
+        let call = start_call(
+            &case.policy,
+            case.idempotent,
+            case.own_deadline_ms,
+            case.seed,
+            case.start_ms,
+        );
+        let inputs: Vec<_> = case.steps.iter().map(|s| (s.at_ms, s.input)).collect();
+        let replayed = call_trace(&case.policy, call, &inputs);
+        for (i, (got, want)) in replayed.iter().zip(&case.steps).enumerate() {
+            assert!(
+                want.at_ms < 1 << 53,
                 "{}: step {i}: time not exact in JavaScript",
                 case.name
             );

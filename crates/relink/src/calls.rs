@@ -61,22 +61,27 @@ pub(crate) trait HasState {
     fn state(&self) -> State;
 }
 
-/// What the loop needs of a connection shape: the current connection, a way
-/// to send on it, word of changes, and somewhere to report failures.
-pub(crate) trait Transport: Sync {
+/// The fields of a handle's shared state the loop reads; written by
+/// [`handle!`], the same for every connection shape.
+pub(crate) trait Fields: Sync {
     /// A connection (a cheap handle to it).
     type Conn: Send + Sync;
     /// The health published on the handle's `watch`.
     type Health: HasState + Send + Sync;
-    /// `MOVED`/`ASK` are followed (a cluster) rather than passed on as the
-    /// server's answer (a single server that is not the cluster client).
-    const FOLLOWS_REDIRECTS: bool;
 
     /// The connection to send on now, if there is one.
     fn current(&self) -> Option<Self::Conn>;
 
     /// The health, to wait for a change on.
     fn health(&self) -> watch::Receiver<Self::Health>;
+}
+
+/// What the loop needs of a connection shape besides its [`Fields`]: a way
+/// to send on a connection, and somewhere to report replies and failures.
+pub(crate) trait Transport: Fields {
+    /// `MOVED`/`ASK` are followed (a cluster) rather than passed on as the
+    /// server's answer (a single server that is not the cluster client).
+    const FOLLOWS_REDIRECTS: bool;
 
     /// Sends `request` on `conn`, to the node `redirect` names if any.
     fn send<'a>(
@@ -487,10 +492,123 @@ impl Request<'_> {
     }
 }
 
-/// Implements `redis::aio::ConnectionLike` for a handle with an
-/// `execute(Request)` method: both handles, one implementation.
-macro_rules! connection_like {
-    ($handle:ty, |$this:ident| $db:expr) => {
+/// What both handles have in common, written once: `Debug`, the fields of
+/// their `Shared` that the loop reads (`live`, `health`), the public
+/// methods about calls (`idempotent`, `with_deadline`, `health`, `stats`,
+/// `wait_ready`, `shutdown`), and `redis::aio::ConnectionLike`.
+///
+/// `$handle` has fields `shared: Arc<$shared>` and `options: CallOptions`;
+/// `$shared` has `config` (whose `Debug` shows no secret), `live:
+/// ArcSwapOption<$conn>`, `health: watch::Sender<$health>` and `calls: Calls`, and implements the rest of [`Transport`] (its own
+/// `send`, `replied` and `failed`); `$health` has a `state` field.
+macro_rules! handle {
+    ($handle:ident, $shared:ty, $conn:ty, $health:ty, |$this:ident| $db:expr) => {
+        impl $crate::calls::HasState for $health {
+            fn state(&self) -> relink_core::State {
+                self.state
+            }
+        }
+
+        impl $crate::calls::Fields for $shared {
+            type Conn = std::sync::Arc<$conn>;
+            type Health = $health;
+
+            fn current(&self) -> Option<std::sync::Arc<$conn>> {
+                self.live.load_full()
+            }
+
+            fn health(&self) -> tokio::sync::watch::Receiver<$health> {
+                self.health.subscribe()
+            }
+        }
+
+        impl std::fmt::Debug for $handle {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                // The config's own Debug shows no secret.
+                f.debug_struct(stringify!($handle))
+                    .field("config", &self.shared.config)
+                    .field("state", &self.shared.health.borrow().state)
+                    .field("idempotent", &self.options.idempotent)
+                    .field("deadline", &self.options.deadline)
+                    .finish()
+            }
+        }
+
+        impl $handle {
+            /// A handle to the same client whose commands are all declared
+            /// idempotent: safe to retry even when their fate is unknown. Use
+            /// it for writes that are (`SET k v`, `HSET`, `DEL`), never for
+            /// `INCR` or `LPUSH`.
+            pub fn idempotent(&self) -> $handle {
+                let mut handle = self.clone();
+                handle.options.idempotent = true;
+                handle
+            }
+
+            /// A handle to the same client whose calls each end by
+            /// `deadline` (`None`: no total bound): queueing, attempts and
+            /// retries included, each attempt's response timeout cut to what
+            /// is left. A call that runs out of time fails with
+            /// [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded),
+            /// which says whether the command may have been applied. The
+            /// client's default is [`Config::deadline`](crate::Config::deadline).
+            ///
+            /// ```no_run
+            /// # async fn f(client: relink::Client) -> redis::RedisResult<()> {
+            /// use redis::AsyncCommands;
+            /// use std::time::Duration;
+            /// let mut fast = client.with_deadline(Some(Duration::from_millis(300)));
+            /// let _: Option<String> = fast.get("key").await?; // within 300 ms, or an error
+            /// # Ok(()) }
+            /// ```
+            pub fn with_deadline(&self, deadline: Option<std::time::Duration>) -> $handle {
+                let mut handle = self.clone();
+                handle.options.deadline = deadline;
+                handle
+            }
+
+            /// The current health, and every change to it.
+            ///
+            /// Copy what you need out of a `borrow()` (or the `Ref` that
+            /// `wait_for` returns) and drop it: while it is held, relink's
+            /// task cannot publish the next change, and a second `borrow()`
+            /// of the same channel waiting behind that update would deadlock.
+            pub fn health(&self) -> tokio::sync::watch::Receiver<$health> {
+                self.shared.health.subscribe()
+            }
+
+            /// What happened to the commands sent through this client so far.
+            pub fn stats(&self) -> $crate::Stats {
+                self.shared.calls.stats()
+            }
+
+            /// Waits until the client is Ready, for at most `timeout`; fails
+            /// with [`Error::NotReady`](crate::Error::NotReady) (no command
+            /// is involved) or [`Error::Shutdown`](crate::Error::Shutdown).
+            pub async fn wait_ready(
+                &self,
+                timeout: std::time::Duration,
+            ) -> Result<(), $crate::Error> {
+                $crate::calls::wait_ready(self.health(), timeout).await
+            }
+
+            /// Stops the client: fails pending and queued commands with
+            /// [`Error::Shutdown`](crate::Error::Shutdown), closes its
+            /// connections, and waits for the background task to end.
+            pub async fn shutdown(&self) {
+                self.shared.calls.shutdown().await;
+            }
+
+            /// Runs one command or pipeline through the core's per-call policy.
+            fn execute<'a>(
+                &'a self,
+                request: $crate::calls::Request<'a>,
+            ) -> impl std::future::Future<Output = Result<redis::Value, redis::RedisError>> + Send + 'a
+            {
+                self.shared.calls.run(&*self.shared, request, self.options)
+            }
+        }
+
         impl redis::aio::ConnectionLike for $handle {
             fn req_packed_command<'a>(
                 &'a mut self,
@@ -523,4 +641,4 @@ macro_rules! connection_like {
         }
     };
 }
-pub(crate) use connection_like;
+pub(crate) use handle;

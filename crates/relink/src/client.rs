@@ -11,8 +11,6 @@
 //! the supervisor's actions into connects, pings and disconnects, and its
 //! events into health updates, the events stream and `tracing` events.
 
-use std::fmt;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +25,7 @@ use relink_core::{Delivery, FailureKind, Timestamp};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::calls::{self, CallOptions, Calls, HandleGuard, HasState, Request, Transport};
+use crate::calls::{self, CallOptions, Calls, HandleGuard, Request, Transport};
 use crate::classify::{self, failure_kind, is_server_reply, Redirect};
 use crate::config::Config;
 use crate::connector::{Connection, Connector};
@@ -170,17 +168,6 @@ pub struct Client {
     options: CallOptions,
 }
 
-impl fmt::Debug for Client {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client")
-            .field("url", &self.shared.config.redacted_url())
-            .field("state", &self.shared.health.borrow().state)
-            .field("idempotent", &self.options.idempotent)
-            .field("deadline", &self.options.deadline)
-            .finish()
-    }
-}
-
 impl Client {
     /// Starts a client for `config` with the default connector (TCP, TLS or
     /// Unix socket from the URL; Sentinel discovery when the config has a
@@ -252,46 +239,6 @@ impl Client {
         })
     }
 
-    /// A handle to the same connection whose commands are all declared
-    /// idempotent: safe to retry even when their fate is unknown. Use it for
-    /// writes that are (`SET k v`, `HSET`, `DEL`), never for `INCR` or `LPUSH`.
-    pub fn idempotent(&self) -> Client {
-        let mut handle = self.clone();
-        handle.options.idempotent = true;
-        handle
-    }
-
-    /// A handle to the same connection whose calls each end by `deadline`
-    /// (`None`: no total bound): queueing, attempts and retries included,
-    /// each attempt's response timeout cut to what is left. A call that runs
-    /// out of time fails with [`Error::DeadlineExceeded`], which says whether
-    /// the command may have been applied. The client's default is
-    /// [`Config::deadline`].
-    ///
-    /// ```no_run
-    /// # async fn f(client: relink::Client) -> redis::RedisResult<()> {
-    /// use redis::AsyncCommands;
-    /// use std::time::Duration;
-    /// let mut fast = client.with_deadline(Some(Duration::from_millis(300)));
-    /// let _: Option<String> = fast.get("key").await?; // answered within 300 ms, or an error
-    /// # Ok(()) }
-    /// ```
-    pub fn with_deadline(&self, deadline: Option<Duration>) -> Client {
-        let mut handle = self.clone();
-        handle.options.deadline = deadline;
-        handle
-    }
-
-    /// The current health, and every change to it.
-    ///
-    /// Copy what you need out of a `borrow()` (or the `Ref` that
-    /// `wait_for` returns) and drop it: while it is held, relink's task
-    /// cannot publish the next change, and a second `borrow()` of the same
-    /// channel waiting behind that update would deadlock.
-    pub fn health(&self) -> watch::Receiver<Health> {
-        self.shared.health.subscribe()
-    }
-
     /// The supervisor's events from now on: connected, disconnected (with the
     /// cause), reconnect scheduled (attempt, delay), reconnected (downtime),
     /// heartbeat missed, gave up, and every state change. A receiver that
@@ -322,17 +269,6 @@ impl Client {
             },
         );
         futures_util::stream::StreamExt::boxed(stream)
-    }
-
-    /// What happened to the commands sent through this client so far.
-    pub fn stats(&self) -> Stats {
-        self.shared.calls.stats()
-    }
-
-    /// Waits until the client is Ready, for at most `timeout`; fails with
-    /// [`Error::NotReady`] (no command is involved) or [`Error::Shutdown`].
-    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
-        calls::wait_ready(self.health(), timeout).await
     }
 
     /// Subscribes to `channels`: a stream of messages that keeps flowing
@@ -378,42 +314,11 @@ impl Client {
         }
         Ok(subscription)
     }
-
-    /// Stops the client: fails pending and queued commands with
-    /// [`Error::Shutdown`], closes the connection, and waits for the
-    /// background task to end.
-    pub async fn shutdown(&self) {
-        self.shared.calls.shutdown().await;
-    }
-
-    /// Runs one command or pipeline through the core's per-call policy.
-    fn execute<'a>(
-        &'a self,
-        request: Request<'a>,
-    ) -> impl Future<Output = Result<Value, RedisError>> + Send + 'a {
-        self.shared.calls.run(&*self.shared, request, self.options)
-    }
-}
-
-impl HasState for Health {
-    fn state(&self) -> State {
-        self.state
-    }
 }
 
 /// The shared multiplexed connection as the execution loop sees it.
 impl Transport for Shared {
-    type Conn = Arc<Live>;
-    type Health = Health;
     const FOLLOWS_REDIRECTS: bool = false;
-
-    fn current(&self) -> Option<Arc<Live>> {
-        self.live.load_full()
-    }
-
-    fn health(&self) -> watch::Receiver<Health> {
-        self.health.subscribe()
-    }
 
     async fn send<'a>(
         &'a self,
@@ -460,7 +365,10 @@ impl Transport for Shared {
     }
 }
 
-calls::connection_like!(Client, |client| client.shared.config.database());
+calls::handle!(Client, Shared, Live, Health, |client| client
+    .shared
+    .config
+    .database());
 
 type ConnectResult = Result<Connection, RedisError>;
 

@@ -27,7 +27,7 @@ pub struct NodeHealth {
     pub health: Health,
 }
 
-/// The health of a cluster, as published on [`ClusterClient::health`].
+/// The health of a cluster, as published on [`ClusterClient::health`](super::ClusterClient::health).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClusterHealth {

@@ -11,35 +11,30 @@
 //! - *Retries are relink's alone.* redis-rs's own retry loop would send a
 //!   command again after its connection dropped, whatever the command, so
 //!   an `INCR` could be applied twice. The cluster connection is built with
-//!   `retries(0)`: every failure comes back here and is judged by the core
-//!   ([`FailureKind::retry_safe`], the [`RetryBudget`], Redis's read-only
-//!   command table), exactly as on a [`Client`]. A redirection is answered,
-//!   not applied, so it is always followed at once: to the node it names, with
-//!   redis-rs's own by-address routing (`ASKING` first for an `ASK`).
-//! - *The outage policy.* A command that could not be applied because its
-//!   slot is unreachable (no connection, `CLUSTERDOWN`, `TRYAGAIN`, a master
-//!   that died) fails fast, or waits in the bounded backlog for at most
-//!   `max_wait` and is tried again as the cluster heals (a failover, a
-//!   finished migration). Waiting is safe for every command: nothing happened.
+//!   `retries(0)`: every command runs through the same execution loop as a
+//!   [`Client`](crate::Client)'s (`calls.rs`), which executes the core's
+//!   per-call policy ([`relink_core::call`]): retries only when safe, the
+//!   retry budget, the outage policy, refusals (`CLUSTERDOWN`, `TRYAGAIN`)
+//!   waited out, the deadline. A redirection is answered, not applied, so it
+//!   is followed at once: to the node it names, with redis-rs's own
+//!   by-address routing (`ASKING` first for an `ASK`).
 //! - *Health per node and overall.* Each node the cluster reports gets a
-//!   probe: a [`Client`] of its own on that node (one `MultiplexedConnection`
-//!   driven by its own [`relink_core::Supervisor`], so PINGs every heartbeat
-//!   interval, a connect timeout and a reconnect backoff per node). A probe
-//!   connection rather than `route_command(PING, ByAddress)` on the shared
-//!   cluster connection, because the supervisor decides when to connect and
-//!   disconnect, which a shared connection it does not own cannot honour, and
-//!   a probe measures the node, not redis-rs's routing and reconnect state.
-//!   The overall health is Ready when all 16384 slots are served by a master
-//!   whose probe is Ready.
-//! - *Re-establishing the cluster connection.* When it cannot be made, or is
-//!   lost entirely (every node's probe down and the topology unreadable), it
-//!   is rebuilt from the configured nodes with the core's [`Backoff`].
+//!   probe: a [`Client`](crate::Client) of its own on that node (one
+//!   `MultiplexedConnection` driven by its own [`relink_core::Supervisor`],
+//!   so PINGs every heartbeat interval, a connect timeout and a reconnect
+//!   backoff per node). A probe connection rather than `route_command(PING,
+//!   ByAddress)` on the shared cluster connection, because the supervisor
+//!   decides when to connect and disconnect, which a shared connection it
+//!   does not own cannot honour, and a probe measures the node, not
+//!   redis-rs's routing and reconnect state. How the nodes add up, which
+//!   nodes to probe, when to re-read the topology and when the cluster is
+//!   lost are decided by the core's cluster supervisor; the background task
+//!   (`driver.rs`) executes it.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 use redis::aio::ConnectionLike;
@@ -50,10 +45,10 @@ use relink_core::backoff::Backoff;
 use relink_core::{Delivery, FailureKind, State};
 use tokio::sync::{watch, Notify};
 
-use crate::calls::{self, CallOptions, Calls, HandleGuard, HasState, Request, Transport};
+use crate::calls::{self, CallOptions, Calls, HandleGuard, Request, Transport};
 use crate::classify::Redirect;
 use crate::config::{Config, OutagePolicy};
-use crate::{Error, Stats};
+use crate::Error;
 
 mod driver;
 
@@ -275,17 +270,6 @@ pub struct ClusterClient {
     options: CallOptions,
 }
 
-impl fmt::Debug for ClusterClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClusterClient")
-            .field("config", &self.shared.config)
-            .field("state", &self.shared.health.borrow().state)
-            .field("idempotent", &self.options.idempotent)
-            .field("deadline", &self.options.deadline)
-            .finish()
-    }
-}
-
 impl ClusterClient {
     /// Starts a cluster client. Returns at once; the connection is made in
     /// the background (see [`ClusterClient::wait_ready`]). Must be called
@@ -332,80 +316,17 @@ impl ClusterClient {
         })
     }
 
-    /// A handle to the same cluster whose commands are all declared
-    /// idempotent: safe to retry even when their fate is unknown.
-    pub fn idempotent(&self) -> ClusterClient {
-        let mut handle = self.clone();
-        handle.options.idempotent = true;
-        handle
-    }
-
-    /// A handle to the same cluster whose calls each end by `deadline`
-    /// (`None`: no total bound), as [`Client::with_deadline`](crate::Client::with_deadline).
-    pub fn with_deadline(&self, deadline: Option<Duration>) -> ClusterClient {
-        let mut handle = self.clone();
-        handle.options.deadline = deadline;
-        handle
-    }
-
-    /// The current health (overall and per node), and every change to it.
-    pub fn health(&self) -> watch::Receiver<ClusterHealth> {
-        self.shared.health.subscribe()
-    }
-
-    /// What happened to the commands sent through this client so far.
-    pub fn stats(&self) -> Stats {
-        self.shared.calls.stats()
-    }
-
     /// `MOVED` and `ASK` replies followed so far (each sent the command on
     /// to the node the reply named).
     pub fn redirects(&self) -> u64 {
         self.shared.calls.redirects()
-    }
-
-    /// Waits until the cluster is Ready (every slot's master answering), for
-    /// at most `timeout`; fails with [`Error::NotReady`] or [`Error::Shutdown`].
-    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
-        calls::wait_ready(self.health(), timeout).await
-    }
-
-    /// Stops the client: fails queued commands with [`Error::Shutdown`],
-    /// stops the probes, drops the cluster connection, and waits for the
-    /// background task to end.
-    pub async fn shutdown(&self) {
-        self.shared.calls.shutdown().await;
-    }
-
-    /// Runs one command or pipeline through the core's per-call policy.
-    fn execute<'a>(
-        &'a self,
-        request: Request<'a>,
-    ) -> impl Future<Output = Result<Value, RedisError>> + Send + 'a {
-        self.shared.calls.run(&*self.shared, request, self.options)
-    }
-}
-
-impl HasState for ClusterHealth {
-    fn state(&self) -> State {
-        self.state
     }
 }
 
 /// The cluster connection as the execution loop sees it: redis-rs routes by
 /// slot; a redirect is followed by address.
 impl Transport for Shared {
-    type Conn = Arc<ClusterConnection>;
-    type Health = ClusterHealth;
     const FOLLOWS_REDIRECTS: bool = true;
-
-    fn current(&self) -> Option<Arc<ClusterConnection>> {
-        self.live.load_full()
-    }
-
-    fn health(&self) -> watch::Receiver<ClusterHealth> {
-        self.health.subscribe()
-    }
 
     async fn send<'a>(
         &'a self,
@@ -427,7 +348,13 @@ impl Transport for Shared {
     }
 }
 
-calls::connection_like!(ClusterClient, |_client| 0);
+calls::handle!(
+    ClusterClient,
+    Shared,
+    ClusterConnection,
+    ClusterHealth,
+    |_client| 0
+);
 
 impl Request<'_> {
     /// Sends on the cluster connection, or to the node a redirect named.
@@ -436,52 +363,47 @@ impl Request<'_> {
         conn: &mut ClusterConnection,
         redirect: Option<&Redirect>,
     ) -> Result<Value, RedisError> {
-        let Some(to) = redirect else {
-            return match *self {
-                Request::Cmd(cmd) => conn.req_packed_command(cmd).await,
-                Request::Pipeline {
-                    pipeline,
-                    offset,
-                    count,
-                } => conn
-                    .req_packed_commands(pipeline, offset, count)
-                    .await
-                    .map(Value::Array),
-            };
-        };
-        let node = SingleNodeRoutingInfo::ByAddress {
+        let node = |to: &Redirect| SingleNodeRoutingInfo::ByAddress {
             host: to.host.clone(),
             port: to.port,
         };
-        match *self {
-            Request::Cmd(cmd) if to.ask => {
+        match (redirect, *self) {
+            (Some(to), Request::Cmd(cmd)) if to.ask => {
                 let mut pipe = redis::pipe();
                 pipe.add_command(redis::cmd("ASKING"))
                     .add_command(cmd.clone());
-                let mut values = conn.route_pipeline(pipe, 1, 1, node).await?;
+                let mut values = conn.route_pipeline(pipe, 1, 1, node(to)).await?;
                 values
                     .pop()
                     .ok_or_else(|| crate::classify::protocol_error("no reply after ASKING"))
             }
-            Request::Cmd(cmd) => {
-                conn.route_command(cmd.clone(), RoutingInfo::SingleNode(node))
+            (Some(to), Request::Cmd(cmd)) => {
+                conn.route_command(cmd.clone(), RoutingInfo::SingleNode(node(to)))
                     .await
             }
-            // A pipeline is sent again where the slot is now (an ASK for a
-            // pipeline ends when the migration does).
-            Request::Pipeline {
-                pipeline,
-                offset,
-                count,
-            } if !to.ask => conn
-                .route_pipeline(pipeline.clone(), offset, count, node)
+            // A pipeline is sent again where the slot is now.
+            (
+                Some(to),
+                Request::Pipeline {
+                    pipeline,
+                    offset,
+                    count,
+                },
+            ) if !to.ask => conn
+                .route_pipeline(pipeline.clone(), offset, count, node(to))
                 .await
                 .map(Value::Array),
-            Request::Pipeline {
-                pipeline,
-                offset,
-                count,
-            } => conn
+            // No redirect, or an ASK for a pipeline (which ends when the
+            // migration does): where redis-rs routes it by slot.
+            (_, Request::Cmd(cmd)) => conn.req_packed_command(cmd).await,
+            (
+                _,
+                Request::Pipeline {
+                    pipeline,
+                    offset,
+                    count,
+                },
+            ) => conn
                 .req_packed_commands(pipeline, offset, count)
                 .await
                 .map(Value::Array),

@@ -2,9 +2,10 @@
 //!
 //! Server error replies are classified by their code through the core (so C
 //! and JavaScript read `-LOADING` the same way); client-side errors by what
-//! redis-rs says about them. [`judge`] adds what a call needs besides the
-//! kind: how far the command got ([`Delivery`]) and where a redirect points.
-//! Nothing else in the crate looks at an error's kind or code.
+//! redis-rs says about them. The execution loop's `judge` adds what a call
+//! needs besides the kind: how far the command got ([`Delivery`]) and where a
+//! redirect points. Nothing else in relink (or its C binding) looks at an
+//! error's kind or code: they ask [`failure_kind`] and [`is_server_reply`].
 
 use std::io;
 use std::time::Duration;
@@ -131,7 +132,8 @@ pub(crate) fn timed_out(after: Duration) -> RedisError {
     ))
 }
 
-/// Classifies an error returned by redis-rs.
+/// Classifies an error returned by redis-rs (or by relink, through
+/// `ConnectionLike`) in the core's terms.
 pub fn failure_kind(err: &RedisError) -> FailureKind {
     if let Some(ours) = crate::Error::from_redis(err) {
         return match ours {

@@ -9,7 +9,7 @@
 
 mod budget;
 mod calls;
-mod classify;
+pub mod classify;
 mod client;
 pub mod cluster;
 pub mod config;

@@ -22,9 +22,6 @@ const CBINDGEN_CONFIG: &str = "bindings/c/cbindgen.toml";
 const C_TESTS: &str = "bindings/c/tests";
 const EXAMPLE: &str = "bindings/c/examples/ride_out_restart.c";
 const VECTORS: &str = "tests/vectors/backoff.json";
-/// Where the library and the C programs are built (relative to the root).
-const LIB_DIR: &str = "target/debug";
-const OUT_DIR: &str = "target/c";
 
 const CFLAGS: &[&str] = &[
     "-std=c11",
@@ -51,7 +48,7 @@ const VALGRIND: &[&str] = &[
 pub fn codegen(check: bool) -> Result {
     let root = project_root();
     let cli = ensure_cbindgen()?;
-    let fresh = root.join("target").join("relink.h");
+    let fresh = crate::target_dir().join("relink.h");
     step(
         &format!("cbindgen --config {CBINDGEN_CONFIG} --crate relink-ffi"),
         Command::new(&cli).current_dir(&root).args([
@@ -97,8 +94,9 @@ pub fn test(redis_server: &Path) -> Result {
         cargo().args(["build", "-p", "relink-ffi"]),
     )?;
     let valgrind = ensure_valgrind()?;
-    let lib_dir = root.join(LIB_DIR);
-    let out_dir = root.join(OUT_DIR);
+    // Where cargo built the library, and where the C programs go.
+    let lib_dir = crate::target_dir().join("debug");
+    let out_dir = crate::target_dir().join("c");
     std::fs::create_dir_all(&out_dir)
         .map_err(|e| Failure::new(format!("create {}: {e}", out_dir.display())))?;
 

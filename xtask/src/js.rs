@@ -13,8 +13,13 @@ use std::time::Instant;
 
 use crate::{cargo, header, is_root, project_root, resolve_program, step, Failure, Result};
 
-/// The module cargo builds, relative to the workspace root (also import-checked).
-pub const WASM_MODULE: &str = "target/wasm32-unknown-unknown/release/relink_wasm.wasm";
+/// The module cargo builds (also import-checked).
+pub fn wasm_module() -> PathBuf {
+    crate::target_dir()
+        .join(crate::WASM_TARGET)
+        .join("release")
+        .join("relink_wasm.wasm")
+}
 
 /// Where wasm-bindgen writes the Node package (git-ignored).
 const PKG_DIR: &str = "bindings/js/pkg";
@@ -65,15 +70,16 @@ pub fn test(redis_server: &Path) -> Result {
             "relink-wasm",
         ]),
     )?;
+    let module = wasm_module();
     step(
-        &format!("wasm-bindgen --target nodejs --out-dir {PKG_DIR} {WASM_MODULE}"),
-        Command::new(&cli).current_dir(&root).args([
-            "--target",
-            "nodejs",
-            "--out-dir",
-            PKG_DIR,
-            WASM_MODULE,
-        ]),
+        &format!(
+            "wasm-bindgen --target nodejs --out-dir {PKG_DIR} {}",
+            module.display()
+        ),
+        Command::new(&cli)
+            .current_dir(&root)
+            .args(["--target", "nodejs", "--out-dir", PKG_DIR])
+            .arg(&module),
     )?;
     // The bindings' package.json says "type": "module"; the generated glue is CommonJS.
     let pkg_json = root.join(PKG_DIR).join("package.json");
@@ -82,7 +88,7 @@ pub fn test(redis_server: &Path) -> Result {
     let size = |p: PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
     println!(
         "relink_wasm.wasm: {} bytes from cargo (with debug info), {} bytes after wasm-bindgen",
-        size(root.join(WASM_MODULE)),
+        size(module),
         size(root.join(PKG_DIR).join("relink_wasm_bg.wasm")),
     );
     step(

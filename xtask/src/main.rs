@@ -22,7 +22,10 @@ usage: cargo xtask <command>
 commands:
   test      fmt check, clippy, wasm32 build of relink-core, cargo test --workspace
             (against a real redis-server, installed when missing and run as root),
-            then the wasm import check
+            the JS tests and the wasm import check, the C ABI steps, a chaos run
+  c         the C ABI steps of `test` alone: header check, C tests under valgrind,
+            the C example through a restart, the Python test
+  js        the wasm/JS steps of `test` alone: the Node package, node --test, import check
   demo      the outage tour: a workload through relink::Client while a spawned
             redis-server is killed, paused, blackholed and restarted under it
   bench     relink vs raw redis-rs throughput and latency, failure detection and
@@ -32,11 +35,15 @@ commands:
   vectors   regenerate the golden vectors: RELINK_UPDATE_VECTORS=1 cargo test -p relink-core --test vectors
   codegen   regenerate bindings/c/include/relink.h with the pinned cbindgen (test checks it)
   help      this text
+
+Every command honours CARGO_TARGET_DIR.
 ";
 
-/// `.wasm` files (relative to the workspace root) that must import nothing
-/// from `env`; `test` builds them before the check.
-const WASM_MODULES: &[&str] = &[js::WASM_MODULE];
+/// `.wasm` files that must import nothing from `env`; `test` builds them
+/// before the check.
+fn wasm_modules() -> Vec<PathBuf> {
+    vec![js::wasm_module()]
+}
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
@@ -62,6 +69,11 @@ fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
+        Some("c") => prepare().and_then(|redis_server| c::test(&redis_server)),
+        Some("js") => prepare().and_then(|redis_server| {
+            js::test(&redis_server)?;
+            check_wasm_modules()
+        }),
         Some("vectors") => vectors(),
         Some("codegen") => c::codegen(false),
         Some("demo") => example("outage-tour", &args[1..]),
@@ -87,7 +99,6 @@ fn main() -> ExitCode {
 
 fn test() -> Result {
     let redis_server = prepare()?;
-    let root = project_root();
     step(
         "cargo fmt --all --check",
         cargo().args(["fmt", "--all", "--check"]),
@@ -124,20 +135,23 @@ fn test() -> Result {
             .env("REDIS_SERVER", &redis_server),
     )?;
     js::test(&redis_server)?;
-    header(&format!(
-        "wasm import check ({} modules)",
-        WASM_MODULES.len()
-    ));
-    for module in WASM_MODULES {
-        check_wasm_imports(&root.join(module)).map_err(Failure::new)?;
-        println!("{module}: no imports from `env`");
-    }
+    check_wasm_modules()?;
     c::test(&redis_server)?;
     example(
         "chaos",
         &["--seed", "1", "--duration", "30s"].map(String::from),
     )?;
     println!("xtask test: all steps passed");
+    Ok(())
+}
+
+fn check_wasm_modules() -> Result {
+    let modules = wasm_modules();
+    header(&format!("wasm import check ({} modules)", modules.len()));
+    for module in &modules {
+        check_wasm_imports(module).map_err(Failure::new)?;
+        println!("{}: no imports from `env`", module.display());
+    }
     Ok(())
 }
 
@@ -291,6 +305,16 @@ fn project_root() -> PathBuf {
         .parent()
         .expect("xtask lives one level below the workspace root")
         .to_path_buf()
+}
+
+/// Where cargo builds: `$CARGO_TARGET_DIR` (relative to the workspace root,
+/// where our cargo commands run, unless absolute), else `target/`.
+fn target_dir() -> PathBuf {
+    let root = project_root();
+    match env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
 }
 
 /// The cargo that runs us (cargo sets `CARGO`), in the workspace root.

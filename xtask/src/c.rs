@@ -21,7 +21,8 @@ const HEADER: &str = "bindings/c/include/relink.h";
 const CBINDGEN_CONFIG: &str = "bindings/c/cbindgen.toml";
 const C_TESTS: &str = "bindings/c/tests";
 const EXAMPLE: &str = "bindings/c/examples/ride_out_restart.c";
-const VECTORS: &str = "tests/vectors/backoff.json";
+/// The golden vectors the C tests replay (`RELINK_VECTORS_DIR`).
+const VECTORS_DIR: &str = "tests/vectors";
 
 const CFLAGS: &[&str] = &[
     "-std=c11",
@@ -130,7 +131,7 @@ pub fn test(redis_server: &Path) -> Result {
                 .args(VALGRIND)
                 .arg(&binary)
                 .env("REDIS_SERVER", redis_server)
-                .env("RELINK_VECTORS", root.join(VECTORS)),
+                .env("RELINK_VECTORS_DIR", root.join(VECTORS_DIR)),
         )?;
     }
 

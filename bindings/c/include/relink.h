@@ -129,6 +129,126 @@
 // A RESP3 boolean: `relink_reply_integer` is 0 or 1.
 #define RELINK_REPLY_BOOLEAN 8
 
+// No failure (a health that has seen none; not valid as an input).
+#define RELINK_FAILURE_NONE 0
+
+// The transport failed: refused, unreachable, no address.
+#define RELINK_FAILURE_IO 1
+
+// The connection was closed (by the peer or the local stack).
+#define RELINK_FAILURE_CLOSED 2
+
+// No answer in time (connect, handshake, response or heartbeat).
+#define RELINK_FAILURE_TIMEOUT 3
+
+// Authentication was refused.
+#define RELINK_FAILURE_AUTH 4
+
+// The bytes on the wire made no sense.
+#define RELINK_FAILURE_PROTOCOL 5
+
+// The server refused the command itself (`WRONGTYPE`, `ERR ...`).
+#define RELINK_FAILURE_COMMAND 6
+
+// `-LOADING`: the server is loading its dataset.
+#define RELINK_FAILURE_SERVER_BUSY_LOADING 7
+
+// `-BUSY`: a script or function is running too long.
+#define RELINK_FAILURE_SERVER_BUSY_BUSY 8
+
+// `-MASTERDOWN`: a replica lost its master.
+#define RELINK_FAILURE_SERVER_BUSY_MASTER_DOWN 9
+
+// `-READONLY`: a write reached a replica.
+#define RELINK_FAILURE_SERVER_BUSY_READ_ONLY 10
+
+// `-TRYAGAIN`, `-CLUSTERDOWN`: not run, try again later.
+#define RELINK_FAILURE_SERVER_BUSY_TRY_AGAIN 11
+
+// Not the server to talk to: a `-MOVED`/`-ASK` redirect, or a master that
+// moved. Not run.
+#define RELINK_FAILURE_MOVED 12
+
+// Begin connecting (from IDLE; ignored elsewhere).
+#define RELINK_INPUT_START 0
+
+// Attempt `attempt` produced a ready connection (handshake done).
+#define RELINK_INPUT_CONNECTED 1
+
+// Attempt `attempt` failed with `failure`.
+#define RELINK_INPUT_CONNECT_FAILED 2
+
+// The PING asked for with `ping_id` was answered.
+#define RELINK_INPUT_PONG 3
+
+// Some reply arrived on the connection: proof the server is alive.
+#define RELINK_INPUT_ACTIVITY 4
+
+// A command failed with `failure`.
+#define RELINK_INPUT_COMMAND_FAILED 5
+
+// The connection broke, with `failure`.
+#define RELINK_INPUT_CONNECTION_LOST 6
+
+// The server to use moved (e.g. a Sentinel failover): reconnect at once.
+#define RELINK_INPUT_SERVER_MOVED 7
+
+// Stop for good.
+#define RELINK_INPUT_SHUTDOWN 8
+
+// The PING asked for with `ping_id` failed with `failure`: an error reply
+// (`-BUSY`, `-LOADING`: the server is alive) or a broken connection.
+#define RELINK_INPUT_PING_FAILED 9
+
+// Do what `action` says.
+#define RELINK_OUTPUT_ACTION 0
+
+// Tell the user what `event` says.
+#define RELINK_OUTPUT_EVENT 1
+
+// Drained: call `relink_supervisor_poll_output` again at `deadline_ms` at the latest.
+#define RELINK_OUTPUT_TIMEOUT 2
+
+// Drained, and nothing is scheduled (IDLE or SHUTDOWN).
+#define RELINK_OUTPUT_IDLE 3
+
+// Not an action output.
+#define RELINK_ACTION_NONE 0
+
+// Open a connection; report CONNECTED or CONNECT_FAILED with `attempt`.
+#define RELINK_ACTION_CONNECT 1
+
+// Send a PING on the current connection; report PONG with `ping_id`.
+#define RELINK_ACTION_SEND_PING 2
+
+// Drop the current connection, or abandon the attempt in flight.
+#define RELINK_ACTION_DISCONNECT 3
+
+// Not an event output.
+#define RELINK_EVENT_NONE 0
+
+// The state changed from `from_state` to `to_state` (`RELINK_STATE_*`).
+#define RELINK_EVENT_STATE_CHANGED 1
+
+// The first connection is up, after `attempt` attempts.
+#define RELINK_EVENT_CONNECTED 2
+
+// A connection is up again after `attempt` attempts and `duration_ms` of downtime.
+#define RELINK_EVENT_RECONNECTED 3
+
+// A READY connection was lost; `failure` says why.
+#define RELINK_EVENT_DISCONNECTED 4
+
+// Attempt `attempt` is scheduled in `duration_ms`.
+#define RELINK_EVENT_RECONNECT_SCHEDULED 5
+
+// A heartbeat PING went unanswered; `misses` in a row so far.
+#define RELINK_EVENT_HEARTBEAT_MISSED 6
+
+// The backoff policy gave up after `attempt` attempts and `duration_ms`;
+// the supervisor stopped.
+#define RELINK_EVENT_GAVE_UP 7
+
 // A backoff delay sequence (relink_core's `Backoff`). Not thread-safe: use
 // one from one thread at a time.
 typedef struct relink_backoff relink_backoff;
@@ -145,6 +265,15 @@ typedef struct relink_error relink_error;
 // A reply. The top-level reply is owned by the caller (free it with
 // `relink_reply_free`); elements are borrowed from their parent.
 typedef struct relink_reply relink_reply;
+
+// The connectivity state machine (relink_core's `Supervisor`): the caller
+// feeds it inputs and executes its actions; it never blocks, reads no clock
+// and does no I/O. Time is milliseconds on a monotonic clock whose epoch the
+// caller picks. Not thread-safe: use one from one thread at a time.
+//
+// After every input, and when a TIMEOUT's deadline has come, call
+// `relink_supervisor_poll_output` until it returns a TIMEOUT or IDLE output.
+typedef struct relink_supervisor relink_supervisor;
 
 // A state follower's position (relink_core's `SyncCursor`): the epoch and
 // the last sequence number applied. Not thread-safe.
@@ -258,6 +387,92 @@ typedef struct relink_resume_plan {
   // FULL_RESYNC: one of `RELINK_RESYNC_*`; else `RELINK_RESYNC_NONE`.
   uint32_t reason;
 } relink_resume_plan;
+
+// The supervisor's settings (relink_core's `SupervisorConfig`), in whole
+// milliseconds. Fill it with `relink_supervisor_config_default`, then
+// change fields. Checked by `relink_supervisor_new`: a bad enumeration value
+// is `RELINK_INVALID_ARGUMENT`, a bad value `RELINK_INVALID_CONFIG` naming
+// the field.
+typedef struct relink_supervisor_config {
+  // Delays between connection attempts.
+  struct relink_backoff_policy backoff;
+  // Silence after which a heartbeat PING is sent; at least 1.
+  uint64_t heartbeat_interval_ms;
+  // How long a PING may go unanswered before it counts as a miss; at least 1.
+  uint64_t heartbeat_timeout_ms;
+  // Misses in a row tolerated before the connection is declared dead.
+  uint32_t heartbeat_misses_allowed;
+  // How long one connection attempt with its handshake may take; at least 1.
+  uint64_t connect_timeout_ms;
+  // How long a connection must stay READY for its loss to restart the
+  // backoff from the initial delay.
+  uint64_t backoff_reset_after_ms;
+} relink_supervisor_config;
+
+// One thing that happened, for `relink_supervisor_handle_input`. Only the
+// fields its `input` names are read; set the others to 0.
+typedef struct relink_supervisor_input {
+  // One of `RELINK_INPUT_*`.
+  uint32_t input;
+  // CONNECTED, CONNECT_FAILED: the attempt number from the CONNECT action.
+  uint32_t attempt;
+  // CONNECT_FAILED, PING_FAILED, COMMAND_FAILED, CONNECTION_LOST: one of
+  // `RELINK_FAILURE_*` (not `_NONE`).
+  uint32_t failure;
+  // PONG, PING_FAILED: the id from the SEND_PING action.
+  uint64_t ping_id;
+} relink_supervisor_input;
+
+// One thing `relink_supervisor_poll_output` hands out. Fields that do not
+// belong to its `output` (and its `action` or `event`) are 0.
+typedef struct relink_supervisor_output {
+  // One of `RELINK_OUTPUT_*`.
+  uint32_t output;
+  // ACTION: one of `RELINK_ACTION_*`; else `RELINK_ACTION_NONE`.
+  uint32_t action;
+  // EVENT: one of `RELINK_EVENT_*`; else `RELINK_EVENT_NONE`.
+  uint32_t event;
+  // Action CONNECT and event RECONNECT_SCHEDULED: the attempt number;
+  // events CONNECTED, RECONNECTED and GAVE_UP: the attempts it took.
+  uint32_t attempt;
+  // Action SEND_PING: the probe's id, to report back with PONG.
+  uint64_t ping_id;
+  // Event STATE_CHANGED: the previous `RELINK_STATE_*`.
+  uint32_t from_state;
+  // Event STATE_CHANGED: the new `RELINK_STATE_*`.
+  uint32_t to_state;
+  // Event DISCONNECTED: what killed the connection, a `RELINK_FAILURE_*`.
+  uint32_t failure;
+  // Event HEARTBEAT_MISSED: misses in a row so far.
+  uint32_t misses;
+  // Event RECONNECT_SCHEDULED: the delay; RECONNECTED: the downtime;
+  // GAVE_UP: the time since the outage began. Whole milliseconds.
+  uint64_t duration_ms;
+  // TIMEOUT: when to poll again at the latest, on the caller's clock.
+  uint64_t deadline_ms;
+} relink_supervisor_output;
+
+// A snapshot of the supervisor's view of the connection.
+typedef struct relink_health {
+  // The current `RELINK_STATE_*`.
+  uint32_t state;
+  // When it was entered.
+  uint64_t since_ms;
+  // The current or last connection attempt number in this outage (0 before any).
+  uint32_t attempt;
+  // The most recent failure, or `RELINK_FAILURE_NONE`.
+  uint32_t last_failure;
+  // Heartbeat misses in a row on the current connection.
+  uint32_t heartbeat_misses;
+  // Whether `rtt_ms` holds a value.
+  bool has_rtt;
+  // Round-trip time of the last answered heartbeat PING.
+  uint64_t rtt_ms;
+  // Whether `next_attempt_at_ms` holds a value (TRANSIENT_FAILURE only).
+  bool has_next_attempt;
+  // When the next connection attempt is due.
+  uint64_t next_attempt_at_ms;
+} relink_health;
 
 // Success.
 #define RELINK_OK 0
@@ -495,6 +710,44 @@ const struct relink_reply *relink_reply_element(const struct relink_reply *reply
 // Frees a reply returned by `relink_client_command`, with all its
 // elements. NULL is a no-op; never free an element.
 void relink_reply_free(struct relink_reply *reply);
+
+// Fills `*out` with relink's defaults: the default backoff, a PING after
+// 1 s of silence answered within 1 s, no misses allowed, 2 s per connection
+// attempt, the backoff reset after 10 s READY.
+relink_code relink_supervisor_config_default(struct relink_supervisor_config *out);
+
+// A supervisor in IDLE with `*config`, its backoff jitter drawn from `seed`
+// (the same config, seed and inputs give the same outputs on every
+// platform). On success `*out` owns it: free it with `relink_supervisor_free`.
+relink_code relink_supervisor_new(const struct relink_supervisor_config *config,
+                                  uint64_t seed,
+                                  struct relink_supervisor **out,
+                                  struct relink_error **err);
+
+// Feeds `*input`, which happened at `now_ms`. An input that makes no sense
+// in the current state (the result of an abandoned attempt, a PONG while
+// connecting) is ignored, not an error; an out-of-range `input` or
+// `failure` value is `RELINK_INVALID_ARGUMENT` and changes nothing.
+relink_code relink_supervisor_handle_input(struct relink_supervisor *supervisor,
+                                           uint64_t now_ms,
+                                           const struct relink_supervisor_input *input,
+                                           struct relink_error **err);
+
+// Writes the next thing to do at `now_ms` to `*out`: an ACTION or EVENT
+// (call again), or TIMEOUT / IDLE when drained. Deadlines that have passed
+// by `now_ms` are acted on first.
+relink_code relink_supervisor_poll_output(struct relink_supervisor *supervisor,
+                                          uint64_t now_ms,
+                                          struct relink_supervisor_output *out,
+                                          struct relink_error **err);
+
+// Writes a snapshot of the supervisor's health to `*out`.
+relink_code relink_supervisor_health(const struct relink_supervisor *supervisor,
+                                     struct relink_health *out,
+                                     struct relink_error **err);
+
+// Frees a supervisor. NULL is a no-op.
+void relink_supervisor_free(struct relink_supervisor *supervisor);
 
 #ifdef __cplusplus
 }  // extern "C"

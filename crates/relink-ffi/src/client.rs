@@ -230,7 +230,7 @@ impl relink_client {
     }
 }
 
-fn state_code(state: State) -> u32 {
+pub(crate) fn state_code(state: State) -> u32 {
     match state {
         State::Idle => RELINK_STATE_IDLE,
         State::Connecting => RELINK_STATE_CONNECTING,

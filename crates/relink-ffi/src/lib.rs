@@ -2,7 +2,8 @@
 //!
 //! A blocking, thread-safe Redis client that rides out outages
 //! (`relink_client_*`), and the core's policy objects for programs that do
-//! their own I/O (`relink_backoff_*`, `relink_sync_cursor_*`). The header,
+//! their own I/O (`relink_backoff_*`, `relink_supervisor_*`,
+//! `relink_sync_cursor_*`). The header,
 //! `bindings/c/include/relink.h`, is generated from this crate by cbindgen
 //! (`cargo xtask codegen`).
 //!
@@ -38,11 +39,13 @@ mod boundary;
 mod client;
 mod policy;
 mod reply;
+mod supervisor;
 
 pub use boundary::*;
 pub use client::*;
 pub use policy::*;
 pub use reply::*;
+pub use supervisor::*;
 
 use std::ffi::c_char;
 

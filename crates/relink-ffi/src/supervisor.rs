@@ -1,0 +1,696 @@
+//! The core's connectivity supervisor on its own, for a C program that does
+//! its own I/O: it feeds what happened (`relink_supervisor_handle_input`)
+//! and drains what to do (`relink_supervisor_poll_output`) until a TIMEOUT
+//! or IDLE output, exactly as relink's own drivers do.
+//!
+//! Plain conversion to and from `relink_core::supervisor`'s types: integers
+//! that name an enumeration are validated here, every decision is the core's.
+
+use std::time::Duration;
+
+use relink_core::failure::{BusyReason, FailureKind};
+use relink_core::supervisor::{
+    Action, Event, Health, HeartbeatConfig, Input, Output, Supervisor, SupervisorConfig,
+};
+use relink_core::Timestamp;
+
+use crate::boundary::*;
+use crate::client::state_code;
+use crate::policy::relink_backoff_policy;
+
+/// No failure (a health that has seen none; not valid as an input).
+pub const RELINK_FAILURE_NONE: u32 = 0;
+/// The transport failed: refused, unreachable, no address.
+pub const RELINK_FAILURE_IO: u32 = 1;
+/// The connection was closed (by the peer or the local stack).
+pub const RELINK_FAILURE_CLOSED: u32 = 2;
+/// No answer in time (connect, handshake, response or heartbeat).
+pub const RELINK_FAILURE_TIMEOUT: u32 = 3;
+/// Authentication was refused.
+pub const RELINK_FAILURE_AUTH: u32 = 4;
+/// The bytes on the wire made no sense.
+pub const RELINK_FAILURE_PROTOCOL: u32 = 5;
+/// The server refused the command itself (`WRONGTYPE`, `ERR ...`).
+pub const RELINK_FAILURE_COMMAND: u32 = 6;
+/// `-LOADING`: the server is loading its dataset.
+pub const RELINK_FAILURE_SERVER_BUSY_LOADING: u32 = 7;
+/// `-BUSY`: a script or function is running too long.
+pub const RELINK_FAILURE_SERVER_BUSY_BUSY: u32 = 8;
+/// `-MASTERDOWN`: a replica lost its master.
+pub const RELINK_FAILURE_SERVER_BUSY_MASTER_DOWN: u32 = 9;
+/// `-READONLY`: a write reached a replica.
+pub const RELINK_FAILURE_SERVER_BUSY_READ_ONLY: u32 = 10;
+/// `-TRYAGAIN`, `-CLUSTERDOWN`: not run, try again later.
+pub const RELINK_FAILURE_SERVER_BUSY_TRY_AGAIN: u32 = 11;
+/// Not the server to talk to: a `-MOVED`/`-ASK` redirect, or a master that
+/// moved. Not run.
+pub const RELINK_FAILURE_MOVED: u32 = 12;
+
+/// Begin connecting (from IDLE; ignored elsewhere).
+pub const RELINK_INPUT_START: u32 = 0;
+/// Attempt `attempt` produced a ready connection (handshake done).
+pub const RELINK_INPUT_CONNECTED: u32 = 1;
+/// Attempt `attempt` failed with `failure`.
+pub const RELINK_INPUT_CONNECT_FAILED: u32 = 2;
+/// The PING asked for with `ping_id` was answered.
+pub const RELINK_INPUT_PONG: u32 = 3;
+/// Some reply arrived on the connection: proof the server is alive.
+pub const RELINK_INPUT_ACTIVITY: u32 = 4;
+/// A command failed with `failure`.
+pub const RELINK_INPUT_COMMAND_FAILED: u32 = 5;
+/// The connection broke, with `failure`.
+pub const RELINK_INPUT_CONNECTION_LOST: u32 = 6;
+/// The server to use moved (e.g. a Sentinel failover): reconnect at once.
+pub const RELINK_INPUT_SERVER_MOVED: u32 = 7;
+/// Stop for good.
+pub const RELINK_INPUT_SHUTDOWN: u32 = 8;
+/// The PING asked for with `ping_id` failed with `failure`: an error reply
+/// (`-BUSY`, `-LOADING`: the server is alive) or a broken connection.
+pub const RELINK_INPUT_PING_FAILED: u32 = 9;
+
+/// Do what `action` says.
+pub const RELINK_OUTPUT_ACTION: u32 = 0;
+/// Tell the user what `event` says.
+pub const RELINK_OUTPUT_EVENT: u32 = 1;
+/// Drained: call `relink_supervisor_poll_output` again at `deadline_ms` at the latest.
+pub const RELINK_OUTPUT_TIMEOUT: u32 = 2;
+/// Drained, and nothing is scheduled (IDLE or SHUTDOWN).
+pub const RELINK_OUTPUT_IDLE: u32 = 3;
+
+/// Not an action output.
+pub const RELINK_ACTION_NONE: u32 = 0;
+/// Open a connection; report CONNECTED or CONNECT_FAILED with `attempt`.
+pub const RELINK_ACTION_CONNECT: u32 = 1;
+/// Send a PING on the current connection; report PONG with `ping_id`.
+pub const RELINK_ACTION_SEND_PING: u32 = 2;
+/// Drop the current connection, or abandon the attempt in flight.
+pub const RELINK_ACTION_DISCONNECT: u32 = 3;
+
+/// Not an event output.
+pub const RELINK_EVENT_NONE: u32 = 0;
+/// The state changed from `from_state` to `to_state` (`RELINK_STATE_*`).
+pub const RELINK_EVENT_STATE_CHANGED: u32 = 1;
+/// The first connection is up, after `attempt` attempts.
+pub const RELINK_EVENT_CONNECTED: u32 = 2;
+/// A connection is up again after `attempt` attempts and `duration_ms` of downtime.
+pub const RELINK_EVENT_RECONNECTED: u32 = 3;
+/// A READY connection was lost; `failure` says why.
+pub const RELINK_EVENT_DISCONNECTED: u32 = 4;
+/// Attempt `attempt` is scheduled in `duration_ms`.
+pub const RELINK_EVENT_RECONNECT_SCHEDULED: u32 = 5;
+/// A heartbeat PING went unanswered; `misses` in a row so far.
+pub const RELINK_EVENT_HEARTBEAT_MISSED: u32 = 6;
+/// The backoff policy gave up after `attempt` attempts and `duration_ms`;
+/// the supervisor stopped.
+pub const RELINK_EVENT_GAVE_UP: u32 = 7;
+
+/// The supervisor's settings (relink_core's `SupervisorConfig`), in whole
+/// milliseconds. Fill it with `relink_supervisor_config_default`, then
+/// change fields. Checked by `relink_supervisor_new`: a bad enumeration value
+/// is `RELINK_INVALID_ARGUMENT`, a bad value `RELINK_INVALID_CONFIG` naming
+/// the field.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct relink_supervisor_config {
+    /// Delays between connection attempts.
+    pub backoff: relink_backoff_policy,
+    /// Silence after which a heartbeat PING is sent; at least 1.
+    pub heartbeat_interval_ms: u64,
+    /// How long a PING may go unanswered before it counts as a miss; at least 1.
+    pub heartbeat_timeout_ms: u64,
+    /// Misses in a row tolerated before the connection is declared dead.
+    pub heartbeat_misses_allowed: u32,
+    /// How long one connection attempt with its handshake may take; at least 1.
+    pub connect_timeout_ms: u64,
+    /// How long a connection must stay READY for its loss to restart the
+    /// backoff from the initial delay.
+    pub backoff_reset_after_ms: u64,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl relink_supervisor_config {
+    fn from_config(c: &SupervisorConfig) -> Self {
+        relink_supervisor_config {
+            backoff: relink_backoff_policy::from_policy(&c.backoff),
+            heartbeat_interval_ms: ms(c.heartbeat.interval),
+            heartbeat_timeout_ms: ms(c.heartbeat.timeout),
+            heartbeat_misses_allowed: c.heartbeat.misses_allowed,
+            connect_timeout_ms: ms(c.connect_timeout),
+            backoff_reset_after_ms: ms(c.backoff_reset_after),
+        }
+    }
+
+    /// The core's config, validated by the core.
+    fn to_config(self) -> FfiResult<SupervisorConfig> {
+        let backoff = self.backoff.to_policy("backoff.")?;
+        SupervisorConfig::default()
+            .backoff(backoff)
+            .heartbeat(HeartbeatConfig {
+                interval: Duration::from_millis(self.heartbeat_interval_ms),
+                timeout: Duration::from_millis(self.heartbeat_timeout_ms),
+                misses_allowed: self.heartbeat_misses_allowed,
+            })
+            .connect_timeout(Duration::from_millis(self.connect_timeout_ms))
+            .backoff_reset_after(Duration::from_millis(self.backoff_reset_after_ms))
+            .build()
+            .map_err(|e| {
+                relink_error::new(
+                    RELINK_INVALID_CONFIG,
+                    format!("invalid supervisor config: {e}"),
+                )
+            })
+    }
+}
+
+/// One thing that happened, for `relink_supervisor_handle_input`. Only the
+/// fields its `input` names are read; set the others to 0.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct relink_supervisor_input {
+    /// One of `RELINK_INPUT_*`.
+    pub input: u32,
+    /// CONNECTED, CONNECT_FAILED: the attempt number from the CONNECT action.
+    pub attempt: u32,
+    /// CONNECT_FAILED, PING_FAILED, COMMAND_FAILED, CONNECTION_LOST: one of
+    /// `RELINK_FAILURE_*` (not `_NONE`).
+    pub failure: u32,
+    /// PONG, PING_FAILED: the id from the SEND_PING action.
+    pub ping_id: u64,
+}
+
+/// One thing `relink_supervisor_poll_output` hands out. Fields that do not
+/// belong to its `output` (and its `action` or `event`) are 0.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct relink_supervisor_output {
+    /// One of `RELINK_OUTPUT_*`.
+    pub output: u32,
+    /// ACTION: one of `RELINK_ACTION_*`; else `RELINK_ACTION_NONE`.
+    pub action: u32,
+    /// EVENT: one of `RELINK_EVENT_*`; else `RELINK_EVENT_NONE`.
+    pub event: u32,
+    /// Action CONNECT and event RECONNECT_SCHEDULED: the attempt number;
+    /// events CONNECTED, RECONNECTED and GAVE_UP: the attempts it took.
+    pub attempt: u32,
+    /// Action SEND_PING: the probe's id, to report back with PONG.
+    pub ping_id: u64,
+    /// Event STATE_CHANGED: the previous `RELINK_STATE_*`.
+    pub from_state: u32,
+    /// Event STATE_CHANGED: the new `RELINK_STATE_*`.
+    pub to_state: u32,
+    /// Event DISCONNECTED: what killed the connection, a `RELINK_FAILURE_*`.
+    pub failure: u32,
+    /// Event HEARTBEAT_MISSED: misses in a row so far.
+    pub misses: u32,
+    /// Event RECONNECT_SCHEDULED: the delay; RECONNECTED: the downtime;
+    /// GAVE_UP: the time since the outage began. Whole milliseconds.
+    pub duration_ms: u64,
+    /// TIMEOUT: when to poll again at the latest, on the caller's clock.
+    pub deadline_ms: u64,
+}
+
+/// A snapshot of the supervisor's view of the connection.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct relink_health {
+    /// The current `RELINK_STATE_*`.
+    pub state: u32,
+    /// When it was entered.
+    pub since_ms: u64,
+    /// The current or last connection attempt number in this outage (0 before any).
+    pub attempt: u32,
+    /// The most recent failure, or `RELINK_FAILURE_NONE`.
+    pub last_failure: u32,
+    /// Heartbeat misses in a row on the current connection.
+    pub heartbeat_misses: u32,
+    /// Whether `rtt_ms` holds a value.
+    pub has_rtt: bool,
+    /// Round-trip time of the last answered heartbeat PING.
+    pub rtt_ms: u64,
+    /// Whether `next_attempt_at_ms` holds a value (TRANSIENT_FAILURE only).
+    pub has_next_attempt: bool,
+    /// When the next connection attempt is due.
+    pub next_attempt_at_ms: u64,
+}
+
+fn failure_code(kind: FailureKind) -> FfiResult<u32> {
+    Ok(match kind {
+        FailureKind::Io => RELINK_FAILURE_IO,
+        FailureKind::Closed => RELINK_FAILURE_CLOSED,
+        FailureKind::Timeout => RELINK_FAILURE_TIMEOUT,
+        FailureKind::Auth => RELINK_FAILURE_AUTH,
+        FailureKind::Protocol => RELINK_FAILURE_PROTOCOL,
+        FailureKind::Command => RELINK_FAILURE_COMMAND,
+        FailureKind::ServerBusy(BusyReason::Loading) => RELINK_FAILURE_SERVER_BUSY_LOADING,
+        FailureKind::ServerBusy(BusyReason::Busy) => RELINK_FAILURE_SERVER_BUSY_BUSY,
+        FailureKind::ServerBusy(BusyReason::MasterDown) => RELINK_FAILURE_SERVER_BUSY_MASTER_DOWN,
+        FailureKind::ServerBusy(BusyReason::ReadOnly) => RELINK_FAILURE_SERVER_BUSY_READ_ONLY,
+        FailureKind::ServerBusy(BusyReason::TryAgain) => RELINK_FAILURE_SERVER_BUSY_TRY_AGAIN,
+        FailureKind::Moved => RELINK_FAILURE_MOVED,
+        other => {
+            return Err(relink_error::invalid(format!(
+                "failure kind {other} has no C form yet"
+            )))
+        }
+    })
+}
+
+fn failure_kind(code: u32, what: &str) -> FfiResult<FailureKind> {
+    Ok(match code {
+        RELINK_FAILURE_IO => FailureKind::Io,
+        RELINK_FAILURE_CLOSED => FailureKind::Closed,
+        RELINK_FAILURE_TIMEOUT => FailureKind::Timeout,
+        RELINK_FAILURE_AUTH => FailureKind::Auth,
+        RELINK_FAILURE_PROTOCOL => FailureKind::Protocol,
+        RELINK_FAILURE_COMMAND => FailureKind::Command,
+        RELINK_FAILURE_SERVER_BUSY_LOADING => FailureKind::ServerBusy(BusyReason::Loading),
+        RELINK_FAILURE_SERVER_BUSY_BUSY => FailureKind::ServerBusy(BusyReason::Busy),
+        RELINK_FAILURE_SERVER_BUSY_MASTER_DOWN => FailureKind::ServerBusy(BusyReason::MasterDown),
+        RELINK_FAILURE_SERVER_BUSY_READ_ONLY => FailureKind::ServerBusy(BusyReason::ReadOnly),
+        RELINK_FAILURE_SERVER_BUSY_TRY_AGAIN => FailureKind::ServerBusy(BusyReason::TryAgain),
+        RELINK_FAILURE_MOVED => FailureKind::Moved,
+        other => {
+            return Err(relink_error::invalid(format!(
+                "`{what}` is {other}: expected RELINK_FAILURE_IO (1) .. RELINK_FAILURE_MOVED (12)"
+            )))
+        }
+    })
+}
+
+impl relink_supervisor_input {
+    fn to_input(self) -> FfiResult<Input> {
+        let failure = || failure_kind(self.failure, "input.failure");
+        Ok(match self.input {
+            RELINK_INPUT_START => Input::Start,
+            RELINK_INPUT_CONNECTED => Input::Connected {
+                attempt: self.attempt,
+            },
+            RELINK_INPUT_CONNECT_FAILED => Input::ConnectFailed {
+                attempt: self.attempt,
+                kind: failure()?,
+            },
+            RELINK_INPUT_PONG => Input::Pong { id: self.ping_id },
+            RELINK_INPUT_PING_FAILED => Input::PingFailed {
+                id: self.ping_id,
+                kind: failure()?,
+            },
+            RELINK_INPUT_ACTIVITY => Input::Activity,
+            RELINK_INPUT_COMMAND_FAILED => Input::CommandFailed { kind: failure()? },
+            RELINK_INPUT_CONNECTION_LOST => Input::ConnectionLost { kind: failure()? },
+            RELINK_INPUT_SERVER_MOVED => Input::ServerMoved,
+            RELINK_INPUT_SHUTDOWN => Input::Shutdown,
+            other => {
+                return Err(relink_error::invalid(format!(
+                    "`input.input` is {other}: expected RELINK_INPUT_START (0) .. \
+                     RELINK_INPUT_PING_FAILED (9)"
+                )))
+            }
+        })
+    }
+}
+
+impl relink_supervisor_output {
+    fn from_output(output: Output) -> FfiResult<Self> {
+        let none = relink_supervisor_output::default();
+        Ok(match output {
+            Output::Action(action) => {
+                let action = match action {
+                    Action::Connect { attempt } => relink_supervisor_output {
+                        action: RELINK_ACTION_CONNECT,
+                        attempt,
+                        ..none
+                    },
+                    Action::SendPing { id } => relink_supervisor_output {
+                        action: RELINK_ACTION_SEND_PING,
+                        ping_id: id,
+                        ..none
+                    },
+                    Action::Disconnect => relink_supervisor_output {
+                        action: RELINK_ACTION_DISCONNECT,
+                        ..none
+                    },
+                    other => {
+                        return Err(relink_error::invalid(format!(
+                            "action {other:?} has no C form yet"
+                        )))
+                    }
+                };
+                relink_supervisor_output {
+                    output: RELINK_OUTPUT_ACTION,
+                    ..action
+                }
+            }
+            Output::Event(event) => relink_supervisor_output {
+                output: RELINK_OUTPUT_EVENT,
+                ..Self::from_event(event)?
+            },
+            Output::Timeout(deadline) => relink_supervisor_output {
+                output: RELINK_OUTPUT_TIMEOUT,
+                deadline_ms: deadline.as_millis(),
+                ..none
+            },
+            Output::Idle => relink_supervisor_output {
+                output: RELINK_OUTPUT_IDLE,
+                ..none
+            },
+            other => {
+                return Err(relink_error::invalid(format!(
+                    "output {other:?} has no C form yet"
+                )))
+            }
+        })
+    }
+
+    fn from_event(event: Event) -> FfiResult<Self> {
+        let none = relink_supervisor_output::default();
+        Ok(match event {
+            Event::StateChanged { from, to } => relink_supervisor_output {
+                event: RELINK_EVENT_STATE_CHANGED,
+                from_state: state_code(from),
+                to_state: state_code(to),
+                ..none
+            },
+            Event::Connected { attempts } => relink_supervisor_output {
+                event: RELINK_EVENT_CONNECTED,
+                attempt: attempts,
+                ..none
+            },
+            Event::Reconnected { downtime, attempts } => relink_supervisor_output {
+                event: RELINK_EVENT_RECONNECTED,
+                attempt: attempts,
+                duration_ms: ms(downtime),
+                ..none
+            },
+            Event::Disconnected { cause } => relink_supervisor_output {
+                event: RELINK_EVENT_DISCONNECTED,
+                failure: failure_code(cause)?,
+                ..none
+            },
+            Event::ReconnectScheduled { attempt, delay } => relink_supervisor_output {
+                event: RELINK_EVENT_RECONNECT_SCHEDULED,
+                attempt,
+                duration_ms: ms(delay),
+                ..none
+            },
+            Event::HeartbeatMissed { misses } => relink_supervisor_output {
+                event: RELINK_EVENT_HEARTBEAT_MISSED,
+                misses,
+                ..none
+            },
+            Event::GaveUp { attempts, elapsed } => relink_supervisor_output {
+                event: RELINK_EVENT_GAVE_UP,
+                attempt: attempts,
+                duration_ms: ms(elapsed),
+                ..none
+            },
+            other => {
+                return Err(relink_error::invalid(format!(
+                    "event {other:?} has no C form yet"
+                )))
+            }
+        })
+    }
+}
+
+impl relink_health {
+    fn from_health(h: &Health) -> FfiResult<Self> {
+        Ok(relink_health {
+            state: state_code(h.state),
+            since_ms: h.since.as_millis(),
+            attempt: h.attempt,
+            last_failure: h
+                .last_failure
+                .map_or(Ok(RELINK_FAILURE_NONE), failure_code)?,
+            heartbeat_misses: h.heartbeat_misses,
+            has_rtt: h.rtt.is_some(),
+            rtt_ms: h.rtt.map_or(0, ms),
+            has_next_attempt: h.next_attempt_at.is_some(),
+            next_attempt_at_ms: h.next_attempt_at.map_or(0, Timestamp::as_millis),
+        })
+    }
+}
+
+/// Fills `*out` with relink's defaults: the default backoff, a PING after
+/// 1 s of silence answered within 1 s, no misses allowed, 2 s per connection
+/// attempt, the backoff reset after 10 s READY.
+#[no_mangle]
+pub extern "C" fn relink_supervisor_config_default(
+    out: *mut relink_supervisor_config,
+) -> relink_code {
+    guard(std::ptr::null_mut(), || {
+        check_out(out, "out")?;
+        let defaults = relink_supervisor_config::from_config(&SupervisorConfig::default());
+        // SAFETY: `out` is not NULL and points to a writable config (contract).
+        unsafe { out.write(defaults) };
+        Ok(())
+    })
+}
+
+/// The connectivity state machine (relink_core's `Supervisor`): the caller
+/// feeds it inputs and executes its actions; it never blocks, reads no clock
+/// and does no I/O. Time is milliseconds on a monotonic clock whose epoch the
+/// caller picks. Not thread-safe: use one from one thread at a time.
+///
+/// After every input, and when a TIMEOUT's deadline has come, call
+/// `relink_supervisor_poll_output` until it returns a TIMEOUT or IDLE output.
+#[derive(Debug)]
+pub struct relink_supervisor {
+    inner: Supervisor,
+}
+
+/// A supervisor in IDLE with `*config`, its backoff jitter drawn from `seed`
+/// (the same config, seed and inputs give the same outputs on every
+/// platform). On success `*out` owns it: free it with `relink_supervisor_free`.
+#[no_mangle]
+pub extern "C" fn relink_supervisor_new(
+    config: *const relink_supervisor_config,
+    seed: u64,
+    out: *mut *mut relink_supervisor,
+    err: *mut *mut relink_error,
+) -> relink_code {
+    guard(err, || {
+        // SAFETY: `config` is NULL or points to a readable config (contract).
+        let config = unsafe { try_ref(config, "config") }?.to_config()?;
+        check_out(out, "out")?;
+        let supervisor = into_raw(relink_supervisor {
+            inner: Supervisor::new(config, seed),
+        });
+        // SAFETY: `out` is not NULL and writable (contract).
+        unsafe { out.write(supervisor) };
+        Ok(())
+    })
+}
+
+/// Feeds `*input`, which happened at `now_ms`. An input that makes no sense
+/// in the current state (the result of an abandoned attempt, a PONG while
+/// connecting) is ignored, not an error; an out-of-range `input` or
+/// `failure` value is `RELINK_INVALID_ARGUMENT` and changes nothing.
+#[no_mangle]
+pub extern "C" fn relink_supervisor_handle_input(
+    supervisor: *mut relink_supervisor,
+    now_ms: u64,
+    input: *const relink_supervisor_input,
+    err: *mut *mut relink_error,
+) -> relink_code {
+    guard(err, || {
+        // SAFETY: `supervisor` is NULL or a live supervisor used by this thread only (contract).
+        let supervisor = unsafe { try_mut(supervisor, "supervisor") }?;
+        // SAFETY: `input` is NULL or points to a readable input (contract).
+        let input = unsafe { try_ref(input, "input") }?.to_input()?;
+        supervisor
+            .inner
+            .handle_input(Timestamp::from_millis(now_ms), input);
+        Ok(())
+    })
+}
+
+/// Writes the next thing to do at `now_ms` to `*out`: an ACTION or EVENT
+/// (call again), or TIMEOUT / IDLE when drained. Deadlines that have passed
+/// by `now_ms` are acted on first.
+#[no_mangle]
+pub extern "C" fn relink_supervisor_poll_output(
+    supervisor: *mut relink_supervisor,
+    now_ms: u64,
+    out: *mut relink_supervisor_output,
+    err: *mut *mut relink_error,
+) -> relink_code {
+    guard(err, || {
+        // SAFETY: `supervisor` is NULL or a live supervisor used by this thread only (contract).
+        let supervisor = unsafe { try_mut(supervisor, "supervisor") }?;
+        check_out(out, "out")?;
+        let output = supervisor.inner.poll_output(Timestamp::from_millis(now_ms));
+        let output = relink_supervisor_output::from_output(output)?;
+        // SAFETY: `out` is not NULL and writable (contract).
+        unsafe { out.write(output) };
+        Ok(())
+    })
+}
+
+/// Writes a snapshot of the supervisor's health to `*out`.
+#[no_mangle]
+pub extern "C" fn relink_supervisor_health(
+    supervisor: *const relink_supervisor,
+    out: *mut relink_health,
+    err: *mut *mut relink_error,
+) -> relink_code {
+    guard(err, || {
+        // SAFETY: `supervisor` is NULL or a live supervisor (contract).
+        let supervisor = unsafe { try_ref(supervisor, "supervisor") }?;
+        check_out(out, "out")?;
+        let health = relink_health::from_health(&supervisor.inner.health())?;
+        // SAFETY: `out` is not NULL and writable (contract).
+        unsafe { out.write(health) };
+        Ok(())
+    })
+}
+
+/// Frees a supervisor. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn relink_supervisor_free(supervisor: *mut relink_supervisor) {
+    guard_value((), || {
+        // SAFETY: `supervisor` is NULL or came from relink_supervisor_new, freed once.
+        unsafe { free_raw(supervisor) }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ptr;
+
+    fn new_supervisor() -> *mut relink_supervisor {
+        let mut config = relink_supervisor_config::from_config(&SupervisorConfig::default());
+        assert_eq!(relink_supervisor_config_default(&mut config), RELINK_OK);
+        let mut sup = ptr::null_mut();
+        assert_eq!(
+            relink_supervisor_new(&config, 1, &mut sup, ptr::null_mut()),
+            RELINK_OK
+        );
+        sup
+    }
+
+    fn drain(sup: *mut relink_supervisor, now: u64) -> Vec<relink_supervisor_output> {
+        let mut outs = Vec::new();
+        loop {
+            let mut out = relink_supervisor_output::default();
+            assert_eq!(
+                relink_supervisor_poll_output(sup, now, &mut out, ptr::null_mut()),
+                RELINK_OK
+            );
+            outs.push(out);
+            if matches!(out.output, RELINK_OUTPUT_TIMEOUT | RELINK_OUTPUT_IDLE) {
+                return outs;
+            }
+            assert!(outs.len() < 16, "drain did not end");
+        }
+    }
+
+    #[test]
+    fn the_default_config_round_trips() {
+        let c = relink_supervisor_config::from_config(&SupervisorConfig::default());
+        assert_eq!(c.to_config().unwrap(), SupervisorConfig::default());
+    }
+
+    #[test]
+    fn bad_configs_and_inputs_are_refused() {
+        let mut c = relink_supervisor_config::from_config(&SupervisorConfig::default());
+        c.heartbeat_interval_ms = 0;
+        let err = c.to_config().unwrap_err();
+        assert_eq!(err.code(), RELINK_INVALID_CONFIG);
+        c.heartbeat_interval_ms = 1000;
+        c.backoff.jitter = 42;
+        assert_eq!(c.to_config().unwrap_err().code(), RELINK_INVALID_ARGUMENT);
+
+        let sup = new_supervisor();
+        for input in [
+            relink_supervisor_input {
+                input: 99,
+                ..Default::default()
+            },
+            relink_supervisor_input {
+                input: RELINK_INPUT_CONNECTION_LOST,
+                failure: RELINK_FAILURE_NONE,
+                ..Default::default()
+            },
+            relink_supervisor_input {
+                input: RELINK_INPUT_CONNECT_FAILED,
+                attempt: 1,
+                failure: 13,
+                ..Default::default()
+            },
+        ] {
+            assert_eq!(
+                relink_supervisor_handle_input(sup, 0, &input, ptr::null_mut()),
+                RELINK_INVALID_ARGUMENT,
+                "{input:?}"
+            );
+        }
+        let start = relink_supervisor_input::default();
+        assert_eq!(
+            relink_supervisor_handle_input(ptr::null_mut(), 0, &start, ptr::null_mut()),
+            RELINK_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            relink_supervisor_handle_input(sup, 0, ptr::null(), ptr::null_mut()),
+            RELINK_INVALID_ARGUMENT
+        );
+        let mut health = relink_health::default();
+        assert_eq!(
+            relink_supervisor_health(sup, &mut health, ptr::null_mut()),
+            RELINK_OK
+        );
+        assert_eq!(
+            health.state,
+            crate::client::RELINK_STATE_IDLE,
+            "nothing changed"
+        );
+        relink_supervisor_free(sup);
+        relink_supervisor_free(ptr::null_mut());
+    }
+
+    #[test]
+    fn every_failure_code_round_trips() {
+        for code in RELINK_FAILURE_IO..=RELINK_FAILURE_MOVED {
+            let kind = failure_kind(code, "failure").unwrap();
+            assert_eq!(failure_code(kind).unwrap(), code, "{kind}");
+        }
+    }
+
+    #[test]
+    fn start_connect_and_ready_follow_the_core() {
+        let sup = new_supervisor();
+        let start = relink_supervisor_input::default();
+        assert_eq!(
+            relink_supervisor_handle_input(sup, 0, &start, ptr::null_mut()),
+            RELINK_OK
+        );
+        let outs = drain(sup, 0);
+        assert_eq!(outs[0].event, RELINK_EVENT_STATE_CHANGED);
+        assert_eq!(outs[1].action, RELINK_ACTION_CONNECT);
+        assert_eq!(outs[1].attempt, 1);
+        assert_eq!(outs[2].output, RELINK_OUTPUT_TIMEOUT);
+        assert_eq!(outs[2].deadline_ms, 2000, "the default connect timeout");
+        let connected = relink_supervisor_input {
+            input: RELINK_INPUT_CONNECTED,
+            attempt: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            relink_supervisor_handle_input(sup, 5, &connected, ptr::null_mut()),
+            RELINK_OK
+        );
+        drain(sup, 5);
+        let mut health = relink_health::default();
+        assert_eq!(
+            relink_supervisor_health(sup, &mut health, ptr::null_mut()),
+            RELINK_OK
+        );
+        assert_eq!(health.state, crate::client::RELINK_STATE_READY);
+        assert_eq!(health.since_ms, 5);
+        assert!(!health.has_rtt && !health.has_next_attempt);
+        relink_supervisor_free(sup);
+    }
+}

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::ConnectionLike;
-use redis::{ErrorKind, RedisError};
+use redis::RedisError;
 use relink::config::{OutagePolicy, RetryPolicy};
 use relink::core::supervisor::HeartbeatConfig;
 use relink::{Config, Event, Outcome, State};
@@ -334,7 +334,7 @@ pub extern "C" fn relink_client_command(
         let mut handle = client.client.clone();
         let reply = match client.runtime.block_on(handle.req_packed_command(&cmd)) {
             Ok(value) => relink_reply::from_value(value),
-            Err(e) if is_server_reply(&e) => {
+            Err(e) if relink::classify::is_server_reply(&e) => {
                 let text = match e.detail() {
                     Some(detail) => format!("{} {detail}", e.code().unwrap_or("ERR")),
                     None => e.code().unwrap_or("ERR").to_owned(),
@@ -392,16 +392,10 @@ unsafe fn command(
     Ok(cmd)
 }
 
-/// Did the server answer with an error reply (rather than relink or the
-/// transport failing)? The same test relink's classifier makes.
-fn is_server_reply(err: &RedisError) -> bool {
-    relink::Error::from_redis(err).is_none()
-        && matches!(err.kind(), ErrorKind::Server(_) | ErrorKind::Extension)
-        && err.code().is_some()
-}
-
 /// relink's verdict on a failed command, as a code, an outcome and a message.
+/// The outcome is relink's (`Error::outcome_of`); this only names it.
 fn command_error(err: &RedisError) -> relink_error {
+    let outcome = relink::Error::outcome_of(err);
     let code = match relink::Error::from_redis(err) {
         Some(relink::Error::NotConnected { .. }) => RELINK_NOT_CONNECTED,
         Some(relink::Error::BacklogFull { .. }) => RELINK_BACKLOG_FULL,
@@ -410,13 +404,16 @@ fn command_error(err: &RedisError) -> relink_error {
         Some(relink::Error::NotApplied { .. }) => RELINK_NOT_APPLIED,
         Some(relink::Error::Shutdown) => RELINK_SHUTDOWN,
         Some(relink::Error::Config { .. }) => RELINK_INVALID_CONFIG,
-        _ if err.is_io_error() || err.is_timeout() => RELINK_MAYBE_APPLIED,
-        _ => RELINK_REDIS_ERROR,
+        _ => match outcome {
+            Outcome::Unknown => RELINK_MAYBE_APPLIED,
+            Outcome::NotApplied => RELINK_NOT_APPLIED,
+            Outcome::Rejected => RELINK_REDIS_ERROR,
+        },
     };
-    let outcome = match relink::Error::outcome_of(err) {
+    let outcome = match outcome {
         Outcome::NotApplied => RELINK_OUTCOME_NOT_APPLIED,
         Outcome::Unknown => RELINK_OUTCOME_UNKNOWN,
-        _ => RELINK_OUTCOME_REJECTED,
+        Outcome::Rejected => RELINK_OUTCOME_REJECTED,
     };
     relink_error::new(code, err.to_string()).with_outcome(outcome)
 }

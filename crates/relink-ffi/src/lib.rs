@@ -20,9 +20,9 @@
 //! - Every buffer comes with its `size_t` length; values are binary-safe.
 //! - Enumerations coming in from C are plain integers, validated: an unknown
 //!   value is `RELINK_INVALID_ARGUMENT`, never undefined behaviour.
-//! - No panic crosses the boundary: each entry point runs inside
-//!   [`boundary`]'s `catch_unwind` and a panic becomes `RELINK_PANIC`. The
-//!   library must be built with `panic = "unwind"` (the default; the
+//! - No panic crosses the boundary: each entry point runs inside the
+//!   `boundary` module's `catch_unwind` and a panic becomes `RELINK_PANIC`.
+//!   The library must be built with `panic = "unwind"` (the default; the
 //!   workspace's release profile keeps it).
 //! - NULL pointers and invalid UTF-8 give `RELINK_INVALID_ARGUMENT` with a
 //!   message naming the argument.

@@ -7,6 +7,7 @@
 
 mod c;
 mod js;
+mod tidy;
 mod wasm;
 
 use std::env;
@@ -20,9 +21,12 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  test      fmt check, clippy, wasm32 build of relink-core, cargo test --workspace
+  test      fmt check, tidy, clippy, wasm32 build of relink-core, cargo test --workspace
             (against a real redis-server, installed when missing and run as root),
             the JS tests and the wasm import check, the C ABI steps, a chaos run
+  tidy      fail when a driver makes a decision that belongs in relink-core (a literal
+            delay or sleep, an error-code match outside the classifier, a liveness
+            verdict) or the core grows a dependency; allow-list: xtask/tidy-allow.txt
   c         the C ABI steps of `test` alone: header check, C tests under valgrind,
             the C example through a restart, the Python test
   js        the wasm/JS steps of `test` alone: the Node package, node --test, import check
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
+        Some("tidy") => tidy::run(),
         Some("c") => prepare().and_then(|redis_server| c::test(&redis_server)),
         Some("js") => prepare().and_then(|redis_server| {
             js::test(&redis_server)?;
@@ -103,6 +108,7 @@ fn test() -> Result {
         "cargo fmt --all --check",
         cargo().args(["fmt", "--all", "--check"]),
     )?;
+    tidy::run()?;
     step(
         "cargo clippy --workspace --all-targets -- -D warnings",
         cargo().args([

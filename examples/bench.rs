@@ -4,7 +4,8 @@
 //! 1. GET/SET throughput and p50/p99 latency through `relink::Client` vs a raw
 //!    redis-rs `MultiplexedConnection`, at 1, 16 and 64 concurrent tasks,
 //!    raw and relink runs alternating (ABBA) so drift hits both alike.
-//! 2. Time to notice a SIGSTOP'd server on an idle connection.
+//! 2. Time to notice a SIGSTOP'd server on an idle connection, and time from
+//!    a call to a SIGSTOP'd server to the caller's answer, per deadline.
 //! 3. Time from a killed server being back to the first successful SET.
 //!
 //! Everything runs on loopback against a redis-server spawned here. The
@@ -51,11 +52,18 @@ const RECOVERY_SLACK: Duration = Duration::from_millis(20);
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Some(arg) = args.first() {
-        eprintln!("bench: unexpected argument `{arg}` (it takes none)");
-        std::process::exit(2);
-    }
-    match run().await {
+    let only = match args.as_slice() {
+        [] => None,
+        [flag, name] if flag == "--only" && SECTIONS.contains(&name.as_str()) => Some(name.clone()),
+        _ => {
+            eprintln!(
+                "bench: usage: bench [--only SECTION], SECTION one of {}",
+                SECTIONS.join(", ")
+            );
+            std::process::exit(2);
+        }
+    };
+    match run(only.as_deref()).await {
         Ok(report) => {
             println!("{report}");
             let path = report_path();
@@ -97,7 +105,19 @@ fn report_path() -> PathBuf {
     target.join("relink-bench.md")
 }
 
-async fn run() -> Res<String> {
+/// The sections, in the order they run; `--only NAME` runs one.
+const SECTIONS: [&str; 7] = [
+    "throughput",
+    "detection",
+    "deadline",
+    "recovery",
+    "sync",
+    "failover",
+    "cluster",
+];
+
+async fn run(only: Option<&str>) -> Res<String> {
+    let wanted = |name: &str| only.is_none_or(|o| o == name);
     let started = Instant::now();
     let mut server = RedisServer::builder().start();
     eprintln!(
@@ -116,12 +136,27 @@ async fn run() -> Res<String> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     )?;
     let mut verdicts = Vec::new();
-    throughput_section(&server, &mut md, &mut verdicts).await?;
-    detection_section(&mut server, &mut md, &mut verdicts).await?;
-    recovery_section(&mut server, &mut md, &mut verdicts).await?;
-    sync_section(&mut server, &mut md, &mut verdicts).await?;
-    failover_section(&mut md).await?;
-    cluster_section(&mut md).await?;
+    if wanted("throughput") {
+        throughput_section(&server, &mut md, &mut verdicts).await?;
+    }
+    if wanted("detection") {
+        detection_section(&mut server, &mut md, &mut verdicts).await?;
+    }
+    if wanted("deadline") {
+        deadline_section(&mut server, &mut md, &mut verdicts).await?;
+    }
+    if wanted("recovery") {
+        recovery_section(&mut server, &mut md, &mut verdicts).await?;
+    }
+    if wanted("sync") {
+        sync_section(&mut server, &mut md, &mut verdicts).await?;
+    }
+    if wanted("failover") {
+        failover_section(&mut md).await?;
+    }
+    if wanted("cluster") {
+        cluster_section(&mut md).await?;
+    }
 
     writeln!(md, "## Verdict\n")?;
     writeln!(md, "| target | measured | met? |")?;
@@ -425,6 +460,98 @@ async fn detection_section(
         format!("max {}", ms(max)),
         max <= bound + DETECTION_SLACK,
     ));
+    Ok(())
+}
+
+// ---- 2b. a call to a hung server ends by its deadline -----------------------
+
+async fn deadline_section(
+    server: &mut RedisServer,
+    md: &mut String,
+    verdicts: &mut Vec<(String, String, bool)>,
+) -> Res<()> {
+    let response_timeout = Duration::from_millis(250);
+    // A slow heartbeat: only the call's own deadline may end it.
+    let config = Config::new(&server.url())?
+        .with_client_name("bench-deadline")
+        .with_heartbeat(HeartbeatConfig {
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(30),
+            misses_allowed: 0,
+        })
+        .with_response_timeout(response_timeout);
+    eprintln!("bench: deadlines");
+    writeln!(
+        md,
+        "## 2b. A call to a hung server (SIGSTOP), per deadline\n"
+    )?;
+    writeln!(
+        md,
+        "A GET (a read: retried while the deadline allows) sent to a SIGSTOP'd server, \
+         response timeout {} ms, heartbeat out of the way, a new client each rep (so \
+         each call has a full retry budget); time from the call to its error ({REPS} \
+         reps each). \"none\" is the call without a deadline: one full response \
+         timeout per attempt, retries included.\n",
+        response_timeout.as_millis()
+    )?;
+    writeln!(md, "| deadline | min | median | max | error | target |")?;
+    writeln!(md, "| --- | --- | --- | --- | --- | --- |")?;
+    for deadline in [
+        Some(Duration::from_millis(100)),
+        Some(Duration::from_millis(300)),
+        Some(Duration::from_millis(1000)),
+        None,
+    ] {
+        let mut times = Vec::new();
+        let mut error = String::new();
+        for _ in 0..REPS {
+            let client = Client::new(config.clone().with_deadline(deadline))?;
+            client.wait_ready(Duration::from_secs(10)).await?;
+            let mut handle = client.clone();
+            server.pause();
+            let started = Instant::now();
+            let result: redis::RedisResult<Option<String>> = handle.get("bench:deadline").await;
+            times.push(started.elapsed());
+            server.resume();
+            match result {
+                Ok(_) => return Err("a stopped server answered".into()),
+                Err(e) => {
+                    error = match relink::Error::from_redis(&e) {
+                        Some(relink::Error::DeadlineExceeded { outcome, .. }) => {
+                            format!("deadline exceeded ({outcome:?})")
+                        }
+                        Some(other) => other.to_string(),
+                        None => e.to_string(),
+                    }
+                }
+            }
+            // The replies of the timed-out attempts drain once resumed.
+            let _: Option<String> = handle.get("bench:deadline").await?;
+            shutdown(&client).await?;
+        }
+        let (min, median, max) = summary(&times);
+        let label = deadline.map_or("none".to_owned(), |d| format!("{} ms", d.as_millis()));
+        let target = match deadline {
+            Some(d) => {
+                let met = max <= d + DETECTION_SLACK;
+                verdicts.push((
+                    format!("a call to a hung server answered by its {label} deadline (+ 50 ms)"),
+                    format!("max {}", ms(max)),
+                    met,
+                ));
+                format!("≤ {} ms", (d + DETECTION_SLACK).as_millis())
+            }
+            None => "—".to_owned(),
+        };
+        writeln!(
+            md,
+            "| {label} | {} | {} | {} | {error} | {target} |",
+            ms(min),
+            ms(median),
+            ms(max)
+        )?;
+    }
+    writeln!(md)?;
     Ok(())
 }
 

@@ -6,6 +6,8 @@ import wasm from './pkg/relink_wasm.js';
 
 export const {
   Backoff,
+  Call,
+  CallPolicy,
   Supervisor,
   SyncCursor,
   retrySafe,

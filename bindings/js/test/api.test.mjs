@@ -2,8 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  Backoff, Supervisor, SyncCursor, retrySafe, killsConnection, failureOutcome, failureName, classifyError,
-  classifyErrorCode,
+  Backoff, Call, CallPolicy, Supervisor, SyncCursor, retrySafe, killsConnection, failureOutcome, failureName,
+  classifyError, classifyErrorCode,
 } from '../index.mjs';
 
 /** Drains pollOutput(now) until timeout or idle. */
@@ -172,4 +172,42 @@ test('classifyError: server error replies, by code or whole message', () => {
   assert.equal(classifyError('ERR unknown command'), 'command');
   assert.equal(classifyError('WRONGTYPE Operation against a key holding the wrong kind of value'), 'command');
   assert.equal(classifyError(''), 'command');
+});
+
+test('call: a read to a hung server ends at its deadline', () => {
+  const policy = new CallPolicy({ response_timeout: '250ms', deadline: '300ms' });
+  const call = new Call(policy, 1000, true, 7n);
+  assert.equal(call.deadline, 1300);
+  assert.deepEqual(call.decide(policy, 1000, { type: 'connected' }), { type: 'send', timeout: 250 });
+  const hung = { type: 'failed', kind: 'timeout', delivery: 'maybe_sent', budget_allows: true };
+  assert.deepEqual(call.decide(policy, 1250, hung), { type: 'retry_at', at: 1250 });
+  assert.equal(call.retries, 1);
+  assert.deepEqual(call.decide(policy, 1250.7, { type: 'connected' }), { type: 'send', timeout: 50 });
+  const over = {
+    type: 'fail',
+    failure: { outcome: 'unknown', reason: 'deadline_exceeded', kind: 'timeout' },
+  };
+  assert.deepEqual(call.decide(policy, 1300, hung), over);
+  assert.ok(call.isDone);
+  assert.deepEqual(call.decide(policy, 1400, { type: 'connected' }), over, 'over for good');
+});
+
+test('call: fail-fast, own deadlines, redirects', () => {
+  const failFast = new CallPolicy({ queue_wait: null, max_redirects: 1 });
+  const unsent = new Call(failFast, 0, false, 1);
+  assert.deepEqual(unsent.decide(failFast, 0, { type: 'not_connected' }), {
+    type: 'fail',
+    failure: { outcome: 'not_applied', reason: 'not_connected', kind: null },
+  });
+  const unbounded = Call.withDeadline(0, false, null, 2n ** 64n - 1n);
+  assert.equal(unbounded.deadline, undefined);
+  const own = Call.withDeadline(10, true, 100, 1);
+  assert.equal(own.deadline, 110);
+  assert.deepEqual(own.decide(failFast, 10, { type: 'connected' }), { type: 'send', timeout: 100 });
+  assert.deepEqual(own.decide(failFast, 20, { type: 'redirected' }), { type: 'redirect', timeout: 90 });
+  assert.equal(own.redirects, 1);
+  // Missing fields take the defaults (a 10 s deadline); undefined is the default policy.
+  const defaults = new CallPolicy();
+  assert.equal(new Call(defaults, 0, false, 1).deadline, 10_000);
+  assert.equal(new Call(new CallPolicy({ max_retries: 1 }), 0, false, 1).deadline, 10_000);
 });

@@ -2,7 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  Backoff, Supervisor, SyncCursor, retrySafe, killsConnection, classifyError, classifyErrorCode,
+  Backoff, Call, CallPolicy, Supervisor, SyncCursor, retrySafe, killsConnection, classifyError,
+  classifyErrorCode,
 } from '../index.mjs';
 
 const CONFIG = 'ERR_RELINK_INVALID_CONFIG';
@@ -98,4 +99,30 @@ test('failure helpers: kinds and deliveries are checked', () => {
   throwsNaming(() => classifyErrorCode(42), ARGUMENT, 'code');
   throwsNaming(() => classifyError(undefined), ARGUMENT, 'codeOrMessage');
   throwsNaming(() => classifyError({ code: 'ECONNRESET' }), ARGUMENT, 'codeOrMessage');
+});
+
+test('call policy: bad fields are named by their path', () => {
+  throwsNaming(() => new CallPolicy({ queue_wait: '0s' }), CONFIG, 'queue_wait');
+  throwsNaming(() => new CallPolicy({ max_retries: 101 }), CONFIG, 'max_retries');
+  throwsNaming(() => new CallPolicy({ response_timeout: 250 }), CONFIG, 'response_timeout');
+  throwsNaming(() => new CallPolicy({ deadline: '-1s' }), CONFIG, 'deadline', 'negative');
+  throwsNaming(() => new CallPolicy({ busy_backoff: { max_delay: '1ms' } }), CONFIG, 'busy_backoff', 'max_delay');
+  throwsNaming(() => new CallPolicy({ retries: 3 }), CONFIG, 'retries');
+  const err = (() => { try { new CallPolicy({ max_redirects: 1000 }); } catch (e) { return e; } })();
+  assert.equal(err.field, 'policy.max_redirects');
+});
+
+test('call: times, flags, seeds and inputs are checked, never coerced', () => {
+  const policy = new CallPolicy();
+  throwsNaming(() => new Call(policy, -1, false, 1n), ARGUMENT, 'nowMs');
+  throwsNaming(() => new Call(policy, 0, 'yes', 1n), ARGUMENT, 'idempotent');
+  throwsNaming(() => new Call(policy, 0, false, -1n), ARGUMENT, 'seed');
+  throwsNaming(() => Call.withDeadline(0, false, -5, 1n), ARGUMENT, 'deadlineMs');
+  const call = new Call(policy, 0, false, 1n);
+  throwsNaming(() => call.decide(policy, NaN, { type: 'connected' }), ARGUMENT, 'nowMs');
+  throwsNaming(() => call.decide(policy, 0, { type: 'reconnected' }), ARGUMENT, 'input', 'reconnected');
+  throwsNaming(() => call.decide(policy, 0, { type: 'failed', kind: 'io' }), ARGUMENT, 'input', 'delivery');
+  throwsNaming(() => call.decide(policy, 0, 'connected'), ARGUMENT, 'input');
+  assert.throws(() => call.decide({ queue_wait: null }, 0, { type: 'connected' }), 'a policy made with new CallPolicy');
+  assert.equal(call.isDone, false, 'refused inputs change nothing');
 });

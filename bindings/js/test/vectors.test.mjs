@@ -4,13 +4,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Backoff, Supervisor } from '../index.mjs';
+import { Backoff, Call, CallPolicy, Supervisor } from '../index.mjs';
 
 const VECTORS = fileURLToPath(new URL('../../../tests/vectors/', import.meta.url));
 const read = (name) => JSON.parse(readFileSync(VECTORS + name, 'utf8'));
 
 // The files this runner replays; a new vector file needs a runner here too.
-const RUNNERS = new Set(['backoff.json', 'supervisor.json']);
+const RUNNERS = new Set(['backoff.json', 'supervisor.json', 'call.json']);
 
 test('every vector file has a JavaScript runner', () => {
   const files = readdirSync(VECTORS).filter((f) => f.endsWith('.json'));
@@ -69,6 +69,24 @@ test('supervisor vectors', async (t) => {
           if (out.kind === 'timeout' || out.kind === 'idle') break;
         }
         assert.deepEqual(outputs, step.outputs, `step ${i} (at ${step.at})`);
+      });
+    });
+  }
+});
+
+test('call vectors', async (t) => {
+  const { cases } = read('call.json');
+  assert.ok(cases.length >= 12);
+  for (const c of cases) {
+    await t.test(c.name, () => {
+      const policy = new CallPolicy(c.policy);
+      const call = c.own_deadline_ms === null
+        ? new Call(policy, c.start_ms, c.idempotent, BigInt(c.seed))
+        : Call.withDeadline(c.start_ms, c.idempotent, c.own_deadline_ms, c.seed);
+      c.steps.forEach((step, i) => {
+        const decision = call.decide(policy, step.at_ms, step.input);
+        assert.deepEqual(decision, step.decision, `step ${i} (at ${step.at_ms})`);
+        assert.equal(call.isDone, decision.type === 'fail');
       });
     });
   }

@@ -1,9 +1,10 @@
 //! # relink-wasm: relink-core for JavaScript
 //!
 //! wasm-bindgen bindings of the sans-IO engine: [`Backoff`], [`Supervisor`],
-//! [`SyncCursor`] and the failure-kind questions ([`retry_safe`],
-//! [`kills_connection`], [`classify_error`], ...). Each exported class is
-//! a `#[repr(transparent)]` newtype over the core type (ywasm's style).
+//! the per-call policy ([`CallPolicy`], [`Call`]), [`SyncCursor`] and the
+//! failure-kind questions ([`retry_safe`], [`kills_connection`],
+//! [`classify_error`], ...). Each exported class is a `#[repr(transparent)]`
+//! newtype over the core type (ywasm's style).
 //!
 //! **Architecture Invariant:** this crate is thin: conversion, ownership and
 //! error mapping only. It decides nothing, and it knows nothing of sockets,
@@ -25,12 +26,14 @@
 //!   is to blame, a `field`; the message names the field too.
 
 mod backoff;
+mod call;
 pub mod convert;
 mod failure;
 mod supervisor;
 mod sync;
 
 pub use backoff::Backoff;
+pub use call::{Call, CallPolicy};
 pub use convert::Result;
 pub use failure::{
     classify_error, classify_error_code, failure_name, failure_outcome, kills_connection,

@@ -1,0 +1,207 @@
+//! `CallPolicy` and `Call`: the core's per-call policy, the decision half of
+//! every command.
+
+use core::time::Duration;
+
+use relink_core::call::{CallInput, Decision};
+use relink_core::Timestamp;
+use wasm_bindgen::prelude::*;
+
+use crate::convert::{
+    bool_arg, error, from_js, millis, seed, to_js, Result, INVALID_ARGUMENT, INVALID_CONFIG,
+    MAX_SAFE_INTEGER,
+};
+
+/// How every call of a client behaves: the outage policy, retries,
+/// redirects, the response timeout, the deadline and the busy backoff.
+/// Made once from a plain object and shared by every `Call`.
+///
+/// ```js
+/// const policy = new CallPolicy({ queue_wait: '1s', max_retries: 2, deadline: '5s' });
+/// ```
+#[wasm_bindgen]
+#[repr(transparent)]
+#[derive(Debug, Clone)]
+pub struct CallPolicy(relink_core::CallPolicy);
+
+#[wasm_bindgen]
+impl CallPolicy {
+    /// `policy`: a plain object in the core's serde shape (`{queue_wait:
+    /// "5s" | null, max_retries: 3, max_redirects: 5, response_timeout: "3s",
+    /// deadline: "10s" | null, busy_backoff: {...}}`; `queue_wait: null` is
+    /// fail-fast; missing fields take the defaults, `undefined` is the
+    /// default policy), validated.
+    #[wasm_bindgen(constructor)]
+    pub fn new(policy: JsValue) -> Result<CallPolicy> {
+        let policy: relink_core::CallPolicy = if policy.is_undefined() {
+            relink_core::CallPolicy::default()
+        } else {
+            from_js(policy, "policy", INVALID_CONFIG)?
+        };
+        policy.validate().map_err(|e| {
+            let field = format!("policy.{}", e.field());
+            error(INVALID_CONFIG, &field, &format!("invalid `policy`: {e}"))
+        })?;
+        Ok(CallPolicy(policy))
+    }
+}
+
+/// One command's progress through a `CallPolicy`. Tell it what you see with
+/// `decide(policy, nowMs, input)` and do what it answers: `{type: "send",
+/// timeout}`, `{type: "redirect", timeout}` (ms), `{type: "queue", until}`,
+/// `{type: "retry_at", at}` (ms on your clock) or `{type: "fail", failure:
+/// {outcome, reason, kind}}`.
+#[wasm_bindgen]
+#[repr(transparent)]
+#[derive(Debug, Clone)]
+pub struct Call(relink_core::Call);
+
+#[wasm_bindgen]
+impl Call {
+    /// A call started at `nowMs`, under `policy` (and its deadline).
+    /// `idempotent`: safe to apply twice (a read, or a write declared
+    /// idempotent). `seed`: a `BigInt` (or a safe-integer number) that spreads
+    /// the jitter of waiting calls; a call counter will do.
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        policy: &CallPolicy,
+        now_ms: JsValue,
+        idempotent: JsValue,
+        seed_value: JsValue,
+    ) -> Result<Call> {
+        Ok(Call(relink_core::Call::new(
+            &policy.0,
+            timestamp(&now_ms)?,
+            bool_arg(&idempotent, "idempotent")?,
+            seed(&seed_value)?,
+        )))
+    }
+
+    /// Like `new Call` with a deadline of its own: `deadlineMs` after `nowMs`,
+    /// or `null` (or `undefined`) for no total bound.
+    #[wasm_bindgen(js_name = withDeadline)]
+    pub fn with_deadline(
+        now_ms: JsValue,
+        idempotent: JsValue,
+        deadline_ms: JsValue,
+        seed_value: JsValue,
+    ) -> Result<Call> {
+        let deadline = if deadline_ms.is_null() || deadline_ms.is_undefined() {
+            None
+        } else {
+            Some(Duration::from_millis(millis(&deadline_ms, "deadlineMs")?))
+        };
+        Ok(Call(relink_core::Call::with_deadline(
+            timestamp(&now_ms)?,
+            bool_arg(&idempotent, "idempotent")?,
+            deadline,
+            seed(&seed_value)?,
+        )))
+    }
+
+    /// What to do next, given what you saw at `nowMs`: `{type: "connected"}`,
+    /// `{type: "not_connected"}`, `{type: "backlog_full"}`, `{type: "failed",
+    /// kind, delivery, budget_allows}`, `{type: "redirected"}` or `{type:
+    /// "shutdown"}`. `policy` must be the one the call was made with. Once a
+    /// `fail` is given, every later input gets the same one.
+    pub fn decide(
+        &mut self,
+        policy: &CallPolicy,
+        now_ms: JsValue,
+        input: JsValue,
+    ) -> Result<JsValue> {
+        let now = timestamp(&now_ms)?;
+        let input = input_arg(&input)?;
+        let decision = match self.0.decide(&policy.0, now, input) {
+            // Only a policy of absurd durations reaches past 2^53 ms
+            // (285,000 years); as a number it means the same: never.
+            Decision::Send { timeout } => Decision::Send {
+                timeout: timeout.min(MAX_SAFE_DURATION),
+            },
+            Decision::Redirect { timeout } => Decision::Redirect {
+                timeout: timeout.min(MAX_SAFE_DURATION),
+            },
+            Decision::Queue { until } => Decision::Queue {
+                until: until.min(MAX_SAFE_TIMESTAMP),
+            },
+            Decision::RetryAt { at } => Decision::RetryAt {
+                at: at.min(MAX_SAFE_TIMESTAMP),
+            },
+            other => other,
+        };
+        to_js(&decision, false)
+    }
+
+    /// Retries spent so far.
+    #[wasm_bindgen(getter)]
+    pub fn retries(&self) -> u32 {
+        self.0.retries()
+    }
+
+    /// Redirects followed so far.
+    #[wasm_bindgen(getter)]
+    pub fn redirects(&self) -> u32 {
+        self.0.redirects()
+    }
+
+    /// The call's deadline in ms on your clock, or `undefined` for none.
+    #[wasm_bindgen(getter)]
+    pub fn deadline(&self) -> Option<f64> {
+        self.0
+            .deadline()
+            .map(|d| d.min(MAX_SAFE_TIMESTAMP).as_millis() as f64)
+    }
+
+    /// Has the call ended (a `fail` was given)?
+    #[wasm_bindgen(getter, js_name = isDone)]
+    pub fn is_done(&self) -> bool {
+        self.0.is_done()
+    }
+}
+
+const MAX_SAFE_TIMESTAMP: Timestamp = Timestamp::from_millis(MAX_SAFE_INTEGER);
+const MAX_SAFE_DURATION: Duration = Duration::from_millis(MAX_SAFE_INTEGER);
+
+fn timestamp(now_ms: &JsValue) -> Result<Timestamp> {
+    millis(now_ms, "nowMs").map(Timestamp::from_millis)
+}
+
+/// Reads an input in the core's serde shape. By hand rather than through
+/// [`from_js`]: an input comes with every decision of every command, and
+/// serde's internally tagged form goes through a `serde_json::Value` map and
+/// a buffering deserializer (an allocation per decision, and 7 KB of the
+/// module); the kind and the delivery still go through the core's serde.
+fn input_arg(input: &JsValue) -> Result<CallInput> {
+    let field = |name: &str| {
+        js_sys::Reflect::get(input, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
+    };
+    let tag = if input.is_object() {
+        field("type").as_string()
+    } else {
+        None
+    };
+    Ok(match tag.as_deref() {
+        Some("connected") => CallInput::Connected,
+        Some("not_connected") => CallInput::NotConnected,
+        Some("backlog_full") => CallInput::BacklogFull,
+        Some("redirected") => CallInput::Redirected,
+        Some("shutdown") => CallInput::Shutdown,
+        Some("failed") => CallInput::Failed {
+            kind: from_js(field("kind"), "input.kind", INVALID_ARGUMENT)?,
+            delivery: from_js(field("delivery"), "input.delivery", INVALID_ARGUMENT)?,
+            budget_allows: bool_arg(&field("budget_allows"), "input.budget_allows")?,
+        },
+        other => {
+            let got = other.map_or_else(|| "no string".into(), |t| format!("`{t}`"));
+            return Err(error(
+                INVALID_ARGUMENT,
+                "input.type",
+                &format!(
+                    "invalid `input.type`: {got}; expected an object whose `type` is \
+                     \"connected\", \"not_connected\", \"backlog_full\", \"failed\", \
+                     \"redirected\" or \"shutdown\""
+                ),
+            ));
+        }
+    })
+}

@@ -507,7 +507,7 @@ pub extern "C" fn relink_client_free(client: *mut relink_client) {
         } = *client;
         runtime.block_on(async {
             // Bounded: the background task ends within one step of being told.
-            let _ = tokio::time::timeout(Duration::from_secs(5), client.shutdown()).await;
+            let _ = tokio::time::timeout(relink::Config::SHUTDOWN_GRACE, client.shutdown()).await;
         });
         drop(client);
         // Dropping the runtime stops its tasks and joins its thread.

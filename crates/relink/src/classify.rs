@@ -109,6 +109,37 @@ pub(crate) fn given_up() -> RedisError {
     ))
 }
 
+/// What a failed command may have done, judged from an error relink did
+/// not make (a bare redis-rs error): the transport failing or timing out
+/// leaves it unknown; anything else (a server's error reply, a type
+/// conversion) means it was rejected.
+pub(crate) fn outcome_of_foreign(err: &RedisError) -> relink_core::Outcome {
+    if err.is_io_error() || err.is_timeout() {
+        relink_core::Outcome::Unknown
+    } else {
+        relink_core::Outcome::Rejected
+    }
+}
+
+/// Carries relink's own error inside a `RedisError` of kind I/O (with the
+/// `io::ErrorKind` a caller who only looks at that would expect), the way
+/// `ConnectionLike` must return it; `Error::from_redis` gets it back.
+pub(crate) fn wrap(error: crate::Error) -> RedisError {
+    use crate::Error;
+    let kind = match &error {
+        Error::OutcomeUnknown {
+            kind: FailureKind::Timeout,
+            ..
+        }
+        | Error::QueueTimeout { .. }
+        | Error::DeadlineExceeded { .. }
+        | Error::NotReady { .. } => io::ErrorKind::TimedOut,
+        Error::NotConnected { .. } | Error::Shutdown => io::ErrorKind::NotConnected,
+        _ => io::ErrorKind::Other,
+    };
+    RedisError::from(io::Error::new(kind, error))
+}
+
 /// A reply that is not what the protocol promised (classified `Protocol`).
 pub(crate) fn protocol_error(what: &'static str) -> RedisError {
     RedisError::from((ErrorKind::UnexpectedReturnType, what))

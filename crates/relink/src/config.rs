@@ -331,6 +331,10 @@ impl Config {
     /// Default [`deadline`](Self::deadline): a full backlog wait (5 s) and a
     /// full attempt (3 s) fit, with room for a retry.
     pub const DEFAULT_DEADLINE: Duration = CallPolicy::DEFAULT_DEADLINE;
+    /// How long a binding that must return (C's `relink_client_free`) waits
+    /// for [`Client::shutdown`](crate::Client::shutdown): its task ends
+    /// within one step of being told, so this bound is only a safety net.
+    pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
     /// Default [`tcp_keepalive`](Self::tcp_keepalive) idle time.
     pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 
@@ -632,12 +636,7 @@ impl Config {
     /// from the OS-seeded hasher keys std already has (no extra dependency
     /// for a few random bits).
     pub(crate) fn jitter_seed(&self) -> u64 {
-        use std::hash::{BuildHasher, Hasher};
-        self.seed.unwrap_or_else(|| {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u128(std::time::Instant::now().elapsed().as_nanos());
-            h.finish()
-        })
+        self.seed.unwrap_or_else(random_seed)
     }
 
     /// What commands do while there is no connection.
@@ -1459,6 +1458,15 @@ duration_fields! {
     de_heartbeat_interval => "heartbeat.interval",
     de_heartbeat_timeout => "heartbeat.timeout",
     de_outage_max_wait => "outage.max_wait",
+}
+
+/// A seed for a jitter, from the OS-seeded hasher keys std already has (no
+/// extra dependency for a few random bits).
+pub(crate) fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::Instant::now().elapsed().as_nanos());
+    h.finish()
 }
 
 /// A duration that can be switched off (`tcp_keepalive`, `deadline`): a

@@ -141,8 +141,7 @@ impl Error {
     pub fn outcome_of(err: &redis::RedisError) -> Outcome {
         match Error::from_redis(err).and_then(Error::outcome) {
             Some(outcome) => outcome,
-            None if err.is_io_error() || err.is_timeout() => Outcome::Unknown,
-            None => Outcome::Rejected,
+            None => crate::classify::outcome_of_foreign(err),
         }
     }
 
@@ -159,18 +158,7 @@ impl Error {
         if let Error::Redis(e) = self {
             return e;
         }
-        let kind = match &self {
-            Error::OutcomeUnknown {
-                kind: FailureKind::Timeout,
-                ..
-            }
-            | Error::QueueTimeout { .. }
-            | Error::DeadlineExceeded { .. }
-            | Error::NotReady { .. } => io::ErrorKind::TimedOut,
-            Error::NotConnected { .. } | Error::Shutdown => io::ErrorKind::NotConnected,
-            _ => io::ErrorKind::Other,
-        };
-        redis::RedisError::from(io::Error::new(kind, self))
+        crate::classify::wrap(self)
     }
 }
 

@@ -35,6 +35,7 @@ use std::time::Duration;
 use futures_util::Stream;
 use redis::{Script, Value};
 use relink_core::sync::{Epoch, Offer, ResumePlan, ResyncReason, ServerPosition, SyncCursor};
+use relink_core::{Backoff, BackoffPolicy};
 use tokio::sync::{mpsc, watch};
 
 use crate::{Client, Error};
@@ -263,7 +264,7 @@ impl TopicOptions {
         if self.batch == 0 {
             return Err(Error::config("batch", "must be at least 1"));
         }
-        if self.block < Duration::from_millis(1) {
+        if self.block.as_millis() == 0 {
             return Err(Error::config("block", "must be at least 1ms"));
         }
         Ok(())
@@ -418,6 +419,10 @@ impl Follower {
             cursor: from.unwrap_or_default(),
             tx,
             counters: Arc::default(),
+            // The pause after a failed step: the core's backoff, with the
+            // defaults of a reconnect (the outage itself is ridden out by
+            // the client's call policy; this only paces the retries).
+            pause: Backoff::new(BackoffPolicy::default(), crate::config::random_seed()),
         };
         let task = tokio::spawn(reader.run());
         Ok(Follower { rx, task })
@@ -453,6 +458,7 @@ struct Reader<C> {
     cursor: SyncCursor,
     tx: mpsc::Sender<Result<SyncEvent, Error>>,
     counters: Arc<FollowerCounters>,
+    pause: Backoff,
 }
 
 /// Why the read loop stopped and the plan must be made again.
@@ -485,8 +491,14 @@ impl<C: SyncConnection> Reader<C> {
                 }
             };
             let Some(pos) = pos else {
-                // The topic does not exist (yet, or any more): wait for it.
-                tokio::time::sleep(self.options.block).await;
+                // The topic does not exist (yet, or any more): wait for its
+                // log to appear, on the server (a blocking read of the
+                // stream from its end), for at most one read's block time.
+                if let Err(e) = self.await_log().await {
+                    if self.stopped(&e) || self.report(e).await.is_err() {
+                        return;
+                    }
+                }
                 continue;
             };
             let step = match self.cursor.resume_plan(&pos) {
@@ -494,7 +506,7 @@ impl<C: SyncConnection> Reader<C> {
                 _ => self.read_log(pos.epoch).await,
             };
             match step {
-                Ok(Replan::Again) => {}
+                Ok(Replan::Again) => self.pause.reset(),
                 Ok(Replan::Stop) => return,
                 Err(e) => {
                     if self.stopped(&e) || self.report(e).await.is_err() {
@@ -511,7 +523,7 @@ impl<C: SyncConnection> Reader<C> {
 
     /// Pauses before trying again; an error the server gave (not a passing
     /// outage, which the client rides out) is handed to the consumer too.
-    async fn report(&self, e: Error) -> Result<(), ()> {
+    async fn report(&mut self, e: Error) -> Result<(), ()> {
         let from_server = match &e {
             Error::Redis(r) => Error::outcome_of(r) == relink_core::Outcome::Rejected,
             _ => false,
@@ -522,7 +534,24 @@ impl<C: SyncConnection> Reader<C> {
         } else {
             tracing::debug!(error = %e, topic = %self.keys.meta, "relink follower read failed; retrying");
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The delay is the core's; the backoff never gives up (no limits).
+        let delay = self.pause.next_delay(Duration::ZERO).unwrap_or_default();
+        let until = tokio::time::Instant::now() + delay;
+        tokio::time::sleep_until(until).await;
+        Ok(())
+    }
+
+    /// Waits on the server, at most `block`, for the topic's log to get an
+    /// entry (the first publish creates it).
+    async fn await_log(&mut self) -> Result<(), Error> {
+        let _: redis::Value = redis::cmd("XREAD")
+            .arg("BLOCK")
+            .arg(u64::try_from(self.options.block.as_millis()).unwrap_or(u64::MAX))
+            .arg("STREAMS")
+            .arg(&self.keys.log)
+            .arg("$")
+            .query_async(&mut self.client)
+            .await?;
         Ok(())
     }
 

@@ -136,22 +136,22 @@ async fn a_killed_master_is_replaced_without_user_action() {
     let n: i64 = client.clone().incr("k{counter}", 1).await.expect("incr");
     assert_eq!(n, 1);
 
-    // Health: Ready again (the promoted replica serves the slots), and the
-    // dead node is seen as down.
+    // Health: Ready again (the promoted replica serves the slots). Once the
+    // failover is done, CLUSTER SLOTS no longer lists the dead node (a
+    // failed node is left out), so it is no longer probed nor listed.
+    let dead_addr = format!("127.0.0.1:{}", cluster.node(victim).port());
     let mut health = client.health();
-    let h = tokio::time::timeout(PATIENCE, health.wait_for(|h| h.state == State::Ready))
-        .await
-        .expect("ready again")
-        .expect("health open")
-        .clone();
+    let h = tokio::time::timeout(
+        PATIENCE,
+        health.wait_for(|h| h.state == State::Ready && !h.nodes.contains_key(&dead_addr)),
+    )
+    .await
+    .expect("ready again, without the dead node")
+    .expect("health open")
+    .clone();
     let ready_again = killed_at.elapsed();
-    let dead = h
-        .nodes
-        .iter()
-        .find(|(addr, _)| addr.ends_with(&format!(":{}", cluster.node(victim).port())))
-        .expect("the dead node is still listed");
-    assert!(!dead.1.master, "{h:#?}");
-    assert_ne!(dead.1.health.state, State::Ready, "{h:#?}");
+    assert_eq!(h.nodes.len(), 5, "{h:#?}");
+    assert_eq!(h.nodes.values().filter(|n| n.master).count(), 3, "{h:#?}");
     let stats = client.stats();
     println!(
         "failover: first success {first_success:?} after the kill, health Ready after {ready_again:?}; \
@@ -300,6 +300,167 @@ async fn a_sync_topic_works_on_the_cluster_across_a_failover() {
     println!(
         "sync on the cluster: {:?}; test {:?}",
         map.counts(),
+        started.elapsed()
+    );
+    client.shutdown().await;
+}
+
+/// `calls` of a command in `INFO commandstats` (`cmdstat_<name>:calls=N,...`).
+fn command_calls(con: &mut redis::Connection, name: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(con)
+        .expect("INFO commandstats");
+    let prefix = format!("cmdstat_{name}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Connections to a node from clients named `name` (`CLIENT LIST`).
+fn named_clients(con: &mut redis::Connection, name: &str) -> usize {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(con)
+        .expect("CLIENT LIST");
+    let field = format!(" name={name} ");
+    list.lines().filter(|l| l.contains(&field)).count()
+}
+
+/// A replica that leaves the cluster (`CLUSTER FORGET` everywhere, then
+/// `CLUSTER RESET` on it) is no longer probed: it disappears from the
+/// health, its probe's connection is closed, and no PING or connection
+/// reaches it any more while the client keeps reading the topology.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_leaves_the_cluster_is_no_longer_probed() {
+    let _one = ONE_CLUSTER.lock().await;
+    let started = Instant::now();
+    let mut cluster = blocking(RedisCluster::start);
+    const NAME: &str = "relink-probe-test";
+    let config = config(&cluster);
+    let settings = config.settings.clone().with_client_name(NAME);
+    let client = ClusterClient::new(config.with_settings(settings)).expect("client");
+    client.wait_ready(PATIENCE).await.expect("cluster ready");
+    let masters = blocking(|| cluster.masters());
+    let leaving = (0..cluster.len())
+        .find(|i| !masters.contains(i))
+        .expect("a replica");
+    let addr = format!("127.0.0.1:{}", cluster.node(leaving).port());
+    let mut health = client.health();
+    tokio::time::timeout(
+        PATIENCE,
+        health.wait_for(|h| {
+            h.nodes.len() == 6
+                && h.nodes
+                    .get(&addr)
+                    .is_some_and(|n| n.health.state == State::Ready)
+        }),
+    )
+    .await
+    .expect("every node probed")
+    .expect("health open");
+    // One connection to the leaving node for the whole test: our own
+    // commands must not count as connections.
+    let mut watch = cluster.node(leaving).connection();
+    assert_eq!(
+        blocking(|| named_clients(&mut watch, NAME)),
+        1,
+        "the probe is connected"
+    );
+
+    // Leave: forgotten by every other node, and forgetting them.
+    let id = cluster.node_id(leaving);
+    for i in (0..cluster.len()).filter(|&i| i != leaving) {
+        let () = redis::cmd("CLUSTER")
+            .arg("FORGET")
+            .arg(&id)
+            .query(&mut cluster.node(i).connection())
+            .expect("CLUSTER FORGET");
+    }
+    let () = redis::cmd("CLUSTER")
+        .arg("RESET")
+        .arg("SOFT")
+        .query(&mut watch)
+        .expect("CLUSTER RESET");
+    let left = Instant::now();
+
+    let h = tokio::time::timeout(PATIENCE, health.wait_for(|h| !h.nodes.contains_key(&addr)))
+        .await
+        .expect("the node that left is no longer listed")
+        .expect("health open")
+        .clone();
+    let unlisted = left.elapsed();
+    assert_eq!(h.nodes.len(), 5, "{h:#?}");
+    assert_eq!(
+        h.state,
+        State::Ready,
+        "a replica leaving changes nothing: {h:#?}"
+    );
+    // Its probe is stopped: its connection closes.
+    let deadline = Instant::now() + PATIENCE;
+    while blocking(|| named_clients(&mut watch, NAME)) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the probe's connection stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // From now on nothing reaches it, while the client goes on reading the
+    // topology of the others (each read is one CLUSTER SLOTS on some node).
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query(&mut watch)
+        .expect("INFO stats");
+    let connections = |info: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("total_connections_received")
+    };
+    let connections_before = connections(&info);
+    let pings_before = blocking(|| command_calls(&mut watch, "ping"));
+    let others: Vec<usize> = (0..cluster.len()).filter(|&i| i != leaving).collect();
+    let mut others_con: Vec<redis::Connection> = others
+        .iter()
+        .map(|&i| cluster.node(i).connection())
+        .collect();
+    let mut reads = || -> u64 {
+        others_con
+            .iter_mut()
+            .map(|con| command_calls(con, "cluster|slots"))
+            .sum()
+    };
+    let reads_before = blocking(&mut reads);
+    let deadline = Instant::now() + PATIENCE;
+    // Ten topology reads: two seconds at the test's 200 ms interval, many
+    // times the probe's heartbeat interval and reconnect delays.
+    while blocking(&mut reads) < reads_before + 10 {
+        assert!(
+            Instant::now() < deadline,
+            "the client stopped reading the topology"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query(&mut watch)
+        .expect("INFO stats");
+    assert_eq!(
+        connections(&info),
+        connections_before,
+        "a connection reached the node that left"
+    );
+    assert_eq!(
+        blocking(|| command_calls(&mut watch, "ping")),
+        pings_before,
+        "a PING reached the node that left"
+    );
+    assert_eq!(client.health().borrow().state, State::Ready);
+    println!(
+        "node left: unlisted after {unlisted:?}; test {:?}",
         started.elapsed()
     );
     client.shutdown().await;

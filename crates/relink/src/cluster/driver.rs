@@ -1,17 +1,29 @@
-//! The cluster client's background task: makes (and remakes, with backoff)
-//! the cluster connection, reads the topology, runs one probe per node, and
-//! publishes the health.
+//! The cluster client's background task. It executes the core's
+//! [`ClusterSupervisor`]: it makes the cluster connection when asked, reads
+//! the topology (`CLUSTER SLOTS`) when asked, starts and stops one probe per
+//! node when told, drops the connection when told, and feeds back what
+//! happened (connect results, topology reads, each probe's state, pokes from
+//! the call path). Every decision (when to reconnect and after how long,
+//! when to read the topology, which nodes to probe, how the nodes add up,
+//! when the cluster is lost, when to give up) is the core's; the task sleeps
+//! only until the deadline the core hands out.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::Value;
-use relink_core::backoff::Backoff;
-use relink_core::{FailureKind, State};
+use redis::{RedisError, Value};
+use relink_core::cluster::{
+    Action, ClusterSupervisor, ClusterSupervisorConfig, Event, Input, Output, SlotRange,
+};
+use relink_core::{FailureKind, State, Timestamp};
+use tokio::sync::{watch, Notify};
 
-use super::{Shared, SLOTS};
+use super::Shared;
 use crate::classify::failure_kind;
 use crate::{Client, Error, Health};
 
@@ -33,7 +45,8 @@ pub struct NodeHealth {
 pub struct ClusterHealth {
     /// Ready when every slot's master is Ready; TransientFailure when some
     /// slot is not served by a Ready master, or the cluster connection is
-    /// down; Connecting while it is being made; Shutdown at the end.
+    /// down; Connecting while it is being made, or while every node's probe
+    /// is still starting; Shutdown at the end.
     pub state: State,
     /// When the state was entered.
     pub since: Instant,
@@ -43,14 +56,15 @@ pub struct ClusterHealth {
     pub last_failure: Option<FailureKind>,
     /// Slots served by a master whose probe is Ready (16384 when Ready).
     pub slots_ready: u32,
-    /// Every node seen in the topology, by `host:port`.
+    /// Every node of the latest topology (each one probed), by `host:port`.
     pub nodes: BTreeMap<String, NodeHealth>,
 }
 
 /// A node's probe: a relink [`Client`] on that node, and the task that
-/// pokes the driver when its health changes.
-pub(super) struct Probe {
+/// tells the driver when its health changes.
+struct Probe {
     client: Client,
+    health: watch::Receiver<Health>,
     forward: tokio::task::JoinHandle<()>,
 }
 
@@ -60,250 +74,256 @@ impl Drop for Probe {
     }
 }
 
-/// The background task: makes (and remakes, with backoff) the cluster
-/// connection, reads the topology, runs one probe per node, and publishes
-/// the health.
+/// The slot map and every node (`host:port`), or why they could not be read.
+type TopologyResult = Result<(Vec<SlotRange>, Vec<String>), FailureKind>;
+
+/// The background task: executes the [`ClusterSupervisor`]'s decisions.
 pub(super) struct Driver {
     shared: Arc<Shared>,
     redis_client: redis::cluster::ClusterClient,
-    backoff: Backoff,
+    sup: ClusterSupervisor,
     probes: BTreeMap<String, Probe>,
-    /// Slot ranges and the `host:port` of their master.
-    topology: Vec<(u16, u16, String)>,
-    state: State,
-    since: Instant,
-    attempt: u32,
-    last_failure: Option<FailureKind>,
+    /// Probes stopped in the last drain, to be shut down.
+    stopping: Vec<Probe>,
+    /// Nodes the core asked to probe whose probe could not be made.
+    unprobeable: BTreeMap<String, Instant>,
+    /// Notified by the probes' forward tasks.
+    probe_changed: Arc<Notify>,
+    connecting: Option<(
+        u32,
+        BoxFuture<'static, Result<ClusterConnection, RedisError>>,
+    )>,
+    reading: Option<(u64, BoxFuture<'static, TopologyResult>)>,
 }
 
 impl Driver {
     pub(super) fn new(
         shared: Arc<Shared>,
         redis_client: redis::cluster::ClusterClient,
-        backoff: Backoff,
-        now: Instant,
+        seed: u64,
     ) -> Driver {
+        let config = ClusterSupervisorConfig::from(&shared.config.settings.supervisor_config());
         Driver {
+            sup: ClusterSupervisor::new(config, seed),
             shared,
             redis_client,
-            backoff,
             probes: BTreeMap::new(),
-            topology: Vec::new(),
-            state: State::Idle,
-            since: now,
-            attempt: 0,
-            last_failure: None,
+            stopping: Vec::new(),
+            unprobeable: BTreeMap::new(),
+            probe_changed: Arc::new(Notify::new()),
+            connecting: None,
+            reading: None,
         }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.shared.calls.now()
+    }
+
+    fn input(&mut self, input: Input<'_>) {
+        let now = self.now();
+        self.sup.handle_input(now, input);
     }
 
     pub(super) async fn run(mut self) {
         let shared = Arc::clone(&self.shared);
         let shutdown = shared.calls.shutdown.clone();
-        let settings = shared.config.settings.clone();
-        let sc = settings.supervisor_config();
-        let interval = sc.heartbeat.interval;
-        let mut outage_started = Instant::now();
-        let mut topology_failures = 0u32;
-        // Bounded by shutdown and by the backoff policy's give-up rules.
-        'run: loop {
-            if shutdown.is_cancelled() {
+        let probe_changed = Arc::clone(&self.probe_changed);
+        self.input(Input::Start);
+        // Bounded by the core: every iteration handles one input or one
+        // deadline, and Shutdown (asked for, or the backoff giving up) is terminal.
+        loop {
+            let deadline = self.drain();
+            self.retire_stopped();
+            self.publish();
+            if self.sup.state() == State::Shutdown {
                 break;
             }
-            if shared.live.load().is_none() {
-                self.attempt += 1;
-                self.set_state(State::Connecting);
-                self.publish();
-                let connect = tokio::time::timeout(
-                    sc.connect_timeout,
-                    self.redis_client.get_async_connection(),
-                );
-                let result = tokio::select! {
-                    _ = shutdown.cancelled() => break 'run,
-                    result = connect => result,
-                };
-                match result {
-                    Ok(Ok(conn)) => {
-                        tracing::info!(attempts = self.attempt, "relink cluster connected");
-                        shared.live.store(Some(Arc::new(conn)));
-                        self.backoff.reset();
-                        self.attempt = 0;
-                        topology_failures = 0;
-                    }
-                    failed => {
-                        let kind = match &failed {
-                            Ok(Err(e)) => failure_kind(e),
-                            _ => FailureKind::Timeout,
-                        };
-                        self.last_failure = Some(kind);
-                        shared.calls.drain_budget();
-                        let Some(delay) = self.backoff.next_delay(outage_started.elapsed()) else {
-                            tracing::error!(
-                                attempts = self.attempt,
-                                "relink cluster gave up reconnecting"
-                            );
-                            break 'run;
-                        };
-                        tracing::info!(
-                            attempt = self.attempt,
-                            %kind,
-                            delay_ms = delay.as_millis() as u64,
-                            "relink cluster connection failed; retrying"
-                        );
-                        self.set_state(State::TransientFailure);
-                        self.publish();
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break 'run,
-                            _ = tokio::time::sleep(delay) => {}
-                        }
-                        continue;
-                    }
-                }
-            }
-            match self.refresh_topology().await {
-                Ok(()) => topology_failures = 0,
-                Err(kind) => {
-                    self.last_failure = Some(kind);
-                    topology_failures += 1;
-                }
-            }
-            let ready = self.publish();
-            let probes_down = !self.probes.is_empty()
-                && self.probes.values().all(|p| {
-                    matches!(
-                        p.client.health().borrow().state,
-                        State::TransientFailure | State::Shutdown
-                    )
-                });
-            if !ready && probes_down && topology_failures >= 2 {
-                // Lost entirely: make it again from the configured nodes.
-                tracing::warn!("relink cluster unreachable; remaking the cluster connection");
-                shared.live.store(None);
-                outage_started = Instant::now();
-                continue;
-            }
+            let sleep_until = deadline.map(|t| shared.calls.instant(t));
             tokio::select! {
-                _ = shutdown.cancelled() => break 'run,
-                _ = shared.poke.notified() => {
-                    // Let a burst of pokes settle into one refresh.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.cancelled() => self.input(Input::Shutdown),
+                (attempt, result) = poll_connect(&mut self.connecting) => match result {
+                    Ok(conn) => {
+                        shared.live.store(Some(Arc::new(conn)));
+                        self.input(Input::Connected { attempt });
+                    }
+                    Err(err) => {
+                        let kind = failure_kind(&err);
+                        // While the cluster is out of reach, command retries
+                        // stop instead of piling onto the outage.
+                        shared.calls.drain_budget();
+                        tracing::debug!(attempt, %kind, error = %err, "cluster connection attempt failed");
+                        self.input(Input::ConnectFailed { attempt, kind });
+                    }
+                },
+                (id, result) = poll_read(&mut self.reading) => match result {
+                    Ok((slots, nodes)) => self.input(Input::Topology { id, slots, nodes }),
+                    Err(kind) => self.input(Input::TopologyFailed { id, kind }),
+                },
+                _ = probe_changed.notified() => self.feed_node_states(),
+                _ = shared.poke.notified() => self.input(Input::Poke),
+                _ = sleep(sleep_until) => {}
             }
         }
+        // However it ended, leave nothing behind.
+        self.connecting = None;
+        self.reading = None;
         shared.live.store(None);
-        for (_, probe) in std::mem::take(&mut self.probes) {
+        shared.calls.shutdown.cancel();
+        let probes = std::mem::take(&mut self.probes);
+        for probe in self.stopping.drain(..).chain(probes.into_values()) {
             probe.client.shutdown().await;
         }
-        self.set_state(State::Shutdown);
         self.publish();
     }
 
-    fn set_state(&mut self, state: State) {
-        if self.state != state {
-            tracing::info!(from = %self.state, to = %state, "relink cluster state changed");
-            self.state = state;
-            self.since = Instant::now();
+    /// Handles outputs until drained; returns the next deadline.
+    fn drain(&mut self) -> Option<Timestamp> {
+        // One input queues a bounded number of outputs (a few, plus two per
+        // node that joined or left); 4096 is far beyond any cluster.
+        for _ in 0..4096 {
+            let now = self.now();
+            match self.sup.poll_output(now) {
+                Output::Action(action) => self.act(action),
+                Output::Event(event) => observe(&event),
+                Output::Timeout(t) => return Some(t),
+                _ => return None,
+            }
         }
+        Some(self.now())
     }
 
-    /// Reads `CLUSTER SLOTS` through the cluster connection; starts a probe
-    /// for every node not seen before.
-    async fn refresh_topology(&mut self) -> Result<(), FailureKind> {
-        let Some(conn) = self.shared.live.load_full() else {
-            return Err(FailureKind::Closed);
-        };
-        let mut conn = (*conn).clone();
-        let mut cmd = redis::cmd("CLUSTER");
-        cmd.arg("SLOTS");
-        let reply = conn
-            .route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random))
-            .await
-            .map_err(|e| failure_kind(&e))?;
-        let (ranges, nodes) = parse_slots(reply).ok_or(FailureKind::Protocol)?;
-        for (host, port) in nodes {
-            let addr = format!("{host}:{port}");
-            if self.probes.contains_key(&addr) {
-                continue;
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::Connect { attempt } => {
+                let client = self.redis_client.clone();
+                let connect = async move { client.get_async_connection().await };
+                self.connecting = Some((attempt, connect.boxed()));
             }
-            match self.start_probe(&host, port) {
+            Action::RefreshTopology { id } => {
+                let read = match self.shared.live.load_full() {
+                    Some(conn) => read_topology((*conn).clone()).boxed(),
+                    None => std::future::ready(Err(FailureKind::Closed)).boxed(),
+                };
+                self.reading = Some((id, read));
+            }
+            Action::StartProbe { node } => match self.start_probe(&node) {
                 Ok(probe) => {
-                    tracing::info!(node = %addr, "relink cluster probing node");
-                    self.probes.insert(addr, probe);
+                    self.probes.insert(node, probe);
+                    // Its first state, and any change that raced the insert.
+                    self.probe_changed.notify_one();
                 }
                 Err(e) => {
-                    tracing::warn!(node = %addr, error = %e, "relink cluster cannot probe node")
+                    tracing::warn!(%node, error = %e, "relink cluster cannot probe node");
+                    let now = Instant::now();
+                    self.unprobeable.insert(node.clone(), now);
+                    // A node that cannot be probed is down, not starting.
+                    let at = self.now();
+                    self.sup.handle_input(
+                        at,
+                        Input::NodeState {
+                            node: &node,
+                            state: State::Shutdown,
+                        },
+                    );
+                }
+            },
+            Action::StopProbe { node } => {
+                self.unprobeable.remove(&node);
+                if let Some(probe) = self.probes.remove(&node) {
+                    self.stopping.push(probe);
                 }
             }
+            Action::Disconnect => {
+                self.connecting = None;
+                self.reading = None;
+                self.shared.live.store(None);
+            }
+            _ => {}
         }
-        self.topology = ranges;
-        Ok(())
     }
 
-    fn start_probe(&self, host: &str, port: u16) -> Result<Probe, Error> {
+    /// Feeds every probe's current state (the core ignores the unchanged).
+    fn feed_node_states(&mut self) {
+        let now = self.now();
+        for (node, probe) in &self.probes {
+            let state = probe.health.borrow().state;
+            self.sup.handle_input(now, Input::NodeState { node, state });
+        }
+    }
+
+    /// Stops the probes of nodes that left, in the background.
+    fn retire_stopped(&mut self) {
+        for probe in self.stopping.drain(..) {
+            tokio::spawn(async move { probe.client.shutdown().await });
+        }
+    }
+
+    fn start_probe(&self, node: &str) -> Result<Probe, Error> {
+        let (host, port) = node
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+            .ok_or_else(|| Error::config("nodes", format!("`{node}` is not host:port")))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         let config = self.shared.config.probe_config(host, port)?;
         let client = Client::new(config)?;
+        let health = client.health();
         let mut rx = client.health();
-        let shared = Arc::downgrade(&self.shared);
+        let changed = Arc::downgrade(&self.probe_changed);
         let forward = tokio::spawn(async move {
             while rx.changed().await.is_ok() {
-                match shared.upgrade() {
-                    Some(shared) => shared.poke.notify_one(),
+                match changed.upgrade() {
+                    Some(changed) => changed.notify_one(),
                     None => return,
                 }
             }
         });
-        Ok(Probe { client, forward })
+        Ok(Probe {
+            client,
+            health,
+            forward,
+        })
     }
 
-    /// Computes and publishes the health; true when Ready.
-    fn publish(&mut self) -> bool {
-        let mut nodes: BTreeMap<String, NodeHealth> = self
-            .probes
+    /// Publishes the core's health, with each node's probe health.
+    fn publish(&self) {
+        let h = self.sup.health();
+        let calls = &self.shared.calls;
+        let nodes = h
+            .nodes
             .iter()
-            .map(|(addr, probe)| {
-                let health = probe.client.health().borrow().clone();
+            .map(|(addr, node)| {
+                let health = match self.probes.get(addr) {
+                    Some(probe) => probe.health.borrow().clone(),
+                    None => Health {
+                        state: node.state,
+                        since: self
+                            .unprobeable
+                            .get(addr)
+                            .copied()
+                            .unwrap_or_else(|| calls.instant(h.since)),
+                        attempt: 0,
+                        last_failure: None,
+                        rtt: None,
+                        heartbeat_misses: 0,
+                    },
+                };
                 let node = NodeHealth {
-                    master: false,
-                    slots: 0,
+                    master: node.master,
+                    slots: node.slots,
                     health,
                 };
                 (addr.clone(), node)
             })
             .collect();
-        let mut slots_ready = 0;
-        for (start, end, master) in &self.topology {
-            let count = u32::from(end - start) + 1;
-            if let Some(node) = nodes.get_mut(master) {
-                node.master = true;
-                node.slots += count;
-                if node.health.state == State::Ready {
-                    slots_ready += count;
-                }
-            }
-        }
-        let connected = self.shared.live.load().is_some();
-        if connected && !matches!(self.state, State::Shutdown) {
-            let state = if slots_ready == SLOTS {
-                State::Ready
-            } else if nodes
-                .values()
-                .all(|n| matches!(n.health.state, State::Idle | State::Connecting))
-            {
-                State::Connecting
-            } else {
-                State::TransientFailure
-            };
-            self.set_state(state);
-        }
         let next = ClusterHealth {
-            state: self.state,
-            since: self.since,
-            attempt: self.attempt,
-            last_failure: self.last_failure,
-            slots_ready,
+            state: h.state,
+            since: calls.instant(h.since),
+            attempt: h.attempt,
+            last_failure: h.last_failure,
+            slots_ready: h.slots_ready,
             nodes,
         };
-        let ready = next.state == State::Ready;
         self.shared.health.send_if_modified(|current| {
             let changed = *current != next;
             if changed {
@@ -311,7 +331,107 @@ impl Driver {
             }
             changed
         });
-        ready
+    }
+}
+
+/// Tells the user what the core decided.
+fn observe(event: &Event) {
+    match event {
+        Event::StateChanged { from, to } => {
+            tracing::info!(%from, %to, "relink cluster state changed");
+        }
+        Event::Connected { attempts } => {
+            tracing::info!(attempts, "relink cluster connected");
+        }
+        Event::ConnectFailed { attempt, kind } => {
+            tracing::info!(attempt, %kind, "relink cluster connection failed");
+        }
+        Event::ReconnectScheduled { attempt, delay } => {
+            tracing::info!(
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                "relink cluster reconnect scheduled"
+            );
+        }
+        Event::TopologyChanged { masters, nodes } => {
+            tracing::info!(masters, nodes, "relink cluster topology changed");
+        }
+        Event::TopologyFailed { kind, failures } => {
+            tracing::debug!(%kind, failures, "relink cluster topology read failed");
+        }
+        Event::NodeAdded { node } => tracing::info!(%node, "relink cluster probing node"),
+        Event::NodeRemoved { node } => {
+            tracing::info!(%node, "relink cluster node left; no longer probed");
+        }
+        Event::ClusterLost { cause, failures } => {
+            tracing::warn!(%cause, failures, "relink cluster unreachable; remaking the cluster connection");
+        }
+        Event::GaveUp { attempts, elapsed } => {
+            tracing::error!(
+                attempts,
+                elapsed_ms = elapsed.as_millis() as u64,
+                "relink cluster gave up reconnecting"
+            );
+        }
+        _ => {}
+    }
+}
+
+/// Reads `CLUSTER SLOTS` through the cluster connection.
+async fn read_topology(mut conn: ClusterConnection) -> TopologyResult {
+    let mut cmd = redis::cmd("CLUSTER");
+    cmd.arg("SLOTS");
+    let reply = conn
+        .route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random))
+        .await
+        .map_err(|e| failure_kind(&e))?;
+    let (ranges, nodes) = parse_slots(reply).ok_or(FailureKind::Protocol)?;
+    let slots = ranges
+        .into_iter()
+        .map(|(start, end, master)| SlotRange::new(start, end, master))
+        .collect();
+    let nodes = nodes
+        .into_iter()
+        .map(|(host, port)| format!("{host}:{port}"))
+        .collect();
+    Ok((slots, nodes))
+}
+
+async fn poll_connect(
+    connecting: &mut Option<(
+        u32,
+        BoxFuture<'static, Result<ClusterConnection, RedisError>>,
+    )>,
+) -> (u32, Result<ClusterConnection, RedisError>) {
+    match connecting {
+        Some((attempt, fut)) => {
+            let result = fut.await;
+            let attempt = *attempt;
+            *connecting = None;
+            (attempt, result)
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll_read(
+    reading: &mut Option<(u64, BoxFuture<'static, TopologyResult>)>,
+) -> (u64, TopologyResult) {
+    match reading {
+        Some((id, fut)) => {
+            let result = fut.await;
+            let id = *id;
+            *reading = None;
+            (id, result)
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep(until: Option<Instant>) {
+    match until {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
     }
 }
 

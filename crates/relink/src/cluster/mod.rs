@@ -41,7 +41,6 @@ use redis::aio::ConnectionLike;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{ConnectionAddr, IntoConnectionInfo, RedisError, Value};
-use relink_core::backoff::Backoff;
 use relink_core::{Delivery, FailureKind, State};
 use tokio::sync::{watch, Notify};
 
@@ -294,7 +293,6 @@ impl ClusterClient {
         });
         let settings = &config.settings;
         let seed = settings.jitter_seed();
-        let backoff = Backoff::new(settings.supervisor_config().backoff, seed);
         let calls = Calls::new(settings, now);
         let shutdown = calls.shutdown.clone();
         let options = CallOptions::new(settings);
@@ -305,7 +303,7 @@ impl ClusterClient {
             poke: Notify::new(),
             calls,
         });
-        let driver = Driver::new(Arc::clone(&shared), redis_client, backoff, now);
+        let driver = Driver::new(Arc::clone(&shared), redis_client, seed);
         let span = tracing::info_span!("relink_cluster", nodes = shared.config.nodes.len());
         let handle = runtime.spawn(tracing::Instrument::instrument(driver.run(), span));
         shared.calls.set_task(handle);

@@ -47,6 +47,15 @@ async function within(ms, what, promise) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Waits until `cond()` holds, looking every 10 ms, for at most `ms`. */
+async function until(ms, what, cond) {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
+    await sleep(10);
+  }
+}
+
 async function freePort() {
   const probe = net.createServer();
   probe.listen(0, '127.0.0.1');
@@ -126,9 +135,8 @@ test('node-client rides out a redis-server restart', { timeout: 60_000 }, async 
     assert.equal(await within(2000, 'GET', client.get('relink:k')), 'v1');
 
     // Quiet for a while: the Supervisor asks for heartbeat PINGs, answered.
-    await sleep(500);
+    await until(5000, 'a heartbeat PING answered', () => client.health().rtt !== null);
     assert.equal(client.state, 'ready');
-    assert.ok(client.health().rtt !== null, 'a heartbeat PING was answered');
 
     const disconnected = once(client, 'disconnected');
     await stopServer(server);
@@ -137,7 +145,9 @@ test('node-client rides out a redis-server restart', { timeout: 60_000 }, async 
     // Commands issued during the outage wait in the backlog.
     const during = client.set('relink:k', 'v2');
 
-    await sleep(300); // a few refused attempts, spaced by the backoff
+    // A few refused attempts, spaced by the backoff, before the server is back.
+    await until(5000, 'two reconnect attempts scheduled', () =>
+      events.filter((e) => e.type === 'reconnect_scheduled').length >= 2);
     const reconnected = once(client, 'reconnected');
     server = await startServer(port);
     const [event] = await within(10_000, 'reconnection on its own', reconnected);

@@ -18,6 +18,83 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// A connection is there to send on.
+#define RELINK_CALL_INPUT_CONNECTED 0
+
+// There is no connection (or none to the node the call must reach).
+#define RELINK_CALL_INPUT_NOT_CONNECTED 1
+
+// After a QUEUE decision: no backlog slot could be had.
+#define RELINK_CALL_INPUT_BACKLOG_FULL 2
+
+// The attempt failed with `failure`, having got as far as `delivery`.
+#define RELINK_CALL_INPUT_FAILED 3
+
+// The server answered `-MOVED` or `-ASK`.
+#define RELINK_CALL_INPUT_REDIRECTED 4
+
+// The client is shutting down.
+#define RELINK_CALL_INPUT_SHUTDOWN 5
+
+// It never left the client: the server cannot have run it.
+#define RELINK_DELIVERY_NOT_SENT 0
+
+// It was (or may have been) written, and no reply came back.
+#define RELINK_DELIVERY_MAYBE_SENT 1
+
+// A reply came back: the server's verdict is known.
+#define RELINK_DELIVERY_ANSWERED 2
+
+// Send (again) on the connection; report FAILED with
+// `RELINK_FAILURE_TIMEOUT` if no reply came within `timeout_ms`.
+#define RELINK_DECISION_SEND 0
+
+// Send to the node the redirect named, with `timeout_ms`.
+#define RELINK_DECISION_REDIRECT 1
+
+// Hold a backlog slot (report BACKLOG_FULL if none can be had) and wait for
+// a connection until `at_ms` at the latest; then report CONNECTED or
+// NOT_CONNECTED.
+#define RELINK_DECISION_QUEUE 2
+
+// Wait until `at_ms` (it may be now), then report CONNECTED or NOT_CONNECTED.
+#define RELINK_DECISION_RETRY_AT 3
+
+// The call is over without a reply: `outcome`, `reason` and `failure` say
+// why and what the command may have done.
+#define RELINK_DECISION_FAIL 4
+
+// Not a FAIL decision.
+#define RELINK_FAIL_NONE 0
+
+// No connection, and the policy is fail-fast.
+#define RELINK_FAIL_NOT_CONNECTED 1
+
+// No connection, and the backlog was full.
+#define RELINK_FAIL_BACKLOG_FULL 2
+
+// No connection came within `queue_wait_ms`.
+#define RELINK_FAIL_QUEUE_TIMEOUT 3
+
+// The call's deadline passed.
+#define RELINK_FAIL_DEADLINE_EXCEEDED 4
+
+// The client shut down.
+#define RELINK_FAIL_SHUTDOWN 5
+
+// The server answered with an error: its verdict, to pass on as it is.
+#define RELINK_FAIL_REJECTED 6
+
+// The command may have been applied and is not idempotent, or the failure
+// is never retried (authentication).
+#define RELINK_FAIL_NOT_RETRY_SAFE 7
+
+// `max_retries` retries were spent.
+#define RELINK_FAIL_RETRIES_EXHAUSTED 8
+
+// The retry budget refused a retry.
+#define RELINK_FAIL_BUDGET_EXHAUSTED 9
+
 // While there is no connection, a command waits in a bounded backlog
 // (`queue_capacity` commands, `queue_max_wait_ms` each). The default.
 #define RELINK_OUTAGE_QUEUE 0
@@ -253,6 +330,13 @@
 // one from one thread at a time.
 typedef struct relink_backoff relink_backoff;
 
+// One command's progress through its policy (relink_core's `Call`): the
+// caller tells it what it sees and executes its decisions; it never blocks,
+// reads no clock and does no I/O. Time is milliseconds on a monotonic clock
+// whose epoch the caller picks. Holds a copy of its policy. Not
+// thread-safe: use one from one thread at a time.
+typedef struct relink_call relink_call;
+
 // A Redis client that rides out outages. Thread-safe: any number of
 // threads may call `relink_client_command` on one client at once; only
 // `relink_client_free` must not race the other calls.
@@ -312,6 +396,61 @@ typedef struct relink_backoff_policy {
   // Give up once the outage has lasted this long; 0: never.
   uint64_t max_elapsed_ms;
 } relink_backoff_policy;
+
+// How every call behaves (relink_core's `CallPolicy`), in whole
+// milliseconds. Fill it with `relink_call_policy_default`, then change
+// fields. Checked by `relink_call_new`: a bad enumeration value is
+// `RELINK_INVALID_ARGUMENT`, a bad value `RELINK_INVALID_CONFIG` naming the
+// field.
+typedef struct relink_call_policy {
+  // With no connection, how long a call may wait for one (counted over the
+  // whole call); 0: fail fast.
+  uint64_t queue_wait_ms;
+  // Retries of a failed attempt at most (0 to 100).
+  uint32_t max_retries;
+  // `-MOVED`/`-ASK` redirects followed at most (0 to 100).
+  uint32_t max_redirects;
+  // How long one attempt may wait for its reply; at least 1.
+  uint64_t response_timeout_ms;
+  // The total bound on a call: queueing, attempts and retries; 0: none.
+  uint64_t deadline_ms;
+  // The delays between looks at a refusing server (or a missing connection).
+  struct relink_backoff_policy busy_backoff;
+} relink_call_policy;
+
+// What the program saw, for `relink_call_decide`. Only the fields its
+// `input` names are read; set the others to 0.
+typedef struct relink_call_input {
+  // One of `RELINK_CALL_INPUT_*`.
+  uint32_t input;
+  // FAILED: one of `RELINK_FAILURE_*` (not `_NONE`).
+  uint32_t failure;
+  // FAILED: one of `RELINK_DELIVERY_*`.
+  uint32_t delivery;
+  // FAILED: the retry budget's answer to this failure (ask it once per
+  // failure).
+  bool budget_allows;
+} relink_call_input;
+
+// What to do next with a call. Fields that do not belong to its `decision`
+// are 0 (`_NONE`).
+typedef struct relink_decision {
+  // One of `RELINK_DECISION_*`.
+  uint32_t decision;
+  // SEND, REDIRECT: this attempt's response timeout: the policy's, or less
+  // when the deadline is nearer.
+  uint64_t timeout_ms;
+  // QUEUE: wait for a connection until then at the latest; RETRY_AT: try
+  // again then. On the caller's clock.
+  uint64_t at_ms;
+  // FAIL: what the command may have done (`RELINK_OUTCOME_*`).
+  relink_outcome outcome;
+  // FAIL: why the call ended (`RELINK_FAIL_*`).
+  uint32_t reason;
+  // FAIL: the last attempt's failure (`RELINK_FAILURE_*`), or
+  // `RELINK_FAILURE_NONE` when no attempt failed.
+  uint32_t failure;
+} relink_decision;
 
 // How a client keeps its connection alive. Fill it with
 // `relink_options_default`, then change fields; checked by
@@ -554,6 +693,64 @@ void relink_error_free(struct relink_error *err);
 // A stable name for a code (`"RELINK_TIMEOUT"`), or `"RELINK_UNKNOWN_CODE"`:
 // a static string; never free it.
 const char *relink_code_name(relink_code code);
+
+// Fills `*out` with relink's defaults: queue for at most 5 s, 3 retries,
+// 5 redirects, a 3 s response timeout, a 10 s deadline, and a busy backoff
+// from 10 ms, x2, at most 250 ms, equal jitter.
+relink_code relink_call_policy_default(struct relink_call_policy *out);
+
+// A call started at `now_ms` under `*policy` and its deadline.
+// `idempotent`: safe to apply twice (a read, or a write declared
+// idempotent). `seed` spreads the jitter of waiting calls (a call counter
+// will do; the same policy, seed and inputs give the same decisions on
+// every platform). On success `*out` owns it: free it with `relink_call_free`.
+relink_code relink_call_new(const struct relink_call_policy *policy,
+                            uint64_t now_ms,
+                            bool idempotent,
+                            uint64_t seed,
+                            struct relink_call **out,
+                            struct relink_error **err);
+
+// Like `relink_call_new` with a deadline of the call's own instead of the
+// policy's: `deadline_ms` after `now_ms`; 0: no total bound.
+relink_code relink_call_new_with_deadline(const struct relink_call_policy *policy,
+                                          uint64_t now_ms,
+                                          bool idempotent,
+                                          uint64_t deadline_ms,
+                                          uint64_t seed,
+                                          struct relink_call **out,
+                                          struct relink_error **err);
+
+// Writes what to do next to `*out`, given `*input`, seen at `now_ms`. Once
+// a FAIL decision is given, every later input gets the same one. An
+// out-of-range `input`, `failure` or `delivery` value is
+// `RELINK_INVALID_ARGUMENT` and changes nothing.
+relink_code relink_call_decide(struct relink_call *call,
+                               uint64_t now_ms,
+                               const struct relink_call_input *input,
+                               struct relink_decision *out,
+                               struct relink_error **err);
+
+// Retries spent so far (0 for NULL).
+uint32_t relink_call_retries(const struct relink_call *call);
+
+// Redirects followed so far (0 for NULL).
+uint32_t relink_call_redirects(const struct relink_call *call);
+
+// Writes the call's deadline (ms on the caller's clock) to `*deadline_ms`
+// and returns true; false when it has none or an argument is NULL.
+bool relink_call_deadline(const struct relink_call *call, uint64_t *deadline_ms);
+
+// Has the call ended (a FAIL decision was given)? False for NULL.
+bool relink_call_is_done(const struct relink_call *call);
+
+// Frees a call. NULL is a no-op.
+void relink_call_free(struct relink_call *call);
+
+// A short stable name for a `RELINK_FAIL_*` reason, for logs and metrics
+// (`"deadline_exceeded"`), or `"none"` / `"unknown"`: a static string;
+// never free it.
+const char *relink_fail_reason_name(uint32_t reason);
 
 // Fills `*out` with relink's defaults: everything that keeps a connection
 // alive is on (see the field docs for the values).

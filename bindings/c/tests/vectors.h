@@ -250,4 +250,22 @@ static inline void vectors_backoff_policy(const json *p, relink_backoff_policy *
   out->max_elapsed_ms = json_is_null(v) ? 0 : json_duration_ms(v);
 }
 
+/* A failure kind in the core's serde shape ("io", ..., "moved", or
+ * {"server_busy": "loading"}) as its RELINK_FAILURE_* value (call.json's
+ * inputs and failures; supervisor.json's kinds). */
+static inline uint32_t vectors_failure(const json *v) {
+  /* Indexes are the RELINK_FAILURE_* values; NULL where a value has no plain
+   * name (_NONE, and the server_busy ones). */
+  static const char *const kinds[] = {NULL,      "io",      "closed", "timeout", "auth",
+                                      "protocol", "command", NULL,     NULL,      NULL,
+                                      NULL,      NULL,      "moved"};
+  static const char *const busy[] = {"loading", "busy", "master_down", "read_only", "try_again"};
+  CHECK(v != NULL);
+  if (v->type == J_OBJECT) {
+    CHECK(v->len == 1);
+    return RELINK_FAILURE_SERVER_BUSY_LOADING + json_named(json_need(v, "server_busy"), busy, 5);
+  }
+  return json_named(v, kinds, sizeof kinds / sizeof kinds[0]);
+}
+
 #endif

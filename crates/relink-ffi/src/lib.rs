@@ -2,10 +2,9 @@
 //!
 //! A blocking, thread-safe Redis client that rides out outages
 //! (`relink_client_*`), and the core's policy objects for programs that do
-//! their own I/O (`relink_backoff_*`, `relink_supervisor_*`,
-//! `relink_sync_cursor_*`). The header,
-//! `bindings/c/include/relink.h`, is generated from this crate by cbindgen
-//! (`cargo xtask codegen`).
+//! their own I/O (`relink_backoff_*`, `relink_supervisor_*`, `relink_call_*`,
+//! `relink_sync_cursor_*`). The header, `bindings/c/include/relink.h`, is
+//! generated from this crate by cbindgen (`cargo xtask codegen`).
 //!
 //! **This crate is thin**: conversion, ownership and error mapping only.
 //! Every decision is made by `relink` and `relink-core`.
@@ -36,12 +35,14 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 mod boundary;
+mod call;
 mod client;
 mod policy;
 mod reply;
 mod supervisor;
 
 pub use boundary::*;
+pub use call::*;
 pub use client::*;
 pub use policy::*;
 pub use reply::*;

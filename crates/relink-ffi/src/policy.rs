@@ -137,10 +137,9 @@ impl relink_backoff_policy {
             )
             .build()
             .map_err(|e| {
-                let place = if prefix.is_empty() {
-                    ""
-                } else {
-                    " in `backoff`"
+                let place = match prefix.trim_end_matches('.') {
+                    "" => String::new(),
+                    field => format!(" in `{field}`"),
                 };
                 relink_error::new(
                     RELINK_INVALID_CONFIG,

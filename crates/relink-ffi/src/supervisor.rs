@@ -236,7 +236,7 @@ pub struct relink_health {
     pub next_attempt_at_ms: u64,
 }
 
-fn failure_code(kind: FailureKind) -> FfiResult<u32> {
+pub(crate) fn failure_code(kind: FailureKind) -> FfiResult<u32> {
     Ok(match kind {
         FailureKind::Io => RELINK_FAILURE_IO,
         FailureKind::Closed => RELINK_FAILURE_CLOSED,
@@ -258,7 +258,7 @@ fn failure_code(kind: FailureKind) -> FfiResult<u32> {
     })
 }
 
-fn failure_kind(code: u32, what: &str) -> FfiResult<FailureKind> {
+pub(crate) fn failure_kind(code: u32, what: &str) -> FfiResult<FailureKind> {
     Ok(match code {
         RELINK_FAILURE_IO => FailureKind::Io,
         RELINK_FAILURE_CLOSED => FailureKind::Closed,

@@ -1019,7 +1019,7 @@ async fn cluster_section(md: &mut String) -> Res<()> {
     let mut cluster = tokio::task::block_in_place(RedisCluster::start);
     let base = ClusterConfig::new(cluster.urls())?;
     let settings = base
-        .settings
+        .settings()
         .clone()
         .with_heartbeat(HeartbeatConfig {
             interval: Duration::from_millis(200),

@@ -1114,10 +1114,12 @@ fn prefixed(prefix: &str, e: ConfigError) -> Error {
 
 /// The serde shape of [`Config`]: every field optional but `url`; a missing
 /// field takes the default. Plain values first, tables last (TOML's order).
+/// A `ClusterConfig`'s `settings` take the same shape without `url`.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawConfig {
-    url: String,
+pub(crate) struct RawConfig {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     username: Option<String>,
     #[serde(
@@ -1214,6 +1216,12 @@ impl TryFrom<RawConfig> for Config {
     type Error = Error;
 
     fn try_from(raw: RawConfig) -> Result<Config, Error> {
+        if raw.url.is_empty() {
+            return Err(Error::config(
+                "url",
+                "missing; e.g. `url = \"redis://127.0.0.1:6379\"`",
+            ));
+        }
         let mut config = Config::new(&raw.url)?;
         config.username = raw.username;
         config.password = raw.password;

@@ -26,7 +26,7 @@ static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 fn config(cluster: &RedisCluster) -> ClusterConfig {
     let config = ClusterConfig::new(cluster.urls()).expect("valid nodes");
     let settings = config
-        .settings
+        .settings()
         .clone()
         .with_heartbeat(HeartbeatConfig {
             interval: Duration::from_millis(200),
@@ -340,7 +340,7 @@ async fn a_node_that_leaves_the_cluster_is_no_longer_probed() {
     let mut cluster = blocking(RedisCluster::start);
     const NAME: &str = "relink-probe-test";
     let config = config(&cluster);
-    let settings = config.settings.clone().with_client_name(NAME);
+    let settings = config.settings().clone().with_client_name(NAME);
     let client = ClusterClient::new(config.with_settings(settings)).expect("client");
     client.wait_ready(PATIENCE).await.expect("cluster ready");
     let masters = blocking(|| cluster.masters());
@@ -503,7 +503,63 @@ fn bad_cluster_config_names_the_field() {
         field(ok.clone().with_settings(settings).build()),
         "settings.database"
     );
-    let mut no_nodes = ok;
-    no_nodes.nodes.clear();
-    assert_eq!(field(no_nodes.build()), "nodes");
+    let no_sentinel = Config::new("redis://127.0.0.1:7000")
+        .expect("url")
+        .with_sentinel(relink::config::SentinelConfig::new(
+            "mymaster",
+            ["127.0.0.1:26379"],
+        ));
+    assert_eq!(
+        field(ok.with_settings(no_sentinel).build()),
+        "settings.sentinel"
+    );
+}
+
+/// The serde form: `nodes` and a `settings` table of `Config`'s own form
+/// without `url`; errors name the field; a round trip keeps everything and
+/// shows no secret.
+#[test]
+fn cluster_config_reads_and_writes_toml() {
+    let text = r#"
+        nodes = ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]
+        [settings]
+        password = "s3cret"
+        deadline = "2s"
+        [settings.outage]
+        policy = "fail_fast"
+    "#;
+    let config: ClusterConfig = toml::from_str(text).expect("parses");
+    assert_eq!(config.nodes().len(), 2);
+    assert_eq!(config.settings().deadline(), Some(Duration::from_secs(2)));
+    assert_eq!(
+        config.settings().outage(),
+        relink::config::OutagePolicy::FailFast
+    );
+    assert!(!format!("{config:?}").contains("s3cret"));
+    let written = toml::to_string(&config).expect("writes");
+    assert!(!written.contains("url"), "{written}");
+    let back: ClusterConfig = toml::from_str(&written).expect("reads back");
+    assert_eq!(back, config);
+    // Only nodes: every setting at its default.
+    let bare: ClusterConfig = toml::from_str(r#"nodes = ["redis://127.0.0.1:7000"]"#).unwrap();
+    assert_eq!(
+        bare.settings().deadline(),
+        Config::new("redis://x").unwrap().deadline()
+    );
+    let bad = |text: &str| {
+        toml::from_str::<ClusterConfig>(text)
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(
+        bad("nodes = []").contains("`nodes`"),
+        "{}",
+        bad("nodes = []")
+    );
+    let e = bad("nodes = [\"redis://127.0.0.1:7000\"]\n[settings]\nurl = \"redis://x\"");
+    assert!(e.contains("settings.url"), "{e}");
+    let e = bad("nodes = [\"redis://127.0.0.1:7000\"]\n[settings.heartbeat]\ninterval = \"0s\"");
+    assert!(e.contains("settings.heartbeat.interval"), "{e}");
+    let e = bad("nodes = [\"redis://127.0.0.1:7000\"]\nnode = 1");
+    assert!(e.contains("node"), "{e}");
 }

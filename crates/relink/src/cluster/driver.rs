@@ -102,7 +102,7 @@ impl Driver {
         redis_client: redis::cluster::ClusterClient,
         seed: u64,
     ) -> Driver {
-        let config = ClusterSupervisorConfig::from(&shared.config.settings.supervisor_config());
+        let config = ClusterSupervisorConfig::from(&shared.config.settings().supervisor_config());
         Driver {
             sup: ClusterSupervisor::new(config, seed),
             shared,

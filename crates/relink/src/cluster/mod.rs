@@ -46,8 +46,9 @@ use tokio::sync::{watch, Notify};
 
 use crate::calls::{self, CallOptions, Calls, HandleGuard, Request, Transport};
 use crate::classify::Redirect;
-use crate::config::{Config, OutagePolicy};
+use crate::config::{Config, OutagePolicy, RawConfig};
 use crate::Error;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod driver;
 
@@ -57,32 +58,50 @@ pub use driver::{ClusterHealth, NodeHealth};
 /// Hash slots in a Redis Cluster.
 pub const SLOTS: u32 = 16384;
 
-/// Where a cluster is and how relink keeps it reachable.
+/// Where a cluster is and how relink keeps it reachable: plain data, checked
+/// by [`build`](Self::build).
 ///
-/// `nodes` are the initial nodes (`redis://host:port`, any subset of the
-/// cluster); `settings` are the same heartbeat, backoff, timeout, outage and
-/// retry settings as a [`Config`], and its username, password, protocol,
-/// client name and TCP keepalive. The URL inside `settings` is not used to
-/// connect (only `nodes` are); [`ClusterConfig::new`] makes it the first node.
+/// The nodes are the initial nodes (`redis://host:port`, any subset of the
+/// cluster); the settings are a [`Config`]'s: heartbeat, backoff, timeouts,
+/// deadline, outage and retry policies, username, password, protocol, client
+/// name, TCP keepalive. The settings' URL is not used to connect (only the
+/// nodes are); it is the first node.
 ///
 /// ```
 /// # use std::time::Duration;
 /// # use relink::cluster::ClusterConfig;
 /// let config = ClusterConfig::new(["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"])?;
-/// let config = ClusterConfig {
-///     settings: config.settings.with_response_timeout(Duration::from_secs(1)),
-///     ..config
-/// }
-/// .build()?;
-/// assert_eq!(config.nodes.len(), 2);
+/// let settings = config.settings().clone().with_response_timeout(Duration::from_secs(1));
+/// let config = config.with_settings(settings).build()?;
+/// assert_eq!(config.nodes().len(), 2);
 /// # Ok::<(), relink::Error>(())
+/// ```
+///
+/// Serde form: `nodes` and a `settings` table of exactly [`Config`]'s form
+/// without `url` (every field optional):
+///
+/// ```
+/// # use relink::cluster::ClusterConfig;
+/// let config: ClusterConfig = toml::from_str(r#"
+///     nodes = ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]
+///
+///     [settings]
+///     password = "s3cret"
+///     response_timeout = "1s"
+///     deadline = "2s"
+///
+///     [settings.heartbeat]
+///     interval = "500ms"
+/// "#)?;
+/// assert_eq!(config.settings().deadline(), Some(std::time::Duration::from_secs(2)));
+/// # Ok::<(), toml::de::Error>(())
 /// ```
 #[derive(Clone, PartialEq)]
 pub struct ClusterConfig {
     /// Initial nodes, `redis://[user[:password]@]host:port` (or `rediss://`).
-    pub nodes: Vec<String>,
+    nodes: Vec<String>,
     /// Everything else, shared with [`Config`].
-    pub settings: Config,
+    settings: Config,
 }
 
 impl fmt::Debug for ClusterConfig {
@@ -113,10 +132,21 @@ impl ClusterConfig {
         ClusterConfig { nodes, settings }.build()
     }
 
-    /// Replaces the shared settings.
+    /// Replaces the shared settings (checked by [`build`](Self::build), and
+    /// by [`ClusterClient::new`]).
     pub fn with_settings(mut self, settings: Config) -> Self {
         self.settings = settings;
         self
+    }
+
+    /// The initial nodes.
+    pub fn nodes(&self) -> &[String] {
+        &self.nodes
+    }
+
+    /// The settings shared with [`Config`].
+    pub fn settings(&self) -> &Config {
+        &self.settings
     }
 
     /// Checks every field; the error names the first bad one (`nodes`,
@@ -130,6 +160,12 @@ impl ClusterConfig {
             return Err(Error::config(
                 "settings.database",
                 "Redis Cluster has only database 0",
+            ));
+        }
+        if self.settings.sentinel().is_some() {
+            return Err(Error::config(
+                "settings.sentinel",
+                "a cluster finds its nodes itself; Sentinel is for a single master",
             ));
         }
         Ok(())
@@ -196,6 +232,60 @@ impl ClusterConfig {
             c = c.with_seed(seed ^ u64::from(port));
         }
         c.build()
+    }
+}
+
+/// The serde shape of [`ClusterConfig`].
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClusterConfig {
+    nodes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    settings: Option<RawConfig>,
+}
+
+impl TryFrom<RawClusterConfig> for ClusterConfig {
+    type Error = Error;
+
+    fn try_from(raw: RawClusterConfig) -> Result<ClusterConfig, Error> {
+        check_nodes(&raw.nodes)?;
+        let settings = match raw.settings {
+            Some(settings) if !settings.url.is_empty() => {
+                return Err(Error::config(
+                    "settings.url",
+                    "a cluster is reached through `nodes`; leave `url` out of `settings`",
+                ));
+            }
+            Some(mut settings) => {
+                settings.url = raw.nodes[0].clone();
+                Config::try_from(settings).map_err(|e| prefixed("settings.", e))?
+            }
+            None => Config::new(&raw.nodes[0]).map_err(|e| prefixed("nodes[0]", e))?,
+        };
+        ClusterConfig {
+            nodes: raw.nodes,
+            settings,
+        }
+        .build()
+    }
+}
+
+impl Serialize for ClusterConfig {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut settings = RawConfig::from(self.settings.clone());
+        settings.url.clear();
+        RawClusterConfig {
+            nodes: self.nodes.clone(),
+            settings: Some(settings),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClusterConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<ClusterConfig, D::Error> {
+        let raw = RawClusterConfig::deserialize(deserializer)?;
+        ClusterConfig::try_from(raw).map_err(serde::de::Error::custom)
     }
 }
 
@@ -304,7 +394,7 @@ impl ClusterClient {
             calls,
         });
         let driver = Driver::new(Arc::clone(&shared), redis_client, seed);
-        let span = tracing::info_span!("relink_cluster", nodes = shared.config.nodes.len());
+        let span = tracing::info_span!("relink_cluster", nodes = shared.config.nodes().len());
         let handle = runtime.spawn(tracing::Instrument::instrument(driver.run(), span));
         shared.calls.set_task(handle);
         Ok(ClusterClient {

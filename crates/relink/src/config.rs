@@ -812,6 +812,43 @@ impl SentinelConfig {
         self.follow_switch_master
     }
 
+    /// How the `+switch-master` watcher (see
+    /// [`SentinelConnector`](crate::sentinel::SentinelConnector)) keeps its
+    /// subscription on a sentinel: the settings of the core's supervisor
+    /// that decides every (re)subscription, heartbeat and give-up. Each
+    /// attempt goes to the next sentinel of [`nodes`](Self::nodes), in turn.
+    ///
+    /// - **Connect timeout 2 s**: one attempt (connect, `SUBSCRIBE`, then
+    ///   `SENTINEL get-master-addr-by-name`) may take this long.
+    /// - **Heartbeat**: a PING after 1 s without any message, answered within
+    ///   1 s, no miss tolerated: a sentinel that hangs is left within about
+    ///   2 s of its last reply.
+    /// - **Backoff**: 100 ms, doubling, at most 2 s, no jitter; after 40
+    ///   delays in a row without a subscription (about a minute) the watcher
+    ///   gives up (with a warning); the client's next connect starts it again.
+    /// - **Backoff reset at once**: a subscription that was made, however
+    ///   briefly, restarts the sequence from 100 ms and 40 attempts.
+    pub fn watch_supervisor(&self) -> SupervisorConfig {
+        use relink_core::backoff::{Jitter, Strategy};
+        SupervisorConfig::default()
+            .connect_timeout(Duration::from_secs(2))
+            .heartbeat(HeartbeatConfig {
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+                misses_allowed: 0,
+            })
+            .backoff(
+                BackoffPolicy::default()
+                    .strategy(Strategy::Exponential { multiplier: 2.0 })
+                    .initial_delay(Duration::from_millis(100))
+                    .max_delay(Duration::from_secs(2))
+                    .jitter(Jitter::None)
+                    .max_attempts(std::num::NonZeroU32::new(40))
+                    .max_elapsed(None),
+            )
+            .backoff_reset_after(Duration::ZERO)
+    }
+
     /// Checks the fields; the error names the bad one (`sentinel.service`,
     /// `sentinel.nodes`, `sentinel.nodes[2]`, `sentinel.username`, `sentinel.password`).
     pub fn validate(&self) -> Result<(), Error> {

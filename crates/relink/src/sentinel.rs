@@ -11,8 +11,14 @@
 //!   and `ROLE` is asked again on it: a node that is not a master fails the
 //!   attempt with a `READONLY` error, and the supervisor's backoff tries again.
 //! - **`+switch-master`**: a background task keeps a Pub/Sub subscription on
-//!   one sentinel (the next one when it dies or stops answering; bounded
-//!   retries with a delay, restarted by the next connect if it gave up). When
+//!   one sentinel, a connection shape of its own driven by the core's
+//!   [`Supervisor`] like the client's connection: the supervisor decides
+//!   when to (re)subscribe (each attempt to the next sentinel in turn), the
+//!   backoff between attempts and when to give up, the connect timeout, the
+//!   heartbeat (any message counts as a reply; a PING after a silence) and
+//!   when the subscription is dead; the settings are
+//!   [`SentinelConfig::watch_supervisor`](crate::config::SentinelConfig::watch_supervisor).
+//!   A watcher that gave up is started again by the next connect. When
 //!   a failover of the service names a master other than the one connected,
 //!   [`Connector::invalidated`] resolves and the client reconnects at once,
 //!   instead of writing to the old master until it is demoted. After each
@@ -26,33 +32,26 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
+use redis::aio::{PubSubSink, PubSubStream};
 use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
-use redis::{ConnectionAddr, ConnectionInfo, RedisError, Role, TlsMode};
+use redis::{ConnectionAddr, ConnectionInfo, Msg, RedisError, Role, TlsMode, Value};
+use relink_core::supervisor::{Action, Event, Input, Output, State, Supervisor, SupervisorConfig};
+use relink_core::{FailureKind, Timestamp};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::classify::failure_kind;
 use crate::config::Config;
 use crate::connector::{connect_multiplexed, Connection, Connector, PushHandler};
 use crate::Error;
 
 /// The Pub/Sub channel on which sentinels announce a new master.
 pub const SWITCH_MASTER_CHANNEL: &str = "+switch-master";
-
-/// How long the subscription task waits for one sentinel to connect or answer.
-const SENTINEL_TIMEOUT: Duration = Duration::from_secs(1);
-/// How often the subscription checks that its sentinel still answers.
-const SENTINEL_PING_EVERY: Duration = Duration::from_secs(1);
-/// First and longest delay between subscription attempts.
-const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(100);
-const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(2);
-/// Failed subscription attempts in a row before the task gives up (about a
-/// minute); the next connect starts it again.
-const RESUBSCRIBE_ATTEMPTS: u32 = 40;
 
 /// A `host:port` as the sentinels name it.
 type Addr = (String, u16);
@@ -84,6 +83,9 @@ pub struct SentinelConnector {
     connected: Mutex<Option<Addr>>,
     subscription: Mutex<Option<JoinHandle<()>>>,
     stop: CancellationToken,
+    /// The watcher's supervisor settings, and the seed of its jitter.
+    watch: SupervisorConfig,
+    seed: u64,
 }
 
 impl fmt::Debug for SentinelConnector {
@@ -143,6 +145,8 @@ impl SentinelConnector {
             connected: Mutex::new(None),
             subscription: Mutex::new(None),
             stop: CancellationToken::new(),
+            watch: sentinel.watch_supervisor(),
+            seed: config.jitter_seed(),
         })
     }
 
@@ -156,7 +160,7 @@ impl SentinelConnector {
 
     /// Starts the `+switch-master` subscription unless it runs.
     fn ensure_subscription(&self) {
-        if !self.follow {
+        if !self.follow || self.sentinels.is_empty() {
             return;
         }
         let mut task = self
@@ -171,6 +175,8 @@ impl SentinelConnector {
             sentinels: Arc::clone(&self.sentinels),
             announced: Arc::clone(&self.announced),
             stop: self.stop.clone(),
+            settings: self.watch.clone(),
+            seed: self.seed,
         };
         *task = Some(tokio::spawn(watcher.run()));
     }
@@ -265,88 +271,206 @@ fn not_a_master(service: &str, addr: &Addr, role: &Role) -> RedisError {
     .into_redis()
 }
 
-/// The `+switch-master` subscription task.
+/// The `+switch-master` watcher: a connection shape of its own (a Pub/Sub
+/// subscription on one sentinel at a time) driven by the core's
+/// [`Supervisor`], which decides when to (re)subscribe, how long to wait
+/// between attempts, when to give up, when to PING and when the subscription
+/// is dead. This task only executes: it opens the connection, subscribes,
+/// asks where the master is, passes announcements on, sends the PINGs it is
+/// asked for, and drops the connection when told to.
 struct Watcher {
     service: String,
     sentinels: Arc<Vec<ConnectionInfo>>,
     announced: Arc<watch::Sender<Announcement>>,
     stop: CancellationToken,
+    /// The supervisor's settings ([`SentinelConfig::watch_supervisor`](crate::config::SentinelConfig::watch_supervisor)).
+    settings: SupervisorConfig,
+    seed: u64,
+}
+
+/// A subscription attempt in flight: attempt number, the sentinel, its result.
+type PendingSubscribe = (
+    u32,
+    String,
+    BoxFuture<'static, Result<Subscribed, RedisError>>,
+);
+
+/// A heartbeat PING in flight: probe id, the reply.
+type PendingPing = (u64, BoxFuture<'static, Result<Value, RedisError>>);
+
+/// A subscription that is up: the sentinel's address, its Pub/Sub halves.
+struct Listening {
+    sentinel: String,
+    sink: PubSubSink,
+    stream: PubSubStream,
+}
+
+/// What a successful attempt produced: the subscription, and the master the
+/// sentinel named right after subscribing.
+struct Subscribed {
+    sink: PubSubSink,
+    stream: PubSubStream,
+    master: Option<Addr>,
+}
+
+/// The watcher's state while it runs: the supervisor and what it asked for.
+struct WatchLoop {
+    epoch: Instant,
+    supervisor: Supervisor,
+    /// The sentinel the next attempt goes to (an index, taken modulo their number).
+    next: usize,
+    subscribing: Option<PendingSubscribe>,
+    listening: Option<Listening>,
+    ping: Option<PendingPing>,
 }
 
 impl Watcher {
     async fn run(self) {
-        let mut next = 0usize;
-        let mut failures = 0u32;
-        let mut delay = RESUBSCRIBE_DELAY;
-        while failures < RESUBSCRIBE_ATTEMPTS && !self.stop.is_cancelled() {
-            let info = &self.sentinels[next % self.sentinels.len()];
-            match self.listen(info).await {
-                // Listened, then the sentinel went away: try again at once.
-                Ok(()) => {
-                    failures = 0;
-                    delay = RESUBSCRIBE_DELAY;
-                }
-                Err(e) => {
-                    failures += 1;
-                    tracing::debug!(sentinel = %info.addr(), error = %e, "sentinel subscription failed");
-                    tokio::select! {
-                        _ = self.stop.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                    delay = (delay * 2).min(RESUBSCRIBE_MAX_DELAY);
-                }
+        let mut state = WatchLoop {
+            epoch: Instant::now(),
+            supervisor: Supervisor::new(self.settings.clone(), self.seed),
+            next: 0,
+            subscribing: None,
+            listening: None,
+            ping: None,
+        };
+        let now = state.now();
+        state.supervisor.handle_input(now, Input::Start);
+        // Bounded by the supervisor: every iteration handles one input or
+        // one of its deadlines, it gives up after its backoff's attempts, and
+        // Shutdown (asked for when the connector is dropped) is terminal.
+        loop {
+            let deadline = self.drain(&mut state);
+            if state.supervisor.state() == State::Shutdown {
+                break;
             }
-            next += 1;
-        }
-        if !self.stop.is_cancelled() {
-            tracing::warn!(
-                service = %self.service,
-                "no sentinel to subscribe to `+switch-master`; failovers are followed on reconnect only until the next connect"
-            );
+            let wake = deadline.map(|t| state.instant_of(t));
+            let input = tokio::select! {
+                _ = self.stop.cancelled() => Some(Input::Shutdown),
+                (attempt, sentinel, result) = poll_subscribe(&mut state.subscribing) => match result {
+                    Ok(subscribed) => {
+                        if let Some(master) = subscribed.master {
+                            self.announce(master);
+                        }
+                        state.listening = Some(Listening {
+                            sentinel,
+                            sink: subscribed.sink,
+                            stream: subscribed.stream,
+                        });
+                        Some(Input::Connected { attempt })
+                    }
+                    Err(e) => {
+                        tracing::debug!(%sentinel, attempt, error = %e, "sentinel subscription failed");
+                        Some(Input::ConnectFailed { attempt, kind: failure_kind(&e) })
+                    }
+                },
+                message = next_message(&mut state.listening) => match message {
+                    Some(msg) => {
+                        if let Some(master) = msg
+                            .get_payload::<String>()
+                            .ok()
+                            .and_then(|payload| parse_switch(&payload, &self.service))
+                        {
+                            tracing::info!(service = %self.service, master = %format!("{}:{}", master.0, master.1), "sentinel announced +switch-master");
+                            self.announce(master);
+                        }
+                        // Any message proves the sentinel alive.
+                        Some(Input::Activity)
+                    }
+                    // The sentinel closed the subscription.
+                    None => Some(Input::ConnectionLost { kind: FailureKind::Closed }),
+                },
+                (id, result) = poll_ping(&mut state.ping) => {
+                    state.ping = None;
+                    // Every result goes to the core as it is: it decides what
+                    // an error reply or a broken connection proves.
+                    Some(match result {
+                        Ok(_) => Input::Pong { id },
+                        Err(e) => Input::PingFailed { id, kind: failure_kind(&e) },
+                    })
+                }
+                _ = sleep(wake) => None,
+            };
+            if let Some(input) = input {
+                let now = state.now();
+                state.supervisor.handle_input(now, input);
+            }
         }
     }
 
-    /// Subscribes on one sentinel and passes its announcements on until it
-    /// dies, stops answering, or the connector is dropped. `Ok` once it was
-    /// subscribed.
-    async fn listen(&self, info: &ConnectionInfo) -> Result<(), RedisError> {
-        let client = redis::Client::open(info.clone())?;
-        let pubsub = bounded(client.get_async_pubsub()).await?;
-        let (mut sink, mut stream) = pubsub.split();
-        bounded(sink.subscribe(SWITCH_MASTER_CHANNEL)).await?;
-        // Anything announced before we listened: ask where the master is now.
-        let mut conn = bounded(client.get_multiplexed_async_connection()).await?;
-        let now: Option<Addr> = bounded(
-            redis::cmd("SENTINEL")
-                .arg("get-master-addr-by-name")
-                .arg(&self.service)
-                .query_async::<Option<(String, u16)>>(&mut conn),
-        )
-        .await?;
-        drop(conn);
-        if let Some(master) = now {
-            self.announce(master);
+    /// Handles the supervisor's outputs until drained; returns its next deadline.
+    fn drain(&self, state: &mut WatchLoop) -> Option<Timestamp> {
+        for _ in 0..64 {
+            match state.supervisor.poll_output(state.now()) {
+                Output::Action(action) => self.act(state, action),
+                Output::Event(event) => self.observe(state, event),
+                Output::Timeout(t) => return Some(t),
+                _ => return None,
+            }
         }
-        tracing::debug!(sentinel = %info.addr(), "subscribed to +switch-master");
-        let mut ping = tokio::time::interval(SENTINEL_PING_EVERY);
-        ping.tick().await;
-        loop {
-            tokio::select! {
-                _ = self.stop.cancelled() => return Ok(()),
-                msg = stream.next() => {
-                    let Some(msg) = msg else { return Ok(()) };
-                    let Ok(payload) = msg.get_payload::<String>() else { continue };
-                    if let Some(master) = parse_switch(&payload, &self.service) {
-                        tracing::info!(service = %self.service, master = %format!("{}:{}", master.0, master.1), "sentinel announced +switch-master");
-                        self.announce(master);
-                    }
-                }
-                _ = ping.tick() => {
-                    if bounded(sink.ping::<redis::Value>()).await.is_err() {
-                        return Ok(());
-                    }
+        // One input never queues this many outputs; poll again at once.
+        Some(state.now())
+    }
+
+    fn act(&self, state: &mut WatchLoop, action: Action) {
+        match action {
+            Action::Connect { attempt } => {
+                // The sentinels in turn. (There is at least one: the config
+                // is validated; with none, the attempt times out.)
+                let count = self.sentinels.len().max(1);
+                let Some(info) = self.sentinels.get(state.next % count) else {
+                    return;
+                };
+                state.next = state.next.wrapping_add(1);
+                let subscribe = subscribe(info.clone(), self.service.clone());
+                state.subscribing = Some((attempt, info.addr().to_string(), subscribe.boxed()));
+            }
+            Action::SendPing { id } => {
+                if let Some(listening) = &state.listening {
+                    let mut sink = listening.sink.clone();
+                    let ping = async move { sink.ping::<Value>().await };
+                    state.ping = Some((id, ping.boxed()));
                 }
             }
+            Action::Disconnect => {
+                if let Some((attempt, sentinel, _)) = state.subscribing.take() {
+                    tracing::debug!(%sentinel, attempt, "sentinel subscription attempt abandoned");
+                }
+                state.ping = None;
+                state.listening = None;
+            }
+            _ => {}
+        }
+    }
+
+    fn observe(&self, state: &WatchLoop, event: Event) {
+        let sentinel = state.listening.as_ref().map(|l| l.sentinel.as_str());
+        match event {
+            Event::Connected { attempts } | Event::Reconnected { attempts, .. } => {
+                tracing::debug!(sentinel, attempts, "subscribed to +switch-master");
+            }
+            Event::Disconnected { cause } => {
+                tracing::debug!(%cause, "sentinel subscription lost");
+            }
+            Event::ReconnectScheduled { attempt, delay } => {
+                tracing::debug!(
+                    attempt,
+                    delay_ms = delay.as_millis() as u64,
+                    "sentinel subscription: next attempt scheduled"
+                );
+            }
+            Event::HeartbeatMissed { misses } => {
+                tracing::debug!(sentinel, misses, "sentinel subscription: PING unanswered");
+            }
+            Event::GaveUp { attempts, elapsed } => {
+                tracing::warn!(
+                    service = %self.service,
+                    attempts,
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    "no sentinel to subscribe to `+switch-master`; failovers are followed on reconnect only until the next connect"
+                );
+            }
+            _ => {}
         }
     }
 
@@ -358,6 +482,80 @@ impl Watcher {
     }
 }
 
+impl WatchLoop {
+    /// The core's time: milliseconds since the watcher started.
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// The instant of one of the core's timestamps.
+    fn instant_of(&self, t: Timestamp) -> Instant {
+        self.epoch + Duration::from_millis(t.as_millis())
+    }
+}
+
+/// One subscription attempt on the sentinel `info`: connect, `SUBSCRIBE
+/// +switch-master`, then ask where the master is now, so that a switch
+/// announced while nobody listened is not missed. Its time is bounded by
+/// the supervisor (its connect timeout abandons it).
+async fn subscribe(info: ConnectionInfo, service: String) -> Result<Subscribed, RedisError> {
+    let client = redis::Client::open(info)?;
+    let (pubsub, mut conn) = futures_util::future::try_join(
+        client.get_async_pubsub(),
+        client.get_multiplexed_async_connection(),
+    )
+    .await?;
+    let (mut sink, stream) = pubsub.split();
+    sink.subscribe(SWITCH_MASTER_CHANNEL).await?;
+    let master: Option<Addr> = redis::cmd("SENTINEL")
+        .arg("get-master-addr-by-name")
+        .arg(&service)
+        .query_async(&mut conn)
+        .await?;
+    Ok(Subscribed {
+        sink,
+        stream,
+        master,
+    })
+}
+
+async fn poll_subscribe(
+    subscribing: &mut Option<PendingSubscribe>,
+) -> (u32, String, Result<Subscribed, RedisError>) {
+    match subscribing {
+        Some((attempt, sentinel, fut)) => {
+            let result = fut.await;
+            let done = (*attempt, std::mem::take(sentinel), result);
+            *subscribing = None;
+            done
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The next message of the subscription; `None` when the sentinel closed it.
+async fn next_message(listening: &mut Option<Listening>) -> Option<Msg> {
+    match listening {
+        Some(listening) => listening.stream.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll_ping(ping: &mut Option<PendingPing>) -> (u64, Result<Value, RedisError>) {
+    match ping {
+        Some((id, fut)) => (*id, fut.await),
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until the core's deadline (forever when it has none).
+async fn sleep(until: Option<Instant>) {
+    match until {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// `<name> <old-ip> <old-port> <new-ip> <new-port>`: the new master, if
 /// `name` is ours.
 fn parse_switch(payload: &str, service: &str) -> Option<Addr> {
@@ -365,15 +563,6 @@ fn parse_switch(payload: &str, service: &str) -> Option<Addr> {
     match words.as_slice() {
         [name, _, _, ip, port] if *name == service => Some(((*ip).to_owned(), port.parse().ok()?)),
         _ => None,
-    }
-}
-
-async fn bounded<T>(
-    fut: impl std::future::Future<Output = Result<T, RedisError>>,
-) -> Result<T, RedisError> {
-    match tokio::time::timeout(SENTINEL_TIMEOUT, fut).await {
-        Ok(result) => result,
-        Err(_) => Err(crate::classify::timeout("sentinel did not answer in time")),
     }
 }
 
@@ -393,6 +582,73 @@ mod tests {
         );
         assert_eq!(parse_switch("mymaster 127.0.0.1 6379", "mymaster"), None);
         assert_eq!(parse_switch("mymaster a 1 b notaport", "mymaster"), None);
+    }
+
+    #[test]
+    fn the_watchers_defaults_are_valid_and_bounded() {
+        let settings =
+            crate::config::SentinelConfig::new("mymaster", ["127.0.0.1"]).watch_supervisor();
+        settings.validate().unwrap();
+        assert_eq!(settings.backoff.max_attempts.map(|n| n.get()), Some(40));
+        assert_eq!(settings.heartbeat.interval, Duration::from_secs(1));
+    }
+
+    /// A loopback port nobody listens on.
+    fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    fn watcher(settings: SupervisorConfig) -> (Watcher, watch::Receiver<Announcement>) {
+        let info = redis::IntoConnectionInfo::into_connection_info(format!(
+            "redis://127.0.0.1:{}",
+            closed_port()
+        ))
+        .unwrap();
+        let announced = Arc::new(watch::channel(Announcement::default()).0);
+        let rx = announced.subscribe();
+        let watcher = Watcher {
+            service: "mymaster".into(),
+            sentinels: Arc::new(vec![info.clone(), info]),
+            announced,
+            stop: CancellationToken::new(),
+            settings,
+            seed: 1,
+        };
+        (watcher, rx)
+    }
+
+    #[tokio::test]
+    async fn the_watcher_gives_up_when_its_backoff_says_so() {
+        let policy = relink_core::BackoffPolicy::default()
+            .strategy(relink_core::Strategy::Constant)
+            .initial_delay(Duration::from_millis(5))
+            .max_delay(Duration::from_millis(5))
+            .max_attempts(std::num::NonZeroU32::new(3));
+        let (watcher, rx) = watcher(SupervisorConfig::default().backoff(policy));
+        tokio::time::timeout(Duration::from_secs(30), watcher.run())
+            .await
+            .expect("the watcher gave up");
+        assert_eq!(rx.borrow().seq, 0, "nothing was announced");
+    }
+
+    #[tokio::test]
+    async fn the_watcher_stops_when_the_connector_is_dropped() {
+        let settings =
+            crate::config::SentinelConfig::new("mymaster", ["127.0.0.1"]).watch_supervisor();
+        let (watcher, _rx) = watcher(settings);
+        let stop = watcher.stop.clone();
+        let task = tokio::spawn(watcher.run());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !task.is_finished(),
+            "it keeps trying (40 attempts, about a minute)"
+        );
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("the watcher stopped")
+            .unwrap();
     }
 
     #[test]

@@ -150,11 +150,6 @@ pub(crate) fn unexpected_data(what: &'static str, detail: String) -> RedisError 
     RedisError::from((ErrorKind::UnexpectedReturnType, what, detail))
 }
 
-/// An operation of relink's own that took too long (classified `Timeout`).
-pub(crate) fn timeout(what: &'static str) -> RedisError {
-    RedisError::from(io::Error::new(io::ErrorKind::TimedOut, what))
-}
-
 /// The error of an attempt cut short by the call's deadline.
 pub(crate) fn timed_out(after: Duration) -> RedisError {
     RedisError::from(io::Error::new(

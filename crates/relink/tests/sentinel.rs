@@ -1,18 +1,21 @@
 //! Redis Sentinel against real processes (one master, one replica, three
 //! sentinels): the client follows a failover with no user action, a state
-//! follower converges on the new master, a planned failover is followed via
-//! `+switch-master`, and a bad sentinel config is refused naming the field.
+//! follower converges on the new master, a planned failover is followed on
+//! the `+switch-master` announcement (and, with it off, only once the old
+//! master refuses), and a bad sentinel config is refused naming the field.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use futures_util::stream::BoxStream;
+use futures_util::{FutureExt, StreamExt};
 use redis::AsyncCommands;
 use relink::config::{OutagePolicy, SentinelConfig};
 use relink::core::backoff::{BackoffPolicy, Jitter, Strategy};
 use relink::core::supervisor::HeartbeatConfig;
 use relink::sync::{Publisher, SyncedMap, TopicOptions};
-use relink::{Client, Config, Error, State};
+use relink::{Client, Config, Error, Event, FailureKind, State};
 use relink_testkit::sentinel::SERVICE;
 use relink_testkit::SentinelTopology;
 
@@ -193,8 +196,50 @@ async fn first_write_on(client: &Client, new: SocketAddr, label: &str) -> Durati
     unreachable!()
 }
 
+/// The clients of the sentinel at `addr` that are subscribed to a channel,
+/// each as its `CLIENT LIST` fields (a sentinel has no `PUBSUB NUMSUB`).
+fn subscribers(addr: SocketAddr) -> Vec<BTreeMap<String, String>> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut direct(addr))
+        .unwrap();
+    list.lines()
+        .map(|client| {
+            client
+                .split_whitespace()
+                .filter_map(|field| field.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect::<BTreeMap<_, _>>()
+        })
+        .filter(|client| client.get("sub").is_some_and(|n| n != "0"))
+        .collect()
+}
+
+/// The events `events` has buffered: what happened since it was taken.
+fn events_so_far(events: &mut BoxStream<'static, Event>) -> Vec<Event> {
+    let mut seen = Vec::new();
+    for _ in 0..1024 {
+        match events.next().now_or_never() {
+            Some(Some(event)) => seen.push(event),
+            _ => break,
+        }
+    }
+    seen
+}
+
+/// The causes of the `Disconnected` events in `events`, in order.
+fn disconnects(events: &[Event]) -> Vec<FailureKind> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Disconnected { cause } => Some(*cause),
+            _ => None,
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn planned_failover_is_followed_via_switch_master_sooner_than_without() {
+async fn planned_failover_reconnects_on_switch_master_before_the_old_master_refuses() {
     let mut topology = blocking(SentinelTopology::start);
     let old = topology.master_addr().unwrap();
     let new = topology
@@ -202,13 +247,40 @@ async fn planned_failover_is_followed_via_switch_master_sooner_than_without() {
         .into_iter()
         .find(|a| *a != old)
         .unwrap();
-    let following = ready(config(&topology, true)).await;
-    let ignoring = ready(config(&topology, false)).await;
+    // A lenient heartbeat: no reconnect here may come from a slow machine.
+    let heartbeat = HeartbeatConfig {
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(2),
+        misses_allowed: 1,
+    };
+    let following = ready(config(&topology, true).with_heartbeat(heartbeat)).await;
+    let ignoring = ready(config(&topology, false).with_heartbeat(heartbeat)).await;
     // The first sentinel, where the subscription starts, dies: the
-    // subscription moves on to the next one.
+    // subscription moves on to another one (the only subscriber there: the
+    // ignoring client has no watcher, and discovery does not subscribe).
+    let sentinels = topology.sentinel_addrs();
     blocking(|| topology.sentinels_mut()[0].kill());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let watcher = || {
+        sentinels[1..].iter().find_map(|s| {
+            let id = subscribers(*s).first()?.get("id")?.clone();
+            Some((*s, id))
+        })
+    };
+    let (watched, watcher_id) = loop {
+        if let Some(found) = blocking(watcher) {
+            break found;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the +switch-master subscription did not move to another sentinel\n{}",
+            topology.log_tails(10)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
 
+    let mut following_events = following.events();
+    let mut ignoring_events = ignoring.events();
     let from = blocking(|| topology.failover());
     assert_eq!(from, old);
     let (with, without) = tokio::join!(
@@ -218,6 +290,33 @@ async fn planned_failover_is_followed_via_switch_master_sooner_than_without() {
     println!("planned SENTINEL FAILOVER -> first write on the new master:");
     println!("  following +switch-master: {with:?}");
     println!("  ignoring +switch-master:  {without:?}");
+
+    // Following: the reconnect to the new master was the announcement's
+    // doing (`Moved` comes only from the connector's invalidation), before
+    // the old master refused a write or dropped the connection: the
+    // sentinels demote it only seconds after announcing the switch.
+    let followed = disconnects(&events_so_far(&mut following_events));
+    assert_eq!(
+        followed.first(),
+        Some(&FailureKind::Moved),
+        "the following client's disconnects: {followed:?}"
+    );
+    // Ignoring: it stayed on the old master until that one refused or
+    // dropped it, and heard of no announcement.
+    let ignored = disconnects(&events_so_far(&mut ignoring_events));
+    assert!(
+        !ignored.is_empty() && !ignored.contains(&FailureKind::Moved),
+        "the ignoring client's disconnects: {ignored:?}"
+    );
+    // All along (seconds: the ignoring client waited for the demotion),
+    // the heartbeat kept the subscription: the same client, PINGed and
+    // answered (one declared dead is replaced by a new client).
+    let still = blocking(|| subscribers(watched));
+    assert!(
+        still.iter().any(|c| c.get("id") == Some(&watcher_id)
+            && c.get("cmd").map(String::as_str) == Some("ping")),
+        "the subscription on {watched} (client {watcher_id}) is gone or was never PINGed: {still:?}"
+    );
     assert_eq!(blocking(|| topology.wait_for_master(PATIENCE)), new);
     following.shutdown().await;
     ignoring.shutdown().await;

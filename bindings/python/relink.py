@@ -32,6 +32,7 @@ INVALID_CONFIG = 2
 NOT_CONNECTED = 100
 MAYBE_APPLIED = 103
 TIMEOUT = 106
+DEADLINE_EXCEEDED = 108
 OUTCOME_NONE, OUTCOME_NOT_APPLIED, OUTCOME_UNKNOWN, OUTCOME_REJECTED = range(4)
 STATES = ("idle", "connecting", "ready", "transient_failure", "shutdown")
 OUTAGE_QUEUE, OUTAGE_FAIL_FAST = 0, 1
@@ -62,6 +63,7 @@ class Options(ctypes.Structure):
         ("connect_timeout_ms", c_uint64),
         ("backoff_reset_after_ms", c_uint64),
         ("response_timeout_ms", c_uint64),
+        ("deadline_ms", c_uint64),
         ("outage_policy", c_uint32),
         ("queue_capacity", c_size_t),
         ("queue_max_wait_ms", c_uint64),

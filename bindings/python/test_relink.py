@@ -146,6 +146,16 @@ class ArgumentTest(unittest.TestCase):
             self.assertEqual(caught.exception.outcome, relink.OUTCOME_NOT_APPLIED)
 
 
+    def test_a_call_ends_by_its_deadline(self):
+        # Nothing listens: the call waits in the backlog (5 s by default),
+        # but its 300 ms deadline ends it first, unsent.
+        with relink.Client(f"redis://127.0.0.1:{free_port()}", deadline_ms=300) as c:
+            with self.assertRaises(relink.RelinkError) as caught:
+                c.command("GET", "k")
+            self.assertEqual(caught.exception.code, relink.DEADLINE_EXCEEDED)
+            self.assertEqual(caught.exception.outcome, relink.OUTCOME_NOT_APPLIED)
+
+
 class GoldenVectorTest(unittest.TestCase):
     def test_backoff_vectors(self):
         strategies = {"constant": 0, "linear": 1, "exponential": 2}

@@ -471,8 +471,12 @@ typedef struct relink_options {
   // How long a connection must stay up for its loss to restart the
   // backoff from the initial delay (default 10000).
   uint64_t backoff_reset_after_ms;
-  // The longest a command waits for its reply (default 3000).
+  // The longest one attempt waits for its reply (default 3000).
   uint64_t response_timeout_ms;
+  // The longest a whole call may take, queueing, attempts and retries
+  // included (default 10000); 0: no total bound. A call that runs out of
+  // time fails with `RELINK_DEADLINE_EXCEEDED`.
+  uint64_t deadline_ms;
   // `RELINK_OUTAGE_QUEUE` (default) or `RELINK_OUTAGE_FAIL_FAST`.
   uint32_t outage_policy;
   // Queue only: commands that may wait at once (default 1024).
@@ -655,6 +659,10 @@ typedef struct relink_health {
 
 // Another error from the Redis client library (e.g. an unparsable reply).
 #define RELINK_REDIS_ERROR 107
+
+// The call's deadline passed; `relink_error_outcome` says whether it may
+// have been applied (it was sent) or certainly not.
+#define RELINK_DEADLINE_EXCEEDED 108
 
 // The error is not about a command (a bad argument, a connect failure).
 #define RELINK_OUTCOME_NONE 0

@@ -43,6 +43,9 @@ pub const RELINK_SHUTDOWN: relink_code = 105;
 pub const RELINK_TIMEOUT: relink_code = 106;
 /// Another error from the Redis client library (e.g. an unparsable reply).
 pub const RELINK_REDIS_ERROR: relink_code = 107;
+/// The call's deadline passed; `relink_error_outcome` says whether it may
+/// have been applied (it was sent) or certainly not.
+pub const RELINK_DEADLINE_EXCEEDED: relink_code = 108;
 
 /// What a failed command may have done on the server (`relink_error_outcome`).
 pub type relink_outcome = u32;
@@ -256,6 +259,7 @@ pub extern "C" fn relink_code_name(code: relink_code) -> *const c_char {
         RELINK_SHUTDOWN => c"RELINK_SHUTDOWN",
         RELINK_TIMEOUT => c"RELINK_TIMEOUT",
         RELINK_REDIS_ERROR => c"RELINK_REDIS_ERROR",
+        RELINK_DEADLINE_EXCEEDED => c"RELINK_DEADLINE_EXCEEDED",
         _ => c"RELINK_UNKNOWN_CODE",
     };
     name.as_ptr()

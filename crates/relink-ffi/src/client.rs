@@ -63,8 +63,12 @@ pub struct relink_options {
     /// How long a connection must stay up for its loss to restart the
     /// backoff from the initial delay (default 10000).
     pub backoff_reset_after_ms: u64,
-    /// The longest a command waits for its reply (default 3000).
+    /// The longest one attempt waits for its reply (default 3000).
     pub response_timeout_ms: u64,
+    /// The longest a whole call may take, queueing, attempts and retries
+    /// included (default 10000); 0: no total bound. A call that runs out of
+    /// time fails with `RELINK_DEADLINE_EXCEEDED`.
+    pub deadline_ms: u64,
     /// `RELINK_OUTAGE_QUEUE` (default) or `RELINK_OUTAGE_FAIL_FAST`.
     pub outage_policy: u32,
     /// Queue only: commands that may wait at once (default 1024).
@@ -107,6 +111,7 @@ impl relink_options {
             connect_timeout_ms: ms(supervisor.connect_timeout),
             backoff_reset_after_ms: ms(supervisor.backoff_reset_after),
             response_timeout_ms: ms(config.response_timeout()),
+            deadline_ms: config.deadline().map_or(0, ms),
             outage_policy,
             queue_capacity,
             queue_max_wait_ms,
@@ -142,6 +147,7 @@ impl relink_options {
             .with_connect_timeout(Duration::from_millis(self.connect_timeout_ms))
             .with_backoff_reset_after(Duration::from_millis(self.backoff_reset_after_ms))
             .with_response_timeout(Duration::from_millis(self.response_timeout_ms))
+            .with_deadline(Some(Duration::from_millis(self.deadline_ms)).filter(|d| !d.is_zero()))
             .with_outage(outage)
             .with_retry(RetryPolicy::default().max_retries(self.max_retries));
         if !self.client_name.is_null() {
@@ -400,6 +406,7 @@ fn command_error(err: &RedisError) -> relink_error {
         Some(relink::Error::NotConnected { .. }) => RELINK_NOT_CONNECTED,
         Some(relink::Error::BacklogFull { .. }) => RELINK_BACKLOG_FULL,
         Some(relink::Error::QueueTimeout { .. }) => RELINK_QUEUE_TIMEOUT,
+        Some(relink::Error::DeadlineExceeded { .. }) => RELINK_DEADLINE_EXCEEDED,
         Some(relink::Error::OutcomeUnknown { .. }) => RELINK_MAYBE_APPLIED,
         Some(relink::Error::NotApplied { .. }) => RELINK_NOT_APPLIED,
         Some(relink::Error::Shutdown) => RELINK_SHUTDOWN,
@@ -446,12 +453,8 @@ pub extern "C" fn relink_client_wait_ready(
                 RELINK_SHUTDOWN,
                 "the client is shut down (or its reconnect policy gave up)",
             )),
-            Err(e) => Err(relink_error::new(
-                RELINK_TIMEOUT,
-                format!("not ready within {timeout_ms} ms (state {}): {e}", {
-                    client.client.health().borrow().state
-                }),
-            )),
+            // relink's own text says how long it waited and in what state.
+            Err(e) => Err(relink_error::new(RELINK_TIMEOUT, e.to_string())),
         }
     })
 }

@@ -51,6 +51,9 @@
 //! benches, `examples/` and `xtask/src`):
 //!
 //! - `todo`: `todo!`, `unimplemented!`, `dbg!` in library code.
+//! - `panic` (in the published libraries, outside tests): `.unwrap()`,
+//!   `.expect(`, `panic!(`, `unreachable!(`: no panic is reachable from a
+//!   user's call.
 //! - `ignore`: `#[ignore]` tests.
 //!
 //! And one rule about the build, `core-deps`: `cargo tree -p relink-core -e
@@ -74,6 +77,14 @@ use crate::{cargo, header, project_root, Failure, Result};
 pub const ALLOW_LIST: &str = "xtask/tidy-allow.txt";
 
 /// The drivers: they execute the core's decisions and make none.
+/// The published libraries: what a user's call runs.
+const LIBRARIES: &[&str] = &[
+    "crates/relink-core/src",
+    "crates/relink/src",
+    "crates/relink-ffi/src",
+    "crates/relink-wasm/src",
+];
+
 const DRIVERS: &[&str] = &[
     "crates/relink/src",
     "crates/relink-ffi/src",
@@ -167,6 +178,16 @@ pub const RULES: &[Rule] = &[
         in_tests: false,
         in_defaults: true,
         check: liveness,
+    },
+    Rule {
+        id: "panic",
+        reason: "no panic reachable from a user's call: return an error (a poisoned \
+                 lock: `unwrap_or_else(PoisonError::into_inner)`)",
+        scope: LIBRARIES,
+        exempt: &[],
+        in_tests: false,
+        in_defaults: false,
+        check: panics,
     },
     Rule {
         id: "todo",
@@ -425,6 +446,17 @@ fn todo(line: &Line) -> Option<String> {
             line.code
                 .match_indices(**m)
                 .any(|(i, _)| !preceded_by_identifier(&line.code, i))
+        })
+        .map(|m| format!("`{m}`"))
+}
+
+fn panics(line: &Line) -> Option<String> {
+    [".unwrap()", ".expect(", "panic!(", "unreachable!("]
+        .iter()
+        .find(|m| {
+            line.code
+                .match_indices(**m)
+                .any(|(i, _)| m.starts_with('.') || !preceded_by_identifier(&line.code, i))
         })
         .map(|m| format!("`{m}`"))
 }
@@ -1134,6 +1166,28 @@ mod tests {
             assert!(found_in(path, "todo", "my_dbg!(x);").is_empty());
         }
         assert!(found_in("crates/relink/tests/client/main.rs", "todo", "todo!()").is_empty());
+    }
+
+    #[test]
+    fn panic_rule() {
+        let path = "crates/relink/src/client.rs";
+        assert!(!found_in(path, "panic", "let g = lock.lock().unwrap();").is_empty());
+        assert!(!found_in(path, "panic", "x.expect(\"present\");").is_empty());
+        assert!(!found_in(path, "panic", "panic!(\"no\")").is_empty());
+        assert!(found_in(path, "panic", "x.unwrap_or_default();").is_empty());
+        assert!(found_in(path, "panic", "x.expect_err(e);").is_empty());
+        assert!(found_in(
+            path,
+            "panic",
+            "#[cfg(test)]\nmod t { fn f() { x.unwrap(); } }"
+        )
+        .is_empty());
+        assert!(found_in(
+            "crates/relink-testkit/src/server.rs",
+            "panic",
+            "x.unwrap();"
+        )
+        .is_empty());
     }
 
     #[test]

@@ -472,7 +472,7 @@ fn unknown_fields_are_named() {
     let e = json_err(r#"{"url": "redis://h", "backoff": {"colour": "red"}}"#);
     assert!(e.contains("colour"), "{e}");
     let e = toml_err("client_name = \"x\"");
-    assert!(e.contains("missing field `url`"), "{e}");
+    assert!(e.contains("`url`: missing"), "{e}");
 }
 
 #[test]

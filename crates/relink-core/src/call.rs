@@ -49,6 +49,7 @@ use core::fmt;
 use core::time::Duration;
 
 use crate::backoff::{Backoff, BackoffPolicy, Jitter, Strategy};
+use crate::commands::Blocking;
 use crate::error::ConfigError;
 use crate::failure::{BusyReason, Delivery, FailureKind, Outcome};
 use crate::time::Timestamp;
@@ -218,6 +219,20 @@ pub enum CallInput {
         /// Whether the retry budget allows a retry now.
         budget_allows: bool,
     },
+    /// The attempt's timeout (from [`Decision::Send`] or
+    /// [`Decision::KeepWaiting`]) passed without its reply. The command is
+    /// still in flight: a [`Decision::KeepWaiting`] keeps waiting for the
+    /// same reply, anything else gives it up (its late reply is discarded).
+    NoReply {
+        /// Since the attempt was sent, the connection delivered other
+        /// replies or the server confirmed it busy with it (a side check):
+        /// the server is alive, the command slow (a `CLIENT PAUSE`, a long
+        /// script), not lost.
+        alive_since_sent: bool,
+        /// The retry budget's answer, as for [`CallInput::Failed`]; read
+        /// only when the reply is given up.
+        budget_allows: bool,
+    },
     /// The server answered `MOVED` or `ASK`: answered, not applied.
     Redirected,
     /// The client is shutting down.
@@ -234,7 +249,15 @@ pub enum Decision {
     /// [`FailureKind::Timeout`].
     Send {
         /// This attempt's response timeout: the policy's, or less when the
-        /// deadline is nearer.
+        /// deadline is nearer; for a blocking command, the time to its
+        /// deadline, and `Duration::MAX` (no limit) when it blocks forever.
+        #[serde(with = "crate::time::millis")]
+        timeout: Duration,
+    },
+    /// Keep waiting for the reply of the attempt in flight, for at most
+    /// `timeout` more; then report [`CallInput::NoReply`] again.
+    KeepWaiting {
+        /// How much longer.
         #[serde(with = "crate::time::millis")]
         timeout: Duration,
     },
@@ -343,6 +366,8 @@ pub struct Call {
     seed: u64,
     /// How the call ended, once it has.
     ended: Option<Failure>,
+    /// A blocking command: an attempt may take until the deadline.
+    blocking: bool,
 }
 
 impl Call {
@@ -372,6 +397,30 @@ impl Call {
             steps: None,
             seed,
             ended: None,
+            blocking: false,
+        }
+    }
+
+    /// A call of a blocking command (`BLPOP q 5`, `XREAD BLOCK 0 ...`, see
+    /// [`commands::blocking`](crate::commands::blocking)): its deadline is its
+    /// own block timeout plus the response timeout, and so is each attempt's
+    /// time on the connection; blocking forever has neither (the
+    /// connection's liveness is still checked by the heartbeat). A
+    /// per-handle deadline does not apply: the command names its own.
+    pub fn blocking(
+        policy: &CallPolicy,
+        now: Timestamp,
+        idempotent: bool,
+        blocking: Blocking,
+        seed: u64,
+    ) -> Call {
+        let deadline = match blocking {
+            Blocking::Forever => None,
+            Blocking::For { timeout } => Some(timeout.saturating_add(policy.response_timeout)),
+        };
+        Call {
+            blocking: true,
+            ..Call::with_deadline(now, idempotent, deadline, seed)
         }
     }
 
@@ -422,6 +471,10 @@ impl Call {
                     self.failed(policy, now, kind, Delivery::Answered, true)
                 }
             }
+            CallInput::NoReply {
+                alive_since_sent,
+                budget_allows,
+            } => self.no_reply(policy, now, alive_since_sent, budget_allows),
             CallInput::Failed {
                 kind,
                 delivery,
@@ -483,9 +536,40 @@ impl Call {
         Decision::RetryAt { at }
     }
 
+    /// The attempt's timeout passed without its reply.
+    fn no_reply(
+        &mut self,
+        policy: &CallPolicy,
+        now: Timestamp,
+        alive_since_sent: bool,
+        budget_allows: bool,
+    ) -> Decision {
+        let left = self.deadline.map(|d| d.saturating_since(now));
+        if left.is_some_and(|l| l.is_zero()) {
+            self.maybe_applied = true;
+            self.last = Some((FailureKind::Timeout, Delivery::MaybeSent));
+            return self.fail(FailReason::DeadlineExceeded);
+        }
+        if alive_since_sent {
+            // The server is alive and answering (or confirmed busy with this
+            // connection): the command is slow, not lost (a pause, a long
+            // script). Waiting is all that is safe; the deadline bounds it,
+            // and the heartbeat ends it if the connection dies.
+            let timeout = left.map_or(policy.response_timeout, |l| l.min(policy.response_timeout));
+            return Decision::KeepWaiting { timeout };
+        }
+        self.maybe_applied = true;
+        let kind = FailureKind::Timeout;
+        self.failed(policy, now, kind, Delivery::MaybeSent, budget_allows)
+    }
+
     /// A connection is there: send, with what is left of the deadline.
     fn send(&mut self, policy: &CallPolicy, now: Timestamp, redirect: bool) -> Decision {
-        let mut timeout = policy.response_timeout;
+        let mut timeout = if self.blocking {
+            Duration::MAX
+        } else {
+            policy.response_timeout
+        };
         if let Some(deadline) = self.deadline {
             let left = deadline.saturating_since(now);
             if left.is_zero() {
@@ -884,5 +968,82 @@ mod tests {
             assert_eq!(policy.build().unwrap_err().field(), field);
         }
         assert!(CallPolicy::default().build().is_ok());
+    }
+
+    #[test]
+    fn a_slow_reply_on_a_live_connection_is_waited_for_until_the_deadline() {
+        let p = CallPolicy::default()
+            .response_timeout(ms(1_000))
+            .deadline(Some(ms(2_500)));
+        let mut incr = Call::new(&p, t(0), false, 1);
+        assert_eq!(
+            incr.decide(&p, t(0), CallInput::Connected),
+            Decision::Send { timeout: ms(1_000) }
+        );
+        // A CLIENT PAUSE WRITE: the PINGs are answered, the INCR is not.
+        let alive = CallInput::NoReply {
+            alive_since_sent: true,
+            budget_allows: true,
+        };
+        assert_eq!(
+            incr.decide(&p, t(1_000), alive),
+            Decision::KeepWaiting { timeout: ms(1_000) }
+        );
+        assert_eq!(
+            incr.decide(&p, t(2_000), alive),
+            Decision::KeepWaiting { timeout: ms(500) }
+        );
+        let f = failure(incr.decide(&p, t(2_500), alive));
+        assert_eq!(
+            (f.outcome, f.reason),
+            (Outcome::Unknown, FailReason::DeadlineExceeded)
+        );
+        // No sign of life: the attempt is over (a write of unknown fate).
+        let mut incr = Call::new(&p, t(0), false, 1);
+        incr.decide(&p, t(0), CallInput::Connected);
+        let silent = CallInput::NoReply {
+            alive_since_sent: false,
+            budget_allows: true,
+        };
+        let f = failure(incr.decide(&p, t(1_000), silent));
+        assert_eq!(
+            (f.outcome, f.reason, f.kind),
+            (Outcome::Unknown, FailReason::NotRetrySafe, Some(Timeout))
+        );
+        // A read is retried.
+        let mut get = Call::new(&p, t(0), true, 1);
+        get.decide(&p, t(0), CallInput::Connected);
+        assert_eq!(
+            get.decide(&p, t(1_000), silent),
+            Decision::RetryAt { at: t(1_000) }
+        );
+    }
+
+    #[test]
+    fn a_blocking_call_has_its_own_deadline() {
+        let p = CallPolicy::default().response_timeout(ms(3_000));
+        let five = Blocking::For {
+            timeout: Duration::from_secs(5),
+        };
+        let mut blpop = Call::blocking(&p, t(100), false, five, 1);
+        assert_eq!(blpop.deadline(), Some(t(8_100)));
+        assert_eq!(
+            blpop.decide(&p, t(100), CallInput::Connected),
+            Decision::Send { timeout: ms(8_000) }
+        );
+        let mut forever = Call::blocking(&p, t(100), false, Blocking::Forever, 1);
+        assert_eq!(forever.deadline(), None);
+        assert_eq!(
+            forever.decide(&p, t(100), CallInput::Connected),
+            Decision::Send {
+                timeout: Duration::MAX
+            }
+        );
+        // Waiting for a connection follows the outage policy all the same.
+        let mut queued = Call::blocking(&p, t(0), false, Blocking::Forever, 1);
+        assert!(matches!(
+            queued.decide(&p, t(0), CallInput::NotConnected),
+            Decision::Queue { .. }
+        ));
     }
 }

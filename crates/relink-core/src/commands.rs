@@ -1,4 +1,5 @@
-//! Which Redis commands are safe to run twice.
+//! Which Redis commands are safe to run twice, and which block their
+//! connection (and for how long).
 //!
 //! A command whose fate is unknown (sent, then the connection died) may be
 //! retried only if running it twice cannot differ from running it once. That
@@ -7,6 +8,8 @@
 //! (`BLPOP`, `XREAD ... BLOCK` is still a read) and anything that writes are
 //! absent: `INCR` is never on this list. The list errs on the side of
 //! leaving a command out; a caller can always declare its own command idempotent.
+
+use core::time::Duration;
 
 /// Read-only commands, upper case, sorted (for binary search).
 const READ_ONLY: &[&str] = &[
@@ -116,9 +119,240 @@ pub fn is_read_only(name: &[u8]) -> bool {
         .is_ok()
 }
 
+/// How long a blocking command may hold the connection it runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Blocking {
+    /// Until something arrives (a timeout of 0).
+    Forever,
+    /// At most this long, by its own timeout argument.
+    For {
+        /// The command's own timeout.
+        #[serde(with = "crate::time::millis")]
+        timeout: Duration,
+    },
+}
+
+/// A blocking command whose timeout argument is not one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{command}: the timeout `{}` is {reason}", .timeout)]
+pub struct BadTimeout {
+    /// The command, upper case.
+    pub command: &'static str,
+    /// Why it is not a timeout.
+    pub reason: &'static str,
+    /// The argument as given (its first 24 bytes, lossily).
+    pub timeout: ShortText,
+}
+
+/// A few bytes of an argument, for an error message without allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShortText {
+    bytes: [u8; 24],
+    len: u8,
+}
+
+impl ShortText {
+    fn new(arg: &[u8]) -> ShortText {
+        let mut bytes = [0u8; 24];
+        let len = arg.len().min(bytes.len());
+        bytes[..len].copy_from_slice(&arg[..len]);
+        ShortText {
+            bytes,
+            len: len as u8,
+        }
+    }
+}
+
+impl core::fmt::Display for ShortText {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for chunk in self.bytes[..usize::from(self.len)].utf8_chunks() {
+            f.write_str(chunk.valid())?;
+            if !chunk.invalid().is_empty() {
+                f.write_str("\u{fffd}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a blocking command keeps its timeout, and in which unit.
+#[derive(Clone, Copy)]
+enum TimeoutArg {
+    /// Seconds (a float), the last argument: `BLPOP key [key ...] timeout`.
+    LastSeconds,
+    /// Seconds (a float), the first argument: `BLMPOP timeout numkeys ...`.
+    FirstSeconds,
+    /// Milliseconds (an integer), the last argument: `WAIT numreplicas timeout`.
+    LastMillis,
+    /// Milliseconds after a `BLOCK` keyword before `STREAMS`; no `BLOCK`: not blocking.
+    BlockKeyword,
+}
+
+/// The blocking commands (upper case, sorted) and where their timeout is.
+const BLOCKING: &[(&str, TimeoutArg)] = &[
+    ("BLMOVE", TimeoutArg::LastSeconds),
+    ("BLMPOP", TimeoutArg::FirstSeconds),
+    ("BLPOP", TimeoutArg::LastSeconds),
+    ("BRPOP", TimeoutArg::LastSeconds),
+    ("BRPOPLPUSH", TimeoutArg::LastSeconds),
+    ("BZMPOP", TimeoutArg::FirstSeconds),
+    ("BZPOPMAX", TimeoutArg::LastSeconds),
+    ("BZPOPMIN", TimeoutArg::LastSeconds),
+    ("WAIT", TimeoutArg::LastMillis),
+    ("WAITAOF", TimeoutArg::LastMillis),
+    ("XREAD", TimeoutArg::BlockKeyword),
+    ("XREADGROUP", TimeoutArg::BlockKeyword),
+];
+
+/// Does this command (`args`, its name first) block its connection, and for
+/// how long? `Ok(None)` for every command that does not (and for `XREAD`
+/// without `BLOCK`). A blocking command whose timeout is negative, not a
+/// number, or missing is an error: it would be refused by the server, and
+/// its time on the connection cannot be known.
+pub fn blocking<'a>(
+    args: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Option<Blocking>, BadTimeout> {
+    let mut args = args.into_iter();
+    let Some(name) = args.next() else {
+        return Ok(None);
+    };
+    let mut upper = [0u8; 16];
+    if name.len() > upper.len() {
+        return Ok(None);
+    }
+    for (u, b) in upper.iter_mut().zip(name) {
+        *u = b.to_ascii_uppercase();
+    }
+    let upper = &upper[..name.len()];
+    let Ok(i) = BLOCKING.binary_search_by(|(probe, _)| probe.as_bytes().cmp(upper)) else {
+        return Ok(None);
+    };
+    let (command, place) = BLOCKING[i];
+    let bad = |reason, arg: &[u8]| BadTimeout {
+        command,
+        reason,
+        timeout: ShortText::new(arg),
+    };
+    let arg = match place {
+        TimeoutArg::LastSeconds | TimeoutArg::LastMillis => args.last(),
+        TimeoutArg::FirstSeconds => args.next(),
+        TimeoutArg::BlockKeyword => {
+            let mut block = None;
+            while let Some(arg) = args.next() {
+                if arg.eq_ignore_ascii_case(b"STREAMS") {
+                    break;
+                }
+                if arg.eq_ignore_ascii_case(b"BLOCK") {
+                    block = Some(args.next().ok_or_else(|| bad("missing", b""))?);
+                }
+            }
+            match block {
+                Some(arg) => Some(arg),
+                None => return Ok(None),
+            }
+        }
+    };
+    let arg = arg.ok_or_else(|| bad("missing", b""))?;
+    let text = core::str::from_utf8(arg).map_err(|_| bad("not a number", arg))?;
+    let timeout = match place {
+        TimeoutArg::LastSeconds | TimeoutArg::FirstSeconds => {
+            let secs: f64 = text.parse().map_err(|_| bad("not a number", arg))?;
+            if secs.is_nan() || secs.is_infinite() {
+                return Err(bad("not a number", arg));
+            }
+            if secs < 0.0 {
+                return Err(bad("negative", arg));
+            }
+            Duration::try_from_secs_f64(secs).map_err(|_| bad("too large", arg))?
+        }
+        TimeoutArg::LastMillis | TimeoutArg::BlockKeyword => {
+            if text.starts_with('-') && text.len() > 1 {
+                return Err(bad("negative", arg));
+            }
+            Duration::from_millis(text.parse().map_err(|_| bad("not a number", arg))?)
+        }
+    };
+    Ok(Some(if timeout.is_zero() {
+        Blocking::Forever
+    } else {
+        Blocking::For { timeout }
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn block(cmd: &str) -> Result<Option<Blocking>, BadTimeout> {
+        blocking(cmd.split(' ').map(str::as_bytes))
+    }
+
+    fn secs(s: u64) -> Option<Blocking> {
+        Some(Blocking::For {
+            timeout: Duration::from_secs(s),
+        })
+    }
+
+    #[test]
+    fn the_blocking_table_is_sorted() {
+        assert!(BLOCKING.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    #[test]
+    fn blocking_commands_and_their_timeouts() {
+        assert_eq!(block("BLPOP q1 q2 5"), Ok(secs(5)));
+        assert_eq!(block("brpop q 0"), Ok(Some(Blocking::Forever)));
+        assert_eq!(
+            block("BLPOP q 0.25"),
+            Ok(Some(Blocking::For {
+                timeout: Duration::from_millis(250)
+            }))
+        );
+        assert_eq!(block("BLMOVE a b LEFT RIGHT 2"), Ok(secs(2)));
+        assert_eq!(block("BRPOPLPUSH a b 3"), Ok(secs(3)));
+        assert_eq!(block("BLMPOP 4 2 a b LEFT COUNT 3"), Ok(secs(4)));
+        assert_eq!(block("BZMPOP 1 1 z MIN"), Ok(secs(1)));
+        assert_eq!(
+            block("WAIT 1 1500"),
+            Ok(Some(Blocking::For {
+                timeout: Duration::from_millis(1500)
+            }))
+        );
+        assert_eq!(block("WAITAOF 1 0 0"), Ok(Some(Blocking::Forever)));
+        assert_eq!(
+            block("XREADGROUP GROUP g c COUNT 10 BLOCK 2000 STREAMS s >"),
+            Ok(secs(2))
+        );
+        assert_eq!(
+            block("xread block 0 streams s $"),
+            Ok(Some(Blocking::Forever))
+        );
+        // Not blocking: XREAD without BLOCK, a key named BLOCK after STREAMS, others.
+        assert_eq!(block("XREAD COUNT 1 STREAMS s 0"), Ok(None));
+        assert_eq!(block("XREAD STREAMS BLOCK 0"), Ok(None));
+        assert_eq!(block("GET k"), Ok(None));
+        assert_eq!(block("LPOP q"), Ok(None));
+        assert_eq!(blocking(core::iter::empty()), Ok(None));
+    }
+
+    #[test]
+    fn bad_timeouts_are_named() {
+        let e = block("BLPOP q -1").unwrap_err();
+        assert_eq!((e.command, e.reason), ("BLPOP", "negative"));
+        assert_eq!(alloc::format!("{e}"), "BLPOP: the timeout `-1` is negative");
+        assert_eq!(block("BLPOP q soon").unwrap_err().reason, "not a number");
+        assert_eq!(block("BLPOP q nan").unwrap_err().reason, "not a number");
+        assert_eq!(block("BLPOP q inf").unwrap_err().reason, "not a number");
+        assert_eq!(block("WAIT 1 -5").unwrap_err().reason, "negative");
+        assert_eq!(
+            block("XREAD BLOCK x STREAMS s 0").unwrap_err().reason,
+            "not a number"
+        );
+        assert_eq!(block("XREAD BLOCK").unwrap_err().reason, "missing");
+        assert_eq!(block("BLPOP").unwrap_err().reason, "missing");
+        assert_eq!(block("BLPOP q 1e300").unwrap_err().reason, "too large");
+    }
 
     #[test]
     fn the_table_is_sorted_and_upper_case() {

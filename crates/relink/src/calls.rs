@@ -83,13 +83,18 @@ pub(crate) trait Transport: Fields {
     /// server's answer (a single server that is not the cluster client).
     const FOLLOWS_REDIRECTS: bool;
 
-    /// Sends `request` on `conn`, to the node `redirect` names if any.
+    /// Sends `request` on `conn` at `sent_at`, to the node `redirect` names if any.
     fn send<'a>(
         &'a self,
         conn: &'a Self::Conn,
         request: Request<'a>,
         redirect: Option<&'a Redirect>,
+        sent_at: Timestamp,
     ) -> impl Future<Output = Result<Value, RedisError>> + Send + 'a;
+
+    /// Evidence for the core: did `conn` deliver a reply, or did the server
+    /// confirm it busy, after `since`?
+    fn alive_since(&self, conn: &Self::Conn, since: Timestamp) -> bool;
 
     /// A reply came on `conn` (heartbeat evidence).
     fn replied(&self, conn: &Self::Conn);
@@ -228,15 +233,21 @@ impl Calls {
         let mut redirect: Option<Redirect> = None;
         let mut last_error: Option<RedisError> = None;
         let mut input = self.look(transport, &mut conn);
+        // A decision the core already gave inside a wait for a reply.
+        let mut next: Option<Decision> = None;
+        let mut retries_seen = 0;
         // Bounded by the core: every decision either sends (at most
         // max_retries + max_redirects + 1 times, or refusals waited out at
         // growing steps) or waits until a time it named, within the queue
         // wait and the deadline.
         loop {
             let now = self.now();
-            let retries = call.retries();
-            let decision = call.decide(&self.policy, now, input);
-            if call.retries() > retries {
+            let decision = match next.take() {
+                Some(decision) => decision,
+                None => call.decide(&self.policy, now, input),
+            };
+            if call.retries() > retries_seen {
+                retries_seen = call.retries();
                 bump(&self.counters.retried);
             }
             input = match decision {
@@ -252,15 +263,39 @@ impl Calls {
                         input = self.look(transport, &mut conn);
                         continue;
                     };
-                    let sent = transport.send(c, request, to);
-                    // The connection enforces the policy's response timeout
-                    // itself; a shorter one comes from the deadline.
-                    let result = if timeout < self.policy.response_timeout {
-                        tokio::time::timeout(timeout, sent)
-                            .await
-                            .unwrap_or_else(|_| Err(classify::timed_out(timeout)))
-                    } else {
-                        sent.await
+                    let sent_at = self.now();
+                    // Waits for the reply as long as the core says: past a
+                    // timeout, the core hears whether the connection showed
+                    // signs of life since, and keeps waiting or gives up.
+                    let result = {
+                        let mut sent = std::pin::pin!(transport.send(c, request, to, sent_at));
+                        let mut limit = timeout;
+                        loop {
+                            if limit == Duration::MAX {
+                                break Some(sent.as_mut().await);
+                            }
+                            if let Ok(result) = tokio::time::timeout(limit, sent.as_mut()).await {
+                                break Some(result);
+                            }
+                            let alive_since_sent = transport.alive_since(c, sent_at);
+                            let no_reply = CallInput::NoReply {
+                                alive_since_sent,
+                                budget_allows: alive_since_sent || self.budget.drain(),
+                            };
+                            match call.decide(&self.policy, self.now(), no_reply) {
+                                Decision::KeepWaiting { timeout } => limit = timeout,
+                                other => {
+                                    next = Some(other);
+                                    break None;
+                                }
+                            }
+                        }
+                    };
+                    let Some(result) = result else {
+                        // Given up: the late reply, if any, is discarded.
+                        let waited = self.now().saturating_since(sent_at);
+                        last_error = Some(classify::timed_out(waited));
+                        continue;
                     };
                     let err = match result {
                         Ok(Value::ServerError(reply)) if !classify::is_verdict(&reply) => {

@@ -134,6 +134,9 @@ struct Shared {
     reports: mpsc::UnboundedSender<Report>,
     /// Milliseconds since `epoch` of the latest reply on the live connection.
     last_reply_ms: AtomicU64,
+    /// Milliseconds since `epoch` of the latest command sent: while it is
+    /// later than the latest reply, work is outstanding on the connection.
+    last_send_ms: AtomicU64,
     /// Cancelled by the task as its very last act.
     finished: CancellationToken,
     pubsub: Arc<PubSubHub>,
@@ -143,6 +146,14 @@ struct Shared {
 impl Shared {
     fn now(&self) -> Timestamp {
         self.calls.now()
+    }
+
+    fn note_send(&self, at: Timestamp) {
+        // Written at most once a millisecond, like the reply time.
+        let at = at.as_millis();
+        if at > self.last_send_ms.load(Ordering::Relaxed) {
+            self.last_send_ms.fetch_max(at, Ordering::Relaxed);
+        }
     }
 
     fn note_reply(&self) {
@@ -214,6 +225,7 @@ impl Client {
             events,
             reports,
             last_reply_ms: AtomicU64::new(0),
+            last_send_ms: AtomicU64::new(0),
             finished: CancellationToken::new(),
         });
         let driver = Driver {
@@ -325,7 +337,9 @@ impl Transport for Shared {
         live: &'a Arc<Live>,
         request: Request<'a>,
         _redirect: Option<&'a Redirect>,
+        sent_at: Timestamp,
     ) -> Result<Value, RedisError> {
+        self.note_send(sent_at);
         let mut conn = live.conn.clone();
         if live.kill.is_some() {
             // Closing the connection fails this command by itself.
@@ -340,6 +354,13 @@ impl Transport for Shared {
 
     fn replied(&self, _live: &Arc<Live>) {
         self.note_reply();
+    }
+
+    fn alive_since(&self, _live: &Arc<Live>, since: Timestamp) -> bool {
+        // Any sign of life after the send: a reply (a heartbeat PONG too) or
+        // the server confirming the connection busy. Whole milliseconds, so
+        // a reply in the very millisecond of the send does not count.
+        self.last_reply_ms.load(Ordering::Relaxed) > since.as_millis()
     }
 
     fn failed(&self, live: &Arc<Live>, kind: FailureKind, delivery: Delivery) {
@@ -434,7 +455,10 @@ impl Driver {
                     match result {
                         // Every result goes to the core as it is: it decides
                         // what an error reply or a broken connection proves.
-                        Ok(_) if generation == self.generation => Some(Input::Pong { id }),
+                        Ok(_) if generation == self.generation => {
+                            self.shared.note_reply();
+                            Some(Input::Pong { id })
+                        }
                         Err(err) if generation == self.generation => {
                             Some(Input::PingFailed { id, kind: failure_kind(&err) })
                         }

@@ -96,7 +96,10 @@ pub async fn connect_multiplexed(
 ) -> Result<Connection, RedisError> {
     let mut settings = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.supervisor_config().connect_timeout))
-        .set_response_timeout(Some(config.response_timeout()));
+        // No response timeout of redis-rs's own: how long a command may
+        // wait is the core's call policy (it keeps waiting for a slow reply
+        // on a connection that shows signs of life), executed by calls.rs.
+        .set_response_timeout(None);
     if config.protocol() == Protocol::Resp3 {
         settings = settings.set_push_sender(move |info: PushInfo| {
             push(info);

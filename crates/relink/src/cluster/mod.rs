@@ -41,7 +41,7 @@ use redis::aio::ConnectionLike;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{ConnectionAddr, IntoConnectionInfo, RedisError, Value};
-use relink_core::{Delivery, FailureKind, State};
+use relink_core::{Delivery, FailureKind, State, Timestamp};
 use tokio::sync::{watch, Notify};
 
 use crate::calls::{self, CallOptions, Calls, HandleGuard, Request, Transport};
@@ -421,12 +421,18 @@ impl Transport for Shared {
         conn: &'a Arc<ClusterConnection>,
         request: Request<'a>,
         redirect: Option<&'a Redirect>,
+        _sent_at: Timestamp,
     ) -> Result<Value, RedisError> {
         let mut conn = (**conn).clone();
         request.send_cluster(&mut conn, redirect).await
     }
 
     fn replied(&self, _conn: &Arc<ClusterConnection>) {}
+
+    fn alive_since(&self, _conn: &Arc<ClusterConnection>, _since: Timestamp) -> bool {
+        // redis-rs's own response timeout ends a cluster attempt first.
+        false
+    }
 
     fn failed(&self, _conn: &Arc<ClusterConnection>, _kind: FailureKind, delivery: Delivery) {
         if delivery == Delivery::NotSent {

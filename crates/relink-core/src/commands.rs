@@ -119,6 +119,83 @@ pub fn is_read_only(name: &[u8]) -> bool {
         .is_ok()
 }
 
+/// What a command does to the state of the connection it runs on, for a
+/// connection leased to one user (`WATCH`/`MULTI`/`EXEC` on it): whether
+/// the connection can go back to the shared set afterwards, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionEffect {
+    /// Nothing that outlives the command.
+    None,
+    /// `WATCH`: keys are watched until `EXEC`, `DISCARD` or `UNWATCH`.
+    Watch,
+    /// `MULTI`: a transaction is open until `EXEC` or `DISCARD`.
+    Multi,
+    /// `EXEC`, `DISCARD`: the transaction and the watches end.
+    EndTransaction,
+    /// `UNWATCH`: the watches end.
+    Unwatch,
+    /// State relink cannot undo cheaply (`SELECT`, `CLIENT TRACKING`,
+    /// `CLIENT REPLY`, `CLIENT SETNAME`, `HELLO`, `AUTH`, `RESET`,
+    /// `SUBSCRIBE`, `MONITOR`, `READONLY`, ...): the connection must not be
+    /// handed to anyone else.
+    Lasting,
+}
+
+/// What `args` (name first) does to its connection's state.
+pub fn connection_effect<'a>(args: impl IntoIterator<Item = &'a [u8]>) -> ConnectionEffect {
+    let mut args = args.into_iter();
+    let Some(name) = args.next() else {
+        return ConnectionEffect::None;
+    };
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    if is("WATCH") {
+        ConnectionEffect::Watch
+    } else if is("MULTI") {
+        ConnectionEffect::Multi
+    } else if is("EXEC") || is("DISCARD") {
+        ConnectionEffect::EndTransaction
+    } else if is("UNWATCH") {
+        ConnectionEffect::Unwatch
+    } else if is("CLIENT") {
+        // CLIENT ID, LIST, INFO, GETNAME, KILL, PAUSE... leave this
+        // connection as it was; TRACKING, REPLY, SETNAME, NO-EVICT,
+        // NO-TOUCH and the like change it.
+        let sub = args.next().unwrap_or_default();
+        let harmless = [
+            "ID", "LIST", "INFO", "GETNAME", "KILL", "PAUSE", "UNPAUSE", "UNBLOCK",
+        ]
+        .iter()
+        .any(|h| sub.eq_ignore_ascii_case(h.as_bytes()));
+        if harmless {
+            ConnectionEffect::None
+        } else {
+            ConnectionEffect::Lasting
+        }
+    } else if [
+        "SELECT",
+        "HELLO",
+        "AUTH",
+        "RESET",
+        "SUBSCRIBE",
+        "PSUBSCRIBE",
+        "SSUBSCRIBE",
+        "MONITOR",
+        "READONLY",
+        "READWRITE",
+        "ASKING",
+        "SYNC",
+        "PSYNC",
+        "REPLCONF",
+    ]
+    .iter()
+    .any(|n| is(n))
+    {
+        ConnectionEffect::Lasting
+    } else {
+        ConnectionEffect::None
+    }
+}
+
 /// How long a blocking command may hold the connection it runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -334,6 +411,26 @@ mod tests {
         assert_eq!(block("GET k"), Ok(None));
         assert_eq!(block("LPOP q"), Ok(None));
         assert_eq!(blocking(core::iter::empty()), Ok(None));
+    }
+
+    #[test]
+    fn connection_effects() {
+        let effect = |cmd: &str| connection_effect(cmd.split(' ').map(str::as_bytes));
+        assert_eq!(effect("WATCH k"), ConnectionEffect::Watch);
+        assert_eq!(effect("multi"), ConnectionEffect::Multi);
+        assert_eq!(effect("EXEC"), ConnectionEffect::EndTransaction);
+        assert_eq!(effect("DISCARD"), ConnectionEffect::EndTransaction);
+        assert_eq!(effect("UNWATCH"), ConnectionEffect::Unwatch);
+        assert_eq!(effect("SELECT 2"), ConnectionEffect::Lasting);
+        assert_eq!(effect("CLIENT TRACKING ON"), ConnectionEffect::Lasting);
+        assert_eq!(effect("CLIENT SETNAME x"), ConnectionEffect::Lasting);
+        assert_eq!(effect("CLIENT ID"), ConnectionEffect::None);
+        assert_eq!(effect("client list"), ConnectionEffect::None);
+        assert_eq!(effect("GET k"), ConnectionEffect::None);
+        assert_eq!(
+            connection_effect(core::iter::empty()),
+            ConnectionEffect::None
+        );
     }
 
     #[test]

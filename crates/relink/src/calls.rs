@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use redis::{Cmd, Pipeline, RedisError, Value};
 use relink_core::call::{Call, CallInput, CallPolicy, Decision, FailReason, Failure};
+use relink_core::commands::{BadTimeout, Blocking};
 use relink_core::{Delivery, FailureKind, Outcome, State, Timestamp};
 use tokio::sync::{watch, Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
@@ -150,6 +151,11 @@ impl Calls {
         }
     }
 
+    /// The per-call policy.
+    pub(crate) fn policy(&self) -> &CallPolicy {
+        &self.policy
+    }
+
     /// Now, on the clock the core is fed with.
     pub(crate) fn now(&self) -> Timestamp {
         Timestamp::from_millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
@@ -176,6 +182,8 @@ impl Calls {
             not_applied: get(&c.not_applied),
             unknown: get(&c.unknown),
             rejected: get(&c.rejected),
+            exclusive_open: 0,
+            exclusive_leased: 0,
             queued: self
                 .capacity
                 .saturating_sub(self.backlog.available_permits()) as u64,
@@ -226,8 +234,18 @@ impl Calls {
     ) -> Result<Value, RedisError> {
         let idempotent = options.idempotent || request.is_read_only();
         let started = self.now();
-        let mut call =
-            Call::with_deadline(started, idempotent, options.deadline, started.as_millis());
+        let seed = started.as_millis();
+        let mut call = match request.blocking() {
+            Ok(None) => Call::with_deadline(started, idempotent, options.deadline, seed),
+            Ok(Some(blocking)) => Call::blocking(&self.policy, started, idempotent, blocking, seed),
+            Err(bad) => {
+                bump(&self.counters.not_sent);
+                return Err(Error::InvalidCommand {
+                    reason: bad.to_string(),
+                }
+                .into_redis());
+            }
+        };
         let mut permit: Option<SemaphorePermit<'_>> = None;
         let mut conn = None;
         let mut redirect: Option<Redirect> = None;
@@ -487,6 +505,14 @@ pub(crate) async fn wait_ready<H: HasState>(
     }
 }
 
+/// A command's arguments, its name first (a cursor placeholder reads as empty).
+pub(crate) fn args(cmd: &Cmd) -> impl Iterator<Item = &[u8]> {
+    cmd.args_iter().map(|a| match a {
+        redis::Arg::Simple(bytes) => bytes,
+        _ => &b""[..],
+    })
+}
+
 /// One command or one slice of a pipeline.
 #[derive(Clone, Copy)]
 pub(crate) enum Request<'a> {
@@ -511,6 +537,31 @@ impl Request<'_> {
         }
     }
 
+    /// Does it block its connection (a blocking command, or a pipeline with
+    /// one), and for how long? The longest of a pipeline's.
+    pub(crate) fn blocking(&self) -> Result<Option<Blocking>, BadTimeout> {
+        let of = |cmd: &Cmd| relink_core::commands::blocking(args(cmd));
+        match self {
+            Request::Cmd(cmd) => of(cmd),
+            Request::Pipeline { pipeline, .. } => {
+                let mut longest = None;
+                for cmd in pipeline.cmd_iter() {
+                    longest = match (longest, of(cmd)?) {
+                        (_, Some(Blocking::Forever)) | (Some(Blocking::Forever), _) => {
+                            Some(Blocking::Forever)
+                        }
+                        (
+                            Some(Blocking::For { timeout: a }),
+                            Some(Blocking::For { timeout: b }),
+                        ) => Some(Blocking::For { timeout: a.max(b) }),
+                        (a, b) => a.or(b),
+                    };
+                }
+                Ok(longest)
+            }
+        }
+    }
+
     /// Sends on a multiplexed connection.
     pub(crate) async fn send(&self, conn: &mut MultiplexedConnection) -> Result<Value, RedisError> {
         match *self {
@@ -532,7 +583,8 @@ impl Request<'_> {
 /// methods about calls (`idempotent`, `with_deadline`, `health`, `stats`,
 /// `wait_ready`, `shutdown`), and `redis::aio::ConnectionLike`.
 ///
-/// `$handle` has fields `shared: Arc<$shared>` and `options: CallOptions`;
+/// `$handle` has fields `shared: Arc<$shared>` and `options: CallOptions`,
+/// `$shared` methods `execute(request, options)` and `stats()`;
 /// `$shared` has `config` (whose `Debug` shows no secret), `live:
 /// ArcSwapOption<$conn>`, `health: watch::Sender<$health>` and `calls: Calls`, and implements the rest of [`Transport`] (its own
 /// `send`, `replied` and `failed`); `$health` has a `state` field.
@@ -614,7 +666,7 @@ macro_rules! handle {
 
             /// What happened to the commands sent through this client so far.
             pub fn stats(&self) -> $crate::Stats {
-                self.shared.calls.stats()
+                self.shared.stats()
             }
 
             /// Waits until the client is Ready, for at most `timeout`; fails
@@ -640,7 +692,7 @@ macro_rules! handle {
                 request: $crate::calls::Request<'a>,
             ) -> impl std::future::Future<Output = Result<redis::Value, redis::RedisError>> + Send + 'a
             {
-                self.shared.calls.run(&*self.shared, request, self.options)
+                self.shared.execute(request, self.options)
             }
         }
 

@@ -29,6 +29,7 @@ use crate::calls::{self, CallOptions, Calls, HandleGuard, Request, Transport};
 use crate::classify::{self, failure_kind, is_server_reply, Redirect};
 use crate::config::Config;
 use crate::connector::{Connection, Connector};
+use crate::exclusive::{Exclusive, ExclusivePool};
 use crate::pubsub::{PubSubHub, Subscription};
 use crate::Error;
 
@@ -71,6 +72,11 @@ pub struct Stats {
     /// Calls holding a backlog place right now, waiting for a connection (a
     /// gauge, not a count: [`since`](Self::since) keeps the later value).
     pub queued: u64,
+    /// Exclusive connections open now (a gauge).
+    pub exclusive_open: u64,
+    /// Exclusive connections leased now (a gauge): blocking commands and
+    /// [`Client::exclusive`] leases in progress.
+    pub exclusive_leased: u64,
 }
 
 impl Stats {
@@ -84,6 +90,8 @@ impl Stats {
             unknown: self.unknown.saturating_sub(earlier.unknown),
             rejected: self.rejected.saturating_sub(earlier.rejected),
             queued: self.queued,
+            exclusive_open: self.exclusive_open,
+            exclusive_leased: self.exclusive_leased,
         }
     }
 }
@@ -139,6 +147,8 @@ struct Shared {
     last_send_ms: AtomicU64,
     /// Cancelled by the task as its very last act.
     finished: CancellationToken,
+    /// The exclusive connections (none on an exclusive connection itself).
+    exclusive: Option<Arc<ExclusivePool>>,
     pubsub: Arc<PubSubHub>,
     calls: Calls,
 }
@@ -146,6 +156,36 @@ struct Shared {
 impl Shared {
     fn now(&self) -> Timestamp {
         self.calls.now()
+    }
+
+    /// One command or pipeline: a blocking one on an exclusive connection
+    /// (so it never holds the shared one), anything else here.
+    async fn execute(
+        &self,
+        request: Request<'_>,
+        options: CallOptions,
+    ) -> Result<Value, RedisError> {
+        if let Some(pool) = &self.exclusive {
+            match request.blocking() {
+                Ok(Some(_)) => {
+                    let lease = pool.lease(&self.calls, options).await;
+                    let mut lease = lease.map_err(Error::into_redis)?;
+                    return lease.run(request).await;
+                }
+                Ok(None) => {}
+                // The call loop refuses it with the reason.
+                Err(_) => {}
+            }
+        }
+        self.calls.run(self, request, options).await
+    }
+
+    fn stats(&self) -> Stats {
+        let mut stats = self.calls.stats();
+        if let Some(pool) = &self.exclusive {
+            (stats.exclusive_open, stats.exclusive_leased) = pool.counts();
+        }
+        stats
     }
 
     fn note_send(&self, at: Timestamp) {
@@ -192,6 +232,24 @@ impl Client {
 
     /// Starts a client that makes its connections through `connector`.
     pub fn with_connector(config: Config, connector: Arc<dyn Connector>) -> Result<Client, Error> {
+        let exclusive = Arc::new(ExclusivePool::new(&config, Arc::clone(&connector)));
+        Client::start(config, connector, Some(exclusive))
+    }
+
+    /// One connection of a client's exclusive set: a client of its own that
+    /// runs blocking commands itself (it has no exclusive set).
+    pub(crate) fn exclusive_connection(
+        config: Config,
+        connector: Arc<dyn Connector>,
+    ) -> Result<Client, Error> {
+        Client::start(config, connector, None)
+    }
+
+    fn start(
+        config: Config,
+        connector: Arc<dyn Connector>,
+        exclusive: Option<Arc<ExclusivePool>>,
+    ) -> Result<Client, Error> {
         config.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::config(
@@ -227,6 +285,7 @@ impl Client {
             last_reply_ms: AtomicU64::new(0),
             last_send_ms: AtomicU64::new(0),
             finished: CancellationToken::new(),
+            exclusive,
         });
         let driver = Driver {
             shared: Arc::clone(&shared),
@@ -249,6 +308,45 @@ impl Client {
             _guard: Arc::new(HandleGuard(shutdown)),
             options,
         })
+    }
+
+    /// Leases one of the client's exclusive connections: no one else uses
+    /// it until the [`Exclusive`] is dropped. For `WATCH`/`MULTI`/`EXEC`
+    /// and anything else that sets connection state. Waiting for one (all
+    /// `exclusive.max_connections` in use) follows the outage policy and
+    /// this handle's deadline.
+    ///
+    /// ```no_run
+    /// # async fn f(client: relink::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = client.exclusive().await?;
+    /// redis::cmd("WATCH").arg("balance").exec_async(&mut tx).await?;
+    /// let balance: i64 = redis::cmd("GET").arg("balance").query_async(&mut tx).await?;
+    /// let done: Option<(i64,)> = redis::pipe()
+    ///     .atomic()
+    ///     .set("balance", balance + 10)
+    ///     .ignore()
+    ///     .get("balance")
+    ///     .query_async(&mut tx)
+    ///     .await?; // None: someone else changed `balance`; try again
+    /// # Ok(()) }
+    /// ```
+    pub async fn exclusive(&self) -> Result<Exclusive, Error> {
+        match &self.shared.exclusive {
+            Some(pool) => pool.lease(&self.shared.calls, self.options).await,
+            None => Err(Error::config(
+                "exclusive",
+                "this is itself an exclusive connection: it cannot lease another",
+            )),
+        }
+    }
+
+    /// Runs `request` on this client's own connection.
+    pub(crate) fn run_here<'a>(
+        &'a self,
+        request: Request<'a>,
+        options: CallOptions,
+    ) -> impl std::future::Future<Output = Result<Value, RedisError>> + Send + 'a {
+        self.shared.calls.run(&*self.shared, request, options)
     }
 
     /// The supervisor's events from now on: connected, disconnected (with the
@@ -488,6 +586,9 @@ impl Driver {
             live.close();
         }
         self.shared.pubsub.close();
+        if let Some(pool) = &self.shared.exclusive {
+            pool.close();
+        }
         self.shared.calls.shutdown.cancel();
         self.publish_health();
         self.shared.finished.cancel();

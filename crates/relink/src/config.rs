@@ -213,6 +213,68 @@ impl Default for OutagePolicy {
     }
 }
 
+/// The bounded set of exclusive connections: blocking commands (`BLPOP`,
+/// `XREAD ... BLOCK`, `WAIT`, ...) run there, so they never hold the shared
+/// connection, and [`Client::exclusive`](crate::Client::exclusive) leases
+/// one for `WATCH`/`MULTI`/`EXEC` and other connection state. Each is
+/// supervised like the shared one (reconnect, backoff, heartbeat, restored
+/// state); they are opened on demand and closed after `idle_timeout` unused.
+///
+/// Serde form: `[exclusive] max_connections = 8, idle_timeout = "60s"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct ExclusiveConfig {
+    /// Exclusive connections open at most (1..=1024); a caller that finds
+    /// them all in use waits as the outage policy says.
+    pub max_connections: usize,
+    /// An exclusive connection unused this long is closed (> 0).
+    #[serde(with = "duration::human")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for ExclusiveConfig {
+    /// 8 connections, closed after 60 s unused.
+    fn default() -> Self {
+        ExclusiveConfig {
+            max_connections: 8,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl ExclusiveConfig {
+    /// The most exclusive connections accepted.
+    pub const MAX_CONNECTIONS: usize = 1024;
+
+    /// Sets [`max_connections`](Self::max_connections).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Sets [`idle_timeout`](Self::idle_timeout).
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = idle;
+        self
+    }
+
+    /// Checks the fields; the error names the bad one.
+    pub fn validate(&self) -> Result<(), Error> {
+        if !(1..=Self::MAX_CONNECTIONS).contains(&self.max_connections) {
+            return Err(Error::config(
+                "exclusive.max_connections",
+                format!(
+                    "must be between 1 and {}, got {}",
+                    Self::MAX_CONNECTIONS,
+                    self.max_connections
+                ),
+            ));
+        }
+        check_duration("exclusive.idle_timeout", self.idle_timeout)
+    }
+}
+
 /// When a failed command is sent again.
 ///
 /// Serde form: `{ max_retries = 3, budget = { max_tokens = 10, token_ratio = 0.1 } }`,
@@ -320,6 +382,7 @@ pub struct Config {
     deadline: Option<Duration>,
     outage: OutagePolicy,
     retry: RetryPolicy,
+    exclusive: ExclusiveConfig,
     tcp_keepalive: Option<Duration>,
     seed: Option<u64>,
     sentinel: Option<SentinelConfig>,
@@ -359,6 +422,7 @@ impl Config {
             deadline: Some(Self::DEFAULT_DEADLINE),
             outage: OutagePolicy::default(),
             retry: RetryPolicy::default(),
+            exclusive: ExclusiveConfig::default(),
             tcp_keepalive: Some(Self::DEFAULT_TCP_KEEPALIVE),
             seed: None,
             sentinel: None,
@@ -450,6 +514,12 @@ impl Config {
         self
     }
 
+    /// Sets the exclusive connections' bound and idle time.
+    pub fn with_exclusive(mut self, exclusive: ExclusiveConfig) -> Self {
+        self.exclusive = exclusive;
+        self
+    }
+
     /// Sets the TCP keepalive idle time (whole seconds, 1s..=32767s); `None` disables it.
     pub fn with_tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
         self.tcp_keepalive = idle;
@@ -526,6 +596,7 @@ impl Config {
         }
         self.outage.validate()?;
         self.retry.validate()?;
+        self.exclusive.validate()?;
         if let Some(idle) = self.tcp_keepalive {
             if idle < Duration::from_secs(1) || idle > MAX_TCP_KEEPALIVE || idle.subsec_nanos() != 0
             {
@@ -644,6 +715,11 @@ impl Config {
         self.outage
     }
 
+    /// The exclusive connections' bound and idle time.
+    pub fn exclusive(&self) -> ExclusiveConfig {
+        self.exclusive
+    }
+
     /// When failed commands are retried.
     pub fn retry(&self) -> &RetryPolicy {
         &self.retry
@@ -694,6 +770,7 @@ impl fmt::Debug for Config {
             .field("deadline", &self.deadline)
             .field("outage", &self.outage)
             .field("retry", &self.retry)
+            .field("exclusive", &self.exclusive)
             .field("tcp_keepalive", &self.tcp_keepalive)
             .field("seed", &self.seed)
             .field("sentinel", &self.sentinel)
@@ -715,6 +792,7 @@ impl PartialEq for Config {
             && self.deadline == other.deadline
             && self.outage == other.outage
             && self.retry == other.retry
+            && self.exclusive == other.exclusive
             && self.tcp_keepalive == other.tcp_keepalive
             && self.seed == other.seed
             && self.sentinel == other.sentinel
@@ -1224,6 +1302,8 @@ pub(crate) struct RawConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     retry: Option<RetryPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    exclusive: Option<ExclusiveConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     sentinel: Option<SentinelConfig>,
 }
 
@@ -1290,6 +1370,9 @@ impl TryFrom<RawConfig> for Config {
         if let Some(outage) = raw.outage {
             config.outage = outage;
         }
+        if let Some(exclusive) = raw.exclusive {
+            config.exclusive = exclusive;
+        }
         if let Some(retry) = raw.retry {
             config.retry = retry;
         }
@@ -1335,6 +1418,7 @@ impl From<Config> for RawConfig {
             backoff: Some(c.supervisor.backoff),
             outage: Some(c.outage),
             retry: Some(c.retry),
+            exclusive: Some(c.exclusive),
             sentinel: c.sentinel,
         }
     }

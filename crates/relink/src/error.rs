@@ -86,6 +86,23 @@ pub enum Error {
         /// The health state when it gave up.
         state: relink_core::State,
     },
+    /// The command itself is malformed in a way relink must understand (a
+    /// blocking command's timeout that is negative or not a number): it
+    /// was not sent; nothing happened.
+    #[error("invalid command ({reason}); it was not sent: nothing happened")]
+    InvalidCommand {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Every exclusive connection is in use and the outage policy is
+    /// fail-fast (or the wait for one ended): not sent; nothing happened.
+    #[error(
+        "all {max} exclusive connections are in use; the command was not sent: nothing happened"
+    )]
+    NoExclusiveConnection {
+        /// The configured bound (`exclusive.max_connections`).
+        max: usize,
+    },
     /// The client was shut down (or its reconnect policy gave up).
     #[error("client is shut down; the command was not sent: nothing happened")]
     Shutdown,
@@ -114,6 +131,8 @@ impl Error {
             | Error::BacklogFull { .. }
             | Error::QueueTimeout { .. }
             | Error::NotApplied { .. }
+            | Error::InvalidCommand { .. }
+            | Error::NoExclusiveConnection { .. }
             | Error::Shutdown => Some(Outcome::NotApplied),
             Error::OutcomeUnknown { .. } => Some(Outcome::Unknown),
             Error::DeadlineExceeded { outcome, .. } => Some(*outcome),

@@ -411,6 +411,20 @@ impl ClusterClient {
     }
 }
 
+impl Shared {
+    fn execute<'a>(
+        &'a self,
+        request: Request<'a>,
+        options: CallOptions,
+    ) -> impl std::future::Future<Output = Result<Value, RedisError>> + Send + 'a {
+        self.calls.run(self, request, options)
+    }
+
+    fn stats(&self) -> crate::Stats {
+        self.calls.stats()
+    }
+}
+
 /// The cluster connection as the execution loop sees it: redis-rs routes by
 /// slot; a redirect is followed by address.
 impl Transport for Shared {

@@ -1,0 +1,350 @@
+//! Exclusive connections: a bounded set of connections that are each used
+//! by one caller at a time. Blocking commands (`BLPOP`, `XREAD ... BLOCK`,
+//! `WAIT`) are run there automatically, so they never hold the shared
+//! multiplexed connection, and [`Client::exclusive`] leases one for
+//! `WATCH`/`MULTI`/`EXEC` and anything else that sets connection state.
+//!
+//! **Same engine.** Each exclusive connection is a [`Client`] of its own,
+//! made through the same [`Connector`] with the same config: its own core
+//! `Supervisor` (reconnect, backoff, heartbeat, busy-connection liveness),
+//! restored state (AUTH, SELECT, CLIENT SETNAME), and the same call policy.
+//! This module only hands them out, takes them back and closes idle ones.
+//!
+//! **Back to the set, or closed.** A lease that leaves a transaction open or
+//! keys watched is cleaned (`DISCARD` / `UNWATCH`) before the connection is
+//! handed to anyone else; one that changed lasting state (`SELECT`,
+//! `CLIENT TRACKING`, `SUBSCRIBE`, ... by
+//! [`relink_core::commands::connection_effect`]) is closed instead.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use redis::{RedisError, Value};
+use relink_core::call::{Call, CallInput, Decision, FailReason};
+use relink_core::commands::{connection_effect, ConnectionEffect};
+use relink_core::State;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::calls::{CallOptions, Calls, Request};
+use crate::config::Config;
+use crate::connector::Connector;
+use crate::{Client, Error};
+
+/// The set of exclusive connections of one client.
+pub(crate) struct ExclusivePool {
+    config: Config,
+    connector: Arc<dyn Connector>,
+    slots: Arc<Semaphore>,
+    idle: Mutex<Vec<IdleConnection>>,
+    /// Exclusive connections open now (idle or leased).
+    open: AtomicU64,
+    /// Ids for idle entries, so an idle timer closes only its own.
+    next_id: AtomicU64,
+    /// Set when the client shuts down: no lease is given or served.
+    closed: AtomicBool,
+}
+
+struct IdleConnection {
+    id: u64,
+    client: Client,
+}
+
+impl ExclusivePool {
+    pub(crate) fn new(config: &Config, connector: Arc<dyn Connector>) -> ExclusivePool {
+        ExclusivePool {
+            config: config.clone(),
+            connector,
+            slots: Arc::new(Semaphore::new(config.exclusive().max_connections)),
+            idle: Mutex::new(Vec::new()),
+            open: AtomicU64::new(0),
+            next_id: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// The client shut down: close every idle connection now, and every
+    /// leased one when it comes back; give out none.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.slots.close();
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(PoisonError::into_inner));
+        self.open.fetch_sub(idle.len() as u64, Ordering::Relaxed);
+        drop(idle);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Exclusive connections open now, and leased now.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        let max = self.config.exclusive().max_connections;
+        let leased = max.saturating_sub(self.slots.available_permits()) as u64;
+        (self.open.load(Ordering::Relaxed), leased)
+    }
+
+    /// Leases a connection. Waiting for one (all in use) follows the core's
+    /// call policy like waiting for a connection: fail fast, or wait within
+    /// the outage wait and the call's deadline.
+    pub(crate) async fn lease(
+        self: &Arc<Self>,
+        calls: &Calls,
+        options: CallOptions,
+    ) -> Result<Exclusive, Error> {
+        if self.is_closed() {
+            return Err(Error::Shutdown);
+        }
+        let started = calls.now();
+        let mut call = Call::with_deadline(
+            started,
+            options.idempotent,
+            options.deadline,
+            started.as_millis(),
+        );
+        let policy = calls.policy();
+        let mut input = CallInput::Connected;
+        // Bounded by the core: it answers Queue until the outage wait or
+        // the deadline ends, then Fail.
+        let permit = loop {
+            if calls.shutdown.is_cancelled() {
+                input = CallInput::Shutdown;
+            }
+            match call.decide(policy, calls.now(), input) {
+                Decision::Send { .. } | Decision::Redirect { .. } | Decision::RetryAt { .. } => {
+                    match Arc::clone(&self.slots).try_acquire_owned() {
+                        Ok(permit) => break permit,
+                        Err(_) => input = CallInput::NotConnected,
+                    }
+                }
+                Decision::Queue { until } => {
+                    let acquire = Arc::clone(&self.slots).acquire_owned();
+                    tokio::select! {
+                        permit = acquire => match permit {
+                            Ok(permit) => break permit,
+                            Err(_) => input = CallInput::Shutdown,
+                        },
+                        _ = calls.shutdown.cancelled() => input = CallInput::Shutdown,
+                        _ = tokio::time::sleep_until(calls.instant(until).into()) => {
+                            input = CallInput::NotConnected;
+                        }
+                    }
+                }
+                Decision::Fail { failure } => {
+                    let max = self.config.exclusive().max_connections;
+                    return Err(match failure.reason {
+                        FailReason::Shutdown => Error::Shutdown,
+                        FailReason::DeadlineExceeded => Error::DeadlineExceeded {
+                            deadline: options.deadline.unwrap_or_default(),
+                            outcome: failure.outcome,
+                        },
+                        FailReason::QueueTimeout => Error::QueueTimeout {
+                            waited: calls.now().saturating_since(started),
+                        },
+                        _ => Error::NoExclusiveConnection { max },
+                    });
+                }
+                _ => {
+                    return Err(Error::NoExclusiveConnection {
+                        max: self.config.exclusive().max_connections,
+                    })
+                }
+            }
+        };
+        let client = self.take_idle().map_or_else(|| self.open_one(), Ok)?;
+        Ok(Exclusive {
+            client: Some(client),
+            pool: Arc::clone(self),
+            permit: Some(permit),
+            options,
+            watching: false,
+            in_multi: false,
+            lasting: false,
+        })
+    }
+
+    /// The most recently used idle connection that is still usable.
+    fn take_idle(&self) -> Option<Client> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(entry) = idle.pop() {
+            if entry.client.health().borrow().state != State::Shutdown {
+                return Some(entry.client);
+            }
+            self.open.fetch_sub(1, Ordering::Relaxed);
+        }
+        None
+    }
+
+    fn open_one(&self) -> Result<Client, Error> {
+        let client =
+            Client::exclusive_connection(self.config.clone(), Arc::clone(&self.connector))?;
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Ok(client)
+    }
+
+    /// Takes a clean connection back, and closes it after the idle timeout
+    /// unless it is leased again first.
+    fn put_back(self: &Arc<Self>, client: Client) {
+        if self.is_closed() {
+            self.discard(client);
+            return;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(IdleConnection { id, client });
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = Arc::downgrade(self);
+        let close_at = Instant::now() + self.config.exclusive().idle_timeout;
+        runtime.spawn(async move {
+            tokio::time::sleep_until(close_at.into()).await;
+            if let Some(pool) = pool.upgrade() {
+                pool.close_idle(id);
+            }
+        });
+    }
+
+    fn close_idle(&self, id: u64) {
+        let closed = {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            idle.iter().position(|e| e.id == id).map(|i| idle.remove(i))
+        };
+        if closed.is_some() {
+            // Dropping the last handle stops the connection's task.
+            self.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A connection that cannot go back: close it.
+    fn discard(&self, client: Client) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        drop(client);
+    }
+}
+
+/// A connection of the client's exclusive set, leased to one caller until
+/// dropped. It implements [`redis::aio::ConnectionLike`], so
+/// `redis::AsyncCommands`, pipelines and `redis::transaction`-style
+/// `WATCH`/`MULTI`/`EXEC` work on it; every command runs through the same
+/// call policy as the client's (with the handle's deadline and idempotency).
+///
+/// When dropped, an open transaction is discarded and watched keys are
+/// unwatched before the connection serves anyone else; after a command
+/// that changed lasting connection state (`SELECT`, `CLIENT TRACKING`, ...)
+/// the connection is closed instead. If its connection is lost and made
+/// again during the lease, the server forgets `WATCH`/`MULTI`: `EXEC` then
+/// fails (`EXEC without MULTI`) rather than run unguarded.
+pub struct Exclusive {
+    client: Option<Client>,
+    pool: Arc<ExclusivePool>,
+    permit: Option<OwnedSemaphorePermit>,
+    options: CallOptions,
+    watching: bool,
+    in_multi: bool,
+    lasting: bool,
+}
+
+impl std::fmt::Debug for Exclusive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exclusive")
+            .field("watching", &self.watching)
+            .field("in_multi", &self.in_multi)
+            .field("lasting", &self.lasting)
+            .finish()
+    }
+}
+
+impl Exclusive {
+    fn note(&mut self, request: Request<'_>) {
+        let mut apply = |cmd: &redis::Cmd| match connection_effect(crate::calls::args(cmd)) {
+            ConnectionEffect::Watch => self.watching = true,
+            ConnectionEffect::Multi => self.in_multi = true,
+            ConnectionEffect::EndTransaction => {
+                self.in_multi = false;
+                self.watching = false;
+            }
+            ConnectionEffect::Unwatch => self.watching = false,
+            ConnectionEffect::Lasting => self.lasting = true,
+            ConnectionEffect::None => {}
+        };
+        match request {
+            Request::Cmd(cmd) => apply(cmd),
+            Request::Pipeline { pipeline, .. } => pipeline.cmd_iter().for_each(apply),
+        }
+    }
+
+    pub(crate) async fn run(&mut self, request: Request<'_>) -> Result<Value, RedisError> {
+        self.note(request);
+        let Some(client) = self.client.as_ref().filter(|_| !self.pool.is_closed()) else {
+            return Err(Error::Shutdown.into_redis());
+        };
+        client.run_here(request, self.options).await
+    }
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        let permit = self.permit.take();
+        let usable = !self.lasting
+            && !self.pool.is_closed()
+            && client.health().borrow().state == State::Ready;
+        if !usable {
+            self.pool.discard(client);
+            return;
+        }
+        if !self.in_multi && !self.watching {
+            self.pool.put_back(client);
+            drop(permit);
+            return;
+        }
+        // Clean it first: DISCARD ends a transaction and its watches;
+        // UNWATCH ends watches alone. The slot stays taken until it is clean.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.pool.discard(client);
+            return;
+        };
+        let pool = Arc::clone(&self.pool);
+        let reset = if self.in_multi { "DISCARD" } else { "UNWATCH" };
+        runtime.spawn(async move {
+            let mut conn = client.clone();
+            match redis::cmd(reset).query_async::<Value>(&mut conn).await {
+                Ok(_) => pool.put_back(client),
+                Err(_) => pool.discard(client),
+            }
+            drop(permit);
+        });
+    }
+}
+
+impl redis::aio::ConnectionLike for Exclusive {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        Box::pin(self.run(Request::Cmd(cmd)))
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            self.run(Request::Pipeline {
+                pipeline,
+                offset,
+                count,
+            })
+            .await
+            .map(crate::budget::into_values)
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.pool.config.database()
+    }
+}

@@ -35,6 +35,8 @@ pub use call::{Call, CallInput, CallPolicy, Decision, FailReason};
 pub use cluster::{ClusterSupervisor, ClusterSupervisorConfig};
 pub use error::ConfigError;
 pub use failure::{BusyReason, Delivery, FailureKind, Outcome};
-pub use supervisor::{Action, Event, Health, Input, Output, State, Supervisor, SupervisorConfig};
+pub use supervisor::{
+    Action, AsideVerdict, Event, Health, Input, Output, State, Supervisor, SupervisorConfig,
+};
 pub use sync::{Epoch, Offer, ResumePlan, ResyncReason, ServerPosition, SyncCursor};
 pub use time::Timestamp;

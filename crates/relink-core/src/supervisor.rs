@@ -30,7 +30,13 @@
 //! loop {
 //!     match sup.poll_output(now) {
 //!         Output::Action(Action::Connect { attempt }) => { /* start connecting */ }
-//!         Output::Action(Action::SendPing { id }) => { /* PING; report Input::Pong { id } */ }
+//!         Output::Action(Action::SendPing { id }) => {
+//!             /* PING; report Input::Pong { id }, and Input::WorkOutstanding { id }
+//!                if commands were in flight when it was sent */
+//!         }
+//!         Output::Action(Action::CheckAside { id }) => {
+//!             /* ask the server from the side; report Input::AsideChecked { id, verdict } */
+//!         }
 //!         Output::Action(Action::Disconnect) => { /* drop the connection or attempt */ }
 //!         Output::Event(event) => { /* tell the user */ }
 //!         Output::Timeout(deadline) => { /* sleep until deadline, then poll again */ break }
@@ -53,6 +59,38 @@
 //! once. After more than `misses_allowed` misses in a row the connection is
 //! declared dead. So a hung server is noticed no later than
 //! `last reply + interval + (misses_allowed + 1) × timeout`.
+//!
+//! # A busy connection
+//!
+//! A PING queued behind a slow command (a `BLPOP`, a long Lua script,
+//! `CLIENT PAUSE`) goes unanswered although the connection is healthy. So the
+//! driver, when it sends the PING of [`Action::SendPing`] while commands are
+//! in flight on the connection, says so ([`Input::WorkOutstanding`]), and the
+//! supervisor asks it to check the connection from the side
+//! ([`Action::CheckAside`]: a short-lived second connection asks the server
+//! whether it still knows this connection's `CLIENT ID`). The answer
+//! ([`Input::AsideChecked`]) decides, within the same PING deadline
+//! (`sent + timeout`, which a check never extends):
+//!
+//! - [`AsideVerdict::Busy`] before the deadline: the connection is alive and
+//!   busy. The verdict counts as a sign of life at the time it came (no round
+//!   trip is measured), so the next heartbeat follows `interval` later, and
+//!   [`Event::BusyConfirmed`] tells the user; [`Health::busy_since`] says
+//!   since when, until a reply on the connection itself (a late pong
+//!   included) ends the busy spell.
+//! - [`AsideVerdict::Gone`]: the server no longer has the connection (it is
+//!   half-open): it is lost at once, cause [`FailureKind::Closed`].
+//! - [`AsideVerdict::Unreachable`]: the side connection got no answer: a miss
+//!   at once, exactly as the deadline would have counted it (and with
+//!   `misses_allowed` 0, the connection is declared dead).
+//! - No verdict by the deadline (or a `Busy` after it): a miss, as without a
+//!   check.
+//!
+//! A pong that comes first settles the probe as usual, and the verdict is
+//! then ignored. So a hung server is still noticed within the bound above,
+//! a busy one is never declared dead while its side check answers `Busy` in
+//! time, and a half-open connection with work in flight is noticed within
+//! `interval + timeout` of its cut.
 //!
 //! # Reconnecting
 //!
@@ -277,6 +315,46 @@ pub enum Input {
     ServerMoved,
     /// Stop for good: close the connection, schedule nothing more.
     Shutdown,
+    /// Commands were in flight on the connection when the PING of
+    /// [`Action::SendPing`] with this `id` was sent, so the PING may be
+    /// queued behind them. Answered with [`Action::CheckAside`]. Only the
+    /// current probe, while Ready and before its deadline, is checked; any
+    /// other is ignored.
+    WorkOutstanding {
+        /// The id from [`Action::SendPing`].
+        id: u64,
+    },
+    /// The answer to [`Action::CheckAside`] with this `id`. Ignored unless
+    /// that check is the one pending (a pong that came first settles the
+    /// probe; a `Busy` after the probe's deadline comes too late).
+    AsideChecked {
+        /// The id from [`Action::CheckAside`].
+        id: u64,
+        /// What the side connection found.
+        verdict: AsideVerdict,
+    },
+}
+
+/// What a check from the side ([`Action::CheckAside`]) found out about the
+/// connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AsideVerdict {
+    /// The server answered and still has the connection: blocked, running a
+    /// script, paused. It is alive, only busy. (A side answer of `-BUSY` or
+    /// `-LOADING`, a script running, is reported as this.)
+    Busy,
+    /// The server answered and does not have the connection: it is
+    /// half-open, dead.
+    Gone,
+    /// The side connection failed or got no answer in time: the server may be
+    /// hung or unreachable.
+    Unreachable {
+        /// How the side connection failed; the cause reported if this miss
+        /// kills the connection.
+        kind: FailureKind,
+    },
 }
 
 /// Something the driver must do.
@@ -298,6 +376,16 @@ pub enum Action {
     /// Drop the current connection, or abandon the attempt in flight (a
     /// connection the abandoned attempt still produces must be dropped too).
     Disconnect,
+    /// Check the current connection from the side: on a short-lived separate
+    /// connection, ask the server whether it still knows this connection
+    /// (by its `CLIENT ID`, with `CLIENT LIST ID <id>`), and report
+    /// [`Input::AsideChecked`] with `id`. Asked in answer to
+    /// [`Input::WorkOutstanding`]; a driver that cannot check may ignore it
+    /// (the probe is then judged by its deadline alone).
+    CheckAside {
+        /// The id of the probe ([`Action::SendPing`]) being checked.
+        id: u64,
+    },
 }
 
 /// Something that happened, for the user to see.
@@ -338,10 +426,22 @@ pub enum Event {
         #[serde(with = "millis")]
         delay: Duration,
     },
-    /// A heartbeat PING went unanswered for the heartbeat timeout.
+    /// A heartbeat PING went unanswered for the heartbeat timeout, or the
+    /// side check of a PING found the server unreachable.
     HeartbeatMissed {
         /// Misses in a row so far.
         misses: u32,
+    },
+    /// A heartbeat PING is queued behind work, and the server confirmed from
+    /// the side that it still has the connection: alive, only busy. Once
+    /// per confirming check (at most once per heartbeat); the spell ends
+    /// with the next reply on the connection, which clears
+    /// [`Health::busy_since`].
+    BusyConfirmed {
+        /// How long the connection has been busy: since the first PING of
+        /// this busy spell was sent.
+        #[serde(with = "millis")]
+        busy_for: Duration,
     },
     /// The backoff policy ran out of attempts or time; the supervisor stopped.
     GaveUp {
@@ -387,6 +487,11 @@ pub struct Health {
     pub rtt: Option<Duration>,
     /// When the next connection attempt is due (TransientFailure only).
     pub next_attempt_at: Option<Timestamp>,
+    /// Ready and busy: heartbeat PINGs are queued behind work that the
+    /// server confirms from the side it is still running
+    /// ([`Event::BusyConfirmed`]), since the first such PING was sent. `None`
+    /// otherwise; the next reply on the connection ends it.
+    pub busy_since: Option<Timestamp>,
 }
 
 mod opt_millis {
@@ -410,6 +515,8 @@ mod opt_millis {
 struct Probe {
     id: u64,
     sent: Timestamp,
+    /// A [`Action::CheckAside`] was asked for and its verdict is pending.
+    checking: bool,
 }
 
 /// The most outputs one input (plus the timers it makes due) can queue:
@@ -443,6 +550,8 @@ pub struct Supervisor {
     next_probe_id: u64,
     misses: u32,
     rtt: Option<Duration>,
+    /// Ready: since when the connection is confirmed busy (see [`Health::busy_since`]).
+    busy_since: Option<Timestamp>,
     out: VecDeque<Output>,
 }
 
@@ -476,6 +585,7 @@ impl Supervisor {
             next_probe_id: 1,
             misses: 0,
             rtt: None,
+            busy_since: None,
             out: VecDeque::with_capacity(OUTPUT_CAPACITY),
         }
     }
@@ -501,6 +611,7 @@ impl Supervisor {
             rtt: self.rtt,
             next_attempt_at: (self.state == State::TransientFailure)
                 .then_some(self.next_attempt_at),
+            busy_since: self.busy_since.filter(|_| self.state == State::Ready),
         }
     }
 
@@ -556,6 +667,30 @@ impl Supervisor {
                 }
             }
             (State::Ready, Input::ConnectionLost { kind }) => self.lose_connection(now, kind),
+            (State::Ready, Input::WorkOutstanding { id }) => {
+                let deadline = self.probe_deadline();
+                if let Some(probe) = self.probe.as_mut() {
+                    if probe.id == id && !probe.checking && now < deadline {
+                        probe.checking = true;
+                        self.push(Output::Action(Action::CheckAside { id }));
+                    }
+                }
+            }
+            (State::Ready, Input::AsideChecked { id, verdict }) => {
+                let Some(probe) = self.probe.filter(|p| p.id == id && p.checking) else {
+                    return;
+                };
+                match verdict {
+                    AsideVerdict::Busy => {
+                        // Too late: the deadline has passed, the miss is due.
+                        if now <= self.probe_deadline() {
+                            self.confirmed_busy(now, probe);
+                        }
+                    }
+                    AsideVerdict::Gone => self.lose_connection(now, FailureKind::Closed),
+                    AsideVerdict::Unreachable { kind } => self.miss(now, kind),
+                }
+            }
             (State::Ready, Input::ServerMoved) => {
                 let cause = FailureKind::Moved;
                 self.push(Output::Action(Action::Disconnect));
@@ -563,6 +698,7 @@ impl Supervisor {
                 self.last_failure = Some(cause);
                 self.probe = None;
                 self.misses = 0;
+                self.busy_since = None;
                 self.attempt = 0;
                 self.outage_start = now;
                 // The first attempt is immediate and draws no backoff delay;
@@ -602,9 +738,16 @@ impl Supervisor {
             State::TransientFailure => Some(self.next_attempt_at),
             State::Ready => Some(match self.probe {
                 None => self.last_rx + self.config.heartbeat.interval,
-                Some(probe) => probe.sent + self.config.heartbeat.timeout,
+                Some(_) => self.probe_deadline(),
             }),
         }
+    }
+
+    /// When the outstanding probe counts as a miss ([`Timestamp::MAX`]: none outstanding).
+    fn probe_deadline(&self) -> Timestamp {
+        self.probe.map_or(Timestamp::MAX, |probe| {
+            probe.sent + self.config.heartbeat.timeout
+        })
     }
 
     fn handle_timers(&mut self, now: Timestamp) {
@@ -623,34 +766,58 @@ impl Supervisor {
             State::TransientFailure => self.start_attempt(now),
             State::Ready => match self.probe {
                 None => self.send_probe(now),
-                Some(_) => {
-                    self.misses = self.misses.saturating_add(1);
-                    self.push(Output::Event(Event::HeartbeatMissed {
-                        misses: self.misses,
-                    }));
-                    if self.misses > self.config.heartbeat.misses_allowed {
-                        self.lose_connection(now, FailureKind::Timeout);
-                    } else {
-                        self.send_probe(now);
-                    }
-                }
+                Some(_) => self.miss(now, FailureKind::Timeout),
             },
             State::Idle | State::Shutdown => {}
+        }
+    }
+
+    /// The outstanding probe failed (unanswered by its deadline, or its side
+    /// check found the server unreachable): one more miss, and either the
+    /// connection is dead (of `cause`) or another probe goes out at once.
+    fn miss(&mut self, now: Timestamp, cause: FailureKind) {
+        self.misses = self.misses.saturating_add(1);
+        self.push(Output::Event(Event::HeartbeatMissed {
+            misses: self.misses,
+        }));
+        if self.misses > self.config.heartbeat.misses_allowed {
+            self.lose_connection(now, cause);
+        } else {
+            self.send_probe(now);
         }
     }
 
     fn send_probe(&mut self, now: Timestamp) {
         let id = self.next_probe_id;
         self.next_probe_id = self.next_probe_id.wrapping_add(1);
-        self.probe = Some(Probe { id, sent: now });
+        self.probe = Some(Probe {
+            id,
+            sent: now,
+            checking: false,
+        });
         self.push(Output::Action(Action::SendPing { id }));
     }
 
-    /// Evidence of life: the silence clock restarts and misses are forgiven.
+    /// Evidence of life on the connection itself: the silence clock restarts,
+    /// misses are forgiven, and a busy spell is over.
     fn alive(&mut self, now: Timestamp) {
         self.last_rx = self.last_rx.max(now);
         self.probe = None;
         self.misses = 0;
+        self.busy_since = None;
+    }
+
+    /// The side check says the probe is queued behind work on a connection
+    /// the server still has: a sign of life at `now` (no round trip is
+    /// measured), and the connection is busy since the first such probe.
+    fn confirmed_busy(&mut self, now: Timestamp, probe: Probe) {
+        self.last_rx = self.last_rx.max(now);
+        self.probe = None;
+        self.misses = 0;
+        let since = *self.busy_since.get_or_insert(probe.sent);
+        self.push(Output::Event(Event::BusyConfirmed {
+            busy_for: now.saturating_since(since),
+        }));
     }
 
     fn start_attempt(&mut self, now: Timestamp) {
@@ -667,6 +834,7 @@ impl Supervisor {
         self.last_rx = now;
         self.probe = None;
         self.misses = 0;
+        self.busy_since = None;
         self.set_state(now, State::Ready);
         let attempts = self.attempt;
         self.push(Output::Event(if self.was_ready {
@@ -689,6 +857,7 @@ impl Supervisor {
         self.last_failure = Some(cause);
         self.probe = None;
         self.misses = 0;
+        self.busy_since = None;
         self.attempt = 0;
         self.outage_start = now;
         self.schedule_attempt(now);
@@ -814,5 +983,374 @@ mod tests {
             },
         );
         assert_eq!(sup.state(), State::TransientFailure);
+    }
+
+    // --- liveness of a busy connection -----------------------------------
+
+    const T: fn(u64) -> Timestamp = Timestamp::from_millis;
+
+    /// interval 1000 ms, timeout 500 ms; Ready at 5 ms; `SendPing { id: 1 }`
+    /// at 1005 ms.
+    fn pinging(misses_allowed: u32) -> Supervisor {
+        let config = SupervisorConfig::default().heartbeat(HeartbeatConfig {
+            interval: Duration::from_millis(1000),
+            timeout: Duration::from_millis(500),
+            misses_allowed,
+        });
+        let mut sup = Supervisor::new(config, 1);
+        sup.handle_input(T(0), Input::Start);
+        drain(&mut sup, T(0));
+        sup.handle_input(T(5), Input::Connected { attempt: 1 });
+        drain(&mut sup, T(5));
+        let out = drain(&mut sup, T(1005));
+        assert!(
+            out.contains(&Output::Action(Action::SendPing { id: 1 })),
+            "{out:?}"
+        );
+        sup
+    }
+
+    fn feed(sup: &mut Supervisor, at: u64, input: Input) -> alloc::vec::Vec<Output> {
+        sup.handle_input(T(at), input);
+        drain(sup, T(at))
+    }
+
+    fn checked(id: u64, verdict: AsideVerdict) -> Input {
+        Input::AsideChecked { id, verdict }
+    }
+
+    #[test]
+    fn work_outstanding_asks_for_one_side_check_of_the_current_probe() {
+        let mut sup = pinging(0);
+        // Not the current probe: ignored.
+        assert_eq!(
+            feed(&mut sup, 1006, Input::WorkOutstanding { id: 7 }),
+            [Output::Timeout(T(1505))]
+        );
+        let out = feed(&mut sup, 1006, Input::WorkOutstanding { id: 1 });
+        assert_eq!(
+            out,
+            [
+                Output::Action(Action::CheckAside { id: 1 }),
+                Output::Timeout(T(1505))
+            ],
+            "the check does not move the PING's deadline"
+        );
+        // Asked once per probe.
+        assert_eq!(
+            feed(&mut sup, 1007, Input::WorkOutstanding { id: 1 }),
+            [Output::Timeout(T(1505))]
+        );
+
+        // Too late to check: the deadline has come.
+        let mut sup = pinging(0);
+        let out = feed(&mut sup, 1505, Input::WorkOutstanding { id: 1 });
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::Action(Action::CheckAside { .. }))),
+            "{out:?}"
+        );
+        assert_eq!(
+            sup.state(),
+            State::TransientFailure,
+            "the miss came instead"
+        );
+
+        // No probe outstanding (it was answered), or not Ready: ignored.
+        let mut sup = pinging(0);
+        feed(&mut sup, 1010, Input::Pong { id: 1 });
+        assert_eq!(
+            feed(&mut sup, 1011, Input::WorkOutstanding { id: 1 }),
+            [Output::Timeout(T(2010))]
+        );
+        let mut idle = Supervisor::new(SupervisorConfig::default(), 1);
+        assert_eq!(
+            feed(&mut idle, 1, Input::WorkOutstanding { id: 1 }),
+            [Output::Idle]
+        );
+        idle.handle_input(T(2), Input::Start);
+        drain(&mut idle, T(2));
+        let out = feed(&mut idle, 3, Input::WorkOutstanding { id: 1 });
+        assert_eq!(
+            out.len(),
+            1,
+            "connecting: nothing but the deadline: {out:?}"
+        );
+    }
+
+    #[test]
+    fn busy_before_the_deadline_is_alive_and_no_miss() {
+        let mut sup = pinging(0);
+        feed(&mut sup, 1006, Input::WorkOutstanding { id: 1 });
+        let out = feed(&mut sup, 1100, checked(1, AsideVerdict::Busy));
+        assert_eq!(
+            out,
+            [
+                Output::Event(Event::BusyConfirmed {
+                    busy_for: Duration::from_millis(95)
+                }),
+                // Activity at the verdict: the next heartbeat an interval later.
+                Output::Timeout(T(2100)),
+            ]
+        );
+        let h = sup.health();
+        assert_eq!(h.busy_since, Some(T(1005)), "since the busy PING was sent");
+        assert_eq!(
+            (h.heartbeat_misses, h.rtt),
+            (0, None),
+            "no round trip measured"
+        );
+        // The PING's deadline passes: no miss.
+        assert_eq!(drain(&mut sup, T(1505)), [Output::Timeout(T(2100))]);
+        assert_eq!(sup.state(), State::Ready);
+        // The next heartbeat, busy again: the spell goes on.
+        assert_eq!(
+            drain(&mut sup, T(2100)),
+            [
+                Output::Action(Action::SendPing { id: 2 }),
+                Output::Timeout(T(2600))
+            ]
+        );
+        feed(&mut sup, 2100, Input::WorkOutstanding { id: 2 });
+        let out = feed(&mut sup, 2600, checked(2, AsideVerdict::Busy));
+        assert_eq!(
+            out,
+            [
+                Output::Event(Event::BusyConfirmed {
+                    busy_for: Duration::from_millis(1595)
+                }),
+                Output::Timeout(T(3600)),
+            ],
+            "a verdict at the deadline itself still counts"
+        );
+        assert_eq!(sup.health().busy_since, Some(T(1005)));
+        // The late pong of the first PING: the work is done, the spell is over.
+        assert_eq!(
+            feed(&mut sup, 3000, Input::Pong { id: 1 }),
+            [Output::Timeout(T(4000))]
+        );
+        let h = sup.health();
+        assert_eq!((h.busy_since, h.rtt, h.state), (None, None, State::Ready));
+    }
+
+    #[test]
+    fn any_reply_on_the_connection_ends_a_busy_spell() {
+        for reply in [
+            Input::Activity,
+            Input::Pong { id: 99 },
+            Input::CommandFailed {
+                kind: FailureKind::Command,
+            },
+        ] {
+            let mut sup = pinging(0);
+            feed(&mut sup, 1006, Input::WorkOutstanding { id: 1 });
+            feed(&mut sup, 1100, checked(1, AsideVerdict::Busy));
+            assert!(sup.health().busy_since.is_some());
+            feed(&mut sup, 1200, reply);
+            assert_eq!(sup.health().busy_since, None, "{reply:?}");
+        }
+        // And a lost connection is not busy.
+        let mut sup = pinging(0);
+        feed(&mut sup, 1006, Input::WorkOutstanding { id: 1 });
+        feed(&mut sup, 1100, checked(1, AsideVerdict::Busy));
+        feed(
+            &mut sup,
+            1200,
+            Input::ConnectionLost {
+                kind: FailureKind::Io,
+            },
+        );
+        assert_eq!(sup.health().busy_since, None);
+    }
+
+    #[test]
+    fn gone_loses_the_connection_at_once() {
+        let mut sup = pinging(3);
+        feed(&mut sup, 1006, Input::WorkOutstanding { id: 1 });
+        let out = feed(&mut sup, 1040, checked(1, AsideVerdict::Gone));
+        assert_eq!(out[0], Output::Action(Action::Disconnect));
+        assert_eq!(
+            out[1],
+            Output::Event(Event::Disconnected {
+                cause: FailureKind::Closed
+            }),
+            "misses allowed or not: the server says it is gone"
+        );
+        assert_eq!(sup.state(), State::TransientFailure);
+        assert_eq!(sup.health().last_failure, Some(FailureKind::Closed));
+    }
+
+    #[test]
+    fn unreachable_is_a_miss_at_once() {
+        // No miss allowed: dead at once, of the side connection's failure.
+        let mut sup = pinging(0);
+        feed(&mut sup, 1006, Input::WorkOutstanding { id: 1 });
+        let kind = FailureKind::Io;
+        let out = feed(
+            &mut sup,
+            1200,
+            checked(1, AsideVerdict::Unreachable { kind }),
+        );
+        assert_eq!(out[0], Output::Event(Event::HeartbeatMissed { misses: 1 }));
+        assert_eq!(out[1], Output::Action(Action::Disconnect));
+        assert_eq!(out[2], Output::Event(Event::Disconnected { cause: kind }));
+        assert_eq!(sup.state(), State::TransientFailure);
+
+        // One allowed: a miss, and the next PING at once, with its own deadline.
+        let mut sup = pinging(1);
+        feed(&mut sup, 1006, Input::WorkOutstanding { id: 1 });
+        let kind = FailureKind::Timeout;
+        let out = feed(
+            &mut sup,
+            1200,
+            checked(1, AsideVerdict::Unreachable { kind }),
+        );
+        assert_eq!(
+            out,
+            [
+                Output::Event(Event::HeartbeatMissed { misses: 1 }),
+                Output::Action(Action::SendPing { id: 2 }),
+                Output::Timeout(T(1700)),
+            ]
+        );
+        // Nothing more at the first PING's deadline.
+        assert_eq!(drain(&mut sup, T(1505)), [Output::Timeout(T(1700))]);
+        assert_eq!(sup.health().heartbeat_misses, 1);
+    }
+
+    #[test]
+    fn no_verdict_by_the_deadline_is_a_miss_and_a_late_one_is_ignored() {
+        let mut sup = pinging(1);
+        feed(&mut sup, 1006, Input::WorkOutstanding { id: 1 });
+        let out = drain(&mut sup, T(1505));
+        assert_eq!(
+            out,
+            [
+                Output::Event(Event::HeartbeatMissed { misses: 1 }),
+                Output::Action(Action::SendPing { id: 2 }),
+                Output::Timeout(T(2005)),
+            ]
+        );
+        for verdict in [
+            AsideVerdict::Busy,
+            AsideVerdict::Gone,
+            AsideVerdict::Unreachable {
+                kind: FailureKind::Io,
+            },
+        ] {
+            assert_eq!(
+                feed(&mut sup, 1600, checked(1, verdict)),
+                [Output::Timeout(T(2005))]
+            );
+        }
+        assert_eq!(sup.health().heartbeat_misses, 1);
+
+        // A Busy that arrives after the deadline, before the driver woke up
+        // for it, is too late too; the miss comes.
+        let mut sup = pinging(0);
+        feed(&mut sup, 1006, Input::WorkOutstanding { id: 1 });
+        let out = feed(&mut sup, 1506, checked(1, AsideVerdict::Busy));
+        assert_eq!(
+            out[0],
+            Output::Event(Event::HeartbeatMissed { misses: 1 }),
+            "{out:?}"
+        );
+        assert_eq!(sup.state(), State::TransientFailure);
+    }
+
+    #[test]
+    fn a_pong_first_settles_the_probe_and_the_verdict_is_ignored() {
+        let mut sup = pinging(0);
+        feed(&mut sup, 1006, Input::WorkOutstanding { id: 1 });
+        feed(&mut sup, 1010, Input::Pong { id: 1 });
+        assert_eq!(sup.health().rtt, Some(Duration::from_millis(5)));
+        for verdict in [
+            AsideVerdict::Gone,
+            AsideVerdict::Busy,
+            AsideVerdict::Unreachable {
+                kind: FailureKind::Timeout,
+            },
+        ] {
+            assert_eq!(
+                feed(&mut sup, 1040, checked(1, verdict)),
+                [Output::Timeout(T(2010))]
+            );
+        }
+        let h = sup.health();
+        assert_eq!(
+            (h.state, h.busy_since, h.heartbeat_misses),
+            (State::Ready, None, 0)
+        );
+    }
+
+    #[test]
+    fn a_verdict_nobody_asked_for_is_ignored() {
+        let mut sup = pinging(0);
+        // The probe is current, but no check was asked for it.
+        for verdict in [
+            AsideVerdict::Gone,
+            AsideVerdict::Busy,
+            AsideVerdict::Unreachable {
+                kind: FailureKind::Io,
+            },
+        ] {
+            assert_eq!(
+                feed(&mut sup, 1100, checked(1, verdict)),
+                [Output::Timeout(T(1505))]
+            );
+        }
+        // A check is pending, but for another id.
+        feed(&mut sup, 1101, Input::WorkOutstanding { id: 1 });
+        assert_eq!(
+            feed(&mut sup, 1102, checked(2, AsideVerdict::Gone)),
+            [Output::Timeout(T(1505))]
+        );
+        assert_eq!(sup.state(), State::Ready);
+        // After the connection is gone, a verdict changes nothing.
+        feed(
+            &mut sup,
+            1103,
+            Input::ConnectionLost {
+                kind: FailureKind::Io,
+            },
+        );
+        let before = sup.health();
+        feed(&mut sup, 1104, checked(1, AsideVerdict::Gone));
+        assert_eq!(sup.health(), before);
+    }
+
+    #[test]
+    fn the_new_shapes_in_serde() {
+        let input = Input::AsideChecked {
+            id: 3,
+            verdict: AsideVerdict::Unreachable {
+                kind: FailureKind::Timeout,
+            },
+        };
+        let json = serde_json::to_string(&input).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"aside_checked","id":3,"verdict":{"type":"unreachable","kind":"timeout"}}"#
+        );
+        assert_eq!(serde_json::from_str::<Input>(&json).unwrap(), input);
+        assert_eq!(
+            serde_json::to_string(&Input::WorkOutstanding { id: 3 }).unwrap(),
+            r#"{"type":"work_outstanding","id":3}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&AsideVerdict::Busy).unwrap(),
+            r#"{"type":"busy"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Action::CheckAside { id: 3 }).unwrap(),
+            r#"{"type":"check_aside","id":3}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Event::BusyConfirmed {
+                busy_for: Duration::from_millis(1500)
+            })
+            .unwrap(),
+            r#"{"type":"busy_confirmed","busy_for":1500}"#
+        );
     }
 }

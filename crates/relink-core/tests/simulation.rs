@@ -1,12 +1,14 @@
 //! Whole outage scenarios on a virtual clock: a flapping server, a long
-//! outage, a hung server, and 100,000 random schedules, each checked step by
-//! step against the supervisor's promises (see `support/sim.rs`).
+//! outage, a hung server, a busy one, a half-open connection, and 100,000
+//! random schedules, each checked step by step against the supervisor's
+//! promises (see `support/sim.rs`).
 
 mod support;
 
 use std::time::Duration;
 
 use relink_core::backoff::{BackoffPolicy, Jitter, Strategy};
+use relink_core::failure::FailureKind;
 use relink_core::supervisor::{Event, HeartbeatConfig, State, SupervisorConfig};
 use support::sim::{run, Mode, Scenario, Segment};
 
@@ -21,6 +23,9 @@ fn scenario(config: SupervisorConfig, timeline: &[(Mode, u64)]) -> Scenario {
         rtt_ms: 1,
         activity_every_ms: 0,
         tail_ms: 0,
+        work_in_flight: false,
+        side_ms: 0,
+        hang_verdicts: false,
     }
 }
 
@@ -136,6 +141,111 @@ fn a_policy_with_max_attempts_gives_up_and_says_so() {
     ));
 }
 
+fn busy_config(misses_allowed: u32) -> SupervisorConfig {
+    SupervisorConfig::default()
+        .backoff(fixed_backoff(100))
+        .heartbeat(HeartbeatConfig {
+            interval: Duration::from_millis(1000),
+            timeout: Duration::from_millis(500),
+            misses_allowed,
+        })
+}
+
+fn lost_at(trace: &support::sim::Trace, after: u64) -> Option<(u64, FailureKind)> {
+    trace.events.iter().find_map(|&(t, e)| match e {
+        Event::Disconnected { cause } if t > after => Some((t, cause)),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_busy_connection_is_never_declared_dead() {
+    // Up for 2 s, then 30 s blocked behind a slow command: every PING queues,
+    // the side check (50 ms) says the server still has the connection.
+    let mut sc = scenario(busy_config(0), &[(Mode::Up, 2000), (Mode::Busy, 30_000)]);
+    sc.side_ms = 50;
+    let trace = run(&sc).unwrap();
+    assert_eq!(lost_at(&trace, 0), None, "declared dead while busy");
+    let busy: Vec<_> = trace
+        .events
+        .iter()
+        .filter_map(|&(t, e)| match e {
+            Event::BusyConfirmed { busy_for } => Some((t, busy_for.as_millis() as u64)),
+            _ => None,
+        })
+        .collect();
+    // One heartbeat every interval + side check.
+    assert!(busy.len() >= 27, "{} busy confirmations", busy.len());
+    let first_ping = busy[0].0 - busy[0].1;
+    assert!((2000..=3000).contains(&first_ping), "{busy:?}");
+    for &(t, busy_for) in &busy {
+        assert_eq!(t - busy_for, first_ping, "one spell, from its first PING");
+    }
+    assert_eq!(trace.verdicts, [busy.len() as u64, 0, 0]);
+    // The side check too late for the PING's deadline: the busy connection
+    // is declared dead, as without a check.
+    sc.side_ms = 501;
+    let trace = run(&sc).unwrap();
+    let (at, cause) = lost_at(&trace, 0).expect("a late check does not save it");
+    assert!(at <= 2000 + 1000 + 500 + 1, "{at}");
+    assert_eq!(cause, FailureKind::Timeout);
+}
+
+#[test]
+fn a_half_open_connection_is_noticed_within_interval_plus_timeout() {
+    // Cut half-open at 3 s: no FIN, the server forgets it. With commands in
+    // flight, the first PING after the cut is checked from the side: Gone.
+    let timeline = [(Mode::Up, 3000), (Mode::Cut, 10_000)];
+    let mut sc = scenario(busy_config(2), &timeline);
+    sc.activity_every_ms = 100;
+    sc.work_in_flight = true;
+    sc.side_ms = 20;
+    let trace = run(&sc).unwrap();
+    let (at, cause) = lost_at(&trace, 3000).expect("the cut was noticed");
+    assert!(at <= 3000 + 1000 + 500, "noticed at {at} ms");
+    assert_eq!(cause, FailureKind::Closed);
+    assert_eq!(trace.gone_kills, 1);
+    // Idle, nothing is checked: the heartbeat bound, two misses allowed.
+    sc.work_in_flight = false;
+    let trace = run(&sc).unwrap();
+    let (at, cause) = lost_at(&trace, 3000).expect("the cut was noticed");
+    assert!(
+        at > 3000 + 1500 && at <= 3000 + 1000 + 3 * 500,
+        "noticed at {at} ms"
+    );
+    assert_eq!(cause, FailureKind::Timeout);
+}
+
+#[test]
+fn a_hung_server_is_noticed_within_the_bound_whatever_the_side_check_says() {
+    // Busy for 10 s, then hung: the last sign of life is the last Busy
+    // verdict, and the bound runs from it.
+    let timeline = [(Mode::Up, 1000), (Mode::Busy, 10_000), (Mode::Hang, 10_000)];
+    for (hang_verdicts, side_ms) in [(true, 100), (false, 100), (true, 499)] {
+        let mut sc = scenario(busy_config(1), &timeline);
+        sc.work_in_flight = true;
+        sc.hang_verdicts = hang_verdicts;
+        sc.side_ms = side_ms;
+        let trace = run(&sc).unwrap();
+        let (last_busy, _) = trace
+            .events
+            .iter()
+            .rev()
+            .find(|(_, e)| matches!(e, Event::BusyConfirmed { .. }))
+            .unwrap();
+        let (at, _) = lost_at(&trace, 0).expect("the hang was noticed");
+        let bound = last_busy + 1000 + 2 * 500;
+        assert!(
+            at > 11_000 && at <= bound,
+            "{hang_verdicts} {side_ms}: {at} > {bound}"
+        );
+        if hang_verdicts {
+            // Each PING's side check fails before its deadline: misses come early.
+            assert!(at <= bound - 2 * (500 - side_ms), "{side_ms}: {at}");
+        }
+    }
+}
+
 /// The headline property: 100,000 random schedules of up / down / hang under
 /// random policies, every step checked. A failure prints its seed; replay it
 /// with `RELINK_SIM_SEED=<seed> cargo test -p relink-core --test simulation`.
@@ -146,10 +256,18 @@ fn random_schedules_keep_every_promise() {
         Err(_) => (0, 100_000),
     };
     let mut readies = 0;
+    let (mut verdicts, mut busy, mut gone_kills) = ([0; 3], 0, 0);
     for seed in first..first + count {
         let sc = Scenario::random(seed);
         match run(&sc) {
-            Ok(trace) => readies += trace.readies(),
+            Ok(trace) => {
+                readies += trace.readies();
+                busy += trace.busy_confirmed;
+                gone_kills += trace.gone_kills;
+                for (sum, n) in verdicts.iter_mut().zip(trace.verdicts) {
+                    *sum += n;
+                }
+            }
             Err(v) => panic!(
                 "seed {seed} broke a promise at t={} ms: {}\nscenario: {sc:#?}\nreplay: RELINK_SIM_SEED={seed} cargo test -p relink-core --test simulation",
                 v.at, v.what
@@ -160,4 +278,17 @@ fn random_schedules_keep_every_promise() {
         readies as u64 >= count,
         "the schedules exercised recovery ({readies} readies)"
     );
+    println!(
+        "{count} schedules: {readies} readies, verdicts (busy, gone, unreachable) {verdicts:?}, \
+         {busy} busy confirmed, {gone_kills} connections found gone"
+    );
+    if count > 1 {
+        // Every kind of verdict came, and busy and half-open connections were
+        // judged by them.
+        assert!(
+            verdicts.iter().all(|&n| n >= count / 10) && busy >= count && gone_kills >= count / 20,
+            "verdicts (busy, gone, unreachable) {verdicts:?}, {busy} busy confirmed, \
+             {gone_kills} connections found gone"
+        );
+    }
 }

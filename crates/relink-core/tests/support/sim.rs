@@ -5,10 +5,21 @@
 //!
 //! The scripted server follows a timeline of [`Mode`]s: `Up` (accepts, answers
 //! after `rtt`), `Down` (refuses connections; a live connection is closed),
-//! `Hang` (accepts TCP but answers nothing: the SIGSTOP case). The harness
-//! plays the driver: it turns actions into future events (a connect result, a
-//! pong), feeds them back as inputs, and sprinkles application replies
-//! (`Activity`) over healthy periods.
+//! `Hang` (accepts TCP but answers nothing: the SIGSTOP case), `Busy` (alive,
+//! but the live connection is blocked behind work: its PINGs queue until the
+//! segment ends, while a check from the side finds it) and `Cut` (the live
+//! connection is cut half-open at the segment's start: no FIN, nothing more
+//! on it, and the server no longer knows it; otherwise as `Up`).
+//!
+//! The harness plays the driver: it turns actions into future events (a
+//! connect result, a pong, a side check's answer), feeds them back as inputs,
+//! and sprinkles application replies (`Activity`) over healthy periods. On
+//! `SendPing` it reports `WorkOutstanding` when the scripted workload has
+//! commands in flight (always while `Busy`); it executes `CheckAside` after
+//! the scripted side-connection latency, and reports what the scripted server
+//! would answer then: `Busy` while the server is reachable and still has the
+//! connection, `Gone` once it was cut, `Unreachable` while hung (or no answer
+//! at all, if the scenario says so) or down.
 
 #![allow(dead_code)]
 
@@ -20,7 +31,8 @@ use relink_core::backoff::BackoffPolicy;
 use relink_core::failure::FailureKind;
 use relink_core::rng::SplitMix64;
 use relink_core::supervisor::{
-    Action, Event, HeartbeatConfig, Input, Output, State, Supervisor, SupervisorConfig,
+    Action, AsideVerdict, Event, HeartbeatConfig, Input, Output, State, Supervisor,
+    SupervisorConfig,
 };
 use relink_core::Timestamp;
 
@@ -33,6 +45,22 @@ pub enum Mode {
     Down,
     /// Accepts TCP but never answers: connects and pings hang.
     Hang,
+    /// Alive, but the live connection is blocked behind a slow command: its
+    /// PINGs queue (answered when the segment ends), no replies, and a side
+    /// check finds the connection there. New connections are accepted (and
+    /// are blocked too).
+    Busy,
+    /// At the segment's start the live connection is cut half-open: the
+    /// client hears nothing (no FIN), nothing more arrives on it, and the
+    /// server no longer knows it. Otherwise the server is up.
+    Cut,
+}
+
+impl Mode {
+    /// Whether a side connection reaches the server and gets an answer.
+    fn reachable(self) -> bool {
+        matches!(self, Mode::Up | Mode::Busy | Mode::Cut)
+    }
 }
 
 /// One segment of the server's timeline.
@@ -60,6 +88,15 @@ pub struct Scenario {
     pub activity_every_ms: u64,
     /// Extra time to run after the timeline ends, with the server up (ms).
     pub tail_ms: u64,
+    /// Whether the application keeps commands in flight on the connection
+    /// (then every PING is reported with `WorkOutstanding`; while `Busy` it
+    /// always is).
+    pub work_in_flight: bool,
+    /// How long a check from the side takes to answer (ms).
+    pub side_ms: u64,
+    /// Whether a side check against a hung server reports `Unreachable`
+    /// (after `side_ms`); if not, it never reports at all.
+    pub hang_verdicts: bool,
 }
 
 impl Scenario {
@@ -107,10 +144,12 @@ impl Scenario {
         let segments = pick(1, 8);
         let timeline = (0..segments)
             .map(|_| Segment {
-                mode: match pick(0, 2) {
+                mode: match pick(0, 4) {
                     0 => Mode::Up,
                     1 => Mode::Down,
-                    _ => Mode::Hang,
+                    2 => Mode::Hang,
+                    3 => Mode::Busy,
+                    _ => Mode::Cut,
                 },
                 millis: pick(0, 4000),
             })
@@ -122,6 +161,13 @@ impl Scenario {
         };
         let seed = pick(0, u64::MAX);
         let activity_every_ms = if pick(0, 1) == 0 { 0 } else { pick(1, 500) };
+        let timeout_ms = heartbeat.timeout.as_millis() as u64;
+        // Mostly in time for the PING's deadline; sometimes late.
+        let side_ms = if pick(0, 4) == 0 {
+            pick(0, 2 * timeout_ms + 100)
+        } else {
+            pick(0, timeout_ms)
+        };
         Scenario {
             config,
             seed,
@@ -129,6 +175,9 @@ impl Scenario {
             rtt_ms,
             activity_every_ms,
             tail_ms: 0,
+            work_in_flight: pick(0, 1) == 1,
+            side_ms,
+            hang_verdicts: pick(0, 1) == 1,
         }
     }
 
@@ -146,6 +195,20 @@ impl Scenario {
 
     fn timeline_end(&self) -> u64 {
         self.timeline.iter().map(|s| s.millis).sum()
+    }
+
+    /// Whether the server's mode satisfies `ok` at every instant of `from..=to` (ms).
+    pub fn modes_in(&self, from: u64, to: u64, ok: impl Fn(Mode) -> bool) -> bool {
+        let mut start = 0;
+        for seg in &self.timeline {
+            let end = start + seg.millis; // the segment covers start..end
+            if seg.millis > 0 && end > from && start <= to && !ok(seg.mode) {
+                return false;
+            }
+            start = end;
+        }
+        // Up forever after the timeline.
+        to < start || ok(Mode::Up)
     }
 
     /// Time for a supervisor to certainly be Ready again once the server is
@@ -178,6 +241,10 @@ enum SimEvent {
     ActivityArrives { conn: u64 },
     /// The server's mode changes.
     ModeChange,
+    /// The driver reports that commands were in flight when PING `id` was sent.
+    WorkReported { id: u64, conn: u64 },
+    /// A side check of connection `conn` for probe `id` answers.
+    SideCheckAnswers { id: u64, conn: u64 },
 }
 
 /// Everything observed during a run, for assertions beyond the invariants.
@@ -189,6 +256,12 @@ pub struct Trace {
     pub actions: Vec<(u64, Action)>,
     /// Outputs handled.
     pub steps: u64,
+    /// Verdicts reported: busy, gone, unreachable.
+    pub verdicts: [u64; 3],
+    /// `BusyConfirmed` events.
+    pub busy_confirmed: u64,
+    /// Connections lost because a side check found them gone.
+    pub gone_kills: u64,
 }
 
 impl Trace {
@@ -229,6 +302,17 @@ pub struct Violation {
     pub what: String,
 }
 
+/// The harness's own view of the outstanding heartbeat PING.
+#[derive(Debug, Clone, Copy)]
+struct ProbeView {
+    id: u64,
+    sent: u64,
+    /// `WorkOutstanding` was fed for it.
+    reported: bool,
+    /// `CheckAside` was asked for it.
+    checking: bool,
+}
+
 struct Driver<'a> {
     sc: &'a Scenario,
     sup: Supervisor,
@@ -241,6 +325,16 @@ struct Driver<'a> {
     next_token: u64,
     /// Generation of the live connection (None: none).
     live: Option<u64>,
+    /// When the live connection was cut half-open, if it was.
+    live_cut: Option<u64>,
+    /// PINGs of the live connection queued behind its work (Busy).
+    queued_pings: Vec<u64>,
+    /// The outstanding PING, as the harness sees it.
+    probe: Option<ProbeView>,
+    /// A heartbeat miss was reported in the current drain.
+    missed_in_drain: bool,
+    /// The connection dropped last had been cut half-open.
+    dropped_cut: bool,
     next_conn: u64,
     /// Last time the supervisor was given evidence of life on the live connection.
     last_evidence: u64,
@@ -263,6 +357,11 @@ pub fn run(sc: &Scenario) -> Result<Trace, Violation> {
         attempt_in_flight: None,
         next_token: 1,
         live: None,
+        live_cut: None,
+        queued_pings: Vec::new(),
+        probe: None,
+        missed_in_drain: false,
+        dropped_cut: false,
         next_conn: 1,
         last_evidence: 0,
         earliest_attempt: 0,
@@ -326,6 +425,7 @@ impl Driver<'_> {
 
     /// Drains outputs, acting on each; returns the next deadline.
     fn drain(&mut self) -> Result<(), Violation> {
+        self.missed_in_drain = false;
         for _ in 0..64 {
             let out = self.sup.poll_output(self.ts());
             self.trace.steps += 1;
@@ -383,13 +483,47 @@ impl Driver<'_> {
                 let Some(conn) = self.live else {
                     return Err(self.violation("ping without a connection".into()));
                 };
-                if self.sc.mode_at(self.now) == Mode::Up {
-                    let at = self.now + self.sc.rtt_ms;
-                    self.schedule(at, SimEvent::PongArrives { id, conn });
+                let mode = self.sc.mode_at(self.now);
+                let work = mode == Mode::Busy || self.sc.work_in_flight;
+                self.probe = Some(ProbeView {
+                    id,
+                    sent: self.now,
+                    reported: work,
+                    checking: false,
+                });
+                if work {
+                    // Fed right after this drain, as a driver does once its
+                    // PING is on the wire.
+                    self.schedule(self.now, SimEvent::WorkReported { id, conn });
+                }
+                if self.live_cut.is_none() {
+                    match mode {
+                        Mode::Up | Mode::Cut => {
+                            let at = self.now + self.sc.rtt_ms;
+                            self.schedule(at, SimEvent::PongArrives { id, conn });
+                        }
+                        Mode::Busy => self.queued_pings.push(id),
+                        Mode::Hang | Mode::Down => {}
+                    }
                 }
             }
+            Action::CheckAside { id } => {
+                let Some(conn) = self.live else {
+                    return Err(self.violation("side check without a connection".into()));
+                };
+                match self.probe {
+                    Some(ref mut p) if p.id == id && p.reported && !p.checking => p.checking = true,
+                    other => {
+                        return Err(self.violation(format!(
+                            "CheckAside {{ id: {id} }} not asked for (outstanding: {other:?})"
+                        )))
+                    }
+                }
+                let at = self.now + self.sc.side_ms;
+                self.schedule(at, SimEvent::SideCheckAnswers { id, conn });
+            }
             Action::Disconnect => {
-                self.live = None;
+                self.drop_live();
                 self.attempt_in_flight = None;
             }
             _ => {}
@@ -416,6 +550,29 @@ impl Driver<'_> {
                 to: State::Ready, ..
             } => {
                 self.last_evidence = self.now;
+            }
+            Event::BusyConfirmed { .. } => self.trace.busy_confirmed += 1,
+            Event::HeartbeatMissed { .. } => {
+                let Some(p) = self.probe else {
+                    return Err(self.violation("a heartbeat miss with no PING outstanding".into()));
+                };
+                if self.busy_safe(p) {
+                    return Err(self.violation(format!(
+                        "PING {} sent at {} while the server was busy-alive, its side check \
+                         answering Busy within the timeout, counted as a miss",
+                        p.id, p.sent
+                    )));
+                }
+                self.missed_in_drain = true;
+            }
+            Event::Disconnected { cause } => {
+                // (The Disconnect action came first and dropped the connection.)
+                let busy_alive = self.sc.mode_at(self.now) == Mode::Busy && !self.dropped_cut;
+                if busy_alive && !self.missed_in_drain {
+                    return Err(self.violation(format!(
+                        "a busy-alive connection declared dead ({cause:?}) without a miss"
+                    )));
+                }
             }
             Event::StateChanged {
                 to: State::Shutdown,
@@ -448,6 +605,64 @@ impl Driver<'_> {
                     self.now - self.last_evidence
                 )));
             }
+            if let Some(cut) = self.live_cut {
+                let hb = self.sc.config.heartbeat;
+                let bound = (hb.interval + hb.timeout).as_millis() as u64;
+                // With work in flight every PING is checked from the side, and a
+                // reachable server answers Gone within the PING's deadline.
+                let checked_in_time = self.sc.work_in_flight
+                    && self.sc.side_ms <= hb.timeout.as_millis() as u64
+                    && self.sc.modes_in(cut, cut + bound, Mode::reachable);
+                if checked_in_time && self.now > cut + bound {
+                    return Err(self.violation(format!(
+                        "a half-open connection still Ready {} ms after its cut (bound \
+                         interval + timeout = {bound} ms)",
+                        self.now - cut
+                    )));
+                }
+            }
+            if let Some(since) = self.sup.health().busy_since {
+                if since.as_millis() > self.now {
+                    return Err(self.violation(format!("busy since {since}, in the future")));
+                }
+            }
+        } else if self.sup.health().busy_since.is_some() {
+            return Err(self.violation(format!("busy_since set in {state:?}")));
+        }
+        Ok(())
+    }
+
+    /// Whether probe `p` was sent to a busy-alive server whose side check
+    /// answers `Busy` before the PING's deadline: such a probe is never a miss.
+    fn busy_safe(&self, p: ProbeView) -> bool {
+        let timeout = self.sc.config.heartbeat.timeout.as_millis() as u64;
+        p.reported
+            && self.live_cut.is_none()
+            && self.sc.side_ms <= timeout
+            && self
+                .sc
+                .modes_in(p.sent, p.sent + self.sc.side_ms, |m| m == Mode::Busy)
+    }
+
+    /// The live connection is gone (closed, or dropped by the supervisor).
+    fn drop_live(&mut self) {
+        self.dropped_cut = self.live.is_some() && self.live_cut.is_some();
+        self.live = None;
+        self.live_cut = None;
+        self.queued_pings.clear();
+        self.probe = None;
+    }
+
+    /// Evidence of life is about to be fed: the probe is settled.
+    fn evidence(&mut self) {
+        self.last_evidence = self.now;
+        self.probe = None;
+    }
+
+    /// After a reply on the connection itself: a busy spell is over.
+    fn not_busy(&self) -> Result<(), Violation> {
+        if self.sup.health().busy_since.is_some() {
+            return Err(self.violation("still busy after a reply on the connection".into()));
         }
         Ok(())
     }
@@ -483,16 +698,21 @@ impl Driver<'_> {
 
     fn deliver(&mut self, ev: SimEvent) -> Result<(), Violation> {
         let mode = self.sc.mode_at(self.now);
+        // Whether the server answers on the live connection `conn` now.
+        let answers = |d: &Self, conn: u64| {
+            d.live == Some(conn) && d.live_cut.is_none() && matches!(mode, Mode::Up | Mode::Cut)
+        };
         match ev {
             SimEvent::ConnectResolves { attempt, token } => {
                 if self.attempt_in_flight != Some((attempt, token)) {
                     return Ok(()); // abandoned by a Disconnect
                 }
                 match mode {
-                    Mode::Up => {
+                    Mode::Up | Mode::Busy | Mode::Cut => {
                         self.attempt_in_flight = None;
                         let conn = self.next_conn;
                         self.next_conn += 1;
+                        self.drop_live();
                         self.live = Some(conn);
                         self.last_evidence = self.now;
                         self.schedule_activity(conn);
@@ -512,21 +732,101 @@ impl Driver<'_> {
                 }
             }
             SimEvent::PongArrives { id, conn } => {
-                if self.live == Some(conn) && mode == Mode::Up {
-                    self.last_evidence = self.now;
+                if answers(self, conn) {
+                    self.evidence();
                     self.input(Input::Pong { id })?;
+                    self.not_busy()?;
+                } else if self.live == Some(conn) && self.live_cut.is_none() && mode == Mode::Busy {
+                    // The server turned busy before answering: it waits its turn.
+                    self.queued_pings.push(id);
                 }
             }
             SimEvent::ActivityArrives { conn } => {
-                if self.live == Some(conn) && mode == Mode::Up {
-                    self.last_evidence = self.now;
+                if answers(self, conn) {
+                    self.evidence();
                     self.input(Input::Activity)?;
+                    self.not_busy()?;
                     self.schedule_activity(conn);
                 }
             }
+            SimEvent::WorkReported { id, conn } => {
+                if self.live != Some(conn) {
+                    return Ok(());
+                }
+                let timeout = self.sc.config.heartbeat.timeout.as_millis() as u64;
+                let expect_check = self.sup.state() == State::Ready
+                    && self
+                        .probe
+                        .is_some_and(|p| p.id == id && self.now < p.sent + timeout);
+                self.input(Input::WorkOutstanding { id })?;
+                let asked = self.probe.is_some_and(|p| p.id == id && p.checking);
+                if expect_check && !asked {
+                    return Err(self.violation(format!(
+                        "WorkOutstanding {{ id: {id} }} for the PING outstanding got no CheckAside"
+                    )));
+                }
+            }
+            SimEvent::SideCheckAnswers { id, conn } => {
+                // What the scripted server answers the side connection now.
+                let known = self.live == Some(conn) && self.live_cut.is_none();
+                let verdict = match mode {
+                    Mode::Hang if !self.sc.hang_verdicts => return Ok(()),
+                    Mode::Hang => AsideVerdict::Unreachable {
+                        kind: FailureKind::Timeout,
+                    },
+                    Mode::Down => AsideVerdict::Unreachable {
+                        kind: FailureKind::Io,
+                    },
+                    Mode::Up | Mode::Busy | Mode::Cut if known => AsideVerdict::Busy,
+                    Mode::Up | Mode::Busy | Mode::Cut => AsideVerdict::Gone,
+                };
+                self.trace.verdicts[match verdict {
+                    AsideVerdict::Busy => 0,
+                    AsideVerdict::Gone => 1,
+                    _ => 2,
+                }] += 1;
+                let timeout = self.sc.config.heartbeat.timeout.as_millis() as u64;
+                let pending = self.sup.state() == State::Ready
+                    && self.probe.is_some_and(|p| p.id == id && p.checking);
+                let in_time = self.probe.is_some_and(|p| self.now <= p.sent + timeout);
+                let confirms = pending && in_time && verdict == AsideVerdict::Busy;
+                let busy_events = self.trace.busy_confirmed;
+                if confirms {
+                    // A sign of life, though not on the connection itself.
+                    self.evidence();
+                }
+                self.input(Input::AsideChecked { id, verdict })?;
+                if confirms {
+                    if self.trace.busy_confirmed != busy_events + 1
+                        || self.sup.health().busy_since.is_none()
+                    {
+                        return Err(self.violation(format!(
+                            "a Busy verdict in time for PING {id} was not taken as busy"
+                        )));
+                    }
+                } else if self.trace.busy_confirmed != busy_events {
+                    return Err(self.violation(format!(
+                        "{verdict:?} for PING {id} confirmed busy, though not pending in time"
+                    )));
+                }
+                if pending
+                    && matches!(verdict, AsideVerdict::Unreachable { .. })
+                    && !self.missed_in_drain
+                {
+                    return Err(self.violation(format!(
+                        "{verdict:?} for the pending check of PING {id} was no miss"
+                    )));
+                }
+                if pending && verdict == AsideVerdict::Gone {
+                    if self.sup.state() == State::Ready {
+                        return Err(self.violation("still Ready after a Gone verdict".into()));
+                    }
+                    self.trace.gone_kills += 1;
+                }
+            }
             SimEvent::ModeChange => {
-                if mode == Mode::Down && self.live.is_some() {
-                    self.live = None;
+                if mode == Mode::Down && self.live.is_some() && self.live_cut.is_none() {
+                    self.drop_live();
                     self.input(Input::ConnectionLost {
                         kind: FailureKind::Closed,
                     })?;
@@ -536,8 +836,21 @@ impl Driver<'_> {
                         );
                     }
                 }
-                if mode == Mode::Up {
-                    if let Some(conn) = self.live {
+                if mode == Mode::Cut && self.live.is_some() && self.live_cut.is_none() {
+                    // Half-open: the client hears nothing of it.
+                    self.live_cut = Some(self.now);
+                    self.queued_pings.clear();
+                }
+                if matches!(mode, Mode::Hang | Mode::Down) {
+                    self.queued_pings.clear();
+                }
+                if let Some(conn) = self.live.filter(|_| self.live_cut.is_none()) {
+                    if matches!(mode, Mode::Up | Mode::Cut) {
+                        // The work is done: the queued PINGs are answered.
+                        for id in std::mem::take(&mut self.queued_pings) {
+                            let at = self.now + self.sc.rtt_ms;
+                            self.schedule(at, SimEvent::PongArrives { id, conn });
+                        }
                         self.schedule_activity(conn);
                     }
                 }

@@ -12,7 +12,7 @@ use core::time::Duration;
 use relink_core::backoff::{Backoff, BackoffPolicy, Jitter};
 use relink_core::failure::FailureKind;
 use relink_core::supervisor::{
-    Action, HeartbeatConfig, Input, Output, State, Supervisor, SupervisorConfig,
+    Action, AsideVerdict, HeartbeatConfig, Input, Output, State, Supervisor, SupervisorConfig,
 };
 use relink_core::sync::{Epoch, SyncCursor};
 use relink_core::Timestamp;
@@ -37,6 +37,8 @@ struct Driver {
     deadline: u64,
     attempt: u32,
     probe: u64,
+    /// The probe of the last `CheckAside`.
+    checked: u64,
 }
 
 impl Driver {
@@ -60,12 +62,16 @@ impl Driver {
             deadline: 0,
             attempt: 0,
             probe: 0,
+            checked: 0,
         };
         d.input(Input::Start);
         d.connect();
         d.ping_cycle();
         d.lose_and_reconnect();
         d.hang_and_reconnect();
+        d.busy_cycle();
+        d.gone_and_reconnect();
+        d.unreachable_and_reconnect();
         d
     }
 
@@ -86,6 +92,7 @@ impl Driver {
                 Output::Idle => return,
                 Output::Action(Action::Connect { attempt }) => self.attempt = attempt,
                 Output::Action(Action::SendPing { id }) => self.probe = id,
+                Output::Action(Action::CheckAside { id }) => self.checked = id,
                 _ => {}
             }
         }
@@ -116,6 +123,53 @@ impl Driver {
         self.input(Input::ConnectionLost {
             kind: FailureKind::Closed,
         });
+        self.wake(); // Connect
+        self.connect();
+    }
+
+    /// A PING queued behind work, confirmed busy from the side; the next one
+    /// follows an interval later.
+    fn busy_cycle(&mut self) {
+        self.wake(); // SendPing
+        self.input(Input::WorkOutstanding { id: self.probe });
+        assert_eq!(self.checked, self.probe, "CheckAside");
+        self.now += 1;
+        self.input(Input::AsideChecked {
+            id: self.probe,
+            verdict: AsideVerdict::Busy,
+        });
+    }
+
+    /// A half-open connection, found gone from the side.
+    fn gone_and_reconnect(&mut self) {
+        self.wake(); // SendPing
+        self.input(Input::WorkOutstanding { id: self.probe });
+        self.now += 1;
+        self.input(Input::AsideChecked {
+            id: self.probe,
+            verdict: AsideVerdict::Gone,
+        });
+        assert_eq!(self.sup.state(), State::TransientFailure);
+        self.wake(); // Connect
+        self.connect();
+    }
+
+    /// A hung server, whose side checks fail: two misses at once (one allowed).
+    fn unreachable_and_reconnect(&mut self) {
+        self.wake(); // SendPing
+        for _ in 0..2 {
+            // The second time round, the PING sent at once after the first miss.
+            self.input(Input::WorkOutstanding { id: self.probe });
+            assert_eq!(self.checked, self.probe, "CheckAside");
+            self.now += 1;
+            self.input(Input::AsideChecked {
+                id: self.probe,
+                verdict: AsideVerdict::Unreachable {
+                    kind: FailureKind::Timeout,
+                },
+            });
+        }
+        assert_eq!(self.sup.state(), State::TransientFailure);
         self.wake(); // Connect
         self.connect();
     }
@@ -187,6 +241,31 @@ fn reconnect_cycles_allocate_nothing() {
     assert_no_alloc("hang declared dead + reconnect", || {
         for _ in 0..ITERATIONS {
             d.hang_and_reconnect();
+        }
+    });
+    assert_eq!(d.sup.state(), State::Ready);
+}
+
+#[test]
+fn busy_heartbeats_allocate_nothing() {
+    let mut d = Driver::warmed_up();
+    let first = d.probe;
+    assert_no_alloc("busy cycle", || {
+        for _ in 0..ITERATIONS {
+            d.busy_cycle();
+        }
+    });
+    assert_eq!(d.probe, first + ITERATIONS, "one ping per cycle");
+    assert_eq!(d.sup.state(), State::Ready);
+    assert!(d.sup.health().busy_since.is_some());
+    assert_no_alloc("gone + reconnect", || {
+        for _ in 0..ITERATIONS {
+            d.gone_and_reconnect();
+        }
+    });
+    assert_no_alloc("unreachable, declared dead + reconnect", || {
+        for _ in 0..ITERATIONS {
+            d.unreachable_and_reconnect();
         }
     });
     assert_eq!(d.sup.state(), State::Ready);

@@ -4,8 +4,10 @@
 //! nothing happens after shutdown, and never two connection attempts at once.
 //!
 //! The driver here is adversarial: its clock jumps back and far ahead, and it
-//! reports results of attempts that were abandoned or never made and pongs of
-//! probes that were never sent.
+//! reports results of attempts that were abandoned or never made, pongs of
+//! probes that were never sent, work behind probes that are long settled and
+//! side-check verdicts nobody asked for. A side check is asked for only for the
+//! current probe, while Ready, once.
 
 use core::num::NonZeroU32;
 use core::time::Duration;
@@ -15,7 +17,8 @@ use proptest::strategy::Strategy as _;
 use relink_core::backoff::{BackoffPolicy, Jitter, Strategy};
 use relink_core::failure::{BusyReason, FailureKind};
 use relink_core::supervisor::{
-    Action, Event, HeartbeatConfig, Input, Output, State, Supervisor, SupervisorConfig,
+    Action, AsideVerdict, Event, HeartbeatConfig, Input, Output, State, Supervisor,
+    SupervisorConfig,
 };
 use relink_core::Timestamp;
 
@@ -114,6 +117,14 @@ fn failure_kind() -> impl proptest::strategy::Strategy<Value = FailureKind> {
     ]
 }
 
+fn verdict() -> impl proptest::strategy::Strategy<Value = AsideVerdict> {
+    prop_oneof![
+        2 => Just(AsideVerdict::Busy),
+        1 => Just(AsideVerdict::Gone),
+        1 => failure_kind().prop_map(|kind| AsideVerdict::Unreachable { kind }),
+    ]
+}
+
 /// Which attempt number (or probe id) an input names.
 #[derive(Debug, Clone, Copy)]
 enum Pick {
@@ -154,6 +165,8 @@ enum InputGen {
     Activity,
     CommandFailed(FailureKind),
     ConnectionLost(FailureKind),
+    WorkOutstanding(Pick),
+    AsideChecked(Pick, AsideVerdict),
     Shutdown,
 }
 
@@ -168,6 +181,8 @@ fn input() -> impl proptest::strategy::Strategy<Value = InputGen> {
         50 => Just(InputGen::Activity),
         20 => failure_kind().prop_map(InputGen::CommandFailed),
         20 => failure_kind().prop_map(InputGen::ConnectionLost),
+        30 => pick().prop_map(InputGen::WorkOutstanding),
+        30 => (pick(), verdict()).prop_map(|(p, v)| InputGen::AsideChecked(p, v)),
         1 => Just(InputGen::Shutdown),
     ]
 }
@@ -222,6 +237,8 @@ struct Checker {
     outstanding: Option<u32>,
     last_attempt: u32,
     last_probe: u64,
+    /// The probe a side check was last asked for.
+    last_checked: Option<u64>,
 }
 
 impl Checker {
@@ -234,6 +251,7 @@ impl Checker {
             outstanding: None,
             last_attempt: 0,
             last_probe: 0,
+            last_checked: None,
         }
     }
 
@@ -267,6 +285,13 @@ impl Checker {
             InputGen::Activity => Input::Activity,
             InputGen::CommandFailed(kind) => Input::CommandFailed { kind },
             InputGen::ConnectionLost(kind) => Input::ConnectionLost { kind },
+            InputGen::WorkOutstanding(p) => Input::WorkOutstanding {
+                id: p.resolve(self.last_probe),
+            },
+            InputGen::AsideChecked(p, verdict) => Input::AsideChecked {
+                id: p.resolve(self.last_probe),
+                verdict,
+            },
             InputGen::Shutdown => Input::Shutdown,
         }
     }
@@ -331,6 +356,20 @@ impl Checker {
                     prop_assert_eq!(self.state, State::Ready, "a ping outside Ready");
                     self.last_probe = id;
                 }
+                Output::Action(Action::CheckAside { id }) => {
+                    prop_assert_eq!(self.state, State::Ready, "a side check outside Ready");
+                    prop_assert_eq!(id, self.last_probe, "a side check of a probe not current");
+                    prop_assert_ne!(self.last_checked, Some(id), "probe {} checked twice", id);
+                    self.last_checked = Some(id);
+                }
+                Output::Event(Event::BusyConfirmed { .. }) => {
+                    prop_assert_eq!(self.state, State::Ready);
+                    prop_assert_eq!(
+                        self.last_checked,
+                        Some(self.last_probe),
+                        "busy confirmed without a check of the current probe"
+                    );
+                }
                 Output::Action(Action::Disconnect) => self.outstanding = None,
                 Output::Event(Event::StateChanged { from, to }) => {
                     prop_assert_eq!(from, self.state, "StateChanged from a state it was not in");
@@ -352,6 +391,11 @@ impl Checker {
             self.state,
             "state() disagrees with the events"
         );
+        let health = self.sup.health();
+        if let Some(since) = health.busy_since {
+            prop_assert_eq!(health.state, State::Ready, "busy outside Ready");
+            prop_assert!(since >= health.since, "busy since before Ready");
+        }
         Ok(())
     }
 }

@@ -277,6 +277,29 @@
 // (`-BUSY`, `-LOADING`: the server is alive) or a broken connection.
 #define RELINK_INPUT_PING_FAILED 9
 
+// Commands were in flight on the connection when the PING asked for with
+// `ping_id` was sent (it may be queued behind them); answered with a
+// CHECK_ASIDE action.
+#define RELINK_INPUT_WORK_OUTSTANDING 10
+
+// The side check asked for with `ping_id` (CHECK_ASIDE) found `verdict`
+// (a `RELINK_ASIDE_*`; for UNREACHABLE, `failure` says how it failed).
+#define RELINK_INPUT_ASIDE_CHECKED 11
+
+// No verdict (not valid as an input).
+#define RELINK_ASIDE_NONE 0
+
+// The server answered and still has the connection (blocked, running a
+// script, paused): alive, only busy. A side answer of `-BUSY` or `-LOADING`
+// is this too.
+#define RELINK_ASIDE_BUSY 1
+
+// The server answered and does not have the connection: it is half-open, dead.
+#define RELINK_ASIDE_GONE 2
+
+// The side connection failed or got no answer in time; `failure` says how.
+#define RELINK_ASIDE_UNREACHABLE 3
+
 // Do what `action` says.
 #define RELINK_OUTPUT_ACTION 0
 
@@ -300,6 +323,11 @@
 
 // Drop the current connection, or abandon the attempt in flight.
 #define RELINK_ACTION_DISCONNECT 3
+
+// Check the current connection from the side: on a short-lived separate
+// connection, ask the server whether it still knows this connection (`CLIENT
+// LIST ID <its CLIENT ID>`); report ASIDE_CHECKED with `ping_id`.
+#define RELINK_ACTION_CHECK_ASIDE 4
 
 // Not an event output.
 #define RELINK_EVENT_NONE 0
@@ -325,6 +353,10 @@
 // The backoff policy gave up after `attempt` attempts and `duration_ms`;
 // the supervisor stopped.
 #define RELINK_EVENT_GAVE_UP 7
+
+// A heartbeat PING is queued behind work and the server confirmed from the
+// side that it still has the connection; busy for `duration_ms` so far.
+#define RELINK_EVENT_BUSY_CONFIRMED 8
 
 // A backoff delay sequence (relink_core's `Backoff`). Not thread-safe: use
 // one from one thread at a time.
@@ -559,11 +591,15 @@ typedef struct relink_supervisor_input {
   uint32_t input;
   // CONNECTED, CONNECT_FAILED: the attempt number from the CONNECT action.
   uint32_t attempt;
-  // CONNECT_FAILED, PING_FAILED, COMMAND_FAILED, CONNECTION_LOST: one of
-  // `RELINK_FAILURE_*` (not `_NONE`).
+  // CONNECT_FAILED, PING_FAILED, COMMAND_FAILED, CONNECTION_LOST, and
+  // ASIDE_CHECKED with verdict UNREACHABLE: one of `RELINK_FAILURE_*`
+  // (not `_NONE`).
   uint32_t failure;
-  // PONG, PING_FAILED: the id from the SEND_PING action.
+  // PONG, PING_FAILED, WORK_OUTSTANDING: the id from the SEND_PING action;
+  // ASIDE_CHECKED: the id from the CHECK_ASIDE action.
   uint64_t ping_id;
+  // ASIDE_CHECKED: one of `RELINK_ASIDE_*` (not `_NONE`).
+  uint32_t verdict;
 } relink_supervisor_input;
 
 // One thing `relink_supervisor_poll_output` hands out. Fields that do not
@@ -578,7 +614,8 @@ typedef struct relink_supervisor_output {
   // Action CONNECT and event RECONNECT_SCHEDULED: the attempt number;
   // events CONNECTED, RECONNECTED and GAVE_UP: the attempts it took.
   uint32_t attempt;
-  // Action SEND_PING: the probe's id, to report back with PONG.
+  // Action SEND_PING: the probe's id, to report back with PONG; action
+  // CHECK_ASIDE: the id to report back with ASIDE_CHECKED.
   uint64_t ping_id;
   // Event STATE_CHANGED: the previous `RELINK_STATE_*`.
   uint32_t from_state;
@@ -589,7 +626,8 @@ typedef struct relink_supervisor_output {
   // Event HEARTBEAT_MISSED: misses in a row so far.
   uint32_t misses;
   // Event RECONNECT_SCHEDULED: the delay; RECONNECTED: the downtime;
-  // GAVE_UP: the time since the outage began. Whole milliseconds.
+  // GAVE_UP: the time since the outage began; BUSY_CONFIRMED: how long
+  // the connection has been busy. Whole milliseconds.
   uint64_t duration_ms;
   // TIMEOUT: when to poll again at the latest, on the caller's clock.
   uint64_t deadline_ms;
@@ -615,6 +653,12 @@ typedef struct relink_health {
   bool has_next_attempt;
   // When the next connection attempt is due.
   uint64_t next_attempt_at_ms;
+  // Whether the connection is busy (READY; heartbeat PINGs queued behind
+  // work the server confirms from the side it is still running), since
+  // `busy_since_ms`.
+  bool busy;
+  // When the first PING of the busy spell was sent.
+  uint64_t busy_since_ms;
 } relink_health;
 
 // Success.

@@ -22,15 +22,16 @@ static const char *const FAILURES[] = {
     "moved"};
 static const char *const BUSY_REASONS[] = {"loading", "busy", "master_down", "read_only",
                                            "try_again"};
-static const char *const INPUTS[] = {"start",           "connected",    "connect_failed",
-                                     "pong",            "activity",     "command_failed",
-                                     "connection_lost", "server_moved", "shutdown",
-                                     "ping_failed"};
+static const char *const INPUTS[] = {"start",           "connected",        "connect_failed",
+                                     "pong",            "activity",         "command_failed",
+                                     "connection_lost", "server_moved",     "shutdown",
+                                     "ping_failed",     "work_outstanding", "aside_checked"};
+static const char *const VERDICTS[] = {NULL, "busy", "gone", "unreachable"};
 static const char *const OUTPUTS[] = {"action", "event", "timeout", "idle"};
-static const char *const ACTIONS[] = {NULL, "connect", "send_ping", "disconnect"};
+static const char *const ACTIONS[] = {NULL, "connect", "send_ping", "disconnect", "check_aside"};
 static const char *const EVENTS[] = {NULL,           "state_changed",       "connected",
                                      "reconnected",  "disconnected",        "reconnect_scheduled",
-                                     "heartbeat_missed", "gave_up"};
+                                     "heartbeat_missed", "gave_up",         "busy_confirmed"};
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 /* What a step is compared with, for messages. */
@@ -102,6 +103,18 @@ static relink_supervisor_input input_from_json(const json *v) {
       in.ping_id = json_u64(field(&f, "id"));
       in.failure = failure_from_json(field(&f, "kind"));
       break;
+    case RELINK_INPUT_WORK_OUTSTANDING:
+      in.ping_id = json_u64(field(&f, "id"));
+      break;
+    case RELINK_INPUT_ASIDE_CHECKED: {
+      in.ping_id = json_u64(field(&f, "id"));
+      /* The verdict: {"type": "busy"}, or {"type": "unreachable", "kind": ...}. */
+      fields v = {field(&f, "verdict"), 0};
+      in.verdict = json_named(field(&v, "type"), VERDICTS, COUNT(VERDICTS));
+      if (in.verdict == RELINK_ASIDE_UNREACHABLE) in.failure = failure_from_json(field(&v, "kind"));
+      all_fields_read(&v);
+      break;
+    }
     case RELINK_INPUT_COMMAND_FAILED:
     case RELINK_INPUT_CONNECTION_LOST:
       in.failure = failure_from_json(field(&f, "kind"));
@@ -132,7 +145,8 @@ static relink_supervisor_output output_from_json(const json *v) {
   if (out.output == RELINK_OUTPUT_ACTION) {
     out.action = json_named(field(&f, "type"), ACTIONS, COUNT(ACTIONS));
     if (out.action == RELINK_ACTION_CONNECT) out.attempt = (uint32_t)json_u64(field(&f, "attempt"));
-    if (out.action == RELINK_ACTION_SEND_PING) out.ping_id = json_u64(field(&f, "id"));
+    if (out.action == RELINK_ACTION_SEND_PING || out.action == RELINK_ACTION_CHECK_ASIDE)
+      out.ping_id = json_u64(field(&f, "id"));
     all_fields_read(&f);
     return out;
   }
@@ -162,6 +176,9 @@ static relink_supervisor_output output_from_json(const json *v) {
     case RELINK_EVENT_GAVE_UP:
       out.attempt = (uint32_t)json_u64(field(&f, "attempts"));
       out.duration_ms = json_u64(field(&f, "elapsed"));
+      break;
+    case RELINK_EVENT_BUSY_CONFIRMED:
+      out.duration_ms = json_u64(field(&f, "busy_for"));
       break;
     default:
       break;
@@ -208,6 +225,9 @@ static void same_health(const relink_health *got, const json *want) {
   v = field(&f, "next_attempt_at");
   SAME("health.has_next_attempt", got->has_next_attempt, !json_is_null(v));
   if (!json_is_null(v)) SAME("health.next_attempt_at", got->next_attempt_at_ms, json_u64(v));
+  v = field(&f, "busy_since");
+  SAME("health.busy", got->busy, !json_is_null(v));
+  if (!json_is_null(v)) SAME("health.busy_since", got->busy_since_ms, json_u64(v));
   all_fields_read(&f);
 }
 
@@ -323,6 +343,16 @@ static void arguments_are_checked(void) {
   code = relink_supervisor_handle_input(sup, 0, &in, &err);
   expect_invalid(code, RELINK_INVALID_ARGUMENT, err, "input.input");
   in.input = RELINK_INPUT_CONNECTION_LOST;
+  in.failure = RELINK_FAILURE_NONE;
+  err = NULL;
+  code = relink_supervisor_handle_input(sup, 0, &in, &err);
+  expect_invalid(code, RELINK_INVALID_ARGUMENT, err, "input.failure");
+  in.input = RELINK_INPUT_ASIDE_CHECKED;
+  in.verdict = RELINK_ASIDE_NONE;
+  err = NULL;
+  code = relink_supervisor_handle_input(sup, 0, &in, &err);
+  expect_invalid(code, RELINK_INVALID_ARGUMENT, err, "input.verdict");
+  in.verdict = RELINK_ASIDE_UNREACHABLE;
   in.failure = RELINK_FAILURE_NONE;
   err = NULL;
   code = relink_supervisor_handle_input(sup, 0, &in, &err);

@@ -14,7 +14,7 @@ use core::time::Duration;
 
 use relink_core::call::{Call, CallInput, CallPolicy, Decision};
 use relink_core::supervisor::{
-    Health, HeartbeatConfig, Input, Output, Supervisor, SupervisorConfig,
+    AsideVerdict, Health, HeartbeatConfig, Input, Output, Supervisor, SupervisorConfig,
 };
 use relink_core::{
     Backoff, BackoffPolicy, BusyReason, Delivery, FailureKind, Jitter, Strategy, Timestamp,
@@ -335,6 +335,16 @@ fn supervisor_cases() -> Vec<SupervisorCaseDef> {
     let lost = Some(ConnectionLost {
         kind: FailureKind::Closed,
     });
+    let work = |id| Some(WorkOutstanding { id });
+    let aside = |id, verdict| Some(AsideChecked { id, verdict });
+    let unreachable = |kind| AsideVerdict::Unreachable { kind };
+    let misses_allowed = |misses_allowed| {
+        sup_config().heartbeat(HeartbeatConfig {
+            interval: ms(1000),
+            timeout: ms(500),
+            misses_allowed,
+        })
+    };
     vec![
         (
             "first connect succeeds",
@@ -474,6 +484,99 @@ fn supervisor_cases() -> Vec<SupervisorCaseDef> {
                 (50, Some(Shutdown)),
                 (60, Some(Activity)),
                 (5000, None),
+            ],
+        ),
+        (
+            "busy: a PING queued behind work is confirmed busy from the side; a late pong ends it",
+            sup_config(),
+            1,
+            vec![
+                (0, Some(Start)),
+                (5, connected(1)),
+                (1005, None),
+                // Commands were in flight when the PING went out: check aside.
+                (1005, work(1)),
+                // Busy: alive at the verdict, the next heartbeat a second later.
+                (1100, aside(1, AsideVerdict::Busy)),
+                // The PING's deadline passes: no miss.
+                (1505, None),
+                (2100, None),
+                (2101, work(2)),
+                (2150, aside(2, AsideVerdict::Busy)),
+                // The work is done: the first PING's pong, late, ends the spell.
+                (2500, Some(Pong { id: 1 })),
+                (3500, None),
+            ],
+        ),
+        (
+            "gone: a half-open connection is lost at once, misses allowed or not",
+            misses_allowed(2),
+            1,
+            vec![
+                (0, Some(Start)),
+                (5, connected(1)),
+                (1005, None),
+                (1005, work(1)),
+                (1030, aside(1, AsideVerdict::Gone)),
+                (1130, None),
+                (1135, connected(1)),
+            ],
+        ),
+        (
+            "unreachable: a miss at once; with none allowed, the connection is dead",
+            sup_config(),
+            1,
+            vec![
+                (0, Some(Start)),
+                (5, connected(1)),
+                (1005, None),
+                (1005, work(1)),
+                (1200, aside(1, unreachable(FailureKind::Io))),
+                (1300, None),
+            ],
+        ),
+        (
+            "unreachable with a miss allowed: the next PING at once, then busy",
+            misses_allowed(1),
+            1,
+            vec![
+                (0, Some(Start)),
+                (5, connected(1)),
+                (1005, None),
+                (1005, work(1)),
+                (1200, aside(1, unreachable(FailureKind::Timeout))),
+                (1200, work(2)),
+                // Busy forgives the miss.
+                (1300, aside(2, AsideVerdict::Busy)),
+                (2300, None),
+            ],
+        ),
+        (
+            "late verdict: none by the deadline is a miss; a late one, or one not asked for, is ignored",
+            misses_allowed(1),
+            1,
+            vec![
+                (0, Some(Start)),
+                (5, connected(1)),
+                (1005, None),
+                // No check asked yet; then work behind another probe.
+                (1006, aside(1, AsideVerdict::Gone)),
+                (1010, work(7)),
+                (1010, work(1)),
+                // Asked once per probe.
+                (1011, work(1)),
+                // No verdict by the deadline: a miss, and the next PING.
+                (1505, None),
+                (1600, aside(1, AsideVerdict::Busy)),
+                (1600, aside(1, AsideVerdict::Gone)),
+                (1601, work(2)),
+                // The pong comes first: the verdict after it changes nothing.
+                (1610, Some(Pong { id: 2 })),
+                (1700, aside(2, AsideVerdict::Gone)),
+                // A Busy after the deadline, before the driver woke for it: too late.
+                (2610, None),
+                (2610, work(3)),
+                (3111, aside(3, AsideVerdict::Busy)),
             ],
         ),
         (

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use relink_core::failure::{BusyReason, FailureKind};
 use relink_core::supervisor::{
-    Action, Event, Health, HeartbeatConfig, Input, Output, Supervisor, SupervisorConfig,
+    Action, AsideVerdict, Event, Health, HeartbeatConfig, Input, Output, Supervisor,
+    SupervisorConfig,
 };
 use relink_core::Timestamp;
 
@@ -67,6 +68,24 @@ pub const RELINK_INPUT_SHUTDOWN: u32 = 8;
 /// The PING asked for with `ping_id` failed with `failure`: an error reply
 /// (`-BUSY`, `-LOADING`: the server is alive) or a broken connection.
 pub const RELINK_INPUT_PING_FAILED: u32 = 9;
+/// Commands were in flight on the connection when the PING asked for with
+/// `ping_id` was sent (it may be queued behind them); answered with a
+/// CHECK_ASIDE action.
+pub const RELINK_INPUT_WORK_OUTSTANDING: u32 = 10;
+/// The side check asked for with `ping_id` (CHECK_ASIDE) found `verdict`
+/// (a `RELINK_ASIDE_*`; for UNREACHABLE, `failure` says how it failed).
+pub const RELINK_INPUT_ASIDE_CHECKED: u32 = 11;
+
+/// No verdict (not valid as an input).
+pub const RELINK_ASIDE_NONE: u32 = 0;
+/// The server answered and still has the connection (blocked, running a
+/// script, paused): alive, only busy. A side answer of `-BUSY` or `-LOADING`
+/// is this too.
+pub const RELINK_ASIDE_BUSY: u32 = 1;
+/// The server answered and does not have the connection: it is half-open, dead.
+pub const RELINK_ASIDE_GONE: u32 = 2;
+/// The side connection failed or got no answer in time; `failure` says how.
+pub const RELINK_ASIDE_UNREACHABLE: u32 = 3;
 
 /// Do what `action` says.
 pub const RELINK_OUTPUT_ACTION: u32 = 0;
@@ -85,6 +104,10 @@ pub const RELINK_ACTION_CONNECT: u32 = 1;
 pub const RELINK_ACTION_SEND_PING: u32 = 2;
 /// Drop the current connection, or abandon the attempt in flight.
 pub const RELINK_ACTION_DISCONNECT: u32 = 3;
+/// Check the current connection from the side: on a short-lived separate
+/// connection, ask the server whether it still knows this connection (`CLIENT
+/// LIST ID <its CLIENT ID>`); report ASIDE_CHECKED with `ping_id`.
+pub const RELINK_ACTION_CHECK_ASIDE: u32 = 4;
 
 /// Not an event output.
 pub const RELINK_EVENT_NONE: u32 = 0;
@@ -103,6 +126,9 @@ pub const RELINK_EVENT_HEARTBEAT_MISSED: u32 = 6;
 /// The backoff policy gave up after `attempt` attempts and `duration_ms`;
 /// the supervisor stopped.
 pub const RELINK_EVENT_GAVE_UP: u32 = 7;
+/// A heartbeat PING is queued behind work and the server confirmed from the
+/// side that it still has the connection; busy for `duration_ms` so far.
+pub const RELINK_EVENT_BUSY_CONFIRMED: u32 = 8;
 
 /// The supervisor's settings (relink_core's `SupervisorConfig`), in whole
 /// milliseconds. Fill it with `relink_supervisor_config_default`, then
@@ -174,11 +200,15 @@ pub struct relink_supervisor_input {
     pub input: u32,
     /// CONNECTED, CONNECT_FAILED: the attempt number from the CONNECT action.
     pub attempt: u32,
-    /// CONNECT_FAILED, PING_FAILED, COMMAND_FAILED, CONNECTION_LOST: one of
-    /// `RELINK_FAILURE_*` (not `_NONE`).
+    /// CONNECT_FAILED, PING_FAILED, COMMAND_FAILED, CONNECTION_LOST, and
+    /// ASIDE_CHECKED with verdict UNREACHABLE: one of `RELINK_FAILURE_*`
+    /// (not `_NONE`).
     pub failure: u32,
-    /// PONG, PING_FAILED: the id from the SEND_PING action.
+    /// PONG, PING_FAILED, WORK_OUTSTANDING: the id from the SEND_PING action;
+    /// ASIDE_CHECKED: the id from the CHECK_ASIDE action.
     pub ping_id: u64,
+    /// ASIDE_CHECKED: one of `RELINK_ASIDE_*` (not `_NONE`).
+    pub verdict: u32,
 }
 
 /// One thing `relink_supervisor_poll_output` hands out. Fields that do not
@@ -195,7 +225,8 @@ pub struct relink_supervisor_output {
     /// Action CONNECT and event RECONNECT_SCHEDULED: the attempt number;
     /// events CONNECTED, RECONNECTED and GAVE_UP: the attempts it took.
     pub attempt: u32,
-    /// Action SEND_PING: the probe's id, to report back with PONG.
+    /// Action SEND_PING: the probe's id, to report back with PONG; action
+    /// CHECK_ASIDE: the id to report back with ASIDE_CHECKED.
     pub ping_id: u64,
     /// Event STATE_CHANGED: the previous `RELINK_STATE_*`.
     pub from_state: u32,
@@ -206,7 +237,8 @@ pub struct relink_supervisor_output {
     /// Event HEARTBEAT_MISSED: misses in a row so far.
     pub misses: u32,
     /// Event RECONNECT_SCHEDULED: the delay; RECONNECTED: the downtime;
-    /// GAVE_UP: the time since the outage began. Whole milliseconds.
+    /// GAVE_UP: the time since the outage began; BUSY_CONFIRMED: how long
+    /// the connection has been busy. Whole milliseconds.
     pub duration_ms: u64,
     /// TIMEOUT: when to poll again at the latest, on the caller's clock.
     pub deadline_ms: u64,
@@ -234,6 +266,12 @@ pub struct relink_health {
     pub has_next_attempt: bool,
     /// When the next connection attempt is due.
     pub next_attempt_at_ms: u64,
+    /// Whether the connection is busy (READY; heartbeat PINGs queued behind
+    /// work the server confirms from the side it is still running), since
+    /// `busy_since_ms`.
+    pub busy: bool,
+    /// When the first PING of the busy spell was sent.
+    pub busy_since_ms: u64,
 }
 
 pub(crate) fn failure_code(kind: FailureKind) -> FfiResult<u32> {
@@ -302,10 +340,25 @@ impl relink_supervisor_input {
             RELINK_INPUT_CONNECTION_LOST => Input::ConnectionLost { kind: failure()? },
             RELINK_INPUT_SERVER_MOVED => Input::ServerMoved,
             RELINK_INPUT_SHUTDOWN => Input::Shutdown,
+            RELINK_INPUT_WORK_OUTSTANDING => Input::WorkOutstanding { id: self.ping_id },
+            RELINK_INPUT_ASIDE_CHECKED => Input::AsideChecked {
+                id: self.ping_id,
+                verdict: match self.verdict {
+                    RELINK_ASIDE_BUSY => AsideVerdict::Busy,
+                    RELINK_ASIDE_GONE => AsideVerdict::Gone,
+                    RELINK_ASIDE_UNREACHABLE => AsideVerdict::Unreachable { kind: failure()? },
+                    other => {
+                        return Err(relink_error::invalid(format!(
+                            "`input.verdict` is {other}: expected RELINK_ASIDE_BUSY (1) .. \
+                             RELINK_ASIDE_UNREACHABLE (3)"
+                        )))
+                    }
+                },
+            },
             other => {
                 return Err(relink_error::invalid(format!(
                     "`input.input` is {other}: expected RELINK_INPUT_START (0) .. \
-                     RELINK_INPUT_PING_FAILED (9)"
+                     RELINK_INPUT_ASIDE_CHECKED (11)"
                 )))
             }
         })
@@ -330,6 +383,11 @@ impl relink_supervisor_output {
                     },
                     Action::Disconnect => relink_supervisor_output {
                         action: RELINK_ACTION_DISCONNECT,
+                        ..none
+                    },
+                    Action::CheckAside { id } => relink_supervisor_output {
+                        action: RELINK_ACTION_CHECK_ASIDE,
+                        ping_id: id,
                         ..none
                     },
                     other => {
@@ -406,6 +464,11 @@ impl relink_supervisor_output {
                 duration_ms: ms(elapsed),
                 ..none
             },
+            Event::BusyConfirmed { busy_for } => relink_supervisor_output {
+                event: RELINK_EVENT_BUSY_CONFIRMED,
+                duration_ms: ms(busy_for),
+                ..none
+            },
             other => {
                 return Err(relink_error::invalid(format!(
                     "event {other:?} has no C form yet"
@@ -429,6 +492,8 @@ impl relink_health {
             rtt_ms: h.rtt.map_or(0, ms),
             has_next_attempt: h.next_attempt_at.is_some(),
             next_attempt_at_ms: h.next_attempt_at.map_or(0, Timestamp::as_millis),
+            busy: h.busy_since.is_some(),
+            busy_since_ms: h.busy_since.map_or(0, Timestamp::as_millis),
         })
     }
 }
@@ -621,6 +686,22 @@ mod tests {
                 failure: 13,
                 ..Default::default()
             },
+            relink_supervisor_input {
+                input: RELINK_INPUT_ASIDE_CHECKED,
+                verdict: RELINK_ASIDE_NONE,
+                ..Default::default()
+            },
+            relink_supervisor_input {
+                input: RELINK_INPUT_ASIDE_CHECKED,
+                verdict: RELINK_ASIDE_UNREACHABLE + 1,
+                ..Default::default()
+            },
+            relink_supervisor_input {
+                input: RELINK_INPUT_ASIDE_CHECKED,
+                verdict: RELINK_ASIDE_UNREACHABLE,
+                failure: RELINK_FAILURE_NONE,
+                ..Default::default()
+            },
         ] {
             assert_eq!(
                 relink_supervisor_handle_input(sup, 0, &input, ptr::null_mut()),
@@ -691,6 +772,64 @@ mod tests {
         assert_eq!(health.state, crate::client::RELINK_STATE_READY);
         assert_eq!(health.since_ms, 5);
         assert!(!health.has_rtt && !health.has_next_attempt);
+        relink_supervisor_free(sup);
+    }
+
+    #[test]
+    fn a_busy_connection_round_trips_through_c() {
+        let sup = new_supervisor();
+        let feed = |now, input: relink_supervisor_input| {
+            assert_eq!(
+                relink_supervisor_handle_input(sup, now, &input, ptr::null_mut()),
+                RELINK_OK
+            );
+            drain(sup, now)
+        };
+        feed(0, relink_supervisor_input::default());
+        feed(
+            5,
+            relink_supervisor_input {
+                input: RELINK_INPUT_CONNECTED,
+                attempt: 1,
+                ..Default::default()
+            },
+        );
+        let ping = drain(sup, 1005);
+        assert_eq!(
+            (ping[0].action, ping[0].ping_id),
+            (RELINK_ACTION_SEND_PING, 1)
+        );
+        let check = feed(
+            1005,
+            relink_supervisor_input {
+                input: RELINK_INPUT_WORK_OUTSTANDING,
+                ping_id: 1,
+                ..Default::default()
+            },
+        );
+        assert_eq!(check[0].output, RELINK_OUTPUT_ACTION);
+        assert_eq!(
+            (check[0].action, check[0].ping_id),
+            (RELINK_ACTION_CHECK_ASIDE, 1)
+        );
+        let busy = feed(
+            1100,
+            relink_supervisor_input {
+                input: RELINK_INPUT_ASIDE_CHECKED,
+                ping_id: 1,
+                verdict: RELINK_ASIDE_BUSY,
+                ..Default::default()
+            },
+        );
+        assert_eq!(busy[0].event, RELINK_EVENT_BUSY_CONFIRMED);
+        assert_eq!(busy[0].duration_ms, 95);
+        let mut health = relink_health::default();
+        assert_eq!(
+            relink_supervisor_health(sup, &mut health, ptr::null_mut()),
+            RELINK_OK
+        );
+        assert!(health.busy);
+        assert_eq!(health.busy_since_ms, 1005);
         relink_supervisor_free(sup);
     }
 }

@@ -88,6 +88,42 @@ test('supervisor: connect, heartbeat, loss, reconnect', () => {
   assert.equal(sup.state, 'shutdown');
 });
 
+test('supervisor: a busy connection is checked from the side, BigInt ids throughout', () => {
+  const config = { heartbeat: { interval: '1s', timeout: '500ms', misses_allowed: 0 } };
+  const sup = new Supervisor(config, 7n);
+  sup.handleInput(0, { type: 'start' });
+  drain(sup, 0);
+  sup.handleInput(10, { type: 'connected', attempt: 1 });
+  drain(sup, 10);
+  const [ping] = drain(sup, 1010);
+  const { id } = ping.value;
+  // Commands were in flight when the PING went out: the core asks for a side check.
+  sup.handleInput(1010, { type: 'work_outstanding', id });
+  assert.deepEqual(drain(sup, 1010), [
+    { kind: 'action', value: { type: 'check_aside', id: 1n } },
+    { kind: 'timeout', value: 1510 },
+  ]);
+  sup.handleInput(1060, { type: 'aside_checked', id, verdict: { type: 'busy' } });
+  assert.deepEqual(drain(sup, 1060), [
+    { kind: 'event', value: { type: 'busy_confirmed', busy_for: 50 } },
+    { kind: 'timeout', value: 2060 },
+  ]);
+  assert.equal(sup.health().busy_since, 1010);
+  // The PING's deadline passes: still Ready. The late pong ends the busy spell.
+  drain(sup, 1510);
+  assert.equal(sup.state, 'ready');
+  sup.handleInput(1800, { type: 'pong', id });
+  drain(sup, 1800);
+  assert.equal(sup.health().busy_since, null);
+  // A half-open connection: the server no longer knows it.
+  const [next] = drain(sup, 2800);
+  sup.handleInput(2800, { type: 'work_outstanding', id: next.value.id });
+  drain(sup, 2800);
+  sup.handleInput(2810, { type: 'aside_checked', id: next.value.id, verdict: { type: 'gone' } });
+  assert.deepEqual(drain(sup, 2810)[1], { kind: 'event', value: { type: 'disconnected', cause: 'closed' } });
+  assert.equal(sup.state, 'transient_failure');
+});
+
 test('sync cursor: BigInts in and out, exact beyond 2^53', () => {
   const epoch = 2n ** 64n - 3n; // an epoch is a random u64: no JS number holds it
   const c = new SyncCursor();

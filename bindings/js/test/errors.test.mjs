@@ -75,6 +75,12 @@ test('supervisor inputs: unknown types and missing fields are refused', () => {
   throwsNaming(() => s.handleInput(0, { type: 'connect_failed', attempt: 1 }), ARGUMENT, 'input', 'kind');
   throwsNaming(() => s.handleInput(0, { type: 'connection_lost', kind: 'gremlins' }), ARGUMENT, 'input', 'gremlins');
   throwsNaming(() => s.handleInput(0, 'start'), ARGUMENT, 'input');
+  throwsNaming(() => s.handleInput(0, { type: 'work_outstanding' }), ARGUMENT, 'input', 'id');
+  throwsNaming(() => s.handleInput(0, { type: 'aside_checked', id: 1n }), ARGUMENT, 'input', 'verdict');
+  throwsNaming(() => s.handleInput(0, { type: 'aside_checked', id: 1n, verdict: { type: 'maybe' } }),
+    ARGUMENT, 'input', 'maybe');
+  throwsNaming(() => s.handleInput(0, { type: 'aside_checked', id: 1n, verdict: { type: 'unreachable' } }),
+    ARGUMENT, 'input', 'kind');
   assert.equal(s.state, 'idle', 'refused inputs change nothing');
 });
 

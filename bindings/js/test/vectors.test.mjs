@@ -62,13 +62,14 @@ test('supervisor vectors', async (t) => {
         const outputs = [];
         for (let n = 0; n < 1000; n++) {
           const out = sup.pollOutput(step.at);
-          if (out.kind === 'action' && out.value.type === 'send_ping') {
+          if (out.kind === 'action' && ['send_ping', 'check_aside'].includes(out.value.type)) {
             assert.equal(typeof out.value.id, 'bigint', 'ping ids are BigInts');
           }
           outputs.push(plain(out));
           if (out.kind === 'timeout' || out.kind === 'idle') break;
         }
         assert.deepEqual(outputs, step.outputs, `step ${i} (at ${step.at})`);
+        assert.deepEqual(sup.health(), step.health, `health after step ${i} (at ${step.at})`);
       });
     });
   }

@@ -43,8 +43,13 @@ impl Supervisor {
 
     /// Feeds one input (`{type: "start"}`, `{type: "connected", attempt}`,
     /// `{type: "connect_failed", attempt, kind}`, `{type: "pong", id}`,
-    /// `{type: "activity"}`, `{type: "command_failed", kind}`,
-    /// `{type: "connection_lost", kind}`, `{type: "shutdown"}`) that happened at `nowMs`.
+    /// `{type: "ping_failed", id, kind}`, `{type: "activity"}`,
+    /// `{type: "command_failed", kind}`, `{type: "connection_lost", kind}`,
+    /// `{type: "server_moved"}`, `{type: "work_outstanding", id}` (commands
+    /// were in flight when PING `id` was sent), `{type: "aside_checked", id,
+    /// verdict}` with `verdict` one of `{type: "busy"}`, `{type: "gone"}`,
+    /// `{type: "unreachable", kind}`, or `{type: "shutdown"}`) that happened
+    /// at `nowMs`.
     #[wasm_bindgen(js_name = handleInput)]
     pub fn handle_input(&mut self, now_ms: JsValue, input: JsValue) -> Result<()> {
         let now = timestamp(&now_ms)?;
@@ -54,9 +59,9 @@ impl Supervisor {
     }
 
     /// The next output: `{kind: "action", value: {type: "connect", attempt} |
-    /// {type: "send_ping", id: BigInt} | {type: "disconnect"}}`, `{kind:
-    /// "event", value: {type: ...}}`, `{kind: "timeout", value: deadlineMs}` or
-    /// `{kind: "idle"}`.
+    /// {type: "send_ping", id: BigInt} | {type: "check_aside", id: BigInt} |
+    /// {type: "disconnect"}}`, `{kind: "event", value: {type: ...}}`, `{kind:
+    /// "timeout", value: deadlineMs}` or `{kind: "idle"}`.
     #[wasm_bindgen(js_name = pollOutput)]
     pub fn poll_output(&mut self, now_ms: JsValue) -> Result<JsValue> {
         let now = timestamp(&now_ms)?;
@@ -68,7 +73,7 @@ impl Supervisor {
         };
         let value = to_js(&output, false)?;
         // A ping id is a u64 identity: a BigInt, like every other one.
-        if let Output::Action(Action::SendPing { id }) = output {
+        if let Output::Action(Action::SendPing { id } | Action::CheckAside { id }) = output {
             let action = js_sys::Reflect::get(&value, &JsValue::from_str("value"))?;
             set(&action, "id", &JsValue::from(id));
         }
@@ -76,7 +81,8 @@ impl Supervisor {
     }
 
     /// A snapshot: `{state, since, attempt, last_failure, heartbeat_misses, rtt,
-    /// next_attempt_at}` (times in ms, `null` when unknown).
+    /// next_attempt_at, busy_since}` (times in ms, `null` when unknown;
+    /// `busy_since` is set while a Ready connection is confirmed busy).
     pub fn health(&self) -> Result<JsValue> {
         to_js(&self.0.health(), false)
     }

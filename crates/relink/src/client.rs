@@ -20,7 +20,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Value};
-use relink_core::supervisor::{Action, Event, Input, Output, State, Supervisor};
+use relink_core::supervisor::{Action, AsideVerdict, Event, Input, Output, State, Supervisor};
 use relink_core::{Delivery, FailureKind, Timestamp};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -99,6 +99,8 @@ impl Stats {
 /// A connection that is Ready, as the hot path sees it.
 struct Live {
     conn: MultiplexedConnection,
+    /// The server's `CLIENT ID` of this connection, for checks from the side.
+    client_id: Option<i64>,
     /// Generation: which connection a failure report is about.
     generation: u64,
     /// Stops the connection's driver task, failing every command still
@@ -117,6 +119,23 @@ impl Live {
             kill.abort();
         }
         self.dead.cancel();
+    }
+}
+
+/// Counts a command in flight for as long as it lives (answered, failed or
+/// given up).
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn new(count: &'a AtomicU64) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -142,9 +161,13 @@ struct Shared {
     reports: mpsc::UnboundedSender<Report>,
     /// Milliseconds since `epoch` of the latest reply on the live connection.
     last_reply_ms: AtomicU64,
-    /// Milliseconds since `epoch` of the latest command sent: while it is
-    /// later than the latest reply, work is outstanding on the connection.
-    last_send_ms: AtomicU64,
+    /// Milliseconds since `epoch` of the latest time the server confirmed
+    /// the connection alive but busy (a check from the side): evidence for
+    /// a slow call, not a reply (it does not end "work outstanding").
+    last_busy_ms: AtomicU64,
+    /// Commands sent and not yet answered (or given up): while there are
+    /// any, a heartbeat PING may queue behind them.
+    in_flight: AtomicU64,
     /// Cancelled by the task as its very last act.
     finished: CancellationToken,
     /// The exclusive connections (none on an exclusive connection itself).
@@ -188,12 +211,9 @@ impl Shared {
         stats
     }
 
-    fn note_send(&self, at: Timestamp) {
-        // Written at most once a millisecond, like the reply time.
-        let at = at.as_millis();
-        if at > self.last_send_ms.load(Ordering::Relaxed) {
-            self.last_send_ms.fetch_max(at, Ordering::Relaxed);
-        }
+    fn note_busy(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.last_busy_ms.fetch_max(now, Ordering::Relaxed);
     }
 
     fn note_reply(&self) {
@@ -283,7 +303,8 @@ impl Client {
             events,
             reports,
             last_reply_ms: AtomicU64::new(0),
-            last_send_ms: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            last_busy_ms: AtomicU64::new(0),
             finished: CancellationToken::new(),
             exclusive,
         });
@@ -297,6 +318,7 @@ impl Client {
             fed_reply_ms: 0,
             connecting: None,
             ping: None,
+            aside: None,
             invalidated: None,
         };
         // Every event the task logs carries the (redacted) target.
@@ -435,9 +457,9 @@ impl Transport for Shared {
         live: &'a Arc<Live>,
         request: Request<'a>,
         _redirect: Option<&'a Redirect>,
-        sent_at: Timestamp,
+        _sent_at: Timestamp,
     ) -> Result<Value, RedisError> {
-        self.note_send(sent_at);
+        let _in_flight = InFlight::new(&self.in_flight);
         let mut conn = live.conn.clone();
         if live.kill.is_some() {
             // Closing the connection fails this command by itself.
@@ -458,7 +480,9 @@ impl Transport for Shared {
         // Any sign of life after the send: a reply (a heartbeat PONG too) or
         // the server confirming the connection busy. Whole milliseconds, so
         // a reply in the very millisecond of the send does not count.
-        self.last_reply_ms.load(Ordering::Relaxed) > since.as_millis()
+        let since = since.as_millis();
+        self.last_reply_ms.load(Ordering::Relaxed) > since
+            || self.last_busy_ms.load(Ordering::Relaxed) > since
     }
 
     fn failed(&self, live: &Arc<Live>, kind: FailureKind, delivery: Delivery) {
@@ -489,7 +513,9 @@ calls::handle!(Client, Shared, Live, Health, |client| client
     .config
     .database());
 
-type ConnectResult = Result<Connection, RedisError>;
+/// A made connection and its `CLIENT ID` (none when the server refuses to
+/// tell, e.g. an ACL user without `CLIENT`: no side checks then).
+type ConnectResult = Result<(Connection, Option<i64>), RedisError>;
 
 /// A connection attempt in flight: attempt number, the generation its
 /// connection will have, the connection.
@@ -497,6 +523,9 @@ type PendingConnect = (u32, u64, BoxFuture<'static, ConnectResult>);
 
 /// A heartbeat PING in flight: probe id, connection generation, the reply.
 type PendingPing = (u64, u64, BoxFuture<'static, Result<Value, RedisError>>);
+
+/// A check from the side in flight: probe id, connection generation, the verdict.
+type PendingAside = (u64, u64, BoxFuture<'static, AsideVerdict>);
 
 /// The background task: drives the supervisor and executes its actions. It
 /// ends when the supervisor reaches Shutdown: asked by [`Client::shutdown`],
@@ -515,6 +544,7 @@ struct Driver {
     fed_reply_ms: u64,
     connecting: Option<PendingConnect>,
     ping: Option<PendingPing>,
+    aside: Option<PendingAside>,
     /// Resolves when the connector says the live connection is stale.
     invalidated: Option<BoxFuture<'static, ()>>,
 }
@@ -561,6 +591,17 @@ impl Driver {
                             Some(Input::PingFailed { id, kind: failure_kind(&err) })
                         }
                         _ => None,
+                    }
+                }
+                (id, generation, verdict) = poll_aside(&mut self.aside) => {
+                    self.aside = None;
+                    if generation == self.generation {
+                        if verdict == AsideVerdict::Busy {
+                            self.shared.note_busy();
+                        }
+                        Some(Input::AsideChecked { id, verdict })
+                    } else {
+                        None
                     }
                 }
                 _ = poll_invalidated(&mut self.invalidated) => {
@@ -639,6 +680,14 @@ impl Driver {
                         // ready, so the attempt fails and the backoff waits
                         // for it, while queued commands keep waiting.
                         redis::cmd("PING").exec_async(&mut *conn).await?;
+                        // Who this connection is to the server, for checks
+                        // from the side while it is busy.
+                        let id = match redis::cmd("CLIENT").arg("ID").query_async(&mut *conn).await
+                        {
+                            Ok(id) => Some(id),
+                            Err(e) if is_server_reply(&e) => None,
+                            Err(e) => return Err(e),
+                        };
                         if let Some(name) = config.client_name() {
                             redis::cmd("CLIENT")
                                 .arg("SETNAME")
@@ -646,15 +695,18 @@ impl Driver {
                                 .exec_async(&mut *conn)
                                 .await?;
                         }
-                        pubsub.restore(conn).await
+                        pubsub.restore(conn).await?;
+                        Ok(id)
                     };
-                    if let Err(e) = setup.await {
-                        if let Some(kill) = &connection.kill {
-                            kill.abort();
+                    match setup.await {
+                        Ok(id) => Ok((connection, id)),
+                        Err(e) => {
+                            if let Some(kill) = &connection.kill {
+                                kill.abort();
+                            }
+                            Err(e)
                         }
-                        return Err(e);
                     }
-                    Ok(connection)
                 };
                 self.connecting = Some((attempt, generation, fut.boxed()));
                 tracing::debug!(attempt, "connecting");
@@ -665,11 +717,54 @@ impl Driver {
                     let fut =
                         async move { redis::cmd("PING").query_async::<Value>(&mut conn).await };
                     self.ping = Some((id, live.generation, fut.boxed()));
+                    // A fact for the core: commands are in flight, so this
+                    // PING may queue behind them.
+                    if shared.in_flight.load(Ordering::Relaxed) > 0 {
+                        self.supervisor
+                            .handle_input(shared.now(), Input::WorkOutstanding { id });
+                    }
                 }
+            }
+            Action::CheckAside { id } => {
+                let Some(live) = shared.live.load_full() else {
+                    return;
+                };
+                let Some(client_id) = live.client_id else {
+                    return; // the server would not say who we are
+                };
+                let connector = Arc::clone(&self.connector);
+                let config = shared.config.clone();
+                let fut = async move {
+                    let list = async {
+                        let mut aside = connector.connect_aside(&config).await?;
+                        let listed: String = redis::cmd("CLIENT")
+                            .arg("LIST")
+                            .arg("ID")
+                            .arg(client_id)
+                            .query_async(&mut aside.conn)
+                            .await?;
+                        if let Some(kill) = &aside.kill {
+                            kill.abort();
+                        }
+                        Ok::<_, RedisError>(listed)
+                    };
+                    match list.await {
+                        Ok(listed) if listed.trim().is_empty() => AsideVerdict::Gone,
+                        Ok(_) => AsideVerdict::Busy,
+                        // The server answered (-BUSY: a script runs; or it
+                        // refuses CLIENT LIST to this user): it is alive.
+                        Err(e) if is_server_reply(&e) => AsideVerdict::Busy,
+                        Err(e) => AsideVerdict::Unreachable {
+                            kind: failure_kind(&e),
+                        },
+                    }
+                };
+                self.aside = Some((id, live.generation, fut.boxed()));
             }
             Action::Disconnect => {
                 self.connecting = None;
                 self.ping = None;
+                self.aside = None;
                 self.invalidated = None;
                 if let Some(live) = shared.live.swap(None) {
                     live.close();
@@ -715,10 +810,11 @@ impl Driver {
     }
 
     /// A new connection is up: make it the one the hot path uses.
-    fn install(&mut self, connection: Connection, generation: u64) {
+    fn install(&mut self, (connection, client_id): (Connection, Option<i64>), generation: u64) {
         self.generation = generation;
         let live = Live {
             conn: connection.conn,
+            client_id,
             kill: connection.kill,
             generation: self.generation,
             dead: CancellationToken::new(),
@@ -759,6 +855,13 @@ async fn poll_connect(connecting: &mut Option<PendingConnect>) -> (u32, u64, Con
             *connecting = None;
             (attempt, generation, result)
         }
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll_aside(aside: &mut Option<PendingAside>) -> (u64, u64, AsideVerdict) {
+    match aside {
+        Some((id, generation, fut)) => (*id, *generation, fut.await),
         None => std::future::pending().await,
     }
 }

@@ -53,6 +53,15 @@ pub trait Connector: Send + Sync + fmt::Debug + 'static {
     fn invalidated(&self) -> futures_util::future::BoxFuture<'static, ()> {
         Box::pin(std::future::pending())
     }
+
+    /// Opens a short-lived second connection to the server the last
+    /// [`connect`](Self::connect) reached, for a check from the side (is
+    /// the server still there, does it still know the first connection?).
+    /// Must have no effect on the connector's own state. The default is a
+    /// plain [`connect`](Self::connect) with no push handler.
+    async fn connect_aside(&self, config: &Config) -> Result<Connection, RedisError> {
+        self.connect(config, Arc::new(|_| {})).await
+    }
 }
 
 /// The default connector: whatever the config's URL says (TCP, TLS with the

@@ -272,7 +272,15 @@ impl Exclusive {
         };
         match request {
             Request::Cmd(cmd) => apply(cmd),
-            Request::Pipeline { pipeline, .. } => pipeline.cmd_iter().for_each(apply),
+            Request::Pipeline { pipeline, .. } => {
+                pipeline.cmd_iter().for_each(&mut apply);
+                if pipeline.is_transaction() {
+                    // redis-rs wraps it in MULTI ... EXEC when it sends it:
+                    // the transaction, and any WATCH before it, ends there.
+                    self.in_multi = false;
+                    self.watching = false;
+                }
+            }
         }
     }
 

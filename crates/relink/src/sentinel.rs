@@ -225,6 +225,38 @@ impl Connector for SentinelConnector {
         Ok(connection)
     }
 
+    /// Straight to the master of the last connect: no discovery, no change
+    /// to what the connector remembers.
+    async fn connect_aside(&self, config: &Config) -> Result<Connection, RedisError> {
+        let master = self
+            .connected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some((host, port)) = master else {
+            return Err(crate::Error::NotConnected {
+                state: relink_core::State::Connecting,
+            }
+            .into_redis());
+        };
+        let info = config.connection_info();
+        let addr = match info.addr() {
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => ConnectionAddr::Tcp(host, port),
+        };
+        let client = redis::Client::open(info.set_addr(addr))?;
+        connect_multiplexed(&client, config, Arc::new(|_| {})).await
+    }
+
     fn invalidated(&self) -> BoxFuture<'static, ()> {
         if !self.follow {
             return Box::pin(std::future::pending());

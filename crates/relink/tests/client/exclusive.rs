@@ -3,7 +3,9 @@
 
 use redis::AsyncCommands;
 use relink::config::{ExclusiveConfig, OutagePolicy};
-use relink::{Config, Error};
+use std::time::Duration;
+
+use relink::{Client, Config, Error};
 use relink_testkit::RedisServer;
 
 use crate::{fast_config, ready_client, PATIENCE};
@@ -65,9 +67,12 @@ async fn watch_multi_exec_on_leases_loses_no_update() {
         (TASKS * EACH) as i64,
         "no lost update ({conflicts} conflicts retried)"
     );
-    let stats = client.stats();
-    assert!(stats.exclusive_open <= 8, "{stats:?}");
-    assert_eq!(stats.exclusive_leased, 0, "every lease returned: {stats:?}");
+    assert!(client.stats().exclusive_open <= 8, "{:?}", client.stats());
+    // A lease that needs cleaning is returned once its UNWATCH is answered.
+    crate::until("every lease returned", || {
+        client.stats().exclusive_leased == 0
+    })
+    .await;
     client.shutdown().await;
 }
 
@@ -198,4 +203,202 @@ async fn bad_blocking_timeouts_and_pool_sizes_are_named() {
     );
     drop(tx);
     assert_eq!(client.stats().exclusive_open, 0, "{:?}", client.stats());
+}
+
+/// How many clients the server has blocked in a blocking command.
+fn blocked_clients(server: &RedisServer) -> i64 {
+    let info: String = redis::cmd("INFO")
+        .arg("clients")
+        .query(&mut server.connection())
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("blocked_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
+/// A BLPOP with a 5 s timeout on a default client, while 8 tasks run
+/// GET/SET on clones: the GETs go on (the BLPOP holds an exclusive
+/// connection, not the shared one), the BLPOP outlives the heartbeat's
+/// bound (its PINGs queue behind it; the side check says the server is
+/// merely blocked) and returns the value pushed later, with no disconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blpop_holds_neither_the_shared_connection_nor_its_own_heartbeat() {
+    let server = RedisServer::start();
+    let config = Config::new(&server.url()).unwrap();
+    let heartbeat = config.supervisor_config().heartbeat;
+    let client = Client::new(config).unwrap();
+    client.wait_ready(PATIENCE).await.unwrap();
+    let mut events = client.events();
+    let blpop = tokio::spawn({
+        let mut c = client.clone();
+        async move { c.blpop::<_, Option<(String, String)>>("jobs", 5.0).await }
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|i| {
+            let mut c = client.clone();
+            let stop = std::sync::Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _: () = c.set(format!("w{i}"), done).await.unwrap();
+                    let _: Option<u64> = c.get(format!("w{i}")).await.unwrap();
+                    done += 1;
+                    assert!(done < 10_000_000, "bounded");
+                }
+                done
+            })
+        })
+        .collect();
+    crate::until("the BLPOP is blocked on the server", || {
+        blocked_clients(&server) == 1
+    })
+    .await;
+    // The scenario, not a synchronisation: stay blocked for longer than the
+    // heartbeat's interval + timeout, so a PING queued behind the BLPOP would
+    // have had the connection declared dead without the side check.
+    tokio::time::sleep(heartbeat.interval + heartbeat.timeout + Duration::from_millis(500)).await;
+    let ops_during = {
+        let before = client.stats().succeeded;
+        crate::until("the workers make progress", || {
+            client.stats().succeeded > before + 100
+        })
+        .await;
+        client.stats().succeeded - before
+    };
+    let _: () = redis::cmd("LPUSH")
+        .arg("jobs")
+        .arg("job-1")
+        .query(&mut server.connection())
+        .unwrap();
+    let popped = tokio::time::timeout(PATIENCE, blpop)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(popped, Some(("jobs".to_owned(), "job-1".to_owned())));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        assert!(w.await.unwrap() > 0);
+    }
+    assert!(ops_during > 100);
+    let seen = crate::faults::drain_ready(&mut events);
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, relink::Event::Disconnected { .. })),
+        "{seen:?}"
+    );
+    client.shutdown().await;
+}
+
+/// `CLIENT PAUSE 3000 WRITE` during an INCR loop on a default client: the
+/// writes are delayed, not failed (the pause is shorter than the deadline,
+/// and the side check confirms the connection alive while its PINGs queue
+/// behind the paused INCR); every acknowledged INCR is counted, nothing
+/// else; no reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_wait_out_a_client_pause() {
+    let server = RedisServer::start();
+    let client = Client::new(Config::new(&server.url()).unwrap()).unwrap();
+    client.wait_ready(PATIENCE).await.unwrap();
+    let mut events = client.events();
+    let mut c = client.clone();
+    let mut acked = 0i64;
+    let mut paused = false;
+    let started = std::time::Instant::now();
+    // Bounded: about 5 s of INCRs, a pause of 3 s in the middle.
+    while started.elapsed() < Duration::from_secs(5) {
+        if !paused && started.elapsed() > Duration::from_millis(500) {
+            let _: () = redis::cmd("CLIENT")
+                .arg("PAUSE")
+                .arg(3000)
+                .arg("WRITE")
+                .query(&mut server.connection())
+                .unwrap();
+            paused = true;
+        }
+        let _: i64 = c
+            .incr("counter", 1)
+            .await
+            .expect("an INCR during a pause waits");
+        acked += 1;
+    }
+    let n: i64 = c.get("counter").await.unwrap();
+    assert_eq!(n, acked);
+    let seen = crate::faults::drain_ready(&mut events);
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, relink::Event::Disconnected { .. })),
+        "{seen:?}"
+    );
+    client.shutdown().await;
+}
+
+/// A consumer reading with `XREADGROUP ... BLOCK` rides out a server restart
+/// on its own: the blocked read fails with the connection (a read: retried
+/// on a new exclusive connection once the server is back), and the entry
+/// added after the restart is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_xreadgroup_comes_back_after_a_restart() {
+    let mut server = RedisServer::builder().appendonly(true).start();
+    let client = ready_client(fast_config(&server.url())).await;
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("s")
+        .arg("g")
+        .arg("$")
+        .arg("MKSTREAM")
+        .query(&mut server.connection())
+        .unwrap();
+    let reader = tokio::spawn({
+        let mut c = client.clone();
+        async move {
+            // Bounded: each read blocks at most 1 s; the test ends it.
+            for _ in 0..120 {
+                let reply: redis::RedisResult<redis::streams::StreamReadReply> =
+                    redis::cmd("XREADGROUP")
+                        .arg("GROUP")
+                        .arg("g")
+                        .arg("c")
+                        .arg("BLOCK")
+                        .arg(1000)
+                        .arg("STREAMS")
+                        .arg("s")
+                        .arg(">")
+                        .query_async(&mut c)
+                        .await;
+                if let Ok(reply) = reply {
+                    if let Some(key) = reply.keys.first() {
+                        if let Some(id) = key.ids.first() {
+                            return Some(id.map.contains_key("after"));
+                        }
+                    }
+                }
+            }
+            None
+        }
+    });
+    crate::until("the reader is blocked", || blocked_clients(&server) == 1).await;
+    server.kill();
+    server.restart();
+    let _: String = redis::cmd("XADD")
+        .arg("s")
+        .arg("*")
+        .arg("after")
+        .arg("restart")
+        .query(&mut server.connection())
+        .unwrap();
+    let got = tokio::time::timeout(PATIENCE, reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        got,
+        Some(true),
+        "the entry added after the restart was read"
+    );
+    client.shutdown().await;
 }

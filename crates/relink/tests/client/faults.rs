@@ -128,7 +128,9 @@ async fn a_ping_answered_busy_keeps_the_connection() {
 }
 
 /// The events already delivered, without waiting for more.
-fn drain_ready(events: &mut (impl futures_util::Stream<Item = Event> + Unpin)) -> Vec<Event> {
+pub(crate) fn drain_ready(
+    events: &mut (impl futures_util::Stream<Item = Event> + Unpin),
+) -> Vec<Event> {
     use futures_util::FutureExt;
     use futures_util::StreamExt;
     let mut seen = Vec::new();

@@ -188,19 +188,14 @@ impl Shared {
         request: Request<'_>,
         options: CallOptions,
     ) -> Result<Value, RedisError> {
-        if let Some(pool) = &self.exclusive {
-            match request.blocking() {
-                Ok(Some(_)) => {
-                    let lease = pool.lease(&self.calls, options).await;
-                    let mut lease = lease.map_err(Error::into_redis)?;
-                    return lease.run(request).await;
-                }
-                Ok(None) => {}
-                // The call loop refuses it with the reason.
-                Err(_) => {}
-            }
+        let blocking = request.blocking();
+        if let (Some(pool), Ok(Some(_))) = (&self.exclusive, &blocking) {
+            let lease = pool.lease(&self.calls, options).await;
+            let mut lease = lease.map_err(Error::into_redis)?;
+            return lease.run(request).await;
         }
-        self.calls.run(self, request, options).await
+        // (A malformed blocking command is refused by the call loop.)
+        self.calls.run(self, request, options, blocking).await
     }
 
     fn stats(&self) -> Stats {
@@ -368,7 +363,9 @@ impl Client {
         request: Request<'a>,
         options: CallOptions,
     ) -> impl std::future::Future<Output = Result<Value, RedisError>> + Send + 'a {
-        self.shared.calls.run(&*self.shared, request, options)
+        self.shared
+            .calls
+            .run(&*self.shared, request, options, request.blocking())
     }
 
     /// The supervisor's events from now on: connected, disconnected (with the

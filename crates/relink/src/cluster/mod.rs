@@ -417,7 +417,7 @@ impl Shared {
         request: Request<'a>,
         options: CallOptions,
     ) -> impl std::future::Future<Output = Result<Value, RedisError>> + Send + 'a {
-        self.calls.run(self, request, options)
+        self.calls.run(self, request, options, request.blocking())
     }
 
     fn stats(&self) -> crate::Stats {

@@ -710,10 +710,20 @@ impl Driver {
             }
             Action::SendPing { id } => {
                 if let Some(live) = shared.live.load_full() {
-                    let mut conn = live.conn.clone();
-                    let fut =
-                        async move { redis::cmd("PING").query_async::<Value>(&mut conn).await };
-                    self.ping = Some((id, live.generation, fut.boxed()));
+                    // A PING still unanswered on this connection is queued
+                    // behind the same work: keep it (its PONG still counts)
+                    // rather than pile another behind it.
+                    let pending = self
+                        .ping
+                        .as_ref()
+                        .is_some_and(|(_, generation, _)| *generation == live.generation);
+                    if !pending {
+                        let mut conn = live.conn.clone();
+                        let fut = async move {
+                            redis::cmd("PING").query_async::<Value>(&mut conn).await
+                        };
+                        self.ping = Some((id, live.generation, fut.boxed()));
+                    }
                     // A fact for the core: commands are in flight, so this
                     // PING may queue behind them.
                     if shared.in_flight.load(Ordering::Relaxed) > 0 {

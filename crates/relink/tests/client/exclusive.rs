@@ -402,3 +402,77 @@ async fn a_blocked_xreadgroup_comes_back_after_a_restart() {
     );
     client.shutdown().await;
 }
+
+/// A 3 s Lua busy loop sent through a default client, with a low
+/// `busy-reply-threshold`: the connection running the script is not torn
+/// down (its PINGs queue behind the script; the side check is answered
+/// `-BUSY`, which proves the server alive), the script's reply is waited
+/// for past the response timeout, and another client's GET, refused with
+/// `-BUSY`, is waited out as the outage policy says and then answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_script_is_waited_for_and_others_wait_out_busy() {
+    let server = RedisServer::start();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("busy-reply-threshold")
+        .arg("100")
+        .query(&mut server.connection())
+        .unwrap();
+    let scripter = Client::new(Config::new(&server.url()).unwrap()).unwrap();
+    let reader = Client::new(Config::new(&server.url()).unwrap()).unwrap();
+    scripter.wait_ready(PATIENCE).await.unwrap();
+    reader.wait_ready(PATIENCE).await.unwrap();
+    let mut scripter_events = scripter.events();
+    let mut reader_events = reader.events();
+    let script = tokio::spawn({
+        let mut c = scripter.clone();
+        async move {
+            redis::cmd("EVAL")
+                .arg(
+                    "local t0 = redis.call('TIME') \
+                     local start = t0[1] * 1000000 + t0[2] \
+                     while true do \
+                       local t = redis.call('TIME') \
+                       if t[1] * 1000000 + t[2] - start > 3000000 then return 1 end \
+                     end",
+                )
+                .arg(0)
+                .query_async::<i64>(&mut c)
+                .await
+        }
+    });
+    // Once the script is past the threshold, the server answers -BUSY to
+    // everyone else: the reader's GET meets it, and waits it out.
+    let busy = || {
+        redis::cmd("PING")
+            .query::<String>(&mut server.connection())
+            .is_err_and(|e| e.code() == Some("BUSY"))
+    };
+    crate::until("the script keeps the server busy", busy).await;
+    let mut r = reader.clone();
+    let got = r.get::<_, Option<String>>("k").await;
+    assert!(
+        got.is_ok(),
+        "a GET during a script is waited out, not failed: {got:?}"
+    );
+    assert!(!busy(), "the GET was answered once the script ended");
+    assert_eq!(
+        tokio::time::timeout(PATIENCE, script)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap(),
+        1
+    );
+    for events in [&mut scripter_events, &mut reader_events] {
+        let seen = crate::faults::drain_ready(events);
+        assert!(
+            !seen
+                .iter()
+                .any(|e| matches!(e, relink::Event::Disconnected { .. })),
+            "{seen:?}"
+        );
+    }
+    scripter.shutdown().await;
+    reader.shutdown().await;
+}

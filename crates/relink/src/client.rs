@@ -49,6 +49,11 @@ pub struct Health {
     pub rtt: Option<Duration>,
     /// Heartbeat misses in a row on the current connection.
     pub heartbeat_misses: u32,
+    /// Since when the connection has been busy: its heartbeat PINGs queue
+    /// behind work (a blocking command, a long script, a paused server)
+    /// and a check from the side confirmed it alive. `None` once any reply
+    /// comes through.
+    pub busy_since: Option<Instant>,
 }
 
 /// Counters of what happened to commands, for dashboards and the outage tour.
@@ -282,6 +287,7 @@ impl Client {
             last_failure: None,
             rtt: None,
             heartbeat_misses: 0,
+            busy_since: None,
         });
         let (events, _) = broadcast::channel(256);
         let (reports, reports_rx) = mpsc::unbounded_channel();
@@ -719,9 +725,8 @@ impl Driver {
                         .is_some_and(|(_, generation, _)| *generation == live.generation);
                     if !pending {
                         let mut conn = live.conn.clone();
-                        let fut = async move {
-                            redis::cmd("PING").query_async::<Value>(&mut conn).await
-                        };
+                        let fut =
+                            async move { redis::cmd("PING").query_async::<Value>(&mut conn).await };
                         self.ping = Some((id, live.generation, fut.boxed()));
                     }
                     // A fact for the core: commands are in flight, so this
@@ -844,6 +849,9 @@ impl Driver {
                 last_failure: h.last_failure,
                 rtt: h.rtt,
                 heartbeat_misses: h.heartbeat_misses,
+                busy_since: h
+                    .busy_since
+                    .map(|t| shared.epoch + Duration::from_millis(t.as_millis())),
             };
             let changed = *current != next;
             if changed {

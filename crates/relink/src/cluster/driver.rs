@@ -306,6 +306,7 @@ impl Driver {
                         last_failure: None,
                         rtt: None,
                         heartbeat_misses: 0,
+                        busy_since: None,
                     },
                 };
                 let node = NodeHealth {

@@ -304,6 +304,13 @@ async fn writes_wait_out_a_client_pause() {
     let client = Client::new(Config::new(&server.url()).unwrap()).unwrap();
     client.wait_ready(PATIENCE).await.unwrap();
     let mut events = client.events();
+    // Health shows the connection busy (not dead) while the INCR is paused.
+    let mut health = client.health();
+    let busy_seen = tokio::spawn(async move {
+        tokio::time::timeout(PATIENCE, health.wait_for(|h| h.busy_since.is_some()))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    });
     let mut c = client.clone();
     let mut acked = 0i64;
     let mut paused = false;
@@ -327,6 +334,10 @@ async fn writes_wait_out_a_client_pause() {
     }
     let n: i64 = c.get("counter").await.unwrap();
     assert_eq!(n, acked);
+    assert!(
+        busy_seen.await.unwrap(),
+        "health.busy_since was set during the pause"
+    );
     let seen = crate::faults::drain_ready(&mut events);
     assert!(
         !seen

@@ -46,6 +46,10 @@ pub(crate) struct CallOptions {
     pub(crate) idempotent: bool,
     /// The total bound of each call.
     pub(crate) deadline: Option<Duration>,
+    /// The connection (by generation) the call must run on, if any: a
+    /// lease's WATCH or MULTI lives on one connection, and the server forgets
+    /// it when that connection is replaced.
+    pub(crate) pinned: Option<u64>,
 }
 
 impl CallOptions {
@@ -53,6 +57,7 @@ impl CallOptions {
         CallOptions {
             idempotent: false,
             deadline: config.deadline(),
+            pinned: None,
         }
     }
 }
@@ -96,6 +101,10 @@ pub(crate) trait Transport: Fields {
     /// Evidence for the core: did `conn` deliver a reply, or did the server
     /// confirm it busy, after `since`?
     fn alive_since(&self, conn: &Self::Conn, since: Timestamp) -> bool;
+
+    /// Which connection `conn` is (its generation; 0 where connections are
+    /// not replaced one by one).
+    fn generation(&self, conn: &Self::Conn) -> u64;
 
     /// A reply came on `conn` (heartbeat evidence).
     fn replied(&self, conn: &Self::Conn);
@@ -286,6 +295,13 @@ impl Calls {
                         input = self.look(transport, &mut conn);
                         continue;
                     };
+                    if options.pinned.is_some_and(|g| g != transport.generation(c)) {
+                        // The state this call depends on is gone with the
+                        // connection it lived on: sending here would run
+                        // it unguarded.
+                        bump(&self.counters.not_sent);
+                        return Err(Error::ConnectionReplaced.into_redis());
+                    }
                     // The first send is at the call's start (one clock read
                     // less on the hot path); later ones read the clock.
                     let sent_at = if std::mem::take(&mut first_send) {

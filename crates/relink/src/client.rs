@@ -363,6 +363,11 @@ impl Client {
         }
     }
 
+    /// The generation of the live connection (0: none now).
+    pub(crate) fn current_generation(&self) -> u64 {
+        self.shared.live.load().as_ref().map_or(0, |l| l.generation)
+    }
+
     /// Runs `request` on this client's own connection.
     pub(crate) fn run_here<'a>(
         &'a self,
@@ -473,6 +478,10 @@ impl Transport for Shared {
             result = request.send(&mut conn) => result,
             _ = live.dead.cancelled() => Err(classify::given_up()),
         }
+    }
+
+    fn generation(&self, live: &Arc<Live>) -> u64 {
+        live.generation
     }
 
     fn replied(&self, _live: &Arc<Live>) {

@@ -103,6 +103,15 @@ pub enum Error {
         /// The configured bound (`exclusive.max_connections`).
         max: usize,
     },
+    /// An exclusive lease's connection was lost and replaced while it held
+    /// `WATCH`ed keys or an open `MULTI`: the server forgot them, so the
+    /// command was not sent (it would have run unguarded); nothing happened.
+    /// Start the transaction again (`WATCH` ...) on the same lease.
+    #[error(
+        "the lease's connection was replaced and the server forgot its WATCH/MULTI; \
+         the command was not sent: nothing happened (start the transaction again)"
+    )]
+    ConnectionReplaced,
     /// The client was shut down (or its reconnect policy gave up).
     #[error("client is shut down; the command was not sent: nothing happened")]
     Shutdown,
@@ -133,6 +142,7 @@ impl Error {
             | Error::NotApplied { .. }
             | Error::InvalidCommand { .. }
             | Error::NoExclusiveConnection { .. }
+            | Error::ConnectionReplaced
             | Error::Shutdown => Some(Outcome::NotApplied),
             Error::OutcomeUnknown { .. } => Some(Outcome::Unknown),
             Error::DeadlineExceeded { outcome, .. } => Some(*outcome),

@@ -103,6 +103,18 @@ impl ExclusivePool {
             started.as_millis(),
         );
         let policy = calls.policy();
+        let max = self.config.exclusive().max_connections;
+        let failed = |failure: relink_core::call::Failure| match failure.reason {
+            FailReason::Shutdown => Error::Shutdown,
+            FailReason::DeadlineExceeded => Error::DeadlineExceeded {
+                deadline: options.deadline.unwrap_or_default(),
+                outcome: failure.outcome,
+            },
+            FailReason::QueueTimeout => Error::QueueTimeout {
+                waited: calls.now().saturating_since(started),
+            },
+            _ => Error::NoExclusiveConnection { max },
+        };
         let mut input = CallInput::Connected;
         // Bounded by the core: it answers Queue until the outage wait or
         // the deadline ends, then Fail.
@@ -130,28 +142,50 @@ impl ExclusivePool {
                         }
                     }
                 }
-                Decision::Fail { failure } => {
-                    let max = self.config.exclusive().max_connections;
-                    return Err(match failure.reason {
-                        FailReason::Shutdown => Error::Shutdown,
-                        FailReason::DeadlineExceeded => Error::DeadlineExceeded {
-                            deadline: options.deadline.unwrap_or_default(),
-                            outcome: failure.outcome,
-                        },
-                        FailReason::QueueTimeout => Error::QueueTimeout {
-                            waited: calls.now().saturating_since(started),
-                        },
-                        _ => Error::NoExclusiveConnection { max },
-                    });
-                }
-                _ => {
-                    return Err(Error::NoExclusiveConnection {
-                        max: self.config.exclusive().max_connections,
-                    })
-                }
+                Decision::Fail { failure } => return Err(failed(failure)),
+                _ => return Err(Error::NoExclusiveConnection { max }),
             }
         };
         let client = self.take_idle().map_or_else(|| self.open_one(), Ok)?;
+        // A lease is a connection: wait for a new one to be up as for any
+        // connection (so a WATCH is pinned to the connection it runs on).
+        let mut health = client.health();
+        // Bounded by the core, as above.
+        let up = async {
+            // A connection being opened for the first time is not an
+            // outage: let its first attempt end (the supervisor bounds it
+            // by the connect timeout) before the outage policy applies.
+            let first_attempt = health
+                .wait_for(|h| !matches!(h.state, State::Idle | State::Connecting) || h.attempt > 1)
+                .await;
+            drop(first_attempt);
+            while client.current_generation() == 0 {
+                match call.decide(policy, calls.now(), CallInput::NotConnected) {
+                    Decision::Queue { until } => {
+                        tokio::select! {
+                            _ = health.changed() => {}
+                            _ = calls.shutdown.cancelled() => {}
+                            _ = tokio::time::sleep_until(calls.instant(until).into()) => {}
+                        }
+                        if calls.shutdown.is_cancelled() {
+                            return Err(Error::Shutdown);
+                        }
+                    }
+                    Decision::Fail { failure } if failure.reason == FailReason::NotConnected => {
+                        return Err(Error::NotConnected {
+                            state: client.health().borrow().state,
+                        });
+                    }
+                    Decision::Fail { failure } => return Err(failed(failure)),
+                    _ => return Err(Error::NoExclusiveConnection { max }),
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = up.await {
+            self.discard(client);
+            return Err(e);
+        }
         Ok(Exclusive {
             client: Some(client),
             pool: Arc::clone(self),
@@ -285,11 +319,26 @@ impl Exclusive {
     }
 
     pub(crate) async fn run(&mut self, request: Request<'_>) -> Result<Value, RedisError> {
-        self.note(request);
-        let Some(client) = self.client.as_ref().filter(|_| !self.pool.is_closed()) else {
+        let Some(client) = self.client.clone().filter(|_| !self.pool.is_closed()) else {
             return Err(Error::Shutdown.into_redis());
         };
-        client.run_here(request, self.options).await
+        let had_state = self.watching || self.in_multi;
+        self.note(request);
+        if !had_state && (self.watching || self.in_multi) {
+            // The WATCH/MULTI lives on this connection: pin the lease to it.
+            self.options.pinned = Some(client.current_generation());
+        }
+        let result = client.run_here(request, self.options).await;
+        let replaced = result
+            .as_ref()
+            .is_err_and(|e| matches!(Error::from_redis(e), Some(Error::ConnectionReplaced)));
+        if replaced || !(self.watching || self.in_multi) {
+            // Ended (EXEC, DISCARD, UNWATCH), or forgotten by the server.
+            self.watching = false;
+            self.in_multi = false;
+            self.options.pinned = None;
+        }
+        result
     }
 }
 

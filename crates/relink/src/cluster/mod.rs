@@ -441,6 +441,10 @@ impl Transport for Shared {
         request.send_cluster(&mut conn, redirect).await
     }
 
+    fn generation(&self, _conn: &Arc<ClusterConnection>) -> u64 {
+        0
+    }
+
     fn replied(&self, _conn: &Arc<ClusterConnection>) {}
 
     fn alive_since(&self, _conn: &Arc<ClusterConnection>, _since: Timestamp) -> bool {

@@ -487,3 +487,64 @@ async fn a_long_script_is_waited_for_and_others_wait_out_busy() {
     scripter.shutdown().await;
     reader.shutdown().await;
 }
+
+/// A lease's connection lost between WATCH and EXEC: the server forgot the
+/// WATCH, so relink refuses to send the rest of the transaction (it would
+/// run unguarded and could lose an update); the caller starts again on the
+/// same lease, and that transaction goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_lost_with_its_connection_is_not_run_unguarded() {
+    let server = RedisServer::start();
+    let client = ready_client(fast_config(&server.url())).await;
+    let mut tx = client.exclusive().await.unwrap();
+    let id: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut tx)
+        .await
+        .unwrap();
+    redis::cmd("WATCH")
+        .arg("counter")
+        .exec_async(&mut tx)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(id)
+        .query(&mut server.connection())
+        .unwrap();
+    // Bounded: the lease's connection is replaced within PATIENCE.
+    let refused = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match tx.get::<_, Option<i64>>("counter").await {
+                Err(e) if matches!(Error::from_redis(&e), Some(Error::ConnectionReplaced)) => {
+                    break e;
+                }
+                // Before the reconnect: a read of the dead connection fails
+                // or is retried; go on until the replacement is seen.
+                _ => tokio::task::yield_now().await,
+            }
+        }
+    })
+    .await
+    .expect("the replaced connection is noticed");
+    assert_eq!(Error::outcome_of(&refused), relink::Outcome::NotApplied);
+    // Start again on the same lease: WATCH, read, transaction.
+    redis::cmd("WATCH")
+        .arg("counter")
+        .exec_async(&mut tx)
+        .await
+        .unwrap();
+    let n: Option<i64> = tx.get("counter").await.unwrap();
+    let done: Option<(i64,)> = redis::pipe()
+        .atomic()
+        .set("counter", n.unwrap_or(0) + 1)
+        .ignore()
+        .get("counter")
+        .query_async(&mut tx)
+        .await
+        .unwrap();
+    assert_eq!(done, Some((1,)));
+    drop(tx);
+    client.shutdown().await;
+}

@@ -120,6 +120,33 @@ fn test() -> Result {
             "warnings",
         ]),
     )?;
+    // rustdoc -D warnings. relink-ffi's library is also called `relink`, so
+    // its docs go to a directory of their own.
+    step(
+        "cargo doc --no-deps (RUSTDOCFLAGS=-D warnings)",
+        cargo()
+            .args([
+                "doc",
+                "--no-deps",
+                "-p",
+                "relink-core",
+                "-p",
+                "relink",
+                "-p",
+                "relink-wasm",
+                "-p",
+                "relink-testkit",
+            ])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    let ffi_docs = target_dir().join("doc-ffi");
+    step(
+        "cargo doc --no-deps -p relink-ffi (RUSTDOCFLAGS=-D warnings)",
+        cargo()
+            .args(["doc", "--no-deps", "-p", "relink-ffi", "--target-dir"])
+            .arg(&ffi_docs)
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
     step(
         &format!("cargo build -p relink-core --no-default-features --target {WASM_TARGET}"),
         cargo().args([

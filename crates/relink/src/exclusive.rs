@@ -39,14 +39,14 @@ pub(crate) struct ExclusivePool {
     idle: Mutex<Vec<IdleConnection>>,
     /// Exclusive connections open now (idle or leased).
     open: AtomicU64,
-    /// Ids for idle entries, so an idle timer closes only its own.
-    next_id: AtomicU64,
+    /// The task that closes idle connections, while any is idle.
+    reaper: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Set when the client shuts down: no lease is given or served.
     closed: AtomicBool,
 }
 
 struct IdleConnection {
-    id: u64,
+    since: Instant,
     client: Client,
 }
 
@@ -58,7 +58,7 @@ impl ExclusivePool {
             slots: Arc::new(Semaphore::new(config.exclusive().max_connections)),
             idle: Mutex::new(Vec::new()),
             open: AtomicU64::new(0),
-            next_id: AtomicU64::new(0),
+            reaper: Mutex::new(None),
             closed: AtomicBool::new(false),
         }
     }
@@ -71,6 +71,14 @@ impl ExclusivePool {
         let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(PoisonError::into_inner));
         self.open.fetch_sub(idle.len() as u64, Ordering::Relaxed);
         drop(idle);
+        if let Some(reaper) = self
+            .reaper
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            reaper.abort();
+        }
     }
 
     fn is_closed(&self) -> bool {
@@ -216,40 +224,65 @@ impl ExclusivePool {
         Ok(client)
     }
 
-    /// Takes a clean connection back, and closes it after the idle timeout
+    /// Takes a clean connection back; it is closed after the idle timeout
     /// unless it is leased again first.
     fn put_back(self: &Arc<Self>, client: Client) {
         if self.is_closed() {
             self.discard(client);
             return;
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(IdleConnection { id, client });
+            .push(IdleConnection {
+                since: Instant::now(),
+                client,
+            });
+        self.ensure_reaper();
+    }
+
+    /// One task per pool closes idle connections as they expire, and ends
+    /// when none is idle (a return starts it again).
+    fn ensure_reaper(self: &Arc<Self>) {
+        let mut reaper = self.reaper.lock().unwrap_or_else(PoisonError::into_inner);
+        if reaper.as_ref().is_some_and(|r| !r.is_finished()) {
+            return;
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let pool = Arc::downgrade(self);
-        let close_at = Instant::now() + self.config.exclusive().idle_timeout;
-        runtime.spawn(async move {
-            tokio::time::sleep_until(close_at.into()).await;
-            if let Some(pool) = pool.upgrade() {
-                pool.close_idle(id);
+        *reaper = Some(runtime.spawn(async move {
+            // Bounded: every round closes the expired connections and
+            // sleeps until the oldest of the rest expires; no idle one left
+            // (or no pool) ends it.
+            loop {
+                let Some(next) = pool.upgrade().and_then(|pool| pool.close_expired()) else {
+                    return;
+                };
+                tokio::time::sleep_until(next.into()).await;
             }
-        });
+        }));
     }
 
-    fn close_idle(&self, id: u64) {
-        let closed = {
+    /// Closes the idle connections past the idle timeout; returns when the
+    /// oldest of the others expires, or `None` when none is left.
+    fn close_expired(&self) -> Option<Instant> {
+        let idle_timeout = self.config.exclusive().idle_timeout;
+        let now = Instant::now();
+        let expired: Vec<IdleConnection> = {
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            idle.iter().position(|e| e.id == id).map(|i| idle.remove(i))
+            let (expired, kept) = std::mem::take(&mut *idle)
+                .into_iter()
+                .partition(|e| now.duration_since(e.since) >= idle_timeout);
+            *idle = kept;
+            expired
         };
-        if closed.is_some() {
-            // Dropping the last handle stops the connection's task.
-            self.open.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.open.fetch_sub(expired.len() as u64, Ordering::Relaxed);
+        // Dropping the last handles stops their tasks.
+        drop(expired);
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.iter().map(|e| e.since + idle_timeout).min()
     }
 
     /// A connection that cannot go back: close it.

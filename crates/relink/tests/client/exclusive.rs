@@ -548,3 +548,34 @@ async fn a_watch_lost_with_its_connection_is_not_run_unguarded() {
     drop(tx);
     client.shutdown().await;
 }
+
+/// An exclusive connection unused for `idle_timeout` is closed; the task
+/// that closes them ends when none is idle, and shutdown leaves none open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_exclusive_connections_are_closed() {
+    let server = RedisServer::start();
+    let config = fast_config(&server.url()).with_exclusive(
+        ExclusiveConfig::default().idle_timeout(std::time::Duration::from_millis(200)),
+    );
+    let client = ready_client(config).await;
+    for _ in 0..3 {
+        let a = client.exclusive().await.unwrap();
+        let b = client.exclusive().await.unwrap();
+        drop((a, b));
+    }
+    assert_eq!(client.stats().exclusive_open, 2);
+    crate::until("idle connections closed", || {
+        client.stats().exclusive_open == 0
+    })
+    .await;
+    let clients = || {
+        redis::cmd("CLIENT")
+            .arg("LIST")
+            .query::<String>(&mut server.connection())
+            .map(|l| l.lines().count())
+            .unwrap_or(0)
+    };
+    // The shared connection and the listing one remain.
+    crate::until("their sockets closed", || clients() == 2).await;
+    client.shutdown().await;
+}

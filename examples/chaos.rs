@@ -10,7 +10,10 @@
 //!   of acknowledged keys), a Pub/Sub subscriber (gap markers counted), a
 //!   state-sync `Publisher` on a topic with a tiny retention (so trims force
 //!   full resyncs), two `Follower`s checked update by update, and a
-//!   `SyncedMap`.
+//!   `SyncedMap`; a job queue (producers `LPUSH` uniquely numbered jobs,
+//!   consumers take them with `BLPOP`, which relink runs on exclusive
+//!   connections) and a counter incremented with `WATCH`/`MULTI`/`EXEC` on
+//!   leased connections (`Client::exclusive`), retried on a nil `EXEC`.
 //! - Faults, from a schedule that is a pure function of the seed (kinds,
 //!   order, durations, gaps): kill -9 + restart, SIGSTOP/SIGCONT, graceful
 //!   `SHUTDOWN` + restart, proxy cut / reset / blackhole / latency / drop
@@ -19,8 +22,14 @@
 //! - At the end: every acknowledged SET present; each counter between its
 //!   acknowledged increments and acknowledged + unknown; every follower saw
 //!   every sequence number exactly once, in order, between resyncs, and its
-//!   mirror equals the server's state; health back to Ready after every
-//!   fault; no panic; no task left after shutdown; peak RSS under a bound.
+//!   mirror equals the server's state; no job taken twice, none appeared
+//!   whose push was refused, and every acknowledged job taken or still
+//!   queued but for at most one per `BLPOP` of unknown outcome; the
+//!   transaction counter between its acknowledged `EXEC`s and acknowledged +
+//!   unknown (no lost update, none applied twice), and every `EXEC` run on
+//!   the connection its `WATCH` was on (`CLIENT ID`); health back to Ready
+//!   after every fault; no panic; no task left after shutdown; peak RSS
+//!   under a bound.
 //!   Any violation makes the exit code non-zero.
 //!
 //! `--dry-run` prints the schedule only (same seed, same schedule). A log of
@@ -36,6 +45,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use redis::AsyncCommands;
+use relink::config::ExclusiveConfig;
 use relink::core::backoff::{BackoffPolicy, Jitter, Strategy};
 use relink::core::rng::SplitMix64;
 use relink::core::supervisor::HeartbeatConfig;
@@ -51,6 +61,30 @@ const READERS: usize = 2;
 /// Pause between two iterations of a writer (INCR + SET), to keep the data
 /// set (and so the AOF reload time after a kill) moderate over long runs.
 const WRITER_PACE: Duration = Duration::from_millis(3);
+/// The job queue: producers `LPUSH` jobs `<producer>:<n>`, consumers `BLPOP` them.
+const PRODUCERS: usize = 2;
+const CONSUMERS: usize = 3;
+const JOBS: &str = "chaos:jobs";
+/// Pause between two pushes of a producer: consumers keep up, so their
+/// `BLPOP`s mostly block (the case that matters) rather than find a backlog.
+const PRODUCER_PACE: Duration = Duration::from_millis(4);
+/// A consumer's `BLPOP` timeout, in seconds: short, so consumers loop.
+const BLPOP_TIMEOUT: f64 = 1.0;
+/// Tasks incrementing one counter with `WATCH`/`MULTI`/`EXEC` on leases.
+const TX_TASKS: usize = 3;
+const TX_COUNTER: &str = "chaos:tx-counter";
+/// Pause between two increments of a transaction task.
+const TX_PACE: Duration = Duration::from_millis(2);
+/// Nil `EXEC`s (lost races) one increment retries before it gives up.
+const TX_ATTEMPTS: u32 = 1_000;
+/// Every `TX_THINK_EVERY`th increment thinks for `TX_THINK` between its
+/// `GET` and its `EXEC` (a slow computation), so faults land in between.
+const TX_THINK_EVERY: u32 = 8;
+const TX_THINK: Duration = Duration::from_millis(30);
+/// Exclusive connections unused this long are closed. (Each return of a
+/// lease starts a timer task of this length that `Client::shutdown` does
+/// not end: with the default 60 s, thousands of them outlive the clients.)
+const EXCLUSIVE_IDLE: Duration = Duration::from_secs(2);
 const TOPIC: &str = "chaos";
 const NEWS: &str = "chaos:news";
 /// Log entries the topic keeps (approximately; the server runs with
@@ -518,6 +552,34 @@ struct Tally {
     pub_failed: AtomicU64,
     news_sent: AtomicU64,
     news_failed: AtomicU64,
+    push_acked: AtomicU64,
+    push_unknown: AtomicU64,
+    push_not_applied: AtomicU64,
+    push_rejected: AtomicU64,
+    pop_taken: AtomicU64,
+    pop_empty: AtomicU64,
+    pop_unknown: AtomicU64,
+    pop_not_applied: AtomicU64,
+    pop_rejected: AtomicU64,
+    tx_acked: AtomicU64,
+    tx_unknown: AtomicU64,
+    tx_not_applied: AtomicU64,
+    tx_rejected: AtomicU64,
+    /// Nil `EXEC`s: another transaction changed the counter first; retried.
+    tx_conflicts: AtomicU64,
+    /// `WATCH` + `GET` failed: nothing written; the increment starts over.
+    tx_read_failed: AtomicU64,
+    /// Leases refused (no exclusive connection in time).
+    tx_no_lease: AtomicU64,
+    /// Increments given up after `TX_ATTEMPTS` nil `EXEC`s.
+    tx_gave_up: AtomicU64,
+    /// Calls refused with `ConnectionReplaced`: the lease's connection was
+    /// made again after its `WATCH`, which the server forgot.
+    tx_replaced: AtomicU64,
+    /// `EXEC`s checked to have run on the connection of their `WATCH`
+    /// (`CLIENT ID` read with each), and those that did not.
+    tx_same_connection: AtomicU64,
+    tx_remade: AtomicU64,
 }
 
 fn add(a: &AtomicU64) {
@@ -629,6 +691,10 @@ struct Shared {
     tally: Tally,
     /// Per writer, the `i` of every acknowledged `SET chaos:key:<w>:<i> <i>`.
     acked: Vec<Mutex<Vec<u32>>>,
+    /// Per producer, what became of the push of job `<p>:<n>`, at index n - 1.
+    pushed: Vec<Mutex<Vec<Push>>>,
+    /// Every job a consumer's `BLPOP` returned: (producer, n).
+    taken: Mutex<Vec<(usize, u32)>>,
     stop: AtomicBool,
     violations: Violations,
     tracker: Arc<Tracker>,
@@ -829,6 +895,219 @@ async fn news_subscriber(mut sub: relink::Subscription, seen: Arc<Mutex<NewsSeen
 }
 
 // ---------------------------------------------------------------------------
+// The job queue (LPUSH / BLPOP) and the transaction counter (WATCH/MULTI/EXEC)
+// ---------------------------------------------------------------------------
+
+/// What became of one `LPUSH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Push {
+    Acked,
+    /// It may or may not be in the list.
+    Unknown,
+    /// Not applied, or rejected by the server: it must not be in the list.
+    Refused,
+}
+
+fn job(producer: usize, n: u32) -> String {
+    format!("{producer}:{n}")
+}
+
+fn parse_job(job: &str) -> Option<(usize, u32)> {
+    let (p, n) = job.split_once(':')?;
+    Some((p.parse().ok()?, n.parse().ok()?))
+}
+
+async fn producer(mut client: Client, p: usize, shared: Arc<Shared>) {
+    let t = &shared.tally;
+    let mut n: u32 = 0;
+    while !shared.stop.load(Ordering::Relaxed) && n < u32::MAX {
+        n += 1;
+        let push = match client.lpush::<_, _, i64>(JOBS, job(p, n)).await {
+            Ok(_) => {
+                add(&t.push_acked);
+                Push::Acked
+            }
+            Err(e) => {
+                let outcome = Error::outcome_of(&e);
+                add(match outcome {
+                    Outcome::Unknown => &t.push_unknown,
+                    Outcome::NotApplied => &t.push_not_applied,
+                    _ => &t.push_rejected,
+                });
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if outcome == Outcome::Unknown {
+                    Push::Unknown
+                } else {
+                    Push::Refused
+                }
+            }
+        };
+        shared.pushed[p]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(push);
+        tokio::time::sleep(PRODUCER_PACE).await;
+    }
+}
+
+/// Takes jobs with `BLPOP` on the workload client (relink runs each on an
+/// exclusive connection), recording every job it gets.
+async fn consumer(mut client: Client, shared: Arc<Shared>) {
+    let t = &shared.tally;
+    // Bounded: each BLPOP ends by its timeout plus the response timeout.
+    for _ in 0..u32::MAX {
+        if shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        match client
+            .blpop::<_, Option<(String, String)>>(JOBS, BLPOP_TIMEOUT)
+            .await
+        {
+            Ok(Some((_, job))) => {
+                add(&t.pop_taken);
+                match parse_job(&job) {
+                    Some(j) => shared
+                        .taken
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(j),
+                    None => shared.violations.push(format!(
+                        "BLPOP returned `{job}`, not a job ({})",
+                        shared.tracker.whereabouts()
+                    )),
+                }
+            }
+            Ok(None) => add(&t.pop_empty),
+            Err(e) => {
+                match Error::outcome_of(&e) {
+                    Outcome::Unknown => add(&t.pop_unknown),
+                    Outcome::NotApplied => add(&t.pop_not_applied),
+                    _ => add(&t.pop_rejected),
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Counts a call refused because the lease's connection was made again
+/// since its `WATCH` (the server forgot it).
+fn replaced(e: &redis::RedisError, t: &Tally) {
+    if matches!(Error::from_redis(e), Some(Error::ConnectionReplaced)) {
+        add(&t.tx_replaced);
+    }
+}
+
+/// What one increment came to.
+enum Tx {
+    /// `EXEC` answered: the counter was incremented once.
+    Applied,
+    /// `EXEC` sent, no answer: it may have been applied.
+    Unknown,
+    /// Nothing written: no lease, the read failed, `EXEC` not applied or
+    /// rejected, or every attempt lost its race.
+    Not,
+}
+
+/// Increments the counter with optimistic transactions on leased connections.
+async fn incrementer(client: Client, shared: Arc<Shared>) {
+    let t = &shared.tally;
+    for i in 0..u32::MAX {
+        if shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let think = (i % TX_THINK_EVERY == 0).then_some(TX_THINK);
+        match increment(&client, &shared, think).await {
+            Tx::Applied => add(&t.tx_acked),
+            Tx::Unknown => add(&t.tx_unknown),
+            Tx::Not => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+        tokio::time::sleep(TX_PACE).await;
+    }
+}
+
+/// One increment on one lease: `WATCH` and `GET` the counter, (`think`),
+/// then `MULTI`/`SET n+1`/`EXEC`, again while `EXEC` answers nil (bounded).
+/// `CLIENT ID` is read with the `WATCH` and inside the transaction, to tell
+/// an `EXEC` that ran on another connection than its `WATCH`.
+async fn increment(client: &Client, shared: &Shared, think: Option<Duration>) -> Tx {
+    let t = &shared.tally;
+    let mut lease = match client.exclusive().await {
+        Ok(lease) => lease,
+        Err(_) => {
+            add(&t.tx_no_lease);
+            return Tx::Not;
+        }
+    };
+    for _ in 0..TX_ATTEMPTS {
+        // As the documentation shows it: WATCH, then GET (a read, which
+        // relink may retry), then the transaction.
+        let read = async {
+            let (id,): (i64,) = redis::pipe()
+                .cmd("CLIENT")
+                .arg("ID")
+                .cmd("WATCH")
+                .arg(TX_COUNTER)
+                .ignore()
+                .query_async(&mut lease)
+                .await?;
+            let value: Option<i64> = lease.get(TX_COUNTER).await?;
+            Ok::<_, redis::RedisError>((id, value))
+        };
+        let (watched_on, value) = match read.await {
+            Ok(read) => read,
+            Err(e) => {
+                replaced(&e, t);
+                add(&t.tx_read_failed);
+                return Tx::Not;
+            }
+        };
+        if let Some(think) = think {
+            tokio::time::sleep(think).await;
+        }
+        let exec: redis::RedisResult<Option<(i64,)>> = redis::pipe()
+            .atomic()
+            .set(TX_COUNTER, value.unwrap_or(0) + 1)
+            .ignore()
+            .cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut lease)
+            .await;
+        match exec {
+            Ok(Some((ran_on,))) => {
+                if ran_on == watched_on {
+                    add(&t.tx_same_connection);
+                } else {
+                    add(&t.tx_remade);
+                    shared.violations.push(format!(
+                        "EXEC ran on connection {ran_on}, its WATCH on {watched_on}: unguarded ({})",
+                        shared.tracker.whereabouts()
+                    ));
+                }
+                return Tx::Applied;
+            }
+            Ok(None) => add(&t.tx_conflicts),
+            Err(e) => {
+                replaced(&e, t);
+                return match Error::outcome_of(&e) {
+                    Outcome::Unknown => Tx::Unknown,
+                    Outcome::NotApplied => {
+                        add(&t.tx_not_applied);
+                        Tx::Not
+                    }
+                    _ => {
+                        add(&t.tx_rejected);
+                        Tx::Not
+                    }
+                };
+            }
+        }
+    }
+    add(&t.tx_gave_up);
+    Tx::Not
+}
+
+// ---------------------------------------------------------------------------
 // Followers, checked event by event
 // ---------------------------------------------------------------------------
 
@@ -962,6 +1241,7 @@ fn config(url: &str, name: &str, seed: u64) -> Config {
         })
         .with_connect_timeout(Duration::from_secs(1))
         .with_backoff_reset_after(Duration::from_secs(2))
+        .with_exclusive(ExclusiveConfig::default().idle_timeout(EXCLUSIVE_IDLE))
         .with_backoff(
             BackoffPolicy::default()
                 .strategy(Strategy::Exponential { multiplier: 2.0 })
@@ -1109,6 +1389,8 @@ async fn run(args: Args) -> i32 {
     let shared = Arc::new(Shared {
         tally: Tally::default(),
         acked: (0..WRITERS).map(|_| Mutex::default()).collect(),
+        pushed: (0..PRODUCERS).map(|_| Mutex::default()).collect(),
+        taken: Mutex::default(),
         stop: AtomicBool::new(false),
         violations: Violations::default(),
         tracker: Arc::clone(&tracker),
@@ -1189,6 +1471,15 @@ async fn run(args: Args) -> i32 {
         work.clone(),
         Arc::clone(&shared),
     )));
+    for p in 0..PRODUCERS {
+        workers.push(tokio::spawn(producer(work.clone(), p, Arc::clone(&shared))));
+    }
+    for _ in 0..CONSUMERS {
+        workers.push(tokio::spawn(consumer(work.clone(), Arc::clone(&shared))));
+    }
+    for _ in 0..TX_TASKS {
+        workers.push(tokio::spawn(incrementer(work.clone(), Arc::clone(&shared))));
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // The storm.
@@ -1286,7 +1577,7 @@ async fn run(args: Args) -> i32 {
             next_progress += Duration::from_secs(10);
             let stats = work.stats();
             println!(
-                "  [{:>5.0}s] faults {injected:>5} | outages {:>5} | ok {:>8} | unknown {:>5} | not sent {:>6} | not applied {:>6} | followers at seq {} / {} | violations {}",
+                "  [{:>5.0}s] faults {injected:>5} | outages {:>5} | ok {:>8} | unknown {:>5} | not sent {:>6} | not applied {:>6} | followers at seq {} / {} | jobs taken {} | EXECs {} | violations {}",
                 started.elapsed().as_secs_f64(),
                 tracker.outages.lock().unwrap_or_else(|p| p.into_inner()).len(),
                 stats.succeeded,
@@ -1295,6 +1586,8 @@ async fn run(args: Args) -> i32 {
                 stats.not_applied,
                 checks[0].lock().unwrap_or_else(|p| p.into_inner()).seq,
                 checks[1].lock().unwrap_or_else(|p| p.into_inner()).seq,
+                get(&shared.tally.pop_taken),
+                get(&shared.tally.tx_acked),
                 get(&shared.violations.total),
             );
         }
@@ -1329,7 +1622,17 @@ async fn run(args: Args) -> i32 {
             .iter()
             .map(|a| a.lock().unwrap_or_else(|p| p.into_inner()).clone())
             .collect();
-        tokio::task::spawn_blocking(move || read_server(&lab, &acked))
+        let pushed: Vec<Vec<Push>> = shared
+            .pushed
+            .iter()
+            .map(|a| a.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .collect();
+        let taken = shared
+            .taken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        tokio::task::spawn_blocking(move || read_server(&lab, &acked, &pushed, &taken))
             .await
             .map_err(|e| format!("panicked: {e}"))
             .and_then(|r| r)
@@ -1558,6 +1861,32 @@ async fn run(args: Args) -> i32 {
         .collect();
     println!("  (INCR/SET not applied, by cause: {})", why.join(", "));
     println!(
+        "  LPUSH    acknowledged {:>9}  unknown {:>6}  not applied {:>7}  rejected {}",
+        get(&t.push_acked),
+        get(&t.push_unknown),
+        get(&t.push_not_applied),
+        get(&t.push_rejected)
+    );
+    println!(
+        "  BLPOP    took a job   {:>9}  unknown {:>6}  not applied {:>7}  rejected {}  timed out empty {}",
+        get(&t.pop_taken),
+        get(&t.pop_unknown),
+        get(&t.pop_not_applied),
+        get(&t.pop_rejected),
+        get(&t.pop_empty)
+    );
+    println!(
+        "  EXEC     acknowledged {:>9}  unknown {:>6}  not applied {:>7}  rejected {}  nil (retried) {}  WATCH+GET failed {}  no lease {}  gave up {}",
+        get(&t.tx_acked),
+        get(&t.tx_unknown),
+        get(&t.tx_not_applied),
+        get(&t.tx_rejected),
+        get(&t.tx_conflicts),
+        get(&t.tx_read_failed),
+        get(&t.tx_no_lease),
+        get(&t.tx_gave_up)
+    );
+    println!(
         "  GET      checked      {:>9}  failed  {:>6}  stale {}",
         get(&t.get_ok),
         get(&t.get_failed),
@@ -1625,6 +1954,51 @@ async fn run(args: Args) -> i32 {
             ),
         );
     }
+    let books = &view.queue;
+    let pop_unknown = get(&t.pop_unknown);
+    ok &= check(
+        books.unaccounted <= pop_unknown,
+        &format!(
+            "job queue: every acknowledged job taken or still queued but {} <= {pop_unknown} BLPOPs of unknown outcome ({} acknowledged; {} taken, {} queued)",
+            books.unaccounted, books.acked, books.taken, books.left
+        ),
+    );
+    ok &= check(
+        books.twice == 0,
+        &format!(
+            "job queue: no job taken twice ({} seen more than once)",
+            books.twice
+        ),
+    );
+    ok &= check(
+        books.refused_seen == 0,
+        &format!(
+            "job queue: no job whose push was refused ({}); {} of {} pushes of unknown outcome were applied",
+            books.refused_seen, books.unknown_applied, books.unknown
+        ),
+    );
+    if books.unaccounted > pop_unknown || books.twice > 0 || books.refused_seen > 0 {
+        for example in &books.examples {
+            println!("    - {example}");
+        }
+    }
+    let (tx_acked, tx_unknown, tx_value) = (get(&t.tx_acked), get(&t.tx_unknown), view.tx_counter);
+    ok &= check(
+        tx_acked <= tx_value && tx_value <= tx_acked + tx_unknown,
+        &format!(
+            "WATCH/MULTI/EXEC counter: {tx_acked} acknowledged <= {tx_value} <= {tx_acked} + {tx_unknown} unknown (no lost update, none applied twice; {} nil EXECs retried)",
+            get(&t.tx_conflicts),
+        ),
+    );
+    ok &= check(
+        get(&t.tx_remade) == 0,
+        &format!(
+            "every EXEC ran on its WATCH's connection ({} checked, {} not; {} calls refused as their connection was replaced)",
+            get(&t.tx_same_connection),
+            get(&t.tx_remade),
+            get(&t.tx_replaced)
+        ),
+    );
     ok &= check(
         get(&t.stale) == 0,
         &format!(
@@ -1785,9 +2159,17 @@ struct ServerView {
     epoch: Epoch,
     watermark: u64,
     state: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// The jobs: pushed, taken and still queued.
+    queue: QueueBooks,
+    tx_counter: u64,
 }
 
-fn read_server(lab: &Lab, acked: &[Vec<u32>]) -> Result<ServerView, String> {
+fn read_server(
+    lab: &Lab,
+    acked: &[Vec<u32>],
+    pushed: &[Vec<Push>],
+    taken: &[(usize, u32)],
+) -> Result<ServerView, String> {
     let mut con = lab.connection()?;
     let e = |e: redis::RedisError| e.to_string();
     let mut counters = Vec::new();
@@ -1823,6 +2205,17 @@ fn read_server(lab: &Lab, acked: &[Vec<u32>]) -> Result<ServerView, String> {
         .arg(format!("relink:{{{TOPIC}}}:state"))
         .query(&mut con)
         .map_err(e)?;
+    // Nothing else runs now: what is queued is what no consumer took.
+    let jobs_left: Vec<String> = redis::cmd("LRANGE")
+        .arg(JOBS)
+        .arg(0)
+        .arg(-1)
+        .query(&mut con)
+        .map_err(e)?;
+    let tx_counter: Option<u64> = redis::cmd("GET")
+        .arg(TX_COUNTER)
+        .query(&mut con)
+        .map_err(e)?;
     Ok(ServerView {
         counters,
         checked_keys,
@@ -1830,7 +2223,90 @@ fn read_server(lab: &Lab, acked: &[Vec<u32>]) -> Result<ServerView, String> {
         epoch: Epoch(meta.0.ok_or("the topic has no epoch")?),
         watermark: meta.1.unwrap_or(0),
         state,
+        queue: queue_books(pushed, taken, &jobs_left),
+        tx_counter: tx_counter.unwrap_or(0),
     })
+}
+
+/// The job queue's books: every push's fate against what the consumers
+/// took and what is still queued.
+#[derive(Debug, Default)]
+struct QueueBooks {
+    acked: u64,
+    taken: u64,
+    left: u64,
+    /// Acknowledged pushes neither taken nor queued.
+    unaccounted: u64,
+    /// Jobs seen more than once (taken twice, taken and queued, queued twice).
+    twice: u64,
+    /// Jobs seen whose push was refused (or never made), or not jobs at all.
+    refused_seen: u64,
+    /// Pushes of unknown outcome, and how many of them were applied.
+    unknown: u64,
+    unknown_applied: u64,
+    /// First examples of each kind of problem.
+    examples: Vec<String>,
+}
+
+fn queue_books(pushed: &[Vec<Push>], taken: &[(usize, u32)], left: &[String]) -> QueueBooks {
+    let mut books = QueueBooks {
+        taken: taken.len() as u64,
+        left: left.len() as u64,
+        ..QueueBooks::default()
+    };
+    let mut seen: Vec<Vec<u32>> = pushed.iter().map(|p| vec![0; p.len()]).collect();
+    let note = |books: &mut QueueBooks, what: String| {
+        if books.examples.len() < 5 {
+            books.examples.push(what);
+        }
+    };
+    let all = taken
+        .iter()
+        .map(|&(p, n)| (Some((p, n)), job(p, n), "taken"))
+        .chain(left.iter().map(|j| (parse_job(j), j.clone(), "queued")));
+    for (j, name, how) in all {
+        let slot = j.and_then(|(p, n)| seen.get_mut(p)?.get_mut(n.checked_sub(1)? as usize));
+        match slot {
+            Some(count) => *count += 1,
+            None => {
+                books.refused_seen += 1;
+                note(&mut books, format!("{how} `{name}`: no such push"));
+            }
+        }
+    }
+    for (p, fates) in pushed.iter().enumerate() {
+        for (i, fate) in fates.iter().enumerate() {
+            let count = seen[p][i];
+            let name = job(p, i as u32 + 1);
+            if count > 1 {
+                books.twice += 1;
+                note(&mut books, format!("job {name} seen {count} times"));
+            }
+            match fate {
+                Push::Acked => {
+                    books.acked += 1;
+                    if count == 0 {
+                        books.unaccounted += 1;
+                        note(
+                            &mut books,
+                            format!("acknowledged job {name} neither taken nor queued"),
+                        );
+                    }
+                }
+                Push::Unknown => {
+                    books.unknown += 1;
+                    books.unknown_applied += u64::from(count > 0);
+                }
+                Push::Refused => {
+                    if count > 0 {
+                        books.refused_seen += 1;
+                        note(&mut books, format!("job {name} seen, its push refused"));
+                    }
+                }
+            }
+        }
+    }
+    books
 }
 
 fn peak_rss_kib() -> Option<u64> {

@@ -3,6 +3,12 @@
 //! and restarted under it. A live status line shows what happens; a summary
 //! table per outage and the invariants checked from the server's side close it.
 //!
+//! The workload: writers (`INCR`, `SET`), a reader, Pub/Sub, a state-sync
+//! publisher and mirror, a job queue (a producer `LPUSH`es numbered jobs, a
+//! consumer takes them with `BLPOP`, which relink runs on an exclusive
+//! connection) and two tasks incrementing a counter with
+//! `WATCH`/`MULTI`/`EXEC` on leased connections (`client.exclusive()`).
+//!
 //! Everything runs on loopback: the server is spawned by the test support
 //! (`relink-testkit`) and reached through its fault-injecting proxy.
 //!
@@ -27,6 +33,12 @@ use relink_testkit::sentinel::SERVICE;
 use relink_testkit::{FaultProxy, RedisServer, SentinelTopology};
 
 const WRITERS: usize = 8;
+const JOBS: &str = "tour:jobs";
+const TX_COUNTER: &str = "tour:tx-counter";
+/// Tasks incrementing `TX_COUNTER` with transactions (so they race).
+const TX_TASKS: usize = 2;
+/// The consumer's `BLPOP` timeout, in seconds.
+const BLPOP_TIMEOUT: f64 = 1.0;
 
 /// A fault to inject: blocking (it sleeps between breaking and mending).
 type Fault = Box<dyn Fn() + Send>;
@@ -65,6 +77,35 @@ struct Tally {
     stale_reads: AtomicU64,
     messages: AtomicU64,
     restored_markers: AtomicU64,
+    pushed: AtomicU64,
+    push_unknown: AtomicU64,
+    taken: AtomicU64,
+    blpop_unknown: AtomicU64,
+    tx_acked: AtomicU64,
+    tx_unknown: AtomicU64,
+    /// Nil `EXEC`s: the counter changed after the `WATCH`; tried again.
+    tx_conflicts: AtomicU64,
+    /// Refused with `ConnectionReplaced`: the connection was made again
+    /// after the `WATCH`, which the server forgot; tried again.
+    tx_replaced: AtomicU64,
+}
+
+/// What became of one `LPUSH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Push {
+    Acked,
+    /// It may or may not be in the list.
+    Unknown,
+    /// Not applied or rejected: it must not be in the list.
+    Refused,
+}
+
+/// The job queue's records: every push's fate (job `n` at index `n - 1`)
+/// and every job the consumer took.
+#[derive(Default)]
+struct Jobs {
+    pushed: Mutex<Vec<Push>>,
+    taken: Mutex<Vec<u64>>,
 }
 
 #[tokio::main]
@@ -154,6 +195,26 @@ async fn run() -> i32 {
         Arc::clone(&stop),
     )));
     workers.push(tokio::spawn(publish(publisher.clone(), Arc::clone(&stop))));
+    let jobs = Arc::new(Jobs::default());
+    workers.push(tokio::spawn(producer(
+        client.clone(),
+        Arc::clone(&tally),
+        Arc::clone(&jobs),
+        Arc::clone(&stop),
+    )));
+    workers.push(tokio::spawn(consumer(
+        client.clone(),
+        Arc::clone(&tally),
+        Arc::clone(&jobs),
+        Arc::clone(&stop),
+    )));
+    for _ in 0..TX_TASKS {
+        workers.push(tokio::spawn(incrementer(
+            client.clone(),
+            Arc::clone(&tally),
+            Arc::clone(&stop),
+        )));
+    }
     let status = tokio::spawn(status_line(
         client.clone(),
         mirror.clone(),
@@ -237,6 +298,26 @@ async fn run() -> i32 {
         mirror.entries().into_iter().collect();
     let (updates, resyncs, _) = mirror.counts();
     let missed = missed_updates(&mirror);
+    // Nothing runs any more: what is queued is what the consumer did not take.
+    let queued: Vec<u64> = redis::cmd("LRANGE")
+        .arg(JOBS)
+        .arg(0)
+        .arg(-1)
+        .query(&mut direct)
+        .unwrap();
+    let books = queue_books(
+        &jobs.pushed.lock().unwrap(),
+        &jobs.taken.lock().unwrap(),
+        &queued,
+    );
+    let tx_counter: u64 = redis::cmd("GET")
+        .arg(TX_COUNTER)
+        .query::<Option<u64>>(&mut direct)
+        .unwrap()
+        .unwrap_or(0);
+    let tx_acked = tally.tx_acked.load(Ordering::Relaxed);
+    let tx_unknown = tally.tx_unknown.load(Ordering::Relaxed);
+    let blpop_unknown = tally.blpop_unknown.load(Ordering::Relaxed);
     let final_state = client.health().borrow().state;
     let stats = client.stats();
     client.shutdown().await;
@@ -249,6 +330,17 @@ async fn run() -> i32 {
         "pub/sub: {} messages received, {} restored-subscription markers (Pub/Sub has no replay: each marker is a gap the subscriber knows about)",
         tally.messages.load(Ordering::Relaxed),
         tally.restored_markers.load(Ordering::Relaxed)
+    );
+    println!(
+        "job queue: {} LPUSHes acknowledged, {} of unknown outcome; {} jobs taken by the BLPOP consumer, {blpop_unknown} BLPOPs of unknown outcome",
+        books.acked,
+        tally.push_unknown.load(Ordering::Relaxed),
+        books.taken,
+    );
+    println!(
+        "transactions: {tx_acked} EXECs acknowledged, {tx_unknown} of unknown outcome, {} nil (another increment won: tried again), {} refused after a reconnect (the WATCH was gone: tried again)",
+        tally.tx_conflicts.load(Ordering::Relaxed),
+        tally.tx_replaced.load(Ordering::Relaxed),
     );
     println!("\ninvariants (checked on the server):");
     let mut ok = true;
@@ -290,6 +382,35 @@ async fn run() -> i32 {
     ok &= check(
         missed == 0,
         &format!("the follower missed no update and applied none twice (missed: {missed})"),
+    );
+    ok &= check_durable(
+        books.unaccounted <= blpop_unknown,
+        &format!(
+            "no acknowledged job lost ({} pushed: {} taken, {} queued, {} unaccounted <= {blpop_unknown} BLPOPs of unknown outcome)",
+            books.acked, books.taken, books.queued, books.unaccounted
+        ),
+        stage_async_replication,
+    );
+    ok &= check_durable(
+        books.twice == 0 && books.refused_seen == 0,
+        &format!(
+            "no job taken twice, none whose push failed ({} twice, {} refused)",
+            books.twice, books.refused_seen
+        ),
+        stage_async_replication,
+    );
+    ok &= check_durable(
+        tx_counter >= tx_acked,
+        &format!(
+            "no lost update by WATCH/MULTI/EXEC (counter {tx_counter} >= {tx_acked} acknowledged)"
+        ),
+        stage_async_replication,
+    );
+    ok &= check(
+        tx_counter <= tx_acked + tx_unknown,
+        &format!(
+            "no EXEC applied twice (counter {tx_counter} <= {tx_acked} acknowledged + {tx_unknown} unknown)"
+        ),
     );
     ok &= check(
         final_state == State::Ready,
@@ -563,6 +684,155 @@ async fn pubsub(client: Client, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
     let _ = publisher.await;
 }
 
+/// Pushes numbered jobs with `LPUSH`, recording each push's fate.
+async fn producer(mut client: Client, tally: Arc<Tally>, jobs: Arc<Jobs>, stop: Arc<AtomicBool>) {
+    let mut n: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let push = match client.lpush::<_, _, i64>(JOBS, n).await {
+            Ok(_) => {
+                tally.pushed.fetch_add(1, Ordering::Relaxed);
+                Push::Acked
+            }
+            Err(e) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                match Error::outcome_of(&e) {
+                    Outcome::Unknown => {
+                        tally.push_unknown.fetch_add(1, Ordering::Relaxed);
+                        Push::Unknown
+                    }
+                    _ => Push::Refused,
+                }
+            }
+        };
+        jobs.pushed.lock().unwrap().push(push);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Takes jobs with `BLPOP` on the same client: relink runs it on an
+/// exclusive connection, so it holds up no one, and a `BLPOP` blocked longer
+/// than the heartbeat is not taken for a dead server.
+async fn consumer(mut client: Client, tally: Arc<Tally>, jobs: Arc<Jobs>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        match client
+            .blpop::<_, Option<(String, u64)>>(JOBS, BLPOP_TIMEOUT)
+            .await
+        {
+            Ok(Some((_, job))) => {
+                tally.taken.fetch_add(1, Ordering::Relaxed);
+                jobs.taken.lock().unwrap().push(job);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // Unknown: it may have taken a job whose reply was lost.
+                if Error::outcome_of(&e) == Outcome::Unknown {
+                    tally.blpop_unknown.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Increments a counter with optimistic transactions on a leased
+/// connection: `WATCH`, `GET`, then `MULTI`/`SET n+1`/`EXEC`, again after a
+/// nil `EXEC` (another increment won) or a refusal.
+async fn incrementer(client: Client, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+    let replaced = |e: &redis::RedisError| {
+        if matches!(Error::from_redis(e), Some(Error::ConnectionReplaced)) {
+            tally.tx_replaced.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let Ok(mut tx) = client.exclusive().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let read = async {
+            redis::cmd("WATCH")
+                .arg(TX_COUNTER)
+                .exec_async(&mut tx)
+                .await?;
+            tx.get::<_, Option<u64>>(TX_COUNTER).await
+        }
+        .await;
+        let n = match read {
+            Ok(n) => n.unwrap_or(0),
+            Err(e) => {
+                replaced(&e); // nothing written: start again
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let exec: redis::RedisResult<Option<(u64,)>> = redis::pipe()
+            .atomic()
+            .set(TX_COUNTER, n + 1)
+            .ignore()
+            .get(TX_COUNTER)
+            .query_async(&mut tx)
+            .await;
+        match exec {
+            Ok(Some(_)) => {
+                tally.tx_acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(None) => {
+                tally.tx_conflicts.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                replaced(&e);
+                if Error::outcome_of(&e) == Outcome::Unknown {
+                    tally.tx_unknown.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// The job queue's books: every push's fate against what the consumer took
+/// and what is still queued.
+#[derive(Debug, Default)]
+struct QueueBooks {
+    acked: u64,
+    taken: u64,
+    queued: u64,
+    /// Acknowledged pushes neither taken nor queued.
+    unaccounted: u64,
+    /// Jobs seen more than once (taken twice, or taken and queued).
+    twice: u64,
+    /// Jobs seen whose push failed (or was never made).
+    refused_seen: u64,
+}
+
+fn queue_books(pushed: &[Push], taken: &[u64], queued: &[u64]) -> QueueBooks {
+    let mut seen = vec![0u32; pushed.len()];
+    let mut books = QueueBooks {
+        taken: taken.len() as u64,
+        queued: queued.len() as u64,
+        ..QueueBooks::default()
+    };
+    for &job in taken.iter().chain(queued) {
+        match job.checked_sub(1).and_then(|i| seen.get_mut(i as usize)) {
+            Some(count) => *count += 1,
+            None => books.refused_seen += 1,
+        }
+    }
+    for (fate, &count) in pushed.iter().zip(&seen) {
+        books.twice += u64::from(count > 1);
+        match fate {
+            Push::Acked => {
+                books.acked += 1;
+                books.unaccounted += u64::from(count == 0);
+            }
+            Push::Refused => books.refused_seen += u64::from(count > 0),
+            Push::Unknown => {}
+        }
+    }
+    books
+}
+
 /// Updates the follower should have applied but did not: everything after
 /// its first snapshot (seq 1) arrives as exactly one update each.
 fn missed_updates(mirror: &SyncedMap) -> u64 {
@@ -608,7 +878,7 @@ async fn status_line(client: Client, mirror: SyncedMap, tally: Arc<Tally>, stop:
         last_at = Instant::now();
         let health = client.health().borrow().clone();
         let line = format!(
-            "[{:>5.1}s] {:<17} {:>8.0} ops/s | ok {:>8} | retried {:>5} | not sent {:>5} | unknown {:>4} | msgs {:>6} | mirror v{} missed {}",
+            "[{:>5.1}s] {:<17} {:>8.0} ops/s | ok {:>8} | retried {:>5} | not sent {:>5} | unknown {:>4} | msgs {:>6} | jobs pushed {:>5} taken {:>5} | EXECs {:>5} | mirror v{} missed {}",
             started.elapsed().as_secs_f64(),
             health.state.to_string(),
             rate,
@@ -617,6 +887,9 @@ async fn status_line(client: Client, mirror: SyncedMap, tally: Arc<Tally>, stop:
             now.not_sent,
             now.unknown,
             tally.messages.load(Ordering::Relaxed),
+            tally.pushed.load(Ordering::Relaxed),
+            tally.taken.load(Ordering::Relaxed),
+            tally.tx_acked.load(Ordering::Relaxed),
             mirror.version().seq(),
             missed_updates(&mirror),
         );

@@ -45,7 +45,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use redis::AsyncCommands;
-use relink::config::ExclusiveConfig;
 use relink::core::backoff::{BackoffPolicy, Jitter, Strategy};
 use relink::core::rng::SplitMix64;
 use relink::core::supervisor::HeartbeatConfig;
@@ -81,10 +80,6 @@ const TX_ATTEMPTS: u32 = 1_000;
 /// `GET` and its `EXEC` (a slow computation), so faults land in between.
 const TX_THINK_EVERY: u32 = 8;
 const TX_THINK: Duration = Duration::from_millis(30);
-/// Exclusive connections unused this long are closed. (Each return of a
-/// lease starts a timer task of this length that `Client::shutdown` does
-/// not end: with the default 60 s, thousands of them outlive the clients.)
-const EXCLUSIVE_IDLE: Duration = Duration::from_secs(2);
 const TOPIC: &str = "chaos";
 const NEWS: &str = "chaos:news";
 /// Log entries the topic keeps (approximately; the server runs with
@@ -1241,7 +1236,6 @@ fn config(url: &str, name: &str, seed: u64) -> Config {
         })
         .with_connect_timeout(Duration::from_secs(1))
         .with_backoff_reset_after(Duration::from_secs(2))
-        .with_exclusive(ExclusiveConfig::default().idle_timeout(EXCLUSIVE_IDLE))
         .with_backoff(
             BackoffPolicy::default()
                 .strategy(Strategy::Exponential { multiplier: 2.0 })

@@ -7,6 +7,11 @@
 //! 2. Time to notice a SIGSTOP'd server on an idle connection, and time from
 //!    a call to a SIGSTOP'd server to the caller's answer, per deadline.
 //! 3. Time from a killed server being back to the first successful SET.
+//! 4. State sync: publish throughput, a follower's catch-up.
+//! 5. Sentinel failover, 6. Cluster failover: time to the first write.
+//! 7. GET/SET of 8 tasks on a default `Client`, alone and while another task
+//!    sits in a 5 s `BLPOP` on the same client (ABBA): are the GETs held up?
+//!    Did the BLPOP get its value, with no disconnect?
 //!
 //! Everything runs on loopback against a redis-server spawned here. The
 //! report is printed as Markdown and written to `target/relink-bench.md`.
@@ -106,7 +111,7 @@ fn report_path() -> PathBuf {
 }
 
 /// The sections, in the order they run; `--only NAME` runs one.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "throughput",
     "detection",
     "deadline",
@@ -114,6 +119,7 @@ const SECTIONS: [&str; 7] = [
     "sync",
     "failover",
     "cluster",
+    "blocking",
 ];
 
 async fn run(only: Option<&str>) -> Res<String> {
@@ -157,6 +163,9 @@ async fn run(only: Option<&str>) -> Res<String> {
     if wanted("cluster") {
         cluster_section(&mut md).await?;
     }
+    if wanted("blocking") {
+        blocking_section(&server, &mut md, &mut verdicts).await?;
+    }
 
     writeln!(md, "## Verdict\n")?;
     writeln!(md, "| target | measured | met? |")?;
@@ -188,6 +197,8 @@ struct RunResult {
     errors: u64,
     elapsed: Duration,
     latencies_us: Vec<u32>,
+    /// The GETs' latencies alone (every other op).
+    get_latencies_us: Vec<u32>,
 }
 
 impl RunResult {
@@ -196,6 +207,7 @@ impl RunResult {
         self.errors += other.errors;
         self.elapsed += other.elapsed;
         self.latencies_us.extend(other.latencies_us);
+        self.get_latencies_us.extend(other.get_latencies_us);
     }
 
     fn ops_per_s(&self) -> f64 {
@@ -226,6 +238,7 @@ where
         let key = format!("bench:{tag}:{t}");
         handles.push(tokio::spawn(async move {
             let mut latencies: Vec<u32> = Vec::with_capacity(4096);
+            let mut gets: Vec<u32> = Vec::with_capacity(2048);
             let mut errors = 0u64;
             let mut i = 0usize;
             // Bounded by time and by count.
@@ -246,9 +259,12 @@ where
                 } else if start >= measure_from && done <= end {
                     let us = (done - start).as_micros().min(u128::from(u32::MAX)) as u32;
                     latencies.push(us);
+                    if i % 2 == 0 {
+                        gets.push(us); // `i` was bumped: this op was a GET
+                    }
                 }
             }
-            (latencies, errors)
+            (latencies, gets, errors)
         }));
     }
     let mut result = RunResult {
@@ -262,10 +278,11 @@ where
     .await
     .map_err(|_| "a load run did not finish within 10 s of its end")?;
     for handle in joined {
-        let (latencies, errors) = handle?;
+        let (latencies, gets, errors) = handle?;
         result.ops += latencies.len() as u64;
         result.errors += errors;
         result.latencies_us.extend(latencies);
+        result.get_latencies_us.extend(gets);
     }
     Ok(result)
 }
@@ -1053,5 +1070,209 @@ async fn cluster_section(md: &mut String) -> Res<()> {
          measured from the kill to the first acknowledged write on one of its slots \
          (queued in relink's backlog until the replica is promoted): {first}.\n"
     )?;
+    Ok(())
+}
+
+// ---- 7. GET/SET beside a blocked BLPOP on the same client ---------------------
+
+/// How many clients the server has blocked in a blocking command.
+async fn blocked_clients(raw: &mut MultiplexedConnection) -> Res<i64> {
+    let info: String = redis::cmd("INFO").arg("clients").query_async(raw).await?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("blocked_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(-1))
+}
+
+/// 8 tasks of GET/SET on a default `Client`, alone and while another task
+/// sits in a `BLPOP` with a 5 s timeout on the same client (pushed to at
+/// 4 s), ABBA-interleaved: relink runs the BLPOP on an exclusive
+/// connection, so the GETs should not be held up, and the BLPOP, blocked
+/// past the heartbeat's bound, should neither be failed nor cost a
+/// reconnect.
+async fn blocking_section(
+    server: &RedisServer,
+    md: &mut String,
+    verdicts: &mut Vec<(String, String, bool)>,
+) -> Res<()> {
+    const TASKS: usize = 8;
+    /// Runs per case: more than section 1's, as the two cases differ little.
+    const RUNS: usize = 5;
+    const QUEUE: &str = "bench:jobs";
+    const BLPOP_TIMEOUT: f64 = 5.0;
+    const PUSH_AT: Duration = Duration::from_secs(4);
+    eprintln!("bench: GET/SET beside a blocked BLPOP");
+    let config = Config::new(&server.url())?.with_client_name("bench-blocking");
+    let heartbeat = config.supervisor_config().heartbeat;
+    let client = Client::new(config)?;
+    client.wait_ready(Duration::from_secs(10)).await?;
+    let mut raw = redis::Client::open(server.url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let _: () = raw.del(QUEUE).await?;
+    // Every event of the client, for disconnects (ends when it shuts down).
+    let events: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let collector = tokio::spawn({
+        let events = Arc::clone(&events);
+        let mut stream = client.events();
+        async move {
+            for _ in 0..100_000 {
+                let Some(event) = stream.next().await else {
+                    break;
+                };
+                events.lock().expect("events lock").push(event);
+            }
+        }
+    });
+
+    struct Blpop {
+        got_value: bool,
+        blocked_throughout: bool,
+        returned_after: Duration,
+    }
+    let mut alone = RunResult::default();
+    let mut during = RunResult::default();
+    let (mut alone_runs, mut during_runs) = (Vec::new(), Vec::new());
+    let mut blpops = Vec::new();
+    for round in 0..2 * RUNS {
+        // ABBA: alone, during, during, alone, ...
+        if matches!(round % 4, 0 | 3) {
+            let r = load(client.clone(), TASKS, "blocking-alone").await?;
+            alone_runs.push(r.ops_per_s());
+            alone.merge(r);
+            continue;
+        }
+        let job = format!("job-{round}");
+        let started = Instant::now();
+        let blpop = tokio::spawn({
+            let mut c = client.clone();
+            async move {
+                let popped = c
+                    .blpop::<_, Option<(String, String)>>(QUEUE, BLPOP_TIMEOUT)
+                    .await;
+                (popped, started.elapsed())
+            }
+        });
+        // Bounded: 200 looks, 10 ms apart.
+        let mut blocked = false;
+        for _ in 0..200 {
+            if blocked_clients(&mut raw).await? == 1 {
+                blocked = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if !blocked {
+            return Err("the BLPOP was not blocked on the server within 2 s".into());
+        }
+        let r = load(client.clone(), TASKS, "blocking-during").await?;
+        let blocked_throughout = blocked_clients(&mut raw).await? == 1;
+        during_runs.push(r.ops_per_s());
+        during.merge(r);
+        tokio::time::sleep_until((started + PUSH_AT).into()).await;
+        let _: i64 = raw.lpush(QUEUE, &job).await?;
+        let (popped, returned_after) = tokio::time::timeout(Duration::from_secs(10), blpop)
+            .await
+            .map_err(|_| "the BLPOP did not return within 10 s of the push")??;
+        blpops.push(Blpop {
+            got_value: matches!(&popped, Ok(Some((_, v))) if *v == job),
+            blocked_throughout,
+            returned_after,
+        });
+    }
+    let exclusive_open = client.stats().exclusive_open;
+    shutdown(&client).await?;
+    let _ = tokio::time::timeout(Duration::from_secs(2), collector).await;
+    let disconnects = events
+        .lock()
+        .expect("events lock")
+        .iter()
+        .filter(|e| matches!(e, Event::Disconnected { .. }))
+        .count();
+
+    for r in [&mut alone, &mut during] {
+        r.latencies_us.sort_unstable();
+        r.get_latencies_us.sort_unstable();
+    }
+    let p = |v: &[u32], q: f64| percentile(v, q);
+    let ratio = during.ops_per_s() / alone.ops_per_s().max(1e-9);
+    let get_p99_ratio = f64::from(p(&during.get_latencies_us, 99.0))
+        / f64::from(p(&alone.get_latencies_us, 99.0).max(1));
+    let p99_ratio =
+        f64::from(p(&during.latencies_us, 99.0)) / f64::from(p(&alone.latencies_us, 99.0).max(1));
+    let got = blpops.iter().filter(|b| b.got_value).count();
+    let throughout = blpops.iter().filter(|b| b.blocked_throughout).count();
+    let returned: Vec<String> = blpops.iter().map(|b| ms(b.returned_after)).collect();
+    eprintln!(
+        "bench: beside a BLPOP: throughput ratio {ratio:.3}, GET p99 ratio {get_p99_ratio:.3}; BLPOP value {got}/{}, disconnects {disconnects}",
+        blpops.len()
+    );
+
+    writeln!(
+        md,
+        "## 7. GET/SET beside a blocked BLPOP on the same client\n"
+    )?;
+    writeln!(
+        md,
+        "A default `Client` (heartbeat: PING after {} ms of silence, dead after {} ms more); \
+         {TASKS} tasks alternate `SET k v` / `GET k` as in section 1, alone or while another \
+         task on the same client sits in `BLPOP {QUEUE} {BLPOP_TIMEOUT}` (blocked on the server \
+         before the load starts; the value pushed {} s after the call). {RUNS} runs per case \
+         in ABBA order, each {} ms warm-up + {} ms measured; figures pooled over the runs.\n",
+        heartbeat.interval.as_millis(),
+        heartbeat.timeout.as_millis(),
+        PUSH_AT.as_secs(),
+        WARMUP.as_millis(),
+        MEASURE.as_millis()
+    )?;
+    writeln!(
+        md,
+        "| case | ops/s | GET p50 µs | GET p99 µs | SET+GET p50 µs | SET+GET p99 µs | per-run ops/s | errors |"
+    )?;
+    writeln!(md, "| --- | --- | --- | --- | --- | --- | --- | --- |")?;
+    for (name, r, runs) in [
+        ("alone", &alone, &alone_runs),
+        ("beside the BLPOP", &during, &during_runs),
+    ] {
+        writeln!(
+            md,
+            "| {name} | {:.0} | {} | {} | {} | {} | {} | {} |",
+            r.ops_per_s(),
+            p(&r.get_latencies_us, 50.0),
+            p(&r.get_latencies_us, 99.0),
+            p(&r.latencies_us, 50.0),
+            p(&r.latencies_us, 99.0),
+            runs.iter()
+                .map(|o| format!("{o:.0}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            r.errors
+        )?;
+    }
+    writeln!(
+        md,
+        "\nBeside / alone: throughput {ratio:.3}×, GET p99 {get_p99_ratio:.3}×, SET+GET p99 {p99_ratio:.3}×. \
+         The BLPOP: returned the pushed value in {got} of {} runs (after {}), still blocked \
+         on the server at the end of {throughout} of {} measured windows; disconnects seen by \
+         the client: {disconnects}; exclusive connections open at the end: {exclusive_open}.\n",
+        blpops.len(),
+        returned.join(", "),
+        blpops.len()
+    )?;
+    verdicts.push((
+        format!("GETs beside a blocked BLPOP: p99 ≤ {TARGET_P99:.2}× alone ({TASKS} tasks, same client)"),
+        format!(
+            "{get_p99_ratio:.3}× ({} vs {} µs)",
+            p(&during.get_latencies_us, 99.0),
+            p(&alone.get_latencies_us, 99.0)
+        ),
+        get_p99_ratio <= TARGET_P99,
+    ));
+    verdicts.push((
+        "a 5 s BLPOP on a default client: its value, 0 disconnects".into(),
+        format!("{got}/{} values, {disconnects} disconnects", blpops.len()),
+        got == blpops.len() && disconnects == 0,
+    ));
     Ok(())
 }

@@ -196,6 +196,15 @@ pub fn connection_effect<'a>(args: impl IntoIterator<Item = &'a [u8]>) -> Connec
     }
 }
 
+/// Does this command (`args`, its name first) wait for the writes made on
+/// its own connection (`WAIT`, `WAITAOF`)? Such a command blocks, but must
+/// run on the connection whose writes it is about, never on another one.
+pub fn waits_for_own_writes<'a>(args: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    args.into_iter().next().is_some_and(|name| {
+        name.eq_ignore_ascii_case(b"WAIT") || name.eq_ignore_ascii_case(b"WAITAOF")
+    })
+}
+
 /// How long a blocking command may hold the connection it runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -411,6 +420,13 @@ mod tests {
         assert_eq!(block("GET k"), Ok(None));
         assert_eq!(block("LPOP q"), Ok(None));
         assert_eq!(blocking(core::iter::empty()), Ok(None));
+    }
+
+    #[test]
+    fn wait_waits_for_its_own_connection() {
+        let own = |cmd: &str| waits_for_own_writes(cmd.split(' ').map(str::as_bytes));
+        assert!(own("WAIT 1 100") && own("waitaof 1 0 100"));
+        assert!(!own("BLPOP q 1") && !own("GET k"));
     }
 
     #[test]

@@ -143,7 +143,13 @@ pub(crate) struct Calls {
 }
 
 impl Calls {
-    pub(crate) fn new(config: &Config, epoch: Instant) -> Calls {
+    /// `parent`: the shutdown of the client this one belongs to (an
+    /// exclusive connection's), so shutting that down stops this one too.
+    pub(crate) fn new(
+        config: &Config,
+        epoch: Instant,
+        parent: Option<&CancellationToken>,
+    ) -> Calls {
         let capacity = match config.outage() {
             OutagePolicy::Queue { capacity, .. } => capacity,
             _ => 0,
@@ -155,7 +161,7 @@ impl Calls {
             backlog: Semaphore::new(capacity),
             budget: SharedBudget::new(config.retry().budget),
             counters: Counters::default(),
-            shutdown: CancellationToken::new(),
+            shutdown: parent.map_or_else(CancellationToken::new, CancellationToken::child_token),
             task: Mutex::new(None),
         }
     }
@@ -245,7 +251,10 @@ impl Calls {
         options: CallOptions,
         blocking: Result<Option<Blocking>, BadTimeout>,
     ) -> Result<Value, RedisError> {
-        let idempotent = options.idempotent || request.is_read_only();
+        // A call pinned to a lease's transaction is never sent twice: a
+        // second EXEC, or a command queued twice in a MULTI, would not be
+        // what the caller wrote.
+        let idempotent = options.pinned.is_none() && (options.idempotent || request.is_read_only());
         let started = self.now();
         let seed = started.as_millis();
         let mut first_send = true;
@@ -298,10 +307,13 @@ impl Calls {
                     if options.pinned.is_some_and(|g| g != transport.generation(c)) {
                         // The state this call depends on is gone with the
                         // connection it lived on: sending here would run
-                        // it unguarded.
+                        // it unguarded. (Not retried when pinned, so this
+                        // is its first send: nothing happened.)
                         bump(&self.counters.not_sent);
                         return Err(Error::ConnectionReplaced.into_redis());
                     }
+                    // Out of the backlog: the place is someone else's now.
+                    permit = None;
                     // The first send is at the call's start (one clock read
                     // less on the hot path); later ones read the clock.
                     let sent_at = if std::mem::take(&mut first_send) {

@@ -194,7 +194,14 @@ impl Shared {
         options: CallOptions,
     ) -> Result<Value, RedisError> {
         let blocking = request.blocking();
-        if let (Some(pool), Ok(Some(_))) = (&self.exclusive, &blocking) {
+        // WAIT/WAITAOF count this connection's writes: they stay here.
+        let own_writes = match request {
+            Request::Cmd(cmd) => {
+                relink_core::commands::waits_for_own_writes(crate::calls::args(cmd))
+            }
+            Request::Pipeline { .. } => false,
+        };
+        if let (Some(pool), Ok(Some(_)), false) = (&self.exclusive, &blocking, own_writes) {
             let lease = pool.lease(&self.calls, options).await;
             let mut lease = lease.map_err(Error::into_redis)?;
             return lease.run(request).await;
@@ -252,8 +259,7 @@ impl Client {
 
     /// Starts a client that makes its connections through `connector`.
     pub fn with_connector(config: Config, connector: Arc<dyn Connector>) -> Result<Client, Error> {
-        let exclusive = Arc::new(ExclusivePool::new(&config, Arc::clone(&connector)));
-        Client::start(config, connector, Some(exclusive))
+        Client::start(config, connector, None)
     }
 
     /// One connection of a client's exclusive set: a client of its own that
@@ -261,14 +267,15 @@ impl Client {
     pub(crate) fn exclusive_connection(
         config: Config,
         connector: Arc<dyn Connector>,
+        parent: CancellationToken,
     ) -> Result<Client, Error> {
-        Client::start(config, connector, None)
+        Client::start(config, connector, Some(parent))
     }
 
     fn start(
         config: Config,
         connector: Arc<dyn Connector>,
-        exclusive: Option<Arc<ExclusivePool>>,
+        parent: Option<CancellationToken>,
     ) -> Result<Client, Error> {
         config.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
@@ -291,7 +298,16 @@ impl Client {
         });
         let (events, _) = broadcast::channel(256);
         let (reports, reports_rx) = mpsc::unbounded_channel();
-        let calls = Calls::new(&config, epoch);
+        let calls = Calls::new(&config, epoch, parent.as_ref());
+        // A client has an exclusive set; an exclusive connection (one with
+        // a parent) has none, and stops with its parent.
+        let exclusive = parent.is_none().then(|| {
+            Arc::new(ExclusivePool::new(
+                &config,
+                Arc::clone(&connector),
+                calls.shutdown.clone(),
+            ))
+        });
         let shutdown = calls.shutdown.clone();
         let options = CallOptions::new(&config);
         let shared = Arc::new(Shared {

@@ -33,6 +33,8 @@ use crate::{Client, Error};
 
 /// The set of exclusive connections of one client.
 pub(crate) struct ExclusivePool {
+    /// The client's shutdown: each exclusive connection's is a child of it.
+    shutdown: tokio_util::sync::CancellationToken,
     config: Config,
     connector: Arc<dyn Connector>,
     slots: Arc<Semaphore>,
@@ -51,8 +53,13 @@ struct IdleConnection {
 }
 
 impl ExclusivePool {
-    pub(crate) fn new(config: &Config, connector: Arc<dyn Connector>) -> ExclusivePool {
+    pub(crate) fn new(
+        config: &Config,
+        connector: Arc<dyn Connector>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> ExclusivePool {
         ExclusivePool {
+            shutdown,
             config: config.clone(),
             connector,
             slots: Arc::new(Semaphore::new(config.exclusive().max_connections)),
@@ -68,17 +75,19 @@ impl ExclusivePool {
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
         self.slots.close();
-        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(PoisonError::into_inner));
-        self.open.fetch_sub(idle.len() as u64, Ordering::Relaxed);
-        drop(idle);
-        if let Some(reaper) = self
+        // After `closed` is set, under the reaper lock: a concurrent
+        // `put_back` either saw `closed` or has pushed already.
+        let reaper = self
             .reaper
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
+            .take();
+        if let Some(reaper) = reaper {
             reaper.abort();
         }
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(PoisonError::into_inner));
+        self.open.fetch_sub(idle.len() as u64, Ordering::Relaxed);
+        drop(idle);
     }
 
     fn is_closed(&self) -> bool {
@@ -155,18 +164,29 @@ impl ExclusivePool {
             }
         };
         let client = self.take_idle().map_or_else(|| self.open_one(), Ok)?;
+        // Returned to the set's count if this lease is cancelled or fails
+        // before it is handed out.
+        let mut pending = Pending {
+            pool: self,
+            client: Some(client.clone()),
+        };
         // A lease is a connection: wait for a new one to be up as for any
         // connection (so a WATCH is pinned to the connection it runs on).
         let mut health = client.health();
+        let deadline = call.deadline();
         // Bounded by the core, as above.
         let up = async {
             // A connection being opened for the first time is not an
             // outage: let its first attempt end (the supervisor bounds it
             // by the connect timeout) before the outage policy applies.
+            // Within the call's deadline and the client's life.
             let first_attempt = health
-                .wait_for(|h| !matches!(h.state, State::Idle | State::Connecting) || h.attempt > 1)
-                .await;
-            drop(first_attempt);
+                .wait_for(|h| !matches!(h.state, State::Idle | State::Connecting) || h.attempt > 1);
+            tokio::select! {
+                _ = first_attempt => {}
+                _ = calls.shutdown.cancelled() => return Err(Error::Shutdown),
+                _ = sleep_until_opt(deadline.map(|d| calls.instant(d))) => {}
+            }
             while client.current_generation() == 0 {
                 match call.decide(policy, calls.now(), CallInput::NotConnected) {
                     Decision::Queue { until } => {
@@ -190,11 +210,12 @@ impl ExclusivePool {
             }
             Ok(())
         };
-        if let Err(e) = up.await {
-            self.discard(client);
-            return Err(e);
-        }
+        up.await?;
+        let Some(client) = pending.client.take() else {
+            return Err(Error::Shutdown);
+        };
         Ok(Exclusive {
+            in_call: false,
             client: Some(client),
             pool: Arc::clone(self),
             permit: Some(permit),
@@ -218,16 +239,22 @@ impl ExclusivePool {
     }
 
     fn open_one(&self) -> Result<Client, Error> {
-        let client =
-            Client::exclusive_connection(self.config.clone(), Arc::clone(&self.connector))?;
+        let client = Client::exclusive_connection(
+            self.config.clone(),
+            Arc::clone(&self.connector),
+            self.shutdown.clone(),
+        )?;
         self.open.fetch_add(1, Ordering::Relaxed);
         Ok(client)
     }
 
     /// Takes a clean connection back; it is closed after the idle timeout
-    /// unless it is leased again first.
+    /// unless it is leased again first. The reaper lock orders this against
+    /// `close` and against the reaper deciding to end.
     fn put_back(self: &Arc<Self>, client: Client) {
+        let mut reaper = self.reaper.lock().unwrap_or_else(PoisonError::into_inner);
         if self.is_closed() {
+            drop(reaper);
             self.discard(client);
             return;
         }
@@ -238,19 +265,14 @@ impl ExclusivePool {
                 since: Instant::now(),
                 client,
             });
-        self.ensure_reaper();
-    }
-
-    /// One task per pool closes idle connections as they expire, and ends
-    /// when none is idle (a return starts it again).
-    fn ensure_reaper(self: &Arc<Self>) {
-        let mut reaper = self.reaper.lock().unwrap_or_else(PoisonError::into_inner);
-        if reaper.as_ref().is_some_and(|r| !r.is_finished()) {
+        if reaper.is_some() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        // One task per pool closes idle connections as they expire, and
+        // ends when none is idle (a return starts it again).
         let pool = Arc::downgrade(self);
         *reaper = Some(runtime.spawn(async move {
             // Bounded: every round closes the expired connections and
@@ -266,29 +288,56 @@ impl ExclusivePool {
     }
 
     /// Closes the idle connections past the idle timeout; returns when the
-    /// oldest of the others expires, or `None` when none is left.
+    /// oldest of the others expires, or `None` (and the reaper is done)
+    /// when none is left.
     fn close_expired(&self) -> Option<Instant> {
         let idle_timeout = self.config.exclusive().idle_timeout;
         let now = Instant::now();
-        let expired: Vec<IdleConnection> = {
-            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            let (expired, kept) = std::mem::take(&mut *idle)
+        let mut reaper = self.reaper.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let (expired, kept): (Vec<IdleConnection>, Vec<IdleConnection>) =
+            std::mem::take(&mut *idle)
                 .into_iter()
                 .partition(|e| now.duration_since(e.since) >= idle_timeout);
-            *idle = kept;
-            expired
-        };
+        *idle = kept;
+        let next = idle.iter().map(|e| e.since + idle_timeout).min();
+        if next.is_none() {
+            // Ending: the next return starts a new one.
+            *reaper = None;
+        }
+        drop((idle, reaper));
         self.open.fetch_sub(expired.len() as u64, Ordering::Relaxed);
         // Dropping the last handles stops their tasks.
         drop(expired);
-        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.iter().map(|e| e.since + idle_timeout).min()
+        next
     }
 
     /// A connection that cannot go back: close it.
     fn discard(&self, client: Client) {
         self.open.fetch_sub(1, Ordering::Relaxed);
         drop(client);
+    }
+}
+
+/// An exclusive connection taken from the set for a lease that is not yet
+/// handed out: discarded (and uncounted) if the lease never is.
+struct Pending<'a> {
+    pool: &'a ExclusivePool,
+    client: Option<Client>,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            self.pool.discard(client);
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -305,6 +354,9 @@ impl ExclusivePool {
 /// again during the lease, the server forgets `WATCH`/`MULTI`: `EXEC` then
 /// fails (`EXEC without MULTI`) rather than run unguarded.
 pub struct Exclusive {
+    /// A command was in flight when the lease was dropped (a cancelled
+    /// call): the connection may still be busy with it.
+    in_call: bool,
     client: Option<Client>,
     pool: Arc<ExclusivePool>,
     permit: Option<OwnedSemaphorePermit>,
@@ -361,7 +413,9 @@ impl Exclusive {
             // The WATCH/MULTI lives on this connection: pin the lease to it.
             self.options.pinned = Some(client.current_generation());
         }
+        self.in_call = true;
         let result = client.run_here(request, self.options).await;
+        self.in_call = false;
         let replaced = result
             .as_ref()
             .is_err_and(|e| matches!(Error::from_redis(e), Some(Error::ConnectionReplaced)));
@@ -382,6 +436,7 @@ impl Drop for Exclusive {
         };
         let permit = self.permit.take();
         let usable = !self.lasting
+            && !self.in_call
             && !self.pool.is_closed()
             && client.health().borrow().state == State::Ready;
         if !usable {

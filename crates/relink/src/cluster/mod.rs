@@ -48,6 +48,7 @@ use crate::calls::{self, CallOptions, Calls, HandleGuard, Request, Transport};
 use crate::classify::Redirect;
 use crate::config::{Config, OutagePolicy, RawConfig};
 use crate::Error;
+use relink_core::commands::Blocking;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod driver;
@@ -383,7 +384,7 @@ impl ClusterClient {
         });
         let settings = &config.settings;
         let seed = settings.jitter_seed();
-        let calls = Calls::new(settings, now);
+        let calls = Calls::new(settings, now, None);
         let shutdown = calls.shutdown.clone();
         let options = CallOptions::new(settings);
         let shared = Arc::new(Shared {
@@ -417,7 +418,30 @@ impl Shared {
         request: Request<'a>,
         options: CallOptions,
     ) -> impl std::future::Future<Output = Result<Value, RedisError>> + Send + 'a {
-        self.calls.run(self, request, options, request.blocking())
+        let blocking = request.blocking();
+        let refused = match blocking {
+            // redis-rs's own per-node response timeout would cut these,
+            // leaving the command blocked on the node's shared connection.
+            Ok(Some(Blocking::Forever)) => true,
+            Ok(Some(Blocking::For { timeout })) => {
+                timeout >= self.config.settings().response_timeout()
+            }
+            _ => false,
+        };
+        let cluster_response_timeout = self.config.settings().response_timeout();
+        async move {
+            if refused {
+                return Err(Error::InvalidCommand {
+                    reason: format!(
+                        "a blocking command that may block {cluster_response_timeout:?} or longer \
+                         (the response timeout) is not supported on ClusterClient yet; use a \
+                         shorter timeout, or a Client on the node"
+                    ),
+                }
+                .into_redis());
+            }
+            self.calls.run(self, request, options, blocking).await
+        }
     }
 
     fn stats(&self) -> crate::Stats {

@@ -579,3 +579,52 @@ async fn idle_exclusive_connections_are_closed() {
     crate::until("their sockets closed", || clients() == 2).await;
     client.shutdown().await;
 }
+
+/// A blocking call cancelled by its caller (dropped future): its connection
+/// may still be blocked on the server, so it is closed, not handed to the
+/// next caller; a job pushed afterwards goes to the next BLPOP, not into a
+/// reply nobody reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_blocking_call_does_not_leave_its_connection_blocked() {
+    let server = RedisServer::start();
+    let client = ready_client(fast_config(&server.url())).await;
+    let mut c = client.clone();
+    let cancelled = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        c.blpop::<_, Option<(String, String)>>("jobs", 0.0),
+    )
+    .await;
+    assert!(cancelled.is_err(), "still blocked when cancelled");
+    crate::until("the cancelled BLPOP's connection is closed", || {
+        blocked_clients(&server) == 0
+    })
+    .await;
+    let _: () = redis::cmd("LPUSH")
+        .arg("jobs")
+        .arg("job-1")
+        .query(&mut server.connection())
+        .unwrap();
+    let got: Option<(String, String)> = c.blpop("jobs", 5.0).await.unwrap();
+    assert_eq!(got, Some(("jobs".to_owned(), "job-1".to_owned())));
+    client.shutdown().await;
+}
+
+/// Shutting the client down ends a blocking call on an exclusive
+/// connection too: its connection stops with the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_a_blocking_call_in_flight() {
+    let server = RedisServer::start();
+    let client = ready_client(fast_config(&server.url())).await;
+    let blpop = tokio::spawn({
+        let mut c = client.clone();
+        async move { c.blpop::<_, Option<(String, String)>>("jobs", 0.0).await }
+    });
+    crate::until("the BLPOP is blocked", || blocked_clients(&server) == 1).await;
+    client.shutdown().await;
+    let result = tokio::time::timeout(PATIENCE, blpop)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(result.is_err(), "{result:?}");
+    crate::until("its connection is gone", || blocked_clients(&server) == 0).await;
+}

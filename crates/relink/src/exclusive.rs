@@ -409,9 +409,12 @@ impl Exclusive {
         };
         let had_state = self.watching || self.in_multi;
         self.note(request);
-        if !had_state && (self.watching || self.in_multi) {
-            // The WATCH/MULTI lives on this connection: pin the lease to it.
-            self.options.pinned = Some(client.current_generation());
+        let pin_after = !had_state && (self.watching || self.in_multi);
+        if pin_after {
+            // The WATCH/MULTI lives on this connection: pin the lease to it
+            // (when it is down right now, to the one the command runs on).
+            let now = client.current_generation();
+            self.options.pinned = (now != 0).then_some(now);
         }
         self.in_call = true;
         let result = client.run_here(request, self.options).await;
@@ -419,6 +422,9 @@ impl Exclusive {
         let replaced = result
             .as_ref()
             .is_err_and(|e| matches!(Error::from_redis(e), Some(Error::ConnectionReplaced)));
+        if pin_after && self.options.pinned.is_none() && result.is_ok() {
+            self.options.pinned = Some(client.current_generation());
+        }
         if replaced || !(self.watching || self.in_multi) {
             // Ended (EXEC, DISCARD, UNWATCH), or forgotten by the server.
             self.watching = false;

@@ -1085,7 +1085,84 @@ impl From<SentinelConfig> for RawSentinel {
 // ---- URL handling (parsing is redis-rs's) -------------------------------------
 
 /// Parses `url` with redis-rs; also returns the protocol if the URL names one.
+/// The URL schemes relink accepts (`valkey` ones are the same as `redis`).
+const SCHEMES: [&str; 6] = ["redis", "rediss", "valkey", "valkeys", "redis+unix", "unix"];
+
+/// What is wrong with a URL that redis-rs would refuse or misread, said in
+/// the user's terms (never redis-rs's internal error kinds, never the
+/// password).
+fn check_url_text(url: &str) -> Result<(), Error> {
+    let bad = |reason: String| Err(Error::config("url", reason));
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // The text is not echoed: it may hold a password.
+        return bad(format!("not a URL (no `scheme://`); {URL_FORMS}"));
+    };
+    if !SCHEMES.iter().any(|s| scheme.eq_ignore_ascii_case(s)) {
+        return bad(format!(
+            "unknown scheme `{scheme}://`; relink accepts {}",
+            SCHEMES.map(|s| format!("`{s}://`")).join(", ")
+        ));
+    }
+    if scheme.eq_ignore_ascii_case("redis+unix") || scheme.eq_ignore_ascii_case("unix") {
+        return Ok(());
+    }
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((userinfo, hostport)) => (Some(userinfo), hostport),
+        None => (None, authority),
+    };
+    if let Some(userinfo) = userinfo {
+        let bytes = userinfo.as_bytes();
+        let bad_escape = bytes.iter().enumerate().any(|(i, b)| {
+            *b == b'%'
+                && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        });
+        if bad_escape {
+            return bad(
+                "the user or password has a `%` that is not a percent-escape (`%` and two \
+                 hex digits); write a literal `%` as `%25`"
+                    .to_owned(),
+            );
+        }
+    }
+    // A port: what follows the last `:` outside an IPv6 literal.
+    let port = match hostport.rsplit_once(']') {
+        Some((_, after)) => after.strip_prefix(':'),
+        None => hostport.rsplit_once(':').map(|(_, p)| p),
+    };
+    if let Some(port) = port.filter(|p| !p.is_empty()) {
+        match port.parse::<u32>() {
+            Ok(0) => return bad("port 0 is not a port a server listens on".to_owned()),
+            Ok(n) if n > 65_535 => {
+                return bad(format!("port {n} is out of range (1 to 65535)"));
+            }
+            Ok(_) => {}
+            Err(_) => return bad(format!("port `{port}` is not a number")),
+        }
+    }
+    let db = path
+        .split(['?', '#'])
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches('/');
+    if !db.is_empty() && db.parse::<u32>().is_err() {
+        return bad(format!(
+            "database `{}` is not a number (`redis://host:6379/2` selects database 2)",
+            shown(db)
+        ));
+    }
+    Ok(())
+}
+
+/// A piece of a URL for an error message: at most 40 characters.
+fn shown(text: &str) -> String {
+    text.chars().take(40).collect()
+}
+
 fn parse_url(url: &str) -> Result<(ConnectionInfo, Option<Protocol>), Error> {
+    check_url_text(url)?;
     let Some(parsed) = redis::parse_redis_url(url) else {
         return Err(Error::config(
             "url",

@@ -586,3 +586,40 @@ fn errors_never_echo_the_password() {
     let e = json_err(r#"{"url": "redis://h", "password": 12345678}"#);
     assert!(e.contains("password") && !e.contains("12345678"), "{e}");
 }
+
+/// Each kind of bad URL gets its own message, in the user's terms: never
+/// redis-rs's internal error kinds, never the password.
+#[test]
+fn bad_urls_say_what_is_wrong() {
+    let cases = [
+        ("http://127.0.0.1:6379", "unknown scheme `http://`"),
+        ("tcp://127.0.0.1:6379", "unknown scheme `tcp://`"),
+        ("127.0.0.1:6379", "not a URL"),
+        ("redis://127.0.0.1:0", "port 0"),
+        ("redis://127.0.0.1:99999", "port 99999 is out of range"),
+        ("redis://127.0.0.1:port", "port `port` is not a number"),
+        (
+            "redis://127.0.0.1:6379/abc",
+            "database `abc` is not a number",
+        ),
+        ("redis://:s3cr%zzet@127.0.0.1:6379", "percent-escape"),
+    ];
+    for (url, expected) in cases {
+        let e = Config::new(url).unwrap_err().to_string();
+        assert!(e.contains(expected), "{url}: {e}");
+        assert!(!e.contains("s3cr"), "{url}: the password leaked: {e}");
+        assert!(!e.contains("InvalidClientConfig"), "{url}: {e}");
+    }
+    // The accepted forms still parse, valkey:// included, and a query
+    // after the database is not taken for it.
+    for ok in [
+        "redis://127.0.0.1",
+        "redis://127.0.0.1:6379/2?protocol=resp2",
+        "valkey://127.0.0.1:6379",
+        "redis://:p%40ss@127.0.0.1:6379",
+        "redis://[::1]:6379",
+        "redis+unix:///tmp/redis.sock?db=1",
+    ] {
+        Config::new(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+}

@@ -119,11 +119,7 @@ async fn a_ping_answered_busy_keeps_the_connection() {
         .await
         .unwrap();
     assert_eq!(id_before, id_after, "the same connection throughout");
-    let seen = drain_ready(&mut events);
-    assert!(
-        !seen.iter().any(|e| matches!(e, Event::Disconnected { .. })),
-        "no disconnect while busy: {seen:?}"
-    );
+    assert_no_disconnect(&mut events);
     client.shutdown().await;
 }
 
@@ -138,4 +134,13 @@ pub(crate) fn drain_ready(
         seen.push(e);
     }
     seen
+}
+
+/// Asserts that none of the events delivered so far is a disconnect.
+pub(crate) fn assert_no_disconnect(events: &mut (impl futures_util::Stream<Item = Event> + Unpin)) {
+    let seen = drain_ready(events);
+    assert!(
+        !seen.iter().any(|e| matches!(e, Event::Disconnected { .. })),
+        "no disconnect expected: {seen:?}"
+    );
 }

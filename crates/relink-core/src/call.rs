@@ -206,6 +206,11 @@ pub enum CallInput {
     Connected,
     /// There is no connection (or none to the node this call must reach).
     NotConnected,
+    /// There is no connection, and the supervisor's health says the last
+    /// attempt failed for a cause retrying will not fix
+    /// ([`Health::misconfigured`](crate::supervisor::Health::misconfigured)):
+    /// no connection will come by waiting.
+    Misconfigured,
     /// The driver could not give the call a backlog slot (after a
     /// [`Decision::Queue`]): the backlog is full.
     BacklogFull,
@@ -305,6 +310,11 @@ pub struct Failure {
 pub enum FailReason {
     /// No connection, and the policy is fail-fast.
     NotConnected,
+    /// No connection, and the last attempt failed for a cause retrying will
+    /// not fix (a wrong password, a peer that is not Redis): whatever the
+    /// outage policy, a call does not wait for a connection that will not
+    /// come.
+    Misconfigured,
     /// No connection, and the backlog was full.
     BacklogFull,
     /// No connection came within `queue_wait`.
@@ -329,6 +339,7 @@ impl FailReason {
     pub fn as_str(self) -> &'static str {
         match self {
             FailReason::NotConnected => "not_connected",
+            FailReason::Misconfigured => "misconfigured",
             FailReason::BacklogFull => "backlog_full",
             FailReason::QueueTimeout => "queue_timeout",
             FailReason::DeadlineExceeded => "deadline_exceeded",
@@ -455,6 +466,7 @@ impl Call {
             CallInput::Shutdown => self.fail(FailReason::Shutdown),
             CallInput::Connected => self.send(policy, now, false),
             CallInput::NotConnected => self.queue(policy, now),
+            CallInput::Misconfigured => self.fail(FailReason::Misconfigured),
             CallInput::BacklogFull => self.fail(FailReason::BacklogFull),
             CallInput::Redirected => {
                 if self.redirects < policy.max_redirects {
@@ -753,6 +765,23 @@ mod tests {
         assert_eq!(
             (f.outcome, f.reason),
             (Outcome::Unknown, FailReason::QueueTimeout)
+        );
+    }
+
+    #[test]
+    fn a_misconfigured_client_fails_calls_at_once_even_when_queueing() {
+        let p = CallPolicy::default();
+        let mut call = Call::new(&p, t(0), false, 1);
+        // Queued while the first attempt was in flight...
+        assert!(matches!(
+            call.decide(&p, t(0), CallInput::NotConnected),
+            Decision::Queue { .. }
+        ));
+        // ...and told at once when it failed with a wrong password.
+        let f = failure(call.decide(&p, t(7), CallInput::Misconfigured));
+        assert_eq!(
+            (f.outcome, f.reason),
+            (Outcome::NotApplied, FailReason::Misconfigured)
         );
     }
 

@@ -20,6 +20,7 @@ extern crate std;
 pub mod backoff;
 pub mod budget;
 pub mod call;
+pub mod cause;
 pub mod cluster;
 pub mod commands;
 pub mod duration;
@@ -32,6 +33,7 @@ pub mod time;
 
 pub use backoff::{Backoff, BackoffPolicy, Jitter, Strategy};
 pub use call::{Call, CallInput, CallPolicy, Decision, FailReason};
+pub use cause::{AttemptFailure, ConnectCause, Evidence};
 pub use cluster::{ClusterSupervisor, ClusterSupervisorConfig};
 pub use error::ConfigError;
 pub use failure::{BusyReason, Delivery, FailureKind, Outcome};

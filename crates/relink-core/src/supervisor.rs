@@ -109,6 +109,7 @@ use core::fmt;
 use core::time::Duration;
 
 use crate::backoff::{Backoff, BackoffPolicy};
+use crate::cause::{AttemptFailure, ConnectCause, Evidence};
 use crate::error::ConfigError;
 use crate::failure::FailureKind;
 use crate::time::{millis, Timestamp};
@@ -202,6 +203,12 @@ pub struct SupervisorConfig {
     /// backoff sequence from the initial delay.
     #[serde(with = "crate::duration::human")]
     pub backoff_reset_after: Duration,
+    /// Delays between attempts while the last one failed for a cause that
+    /// retrying will not fix ([`ConnectCause::is_misconfiguration`]: a
+    /// wrong password, a peer that is not Redis): slower than `backoff`, so
+    /// a wrong password does not hammer the server. The longer of the two
+    /// delays is waited, and `backoff`'s limits still apply.
+    pub misconfigured_backoff: BackoffPolicy,
 }
 
 impl Default for SupervisorConfig {
@@ -211,6 +218,7 @@ impl Default for SupervisorConfig {
             heartbeat: HeartbeatConfig::default(),
             connect_timeout: Duration::from_secs(2),
             backoff_reset_after: Duration::from_secs(10),
+            misconfigured_backoff: SupervisorConfig::default_misconfigured_backoff(),
         }
     }
 }
@@ -240,9 +248,27 @@ impl SupervisorConfig {
         self
     }
 
+    /// Sets the backoff used while misconfigured.
+    pub fn misconfigured_backoff(mut self, policy: BackoffPolicy) -> Self {
+        self.misconfigured_backoff = policy;
+        self
+    }
+
+    /// The default [`misconfigured_backoff`](Self::misconfigured_backoff):
+    /// exponential from 1 s, ×2, at most 30 s, equal jitter, no limit.
+    pub fn default_misconfigured_backoff() -> BackoffPolicy {
+        BackoffPolicy::default()
+            .initial_delay(Duration::from_secs(1))
+            .max_delay(Duration::from_secs(30))
+    }
+
     /// Checks every field; the error names the first one that makes no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.backoff.validate()?;
+        self.misconfigured_backoff.validate().map_err(|e| {
+            let field = e.field();
+            ConfigError::invalid("misconfigured_backoff", alloc::format!("{field}: {e}"))
+        })?;
         let positive = [
             ("heartbeat.interval", self.heartbeat.interval),
             ("heartbeat.timeout", self.heartbeat.timeout),
@@ -278,8 +304,16 @@ pub enum Input {
     ConnectFailed {
         /// The attempt number from [`Action::Connect`].
         attempt: u32,
-        /// Why it failed.
-        kind: FailureKind,
+        /// Why it failed ([`ConnectCause::from_error`] reads it from an
+        /// error code and message; [`ConnectCause::from_kind`] from a
+        /// [`FailureKind`]). Also accepted as `kind` in serde form.
+        #[serde(alias = "kind")]
+        cause: ConnectCause,
+        /// The server's words or the peer's first bytes, redacted; may be
+        /// empty. Passed on in [`Event::ConnectAttemptFailed`] and
+        /// [`Health::last_attempt_failure`].
+        #[serde(default)]
+        evidence: Evidence,
     },
     /// The PING asked for by [`Action::SendPing`] with this `id` was answered.
     Pong {
@@ -315,6 +349,12 @@ pub enum Input {
     ServerMoved,
     /// Stop for good: close the connection, schedule nothing more.
     Shutdown,
+    /// The configuration changed (new credentials): an attempt waiting out
+    /// a backoff delay is made at once, one in flight (with the old
+    /// settings) is abandoned and made again, and the misconfiguration
+    /// flag and its slow backoff are cleared. A Ready connection is kept
+    /// (the driver applies the change to it).
+    Reconfigured,
     /// Commands were in flight on the connection when the PING of
     /// [`Action::SendPing`] with this `id` was sent, so the PING may be
     /// queued behind them. Answered with [`Action::CheckAside`]. Only the
@@ -443,6 +483,19 @@ pub enum Event {
         #[serde(with = "millis")]
         busy_for: Duration,
     },
+    /// A connection attempt failed. Every failed attempt is told, the
+    /// first connect's as well as a reconnect's, before what follows it
+    /// ([`Event::ReconnectScheduled`] or [`Event::GaveUp`]).
+    ConnectAttemptFailed {
+        /// The attempt, its cause and the evidence.
+        failure: AttemptFailure,
+        /// The cause is one retrying will not fix
+        /// ([`ConnectCause::is_misconfiguration`]): the slow backoff applies.
+        misconfigured: bool,
+        /// When the next attempt is made (`None`: the policy gave up).
+        #[serde(with = "opt_millis")]
+        retry_in: Option<Duration>,
+    },
     /// The backoff policy ran out of attempts or time; the supervisor stopped.
     GaveUp {
         /// Attempts made in this outage.
@@ -492,6 +545,15 @@ pub struct Health {
     /// ([`Event::BusyConfirmed`]), since the first such PING was sent. `None`
     /// otherwise; the next reply on the connection ends it.
     pub busy_since: Option<Timestamp>,
+    /// The latest failed connection attempt of this outage (or of the
+    /// first connect), with its cause and evidence; `None` once Ready.
+    pub last_attempt_failure: Option<AttemptFailure>,
+    /// The latest attempt failed for a cause retrying will not fix
+    /// ([`ConnectCause::is_misconfiguration`]): attempts go on, on the slow
+    /// [`SupervisorConfig::misconfigured_backoff`], and commands fail at
+    /// once instead of waiting. Cleared by [`Input::Reconfigured`] and by
+    /// any attempt that fails otherwise or succeeds.
+    pub misconfigured: bool,
 }
 
 mod opt_millis {
@@ -552,6 +614,10 @@ pub struct Supervisor {
     rtt: Option<Duration>,
     /// Ready: since when the connection is confirmed busy (see [`Health::busy_since`]).
     busy_since: Option<Timestamp>,
+    /// Delays while misconfigured (see [`Health::misconfigured`]).
+    misconfigured_backoff: Backoff,
+    last_attempt_failure: Option<AttemptFailure>,
+    misconfigured: bool,
     out: VecDeque<Output>,
 }
 
@@ -570,6 +636,12 @@ impl Supervisor {
         config.heartbeat.timeout = at_least_1ms(config.heartbeat.timeout);
         Supervisor {
             backoff: Backoff::new(config.backoff.clone(), seed),
+            misconfigured_backoff: Backoff::new(
+                config.misconfigured_backoff.clone(),
+                seed.rotate_left(32) ^ 0x6d69_7363_6f6e_6667,
+            ),
+            last_attempt_failure: None,
+            misconfigured: false,
             config,
             state: State::Idle,
             since: Timestamp::ZERO,
@@ -612,6 +684,8 @@ impl Supervisor {
             next_attempt_at: (self.state == State::TransientFailure)
                 .then_some(self.next_attempt_at),
             busy_since: self.busy_since.filter(|_| self.state == State::Ready),
+            last_attempt_failure: self.last_attempt_failure,
+            misconfigured: self.misconfigured,
         }
     }
 
@@ -634,11 +708,29 @@ impl Supervisor {
             (State::Connecting, Input::Connected { attempt }) if attempt == self.attempt => {
                 self.become_ready(now);
             }
-            (State::Connecting, Input::ConnectFailed { attempt, kind })
-                if attempt == self.attempt =>
-            {
-                self.last_failure = Some(kind);
-                self.schedule_attempt(now);
+            (
+                State::Connecting,
+                Input::ConnectFailed {
+                    attempt,
+                    cause,
+                    evidence,
+                },
+            ) if attempt == self.attempt => {
+                self.attempt_failed(now, cause, evidence);
+            }
+            (State::Connecting | State::TransientFailure, Input::Reconfigured) => {
+                self.misconfigured = false;
+                self.misconfigured_backoff.reset();
+                if self.state == State::Connecting {
+                    // The attempt in flight uses the old settings.
+                    self.push(Output::Action(Action::Disconnect));
+                }
+                self.next_attempt_at = now;
+                self.set_state(now, State::TransientFailure);
+                self.push(Output::Event(Event::ReconnectScheduled {
+                    attempt: self.attempt.saturating_add(1),
+                    delay: Duration::ZERO,
+                }));
             }
             (State::Ready, Input::Pong { id }) => {
                 if let Some(probe) = self.probe.filter(|p| p.id == id) {
@@ -760,8 +852,7 @@ impl Supervisor {
         match self.state {
             State::Connecting => {
                 self.push(Output::Action(Action::Disconnect));
-                self.last_failure = Some(FailureKind::Timeout);
-                self.schedule_attempt(now);
+                self.attempt_failed(now, ConnectCause::Timeout, Evidence::EMPTY);
             }
             State::TransientFailure => self.start_attempt(now),
             State::Ready => match self.probe {
@@ -829,7 +920,37 @@ impl Supervisor {
         }));
     }
 
+    /// The attempt in flight failed: tell it, then wait (on the slow
+    /// schedule when retrying alone will not fix it) or give up.
+    fn attempt_failed(&mut self, now: Timestamp, cause: ConnectCause, evidence: Evidence) {
+        self.last_failure = Some(cause.kind());
+        let failure = AttemptFailure {
+            attempt: self.attempt,
+            cause,
+            evidence,
+        };
+        self.last_attempt_failure = Some(failure);
+        self.misconfigured = cause.is_misconfiguration();
+        if !self.misconfigured {
+            self.misconfigured_backoff.reset();
+        }
+        // Told first; what follows it (scheduled, or gave up) comes next.
+        let at = self.out.len();
+        let retry_at = self.schedule_attempt(now);
+        self.out.insert(
+            at,
+            Output::Event(Event::ConnectAttemptFailed {
+                failure,
+                misconfigured: self.misconfigured,
+                retry_in: retry_at.map(|t| t.saturating_since(now)),
+            }),
+        );
+    }
+
     fn become_ready(&mut self, now: Timestamp) {
+        self.last_attempt_failure = None;
+        self.misconfigured = false;
+        self.misconfigured_backoff.reset();
         self.ready_since = now;
         self.last_rx = now;
         self.probe = None;
@@ -863,10 +984,18 @@ impl Supervisor {
         self.schedule_attempt(now);
     }
 
-    /// After a failure: wait the next backoff delay, or give up.
-    fn schedule_attempt(&mut self, now: Timestamp) {
+    /// After a failure: wait the next backoff delay (the longer of the two
+    /// while misconfigured), or give up. Returns when the next attempt is due.
+    fn schedule_attempt(&mut self, now: Timestamp) -> Option<Timestamp> {
         let elapsed = now.saturating_since(self.outage_start);
-        match self.backoff.next_delay(elapsed) {
+        let mut delay = self.backoff.next_delay(elapsed);
+        if self.misconfigured {
+            delay = match (delay, self.misconfigured_backoff.next_delay(elapsed)) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+        }
+        match delay {
             Some(delay) => {
                 self.next_attempt_at = now + delay;
                 self.set_state(now, State::TransientFailure);
@@ -874,6 +1003,7 @@ impl Supervisor {
                     attempt: self.attempt.saturating_add(1),
                     delay,
                 }));
+                Some(self.next_attempt_at)
             }
             None => {
                 self.push(Output::Event(Event::GaveUp {
@@ -881,6 +1011,7 @@ impl Supervisor {
                     elapsed,
                 }));
                 self.set_state(now, State::Shutdown);
+                None
             }
         }
     }

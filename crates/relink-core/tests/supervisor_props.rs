@@ -20,7 +20,7 @@ use relink_core::supervisor::{
     Action, AsideVerdict, Event, HeartbeatConfig, Input, Output, State, Supervisor,
     SupervisorConfig,
 };
-use relink_core::Timestamp;
+use relink_core::{ConnectCause, Evidence, Timestamp};
 
 /// One input queues at most 8 outputs; a drain longer than this never ends.
 const MAX_DRAIN: usize = 16;
@@ -117,6 +117,18 @@ fn failure_kind() -> impl proptest::strategy::Strategy<Value = FailureKind> {
     ]
 }
 
+fn connect_cause() -> impl proptest::strategy::Strategy<Value = ConnectCause> {
+    prop_oneof![
+        3 => failure_kind().prop_map(ConnectCause::from_kind),
+        1 => Just(ConnectCause::Refused),
+        1 => Just(ConnectCause::UnknownHost),
+        1 => Just(ConnectCause::NotRedis),
+        1 => Just(ConnectCause::Tls),
+        1 => Just(ConnectCause::NoPerm),
+        1 => Just(ConnectCause::ServerFull),
+    ]
+}
+
 fn verdict() -> impl proptest::strategy::Strategy<Value = AsideVerdict> {
     prop_oneof![
         2 => Just(AsideVerdict::Busy),
@@ -159,7 +171,8 @@ impl Pick {
 enum InputGen {
     Start,
     Connected(Pick),
-    ConnectFailed(Pick, FailureKind),
+    ConnectFailed(Pick, ConnectCause),
+    Reconfigured,
     Pong(Pick),
     PingFailed(Pick, FailureKind),
     Activity,
@@ -175,7 +188,8 @@ fn input() -> impl proptest::strategy::Strategy<Value = InputGen> {
     prop_oneof![
         20 => Just(InputGen::Start),
         60 => pick().prop_map(InputGen::Connected),
-        40 => (pick(), failure_kind()).prop_map(|(p, k)| InputGen::ConnectFailed(p, k)),
+        40 => (pick(), connect_cause()).prop_map(|(p, c)| InputGen::ConnectFailed(p, c)),
+        5 => Just(InputGen::Reconfigured),
         50 => pick().prop_map(InputGen::Pong),
         20 => (pick(), failure_kind()).prop_map(|(p, k)| InputGen::PingFailed(p, k)),
         50 => Just(InputGen::Activity),
@@ -239,6 +253,8 @@ struct Checker {
     last_probe: u64,
     /// The probe a side check was last asked for.
     last_checked: Option<u64>,
+    /// A failed attempt said when the next comes (`None`: never).
+    after_failure: Option<Option<Duration>>,
 }
 
 impl Checker {
@@ -252,6 +268,7 @@ impl Checker {
             last_attempt: 0,
             last_probe: 0,
             last_checked: None,
+            after_failure: None,
         }
     }
 
@@ -271,10 +288,12 @@ impl Checker {
             InputGen::Connected(p) => Input::Connected {
                 attempt: attempt(p),
             },
-            InputGen::ConnectFailed(p, kind) => Input::ConnectFailed {
+            InputGen::ConnectFailed(p, cause) => Input::ConnectFailed {
                 attempt: attempt(p),
-                kind,
+                cause,
+                evidence: Evidence::new("evidence"),
             },
+            InputGen::Reconfigured => Input::Reconfigured,
             InputGen::Pong(p) => Input::Pong {
                 id: p.resolve(self.last_probe),
             },
@@ -371,6 +390,32 @@ impl Checker {
                     );
                 }
                 Output::Action(Action::Disconnect) => self.outstanding = None,
+                Output::Event(Event::ConnectAttemptFailed {
+                    failure,
+                    misconfigured,
+                    retry_in,
+                }) => {
+                    prop_assert_eq!(misconfigured, failure.cause.is_misconfiguration());
+                    prop_assert_eq!(failure.attempt, self.last_attempt);
+                    if let (true, Some(delay)) = (misconfigured, retry_in) {
+                        // The slow schedule: at least half its first delay
+                        // (equal jitter), whatever the ordinary backoff says.
+                        let floor = self.sup.config().misconfigured_backoff.initial_delay / 2;
+                        prop_assert!(delay >= floor, "misconfigured, retried in {:?}", delay);
+                    }
+                    // What follows it (scheduled, or gave up) says the same.
+                    self.after_failure = Some(retry_in);
+                }
+                Output::Event(Event::ReconnectScheduled { delay, .. }) => {
+                    if let Some(retry_in) = self.after_failure.take() {
+                        prop_assert_eq!(retry_in, Some(delay));
+                    }
+                }
+                Output::Event(Event::GaveUp { .. }) => {
+                    if let Some(retry_in) = self.after_failure.take() {
+                        prop_assert_eq!(retry_in, None);
+                    }
+                }
                 Output::Event(Event::StateChanged { from, to }) => {
                     prop_assert_eq!(from, self.state, "StateChanged from a state it was not in");
                     prop_assert!(allowed(from, to), "forbidden edge {:?} -> {:?}", from, to);
@@ -392,6 +437,23 @@ impl Checker {
             "state() disagrees with the events"
         );
         let health = self.sup.health();
+        if health.misconfigured {
+            prop_assert_ne!(health.state, State::Ready, "misconfigured while Ready");
+            prop_assert!(
+                health
+                    .last_attempt_failure
+                    .is_some_and(|f| f.cause.is_misconfiguration()),
+                "misconfigured without a misconfigured attempt: {:?}",
+                health.last_attempt_failure
+            );
+        }
+        if health.state == State::Ready {
+            prop_assert_eq!(
+                health.last_attempt_failure,
+                None,
+                "Ready with a failed attempt"
+            );
+        }
         if let Some(since) = health.busy_since {
             prop_assert_eq!(health.state, State::Ready, "busy outside Ready");
             prop_assert!(since >= health.since, "busy since before Ready");

@@ -329,7 +329,8 @@ fn supervisor_cases() -> Vec<SupervisorCaseDef> {
     let refused = |attempt| {
         Some(ConnectFailed {
             attempt,
-            kind: FailureKind::Io,
+            cause: relink_core::ConnectCause::Refused,
+            evidence: relink_core::Evidence::new("Connection refused (os error 111)"),
         })
     };
     let lost = Some(ConnectionLost {
@@ -366,6 +367,29 @@ fn supervisor_cases() -> Vec<SupervisorCaseDef> {
                 (600, lost),
                 (800, None),
                 (805, connected(1)),
+            ],
+        ),
+        (
+            "wrong password: slow backoff, commands fail fast, fixed live",
+            sup_config(),
+            1,
+            vec![
+                (0, Some(Start)),
+                (
+                    4,
+                    Some(ConnectFailed {
+                        attempt: 1,
+                        cause: relink_core::ConnectCause::Auth,
+                        evidence: relink_core::Evidence::new(
+                            "WRONGPASS invalid username-password pair or user is disabled.",
+                        ),
+                    }),
+                ),
+                // Still waiting out the slow delay (at least 500 ms).
+                (400, None),
+                // New credentials: the next attempt goes out at once.
+                (450, Some(Reconfigured)),
+                (460, connected(2)),
             ],
         ),
         (
@@ -893,6 +917,15 @@ fn call_cases() -> Vec<CallCaseDef> {
                 Once(At(0), Connected),
                 Once(After(1), failed(FailureKind::Io, Delivery::NotSent)),
             ],
+        ),
+        (
+            "queued, then misconfigured: fails at once, not sent",
+            call_policy(),
+            false,
+            None,
+            1,
+            0,
+            vec![Once(At(0), NotConnected), Once(After(4), Misconfigured)],
         ),
         (
             "a full backlog",

@@ -328,7 +328,8 @@ impl relink_supervisor_input {
             },
             RELINK_INPUT_CONNECT_FAILED => Input::ConnectFailed {
                 attempt: self.attempt,
-                kind: failure()?,
+                cause: relink_core::ConnectCause::from_kind(failure()?),
+                evidence: relink_core::Evidence::EMPTY,
             },
             RELINK_INPUT_PONG => Input::Pong { id: self.ping_id },
             RELINK_INPUT_PING_FAILED => Input::PingFailed {

@@ -21,11 +21,13 @@
 //! ```
 
 pub mod cluster;
+mod impostor;
 mod proxy;
 pub mod sentinel;
 mod server;
 
 pub use cluster::RedisCluster;
+pub use impostor::{closed_port, Impostor};
 pub use proxy::FaultProxy;
 pub use sentinel::SentinelTopology;
 pub use server::{RedisServer, RedisServerBuilder};

@@ -65,6 +65,16 @@ impl CallOptions {
 /// A health value whose connectivity state the loop can read.
 pub(crate) trait HasState {
     fn state(&self) -> State;
+
+    /// The latest failed connection attempt, while not Ready.
+    fn last_attempt_failure(&self) -> Option<relink_core::AttemptFailure> {
+        None
+    }
+
+    /// The core flagged the latest attempt's cause as one retrying will not fix.
+    fn misconfigured(&self) -> bool {
+        false
+    }
 }
 
 /// The fields of a handle's shared state the loop reads; written by
@@ -235,6 +245,8 @@ impl Calls {
         *conn = transport.current();
         if conn.is_some() {
             CallInput::Connected
+        } else if transport.health().borrow().misconfigured() {
+            CallInput::Misconfigured
         } else {
             CallInput::NotConnected
         }
@@ -433,7 +445,9 @@ impl Calls {
                     self.look(transport, &mut conn)
                 }
                 Decision::Fail { failure } => {
-                    return Err(self.fail(transport, failure, last_error, options, started));
+                    return Err(
+                        self.fail(transport, failure, last_error, options, started, request)
+                    );
                 }
                 // A decision this driver does not know (a newer core).
                 _ => {
@@ -447,6 +461,7 @@ impl Calls {
                         last_error,
                         options,
                         started,
+                        request,
                     ));
                 }
             };
@@ -461,6 +476,7 @@ impl Calls {
         last_error: Option<RedisError>,
         options: CallOptions,
         started: Timestamp,
+        request: Request<'_>,
     ) -> RedisError {
         let c = &self.counters;
         match (failure.outcome, failure.kind) {
@@ -476,6 +492,14 @@ impl Calls {
                 None => reason.to_string(),
             }
         };
+        let read_only = || request.is_read_only();
+        let last_attempt = || {
+            transport
+                .health()
+                .borrow()
+                .last_attempt_failure()
+                .map(Box::new)
+        };
         let error = match (failure.reason, failure.outcome) {
             (FailReason::Rejected, _) => {
                 if let Some(e) = last_error {
@@ -489,20 +513,36 @@ impl Calls {
             (FailReason::DeadlineExceeded, outcome) => Error::DeadlineExceeded {
                 deadline: options.deadline.unwrap_or_default(),
                 outcome,
+                read_only: read_only(),
+                last_attempt: last_attempt(),
             },
             (_, Outcome::Unknown) => Error::OutcomeUnknown {
                 kind: failure.kind.unwrap_or(FailureKind::Closed),
                 detail: detail(),
+                read_only: read_only(),
             },
             (FailReason::Shutdown, _) => Error::Shutdown,
-            (FailReason::NotConnected, _) => Error::NotConnected {
-                state: transport.health().borrow().state(),
+            (FailReason::NotConnected, _) => {
+                let health = transport.health();
+                let health = health.borrow();
+                Error::NotConnected {
+                    state: health.state(),
+                    last_attempt: health.last_attempt_failure().map(Box::new),
+                }
+            }
+            (FailReason::Misconfigured, _) => match last_attempt() {
+                Some(failure) => Error::Misconfigured { failure },
+                None => Error::NotConnected {
+                    state: transport.health().borrow().state(),
+                    last_attempt: None,
+                },
             },
             (FailReason::BacklogFull, _) => Error::BacklogFull {
                 capacity: self.capacity,
             },
             (FailReason::QueueTimeout, _) => Error::QueueTimeout {
                 waited: self.now().saturating_since(started),
+                last_attempt: last_attempt(),
             },
             (_, _) => Error::NotApplied {
                 kind: failure.kind.unwrap_or(FailureKind::Closed),
@@ -513,34 +553,49 @@ impl Calls {
     }
 }
 
-/// Waits until `health` says Ready, for at most `timeout`.
+/// Waits until `health` says Ready, for at most `timeout`; ends at once
+/// with [`Error::Misconfigured`] when the core flags the latest attempt's
+/// cause as one waiting will not fix.
 pub(crate) async fn wait_ready<H: HasState>(
     mut health: watch::Receiver<H>,
     timeout: Duration,
 ) -> Result<(), Error> {
-    let state = {
+    let (state, misconfigured) = {
         // The `Ref` that `wait_for` returns is dropped at the end of this
         // block: holding it would block the task's next health update.
         let waited = tokio::time::timeout(
             timeout,
-            health.wait_for(|h| matches!(h.state(), State::Ready | State::Shutdown)),
+            health.wait_for(|h| {
+                matches!(h.state(), State::Ready | State::Shutdown) || h.misconfigured()
+            }),
         )
         .await;
         match waited {
-            Ok(Ok(h)) => h.state(),
-            Ok(Err(_)) => State::Shutdown,
-            Err(_) => State::Idle,
+            Ok(Ok(h)) => (
+                h.state(),
+                h.misconfigured()
+                    .then(|| h.last_attempt_failure())
+                    .flatten()
+                    .map(Box::new),
+            ),
+            Ok(Err(_)) => (State::Shutdown, None),
+            Err(_) => (State::Idle, None),
         }
     };
-    if !matches!(state, State::Ready | State::Shutdown) {
-        return Err(Error::NotReady {
-            waited: timeout,
-            state: health.borrow().state(),
-        });
+    if let Some(failure) = misconfigured {
+        return Err(Error::Misconfigured { failure });
     }
     match state {
         State::Ready => Ok(()),
-        _ => Err(Error::Shutdown),
+        State::Shutdown => Err(Error::Shutdown),
+        _ => {
+            let health = health.borrow();
+            Err(Error::NotReady {
+                waited: timeout,
+                state: health.state(),
+                last_attempt: health.last_attempt_failure().map(Box::new),
+            })
+        }
     }
 }
 
@@ -629,12 +684,6 @@ impl Request<'_> {
 /// `send`, `replied` and `failed`); `$health` has a `state` field.
 macro_rules! handle {
     ($handle:ident, $shared:ty, $conn:ty, $health:ty, |$this:ident| $db:expr) => {
-        impl $crate::calls::HasState for $health {
-            fn state(&self) -> relink_core::State {
-                self.state
-            }
-        }
-
         impl $crate::calls::Fields for $shared {
             type Conn = std::sync::Arc<$conn>;
             type Health = $health;

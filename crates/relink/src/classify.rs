@@ -11,7 +11,7 @@ use std::io;
 use std::time::Duration;
 
 use redis::{ErrorKind, RedisError, ServerErrorKind};
-use relink_core::{BusyReason, Delivery, FailureKind};
+use relink_core::{BusyReason, ConnectCause, Delivery, FailureKind};
 
 /// Where a redirection sends a command: host, port, and whether `ASKING`
 /// must go first.
@@ -109,6 +109,16 @@ pub(crate) fn given_up() -> RedisError {
     ))
 }
 
+/// The error of a command whose connection relink closed under it, saying
+/// why (`reason`): the connection was closed (the command's fate is
+/// unknown), whatever made the core give it up.
+pub(crate) fn closed_by_relink(reason: &str) -> RedisError {
+    RedisError::from(io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        reason.to_owned(),
+    ))
+}
+
 /// What a failed command may have done, judged from an error relink did
 /// not make (a bare redis-rs error): the transport failing or timing out
 /// leaves it unknown; anything else (a server's error reply, a type
@@ -158,6 +168,17 @@ pub(crate) fn timed_out(after: Duration) -> RedisError {
     ))
 }
 
+/// The transport error inside a redis-rs error, if it is one (redis-rs
+/// keeps it behind an `Arc`).
+pub(crate) fn io_error(err: &RedisError) -> Option<&io::Error> {
+    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+    let source = std::error::Error::source(err)?;
+    if let Some(io) = source.downcast_ref::<io::Error>() {
+        return Some(io);
+    }
+    source.downcast_ref::<Shared>()?.downcast_ref::<io::Error>()
+}
+
 /// Classifies an error returned by redis-rs (or by relink, through
 /// `ConnectionLike`) in the core's terms.
 pub fn failure_kind(err: &RedisError) -> FailureKind {
@@ -191,6 +212,73 @@ pub fn failure_kind(err: &RedisError) -> FailureKind {
         },
         _ => FailureKind::Command,
     }
+}
+
+/// The cause a redis-rs error names by itself, without asking the server
+/// again: its code (a server's error reply) or its transport error's errno
+/// name, read by the core.
+pub fn connect_cause(err: &RedisError) -> ConnectCause {
+    if err.kind() == ErrorKind::AuthenticationFailed {
+        return ConnectCause::Auth;
+    }
+    if let Some(code) = err.code() {
+        let message = format!("{code} {}", err.detail().unwrap_or(""));
+        return ConnectCause::from_error(code, &message);
+    }
+    if err.kind() == ErrorKind::Io {
+        let text = err.to_string();
+        if let Some(name) = errno_name(err, &text) {
+            return ConnectCause::from_error(name, &text);
+        }
+        if mentions_tls(&text) {
+            return ConnectCause::Tls;
+        }
+    }
+    ConnectCause::from_kind(failure_kind(err))
+}
+
+/// The errno name (as the core reads them) of a transport error.
+fn errno_name(err: &RedisError, text: &str) -> Option<&'static str> {
+    // The resolver's failures come as text ("failed to lookup address
+    // information: Name or service not known").
+    if text.contains("failed to lookup address") {
+        return Some(if text.contains("Temporary failure") {
+            "EAI_AGAIN"
+        } else {
+            "ENOTFOUND"
+        });
+    }
+    if err.is_connection_refusal() {
+        return Some("ECONNREFUSED");
+    }
+    let io = crate::classify::io_error(err)?;
+    Some(match io.kind() {
+        io::ErrorKind::ConnectionRefused => "ECONNREFUSED",
+        io::ErrorKind::TimedOut => "ETIMEDOUT",
+        io::ErrorKind::HostUnreachable => "EHOSTUNREACH",
+        io::ErrorKind::NetworkUnreachable => "ENETUNREACH",
+        io::ErrorKind::NetworkDown => "ENETDOWN",
+        io::ErrorKind::NotFound => "ENOENT",
+        io::ErrorKind::ConnectionReset => "ECONNRESET",
+        io::ErrorKind::BrokenPipe => "EPIPE",
+        io::ErrorKind::ConnectionAborted => "ECONNABORTED",
+        io::ErrorKind::UnexpectedEof => "EOF",
+        io::ErrorKind::AddrNotAvailable => "EADDRNOTAVAIL",
+        _ => return None,
+    })
+}
+
+fn mentions_tls(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    ["certificate", "tls", "handshake", "invaliddnsname"]
+        .iter()
+        .any(|word| lower.contains(word))
+}
+
+/// Does the error carry the server's own words (an error reply's code and
+/// text)? redis-rs drops them for some handshake failures.
+pub(crate) fn carries_server_words(err: &RedisError) -> bool {
+    err.code().is_some()
 }
 
 /// Did the error come back from the server as a reply (so the server is alive
@@ -244,6 +332,20 @@ mod tests {
         );
         assert_eq!(failure_kind(&server_error("ERR")), FailureKind::Command);
         assert!(is_server_reply(&server_error("ERR")));
+    }
+
+    #[test]
+    fn causes_named_by_the_error_itself() {
+        let refused = RedisError::from(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert_eq!(connect_cause(&refused), ConnectCause::Refused);
+        let dns = RedisError::from(io::Error::other(
+            "failed to lookup address information: Name or service not known",
+        ));
+        assert_eq!(connect_cause(&dns), ConnectCause::UnknownHost);
+        let auth = RedisError::from((ErrorKind::AuthenticationFailed, "bad password"));
+        assert_eq!(connect_cause(&auth), ConnectCause::Auth);
+        let parse = RedisError::from((ErrorKind::Parse, "Unexpected `84`"));
+        assert_eq!(connect_cause(&parse), ConnectCause::Protocol);
     }
 
     #[test]

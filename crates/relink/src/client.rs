@@ -21,7 +21,7 @@ use futures_util::FutureExt;
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Value};
 use relink_core::supervisor::{Action, AsideVerdict, Event, Input, Output, State, Supervisor};
-use relink_core::{Delivery, FailureKind, Timestamp};
+use relink_core::{AttemptFailure, Delivery, Evidence, FailureKind, Timestamp};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +29,7 @@ use crate::calls::{self, CallOptions, Calls, HandleGuard, Request, Transport};
 use crate::classify::{self, failure_kind, is_server_reply, Redirect};
 use crate::config::Config;
 use crate::connector::{Connection, Connector};
+use crate::diagnose::Diagnosis;
 use crate::exclusive::{Exclusive, ExclusivePool};
 use crate::pubsub::{PubSubHub, Subscription};
 use crate::Error;
@@ -54,6 +55,31 @@ pub struct Health {
     /// and a check from the side confirmed it alive. `None` once any reply
     /// comes through.
     pub busy_since: Option<Instant>,
+    /// The latest failed connection attempt while not Ready: its number,
+    /// its cause ([`ConnectCause`](relink_core::ConnectCause)) and the
+    /// server's words or the peer's first bytes (`WRONGPASS invalid
+    /// username-password pair`, `HTTP/1.1 400 Bad Request`), redacted.
+    pub last_attempt_failure: Option<AttemptFailure>,
+    /// The latest attempt failed for a cause retrying will not fix by itself
+    /// (a wrong password, a peer that is not Redis, an unknown host): the
+    /// client keeps trying on a slow schedule, and commands fail at once
+    /// with [`Error::Misconfigured`] instead of waiting. Cleared by a fix
+    /// ([`Client::update_credentials`]) or any other outcome of an attempt.
+    pub misconfigured: bool,
+}
+
+impl calls::HasState for Health {
+    fn state(&self) -> State {
+        self.state
+    }
+
+    fn last_attempt_failure(&self) -> Option<AttemptFailure> {
+        self.last_attempt_failure
+    }
+
+    fn misconfigured(&self) -> bool {
+        self.misconfigured
+    }
 }
 
 /// Counters of what happened to commands, for dashboards and the outage tour.
@@ -114,9 +140,23 @@ struct Live {
     /// Cancelled when the connection is given up: commands on a connection
     /// without a `kill` handle race against it instead.
     dead: CancellationToken,
+    /// Why relink gave the connection up, when it did (its heartbeat got no
+    /// answer, the server no longer knew it): what the commands that were
+    /// waiting on it are told, rather than the socket error closing it
+    /// caused.
+    closed_because: std::sync::OnceLock<String>,
 }
 
 impl Live {
+    /// The error of a command that failed on this connection: `err`, or
+    /// why relink closed the connection under it.
+    fn failure(&self, err: RedisError) -> RedisError {
+        match self.closed_because.get() {
+            Some(reason) => classify::closed_by_relink(reason),
+            None => err,
+        }
+    }
+
     /// Gives the connection up: every command still waiting on it fails now
     /// rather than at its response timeout.
     fn close(&self) {
@@ -157,8 +197,24 @@ impl From<(u64, FailureKind)> for Report {
     }
 }
 
+/// Credentials set on a live client, used from the next handshake on.
+#[derive(Clone)]
+pub(crate) struct Credentials {
+    username: Option<String>,
+    password: String,
+}
+
+/// The credentials a client and its exclusive connections connect with,
+/// when changed since the config (`None`: the config's).
+pub(crate) type CredentialsCell = Arc<arc_swap::ArcSwapOption<Credentials>>;
+
 struct Shared {
     config: Config,
+    /// Credentials changed on the live client (shared with its exclusive
+    /// connections).
+    credentials: CredentialsCell,
+    /// Tells the task the configuration changed.
+    reconfigured: tokio::sync::Notify,
     epoch: Instant,
     live: ArcSwapOption<Live>,
     health: watch::Sender<Health>,
@@ -184,6 +240,22 @@ struct Shared {
 impl Shared {
     fn now(&self) -> Timestamp {
         self.calls.now()
+    }
+
+    /// The config a connection is made with now: the client's, with the
+    /// credentials changed since, if any.
+    fn connect_config(&self) -> Config {
+        let config = self.config.clone();
+        match self.credentials.load_full() {
+            Some(credentials) => {
+                let config = config.with_password(credentials.password.clone());
+                match &credentials.username {
+                    Some(username) => config.with_username(username.clone()),
+                    None => config,
+                }
+            }
+            None => config,
+        }
     }
 
     /// One command or pipeline: a blocking one on an exclusive connection
@@ -259,23 +331,116 @@ impl Client {
 
     /// Starts a client that makes its connections through `connector`.
     pub fn with_connector(config: Config, connector: Arc<dyn Connector>) -> Result<Client, Error> {
-        Client::start(config, connector, None)
+        Client::start(config, connector, None, CredentialsCell::default())
+    }
+
+    /// Starts a client and waits for its first connection: the client once
+    /// it is Ready; [`Error::Misconfigured`] at once if an attempt fails for
+    /// a cause retrying will not fix (a wrong password, a server that is not
+    /// Redis: the cause and the server's words are in the error); and
+    /// [`Error::NotReady`], naming the last attempt's cause, if the config's
+    /// [`deadline`](Config::deadline) passes first (a refused port, a server
+    /// still loading). The client is shut down when it fails. With no
+    /// deadline, it waits as long as the backoff keeps trying.
+    ///
+    /// [`Client::new`] starts the same client without waiting: it connects,
+    /// and keeps connecting, in the background.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), relink::Error> {
+    /// let client = relink::Client::connect(relink::Config::new("redis://127.0.0.1:6379")?).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(config: Config) -> Result<Client, Error> {
+        let wait = config.deadline().unwrap_or(Duration::MAX);
+        let client = Client::new(config)?;
+        match client.wait_ready(wait).await {
+            Ok(()) => Ok(client),
+            Err(e) => {
+                client.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Changes the credentials on a live client, for a password rotation
+    /// without a restart: the live connection is re-authenticated (`AUTH`)
+    /// at once, and every connection made from now on (reconnects,
+    /// exclusive connections) uses the new credentials. `username` `None`
+    /// keeps the current user. An attempt waiting out a backoff delay (a
+    /// client flagged [`misconfigured`](Health::misconfigured) by a wrong
+    /// password) is made again at once.
+    ///
+    /// If the server refuses the new credentials on the live connection
+    /// (`WRONGPASS`), nothing changes and that refusal is returned. Idle
+    /// exclusive connections are closed (the next lease opens one with the
+    /// new credentials); leased ones stay authenticated as they were.
+    pub async fn update_credentials(
+        &self,
+        username: Option<&str>,
+        password: &str,
+    ) -> Result<(), Error> {
+        let shared = &self.shared;
+        let username = match username {
+            Some("") => return Err(Error::config("username", "must not be empty")),
+            Some(name) => Some(name.to_owned()),
+            None => shared.connect_config().username().map(str::to_owned),
+        };
+        let new = Arc::new(Credentials {
+            username,
+            password: password.to_owned(),
+        });
+        let old = shared.credentials.swap(Some(Arc::clone(&new)));
+        if let Some(live) = shared.live.load_full() {
+            let mut auth = redis::cmd("AUTH");
+            if let Some(username) = &new.username {
+                auth.arg(username);
+            }
+            auth.arg(&new.password);
+            // Straight on the live connection, not through the call loop: a
+            // refusal here is about the new password, not the connection
+            // (which stays logged in as it was). A connection that hangs is
+            // given up by the heartbeat, which fails this too.
+            let sent = Transport::send(&**shared, &live, Request::Cmd(&auth), None, shared.now());
+            let refusal = match sent.await {
+                // (redis-rs hands a server's error reply back as a value.)
+                Ok(Value::ServerError(e)) => Some(RedisError::from(e)),
+                Err(e) if is_server_reply(&e) => Some(e),
+                // Accepted; or the connection went away under AUTH, and the
+                // reconnect authenticates with the new credentials.
+                Ok(_) | Err(_) => None,
+            };
+            if let Some(e) = refusal {
+                // Refused: the live connection keeps its login, and
+                // reconnects keep using what worked.
+                shared.credentials.store(old);
+                return Err(Error::Redis(e));
+            }
+        }
+        if let Some(pool) = &shared.exclusive {
+            pool.close_idle();
+        }
+        shared.reconfigured.notify_one();
+        Ok(())
     }
 
     /// One connection of a client's exclusive set: a client of its own that
-    /// runs blocking commands itself (it has no exclusive set).
+    /// runs blocking commands itself (it has no exclusive set). It connects
+    /// with its parent's `credentials`.
     pub(crate) fn exclusive_connection(
         config: Config,
         connector: Arc<dyn Connector>,
         parent: CancellationToken,
+        credentials: CredentialsCell,
     ) -> Result<Client, Error> {
-        Client::start(config, connector, Some(parent))
+        Client::start(config, connector, Some(parent), credentials)
     }
 
     fn start(
         config: Config,
         connector: Arc<dyn Connector>,
         parent: Option<CancellationToken>,
+        credentials: CredentialsCell,
     ) -> Result<Client, Error> {
         config.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
@@ -295,6 +460,8 @@ impl Client {
             rtt: None,
             heartbeat_misses: 0,
             busy_since: None,
+            last_attempt_failure: None,
+            misconfigured: false,
         });
         let (events, _) = broadcast::channel(256);
         let (reports, reports_rx) = mpsc::unbounded_channel();
@@ -306,11 +473,14 @@ impl Client {
                 &config,
                 Arc::clone(&connector),
                 calls.shutdown.clone(),
+                Arc::clone(&credentials),
             ))
         });
         let shutdown = calls.shutdown.clone();
         let options = CallOptions::new(&config);
         let shared = Arc::new(Shared {
+            credentials,
+            reconfigured: tokio::sync::Notify::new(),
             pubsub: Arc::new(PubSubHub::default()),
             calls,
             config,
@@ -337,6 +507,7 @@ impl Client {
             ping: None,
             aside: None,
             invalidated: None,
+            half_open: false,
         };
         // Every event the task logs carries the (redacted) target.
         let span = tracing::info_span!("relink", url = %shared.config.redacted_url());
@@ -485,15 +656,17 @@ impl Transport for Shared {
     ) -> Result<Value, RedisError> {
         let _in_flight = InFlight::new(&self.in_flight);
         let mut conn = live.conn.clone();
-        if live.kill.is_some() {
+        let result = if live.kill.is_some() {
             // Closing the connection fails this command by itself.
-            return request.send(&mut conn).await;
-        }
-        tokio::select! {
-            biased;
-            result = request.send(&mut conn) => result,
-            _ = live.dead.cancelled() => Err(classify::given_up()),
-        }
+            request.send(&mut conn).await
+        } else {
+            tokio::select! {
+                biased;
+                result = request.send(&mut conn) => result,
+                _ = live.dead.cancelled() => Err(classify::given_up()),
+            }
+        };
+        result.map_err(|e| live.failure(e))
     }
 
     fn generation(&self, live: &Arc<Live>) -> u64 {
@@ -542,8 +715,9 @@ calls::handle!(Client, Shared, Live, Health, |client| client
     .database());
 
 /// A made connection and its `CLIENT ID` (none when the server refuses to
-/// tell, e.g. an ACL user without `CLIENT`: no side checks then).
-type ConnectResult = Result<(Connection, Option<i64>), RedisError>;
+/// tell, e.g. an ACL user without `CLIENT`: no side checks then), or why
+/// the attempt failed.
+type ConnectResult = Result<(Connection, Option<i64>), Diagnosis>;
 
 /// A connection attempt in flight: attempt number, the generation its
 /// connection will have, the connection.
@@ -575,6 +749,8 @@ struct Driver {
     aside: Option<PendingAside>,
     /// Resolves when the connector says the live connection is stale.
     invalidated: Option<BoxFuture<'static, ()>>,
+    /// The side check just found the live connection gone from the server.
+    half_open: bool,
 }
 
 impl Driver {
@@ -599,11 +775,14 @@ impl Driver {
                         self.invalidated = Some(self.connector.invalidated());
                         Some(Input::Connected { attempt })
                     }
-                    (attempt, _, Err(err)) => {
-                        let kind = failure_kind(&err);
+                    (attempt, _, Err(diagnosis)) => {
+                        // (The core tells it, with what follows, as an event.)
                         self.shared.calls.drain_budget();
-                        tracing::debug!(attempt, %kind, error = %err, "connection attempt failed");
-                        Some(Input::ConnectFailed { attempt, kind })
+                        Some(Input::ConnectFailed {
+                            attempt,
+                            cause: diagnosis.cause,
+                            evidence: Evidence::new(&diagnosis.evidence),
+                        })
                     }
                 },
                 (id, generation, result) = poll_ping(&mut self.ping) => {
@@ -627,11 +806,14 @@ impl Driver {
                         if verdict == AsideVerdict::Busy {
                             self.shared.note_busy();
                         }
+                        // If the core gives the connection up now, this is why.
+                        self.half_open = verdict == AsideVerdict::Gone;
                         Some(Input::AsideChecked { id, verdict })
                     } else {
                         None
                     }
                 }
+                _ = self.shared.reconfigured.notified() => Some(Input::Reconfigured),
                 _ = poll_invalidated(&mut self.invalidated) => {
                     self.invalidated = None;
                     tracing::info!("relink connector reports the server moved; reconnecting");
@@ -693,14 +875,18 @@ impl Driver {
         match action {
             Action::Connect { attempt } => {
                 let connector = Arc::clone(&self.connector);
-                let config = shared.config.clone();
+                let config = shared.connect_config();
                 let pubsub = Arc::clone(&shared.pubsub);
                 let reports = shared.reports.clone();
                 self.last_generation += 1;
                 let generation = self.last_generation;
-                let fut = async move {
+                let attempt_fut = async move {
                     let push = pubsub.push_sender(reports, generation);
-                    let mut connection = connector.connect(&config, push).await?;
+                    let made = connector.connect(&config, push).await;
+                    let mut connection = match made {
+                        Ok(connection) => connection,
+                        Err(e) => return Err(connector.explain(&config, &e).await),
+                    };
                     let conn = &mut connection.conn;
                     let setup = async {
                         // A server still loading its dataset accepts the
@@ -732,11 +918,11 @@ impl Driver {
                             if let Some(kill) = &connection.kill {
                                 kill.abort();
                             }
-                            Err(e)
+                            Err(connector.explain(&config, &e).await)
                         }
                     }
                 };
-                self.connecting = Some((attempt, generation, fut.boxed()));
+                self.connecting = Some((attempt, generation, attempt_fut.boxed()));
                 tracing::debug!(attempt, "connecting");
             }
             Action::SendPing { id } => {
@@ -770,7 +956,7 @@ impl Driver {
                     return; // the server would not say who we are
                 };
                 let connector = Arc::clone(&self.connector);
-                let config = shared.config.clone();
+                let config = shared.connect_config();
                 let fut = async move {
                     let list = async {
                         let mut aside = connector.connect_aside(&config).await?;
@@ -803,7 +989,11 @@ impl Driver {
                 self.ping = None;
                 self.aside = None;
                 self.invalidated = None;
+                let half_open = std::mem::take(&mut self.half_open);
                 if let Some(live) = shared.live.swap(None) {
+                    if let Some(reason) = self.loss_reason(shared, half_open) {
+                        let _ = live.closed_because.set(reason);
+                    }
                     live.close();
                 }
             }
@@ -833,6 +1023,26 @@ impl Driver {
                 shared.pubsub.restored(downtime);
             }
             Event::Connected { attempts } => tracing::info!(attempts, "relink connected"),
+            Event::ConnectAttemptFailed {
+                failure,
+                misconfigured,
+                retry_in,
+            } => {
+                let retry_in_ms = retry_in.map(|d| d.as_millis() as u64);
+                let hint = if misconfigured {
+                    "; retrying will not fix this, the configuration must change"
+                } else {
+                    ""
+                };
+                tracing::warn!(
+                    attempt = failure.attempt,
+                    cause = %failure.cause,
+                    evidence = %failure.evidence,
+                    misconfigured,
+                    retry_in_ms,
+                    "relink connection attempt failed: {failure}{hint}"
+                );
+            }
             Event::HeartbeatMissed { misses } => tracing::warn!(misses, "relink heartbeat missed"),
             Event::GaveUp { attempts, elapsed } => {
                 tracing::error!(
@@ -846,6 +1056,40 @@ impl Driver {
         let _ = shared.events.send(event);
     }
 
+    /// Why the core gave the live connection up, in words for the commands
+    /// that were waiting on it (`None`: the socket error they get is the
+    /// truth already). Read off the core's health, which holds the cause by
+    /// the time its `Disconnect` is drained.
+    fn loss_reason(&self, shared: &Shared, half_open: bool) -> Option<String> {
+        let health = self.supervisor.health();
+        if health.state == State::Shutdown {
+            return Some("relink closed the connection: the client was shut down".into());
+        }
+        if half_open {
+            return Some(
+                "relink closed the connection: the server no longer had it \
+                 (checked from the side; it was half-open)"
+                    .into(),
+            );
+        }
+        match health.last_failure {
+            Some(FailureKind::Timeout) => {
+                let heartbeat = shared.config.supervisor_config().heartbeat;
+                Some(format!(
+                    "relink closed the connection: no reply to its heartbeat PING within {:?} \
+                     (the server is unresponsive: hung, paused, or cut off)",
+                    heartbeat.timeout
+                ))
+            }
+            Some(FailureKind::Moved) => Some(
+                "relink closed the connection: the server is no longer the master \
+                 (a failover was announced)"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+
     /// A new connection is up: make it the one the hot path uses.
     fn install(&mut self, (connection, client_id): (Connection, Option<i64>), generation: u64) {
         self.generation = generation;
@@ -855,6 +1099,7 @@ impl Driver {
             kill: connection.kill,
             generation: self.generation,
             dead: CancellationToken::new(),
+            closed_because: std::sync::OnceLock::new(),
         };
         if let Some(old) = self.shared.live.swap(Some(Arc::new(live))) {
             old.close();
@@ -877,6 +1122,8 @@ impl Driver {
                 busy_since: h
                     .busy_since
                     .map(|t| shared.epoch + Duration::from_millis(t.as_millis())),
+                last_attempt_failure: h.last_attempt_failure,
+                misconfigured: h.misconfigured,
             };
             let changed = *current != next;
             if changed {

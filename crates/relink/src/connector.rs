@@ -11,6 +11,7 @@ use redis::{AsyncConnectionConfig, ConnectionAddr, PushInfo, RedisError};
 use tokio::task::AbortHandle;
 
 use crate::config::{Config, Protocol};
+use crate::diagnose::Diagnosis;
 use crate::Error;
 
 /// Receives the server's push messages (Pub/Sub, disconnection) of one connection.
@@ -62,18 +63,34 @@ pub trait Connector: Send + Sync + fmt::Debug + 'static {
     async fn connect_aside(&self, config: &Config) -> Result<Connection, RedisError> {
         self.connect(config, Arc::new(|_| {})).await
     }
+
+    /// Why an attempt of [`connect`](Self::connect) failed with `err`, and
+    /// the evidence, redacted. The default reads the error alone
+    /// ([`diagnose::connect_cause`](crate::diagnose::connect_cause)); a
+    /// connector that knows the address it tried may ask the server again
+    /// for the words the error dropped ([`diagnose::explain`](crate::diagnose::explain)).
+    async fn explain(&self, config: &Config, err: &RedisError) -> Diagnosis {
+        let info = config.connection_info();
+        Diagnosis {
+            cause: crate::diagnose::connect_cause(err),
+            evidence: crate::diagnose::redact(&err.to_string(), info.redis_settings().password()),
+        }
+    }
 }
 
 /// The default connector: whatever the config's URL says (TCP, TLS with the
-/// `tls-rustls` feature, Unix socket), through redis-rs.
+/// `tls-rustls` feature, Unix socket), through redis-rs. Each attempt
+/// connects with the config it is handed, so credentials changed on a live
+/// client ([`Client::update_credentials`](crate::Client::update_credentials))
+/// are used from the next attempt on.
 pub struct TcpConnector {
-    client: redis::Client,
+    addr: ConnectionAddr,
 }
 
 impl fmt::Debug for TcpConnector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpConnector")
-            .field("addr", self.client.get_connection_info().addr())
+            .field("addr", &self.addr)
             .finish()
     }
 }
@@ -83,14 +100,23 @@ impl TcpConnector {
     pub fn new(config: &Config) -> Result<TcpConnector, Error> {
         let client = redis::Client::open(config.connection_info())
             .map_err(|e| Error::config("url", e.to_string()))?;
-        Ok(TcpConnector { client })
+        Ok(TcpConnector {
+            addr: client.get_connection_info().addr().clone(),
+        })
     }
 }
 
 #[async_trait::async_trait]
 impl Connector for TcpConnector {
     async fn connect(&self, config: &Config, push: PushHandler) -> Result<Connection, RedisError> {
-        connect_multiplexed(&self.client, config, push).await
+        let client = redis::Client::open(config.connection_info())?;
+        connect_multiplexed(&client, config, push).await
+    }
+
+    /// Asks the server again, on a raw socket, for what the error hides.
+    async fn explain(&self, config: &Config, err: &RedisError) -> Diagnosis {
+        let timeout = config.supervisor_config().connect_timeout;
+        crate::diagnose::explain(&config.connection_info(), err, timeout).await
     }
 }
 

@@ -8,7 +8,19 @@
 
 use std::io;
 
-use relink_core::{FailureKind, Outcome};
+use relink_core::{AttemptFailure, FailureKind, Outcome};
+
+/// "; last attempt: authentication failed: WRONGPASS ..." when there was one.
+struct LastAttempt<'a>(&'a Option<Box<AttemptFailure>>);
+
+impl std::fmt::Display for LastAttempt<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(failure) => write!(f, "; last attempt: {failure}"),
+            None => Ok(()),
+        }
+    }
+}
 
 /// Everything relink itself can report.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -24,10 +36,29 @@ pub enum Error {
     },
     /// Not connected and the outage policy is fail-fast: the command was not
     /// sent; nothing happened.
-    #[error("not connected (state {state}); the command was not sent: nothing happened")]
+    #[error(
+        "not connected (state {state}{}); the command was not sent: nothing happened",
+        LastAttempt(.last_attempt)
+    )]
     NotConnected {
         /// The health state at the time.
         state: relink_core::State,
+        /// Why the latest connection attempt failed, if one did.
+        last_attempt: Option<Box<AttemptFailure>>,
+    },
+    /// Not connected, and the latest connection attempt failed for a cause
+    /// retrying will not fix by itself: a wrong password, an ACL user
+    /// without a permission the handshake needs, a peer that is not Redis,
+    /// a host name that does not resolve. The command was not sent; nothing
+    /// happened. Fix the configuration (for credentials, without a restart:
+    /// [`Client::update_credentials`](crate::Client::update_credentials)).
+    #[error(
+        "misconfigured: {failure}; retrying will not fix this, the configuration must change \
+         (new credentials: update_credentials); the command was not sent: nothing happened"
+    )]
+    Misconfigured {
+        /// The attempt that failed, its cause and the server's words.
+        failure: Box<AttemptFailure>,
     },
     /// The outage backlog is full: the command was not sent; nothing happened.
     #[error(
@@ -39,20 +70,33 @@ pub enum Error {
     },
     /// The command waited `max_wait` in the backlog for a connection that did
     /// not come: it was not sent; nothing happened.
-    #[error("no connection within {waited:?}; the command was not sent: nothing happened")]
+    #[error(
+        "no connection within {waited:?}{}; the command was not sent: nothing happened",
+        LastAttempt(.last_attempt)
+    )]
     QueueTimeout {
         /// How long it waited.
         waited: std::time::Duration,
+        /// Why the latest connection attempt failed, if one did.
+        last_attempt: Option<Box<AttemptFailure>>,
     },
     /// The command was sent (or may have been) and no reply came: the server
     /// may have applied it. It was not retried because it is not idempotent,
-    /// or retries ran out.
-    #[error("outcome unknown: the command may have been applied ({kind}: {detail})")]
+    /// or retries ran out. For a read (`read_only`), nothing was changed
+    /// either way: only its result is missing.
+    #[error("{} ({kind}: {detail})", if *.read_only {
+        "no reply to the read: its result is lost, and a read changes nothing"
+    } else {
+        "outcome unknown: the command may have been applied"
+    })]
     OutcomeUnknown {
         /// What went wrong.
         kind: FailureKind,
         /// The underlying error's text.
         detail: String,
+        /// The command was a read (by the command table): it changed
+        /// nothing, whatever happened to it.
+        read_only: bool,
     },
     /// The command failed before it could have been applied, and was not
     /// retried (retries ran out or the retry budget is spent).
@@ -64,10 +108,11 @@ pub enum Error {
         detail: String,
     },
     /// The call's deadline passed before it could be completed.
-    #[error("deadline of {deadline:?} exceeded; {}", match outcome {
-        Outcome::Unknown => "outcome unknown: the command may have been applied",
-        _ => "the command was not applied: nothing happened",
-    })]
+    #[error("deadline of {deadline:?} exceeded; {}{}", match (outcome, read_only) {
+        (Outcome::Unknown, true) => "no reply to the read: its result is lost, and a read changes nothing",
+        (Outcome::Unknown, false) => "outcome unknown: the command may have been applied",
+        _ => "the command was not sent: nothing happened",
+    }, LastAttempt(.last_attempt))]
     DeadlineExceeded {
         /// The deadline the call had.
         deadline: std::time::Duration,
@@ -75,16 +120,24 @@ pub enum Error {
         /// sent (or certainly refused), `Unknown` when an attempt was sent
         /// and its reply never came.
         outcome: Outcome,
+        /// The command was a read (by the command table): it changed
+        /// nothing, whatever happened to it.
+        read_only: bool,
+        /// Why the latest connection attempt failed, if the call ended
+        /// without a connection and one did.
+        last_attempt: Option<Box<AttemptFailure>>,
     },
     /// [`Client::wait_ready`](crate::Client::wait_ready) (or the cluster's)
     /// gave up: the client did not become Ready in time. No command is
     /// involved.
-    #[error("not ready within {waited:?} (state {state})")]
+    #[error("not ready within {waited:?} (state {state}{})", LastAttempt(.last_attempt))]
     NotReady {
         /// How long it waited.
         waited: std::time::Duration,
         /// The health state when it gave up.
         state: relink_core::State,
+        /// Why the latest connection attempt failed, if one did.
+        last_attempt: Option<Box<AttemptFailure>>,
     },
     /// The command itself is malformed in a way relink must understand (a
     /// blocking command's timeout that is negative or not a number): it
@@ -137,6 +190,7 @@ impl Error {
     pub fn outcome(&self) -> Option<Outcome> {
         match self {
             Error::NotConnected { .. }
+            | Error::Misconfigured { .. }
             | Error::BacklogFull { .. }
             | Error::QueueTimeout { .. }
             | Error::NotApplied { .. }
@@ -209,6 +263,7 @@ mod tests {
         let e = Error::OutcomeUnknown {
             kind: FailureKind::Closed,
             detail: "connection closed".into(),
+            read_only: false,
         }
         .into_redis();
         assert!(e.to_string().contains("outcome unknown"), "{e}");

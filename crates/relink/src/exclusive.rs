@@ -45,6 +45,8 @@ pub(crate) struct ExclusivePool {
     reaper: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Set when the client shuts down: no lease is given or served.
     closed: AtomicBool,
+    /// The parent's credentials, which every exclusive connection uses.
+    credentials: crate::client::CredentialsCell,
 }
 
 struct IdleConnection {
@@ -57,6 +59,7 @@ impl ExclusivePool {
         config: &Config,
         connector: Arc<dyn Connector>,
         shutdown: tokio_util::sync::CancellationToken,
+        credentials: crate::client::CredentialsCell,
     ) -> ExclusivePool {
         ExclusivePool {
             shutdown,
@@ -67,7 +70,16 @@ impl ExclusivePool {
             open: AtomicU64::new(0),
             reaper: Mutex::new(None),
             closed: AtomicBool::new(false),
+            credentials,
         }
+    }
+
+    /// Closes every idle connection (the credentials changed: the next
+    /// lease opens one that logs in with the new ones).
+    pub(crate) fn close_idle(&self) {
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(PoisonError::into_inner));
+        self.open.fetch_sub(idle.len() as u64, Ordering::Relaxed);
+        drop(idle);
     }
 
     /// The client shut down: close every idle connection now, and every
@@ -126,9 +138,12 @@ impl ExclusivePool {
             FailReason::DeadlineExceeded => Error::DeadlineExceeded {
                 deadline: options.deadline.unwrap_or_default(),
                 outcome: failure.outcome,
+                read_only: false,
+                last_attempt: None,
             },
             FailReason::QueueTimeout => Error::QueueTimeout {
                 waited: calls.now().saturating_since(started),
+                last_attempt: None,
             },
             _ => Error::NoExclusiveConnection { max },
         };
@@ -200,8 +215,11 @@ impl ExclusivePool {
                         }
                     }
                     Decision::Fail { failure } if failure.reason == FailReason::NotConnected => {
+                        let health = client.health();
+                        let health = health.borrow();
                         return Err(Error::NotConnected {
-                            state: client.health().borrow().state,
+                            state: health.state,
+                            last_attempt: health.last_attempt_failure.map(Box::new),
                         });
                     }
                     Decision::Fail { failure } => return Err(failed(failure)),
@@ -243,6 +261,7 @@ impl ExclusivePool {
             self.config.clone(),
             Arc::clone(&self.connector),
             self.shutdown.clone(),
+            Arc::clone(&self.credentials),
         )?;
         self.open.fetch_add(1, Ordering::Relaxed);
         Ok(client)

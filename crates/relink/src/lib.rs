@@ -14,6 +14,7 @@ mod client;
 pub mod cluster;
 pub mod config;
 pub mod connector;
+pub mod diagnose;
 pub mod error;
 pub mod exclusive;
 pub mod pubsub;
@@ -26,4 +27,6 @@ pub use config::Config;
 pub use error::Error;
 pub use exclusive::Exclusive;
 pub use pubsub::{PubSubItem, Subscription};
-pub use relink_core::{self as core, Event, FailureKind, Outcome, State};
+pub use relink_core::{
+    self as core, AttemptFailure, ConnectCause, Event, FailureKind, Outcome, State,
+};

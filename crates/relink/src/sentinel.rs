@@ -204,6 +204,15 @@ impl Connector for SentinelConnector {
                     tracing::debug!(service = %self.service, error = %e, "sentinel discovery failed");
                 })?
         };
+        // This attempt's credentials: they may have been updated on the
+        // live client since the connector was made.
+        let settings = config.connection_info().redis_settings().clone();
+        let client = redis::Client::open(
+            client
+                .get_connection_info()
+                .clone()
+                .set_redis_settings(settings),
+        )?;
         let addr = match client.get_connection_info().addr() {
             ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
                 (host.clone(), *port)
@@ -236,6 +245,7 @@ impl Connector for SentinelConnector {
         let Some((host, port)) = master else {
             return Err(crate::Error::NotConnected {
                 state: relink_core::State::Connecting,
+                last_attempt: None,
             }
             .into_redis());
         };
@@ -393,7 +403,11 @@ impl Watcher {
                     }
                     Err(e) => {
                         tracing::debug!(%sentinel, attempt, error = %e, "sentinel subscription failed");
-                        Some(Input::ConnectFailed { attempt, kind: failure_kind(&e) })
+                        Some(Input::ConnectFailed {
+                            attempt,
+                            cause: crate::diagnose::connect_cause(&e),
+                            evidence: relink_core::Evidence::new(&e.to_string()),
+                        })
                     }
                 },
                 message = next_message(&mut state.listening) => match message {

@@ -725,7 +725,8 @@ impl Driver<'_> {
                         self.attempt_in_flight = None;
                         self.input(Input::ConnectFailed {
                             attempt,
-                            kind: FailureKind::Io,
+                            cause: relink_core::ConnectCause::Refused,
+                            evidence: relink_core::Evidence::EMPTY,
                         })?;
                     }
                     Mode::Hang => {} // the connect timeout must catch it

@@ -58,6 +58,20 @@ pub struct ClusterHealth {
     pub slots_ready: u32,
     /// Every node of the latest topology (each one probed), by `host:port`.
     pub nodes: BTreeMap<String, NodeHealth>,
+    /// The latest failed attempt to make the cluster connection, while it
+    /// is down: its cause and the server's words (a wrong password, a node
+    /// that is not Redis). Each node's own is in its [`NodeHealth`].
+    pub last_attempt_failure: Option<relink_core::AttemptFailure>,
+}
+
+impl crate::calls::HasState for ClusterHealth {
+    fn state(&self) -> State {
+        self.state
+    }
+
+    fn last_attempt_failure(&self) -> Option<relink_core::AttemptFailure> {
+        self.last_attempt_failure
+    }
 }
 
 /// A node's probe: a relink [`Client`] on that node, and the task that
@@ -94,6 +108,8 @@ pub(super) struct Driver {
         BoxFuture<'static, Result<ClusterConnection, RedisError>>,
     )>,
     reading: Option<(u64, BoxFuture<'static, TopologyResult>)>,
+    /// The latest failed attempt to make the cluster connection.
+    last_attempt_failure: Option<relink_core::AttemptFailure>,
 }
 
 impl Driver {
@@ -113,6 +129,7 @@ impl Driver {
             probe_changed: Arc::new(Notify::new()),
             connecting: None,
             reading: None,
+            last_attempt_failure: None,
         }
     }
 
@@ -149,6 +166,14 @@ impl Driver {
                     }
                     Err(err) => {
                         let kind = failure_kind(&err);
+                        let info = shared.config.settings().connection_info();
+                        let password = info.redis_settings().password();
+                        let evidence = crate::diagnose::redact(&err.to_string(), password);
+                        self.last_attempt_failure = Some(relink_core::AttemptFailure::new(
+                            attempt,
+                            crate::diagnose::connect_cause(&err),
+                            relink_core::Evidence::new(&evidence),
+                        ));
                         // While the cluster is out of reach, command retries
                         // stop instead of piling onto the outage.
                         shared.calls.drain_budget();
@@ -307,6 +332,8 @@ impl Driver {
                         rtt: None,
                         heartbeat_misses: 0,
                         busy_since: None,
+                        last_attempt_failure: None,
+                        misconfigured: false,
                     },
                 };
                 let node = NodeHealth {
@@ -324,6 +351,9 @@ impl Driver {
             last_failure: h.last_failure,
             slots_ready: h.slots_ready,
             nodes,
+            last_attempt_failure: self
+                .last_attempt_failure
+                .filter(|_| h.state != State::Ready),
         };
         self.shared.health.send_if_modified(|current| {
             let changed = *current != next;

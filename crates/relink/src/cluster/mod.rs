@@ -381,6 +381,7 @@ impl ClusterClient {
             last_failure: None,
             slots_ready: 0,
             nodes: BTreeMap::new(),
+            last_attempt_failure: None,
         });
         let settings = &config.settings;
         let seed = settings.jitter_seed();

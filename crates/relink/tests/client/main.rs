@@ -4,6 +4,7 @@
 
 mod exclusive;
 mod faults;
+mod misconfig;
 mod outage;
 mod recovery;
 mod retry;

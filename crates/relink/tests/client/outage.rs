@@ -93,7 +93,7 @@ async fn wait_ready_timing_out_names_readiness() {
         .await
         .expect_err("a stopped server never gets Ready");
     match &err {
-        Error::NotReady { waited, state } => {
+        Error::NotReady { waited, state, .. } => {
             assert_eq!(*waited, Duration::from_millis(300));
             assert_ne!(*state, State::Ready);
         }

@@ -100,7 +100,9 @@ async fn a_call_to_a_hung_server_ends_by_its_deadline() {
     server.pause();
     let err = client.get::<_, Option<String>>("k").await.unwrap_err();
     match Error::from_redis(&err) {
-        Some(Error::DeadlineExceeded { deadline, outcome }) => {
+        Some(Error::DeadlineExceeded {
+            deadline, outcome, ..
+        }) => {
             assert_eq!(*deadline, Duration::from_millis(300));
             assert_eq!(*outcome, Outcome::Unknown, "it was sent");
         }

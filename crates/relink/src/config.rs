@@ -5,7 +5,11 @@
 //! `Config` is plain data. It is checked when it is made ([`Config::new`],
 //! [`Config::build`], deserialization), and it knows nothing of sockets,
 //! tasks or the supervisor's state: the client reads it through getters.
-//! URLs are parsed by redis-rs only; this module never takes one apart by hand.
+//! URLs are parsed by redis-rs; this module only reads their text first, to
+//! say in the user's terms what is wrong with one redis-rs would refuse or
+//! misread. Accepted: `redis://`, `rediss://` (TLS), `redis+unix://` and
+//! `unix://`, and `valkey://` / `valkeys://` (the same as `redis://` /
+//! `rediss://`).
 //!
 //! # Defaults
 //!

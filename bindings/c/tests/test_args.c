@@ -103,11 +103,11 @@ static void connect_rejects_bad_input(void) {
               relink_client_connect("redis://127.0.0.1:1", &bad, &client, errp_));
   bad = options;
   bad.heartbeat_interval_ms = 0;
-  CHECK_FAILS(RELINK_INVALID_CONFIG, "heartbeat.interval",
+  CHECK_FAILS(RELINK_INVALID_CONFIG, "heartbeat_interval_ms",
               relink_client_connect("redis://127.0.0.1:1", &bad, &client, errp_));
   bad = options;
   bad.queue_capacity = 0;
-  CHECK_FAILS(RELINK_INVALID_CONFIG, "outage.capacity",
+  CHECK_FAILS(RELINK_INVALID_CONFIG, "queue_capacity",
               relink_client_connect("redis://127.0.0.1:1", &bad, &client, errp_));
   bad = options;
   bad.client_name = "has space";

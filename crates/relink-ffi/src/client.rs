@@ -161,8 +161,9 @@ impl relink_options {
 }
 
 /// A config relink rejected, as `RELINK_INVALID_CONFIG` with relink's
-/// message, in a C or Python user's terms: a TLS URL in a build without TLS
-/// says so, not which Cargo feature a Rust user would enable.
+/// message, in a C or Python user's terms: a setting is named as the
+/// `relink_options` field that holds it, and a TLS URL in a build without
+/// TLS says so, not which Cargo feature a Rust user would enable.
 fn config_error(e: &relink::Error) -> relink_error {
     let message = match e {
         relink::Error::TlsUnavailable { scheme } => format!(
@@ -170,9 +171,31 @@ fn config_error(e: &relink::Error) -> relink_error {
              without TLS support; connect with a `redis://` URL (no TLS), or use a librelink \
              built with TLS"
         ),
+        relink::Error::Config { field, reason } => match option_name(field) {
+            Some(name) => format!("invalid option `{name}`: {reason}"),
+            None => e.to_string(),
+        },
         other => other.to_string(),
     };
     relink_error::new(RELINK_INVALID_CONFIG, message)
+}
+
+/// The `relink_options` field for a config field as relink names it.
+fn option_name(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "heartbeat.interval" => "heartbeat_interval_ms",
+        "heartbeat.timeout" => "heartbeat_timeout_ms",
+        "heartbeat.misses_allowed" => "heartbeat_misses_allowed",
+        "connect_timeout" => "connect_timeout_ms",
+        "backoff_reset_after" => "backoff_reset_after_ms",
+        "response_timeout" => "response_timeout_ms",
+        "deadline" => "deadline_ms",
+        "outage.capacity" => "queue_capacity",
+        "outage.max_wait" => "queue_max_wait_ms",
+        "retry.max_retries" => "max_retries",
+        "client_name" => "client_name",
+        _ => return None,
+    })
 }
 
 /// Fills `*out` with relink's defaults: everything that keeps a connection

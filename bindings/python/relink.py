@@ -135,6 +135,35 @@ class ServerError(Exception):
     """The server answered with an error reply (-ERR, -WRONGTYPE ...)."""
 
 
+def _text(value, what):
+    """`value` as the bytes of a C string: str is UTF-8 (a lone surrogate from
+    os.fsdecode goes through as the byte it stood for, for relink to refuse),
+    bytes go as they are, None is NULL."""
+    if value is None or isinstance(value, bytes):
+        data = value
+    else:
+        data = str(value).encode("utf-8", "surrogateescape")
+    if data is not None and b"\0" in data:
+        # C would see only the text before the NUL.
+        raise RelinkError(INVALID_ARGUMENT, OUTCOME_NONE, f"`{what}` must not contain a NUL character")
+    return data
+
+
+def _set_option(struct, name, value, shown):
+    """Sets a field of relink_options; an integer that the C field cannot
+    hold (negative, or too large) is an error naming the option, not a
+    silent wrap-around."""
+    kind = dict(struct._fields_)[name]
+    if kind in (c_uint32, c_uint64, c_size_t) and isinstance(value, int) and not isinstance(value, bool):
+        bits = 8 * ctypes.sizeof(kind)
+        if value < 0:
+            raise RelinkError(INVALID_CONFIG, OUTCOME_NONE, f"`{shown}` is {value}: must not be negative")
+        if value >= 1 << bits:
+            raise RelinkError(INVALID_CONFIG, OUTCOME_NONE,
+                              f"`{shown}` is {value}: must be less than 2**{bits}")
+    setattr(struct, name, value)
+
+
 def _check(code, err):
     if code != OK:
         message = _lib.relink_error_message(err).decode("utf-8", "replace")
@@ -167,7 +196,14 @@ def _convert(reply):
 
 class Client:
     """A blocking Redis client that rides out outages. Keyword arguments set
-    fields of relink_options (heartbeat_interval_ms=250, outage_policy=...)."""
+    fields of relink_options (heartbeat_interval_ms=250, outage_policy=...).
+
+    `url` is `redis://[user[:password]@]host[:port][/db]`, `rediss://...`
+    (TLS, when librelink was built with it) or `redis+unix:///path?db=N`;
+    `valkey://` and `valkeys://` are the same as `redis://` and `rediss://`.
+    A URL or option relink rejects raises RelinkError (code INVALID_CONFIG,
+    or INVALID_ARGUMENT for a value C cannot even pass) whose message says
+    what is wrong."""
 
     def __init__(self, url, on_state_change=None, **options):
         self._handle = None
@@ -175,15 +211,15 @@ class Client:
         _check(_lib.relink_options_default(ctypes.byref(opts)), None)
         for name, value in options.items():
             if name.startswith("backoff_") and hasattr(opts.backoff, name[len("backoff_"):]):
-                setattr(opts.backoff, name[len("backoff_"):], value)
+                _set_option(opts.backoff, name[len("backoff_"):], value, name)
             elif name == "client_name":
-                opts.client_name = value.encode()
+                opts.client_name = _text(value, name)
             else:
                 if not hasattr(opts, name):
                     raise TypeError(f"unknown option {name}")
-                setattr(opts, name, value)
+                _set_option(opts, name, value, name)
         handle, err = _P(), _P()
-        _check(_lib.relink_client_connect(url.encode(), ctypes.byref(opts), ctypes.byref(handle),
+        _check(_lib.relink_client_connect(_text(url, "url"), ctypes.byref(opts), ctypes.byref(handle),
                                           ctypes.byref(err)), err)
         self._handle = handle
         self._callback = None

@@ -126,6 +126,86 @@ class ClientTest(unittest.TestCase):
             self.assertEqual(self.transitions[-1][1], "ready", self.transitions)
 
 
+GOOD_URL = "redis://127.0.0.1:6379"
+INVALID_ARGUMENT, INVALID_CONFIG = relink.INVALID_ARGUMENT, relink.INVALID_CONFIG
+
+# (url, options, code, a piece of the message): bindings/c/tests/test_bad_config.c's rows.
+BAD_CONFIG = [
+    # Not a string relink can read.
+    (None, {}, INVALID_ARGUMENT, "`url` must not be NULL"),
+    (b"redis://127.0.0.1:6379/\xff\xfe", {}, INVALID_ARGUMENT, "`url` is not valid UTF-8"),
+    ("redis://127.0.0.1:6379/\udcff", {}, INVALID_ARGUMENT, "`url` is not valid UTF-8"),
+    ("redis://127.0.0.1:0\0:6379", {}, INVALID_ARGUMENT, "`url` must not contain a NUL character"),
+    # Not a URL, or not one of ours: the accepted schemes are named.
+    ("", {}, INVALID_CONFIG, "not a URL (no `scheme://`)"),
+    ("127.0.0.1:6379", {}, INVALID_CONFIG, "not a URL (no `scheme://`)"),
+    ("http://127.0.0.1:6379", {}, INVALID_CONFIG, "unknown scheme `http://`; relink accepts"),
+    ("tcp://127.0.0.1:6379", {}, INVALID_CONFIG, "`valkey://`, `valkeys://`"),
+    # Ports.
+    ("redis://127.0.0.1:0", {}, INVALID_CONFIG, "port 0 is not a port"),
+    ("valkey://127.0.0.1:0", {}, INVALID_CONFIG, "port 0 is not a port"),
+    ("redis://127.0.0.1:65536", {}, INVALID_CONFIG, "port 65536 is out of range (1 to 65535)"),
+    ("redis://127.0.0.1:99999", {}, INVALID_CONFIG, "port 99999 is out of range"),
+    ("redis://127.0.0.1:-1", {}, INVALID_CONFIG, "port `-1` is not a number"),
+    ("redis://127.0.0.1:port", {}, INVALID_CONFIG, "port `port` is not a number"),
+    # Hosts.
+    ("redis://", {}, INVALID_CONFIG, "has no host"),
+    ("redis://:s3cret@:6379", {}, INVALID_CONFIG, "has no host"),
+    ("redis://0.0.0.0:6379", {}, INVALID_CONFIG, "wildcard address"),
+    # Databases.
+    ("redis://127.0.0.1:6379/abc", {}, INVALID_CONFIG, "database `abc` is not a number"),
+    ("redis://127.0.0.1:6379/-1", {}, INVALID_CONFIG, "database -1 is negative"),
+    ("redis://127.0.0.1:6379/99999999999", {}, INVALID_CONFIG, "database 99999999999 is out of range"),
+    ("redis+unix:///tmp/redis.sock?db=abc", {}, INVALID_CONFIG, "database `abc` is not a number"),
+    # Credentials: the password is never quoted.
+    ("redis://:s3cr%zzet@127.0.0.1:6379", {}, INVALID_CONFIG, "not a percent-escape"),
+    ("redis://us%4@127.0.0.1:6379", {}, INVALID_CONFIG, "not a percent-escape"),
+    # Query and Unix forms.
+    ("redis://127.0.0.1:6379?protocol=s3cret", {}, INVALID_CONFIG, "`protocol=resp2` or `protocol=resp3`"),
+    ("unix://", {}, INVALID_CONFIG, "needs the socket's path"),
+    ("redis+unix://host/tmp/redis.sock", {}, INVALID_CONFIG, "needs the socket's path"),
+    # TLS in a library built without it: said in a Python user's words.
+    ("rediss://127.0.0.1:6379", {}, INVALID_CONFIG,
+     "`rediss://` needs TLS, and this librelink was built without TLS"),
+    ("valkeys://:s3cret@127.0.0.1:6379", {}, INVALID_CONFIG,
+     "`valkeys://` needs TLS, and this librelink was built without TLS"),
+    # Options: zero durations.
+    (GOOD_URL, {"heartbeat_interval_ms": 0}, INVALID_CONFIG, "invalid option `heartbeat_interval_ms`: must be at least 1ms"),
+    (GOOD_URL, {"heartbeat_timeout_ms": 0}, INVALID_CONFIG, "invalid option `heartbeat_timeout_ms`: must be at least 1ms"),
+    (GOOD_URL, {"connect_timeout_ms": 0}, INVALID_CONFIG, "invalid option `connect_timeout_ms`: must be at least 1ms"),
+    (GOOD_URL, {"response_timeout_ms": 0}, INVALID_CONFIG, "invalid option `response_timeout_ms`: must be at least 1ms"),
+    (GOOD_URL, {"queue_max_wait_ms": 0}, INVALID_CONFIG, "invalid option `queue_max_wait_ms`: must be at least 1ms"),
+    (GOOD_URL, {"backoff_initial_delay_ms": 0}, INVALID_CONFIG, "`initial_delay`: must be at least 1ms"),
+    # Options: negative numbers are refused by the binding (C would wrap them).
+    (GOOD_URL, {"heartbeat_interval_ms": -1}, INVALID_CONFIG, "`heartbeat_interval_ms` is -1: must not be negative"),
+    (GOOD_URL, {"connect_timeout_ms": -250}, INVALID_CONFIG, "`connect_timeout_ms` is -250: must not be negative"),
+    (GOOD_URL, {"deadline_ms": -1}, INVALID_CONFIG, "`deadline_ms` is -1: must not be negative"),
+    (GOOD_URL, {"max_retries": -1}, INVALID_CONFIG, "`max_retries` is -1: must not be negative"),
+    (GOOD_URL, {"backoff_max_delay_ms": -5}, INVALID_CONFIG, "`backoff_max_delay_ms` is -5: must not be negative"),
+    (GOOD_URL, {"queue_capacity": -1}, INVALID_CONFIG, "`queue_capacity` is -1: must not be negative"),
+    (GOOD_URL, {"heartbeat_interval_ms": 1 << 64}, INVALID_CONFIG, "must be less than 2**64"),
+    # Options: too long for relink, or out of range.
+    (GOOD_URL, {"heartbeat_interval_ms": (1 << 64) - 1}, INVALID_CONFIG, "invalid option `heartbeat_interval_ms`: must be at most"),
+    (GOOD_URL, {"response_timeout_ms": 1 << 63}, INVALID_CONFIG, "invalid option `response_timeout_ms`: must be at most"),
+    (GOOD_URL, {"max_retries": 1000}, INVALID_CONFIG, "invalid option `max_retries`: must be at most 100"),
+    (GOOD_URL, {"queue_capacity": 0}, INVALID_CONFIG, "invalid option `queue_capacity`: must be between 1 and"),
+    (GOOD_URL, {"backoff_multiplier": float("nan")}, INVALID_CONFIG, "`multiplier`: must be a finite number"),
+    (GOOD_URL, {"backoff_multiplier": 0.5}, INVALID_CONFIG, "`multiplier`"),
+    (GOOD_URL, {"backoff_max_delay_ms": 1}, INVALID_CONFIG, "`max_delay`: must be at least `initial_delay`"),
+    (GOOD_URL, {"client_name": ""}, INVALID_CONFIG, "`client_name`: must not be empty"),
+    (GOOD_URL, {"client_name": "has space"}, INVALID_CONFIG, "`client_name`"),
+    # Options: enumeration values and strings C can get wrong.
+    (GOOD_URL, {"outage_policy": 7}, INVALID_ARGUMENT, "`outage_policy` is 7"),
+    (GOOD_URL, {"backoff_strategy": 99}, INVALID_ARGUMENT, "strategy"),
+    (GOOD_URL, {"backoff_jitter": 2**32 - 1}, INVALID_ARGUMENT, "jitter"),
+    (GOOD_URL, {"client_name": b"\xc3\x28"}, INVALID_ARGUMENT, "`client_name` is not valid UTF-8"),
+    (GOOD_URL, {"client_name": "a\0b"}, INVALID_ARGUMENT, "`client_name` must not contain a NUL character"),
+]
+
+# What no message may say to a Python user.
+NEVER_SAID = ("Cargo", "cargo", "feature", "tls-rustls", "InvalidClientConfig", "s3cr")
+
+
 class ArgumentTest(unittest.TestCase):
     def test_bad_input_is_an_error_not_a_crash(self):
         with self.assertRaises(relink.RelinkError) as caught:
@@ -136,7 +216,27 @@ class ArgumentTest(unittest.TestCase):
         self.assertEqual(caught.exception.code, relink.INVALID_CONFIG)
         with self.assertRaises(relink.RelinkError) as caught:
             relink.Client("not a url")
-        self.assertEqual(caught.exception.code, relink.INVALID_ARGUMENT)
+        self.assertEqual(caught.exception.code, relink.INVALID_CONFIG)
+
+    def test_bad_config_table(self):
+        # The table of bindings/c/tests/test_bad_config.c, from Python: each
+        # row raises RelinkError with its code and a piece of its message,
+        # and no message names what a Python user cannot act on (a
+        # Cargo.toml, a cargo feature, redis-rs's error kinds) or the password.
+        for url, options, code, needle in BAD_CONFIG:
+            with self.subTest(url=url, options=options):
+                with self.assertRaises(relink.RelinkError) as caught:
+                    relink.Client(url, **options).close()
+                e = caught.exception
+                self.assertEqual((e.code, e.outcome), (code, relink.OUTCOME_NONE), str(e))
+                self.assertIn(needle, str(e))
+                for word in NEVER_SAID:
+                    self.assertNotIn(word, str(e))
+        # The accepted forms still make a client (nothing need listen there).
+        for url in ("redis://127.0.0.1:1", "valkey://127.0.0.1:1/2",
+                    "redis://:p%40ss@127.0.0.1:1?protocol=resp2",
+                    "redis+unix:///tmp/no-such-relink.sock?db=1"):
+            relink.Client(url).close()
 
     def test_fail_fast_while_down(self):
         with relink.Client(f"redis://127.0.0.1:{free_port()}", outage_policy=relink.OUTAGE_FAIL_FAST) as c:

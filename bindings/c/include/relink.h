@@ -668,8 +668,9 @@ typedef struct relink_health {
 // message names the argument.
 #define RELINK_INVALID_ARGUMENT 1
 
-// A setting was rejected (an option or policy value out of range); the
-// message names the field.
+// A setting was rejected (a URL relink cannot use, an option or policy
+// value out of range); the message names the field (`url`, ...) and says
+// what is wrong.
 #define RELINK_INVALID_CONFIG 2
 
 // relink panicked inside the call (a bug: please report it). The object the
@@ -808,11 +809,19 @@ const char *relink_fail_reason_name(uint32_t reason);
 // alive is on (see the field docs for the values).
 relink_code relink_options_default(struct relink_options *out);
 
-// Starts a client for `url` (`redis://[user[:password]@]host[:port][/db]`
-// or `redis+unix:///path`) with `*options` (NULL: the defaults). Returns at
-// once: the connection is made in the background (see
+// Starts a client for `url` (`redis://[user[:password]@]host[:port][/db]`,
+// `rediss://...` for TLS when the library was built with it, or
+// `redis+unix:///path?db=N`; `valkey://` and `valkeys://` are the same as
+// `redis://` and `rediss://`) with `*options` (NULL: the defaults). Returns
+// at once: the connection is made in the background (see
 // `relink_client_wait_ready`); a server that is down is not an error here.
 // On success `*out` owns the client: free it with `relink_client_free`.
+//
+// A NULL or non-UTF-8 `url` is `RELINK_INVALID_ARGUMENT`; a URL relink
+// rejects is `RELINK_INVALID_CONFIG` whose message says what is wrong with
+// it (unknown scheme, port 0 or out of range, a database that is not a
+// number, a bad percent-escape, no host, TLS not built in) without quoting
+// the URL.
 relink_code relink_client_connect(const char *url,
                                   const struct relink_options *options,
                                   struct relink_client **out,

@@ -72,7 +72,8 @@ static void connect_rejects_bad_input(void) {
               relink_client_connect(NULL, &options, &client, errp_));
   CHECK_FAILS(RELINK_INVALID_ARGUMENT, "UTF-8",
               relink_client_connect("redis://127.0.0.1:1/\xff\xfe", &options, &client, errp_));
-  CHECK_FAILS(RELINK_INVALID_ARGUMENT, "url",
+  /* A URL relink cannot use is a rejected setting; test_bad_config.c has the table. */
+  CHECK_FAILS(RELINK_INVALID_CONFIG, "url",
               relink_client_connect("no such scheme", &options, &client, errp_));
   CHECK_FAILS(RELINK_INVALID_ARGUMENT, "out",
               relink_client_connect("redis://127.0.0.1:1", &options, NULL, errp_));
@@ -102,11 +103,11 @@ static void connect_rejects_bad_input(void) {
               relink_client_connect("redis://127.0.0.1:1", &bad, &client, errp_));
   bad = options;
   bad.heartbeat_interval_ms = 0;
-  CHECK_FAILS(RELINK_INVALID_CONFIG, "heartbeat.interval",
+  CHECK_FAILS(RELINK_INVALID_CONFIG, "heartbeat_interval_ms",
               relink_client_connect("redis://127.0.0.1:1", &bad, &client, errp_));
   bad = options;
   bad.queue_capacity = 0;
-  CHECK_FAILS(RELINK_INVALID_CONFIG, "outage.capacity",
+  CHECK_FAILS(RELINK_INVALID_CONFIG, "queue_capacity",
               relink_client_connect("redis://127.0.0.1:1", &bad, &client, errp_));
   bad = options;
   bad.client_name = "has space";

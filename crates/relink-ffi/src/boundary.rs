@@ -18,8 +18,9 @@ pub const RELINK_OK: relink_code = 0;
 /// A NULL pointer, invalid UTF-8, or an out-of-range enumeration value; the
 /// message names the argument.
 pub const RELINK_INVALID_ARGUMENT: relink_code = 1;
-/// A setting was rejected (an option or policy value out of range); the
-/// message names the field.
+/// A setting was rejected (a URL relink cannot use, an option or policy
+/// value out of range); the message names the field (`url`, ...) and says
+/// what is wrong.
 pub const RELINK_INVALID_CONFIG: relink_code = 2;
 /// relink panicked inside the call (a bug: please report it). The object the
 /// call was about should not be used again, except to free it.

@@ -137,7 +137,7 @@ impl relink_options {
         };
         let backoff = self.backoff.to_policy("backoff.")?;
         let mut config = Config::new(url)
-            .map_err(|e| relink_error::invalid(format!("`url`: {e}")))?
+            .map_err(|e| config_error(&e))?
             .with_backoff(backoff)
             .with_heartbeat(HeartbeatConfig {
                 interval: Duration::from_millis(self.heartbeat_interval_ms),
@@ -156,10 +156,46 @@ impl relink_options {
             let name = unsafe { try_str(self.client_name, "client_name") }?;
             config = config.with_client_name(name);
         }
-        config
-            .build()
-            .map_err(|e| relink_error::new(RELINK_INVALID_CONFIG, e.to_string()))
+        config.build().map_err(|e| config_error(&e))
     }
+}
+
+/// A config relink rejected, as `RELINK_INVALID_CONFIG` with relink's
+/// message, in a C or Python user's terms: a setting is named as the
+/// `relink_options` field that holds it, and a TLS URL in a build without
+/// TLS says so, not which Cargo feature a Rust user would enable.
+fn config_error(e: &relink::Error) -> relink_error {
+    let message = match e {
+        relink::Error::TlsUnavailable { scheme } => format!(
+            "invalid config `url`: `{scheme}://` needs TLS, and this librelink was built \
+             without TLS support; connect with a `redis://` URL (no TLS), or use a librelink \
+             built with TLS"
+        ),
+        relink::Error::Config { field, reason } => match option_name(field) {
+            Some(name) => format!("invalid option `{name}`: {reason}"),
+            None => e.to_string(),
+        },
+        other => other.to_string(),
+    };
+    relink_error::new(RELINK_INVALID_CONFIG, message)
+}
+
+/// The `relink_options` field for a config field as relink names it.
+fn option_name(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "heartbeat.interval" => "heartbeat_interval_ms",
+        "heartbeat.timeout" => "heartbeat_timeout_ms",
+        "heartbeat.misses_allowed" => "heartbeat_misses_allowed",
+        "connect_timeout" => "connect_timeout_ms",
+        "backoff_reset_after" => "backoff_reset_after_ms",
+        "response_timeout" => "response_timeout_ms",
+        "deadline" => "deadline_ms",
+        "outage.capacity" => "queue_capacity",
+        "outage.max_wait" => "queue_max_wait_ms",
+        "retry.max_retries" => "max_retries",
+        "client_name" => "client_name",
+        _ => return None,
+    })
 }
 
 /// Fills `*out` with relink's defaults: everything that keeps a connection
@@ -247,11 +283,19 @@ pub(crate) fn state_code(state: State) -> u32 {
     }
 }
 
-/// Starts a client for `url` (`redis://[user[:password]@]host[:port][/db]`
-/// or `redis+unix:///path`) with `*options` (NULL: the defaults). Returns at
-/// once: the connection is made in the background (see
+/// Starts a client for `url` (`redis://[user[:password]@]host[:port][/db]`,
+/// `rediss://...` for TLS when the library was built with it, or
+/// `redis+unix:///path?db=N`; `valkey://` and `valkeys://` are the same as
+/// `redis://` and `rediss://`) with `*options` (NULL: the defaults). Returns
+/// at once: the connection is made in the background (see
 /// `relink_client_wait_ready`); a server that is down is not an error here.
 /// On success `*out` owns the client: free it with `relink_client_free`.
+///
+/// A NULL or non-UTF-8 `url` is `RELINK_INVALID_ARGUMENT`; a URL relink
+/// rejects is `RELINK_INVALID_CONFIG` whose message says what is wrong with
+/// it (unknown scheme, port 0 or out of range, a database that is not a
+/// number, a bad percent-escape, no host, TLS not built in) without quoting
+/// the URL.
 #[no_mangle]
 pub extern "C" fn relink_client_connect(
     url: *const c_char,
@@ -277,8 +321,7 @@ pub extern "C" fn relink_client_connect(
             .map_err(|e| relink_error::new(RELINK_REDIS_ERROR, format!("no runtime: {e}")))?;
         let client = {
             let _entered = runtime.enter();
-            relink::Client::new(config)
-                .map_err(|e| relink_error::new(RELINK_INVALID_CONFIG, e.to_string()))?
+            relink::Client::new(config).map_err(|e| config_error(&e))?
         };
         let callback: Arc<Mutex<Option<StateCallback>>> = Arc::default();
         let mut events = client.events();

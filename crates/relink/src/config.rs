@@ -5,7 +5,11 @@
 //! `Config` is plain data. It is checked when it is made ([`Config::new`],
 //! [`Config::build`], deserialization), and it knows nothing of sockets,
 //! tasks or the supervisor's state: the client reads it through getters.
-//! URLs are parsed by redis-rs only; this module never takes one apart by hand.
+//! URLs are parsed by redis-rs; this module only reads their text first, to
+//! say in the user's terms what is wrong with one redis-rs would refuse or
+//! misread. Accepted: `redis://`, `rediss://` (TLS), `redis+unix://` and
+//! `unix://`, and `valkey://` / `valkeys://` (the same as `redis://` /
+//! `rediss://`).
 //!
 //! # Defaults
 //!
@@ -114,7 +118,8 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 pub const MAX_TCP_KEEPALIVE: Duration = Duration::from_secs(32_767);
 
 const URL_FORMS: &str = "expected `redis://[user[:password]@]host[:port][/db]`, \
-    `rediss://...` (TLS) or `redis+unix:///path?db=N`";
+    `rediss://...` (TLS), `redis+unix:///path?db=N`, or the same with `valkey://`, \
+    `valkeys://`";
 
 /// The wire protocol spoken to the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -405,8 +410,14 @@ impl Config {
     ///
     /// `url` is `redis://[user[:password]@]host[:port][/db]` (port 6379 by
     /// default), `rediss://...` for TLS (needs the `tls-rustls` feature), or
-    /// `redis+unix:///path?db=N` / `unix:///path`. A `?protocol=resp2` in the
-    /// URL sets the protocol; otherwise it is RESP3.
+    /// `redis+unix:///path?db=N` / `unix:///path`; `valkey://` and
+    /// `valkeys://` are the same as `redis://` and `rediss://`. A
+    /// `?protocol=resp2` in the URL sets the protocol; otherwise it is RESP3.
+    ///
+    /// A bad URL is an [`Error::Config`] for `url` that says what is wrong
+    /// (unknown scheme, port 0 or out of range, a database that is not a
+    /// number, a bad percent-escape, no host); a TLS URL without the
+    /// `tls-rustls` feature is [`Error::TlsUnavailable`].
     pub fn new(url: &str) -> Result<Config, Error> {
         let (target, url_protocol) = parse_url(url)?;
         let config = Config {
@@ -1103,8 +1114,31 @@ fn check_url_text(url: &str) -> Result<(), Error> {
             SCHEMES.map(|s| format!("`{s}://`")).join(", ")
         ));
     }
+    let (before_query, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, query.split('#').next().unwrap_or_default()),
+        None => (rest, ""),
+    };
+    for (key, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
+        if key == "protocol" && !["2", "3", "resp2", "resp3"].contains(&value) {
+            // The value is not echoed: it may be a misplaced password.
+            return bad(
+                "the `protocol` in the query is unknown; use `protocol=resp2` or \
+                 `protocol=resp3`"
+                    .to_owned(),
+            );
+        }
+    }
     if scheme.eq_ignore_ascii_case("redis+unix") || scheme.eq_ignore_ascii_case("unix") {
-        return Ok(());
+        if !before_query.starts_with('/') || before_query.trim_end_matches('/').is_empty() {
+            return bad(format!(
+                "a Unix socket URL needs the socket's path and no host:                  `{scheme}:///path/to/redis.sock`"
+            ));
+        }
+        let db = query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find_map(|(k, v)| (k == "db").then_some(v));
+        return db.map_or(Ok(()), check_database);
     }
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(authority_end);
@@ -1128,10 +1162,16 @@ fn check_url_text(url: &str) -> Result<(), Error> {
         }
     }
     // A port: what follows the last `:` outside an IPv6 literal.
-    let port = match hostport.rsplit_once(']') {
-        Some((_, after)) => after.strip_prefix(':'),
-        None => hostport.rsplit_once(':').map(|(_, p)| p),
+    let (host, port) = match hostport.rsplit_once(']') {
+        Some((_, after)) => (hostport, after.strip_prefix(':')),
+        None => match hostport.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (hostport, None),
+        },
     };
+    if host.is_empty() {
+        return bad(format!("has no host; {URL_FORMS}"));
+    }
     if let Some(port) = port.filter(|p| !p.is_empty()) {
         match port.parse::<u32>() {
             Ok(0) => return bad("port 0 is not a port a server listens on".to_owned()),
@@ -1147,13 +1187,24 @@ fn check_url_text(url: &str) -> Result<(), Error> {
         .next()
         .unwrap_or_default()
         .trim_start_matches('/');
-    if !db.is_empty() && db.parse::<u32>().is_err() {
-        return bad(format!(
+    if db.is_empty() {
+        return Ok(());
+    }
+    check_database(db)
+}
+
+/// A database number from a URL (its path, or a Unix URL's `db=`).
+fn check_database(db: &str) -> Result<(), Error> {
+    let reason = match db.parse::<i64>() {
+        Ok(n) if n < 0 => format!("database {n} is negative; databases are numbered from 0"),
+        Ok(n) if u32::try_from(n).is_err() => format!("database {n} is out of range"),
+        Ok(_) => return Ok(()),
+        Err(_) => format!(
             "database `{}` is not a number (`redis://host:6379/2` selects database 2)",
             shown(db)
-        ));
-    }
-    Ok(())
+        ),
+    };
+    Err(Error::config("url", reason))
 }
 
 /// A piece of a URL for an error message: at most 40 characters.
@@ -1170,11 +1221,9 @@ fn parse_url(url: &str) -> Result<(ConnectionInfo, Option<Protocol>), Error> {
         ));
     };
     if matches!(parsed.scheme(), "rediss" | "valkeys") && !cfg!(feature = "tls-rustls") {
-        return Err(Error::config(
-            "url",
-            "`rediss://` (TLS) needs relink's `tls-rustls` feature; enable it in Cargo.toml: \
-             relink = { version = \"...\", features = [\"tls-rustls\"] }",
-        ));
+        return Err(Error::TlsUnavailable {
+            scheme: parsed.scheme().to_owned(),
+        });
     }
     let names_protocol = parsed.query_pairs().any(|(k, _)| k == "protocol");
     // redis-rs reports its errors without the URL, but the password must not
@@ -1193,7 +1242,7 @@ fn parse_url(url: &str) -> Result<(ConnectionInfo, Option<Protocol>), Error> {
         .collect();
     let target = parsed
         .into_connection_info()
-        .map_err(|e| Error::config("url", scrub(e.to_string(), &secrets)))?;
+        .map_err(|e| Error::config("url", scrub(redis_reason(&e), &secrets)))?;
     if let redis::ConnectionAddr::Tcp(host, _) | redis::ConnectionAddr::TcpTls { host, .. } =
         target.addr()
     {
@@ -1206,6 +1255,12 @@ fn parse_url(url: &str) -> Result<(ConnectionInfo, Option<Protocol>), Error> {
         _ => Protocol::Resp3,
     });
     Ok((target, protocol))
+}
+
+/// redis-rs's text for a URL it refused, without its internal error kind
+/// (`Missing hostname - InvalidClientConfig` is `Missing hostname`).
+fn redis_reason(e: &redis::RedisError) -> String {
+    e.to_string().replace(&format!(" - {:?}", e.kind()), "")
 }
 
 fn scrub(mut text: String, secrets: &[String]) -> String {

@@ -34,6 +34,18 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The URL asks for TLS (`rediss://`, `valkeys://`) and this build of
+    /// relink has none: the `tls-rustls` feature is off. Its own variant so
+    /// that a binding (C, Python) can say so in its users' terms.
+    #[error(
+        "invalid config `url`: `{scheme}://` needs TLS, and relink was built without TLS support: \
+         enable relink's `tls-rustls` feature (in Cargo.toml: \
+         relink = {{ version = \"...\", features = [\"tls-rustls\"] }})"
+    )]
+    TlsUnavailable {
+        /// The URL's scheme (`rediss` or `valkeys`).
+        scheme: String,
+    },
     /// Not connected and the outage policy is fail-fast: the command was not
     /// sent; nothing happened.
     #[error(
@@ -200,7 +212,10 @@ impl Error {
             | Error::Shutdown => Some(Outcome::NotApplied),
             Error::OutcomeUnknown { .. } => Some(Outcome::Unknown),
             Error::DeadlineExceeded { outcome, .. } => Some(*outcome),
-            Error::Config { .. } | Error::NotReady { .. } | Error::Redis(_) => None,
+            Error::Config { .. }
+            | Error::TlsUnavailable { .. }
+            | Error::NotReady { .. }
+            | Error::Redis(_) => None,
         }
     }
 

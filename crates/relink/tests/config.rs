@@ -81,12 +81,22 @@ fn unix_socket_urls() {
     );
 }
 
+/// A TLS URL in a build without TLS is its own error (so that the C and
+/// Python bindings can word it for their users), naming the scheme; for a
+/// Rust user it names the feature to enable.
 #[cfg(not(feature = "tls-rustls"))]
 #[test]
 fn rediss_without_the_tls_feature_says_which_feature_to_enable() {
-    let e = Config::new("rediss://:pw@127.0.0.1:6380").unwrap_err();
-    assert_eq!(field_of(&e), "url");
-    assert!(e.to_string().contains("tls-rustls"), "{e}");
+    for scheme in ["rediss", "valkeys"] {
+        let e = Config::new(&format!("{scheme}://:pw@127.0.0.1:6380")).unwrap_err();
+        assert!(
+            matches!(&e, Error::TlsUnavailable { scheme: s } if s == scheme),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(text.contains(&format!("`{scheme}://` needs TLS")), "{text}");
+        assert!(text.contains("tls-rustls"), "{text}");
+    }
 }
 
 #[cfg(feature = "tls-rustls")]
@@ -603,12 +613,35 @@ fn bad_urls_say_what_is_wrong() {
             "database `abc` is not a number",
         ),
         ("redis://:s3cr%zzet@127.0.0.1:6379", "percent-escape"),
+        ("redis://127.0.0.1:6379/-1", "database -1 is negative"),
+        (
+            "redis://127.0.0.1:6379/99999999999",
+            "database 99999999999 is out of range",
+        ),
+        ("redis://", "has no host"),
+        ("redis://:s3cret@:6379", "has no host"),
+        ("valkey://127.0.0.1:0", "port 0"),
+        (
+            "redis://127.0.0.1:6379?protocol=resp9",
+            "the `protocol` in the query is unknown",
+        ),
+        ("unix://", "needs the socket's path"),
+        (
+            "redis+unix://host/tmp/redis.sock",
+            "needs the socket's path",
+        ),
+        (
+            "redis+unix:///tmp/redis.sock?db=abc&pass=s3cret",
+            "database `abc` is not a number",
+        ),
+        ("redis://0.0.0.0:6379", "wildcard address"),
     ];
     for (url, expected) in cases {
         let e = Config::new(url).unwrap_err().to_string();
         assert!(e.contains(expected), "{url}: {e}");
         assert!(!e.contains("s3cr"), "{url}: the password leaked: {e}");
         assert!(!e.contains("InvalidClientConfig"), "{url}: {e}");
+        assert!(!e.contains("s3cret"), "{url}: the password leaked: {e}");
     }
     // The accepted forms still parse, valkey:// included, and a query
     // after the database is not taken for it.

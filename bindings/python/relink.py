@@ -33,6 +33,8 @@ NOT_CONNECTED = 100
 MAYBE_APPLIED = 103
 TIMEOUT = 106
 DEADLINE_EXCEEDED = 108
+REDIS_ERROR = 107
+MISCONFIGURED = 109
 OUTCOME_NONE, OUTCOME_NOT_APPLIED, OUTCOME_UNKNOWN, OUTCOME_REJECTED = range(4)
 STATES = ("idle", "connecting", "ready", "transient_failure", "shutdown")
 OUTAGE_QUEUE, OUTAGE_FAIL_FAST = 0, 1
@@ -69,6 +71,7 @@ class Options(ctypes.Structure):
         ("queue_max_wait_ms", c_uint64),
         ("max_retries", c_uint32),
         ("client_name", c_char_p),
+        ("wait_for_connection", c_uint32),
     ]
 
 
@@ -106,6 +109,7 @@ _sig("relink_client_command", c_uint32, _P, c_size_t, POINTER(c_char_p), POINTER
 _sig("relink_client_state", c_uint32, _P)
 _sig("relink_client_wait_ready", c_uint32, _P, c_uint64, POINTER(_P))
 _sig("relink_client_on_state_change", c_uint32, _P, STATE_CALLBACK, c_void_p, POINTER(_P))
+_sig("relink_client_update_credentials", c_uint32, _P, c_char_p, c_char_p, POINTER(_P))
 _sig("relink_client_free", None, _P)
 _sig("relink_reply_type", c_uint32, _P)
 _sig("relink_reply_integer", c_int64, _P)
@@ -254,6 +258,16 @@ class Client:
     def wait_ready(self, timeout_s):
         err = _P()
         _check(_lib.relink_client_wait_ready(self._handle, int(timeout_s * 1000), ctypes.byref(err)), err)
+
+    def update_credentials(self, password, username=None):
+        """Changes the credentials on the live client (a password rotation
+        without a restart): the live connection re-authenticates at once and
+        reconnects use them; a client stuck on a wrong password (MISCONFIGURED)
+        tries again at once. A refusal (WRONGPASS) changes nothing and raises
+        RelinkError with code REDIS_ERROR."""
+        err = _P()
+        _check(_lib.relink_client_update_credentials(self._handle, _text(username, "username"),
+                                                     _text(password, "password"), ctypes.byref(err)), err)
 
     def close(self):
         if self._handle:

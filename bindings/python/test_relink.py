@@ -93,6 +93,33 @@ class ClientTest(unittest.TestCase):
         with self.assertRaisesRegex(relink.ServerError, "^WRONGTYPE"):
             c.command("INCR", "py:list")
 
+    def test_a_wrong_password_is_told_and_fixed_live(self):
+        self.client.command("CONFIG", "SET", "requirepass", "right")
+        url = f"redis://:wrong@127.0.0.1:{self.server.port}"
+        with self.assertRaises(relink.RelinkError) as caught:
+            relink.Client(url, wait_for_connection=True)
+        self.assertEqual(caught.exception.code, relink.MISCONFIGURED)
+        self.assertIn("WRONGPASS", str(caught.exception))
+        self.assertNotIn("wrong@", str(caught.exception))
+        client = relink.Client(url, backoff_initial_delay_ms=20)
+        self.addCleanup(client.close)
+        deadline = time.monotonic() + 10
+        while True:
+            with self.assertRaises(relink.RelinkError) as caught:
+                client.command("PING")
+            if caught.exception.code == relink.MISCONFIGURED or time.monotonic() > deadline:
+                break
+        self.assertEqual(caught.exception.code, relink.MISCONFIGURED)
+        self.assertIn("authentication failed", str(caught.exception))
+        client.update_credentials("right")
+        client.wait_ready(10)
+        self.assertEqual(client.command("PING"), "PONG")
+        with self.assertRaises(relink.RelinkError) as caught:
+            client.update_credentials("nope")
+        self.assertEqual(caught.exception.code, relink.REDIS_ERROR)
+        self.assertIn("WRONGPASS", str(caught.exception))
+        self.assertEqual(client.command("PING"), "PONG")
+
     def test_a_restart_in_the_middle(self):
         c = self.client
         c.command("SET", "py:before", "1")

@@ -520,6 +520,14 @@ typedef struct relink_options {
   // The name set with CLIENT SETNAME after every (re)connect, or NULL
   // (default). Copied by `relink_client_connect`.
   const char *client_name;
+  // 0 (default): `relink_client_connect` returns at once and the client
+  // connects (and keeps connecting) in the background. 1: it waits for
+  // the first connection and fails without a client, at once with
+  // `RELINK_MISCONFIGURED` when an attempt fails for a cause retrying
+  // will not fix (wrong password, not a Redis server), or with
+  // `RELINK_TIMEOUT` naming the last attempt's cause once `deadline_ms`
+  // passes (0: no bound).
+  uint32_t wait_for_connection;
 } relink_options;
 
 // Called on every state change with the `user_data` given at
@@ -709,6 +717,13 @@ typedef struct relink_health {
 // have been applied (it was sent) or certainly not.
 #define RELINK_DEADLINE_EXCEEDED 108
 
+// Not connected, and the latest connection attempt failed for a cause that
+// retrying will not fix (a wrong password, a server that is not Redis, an
+// unknown host): the command was not sent. The message names the cause and
+// the server's words; fix the configuration (new credentials:
+// `relink_client_update_credentials`).
+#define RELINK_MISCONFIGURED 109
+
 // The error is not about a command (a bad argument, a connect failure).
 #define RELINK_OUTCOME_NONE 0
 
@@ -852,6 +867,19 @@ uint32_t relink_client_state(const struct relink_client *client);
 relink_code relink_client_wait_ready(const struct relink_client *client,
                                      uint64_t timeout_ms,
                                      struct relink_error **err);
+
+// Changes the credentials of a live client, for a password rotation
+// without a restart: the live connection is re-authenticated (AUTH) at
+// once and every connection made from now on uses them; a client waiting
+// out a wrong password (`RELINK_MISCONFIGURED`) tries again at once.
+// `username` NULL keeps the current user; `password` must not be NULL.
+// If the server refuses them on the live connection, nothing changes and
+// the result is `RELINK_REDIS_ERROR` with the server's words (`WRONGPASS
+// ...`). The strings are copied.
+relink_code relink_client_update_credentials(const struct relink_client *client,
+                                             const char *username,
+                                             const char *password,
+                                             struct relink_error **err);
 
 // Registers `callback` (NULL: none) to be called with `user_data` on every
 // state change from now on, replacing any earlier one. When this returns,

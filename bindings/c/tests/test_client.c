@@ -176,6 +176,75 @@ static void restart_in_the_middle(relink_client *client, pid_t *server, int port
   CHECK(atomic_load(&reentrant_code) == RELINK_REENTRANT_CALL);
 }
 
+/* A wrong password: told as RELINK_MISCONFIGURED with the server's words,
+ * at once when asked to wait for the connection, and fixed on a live client
+ * with relink_client_update_credentials. `admin` is logged in already. */
+static void wrong_password(relink_client *admin, int port, const relink_options *base) {
+  const char *protect[] = {"CONFIG", "SET", "requirepass", "right"};
+  relink_reply *r = command(admin, 4, protect);
+  CHECK(reply_is(r, RELINK_REPLY_STATUS, "OK"));
+  relink_reply_free(r);
+  char url[96];
+  snprintf(url, sizeof url, "redis://:wrong@127.0.0.1:%d/0", port);
+
+  relink_options options = *base;
+  options.client_name = NULL;
+  options.wait_for_connection = 1;
+  relink_client *client = NULL;
+  relink_error *err = NULL;
+  CHECK(relink_client_connect(url, &options, &client, &err) == RELINK_MISCONFIGURED);
+  CHECK(client == NULL);
+  CHECK(strstr(relink_error_message(err), "WRONGPASS") != NULL);
+  CHECK(strstr(relink_error_message(err), "wrong") == NULL); /* the password is not shown */
+  relink_error_free(err);
+  options.wait_for_connection = 7;
+  CHECK(relink_client_connect(url, &options, &client, &err) == RELINK_INVALID_ARGUMENT);
+  CHECK(strstr(relink_error_message(err), "wait_for_connection") != NULL);
+  relink_error_free(err);
+
+  /* In the background: commands fail at once with the cause. */
+  options.wait_for_connection = 0;
+  CHECK_OK(relink_client_connect(url, &options, &client, errp_));
+  const char *ping[] = {"PING"};
+  relink_code code = RELINK_OK;
+  for (int i = 0; i < 200 && code != RELINK_MISCONFIGURED; i++) {
+    r = NULL;
+    code = relink_client_command(client, 1, ping, NULL, &r, &err);
+    if (code != RELINK_OK) {
+      if (code == RELINK_MISCONFIGURED) {
+        CHECK(strstr(relink_error_message(err), "authentication failed") != NULL);
+        CHECK(relink_error_outcome(err) == RELINK_OUTCOME_NOT_APPLIED);
+      }
+      relink_error_free(err);
+    }
+    relink_reply_free(r);
+    if (code != RELINK_MISCONFIGURED) sleep_ms(20);
+  }
+  CHECK(code == RELINK_MISCONFIGURED);
+
+  /* Bad arguments are errors, not crashes. */
+  CHECK(relink_client_update_credentials(NULL, NULL, "right", &err) == RELINK_INVALID_ARGUMENT);
+  relink_error_free(err);
+  CHECK(relink_client_update_credentials(client, NULL, NULL, &err) == RELINK_INVALID_ARGUMENT);
+  CHECK(strstr(relink_error_message(err), "password") != NULL);
+  relink_error_free(err);
+
+  /* The fix, live: connected at once, no restart. */
+  CHECK_OK(relink_client_update_credentials(client, NULL, "right", errp_));
+  CHECK_OK(relink_client_wait_ready(client, 10000, errp_));
+  r = command(client, 1, ping);
+  CHECK(reply_is(r, RELINK_REPLY_STATUS, "PONG"));
+  relink_reply_free(r);
+  /* A refused new password changes nothing. */
+  CHECK(relink_client_update_credentials(client, NULL, "nope", &err) == RELINK_REDIS_ERROR);
+  CHECK(strstr(relink_error_message(err), "WRONGPASS") != NULL);
+  relink_error_free(err);
+  r = command(client, 1, ping);
+  CHECK(reply_is(r, RELINK_REPLY_STATUS, "PONG"));
+  relink_reply_free(r);
+  relink_client_free(client);
+}
+
 int main(void) {
   int port = free_port();
   pid_t server = start_server(port);
@@ -209,6 +278,7 @@ int main(void) {
 
   /* Unregister, then free: no callback runs after this. */
   CHECK_OK(relink_client_on_state_change(client, NULL, NULL, errp_));
+  wrong_password(client, port, &options);
   relink_client_free(client);
   stop_server(server);
   printf("test_client: %d passed, 0 failed\n", checks_passed);

@@ -47,6 +47,12 @@ pub const RELINK_REDIS_ERROR: relink_code = 107;
 /// The call's deadline passed; `relink_error_outcome` says whether it may
 /// have been applied (it was sent) or certainly not.
 pub const RELINK_DEADLINE_EXCEEDED: relink_code = 108;
+/// Not connected, and the latest connection attempt failed for a cause that
+/// retrying will not fix (a wrong password, a server that is not Redis, an
+/// unknown host): the command was not sent. The message names the cause and
+/// the server's words; fix the configuration (new credentials:
+/// `relink_client_update_credentials`).
+pub const RELINK_MISCONFIGURED: relink_code = 109;
 
 /// What a failed command may have done on the server (`relink_error_outcome`).
 pub type relink_outcome = u32;
@@ -261,6 +267,7 @@ pub extern "C" fn relink_code_name(code: relink_code) -> *const c_char {
         RELINK_TIMEOUT => c"RELINK_TIMEOUT",
         RELINK_REDIS_ERROR => c"RELINK_REDIS_ERROR",
         RELINK_DEADLINE_EXCEEDED => c"RELINK_DEADLINE_EXCEEDED",
+        RELINK_MISCONFIGURED => c"RELINK_MISCONFIGURED",
         _ => c"RELINK_UNKNOWN_CODE",
     };
     name.as_ptr()

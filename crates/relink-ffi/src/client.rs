@@ -80,6 +80,14 @@ pub struct relink_options {
     /// The name set with CLIENT SETNAME after every (re)connect, or NULL
     /// (default). Copied by `relink_client_connect`.
     pub client_name: *const c_char,
+    /// 0 (default): `relink_client_connect` returns at once and the client
+    /// connects (and keeps connecting) in the background. 1: it waits for
+    /// the first connection and fails without a client, at once with
+    /// `RELINK_MISCONFIGURED` when an attempt fails for a cause retrying
+    /// will not fix (wrong password, not a Redis server), or with
+    /// `RELINK_TIMEOUT` naming the last attempt's cause once `deadline_ms`
+    /// passes (0: no bound).
+    pub wait_for_connection: u32,
 }
 
 impl relink_options {
@@ -117,6 +125,7 @@ impl relink_options {
             queue_max_wait_ms,
             max_retries: config.retry().max_retries,
             client_name: std::ptr::null(),
+            wait_for_connection: 0,
         })
     }
 
@@ -319,10 +328,26 @@ pub extern "C" fn relink_client_connect(
             .enable_all()
             .build()
             .map_err(|e| relink_error::new(RELINK_REDIS_ERROR, format!("no runtime: {e}")))?;
+        let wait = match options.wait_for_connection {
+            0 => None,
+            1 => Some(config.deadline().unwrap_or(Duration::MAX)),
+            other => {
+                return Err(relink_error::invalid(format!(
+                    "`wait_for_connection` is {other}: expected 0 or 1"
+                )))
+            }
+        };
         let client = {
             let _entered = runtime.enter();
             relink::Client::new(config).map_err(|e| config_error(&e))?
         };
+        if let Some(wait) = wait {
+            // What relink::Client::connect does, on this client's runtime.
+            if let Err(e) = runtime.block_on(client.wait_ready(wait)) {
+                runtime.block_on(client.shutdown());
+                return Err(wait_error(e));
+            }
+        }
         let callback: Arc<Mutex<Option<StateCallback>>> = Arc::default();
         let mut events = client.events();
         let slot = Arc::clone(&callback);
@@ -450,6 +475,7 @@ fn command_error(err: &RedisError) -> relink_error {
         Some(relink::Error::BacklogFull { .. }) => RELINK_BACKLOG_FULL,
         Some(relink::Error::QueueTimeout { .. }) => RELINK_QUEUE_TIMEOUT,
         Some(relink::Error::DeadlineExceeded { .. }) => RELINK_DEADLINE_EXCEEDED,
+        Some(relink::Error::Misconfigured { .. }) => RELINK_MISCONFIGURED,
         Some(relink::Error::OutcomeUnknown { .. }) => RELINK_MAYBE_APPLIED,
         Some(relink::Error::NotApplied { .. }) => RELINK_NOT_APPLIED,
         Some(relink::Error::Shutdown) => RELINK_SHUTDOWN,
@@ -490,15 +516,64 @@ pub extern "C" fn relink_client_wait_ready(
         let client = unsafe { try_ref(client, "client") }?;
         not_in_callback()?;
         let timeout = Duration::from_millis(timeout_ms);
-        match client.runtime.block_on(client.client.wait_ready(timeout)) {
-            Ok(()) => Ok(()),
-            Err(relink::Error::Shutdown) => Err(relink_error::new(
-                RELINK_SHUTDOWN,
-                "the client is shut down (or its reconnect policy gave up)",
-            )),
-            // relink's own text says how long it waited and in what state.
-            Err(e) => Err(relink_error::new(RELINK_TIMEOUT, e.to_string())),
+        client
+            .runtime
+            .block_on(client.client.wait_ready(timeout))
+            .map_err(wait_error)
+    })
+}
+
+/// Why waiting for READY ended without it, as a code and relink's message
+/// (which names the last attempt's cause and the server's words).
+fn wait_error(e: relink::Error) -> relink_error {
+    match e {
+        relink::Error::Shutdown => relink_error::new(
+            RELINK_SHUTDOWN,
+            "the client is shut down (or its reconnect policy gave up)",
+        ),
+        e @ relink::Error::Misconfigured { .. } => {
+            relink_error::new(RELINK_MISCONFIGURED, e.to_string())
         }
+        // relink's own text says how long it waited, in what state, and why
+        // the last attempt failed.
+        e => relink_error::new(RELINK_TIMEOUT, e.to_string()),
+    }
+}
+
+/// Changes the credentials of a live client, for a password rotation
+/// without a restart: the live connection is re-authenticated (AUTH) at
+/// once and every connection made from now on uses them; a client waiting
+/// out a wrong password (`RELINK_MISCONFIGURED`) tries again at once.
+/// `username` NULL keeps the current user; `password` must not be NULL.
+/// If the server refuses them on the live connection, nothing changes and
+/// the result is `RELINK_REDIS_ERROR` with the server's words (`WRONGPASS
+/// ...`). The strings are copied.
+#[no_mangle]
+pub extern "C" fn relink_client_update_credentials(
+    client: *const relink_client,
+    username: *const c_char,
+    password: *const c_char,
+    err: *mut *mut relink_error,
+) -> relink_code {
+    guard(err, || {
+        // SAFETY: `client` is NULL or a live client (contract).
+        let client = unsafe { try_ref(client, "client") }?;
+        not_in_callback()?;
+        let username = if username.is_null() {
+            None
+        } else {
+            // SAFETY: not NULL; a NUL-terminated string (contract).
+            Some(unsafe { try_str(username, "username") }?)
+        };
+        // SAFETY: `password` is NULL or a NUL-terminated string (contract).
+        let password = unsafe { try_str(password, "password") }?;
+        client
+            .runtime
+            .block_on(client.client.update_credentials(username, password))
+            .map_err(|e| match e {
+                relink::Error::Config { .. } => config_error(&e),
+                e => relink_error::new(RELINK_REDIS_ERROR, e.to_string()),
+            })
     })
 }
 

@@ -275,10 +275,15 @@ fn mentions_tls(text: &str) -> bool {
         .any(|word| lower.contains(word))
 }
 
-/// Does the error carry the server's own words (an error reply's code and
-/// text)? redis-rs drops them for some handshake failures.
-pub(crate) fn carries_server_words(err: &RedisError) -> bool {
-    err.code().is_some()
+/// The server's own words in an error (an error reply's code and text:
+/// `WRONGPASS invalid username-password pair`), if it carries them;
+/// redis-rs drops them for some handshake failures.
+pub(crate) fn server_words(err: &RedisError) -> Option<String> {
+    let code = err.code()?;
+    Some(match err.detail() {
+        Some(detail) => format!("{code} {detail}"),
+        None => code.to_owned(),
+    })
 }
 
 /// Did the error come back from the server as a reply (so the server is alive

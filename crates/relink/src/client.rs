@@ -213,8 +213,11 @@ struct Shared {
     /// Credentials changed on the live client (shared with its exclusive
     /// connections).
     credentials: CredentialsCell,
-    /// Tells the task the configuration changed.
-    reconfigured: tokio::sync::Notify,
+    /// Asks the task to take a configuration change (a count of changes).
+    reconfigure: watch::Sender<u64>,
+    /// The count of changes the task has taken and published the health
+    /// of (its sender ends with the task).
+    reconfigured: watch::Receiver<u64>,
     epoch: Instant,
     live: ArcSwapOption<Live>,
     health: watch::Sender<Health>,
@@ -420,7 +423,16 @@ impl Client {
         if let Some(pool) = &shared.exclusive {
             pool.close_idle();
         }
-        shared.reconfigured.notify_one();
+        // Hand the change to the task and wait until it took it, so that a
+        // `wait_ready` from here on sees the misconfiguration cleared.
+        let mut asked = 0;
+        shared.reconfigure.send_modify(|n| {
+            *n += 1;
+            asked = *n;
+        });
+        let mut taken = shared.reconfigured.clone();
+        // Ends when the task takes it, or ends (its sender dropped).
+        let _ = taken.wait_for(|n| *n >= asked).await;
         Ok(())
     }
 
@@ -465,6 +477,8 @@ impl Client {
         });
         let (events, _) = broadcast::channel(256);
         let (reports, reports_rx) = mpsc::unbounded_channel();
+        let (reconfigure, reconfigure_rx) = watch::channel(0);
+        let (reconfigured_tx, reconfigured) = watch::channel(0);
         let calls = Calls::new(&config, epoch, parent.as_ref());
         // A client has an exclusive set; an exclusive connection (one with
         // a parent) has none, and stops with its parent.
@@ -480,7 +494,8 @@ impl Client {
         let options = CallOptions::new(&config);
         let shared = Arc::new(Shared {
             credentials,
-            reconfigured: tokio::sync::Notify::new(),
+            reconfigure,
+            reconfigured,
             pubsub: Arc::new(PubSubHub::default()),
             calls,
             config,
@@ -508,6 +523,10 @@ impl Client {
             aside: None,
             invalidated: None,
             half_open: false,
+            reconfigure: reconfigure_rx,
+            reconfigured: reconfigured_tx,
+            reconfigured_pending: None,
+            outbox: Vec::with_capacity(16),
         };
         // Every event the task logs carries the (redacted) target.
         let span = tracing::info_span!("relink", url = %shared.config.redacted_url());
@@ -751,6 +770,13 @@ struct Driver {
     invalidated: Option<BoxFuture<'static, ()>>,
     /// The side check just found the live connection gone from the server.
     half_open: bool,
+    /// Configuration changes asked for ([`Client::update_credentials`]).
+    reconfigure: watch::Receiver<u64>,
+    /// Tells the asker a change was taken, once its health is published.
+    reconfigured: watch::Sender<u64>,
+    reconfigured_pending: Option<u64>,
+    /// Events of the drain in progress, sent after its health is published.
+    outbox: Vec<Event>,
 }
 
 impl Driver {
@@ -762,6 +788,9 @@ impl Driver {
         // deadline, and Shutdown is terminal.
         loop {
             let deadline = self.drain();
+            if let Some(taken) = self.reconfigured_pending.take() {
+                self.reconfigured.send_replace(taken);
+            }
             if self.supervisor.state() == State::Shutdown {
                 break;
             }
@@ -813,7 +842,10 @@ impl Driver {
                         None
                     }
                 }
-                _ = self.shared.reconfigured.notified() => Some(Input::Reconfigured),
+                Ok(()) = self.reconfigure.changed() => {
+                    self.reconfigured_pending = Some(*self.reconfigure.borrow_and_update());
+                    Some(Input::Reconfigured)
+                }
                 _ = poll_invalidated(&mut self.invalidated) => {
                     self.invalidated = None;
                     tracing::info!("relink connector reports the server moved; reconnecting");
@@ -868,6 +900,9 @@ impl Driver {
             }
         }
         self.publish_health();
+        for event in self.outbox.drain(..) {
+            let _ = shared.events.send(event);
+        }
         deadline
     }
 
@@ -1053,7 +1088,9 @@ impl Driver {
             }
             _ => {}
         }
-        let _ = shared.events.send(event);
+        // Sent once the drain has published the health they lead to, so
+        // whoever reads the health on an event sees it.
+        self.outbox.push(event);
     }
 
     /// Why the core gave the live connection up, in words for the commands

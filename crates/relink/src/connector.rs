@@ -73,7 +73,10 @@ pub trait Connector: Send + Sync + fmt::Debug + 'static {
         let info = config.connection_info();
         Diagnosis {
             cause: crate::diagnose::connect_cause(err),
-            evidence: crate::diagnose::redact(&err.to_string(), info.redis_settings().password()),
+            evidence: crate::diagnose::redact(
+                &crate::classify::server_words(err).unwrap_or_else(|| err.to_string()),
+                info.redis_settings().password(),
+            ),
         }
     }
 }

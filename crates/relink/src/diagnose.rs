@@ -48,8 +48,9 @@ pub async fn explain(info: &ConnectionInfo, err: &RedisError, timeout: Duration)
     let settings = info.redis_settings();
     let password = settings.password();
     let mut cause = connect_cause(err);
-    let hides_words = !crate::classify::carries_server_words(err);
-    let mut evidence = err.to_string();
+    let words = crate::classify::server_words(err);
+    let hides_words = words.is_none();
+    let mut evidence = words.unwrap_or_else(|| err.to_string());
     let ask = match cause {
         // Ask the question whose answer redis-rs dropped.
         ConnectCause::Auth if hides_words => {

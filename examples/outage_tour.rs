@@ -143,6 +143,7 @@ async fn run() -> i32 {
         heartbeat.interval,
         heartbeat.detection_bound()
     );
+    let misconfig_config = config.clone();
     let client = Client::new(config.clone()).expect("valid config");
     if let Err(e) = client.wait_ready(Duration::from_secs(10)).await {
         eprintln!("could not connect: {e}");
@@ -418,6 +419,9 @@ async fn run() -> i32 {
     );
     let recovered = outages.lock().unwrap().iter().all(|o| o.after.is_some());
     ok &= check(recovered, "recovered from every fault with no user action");
+    if !sentinel {
+        ok &= misconfiguration_stage(misconfig_config, &mut direct).await;
+    }
     if ok {
         println!("\nall invariants hold");
         0
@@ -425,6 +429,108 @@ async fn run() -> i32 {
         println!("\nINVARIANT VIOLATED");
         1
     }
+}
+
+/// A misconfiguration is not an outage: a second client with a wrong
+/// password is told so (the cause and the server's words, in its events and
+/// its errors), fails commands at once instead of queueing them, does not
+/// hammer the server, and is fixed live with `update_credentials`.
+async fn misconfiguration_stage(config: Config, direct: &mut redis::Connection) -> bool {
+    const PASSWORD: &str = "tour-secret";
+    println!(
+        "\nmisconfiguration: the server now requires a password; a new client has the wrong one"
+    );
+    let requirepass = |direct: &mut redis::Connection, password: &str| {
+        tokio::task::block_in_place(|| {
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("requirepass")
+                .arg(password)
+                .exec(direct)
+        })
+    };
+    requirepass(direct, PASSWORD).expect("CONFIG SET requirepass");
+    let client = Client::new(config.with_password("not-the-password")).expect("valid config");
+    let mut events = client.events();
+    let shown = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Some(event) = events.next().await {
+            match event {
+                Event::ConnectAttemptFailed {
+                    failure,
+                    misconfigured,
+                    retry_in,
+                } => note(&format!(
+                    "relink: attempt {} failed: {failure}{}",
+                    failure.attempt,
+                    match (misconfigured, retry_in) {
+                        (true, Some(d)) => format!(
+                            " (misconfigured: next try in {} ms, on the slow schedule)",
+                            d.as_millis()
+                        ),
+                        (_, Some(d)) => format!(" (next try in {} ms)", d.as_millis()),
+                        (_, None) => String::new(),
+                    }
+                )),
+                Event::StateChanged { from, to } => note(&format!("relink: {from} -> {to}")),
+                Event::Connected { attempts } => {
+                    note(&format!("relink: connected after {attempts} attempt(s)"))
+                }
+                _ => {}
+            }
+            seen.push(event);
+        }
+        seen
+    });
+    let misconfigured = {
+        let mut health = client.health();
+        let flagged = tokio::time::timeout(
+            Duration::from_secs(10),
+            health.wait_for(|h| h.misconfigured),
+        )
+        .await;
+        matches!(flagged, Ok(Ok(_)))
+    };
+    let mut conn = client.clone();
+    let started = Instant::now();
+    let refused = conn.get::<_, Option<String>>("tour:counter").await;
+    let refused_in = started.elapsed();
+    if let Err(e) = &refused {
+        note(&format!(
+            "GET failed at once ({} ms): {e}",
+            refused_in.as_millis()
+        ));
+    }
+    let told = matches!(
+        refused.as_ref().map_err(Error::from_redis),
+        Err(Some(Error::Misconfigured { .. }))
+    );
+    note("update_credentials(None, \"tour-secret\")");
+    let updated = client.update_credentials(None, PASSWORD).await;
+    let ready = updated.is_ok() && client.wait_ready(Duration::from_secs(10)).await.is_ok();
+    let works = conn.get::<_, Option<String>>("tour:counter").await.is_ok();
+    client.shutdown().await;
+    let seen = shown.await.unwrap_or_default();
+    let _ = requirepass(direct, "");
+    let attempts_failed = seen
+        .iter()
+        .filter(|e| matches!(e, Event::ConnectAttemptFailed { .. }))
+        .count();
+    let mut ok = check(
+        misconfigured && attempts_failed >= 1,
+        &format!(
+            "a wrong password is a misconfiguration, told with the server's words ({attempts_failed} failed attempt(s) shown)"
+        ),
+    );
+    ok &= check(
+        told,
+        "a command while misconfigured fails at once, not sent (no queueing for a connection that will not come)",
+    );
+    ok &= check(
+        ready && works,
+        "fixed live: update_credentials, and the client connects at once with no restart",
+    );
+    ok
 }
 
 /// The default tour: one redis-server (AOF, `appendfsync always`) behind the fault proxy.

@@ -97,6 +97,57 @@ fn a_long_outage_keeps_retrying_at_the_capped_delay_and_recovers() {
 }
 
 #[test]
+fn a_wrong_password_is_retried_slowly_and_fixed_at_once() {
+    // The same minute as the outage above, but the server answers with
+    // WRONGPASS: the slow schedule (1 s, 2 s, 4 s ... at most 30 s) instead
+    // of the ordinary backoff's 1.6 s cap, and the fix connects at once.
+    let config = SupervisorConfig::default().backoff(doubling(1600));
+    let trace = run(&scenario(
+        config,
+        &[
+            (Mode::Up, 1000),
+            (Mode::Misconfigured, 1),
+            (Mode::Down, 1),
+            (Mode::Misconfigured, 60_000),
+        ],
+    ))
+    .unwrap();
+    let failed: Vec<u64> = trace
+        .events
+        .iter()
+        .filter_map(|(at, e)| match e {
+            Event::ConnectAttemptFailed {
+                misconfigured: true,
+                ..
+            } => Some(*at),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        (4..=8).contains(&failed.len()),
+        "a wrong password tried {} times in a minute: {failed:?}",
+        failed.len()
+    );
+    let fixed_at = 1000 + 1 + 1 + 60_000;
+    let connect_at_fix = trace
+        .actions
+        .iter()
+        .any(|(at, a)| *at == fixed_at && matches!(a, relink_core::Action::Connect { .. }));
+    assert!(connect_at_fix, "no attempt at the fix ({fixed_at} ms)");
+    let ready_after = trace.events.iter().any(|(at, e)| {
+        *at >= fixed_at
+            && matches!(
+                e,
+                Event::StateChanged {
+                    to: State::Ready,
+                    ..
+                }
+            )
+    });
+    assert!(ready_after);
+}
+
+#[test]
 fn a_flapping_server_does_not_earn_instant_retries() {
     // The server dies within 60 ms of every connection; backoff_reset_after is 10 s,
     // so the delays keep growing instead of restarting at the initial delay.

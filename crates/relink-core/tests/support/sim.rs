@@ -54,12 +54,25 @@ pub enum Mode {
     /// client hears nothing (no FIN), nothing more arrives on it, and the
     /// server no longer knows it. Otherwise the server is up.
     Cut,
+    /// Up for the connections it has, but a new one fails its handshake
+    /// with a wrong password (the server's password changed, the client's
+    /// did not). When the segment ends the operator fixes the client's
+    /// credentials: the driver reports `Reconfigured`.
+    Misconfigured,
 }
 
 impl Mode {
     /// Whether a side connection reaches the server and gets an answer.
     fn reachable(self) -> bool {
-        matches!(self, Mode::Up | Mode::Busy | Mode::Cut)
+        matches!(
+            self,
+            Mode::Up | Mode::Busy | Mode::Cut | Mode::Misconfigured
+        )
+    }
+
+    /// Whether the live connection (not cut) gets its replies.
+    fn answers(self) -> bool {
+        matches!(self, Mode::Up | Mode::Cut | Mode::Misconfigured)
     }
 }
 
@@ -144,12 +157,13 @@ impl Scenario {
         let segments = pick(1, 8);
         let timeline = (0..segments)
             .map(|_| Segment {
-                mode: match pick(0, 4) {
+                mode: match pick(0, 5) {
                     0 => Mode::Up,
                     1 => Mode::Down,
                     2 => Mode::Hang,
                     3 => Mode::Busy,
-                    _ => Mode::Cut,
+                    4 => Mode::Cut,
+                    _ => Mode::Misconfigured,
                 },
                 millis: pick(0, 4000),
             })
@@ -342,6 +356,8 @@ struct Driver<'a> {
     earliest_attempt: u64,
     gave_up: bool,
     shut_down: bool,
+    /// The server's mode as of the last mode change.
+    mode: Mode,
     trace: Trace,
 }
 
@@ -367,6 +383,7 @@ pub fn run(sc: &Scenario) -> Result<Trace, Violation> {
         earliest_attempt: 0,
         gave_up: false,
         shut_down: false,
+        mode: sc.mode_at(0),
         trace: Trace::default(),
     };
     let mut t = 0;
@@ -498,7 +515,7 @@ impl Driver<'_> {
                 }
                 if self.live_cut.is_none() {
                     match mode {
-                        Mode::Up | Mode::Cut => {
+                        Mode::Up | Mode::Cut | Mode::Misconfigured => {
                             let at = self.now + self.sc.rtt_ms;
                             self.schedule(at, SimEvent::PongArrives { id, conn });
                         }
@@ -533,8 +550,29 @@ impl Driver<'_> {
 
     fn observe(&mut self, e: Event) -> Result<(), Violation> {
         match e {
+            Event::ConnectAttemptFailed {
+                failure,
+                misconfigured,
+                retry_in,
+            } => {
+                if misconfigured != failure.cause.is_misconfiguration() {
+                    return Err(self.violation(format!("{failure:?} flagged {misconfigured}")));
+                }
+                let slow = &self.sc.config.misconfigured_backoff;
+                // Equal jitter: at least half the slow schedule's first delay.
+                if let (true, Some(delay)) = (misconfigured, retry_in) {
+                    if delay < slow.initial_delay / 2 {
+                        return Err(self.violation(format!(
+                            "a wrong password retried in {delay:?}: faster than the slow schedule"
+                        )));
+                    }
+                }
+            }
             Event::ReconnectScheduled { delay, .. } => {
-                let max = self.sc.config.backoff.max_delay;
+                let mut max = self.sc.config.backoff.max_delay;
+                if self.sup.health().misconfigured {
+                    max = max.max(self.sc.config.misconfigured_backoff.max_delay);
+                }
                 if delay > max {
                     return Err(self.violation(format!("delay {delay:?} above max_delay {max:?}")));
                 }
@@ -699,15 +737,28 @@ impl Driver<'_> {
     fn deliver(&mut self, ev: SimEvent) -> Result<(), Violation> {
         let mode = self.sc.mode_at(self.now);
         // Whether the server answers on the live connection `conn` now.
-        let answers = |d: &Self, conn: u64| {
-            d.live == Some(conn) && d.live_cut.is_none() && matches!(mode, Mode::Up | Mode::Cut)
-        };
+        let answers =
+            |d: &Self, conn: u64| d.live == Some(conn) && d.live_cut.is_none() && mode.answers();
         match ev {
             SimEvent::ConnectResolves { attempt, token } => {
                 if self.attempt_in_flight != Some((attempt, token)) {
                     return Ok(()); // abandoned by a Disconnect
                 }
                 match mode {
+                    Mode::Misconfigured => {
+                        self.attempt_in_flight = None;
+                        self.input(Input::ConnectFailed {
+                            attempt,
+                            cause: relink_core::ConnectCause::Auth,
+                            evidence: relink_core::Evidence::new("WRONGPASS invalid password"),
+                        })?;
+                        let health = self.sup.health();
+                        if self.sup.state() == State::Ready || !health.misconfigured {
+                            return Err(self.violation(format!(
+                                "a wrong password not taken as a misconfiguration: {health:?}"
+                            )));
+                        }
+                    }
                     Mode::Up | Mode::Busy | Mode::Cut => {
                         self.attempt_in_flight = None;
                         let conn = self.next_conn;
@@ -778,8 +829,10 @@ impl Driver<'_> {
                     Mode::Down => AsideVerdict::Unreachable {
                         kind: FailureKind::Io,
                     },
-                    Mode::Up | Mode::Busy | Mode::Cut if known => AsideVerdict::Busy,
-                    Mode::Up | Mode::Busy | Mode::Cut => AsideVerdict::Gone,
+                    Mode::Up | Mode::Busy | Mode::Cut | Mode::Misconfigured if known => {
+                        AsideVerdict::Busy
+                    }
+                    Mode::Up | Mode::Busy | Mode::Cut | Mode::Misconfigured => AsideVerdict::Gone,
                 };
                 self.trace.verdicts[match verdict {
                     AsideVerdict::Busy => 0,
@@ -826,6 +879,27 @@ impl Driver<'_> {
                 }
             }
             SimEvent::ModeChange => {
+                let was = std::mem::replace(&mut self.mode, mode);
+                if was == Mode::Misconfigured && mode != Mode::Misconfigured {
+                    // The operator fixed the credentials: an attempt
+                    // waiting out the slow schedule goes out at once.
+                    let waiting = self.sup.state() == State::TransientFailure;
+                    let connects = self.trace.actions.len();
+                    self.input(Input::Reconfigured)?;
+                    let made = self.trace.actions[connects..]
+                        .iter()
+                        .any(|(_, a)| matches!(a, Action::Connect { .. }));
+                    if waiting && !made && !self.gave_up {
+                        return Err(self.violation(
+                            "credentials fixed while waiting, but no attempt at once".into(),
+                        ));
+                    }
+                    let health = self.sup.health();
+                    if health.misconfigured && !self.gave_up {
+                        return Err(self
+                            .violation(format!("still misconfigured after the fix: {health:?}")));
+                    }
+                }
                 if mode == Mode::Down && self.live.is_some() && self.live_cut.is_none() {
                     self.drop_live();
                     self.input(Input::ConnectionLost {
@@ -846,7 +920,7 @@ impl Driver<'_> {
                     self.queued_pings.clear();
                 }
                 if let Some(conn) = self.live.filter(|_| self.live_cut.is_none()) {
-                    if matches!(mode, Mode::Up | Mode::Cut) {
+                    if mode.answers() {
                         // The work is done: the queued PINGs are answered.
                         for id in std::mem::take(&mut self.queued_pings) {
                             let at = self.now + self.sc.rtt_ms;

@@ -31,6 +31,11 @@ async fn first_failed_attempt(
 async fn a_wrong_password_is_a_misconfiguration_until_fixed_live() {
     let server = RedisServer::builder().password("right").start();
     let url = format!("redis://:wrong@127.0.0.1:{}", server.port());
+    // Fail fast: Client::connect returns the cause instead of a client.
+    match Client::connect(fast_config(&url)).await {
+        Err(Error::Misconfigured { failure }) => assert_eq!(failure.cause, ConnectCause::Auth),
+        other => panic!("not Misconfigured: {other:?}"),
+    }
     let client = Client::new(fast_config(&url)).unwrap();
     let mut events = client.events();
 
@@ -177,6 +182,15 @@ async fn an_http_server_on_the_port_is_not_redis() {
 async fn a_full_server_is_named_and_waited_for() {
     let server = RedisServer::builder().args(["--maxclients", "1"]).start();
     let held = server.connection();
+    // Client::connect waits a full server out until its deadline, then names it.
+    let short = fast_config(&server.url()).with_deadline(Some(Duration::from_millis(600)));
+    match Client::connect(short).await {
+        Err(Error::NotReady { last_attempt, .. }) => assert_eq!(
+            last_attempt.map(|f| f.cause),
+            Some(ConnectCause::ServerFull)
+        ),
+        other => panic!("not NotReady: {other:?}"),
+    }
     let client = Client::new(fast_config(&server.url())).unwrap();
     let mut events = client.events();
     let (failure, misconfigured, retry_in) = first_failed_attempt(&mut events).await;

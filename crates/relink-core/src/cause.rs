@@ -61,6 +61,10 @@ pub enum ConnectCause {
     /// The server refused for now: loading its dataset, running a long
     /// script, a replica without its master.
     ServerBusy(BusyReason),
+    /// The server reached is not (yet) the one to use: Sentinel named a
+    /// node that is not the master (a failover in progress, a stale view),
+    /// or a redirect came back. Passes once the topology settles.
+    NotMaster,
     /// A handshake command was rejected (`SELECT` of a database the server
     /// does not have, `HELLO` on a server too old for RESP3): the same
     /// handshake fails the same way again. A misconfiguration.
@@ -141,9 +145,8 @@ impl ConnectCause {
             FailureKind::Auth => ConnectCause::Auth,
             FailureKind::Protocol => ConnectCause::Protocol,
             FailureKind::ServerBusy(reason) => ConnectCause::ServerBusy(reason),
-            // A handshake redirected (a cluster node that will not serve
-            // this client) is as final as a rejection.
-            FailureKind::Moved | FailureKind::Command => ConnectCause::Rejected,
+            FailureKind::Moved => ConnectCause::NotMaster,
+            FailureKind::Command => ConnectCause::Rejected,
         }
     }
 
@@ -161,6 +164,7 @@ impl ConnectCause {
             ConnectCause::NotRedis | ConnectCause::Protocol => FailureKind::Protocol,
             ConnectCause::ServerFull | ConnectCause::Closed => FailureKind::Closed,
             ConnectCause::ServerBusy(reason) => FailureKind::ServerBusy(reason),
+            ConnectCause::NotMaster => FailureKind::Moved,
             ConnectCause::Rejected => FailureKind::Command,
         }
     }
@@ -202,6 +206,7 @@ impl ConnectCause {
             ConnectCause::ServerBusy(BusyReason::MasterDown) => "server_busy:master_down",
             ConnectCause::ServerBusy(BusyReason::ReadOnly) => "server_busy:read_only",
             ConnectCause::ServerBusy(BusyReason::TryAgain) => "server_busy:try_again",
+            ConnectCause::NotMaster => "not_master",
             ConnectCause::Rejected => "rejected",
             ConnectCause::Closed => "closed",
             ConnectCause::Io => "io",
@@ -212,7 +217,7 @@ impl ConnectCause {
     /// The cause named by [`as_str`](Self::as_str), for bindings that pass
     /// it as a string.
     pub fn parse(name: &str) -> Option<ConnectCause> {
-        const ALL: [ConnectCause; 20] = [
+        const ALL: [ConnectCause; 21] = [
             ConnectCause::Refused,
             ConnectCause::Timeout,
             ConnectCause::UnknownHost,
@@ -229,6 +234,7 @@ impl ConnectCause {
             ConnectCause::ServerBusy(BusyReason::MasterDown),
             ConnectCause::ServerBusy(BusyReason::ReadOnly),
             ConnectCause::ServerBusy(BusyReason::TryAgain),
+            ConnectCause::NotMaster,
             ConnectCause::Rejected,
             ConnectCause::Closed,
             ConnectCause::Io,
@@ -257,6 +263,7 @@ impl ConnectCause {
             ConnectCause::ServerBusy(BusyReason::MasterDown) => "the replica has lost its master",
             ConnectCause::ServerBusy(BusyReason::ReadOnly) => "the server is a read-only replica",
             ConnectCause::ServerBusy(BusyReason::TryAgain) => "the server asked to try again",
+            ConnectCause::NotMaster => "not the master (a failover may be in progress)",
             ConnectCause::Rejected => "the server rejected the handshake",
             ConnectCause::Closed => "the connection closed during the handshake",
             ConnectCause::Io => "connection failed",
@@ -485,7 +492,9 @@ mod tests {
         for cause in [Auth, NoPerm, Denied, NotRedis, Tls, UnknownHost, Rejected] {
             assert!(cause.is_misconfiguration(), "{cause}");
         }
-        for cause in [Refused, Timeout, Dns, ServerFull, Closed, Io, Protocol] {
+        for cause in [
+            Refused, Timeout, Dns, ServerFull, Closed, Io, Protocol, NotMaster,
+        ] {
             assert!(!cause.is_misconfiguration(), "{cause}");
         }
         assert!(!ServerBusy(BusyReason::Loading).is_misconfiguration());

@@ -234,7 +234,13 @@ pub fn connect_cause(err: &RedisError) -> ConnectCause {
             return ConnectCause::Tls;
         }
     }
-    ConnectCause::from_kind(failure_kind(err))
+    match failure_kind(err) {
+        // Not the server's verdict (it said nothing): a client-side error
+        // (a Sentinel that names no master, a reply of the wrong type) is
+        // no evidence of a misconfiguration.
+        FailureKind::Command => ConnectCause::Io,
+        kind => ConnectCause::from_kind(kind),
+    }
 }
 
 /// The errno name (as the core reads them) of a transport error.

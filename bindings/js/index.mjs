@@ -16,4 +16,6 @@ export const {
   failureName,
   classifyError,
   classifyErrorCode,
+  connectCause,
+  connectCauseFromFirstBytes,
 } = wasm;

@@ -36,6 +36,11 @@
 // The client is shutting down.
 #define RELINK_CALL_INPUT_SHUTDOWN 5
 
+// There is no connection, and the supervisor's health says the last attempt
+// failed for a cause retrying will not fix (`relink_health.misconfigured`):
+// no connection will come by waiting.
+#define RELINK_CALL_INPUT_MISCONFIGURED 6
+
 // It never left the client: the server cannot have run it.
 #define RELINK_DELIVERY_NOT_SENT 0
 
@@ -94,6 +99,81 @@
 
 // The retry budget refused a retry.
 #define RELINK_FAIL_BUDGET_EXHAUSTED 9
+
+// No connection, and the last attempt failed for a cause retrying will not
+// fix (a wrong password, a peer that is not Redis): whatever the outage
+// policy, the call does not wait for a connection that will not come.
+#define RELINK_FAIL_MISCONFIGURED 10
+
+// No cause (a health or an output without a failed attempt). As an input
+// cause: take `failure` instead.
+#define RELINK_CAUSE_NONE 0
+
+// Nothing listens on the port (`ECONNREFUSED`).
+#define RELINK_CAUSE_REFUSED 1
+
+// The connect or the handshake got no answer within the connect timeout.
+#define RELINK_CAUSE_TIMEOUT 2
+
+// The host name does not resolve (`ENOTFOUND`, `EAI_NONAME`). A misconfiguration.
+#define RELINK_CAUSE_UNKNOWN_HOST 3
+
+// The resolver failed for now (`EAI_AGAIN`).
+#define RELINK_CAUSE_DNS 4
+
+// No route to the host (`EHOSTUNREACH`, `ENETUNREACH`).
+#define RELINK_CAUSE_UNREACHABLE 5
+
+// The TLS handshake failed. A misconfiguration.
+#define RELINK_CAUSE_TLS 6
+
+// The server refused the credentials (`WRONGPASS`, `NOAUTH`). A misconfiguration.
+#define RELINK_CAUSE_AUTH 7
+
+// The user may not run a command of the handshake (`NOPERM`). A misconfiguration.
+#define RELINK_CAUSE_NO_PERM 8
+
+// The server refuses clients by policy (`DENIED`: protected mode). A misconfiguration.
+#define RELINK_CAUSE_DENIED 9
+
+// The peer answered, but not in Redis's protocol (an HTTP server, an SSH
+// daemon). A misconfiguration.
+#define RELINK_CAUSE_NOT_REDIS 10
+
+// The server has `maxclients` connections already.
+#define RELINK_CAUSE_SERVER_FULL 11
+
+// `-LOADING`: the server is loading its dataset.
+#define RELINK_CAUSE_SERVER_BUSY_LOADING 12
+
+// `-BUSY`: a script or function is running too long.
+#define RELINK_CAUSE_SERVER_BUSY_BUSY 13
+
+// `-MASTERDOWN`: a replica lost its master.
+#define RELINK_CAUSE_SERVER_BUSY_MASTER_DOWN 14
+
+// `-READONLY`: the server is a read-only replica.
+#define RELINK_CAUSE_SERVER_BUSY_READ_ONLY 15
+
+// `-TRYAGAIN`, `-CLUSTERDOWN`: try again later.
+#define RELINK_CAUSE_SERVER_BUSY_TRY_AGAIN 16
+
+// A handshake command was rejected (`SELECT` of a database the server does
+// not have, `HELLO` on a server too old). A misconfiguration.
+#define RELINK_CAUSE_REJECTED 17
+
+// The connection closed during the handshake.
+#define RELINK_CAUSE_CLOSED 18
+
+// Another transport failure.
+#define RELINK_CAUSE_IO 19
+
+// The bytes on the wire made no sense (but started like Redis's protocol).
+#define RELINK_CAUSE_PROTOCOL 20
+
+// The size of an evidence array in an output or health struct: at most 120
+// bytes of UTF-8 text and the terminating NUL.
+#define RELINK_EVIDENCE_SIZE 121
 
 // While there is no connection, a command waits in a bounded backlog
 // (`queue_capacity` commands, `queue_max_wait_ms` each). The default.
@@ -252,7 +332,8 @@
 // Attempt `attempt` produced a ready connection (handshake done).
 #define RELINK_INPUT_CONNECTED 1
 
-// Attempt `attempt` failed with `failure`.
+// Attempt `attempt` failed of `cause` (a `RELINK_CAUSE_*`; or, when that is
+// `RELINK_CAUSE_NONE`, of the cause for `failure`), with `evidence`.
 #define RELINK_INPUT_CONNECT_FAILED 2
 
 // The PING asked for with `ping_id` was answered.
@@ -285,6 +366,12 @@
 // The side check asked for with `ping_id` (CHECK_ASIDE) found `verdict`
 // (a `RELINK_ASIDE_*`; for UNREACHABLE, `failure` says how it failed).
 #define RELINK_INPUT_ASIDE_CHECKED 11
+
+// The configuration changed (new credentials): an attempt waiting out a
+// delay is made at once, one in flight is abandoned and made again, and the
+// misconfigured flag and its slow backoff are cleared. A READY connection is
+// kept (apply the change to it yourself).
+#define RELINK_INPUT_RECONFIGURED 12
 
 // No verdict (not valid as an input).
 #define RELINK_ASIDE_NONE 0
@@ -357,6 +444,13 @@
 // A heartbeat PING is queued behind work and the server confirmed from the
 // side that it still has the connection; busy for `duration_ms` so far.
 #define RELINK_EVENT_BUSY_CONFIRMED 8
+
+// Connection attempt `attempt` failed of `cause` (a `RELINK_CAUSE_*`), with
+// `evidence`; `misconfigured`: retrying alone will not fix it (the slow
+// `misconfigured_backoff` applies). The next attempt is in `duration_ms`
+// when `has_retry_in`, else the policy gave up. Told before the
+// RECONNECT_SCHEDULED or GAVE_UP that follows it.
+#define RELINK_EVENT_CONNECT_ATTEMPT_FAILED 9
 
 // A backoff delay sequence (relink_core's `Backoff`). Not thread-safe: use
 // one from one thread at a time.
@@ -590,28 +684,46 @@ typedef struct relink_supervisor_config {
   // How long a connection must stay READY for its loss to restart the
   // backoff from the initial delay.
   uint64_t backoff_reset_after_ms;
+  // Delays between attempts while the last one failed for a cause retrying
+  // will not fix (a wrong password, a peer that is not Redis): slower than
+  // `backoff` (the longer of the two delays is waited; `backoff`'s limits
+  // still apply). Default: exponential from 1 s, x2, at most 30 s, equal
+  // jitter.
+  struct relink_backoff_policy misconfigured_backoff;
 } relink_supervisor_config;
 
 // One thing that happened, for `relink_supervisor_handle_input`. Only the
-// fields its `input` names are read; set the others to 0.
+// fields its `input` names are read; set the others to 0 (NULL).
 typedef struct relink_supervisor_input {
   // One of `RELINK_INPUT_*`.
   uint32_t input;
   // CONNECTED, CONNECT_FAILED: the attempt number from the CONNECT action.
   uint32_t attempt;
-  // CONNECT_FAILED, PING_FAILED, COMMAND_FAILED, CONNECTION_LOST, and
-  // ASIDE_CHECKED with verdict UNREACHABLE: one of `RELINK_FAILURE_*`
-  // (not `_NONE`).
+  // PING_FAILED, COMMAND_FAILED, CONNECTION_LOST, and ASIDE_CHECKED with
+  // verdict UNREACHABLE: one of `RELINK_FAILURE_*` (not `_NONE`).
+  // CONNECT_FAILED: read only when `cause` is `RELINK_CAUSE_NONE` (for a
+  // driver that knows no finer cause).
   uint32_t failure;
   // PONG, PING_FAILED, WORK_OUTSTANDING: the id from the SEND_PING action;
   // ASIDE_CHECKED: the id from the CHECK_ASIDE action.
   uint64_t ping_id;
   // ASIDE_CHECKED: one of `RELINK_ASIDE_*` (not `_NONE`).
   uint32_t verdict;
+  // CONNECT_FAILED: why, one of `RELINK_CAUSE_*` (`relink_cause_from_error`
+  // and `relink_cause_from_first_bytes` classify); `RELINK_CAUSE_NONE`:
+  // take the cause for `failure`.
+  uint32_t cause;
+  // CONNECT_FAILED: the server's words or the peer's first bytes, already
+  // redacted of secrets; NULL for none. A NUL-terminated string, read
+  // during the call only (the supervisor keeps a copy of at most 120
+  // bytes). Need not be UTF-8: invalid sequences become U+FFFD, control
+  // characters spaces.
+  const char *evidence;
 } relink_supervisor_input;
 
 // One thing `relink_supervisor_poll_output` hands out. Fields that do not
-// belong to its `output` (and its `action` or `event`) are 0.
+// belong to its `output` (and its `action` or `event`) are 0 (`evidence`
+// the empty string).
 typedef struct relink_supervisor_output {
   // One of `RELINK_OUTPUT_*`.
   uint32_t output;
@@ -619,8 +731,9 @@ typedef struct relink_supervisor_output {
   uint32_t action;
   // EVENT: one of `RELINK_EVENT_*`; else `RELINK_EVENT_NONE`.
   uint32_t event;
-  // Action CONNECT and event RECONNECT_SCHEDULED: the attempt number;
-  // events CONNECTED, RECONNECTED and GAVE_UP: the attempts it took.
+  // Action CONNECT, events RECONNECT_SCHEDULED and CONNECT_ATTEMPT_FAILED:
+  // the attempt number; events CONNECTED, RECONNECTED and GAVE_UP: the
+  // attempts it took.
   uint32_t attempt;
   // Action SEND_PING: the probe's id, to report back with PONG; action
   // CHECK_ASIDE: the id to report back with ASIDE_CHECKED.
@@ -635,11 +748,37 @@ typedef struct relink_supervisor_output {
   uint32_t misses;
   // Event RECONNECT_SCHEDULED: the delay; RECONNECTED: the downtime;
   // GAVE_UP: the time since the outage began; BUSY_CONFIRMED: how long
-  // the connection has been busy. Whole milliseconds.
+  // the connection has been busy; CONNECT_ATTEMPT_FAILED: when the next
+  // attempt is made (if `has_retry_in`). Whole milliseconds.
   uint64_t duration_ms;
   // TIMEOUT: when to poll again at the latest, on the caller's clock.
   uint64_t deadline_ms;
+  // Event CONNECT_ATTEMPT_FAILED: why, one of `RELINK_CAUSE_*`.
+  uint32_t cause;
+  // Event CONNECT_ATTEMPT_FAILED: retrying alone will not fix the cause;
+  // the slow `misconfigured_backoff` applies.
+  bool misconfigured;
+  // Event CONNECT_ATTEMPT_FAILED: another attempt comes, in `duration_ms`;
+  // false: the policy gave up (a GAVE_UP follows).
+  bool has_retry_in;
+  // Event CONNECT_ATTEMPT_FAILED: the server's words or the peer's first
+  // bytes (UTF-8, at most 120 bytes, NUL-terminated; may be empty). Part
+  // of the struct: nothing to free.
+  char evidence[RELINK_EVIDENCE_SIZE];
 } relink_supervisor_output;
+
+// A failed connection attempt (relink_core's `AttemptFailure`).
+typedef struct relink_attempt_failure {
+  // The attempt number within the outage, from 1 (0 when `cause` is
+  // `RELINK_CAUSE_NONE`).
+  uint32_t attempt;
+  // Why it failed, one of `RELINK_CAUSE_*`; `RELINK_CAUSE_NONE`: no
+  // attempt has failed (or the connection is READY).
+  uint32_t cause;
+  // The server's words or the peer's first bytes (UTF-8, at most 120
+  // bytes, NUL-terminated; may be empty).
+  char evidence[RELINK_EVIDENCE_SIZE];
+} relink_attempt_failure;
 
 // A snapshot of the supervisor's view of the connection.
 typedef struct relink_health {
@@ -667,6 +806,14 @@ typedef struct relink_health {
   bool busy;
   // When the first PING of the busy spell was sent.
   uint64_t busy_since_ms;
+  // The latest failed connection attempt of this outage (or of the first
+  // connect), its cause `RELINK_CAUSE_NONE` when there is none (READY).
+  struct relink_attempt_failure last_attempt_failure;
+  // The latest attempt failed for a cause retrying will not fix: attempts
+  // go on, on the slow `misconfigured_backoff`, and commands should fail at
+  // once (`RELINK_CALL_INPUT_MISCONFIGURED`) instead of waiting. Cleared by
+  // RECONFIGURED and by an attempt that fails otherwise or succeeds.
+  bool misconfigured;
 } relink_health;
 
 // Success.
@@ -819,6 +966,35 @@ void relink_call_free(struct relink_call *call);
 // (`"deadline_exceeded"`), or `"none"` / `"unknown"`: a static string;
 // never free it.
 const char *relink_fail_reason_name(uint32_t reason);
+
+// The cause of a failed connection attempt from an error code and its
+// message (relink_core's `ConnectCause::from_error`): a server error reply
+// (`code` "WRONGPASS", `message` the whole reply) or a transport errno name
+// (`code` "ECONNREFUSED"; `message` may be NULL). Writes a `RELINK_CAUSE_*`
+// (never `_NONE`) to `*out`. `code` and `message` must be UTF-8.
+relink_code relink_cause_from_error(const char *code,
+                                    const char *message,
+                                    uint32_t *out,
+                                    struct relink_error **err);
+
+// Reads the first `len` bytes a peer sent (relink_core's
+// `ConnectCause::from_first_bytes`): an error reply is classified, an
+// answer in Redis's protocol (or nothing, `len` 0) says nothing against the
+// peer (`RELINK_CAUSE_NONE`), anything else is `RELINK_CAUSE_NOT_REDIS`.
+// Writes the code to `*out`. `bytes` may be NULL only when `len` is 0.
+relink_code relink_cause_from_first_bytes(const uint8_t *bytes,
+                                          size_t len,
+                                          uint32_t *out,
+                                          struct relink_error **err);
+
+// A stable name for a cause code (`"auth"`, `"server_busy:loading"`, as in
+// logs and the other bindings), `"none"` for `RELINK_CAUSE_NONE`, or
+// `"unknown"`: a static string; never free it.
+const char *relink_cause_name(uint32_t cause);
+
+// Does retrying alone not fix this cause (a wrong password, a peer that is
+// not Redis)? false for `RELINK_CAUSE_NONE` and unknown codes.
+bool relink_cause_is_misconfiguration(uint32_t cause);
 
 // Fills `*out` with relink's defaults: everything that keeps a connection
 // alive is on (see the field docs for the values).
@@ -999,7 +1175,8 @@ void relink_reply_free(struct relink_reply *reply);
 
 // Fills `*out` with relink's defaults: the default backoff, a PING after
 // 1 s of silence answered within 1 s, no misses allowed, 2 s per connection
-// attempt, the backoff reset after 10 s READY.
+// attempt, the backoff reset after 10 s READY, and while misconfigured
+// delays from 1 s, x2, at most 30 s, equal jitter.
 relink_code relink_supervisor_config_default(struct relink_supervisor_config *out);
 
 // A supervisor in IDLE with `*config`, its backoff jitter drawn from `seed`
@@ -1012,8 +1189,8 @@ relink_code relink_supervisor_new(const struct relink_supervisor_config *config,
 
 // Feeds `*input`, which happened at `now_ms`. An input that makes no sense
 // in the current state (the result of an abandoned attempt, a PONG while
-// connecting) is ignored, not an error; an out-of-range `input` or
-// `failure` value is `RELINK_INVALID_ARGUMENT` and changes nothing.
+// connecting) is ignored, not an error; an out-of-range `input`, `failure`,
+// `cause` or `verdict` value is `RELINK_INVALID_ARGUMENT` and changes nothing.
 relink_code relink_supervisor_handle_input(struct relink_supervisor *supervisor,
                                            uint64_t now_ms,
                                            const struct relink_supervisor_input *input,

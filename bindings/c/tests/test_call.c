@@ -13,8 +13,8 @@
 
 /* Names as the vectors spell them, indexed by the C constants' values (NULL
  * where a value has no name: the _NONE constants). */
-static const char *const INPUTS[] = {"connected", "not_connected", "backlog_full",
-                                     "failed",    "redirected",    "shutdown"};
+static const char *const INPUTS[] = {"connected",  "not_connected", "backlog_full", "failed",
+                                     "redirected", "shutdown",      "misconfigured"};
 static const char *const DELIVERIES[] = {"not_sent", "maybe_sent", "answered"};
 static const char *const DECISIONS[] = {"send", "redirect", "queue", "retry_at", "fail"};
 static const char *const OUTCOMES[] = {NULL, "not_applied", "unknown", "rejected"};
@@ -27,7 +27,8 @@ static const char *const REASONS[] = {NULL,
                                       "rejected",
                                       "not_retry_safe",
                                       "retries_exhausted",
-                                      "budget_exhausted"};
+                                      "budget_exhausted",
+                                      "misconfigured"};
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 /* What a step is compared with, for messages. */
@@ -299,7 +300,14 @@ static void arguments_are_checked(void) {
   CHECK(relink_call_retries(NULL) == 0 && relink_call_redirects(NULL) == 0);
   CHECK(!relink_call_is_done(NULL) && !relink_call_deadline(NULL, &deadline));
   CHECK(strcmp(relink_fail_reason_name(RELINK_FAIL_DEADLINE_EXCEEDED), "deadline_exceeded") == 0);
+  CHECK(strcmp(relink_fail_reason_name(RELINK_FAIL_MISCONFIGURED), "misconfigured") == 0);
   CHECK(strcmp(relink_fail_reason_name(999), "unknown") == 0);
+  in.input = RELINK_CALL_INPUT_MISCONFIGURED + 1;
+  CHECK_OK(relink_call_new(&policy, 0, false, 1, &call, errp_));
+  err = NULL;
+  code = relink_call_decide(call, 0, &in, &d, &err);
+  expect_invalid(code, RELINK_INVALID_ARGUMENT, err, "input.input");
+  relink_call_free(call);
   relink_call_free(NULL);
 }
 

@@ -25,13 +25,26 @@ static const char *const BUSY_REASONS[] = {"loading", "busy", "master_down", "re
 static const char *const INPUTS[] = {"start",           "connected",        "connect_failed",
                                      "pong",            "activity",         "command_failed",
                                      "connection_lost", "server_moved",     "shutdown",
-                                     "ping_failed",     "work_outstanding", "aside_checked"};
+                                     "ping_failed",     "work_outstanding", "aside_checked",
+                                     "reconfigured"};
 static const char *const VERDICTS[] = {NULL, "busy", "gone", "unreachable"};
 static const char *const OUTPUTS[] = {"action", "event", "timeout", "idle"};
 static const char *const ACTIONS[] = {NULL, "connect", "send_ping", "disconnect", "check_aside"};
-static const char *const EVENTS[] = {NULL,           "state_changed",       "connected",
-                                     "reconnected",  "disconnected",        "reconnect_scheduled",
-                                     "heartbeat_missed", "gave_up",         "busy_confirmed"};
+static const char *const EVENTS[] = {NULL,
+                                     "state_changed",
+                                     "connected",
+                                     "reconnected",
+                                     "disconnected",
+                                     "reconnect_scheduled",
+                                     "heartbeat_missed",
+                                     "gave_up",
+                                     "busy_confirmed",
+                                     "connect_attempt_failed"};
+static const char *const CAUSES[] = {
+    NULL,        "refused", "timeout", "unknown_host", "dns",       "unreachable", "tls",
+    "auth",      "no_perm", "denied",  "not_redis",    "server_full",
+    NULL,        NULL,      NULL,      NULL,           NULL, /* {"server_busy": reason} */
+    "rejected",  "closed",  "io",      "protocol"};
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 /* What a step is compared with, for messages. */
@@ -51,6 +64,42 @@ static void mismatch(const char *what, unsigned long long got, unsigned long lon
     if (got_ != want_) mismatch(what, got_, want_);                        \
     checks_passed++;                                                       \
   } while (0)
+
+/* An evidence array: NUL-terminated within its size, and the text wanted. */
+static void same_text(const char *what, const char (*got)[RELINK_EVIDENCE_SIZE],
+                      const char *want) {
+  if (memchr(*got, '\0', RELINK_EVIDENCE_SIZE) == NULL || strcmp(*got, want) != 0) {
+    fprintf(stderr, "supervisor vector \"%s\", step %zu (at %llu): %s: got \"%.*s\", want \"%s\"\n",
+            case_name, step_index, (unsigned long long)step_at, what, RELINK_EVIDENCE_SIZE,
+            *got, want);
+    exit(1);
+  }
+  checks_passed++;
+}
+
+static int json_true(const json *v) {
+  CHECK(v != NULL && v->type == J_BOOL);
+  return strcmp(v->text, "true") == 0;
+}
+
+/* A connect cause in the core's serde shape: "auth", ... or {"server_busy": "loading"}. */
+static uint32_t cause_from_json(const json *v) {
+  CHECK(v != NULL);
+  if (v->type == J_OBJECT) {
+    CHECK(v->len == 1);
+    return RELINK_CAUSE_SERVER_BUSY_LOADING +
+           json_named(json_need(v, "server_busy"), BUSY_REASONS, COUNT(BUSY_REASONS));
+  }
+  return json_named(v, CAUSES, COUNT(CAUSES));
+}
+
+/* Copies the vectors' evidence into an output's array (it fits: the core
+ * keeps at most 120 bytes). */
+static void evidence_from_json(const json *v, char (*out)[RELINK_EVIDENCE_SIZE]) {
+  CHECK(v != NULL && v->type == J_STRING && strlen(v->text) < RELINK_EVIDENCE_SIZE);
+  memset(*out, 0, RELINK_EVIDENCE_SIZE);
+  memcpy(*out, v->text, strlen(v->text));
+}
 
 /* A failure kind in the core's serde shape: "io", ... or {"server_busy": "loading"}. */
 static uint32_t failure_from_json(const json *v) {
@@ -94,7 +143,9 @@ static relink_supervisor_input input_from_json(const json *v) {
       break;
     case RELINK_INPUT_CONNECT_FAILED:
       in.attempt = (uint32_t)json_u64(field(&f, "attempt"));
-      in.failure = failure_from_json(field(&f, "kind"));
+      in.cause = cause_from_json(field(&f, "cause"));
+      /* Borrowed from the parsed vectors, which outlive the call. */
+      in.evidence = field(&f, "evidence")->text;
       break;
     case RELINK_INPUT_PONG:
       in.ping_id = json_u64(field(&f, "id"));
@@ -180,6 +231,18 @@ static relink_supervisor_output output_from_json(const json *v) {
     case RELINK_EVENT_BUSY_CONFIRMED:
       out.duration_ms = json_u64(field(&f, "busy_for"));
       break;
+    case RELINK_EVENT_CONNECT_ATTEMPT_FAILED: {
+      fields failure = {field(&f, "failure"), 0};
+      out.attempt = (uint32_t)json_u64(field(&failure, "attempt"));
+      out.cause = cause_from_json(field(&failure, "cause"));
+      evidence_from_json(field(&failure, "evidence"), &out.evidence);
+      all_fields_read(&failure);
+      out.misconfigured = json_true(field(&f, "misconfigured"));
+      const json *retry_in = field(&f, "retry_in");
+      out.has_retry_in = !json_is_null(retry_in);
+      if (out.has_retry_in) out.duration_ms = json_u64(retry_in);
+      break;
+    }
     default:
       break;
   }
@@ -206,6 +269,11 @@ static void same_output(size_t i, const relink_supervisor_output *got,
   SAME_FIELD(misses);
   SAME_FIELD(duration_ms);
   SAME_FIELD(deadline_ms);
+  SAME_FIELD(cause);
+  SAME_FIELD(misconfigured);
+  SAME_FIELD(has_retry_in);
+  snprintf(what, sizeof what, "output %zu: evidence", i);
+  same_text(what, &got->evidence, want->evidence);
 #undef SAME_FIELD
 }
 
@@ -228,6 +296,24 @@ static void same_health(const relink_health *got, const json *want) {
   v = field(&f, "busy_since");
   SAME("health.busy", got->busy, !json_is_null(v));
   if (!json_is_null(v)) SAME("health.busy_since", got->busy_since_ms, json_u64(v));
+  v = field(&f, "last_attempt_failure");
+  if (json_is_null(v)) {
+    SAME("health.last_attempt_failure.cause", got->last_attempt_failure.cause, RELINK_CAUSE_NONE);
+    SAME("health.last_attempt_failure.attempt", got->last_attempt_failure.attempt, 0);
+    same_text("health.last_attempt_failure.evidence", &got->last_attempt_failure.evidence, "");
+  } else {
+    fields failure = {v, 0};
+    SAME("health.last_attempt_failure.attempt", got->last_attempt_failure.attempt,
+         json_u64(field(&failure, "attempt")));
+    SAME("health.last_attempt_failure.cause", got->last_attempt_failure.cause,
+         cause_from_json(field(&failure, "cause")));
+    const json *evidence = field(&failure, "evidence");
+    CHECK(evidence->type == J_STRING);
+    same_text("health.last_attempt_failure.evidence", &got->last_attempt_failure.evidence,
+              evidence->text);
+    all_fields_read(&failure);
+  }
+  SAME("health.misconfigured", got->misconfigured, json_true(field(&f, "misconfigured")));
   all_fields_read(&f);
 }
 
@@ -243,6 +329,7 @@ static void config_from_json(const json *c, relink_supervisor_config *out) {
   all_fields_read(&h);
   out->connect_timeout_ms = json_duration_ms(field(&f, "connect_timeout"));
   out->backoff_reset_after_ms = json_duration_ms(field(&f, "backoff_reset_after"));
+  vectors_backoff_policy(field(&f, "misconfigured_backoff"), &out->misconfigured_backoff);
   all_fields_read(&f);
 }
 
@@ -357,6 +444,38 @@ static void arguments_are_checked(void) {
   err = NULL;
   code = relink_supervisor_handle_input(sup, 0, &in, &err);
   expect_invalid(code, RELINK_INVALID_ARGUMENT, err, "input.failure");
+  memset(&in, 0, sizeof in);
+  in.input = RELINK_INPUT_CONNECT_FAILED;
+  in.attempt = 1;
+  in.cause = RELINK_CAUSE_PROTOCOL + 1;
+  err = NULL;
+  code = relink_supervisor_handle_input(sup, 0, &in, &err);
+  expect_invalid(code, RELINK_INVALID_ARGUMENT, err, "input.cause");
+  /* Neither a cause nor a failure kind to fall back on. */
+  in.cause = RELINK_CAUSE_NONE;
+  in.failure = RELINK_FAILURE_NONE;
+  err = NULL;
+  code = relink_supervisor_handle_input(sup, 0, &in, &err);
+  expect_invalid(code, RELINK_INVALID_ARGUMENT, err, "input.cause");
+  in.failure = RELINK_FAILURE_MOVED + 1;
+  err = NULL;
+  code = relink_supervisor_handle_input(sup, 0, &in, &err);
+  expect_invalid(code, RELINK_INVALID_ARGUMENT, err, "input.failure");
+  memset(&in, 0, sizeof in);
+  in.input = RELINK_INPUT_RECONFIGURED + 1;
+  err = NULL;
+  code = relink_supervisor_handle_input(sup, 0, &in, &err);
+  expect_invalid(code, RELINK_INVALID_ARGUMENT, err, "input.input");
+  uint32_t cause = 0;
+  err = NULL;
+  code = relink_cause_from_error(NULL, NULL, &cause, &err);
+  expect_invalid(code, RELINK_INVALID_ARGUMENT, err, "code");
+  err = NULL;
+  code = relink_cause_from_error("WRONGPASS", "WRONGPASS x", NULL, &err);
+  expect_invalid(code, RELINK_INVALID_ARGUMENT, err, "out");
+  err = NULL;
+  code = relink_cause_from_first_bytes(NULL, 4, &cause, &err);
+  expect_invalid(code, RELINK_INVALID_ARGUMENT, err, "bytes");
   err = NULL;
   code = relink_supervisor_handle_input(sup, 0, NULL, &err);
   expect_invalid(code, RELINK_INVALID_ARGUMENT, err, "input");
@@ -381,9 +500,114 @@ static void arguments_are_checked(void) {
   relink_supervisor_free(NULL);
 }
 
+/* ---- connect causes: the core's classifiers, the fallback to a failure kind,
+ * evidence in and out --------------------------------------------------- */
+
+static void connect_causes(void) {
+  uint32_t cause = RELINK_CAUSE_NONE;
+  CHECK_OK(relink_cause_from_error("WRONGPASS", "WRONGPASS invalid username-password pair",
+                                   &cause, errp_));
+  CHECK(cause == RELINK_CAUSE_AUTH && relink_cause_is_misconfiguration(cause));
+  CHECK(strcmp(relink_cause_name(cause), "auth") == 0);
+  CHECK_OK(relink_cause_from_error("ECONNREFUSED", NULL, &cause, errp_));
+  CHECK(cause == RELINK_CAUSE_REFUSED && !relink_cause_is_misconfiguration(cause));
+  CHECK_OK(relink_cause_from_error("ERR", "ERR max number of clients reached", &cause, errp_));
+  CHECK(cause == RELINK_CAUSE_SERVER_FULL);
+  CHECK_OK(relink_cause_from_error("LOADING", "LOADING Redis is loading", &cause, errp_));
+  CHECK(cause == RELINK_CAUSE_SERVER_BUSY_LOADING);
+  CHECK(strcmp(relink_cause_name(cause), "server_busy:loading") == 0);
+  static const char http[] = "HTTP/1.1 400 Bad Request\r\n";
+  CHECK_OK(relink_cause_from_first_bytes((const uint8_t *)http, sizeof http - 1, &cause, errp_));
+  CHECK(cause == RELINK_CAUSE_NOT_REDIS);
+  static const char pong[] = "+PONG\r\n";
+  CHECK_OK(relink_cause_from_first_bytes((const uint8_t *)pong, sizeof pong - 1, &cause, errp_));
+  CHECK(cause == RELINK_CAUSE_NONE);
+  CHECK_OK(relink_cause_from_first_bytes(NULL, 0, &cause, errp_));
+  CHECK(cause == RELINK_CAUSE_NONE);
+  CHECK(strcmp(relink_cause_name(RELINK_CAUSE_NONE), "none") == 0);
+  CHECK(strcmp(relink_cause_name(999), "unknown") == 0);
+
+  relink_supervisor_config config;
+  CHECK_OK(relink_supervisor_config_default(&config));
+  CHECK(config.misconfigured_backoff.initial_delay_ms == 1000 &&
+        config.misconfigured_backoff.max_delay_ms == 30000 &&
+        config.misconfigured_backoff.jitter == RELINK_JITTER_EQUAL);
+  config.backoff.jitter = RELINK_JITTER_NONE;
+  config.backoff.strategy = RELINK_BACKOFF_CONSTANT;
+  config.misconfigured_backoff.jitter = RELINK_JITTER_NONE;
+  config.misconfigured_backoff.strategy = RELINK_BACKOFF_CONSTANT;
+  config.misconfigured_backoff.max_delay_ms = 1000;
+  relink_supervisor *sup = NULL;
+  CHECK_OK(relink_supervisor_new(&config, 1, &sup, errp_));
+  relink_supervisor_input in;
+  memset(&in, 0, sizeof in);
+  in.input = RELINK_INPUT_START;
+  CHECK_OK(relink_supervisor_handle_input(sup, 0, &in, errp_));
+  relink_supervisor_output out;
+  do CHECK_OK(relink_supervisor_poll_output(sup, 0, &out, errp_));
+  while (out.output != RELINK_OUTPUT_TIMEOUT);
+
+  /* A driver that knows only the failure kind: the cause is the kind's, no evidence. */
+  in.input = RELINK_INPUT_CONNECT_FAILED;
+  in.attempt = 1;
+  in.failure = RELINK_FAILURE_IO;
+  CHECK_OK(relink_supervisor_handle_input(sup, 5, &in, errp_));
+  CHECK_OK(relink_supervisor_poll_output(sup, 5, &out, errp_));
+  CHECK(out.event == RELINK_EVENT_CONNECT_ATTEMPT_FAILED && out.attempt == 1 &&
+        out.cause == RELINK_CAUSE_IO && !out.misconfigured && out.has_retry_in &&
+        out.duration_ms == 100 && out.evidence[0] == '\0');
+  do CHECK_OK(relink_supervisor_poll_output(sup, 5, &out, errp_));
+  while (out.output != RELINK_OUTPUT_TIMEOUT);
+  CHECK(out.deadline_ms == 105);
+  do CHECK_OK(relink_supervisor_poll_output(sup, 105, &out, errp_));
+  while (out.output != RELINK_OUTPUT_TIMEOUT);
+
+  /* A wrong password, its evidence longer than kept, with control characters. */
+  char long_reply[300];
+  memset(long_reply, 'x', sizeof long_reply - 1);
+  long_reply[sizeof long_reply - 1] = '\0';
+  memcpy(long_reply, "WRONGPASS\r\n", 11);
+  in.attempt = 2;
+  in.cause = RELINK_CAUSE_AUTH;
+  in.failure = 0;
+  in.evidence = long_reply;
+  CHECK_OK(relink_supervisor_handle_input(sup, 110, &in, errp_));
+  CHECK_OK(relink_supervisor_poll_output(sup, 110, &out, errp_));
+  CHECK(out.event == RELINK_EVENT_CONNECT_ATTEMPT_FAILED && out.attempt == 2 &&
+        out.cause == RELINK_CAUSE_AUTH && out.misconfigured && out.has_retry_in &&
+        out.duration_ms == 1000);
+  CHECK(memchr(out.evidence, '\0', RELINK_EVIDENCE_SIZE) != NULL);
+  CHECK(strncmp(out.evidence, "WRONGPASS  xxx", 14) == 0 && strlen(out.evidence) <= 120);
+  /* The core cuts long text with an ellipsis (UTF-8 E2 80 A6). */
+  CHECK(strcmp(out.evidence + strlen(out.evidence) - 3, "\xe2\x80\xa6") == 0);
+  relink_health health;
+  CHECK_OK(relink_supervisor_health(sup, &health, errp_));
+  CHECK(health.misconfigured && health.last_attempt_failure.attempt == 2 &&
+        health.last_attempt_failure.cause == RELINK_CAUSE_AUTH &&
+        strcmp(health.last_attempt_failure.evidence, out.evidence) == 0);
+  do CHECK_OK(relink_supervisor_poll_output(sup, 110, &out, errp_));
+  while (out.output != RELINK_OUTPUT_TIMEOUT);
+  CHECK(out.deadline_ms == 1110);
+
+  /* New credentials: at once, and the flag is cleared. */
+  memset(&in, 0, sizeof in);
+  in.input = RELINK_INPUT_RECONFIGURED;
+  CHECK_OK(relink_supervisor_handle_input(sup, 200, &in, errp_));
+  int connect_asked = 0;
+  do {
+    CHECK_OK(relink_supervisor_poll_output(sup, 200, &out, errp_));
+    if (out.action == RELINK_ACTION_CONNECT && out.attempt == 3) connect_asked = 1;
+  } while (out.output != RELINK_OUTPUT_TIMEOUT);
+  CHECK(connect_asked);
+  CHECK_OK(relink_supervisor_health(sup, &health, errp_));
+  CHECK(!health.misconfigured);
+  relink_supervisor_free(sup);
+}
+
 int main(void) {
   golden_supervisor_vectors();
   arguments_are_checked();
+  connect_causes();
   printf("test_supervisor: %d passed, 0 failed\n", checks_passed);
   return 0;
 }

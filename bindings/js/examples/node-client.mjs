@@ -14,7 +14,7 @@ import net from 'node:net';
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { webcrypto } from 'node:crypto';
-import { Supervisor, classifyError } from '../index.mjs';
+import { Supervisor, classifyError, connectCause } from '../index.mjs';
 
 const now = () => performance.now();
 
@@ -199,9 +199,13 @@ export class RelinkClient extends EventEmitter {
       this.#forget(new Error(`connection lost${failure ? `: ${failure.message}` : ''}`));
       // The core reads Node's error code (ECONNRESET, ECONNREFUSED, ...); a
       // close without an error is the peer ending the connection.
-      const kind = failure ? classifyError(String(failure.code ?? failure.message)) : 'closed';
-      if (wasConnected) this.#input({ type: 'connection_lost', kind });
-      else this.#input({ type: 'connect_failed', attempt, kind });
+      const code = failure ? String(failure.code ?? failure.message) : '';
+      if (wasConnected) {
+        this.#input({ type: 'connection_lost', kind: failure ? classifyError(code) : 'closed' });
+      } else {
+        const cause = failure ? connectCause(code, failure.message) : 'closed';
+        this.#input({ type: 'connect_failed', attempt, cause, evidence: failure?.message ?? '' });
+      }
     });
   }
 

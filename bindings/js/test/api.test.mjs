@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   Backoff, Call, CallPolicy, Supervisor, SyncCursor, retrySafe, killsConnection, failureOutcome, failureName,
-  classifyError, classifyErrorCode,
+  classifyError, classifyErrorCode, connectCause, connectCauseFromFirstBytes,
 } from '../index.mjs';
 
 /** Drains pollOutput(now) until timeout or idle. */
@@ -122,6 +122,68 @@ test('supervisor: a busy connection is checked from the side, BigInt ids through
   sup.handleInput(2810, { type: 'aside_checked', id: next.value.id, verdict: { type: 'gone' } });
   assert.deepEqual(drain(sup, 2810)[1], { kind: 'event', value: { type: 'disconnected', cause: 'closed' } });
   assert.equal(sup.state, 'transient_failure');
+});
+
+test('supervisor: a wrong password is told, slowed down, and fixed by reconfigured', () => {
+  const config = {
+    backoff: { strategy: 'constant', initial_delay: '100ms', jitter: 'none' },
+    misconfigured_backoff: { strategy: 'constant', initial_delay: '1s', max_delay: '1s', jitter: 'none' },
+  };
+  const sup = new Supervisor(config, 7n);
+  sup.handleInput(0, { type: 'start' });
+  drain(sup, 0);
+  const reply = 'WRONGPASS invalid username-password pair or user is disabled.';
+  const cause = connectCause('WRONGPASS', reply);
+  assert.equal(cause, 'auth');
+  sup.handleInput(5, { type: 'connect_failed', attempt: 1, cause, evidence: reply });
+  const failed = drain(sup, 5);
+  assert.deepEqual(failed[0], {
+    kind: 'event',
+    value: {
+      type: 'connect_attempt_failed',
+      failure: { attempt: 1, cause: 'auth', evidence: reply },
+      misconfigured: true,
+      retry_in: 1000,
+    },
+  });
+  const health = sup.health();
+  assert.equal(health.misconfigured, true);
+  assert.deepEqual(health.last_attempt_failure, { attempt: 1, cause: 'auth', evidence: reply });
+  // Commands fail at once rather than wait for a connection that will not come.
+  const policy = new CallPolicy();
+  const call = new Call(policy, 5, false, 1n);
+  assert.deepEqual(call.decide(policy, 5, { type: 'misconfigured' }), {
+    type: 'fail', failure: { outcome: 'not_applied', reason: 'misconfigured', kind: null },
+  });
+  // New credentials: the next attempt goes out at once.
+  sup.handleInput(200, { type: 'reconfigured' });
+  assert.deepEqual(drain(sup, 200).find((o) => o.kind === 'action'), {
+    kind: 'action', value: { type: 'connect', attempt: 2 },
+  });
+  assert.equal(sup.health().misconfigured, false);
+  // The old input shape still works: `kind` for `cause`; evidence optional (null: none).
+  sup.handleInput(210, { type: 'connect_failed', attempt: 2, kind: 'io', evidence: null });
+  const io = drain(sup, 210)[0].value;
+  assert.deepEqual([io.failure, io.misconfigured, io.retry_in], [{ attempt: 2, cause: 'io', evidence: '' }, false, 100]);
+  sup.handleInput(310, { type: 'shutdown' });
+});
+
+test('connect causes: the core classifies codes, replies and first bytes', () => {
+  assert.equal(connectCause('ECONNREFUSED'), 'refused');
+  assert.equal(connectCause('ENOTFOUND', 'getaddrinfo ENOTFOUND redis.invalid'), 'unknown_host');
+  assert.equal(connectCause('ERR', 'ERR max number of clients reached'), 'server_full');
+  assert.equal(connectCause('NOPERM', null), 'no_perm');
+  assert.deepEqual(connectCause('LOADING', 'LOADING Redis is loading'), { server_busy: 'loading' });
+  assert.equal(connectCauseFromFirstBytes(Buffer.from('HTTP/1.1 400 Bad Request\r\n')), 'not_redis');
+  assert.equal(connectCauseFromFirstBytes(new TextEncoder().encode('-DENIED protected mode\r\n')), 'denied');
+  assert.equal(connectCauseFromFirstBytes(Buffer.from('+PONG\r\n')), null);
+  assert.equal(connectCauseFromFirstBytes(new Uint8Array()), null);
+  const sup = new Supervisor(undefined, 1n);
+  sup.handleInput(0, { type: 'start' });
+  drain(sup, 0);
+  sup.handleInput(1, { type: 'connect_failed', attempt: 1, cause: 'not_redis', evidence: 'x'.repeat(500) });
+  const { evidence } = sup.health().last_attempt_failure;
+  assert.ok(evidence.length <= 120 && evidence.endsWith('…'), evidence);
 });
 
 test('sync cursor: BigInts in and out, exact beyond 2^53', () => {

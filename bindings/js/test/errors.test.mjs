@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   Backoff, Call, CallPolicy, Supervisor, SyncCursor, retrySafe, killsConnection, classifyError,
-  classifyErrorCode,
+  classifyErrorCode, connectCause, connectCauseFromFirstBytes,
 } from '../index.mjs';
 
 const CONFIG = 'ERR_RELINK_INVALID_CONFIG';
@@ -72,7 +72,11 @@ test('supervisor inputs: unknown types and missing fields are refused', () => {
   const s = new Supervisor(undefined, 1n);
   throwsNaming(() => s.handleInput(0, { type: 'restart' }), ARGUMENT, 'input', 'restart');
   throwsNaming(() => s.handleInput(0, { type: 'connected' }), ARGUMENT, 'input', 'attempt');
-  throwsNaming(() => s.handleInput(0, { type: 'connect_failed', attempt: 1 }), ARGUMENT, 'input', 'kind');
+  throwsNaming(() => s.handleInput(0, { type: 'connect_failed', attempt: 1 }), ARGUMENT, 'input', 'cause');
+  throwsNaming(() => s.handleInput(0, { type: 'connect_failed', attempt: 1, cause: 'gremlins' }),
+    ARGUMENT, 'input', 'gremlins');
+  throwsNaming(() => s.handleInput(0, { type: 'connect_failed', attempt: 1, cause: 'auth', evidence: 42 }),
+    ARGUMENT, 'input', 'evidence');
   throwsNaming(() => s.handleInput(0, { type: 'connection_lost', kind: 'gremlins' }), ARGUMENT, 'input', 'gremlins');
   throwsNaming(() => s.handleInput(0, 'start'), ARGUMENT, 'input');
   throwsNaming(() => s.handleInput(0, { type: 'work_outstanding' }), ARGUMENT, 'input', 'id');
@@ -107,6 +111,15 @@ test('failure helpers: kinds and deliveries are checked', () => {
   throwsNaming(() => classifyError({ code: 'ECONNRESET' }), ARGUMENT, 'codeOrMessage');
 });
 
+test('connect causes: wrong JS types name the argument', () => {
+  throwsNaming(() => connectCause(undefined), ARGUMENT, 'code');
+  throwsNaming(() => connectCause(111, 'refused'), ARGUMENT, 'code');
+  throwsNaming(() => connectCause('ERR', { text: 'max number of clients' }), ARGUMENT, 'message');
+  throwsNaming(() => connectCauseFromFirstBytes('HTTP/1.1 400'), ARGUMENT, 'bytes');
+  throwsNaming(() => connectCauseFromFirstBytes([45, 69]), ARGUMENT, 'bytes');
+  throwsNaming(() => connectCauseFromFirstBytes(undefined), ARGUMENT, 'bytes');
+});
+
 test('call policy: bad fields are named by their path', () => {
   throwsNaming(() => new CallPolicy({ queue_wait: '0s' }), CONFIG, 'queue_wait');
   throwsNaming(() => new CallPolicy({ max_retries: 101 }), CONFIG, 'max_retries');
@@ -129,6 +142,7 @@ test('call: times, flags, seeds and inputs are checked, never coerced', () => {
   throwsNaming(() => call.decide(policy, 0, { type: 'reconnected' }), ARGUMENT, 'input', 'reconnected');
   throwsNaming(() => call.decide(policy, 0, { type: 'failed', kind: 'io' }), ARGUMENT, 'input', 'delivery');
   throwsNaming(() => call.decide(policy, 0, 'connected'), ARGUMENT, 'input');
+  throwsNaming(() => call.decide(policy, 0, { type: 'misconfigure' }), ARGUMENT, 'input', 'misconfigure');
   assert.throws(() => call.decide({ queue_wait: null }, 0, { type: 'connected' }), 'a policy made with new CallPolicy');
   assert.equal(call.isDone, false, 'refused inputs change nothing');
 });

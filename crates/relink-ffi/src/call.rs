@@ -30,6 +30,10 @@ pub const RELINK_CALL_INPUT_FAILED: u32 = 3;
 pub const RELINK_CALL_INPUT_REDIRECTED: u32 = 4;
 /// The client is shutting down.
 pub const RELINK_CALL_INPUT_SHUTDOWN: u32 = 5;
+/// There is no connection, and the supervisor's health says the last attempt
+/// failed for a cause retrying will not fix (`relink_health.misconfigured`):
+/// no connection will come by waiting.
+pub const RELINK_CALL_INPUT_MISCONFIGURED: u32 = 6;
 
 /// It never left the client: the server cannot have run it.
 pub const RELINK_DELIVERY_NOT_SENT: u32 = 0;
@@ -74,6 +78,10 @@ pub const RELINK_FAIL_NOT_RETRY_SAFE: u32 = 7;
 pub const RELINK_FAIL_RETRIES_EXHAUSTED: u32 = 8;
 /// The retry budget refused a retry.
 pub const RELINK_FAIL_BUDGET_EXHAUSTED: u32 = 9;
+/// No connection, and the last attempt failed for a cause retrying will not
+/// fix (a wrong password, a peer that is not Redis): whatever the outage
+/// policy, the call does not wait for a connection that will not come.
+pub const RELINK_FAIL_MISCONFIGURED: u32 = 10;
 
 /// How every call behaves (relink_core's `CallPolicy`), in whole
 /// milliseconds. Fill it with `relink_call_policy_default`, then change
@@ -175,10 +183,11 @@ impl relink_call_input {
             },
             RELINK_CALL_INPUT_REDIRECTED => CallInput::Redirected,
             RELINK_CALL_INPUT_SHUTDOWN => CallInput::Shutdown,
+            RELINK_CALL_INPUT_MISCONFIGURED => CallInput::Misconfigured,
             other => {
                 return Err(relink_error::invalid(format!(
                     "`input.input` is {other}: expected RELINK_CALL_INPUT_CONNECTED (0) .. \
-                     RELINK_CALL_INPUT_SHUTDOWN (5)"
+                     RELINK_CALL_INPUT_MISCONFIGURED (6)"
                 )))
             }
         })
@@ -261,6 +270,7 @@ fn reason_code(reason: FailReason) -> FfiResult<u32> {
         FailReason::NotRetrySafe => RELINK_FAIL_NOT_RETRY_SAFE,
         FailReason::RetriesExhausted => RELINK_FAIL_RETRIES_EXHAUSTED,
         FailReason::BudgetExhausted => RELINK_FAIL_BUDGET_EXHAUSTED,
+        FailReason::Misconfigured => RELINK_FAIL_MISCONFIGURED,
         other => {
             return Err(relink_error::invalid(format!(
                 "fail reason {other} has no C form yet"
@@ -450,6 +460,7 @@ pub extern "C" fn relink_fail_reason_name(reason: u32) -> *const c_char {
         RELINK_FAIL_NOT_RETRY_SAFE => c"not_retry_safe",
         RELINK_FAIL_RETRIES_EXHAUSTED => c"retries_exhausted",
         RELINK_FAIL_BUDGET_EXHAUSTED => c"budget_exhausted",
+        RELINK_FAIL_MISCONFIGURED => c"misconfigured",
         _ => c"unknown",
     };
     name.as_ptr()

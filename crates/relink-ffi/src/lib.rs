@@ -3,7 +3,7 @@
 //! A blocking, thread-safe Redis client that rides out outages
 //! (`relink_client_*`), and the core's policy objects for programs that do
 //! their own I/O (`relink_backoff_*`, `relink_supervisor_*`, `relink_call_*`,
-//! `relink_sync_cursor_*`). The header, `bindings/c/include/relink.h`, is
+//! `relink_sync_cursor_*`, `relink_cause_*`). The header, `bindings/c/include/relink.h`, is
 //! generated from this crate by cbindgen (`cargo xtask codegen`).
 //!
 //! **This crate is thin**: conversion, ownership and error mapping only.
@@ -36,6 +36,7 @@
 
 mod boundary;
 mod call;
+mod cause;
 mod client;
 mod policy;
 mod reply;
@@ -43,6 +44,7 @@ mod supervisor;
 
 pub use boundary::*;
 pub use call::*;
+pub use cause::*;
 pub use client::*;
 pub use policy::*;
 pub use reply::*;

@@ -6,6 +6,7 @@
 //! Plain conversion to and from `relink_core::supervisor`'s types: integers
 //! that name an enumeration are validated here, every decision is the core's.
 
+use std::ffi::c_char;
 use std::time::Duration;
 
 use relink_core::failure::{BusyReason, FailureKind};
@@ -13,9 +14,13 @@ use relink_core::supervisor::{
     Action, AsideVerdict, Event, Health, HeartbeatConfig, Input, Output, Supervisor,
     SupervisorConfig,
 };
-use relink_core::Timestamp;
+use relink_core::{AttemptFailure, Timestamp};
 
 use crate::boundary::*;
+use crate::cause::{
+    cause_code, evidence_from_c, evidence_to_c, input_cause, RELINK_CAUSE_NONE,
+    RELINK_EVIDENCE_SIZE,
+};
 use crate::client::state_code;
 use crate::policy::relink_backoff_policy;
 
@@ -51,7 +56,8 @@ pub const RELINK_FAILURE_MOVED: u32 = 12;
 pub const RELINK_INPUT_START: u32 = 0;
 /// Attempt `attempt` produced a ready connection (handshake done).
 pub const RELINK_INPUT_CONNECTED: u32 = 1;
-/// Attempt `attempt` failed with `failure`.
+/// Attempt `attempt` failed of `cause` (a `RELINK_CAUSE_*`; or, when that is
+/// `RELINK_CAUSE_NONE`, of the cause for `failure`), with `evidence`.
 pub const RELINK_INPUT_CONNECT_FAILED: u32 = 2;
 /// The PING asked for with `ping_id` was answered.
 pub const RELINK_INPUT_PONG: u32 = 3;
@@ -75,6 +81,11 @@ pub const RELINK_INPUT_WORK_OUTSTANDING: u32 = 10;
 /// The side check asked for with `ping_id` (CHECK_ASIDE) found `verdict`
 /// (a `RELINK_ASIDE_*`; for UNREACHABLE, `failure` says how it failed).
 pub const RELINK_INPUT_ASIDE_CHECKED: u32 = 11;
+/// The configuration changed (new credentials): an attempt waiting out a
+/// delay is made at once, one in flight is abandoned and made again, and the
+/// misconfigured flag and its slow backoff are cleared. A READY connection is
+/// kept (apply the change to it yourself).
+pub const RELINK_INPUT_RECONFIGURED: u32 = 12;
 
 /// No verdict (not valid as an input).
 pub const RELINK_ASIDE_NONE: u32 = 0;
@@ -129,6 +140,12 @@ pub const RELINK_EVENT_GAVE_UP: u32 = 7;
 /// A heartbeat PING is queued behind work and the server confirmed from the
 /// side that it still has the connection; busy for `duration_ms` so far.
 pub const RELINK_EVENT_BUSY_CONFIRMED: u32 = 8;
+/// Connection attempt `attempt` failed of `cause` (a `RELINK_CAUSE_*`), with
+/// `evidence`; `misconfigured`: retrying alone will not fix it (the slow
+/// `misconfigured_backoff` applies). The next attempt is in `duration_ms`
+/// when `has_retry_in`, else the policy gave up. Told before the
+/// RECONNECT_SCHEDULED or GAVE_UP that follows it.
+pub const RELINK_EVENT_CONNECT_ATTEMPT_FAILED: u32 = 9;
 
 /// The supervisor's settings (relink_core's `SupervisorConfig`), in whole
 /// milliseconds. Fill it with `relink_supervisor_config_default`, then
@@ -151,6 +168,12 @@ pub struct relink_supervisor_config {
     /// How long a connection must stay READY for its loss to restart the
     /// backoff from the initial delay.
     pub backoff_reset_after_ms: u64,
+    /// Delays between attempts while the last one failed for a cause retrying
+    /// will not fix (a wrong password, a peer that is not Redis): slower than
+    /// `backoff` (the longer of the two delays is waited; `backoff`'s limits
+    /// still apply). Default: exponential from 1 s, x2, at most 30 s, equal
+    /// jitter.
+    pub misconfigured_backoff: relink_backoff_policy,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -166,14 +189,19 @@ impl relink_supervisor_config {
             heartbeat_misses_allowed: c.heartbeat.misses_allowed,
             connect_timeout_ms: ms(c.connect_timeout),
             backoff_reset_after_ms: ms(c.backoff_reset_after),
+            misconfigured_backoff: relink_backoff_policy::from_policy(&c.misconfigured_backoff),
         }
     }
 
     /// The core's config, validated by the core.
     fn to_config(self) -> FfiResult<SupervisorConfig> {
         let backoff = self.backoff.to_policy("backoff.")?;
+        let misconfigured_backoff = self
+            .misconfigured_backoff
+            .to_policy("misconfigured_backoff.")?;
         SupervisorConfig::default()
             .backoff(backoff)
+            .misconfigured_backoff(misconfigured_backoff)
             .heartbeat(HeartbeatConfig {
                 interval: Duration::from_millis(self.heartbeat_interval_ms),
                 timeout: Duration::from_millis(self.heartbeat_timeout_ms),
@@ -192,29 +220,55 @@ impl relink_supervisor_config {
 }
 
 /// One thing that happened, for `relink_supervisor_handle_input`. Only the
-/// fields its `input` names are read; set the others to 0.
+/// fields its `input` names are read; set the others to 0 (NULL).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct relink_supervisor_input {
     /// One of `RELINK_INPUT_*`.
     pub input: u32,
     /// CONNECTED, CONNECT_FAILED: the attempt number from the CONNECT action.
     pub attempt: u32,
-    /// CONNECT_FAILED, PING_FAILED, COMMAND_FAILED, CONNECTION_LOST, and
-    /// ASIDE_CHECKED with verdict UNREACHABLE: one of `RELINK_FAILURE_*`
-    /// (not `_NONE`).
+    /// PING_FAILED, COMMAND_FAILED, CONNECTION_LOST, and ASIDE_CHECKED with
+    /// verdict UNREACHABLE: one of `RELINK_FAILURE_*` (not `_NONE`).
+    /// CONNECT_FAILED: read only when `cause` is `RELINK_CAUSE_NONE` (for a
+    /// driver that knows no finer cause).
     pub failure: u32,
     /// PONG, PING_FAILED, WORK_OUTSTANDING: the id from the SEND_PING action;
     /// ASIDE_CHECKED: the id from the CHECK_ASIDE action.
     pub ping_id: u64,
     /// ASIDE_CHECKED: one of `RELINK_ASIDE_*` (not `_NONE`).
     pub verdict: u32,
+    /// CONNECT_FAILED: why, one of `RELINK_CAUSE_*` (`relink_cause_from_error`
+    /// and `relink_cause_from_first_bytes` classify); `RELINK_CAUSE_NONE`:
+    /// take the cause for `failure`.
+    pub cause: u32,
+    /// CONNECT_FAILED: the server's words or the peer's first bytes, already
+    /// redacted of secrets; NULL for none. A NUL-terminated string, read
+    /// during the call only (the supervisor keeps a copy of at most 120
+    /// bytes). Need not be UTF-8: invalid sequences become U+FFFD, control
+    /// characters spaces.
+    pub evidence: *const c_char,
+}
+
+impl Default for relink_supervisor_input {
+    fn default() -> Self {
+        relink_supervisor_input {
+            input: RELINK_INPUT_START,
+            attempt: 0,
+            failure: RELINK_FAILURE_NONE,
+            ping_id: 0,
+            verdict: RELINK_ASIDE_NONE,
+            cause: RELINK_CAUSE_NONE,
+            evidence: std::ptr::null(),
+        }
+    }
 }
 
 /// One thing `relink_supervisor_poll_output` hands out. Fields that do not
-/// belong to its `output` (and its `action` or `event`) are 0.
+/// belong to its `output` (and its `action` or `event`) are 0 (`evidence`
+/// the empty string).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct relink_supervisor_output {
     /// One of `RELINK_OUTPUT_*`.
     pub output: u32,
@@ -222,8 +276,9 @@ pub struct relink_supervisor_output {
     pub action: u32,
     /// EVENT: one of `RELINK_EVENT_*`; else `RELINK_EVENT_NONE`.
     pub event: u32,
-    /// Action CONNECT and event RECONNECT_SCHEDULED: the attempt number;
-    /// events CONNECTED, RECONNECTED and GAVE_UP: the attempts it took.
+    /// Action CONNECT, events RECONNECT_SCHEDULED and CONNECT_ATTEMPT_FAILED:
+    /// the attempt number; events CONNECTED, RECONNECTED and GAVE_UP: the
+    /// attempts it took.
     pub attempt: u32,
     /// Action SEND_PING: the probe's id, to report back with PONG; action
     /// CHECK_ASIDE: the id to report back with ASIDE_CHECKED.
@@ -238,10 +293,80 @@ pub struct relink_supervisor_output {
     pub misses: u32,
     /// Event RECONNECT_SCHEDULED: the delay; RECONNECTED: the downtime;
     /// GAVE_UP: the time since the outage began; BUSY_CONFIRMED: how long
-    /// the connection has been busy. Whole milliseconds.
+    /// the connection has been busy; CONNECT_ATTEMPT_FAILED: when the next
+    /// attempt is made (if `has_retry_in`). Whole milliseconds.
     pub duration_ms: u64,
     /// TIMEOUT: when to poll again at the latest, on the caller's clock.
     pub deadline_ms: u64,
+    /// Event CONNECT_ATTEMPT_FAILED: why, one of `RELINK_CAUSE_*`.
+    pub cause: u32,
+    /// Event CONNECT_ATTEMPT_FAILED: retrying alone will not fix the cause;
+    /// the slow `misconfigured_backoff` applies.
+    pub misconfigured: bool,
+    /// Event CONNECT_ATTEMPT_FAILED: another attempt comes, in `duration_ms`;
+    /// false: the policy gave up (a GAVE_UP follows).
+    pub has_retry_in: bool,
+    /// Event CONNECT_ATTEMPT_FAILED: the server's words or the peer's first
+    /// bytes (UTF-8, at most 120 bytes, NUL-terminated; may be empty). Part
+    /// of the struct: nothing to free.
+    pub evidence: [c_char; RELINK_EVIDENCE_SIZE],
+}
+
+impl Default for relink_supervisor_output {
+    fn default() -> Self {
+        relink_supervisor_output {
+            output: RELINK_OUTPUT_ACTION,
+            action: RELINK_ACTION_NONE,
+            event: RELINK_EVENT_NONE,
+            attempt: 0,
+            ping_id: 0,
+            from_state: 0,
+            to_state: 0,
+            failure: RELINK_FAILURE_NONE,
+            misses: 0,
+            duration_ms: 0,
+            deadline_ms: 0,
+            cause: RELINK_CAUSE_NONE,
+            misconfigured: false,
+            has_retry_in: false,
+            evidence: [0; RELINK_EVIDENCE_SIZE],
+        }
+    }
+}
+
+/// A failed connection attempt (relink_core's `AttemptFailure`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct relink_attempt_failure {
+    /// The attempt number within the outage, from 1 (0 when `cause` is
+    /// `RELINK_CAUSE_NONE`).
+    pub attempt: u32,
+    /// Why it failed, one of `RELINK_CAUSE_*`; `RELINK_CAUSE_NONE`: no
+    /// attempt has failed (or the connection is READY).
+    pub cause: u32,
+    /// The server's words or the peer's first bytes (UTF-8, at most 120
+    /// bytes, NUL-terminated; may be empty).
+    pub evidence: [c_char; RELINK_EVIDENCE_SIZE],
+}
+
+impl Default for relink_attempt_failure {
+    fn default() -> Self {
+        relink_attempt_failure {
+            attempt: 0,
+            cause: RELINK_CAUSE_NONE,
+            evidence: [0; RELINK_EVIDENCE_SIZE],
+        }
+    }
+}
+
+impl relink_attempt_failure {
+    fn from_failure(f: &AttemptFailure) -> FfiResult<Self> {
+        Ok(relink_attempt_failure {
+            attempt: f.attempt,
+            cause: cause_code(f.cause)?,
+            evidence: evidence_to_c(&f.evidence),
+        })
+    }
 }
 
 /// A snapshot of the supervisor's view of the connection.
@@ -272,6 +397,14 @@ pub struct relink_health {
     pub busy: bool,
     /// When the first PING of the busy spell was sent.
     pub busy_since_ms: u64,
+    /// The latest failed connection attempt of this outage (or of the first
+    /// connect), its cause `RELINK_CAUSE_NONE` when there is none (READY).
+    pub last_attempt_failure: relink_attempt_failure,
+    /// The latest attempt failed for a cause retrying will not fix: attempts
+    /// go on, on the slow `misconfigured_backoff`, and commands should fail at
+    /// once (`RELINK_CALL_INPUT_MISCONFIGURED`) instead of waiting. Cleared by
+    /// RECONFIGURED and by an attempt that fails otherwise or succeeds.
+    pub misconfigured: bool,
 }
 
 pub(crate) fn failure_code(kind: FailureKind) -> FfiResult<u32> {
@@ -328,9 +461,12 @@ impl relink_supervisor_input {
             },
             RELINK_INPUT_CONNECT_FAILED => Input::ConnectFailed {
                 attempt: self.attempt,
-                cause: relink_core::ConnectCause::from_kind(failure()?),
-                evidence: relink_core::Evidence::EMPTY,
+                cause: input_cause(self.cause, self.failure)?,
+                // SAFETY: `evidence` is NULL or a NUL-terminated string live
+                // for this call (the field's contract).
+                evidence: unsafe { evidence_from_c(self.evidence) },
             },
+            RELINK_INPUT_RECONFIGURED => Input::Reconfigured,
             RELINK_INPUT_PONG => Input::Pong { id: self.ping_id },
             RELINK_INPUT_PING_FAILED => Input::PingFailed {
                 id: self.ping_id,
@@ -359,7 +495,7 @@ impl relink_supervisor_input {
             other => {
                 return Err(relink_error::invalid(format!(
                     "`input.input` is {other}: expected RELINK_INPUT_START (0) .. \
-                     RELINK_INPUT_ASIDE_CHECKED (11)"
+                     RELINK_INPUT_RECONFIGURED (12)"
                 )))
             }
         })
@@ -470,6 +606,20 @@ impl relink_supervisor_output {
                 duration_ms: ms(busy_for),
                 ..none
             },
+            Event::ConnectAttemptFailed {
+                failure,
+                misconfigured,
+                retry_in,
+            } => relink_supervisor_output {
+                event: RELINK_EVENT_CONNECT_ATTEMPT_FAILED,
+                attempt: failure.attempt,
+                cause: cause_code(failure.cause)?,
+                evidence: evidence_to_c(&failure.evidence),
+                misconfigured,
+                has_retry_in: retry_in.is_some(),
+                duration_ms: retry_in.map_or(0, ms),
+                ..none
+            },
             other => {
                 return Err(relink_error::invalid(format!(
                     "event {other:?} has no C form yet"
@@ -495,13 +645,19 @@ impl relink_health {
             next_attempt_at_ms: h.next_attempt_at.map_or(0, Timestamp::as_millis),
             busy: h.busy_since.is_some(),
             busy_since_ms: h.busy_since.map_or(0, Timestamp::as_millis),
+            last_attempt_failure: h.last_attempt_failure.as_ref().map_or(
+                Ok(relink_attempt_failure::default()),
+                relink_attempt_failure::from_failure,
+            )?,
+            misconfigured: h.misconfigured,
         })
     }
 }
 
 /// Fills `*out` with relink's defaults: the default backoff, a PING after
 /// 1 s of silence answered within 1 s, no misses allowed, 2 s per connection
-/// attempt, the backoff reset after 10 s READY.
+/// attempt, the backoff reset after 10 s READY, and while misconfigured
+/// delays from 1 s, x2, at most 30 s, equal jitter.
 #[no_mangle]
 pub extern "C" fn relink_supervisor_config_default(
     out: *mut relink_supervisor_config,
@@ -552,8 +708,8 @@ pub extern "C" fn relink_supervisor_new(
 
 /// Feeds `*input`, which happened at `now_ms`. An input that makes no sense
 /// in the current state (the result of an abandoned attempt, a PONG while
-/// connecting) is ignored, not an error; an out-of-range `input` or
-/// `failure` value is `RELINK_INVALID_ARGUMENT` and changes nothing.
+/// connecting) is ignored, not an error; an out-of-range `input`, `failure`,
+/// `cause` or `verdict` value is `RELINK_INVALID_ARGUMENT` and changes nothing.
 #[no_mangle]
 pub extern "C" fn relink_supervisor_handle_input(
     supervisor: *mut relink_supervisor,

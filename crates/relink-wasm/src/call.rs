@@ -100,9 +100,10 @@ impl Call {
     }
 
     /// What to do next, given what you saw at `nowMs`: `{type: "connected"}`,
-    /// `{type: "not_connected"}`, `{type: "backlog_full"}`, `{type: "failed",
-    /// kind, delivery, budget_allows}`, `{type: "redirected"}` or `{type:
-    /// "shutdown"}`. `policy` must be the one the call was made with. Once a
+    /// `{type: "not_connected"}`, `{type: "misconfigured"}` (not connected,
+    /// and the supervisor's `health().misconfigured`: fails at once),
+    /// `{type: "backlog_full"}`, `{type: "failed", kind, delivery,
+    /// budget_allows}`, `{type: "redirected"}` or `{type: "shutdown"}`. `policy` must be the one the call was made with. Once a
     /// `fail` is given, every later input gets the same one.
     pub fn decide(
         &mut self,
@@ -186,6 +187,7 @@ fn input_arg(input: &JsValue) -> Result<CallInput> {
         Some("backlog_full") => CallInput::BacklogFull,
         Some("redirected") => CallInput::Redirected,
         Some("shutdown") => CallInput::Shutdown,
+        Some("misconfigured") => CallInput::Misconfigured,
         Some("failed") => CallInput::Failed {
             kind: from_js(field("kind"), "input.kind", INVALID_ARGUMENT)?,
             delivery: from_js(field("delivery"), "input.delivery", INVALID_ARGUMENT)?,
@@ -198,8 +200,8 @@ fn input_arg(input: &JsValue) -> Result<CallInput> {
                 "input.type",
                 &format!(
                     "invalid `input.type`: {got}; expected an object whose `type` is \
-                     \"connected\", \"not_connected\", \"backlog_full\", \"failed\", \
-                     \"redirected\" or \"shutdown\""
+                     \"connected\", \"not_connected\", \"misconfigured\", \"backlog_full\", \
+                     \"failed\", \"redirected\" or \"shutdown\""
                 ),
             ));
         }

@@ -110,10 +110,24 @@ pub fn bool_arg(value: &JsValue, name: &str) -> Result<bool> {
 /// field would pass unseen; from a `Value` map the core's
 /// `deny_unknown_fields` sees every key. BigInts arrive as exact integers.
 pub fn from_js<T: DeserializeOwned>(value: JsValue, name: &str, code: &str) -> Result<T> {
-    let value: serde_json::Value = serde_wasm_bindgen::from_value(value).map_err(|e| {
+    from_plain(plain(value, name, code)?, name, code)
+}
+
+/// The first half of [`from_js`]: argument `name` as a [`serde_json::Value`],
+/// for a caller that looks at it before the core's serde does.
+pub fn plain(value: JsValue, name: &str, code: &str) -> Result<serde_json::Value> {
+    serde_wasm_bindgen::from_value(value).map_err(|e| {
         let reason = js_error_message(e.into());
         error(code, name, &format!("invalid `{name}`: {reason}"))
-    })?;
+    })
+}
+
+/// The second half of [`from_js`]: the core's serde reads `value`.
+pub fn from_plain<T: DeserializeOwned>(
+    value: serde_json::Value,
+    name: &str,
+    code: &str,
+) -> Result<T> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." {

@@ -3,7 +3,8 @@
 //! wasm-bindgen bindings of the sans-IO engine: [`Backoff`], [`Supervisor`],
 //! the per-call policy ([`CallPolicy`], [`Call`]), [`SyncCursor`] and the
 //! failure-kind questions ([`retry_safe`], [`kills_connection`],
-//! [`classify_error`], ...). Each exported class is a `#[repr(transparent)]`
+//! [`classify_error`], ...) and the connect-cause classifiers
+//! ([`connect_cause`], [`connect_cause_from_first_bytes`]). Each exported class is a `#[repr(transparent)]`
 //! newtype over the core type (ywasm's style).
 //!
 //! **Architecture Invariant:** this crate is thin: conversion, ownership and
@@ -27,6 +28,7 @@
 
 mod backoff;
 mod call;
+mod cause;
 pub mod convert;
 mod failure;
 mod supervisor;
@@ -34,6 +36,7 @@ mod sync;
 
 pub use backoff::Backoff;
 pub use call::{Call, CallPolicy};
+pub use cause::{connect_cause, connect_cause_from_first_bytes};
 pub use convert::Result;
 pub use failure::{
     classify_error, classify_error_code, failure_name, failure_outcome, kills_connection,

@@ -171,6 +171,10 @@
 // The bytes on the wire made no sense (but started like Redis's protocol).
 #define RELINK_CAUSE_PROTOCOL 20
 
+// The server reached is not (yet) the master to use (a failover in
+// progress, a stale Sentinel view): passes once the topology settles.
+#define RELINK_CAUSE_NOT_MASTER 21
+
 // The size of an evidence array in an output or health struct: at most 120
 // bytes of UTF-8 text and the terminating NUL.
 #define RELINK_EVIDENCE_SIZE 121

@@ -59,6 +59,9 @@ pub const RELINK_CAUSE_CLOSED: u32 = 18;
 pub const RELINK_CAUSE_IO: u32 = 19;
 /// The bytes on the wire made no sense (but started like Redis's protocol).
 pub const RELINK_CAUSE_PROTOCOL: u32 = 20;
+/// The server reached is not (yet) the master to use (a failover in
+/// progress, a stale Sentinel view): passes once the topology settles.
+pub const RELINK_CAUSE_NOT_MASTER: u32 = 21;
 
 /// The size of an evidence array in an output or health struct: at most 120
 /// bytes of UTF-8 text and the terminating NUL.
@@ -67,7 +70,7 @@ pub const RELINK_EVIDENCE_SIZE: usize = 121;
 const _: () = assert!(RELINK_EVIDENCE_SIZE == Evidence::CAPACITY + 1);
 
 /// Every cause, indexed by its code minus one.
-const CAUSES: [ConnectCause; 20] = [
+const CAUSES: [ConnectCause; 21] = [
     ConnectCause::Refused,
     ConnectCause::Timeout,
     ConnectCause::UnknownHost,
@@ -88,6 +91,7 @@ const CAUSES: [ConnectCause; 20] = [
     ConnectCause::Closed,
     ConnectCause::Io,
     ConnectCause::Protocol,
+    ConnectCause::NotMaster,
 ];
 
 /// The `RELINK_CAUSE_*` code of `cause`.
@@ -95,7 +99,7 @@ pub(crate) fn cause_code(cause: ConnectCause) -> FfiResult<u32> {
     CAUSES
         .iter()
         .position(|&c| c == cause)
-        // At most 20: the cast cannot truncate.
+        // At most 21: the cast cannot truncate.
         .map(|i| i as u32 + 1)
         .ok_or_else(|| relink_error::invalid(format!("connect cause {cause} has no C form yet")))
 }
@@ -109,7 +113,7 @@ pub(crate) fn cause_from_code(code: u32, what: &str) -> FfiResult<ConnectCause> 
         .ok_or_else(|| {
             relink_error::invalid(format!(
                 "`{what}` is {code}: expected RELINK_CAUSE_REFUSED (1) .. \
-                 RELINK_CAUSE_PROTOCOL (20)"
+                 RELINK_CAUSE_NOT_MASTER (21)"
             ))
         })
 }
@@ -125,7 +129,7 @@ pub(crate) fn input_cause(cause: u32, failure: u32) -> FfiResult<ConnectCause> {
         .map_err(|_| {
             relink_error::invalid(format!(
                 "`input.cause` is RELINK_CAUSE_NONE and `input.failure` is {failure}: \
-                 CONNECT_FAILED needs a RELINK_CAUSE_* (1 .. 20) or, failing that, a \
+                 CONNECT_FAILED needs a RELINK_CAUSE_* (1 .. 21) or, failing that, a \
                  RELINK_FAILURE_* (1 .. 12)"
             ))
         })
@@ -265,6 +269,7 @@ fn name_of(cause: ConnectCause) -> &'static CStr {
         ConnectCause::Closed => c"closed",
         ConnectCause::Io => c"io",
         ConnectCause::Protocol => c"protocol",
+        ConnectCause::NotMaster => c"not_master",
         _ => c"unknown",
     }
 }
@@ -276,7 +281,7 @@ mod tests {
 
     #[test]
     fn every_cause_code_round_trips_and_is_named_as_the_core_names_it() {
-        for code in RELINK_CAUSE_REFUSED..=RELINK_CAUSE_PROTOCOL {
+        for code in RELINK_CAUSE_REFUSED..=RELINK_CAUSE_NOT_MASTER {
             let cause = cause_from_code(code, "cause").unwrap();
             assert_eq!(cause_code(cause).unwrap(), code);
             // SAFETY: a static NUL-terminated string.
@@ -287,7 +292,7 @@ mod tests {
                 cause.is_misconfiguration()
             );
         }
-        for bad in [RELINK_CAUSE_NONE, RELINK_CAUSE_PROTOCOL + 1, u32::MAX] {
+        for bad in [RELINK_CAUSE_NONE, RELINK_CAUSE_NOT_MASTER + 1, u32::MAX] {
             let e = cause_from_code(bad, "input.cause").unwrap_err();
             assert_eq!(e.code(), RELINK_INVALID_ARGUMENT);
         }

@@ -725,12 +725,7 @@ impl Supervisor {
                     // The attempt in flight uses the old settings.
                     self.push(Output::Action(Action::Disconnect));
                 }
-                self.next_attempt_at = now;
-                self.set_state(now, State::TransientFailure);
-                self.push(Output::Event(Event::ReconnectScheduled {
-                    attempt: self.attempt.saturating_add(1),
-                    delay: Duration::ZERO,
-                }));
+                self.attempt_at_once(now);
             }
             (State::Ready, Input::Pong { id }) => {
                 if let Some(probe) = self.probe.filter(|p| p.id == id) {
@@ -795,12 +790,7 @@ impl Supervisor {
                 self.outage_start = now;
                 // The first attempt is immediate and draws no backoff delay;
                 // if the new server is not ready yet, the backoff takes over.
-                self.next_attempt_at = now;
-                self.set_state(now, State::TransientFailure);
-                self.push(Output::Event(Event::ReconnectScheduled {
-                    attempt: 1,
-                    delay: Duration::ZERO,
-                }));
+                self.attempt_at_once(now);
             }
             _ => {}
         }
@@ -972,7 +962,8 @@ impl Supervisor {
     fn lose_connection(&mut self, now: Timestamp, cause: FailureKind) {
         self.push(Output::Action(Action::Disconnect));
         self.push(Output::Event(Event::Disconnected { cause }));
-        if now.saturating_since(self.ready_since) >= self.config.backoff_reset_after {
+        let stable = now.saturating_since(self.ready_since) >= self.config.backoff_reset_after;
+        if stable {
             self.backoff.reset();
         }
         self.last_failure = Some(cause);
@@ -981,7 +972,27 @@ impl Supervisor {
         self.busy_since = None;
         self.attempt = 0;
         self.outage_start = now;
-        self.schedule_attempt(now);
+        if stable {
+            // A connection that was healthy for a while just broke: most
+            // such losses (a connection killed or timed out by a proxy, a
+            // restart that is already over) are mended by connecting again
+            // at once, so the first attempt waits no delay; if it fails,
+            // the backoff takes over. A flapping server never earns this.
+            self.attempt_at_once(now);
+        } else {
+            self.schedule_attempt(now);
+        }
+    }
+
+    /// The next attempt is made now, without a backoff delay (nothing is
+    /// known to be wrong with the server); the backoff takes over if it fails.
+    fn attempt_at_once(&mut self, now: Timestamp) {
+        self.next_attempt_at = now;
+        self.set_state(now, State::TransientFailure);
+        self.push(Output::Event(Event::ReconnectScheduled {
+            attempt: self.attempt.saturating_add(1),
+            delay: Duration::ZERO,
+        }));
     }
 
     /// After a failure: wait the next backoff delay (the longer of the two

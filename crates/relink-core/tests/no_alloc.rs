@@ -105,6 +105,15 @@ impl Driver {
         self.drain();
     }
 
+    /// Waits out the backoff delay, if the loss drew one (the loss of a
+    /// stable connection is followed by an attempt at once).
+    fn wake_to_connect(&mut self) {
+        if self.sup.state() == State::TransientFailure {
+            self.wake(); // Connect
+        }
+        assert_eq!(self.sup.state(), State::Connecting);
+    }
+
     fn connect(&mut self) {
         self.now += 1;
         self.input(Input::Connected {
@@ -123,7 +132,7 @@ impl Driver {
         self.input(Input::ConnectionLost {
             kind: FailureKind::Closed,
         });
-        self.wake(); // Connect
+        self.wake_to_connect();
         self.connect();
     }
 
@@ -149,8 +158,8 @@ impl Driver {
             id: self.probe,
             verdict: AsideVerdict::Gone,
         });
-        assert_eq!(self.sup.state(), State::TransientFailure);
-        self.wake(); // Connect
+        assert_ne!(self.sup.state(), State::Ready);
+        self.wake_to_connect();
         self.connect();
     }
 
@@ -169,8 +178,8 @@ impl Driver {
                 },
             });
         }
-        assert_eq!(self.sup.state(), State::TransientFailure);
-        self.wake(); // Connect
+        assert_ne!(self.sup.state(), State::Ready);
+        self.wake_to_connect();
         self.connect();
     }
 
@@ -178,7 +187,7 @@ impl Driver {
         self.wake(); // SendPing
         self.wake(); // HeartbeatMissed, SendPing
         self.wake(); // HeartbeatMissed, Disconnect, Disconnected, ... (dead)
-        self.wake(); // Connect
+        self.wake_to_connect();
         self.connect();
     }
 }

@@ -393,6 +393,20 @@ fn supervisor_cases() -> Vec<SupervisorCaseDef> {
             ],
         ),
         (
+            "a stable connection lost: the first attempt at once, then the backoff",
+            sup_config(),
+            1,
+            vec![
+                (0, Some(Start)),
+                (5, connected(1)),
+                // Ready for 15 s (>= backoff_reset_after): no delay first.
+                (15_005, lost),
+                (15_006, refused(1)),
+                (15_106, None),
+                (15_110, connected(2)),
+            ],
+        ),
+        (
             "connect timeout: no answer, disconnect and retry",
             sup_config(),
             1,

@@ -122,6 +122,11 @@ pub fn next_step(cause: ConnectCause, target: Target<'_>) -> String {
         ConnectCause::ServerBusy(BusyReason::ReadOnly) => "this is a read-only replica: point \
                                                            writers at the master"
             .to_owned(),
+        ConnectCause::NotMaster => format!(
+            "{addr} is not (yet) the master: a failover is under way or a view is stale; run \
+             the doctor again in a few seconds, and if it persists compare what the sentinels \
+             (SENTINEL MASTER) or the cluster (CLUSTER NODES) say"
+        ),
         ConnectCause::Rejected => "the server rejected a command of the handshake: check the \
                                    database number in the URL (the server has `databases` of \
                                    them; a cluster has only 0) and the protocol (servers before \

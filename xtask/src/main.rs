@@ -30,6 +30,9 @@ commands:
   c         the C ABI steps of `test` alone: header check, C tests under valgrind,
             the C example through a restart, the Python test
   js        the wasm/JS steps of `test` alone: the Node package, node --test, import check
+  doctor    [--sentinel SERVICE] [--cluster] [--timeout 5s] URL: relink-doctor's checks of one
+            URL (DNS, TCP, TLS, handshake, PING, loading, role, clients, Sentinel, Cluster)
+            with a diagnosis and the next step; exit code 0 when the server is usable
   demo      the outage tour: a workload through relink::Client while a spawned
             redis-server is killed, paused, blackholed and restarted under it
   bench     relink vs raw redis-rs throughput and latency, failure detection and
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         }),
         Some("vectors") => vectors(),
         Some("codegen") => c::codegen(false),
+        Some("doctor") => doctor(&args[1..]),
         Some("demo") => example("outage-tour", &args[1..]),
         Some("bench") => example("bench", &args[1..]),
         Some("chaos") => example("chaos", &args[1..]),
@@ -136,6 +140,8 @@ fn test() -> Result {
                 "relink-wasm",
                 "-p",
                 "relink-testkit",
+                "-p",
+                "relink-doctor",
             ])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
@@ -208,6 +214,23 @@ fn example(name: &str, extra: &[String]) -> Result {
             .args(extra)
             .env("REDIS_SERVER", &redis_server),
     )
+}
+
+/// `cargo xtask doctor <url>`: relink-doctor, built and run; its exit code
+/// (0 usable, 1 not, 2 bad URL) is passed on, its report is the message.
+fn doctor(args: &[String]) -> Result {
+    let status = cargo()
+        .args(["run", "--quiet", "-p", "relink-doctor", "--"])
+        .args(args)
+        .status()
+        .map_err(|e| Failure::new(format!("cannot run cargo: {e}")))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        code => Err(Failure {
+            message: format!("relink-doctor: {status} (see its diagnosis above)"),
+            code: code.and_then(|c| u8::try_from(c).ok()).unwrap_or(1),
+        }),
+    }
 }
 
 fn vectors() -> Result {

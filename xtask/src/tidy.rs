@@ -30,7 +30,9 @@
 //! - `error-kind`: `ErrorKind::` (io's or redis-rs's), `.is_timeout()`,
 //!   `.is_connection_dropped()`, `.is_connection_refusal()`,
 //!   `.is_io_error()`, `.is_unrecoverable_error()`, `.retry_method()`,
-//!   `.raw_os_error()` outside `crates/relink/src/classify.rs`.
+//!   `.raw_os_error()` outside `crates/relink/src/classify.rs`. This rule
+//!   and the two error-code rules also cover `crates/relink-doctor/src`:
+//!   the doctor reads failures through relink's classifier, never its own.
 //! - `error-code`: `.code()` *inspected* (on a line that also compares,
 //!   matches or classifies: `==`, `!=`, `match`, `matches!`, `if let`,
 //!   `is_some`, `is_none`, `starts_with`, `contains(`, `from_error_code(`)
@@ -91,6 +93,15 @@ const DRIVERS: &[&str] = &[
     "crates/relink-wasm/src",
 ];
 
+/// Where errors are read only through the classifier: the drivers, and
+/// relink-doctor, which must say what the client says (no second copy).
+const CLASSIFIER_USERS: &[&str] = &[
+    "crates/relink/src",
+    "crates/relink-ffi/src",
+    "crates/relink-wasm/src",
+    "crates/relink-doctor/src",
+];
+
 /// The one classifier of the native driver.
 const CLASSIFIER: &str = "crates/relink/src/classify.rs";
 
@@ -143,7 +154,7 @@ pub const RULES: &[Rule] = &[
         id: "error-kind",
         reason: "classify in crates/relink/src/classify.rs (or relink_core::failure) \
                  and ask the core",
-        scope: DRIVERS,
+        scope: CLASSIFIER_USERS,
         exempt: &[CLASSIFIER],
         in_tests: false,
         in_defaults: true,
@@ -153,7 +164,7 @@ pub const RULES: &[Rule] = &[
         id: "error-code",
         reason: "classify in crates/relink/src/classify.rs (or relink_core::failure) \
                  and ask the core",
-        scope: DRIVERS,
+        scope: CLASSIFIER_USERS,
         exempt: &[CLASSIFIER],
         in_tests: false,
         in_defaults: true,
@@ -163,7 +174,7 @@ pub const RULES: &[Rule] = &[
         id: "error-code-literal",
         reason: "classify in crates/relink/src/classify.rs (or relink_core::failure) \
                  and ask the core",
-        scope: DRIVERS,
+        scope: CLASSIFIER_USERS,
         exempt: &[CLASSIFIER],
         in_tests: false,
         in_defaults: true,
@@ -1095,6 +1106,11 @@ mod tests {
             "ErrorKind::Io => x,"
         )
         .is_empty());
+        // The doctor says what the client says: it reads no error itself.
+        let doctor = "crates/relink-doctor/src/checks.rs";
+        assert!(!found_in(doctor, "error-kind", "if e.is_timeout() {").is_empty());
+        assert!(!found_in(doctor, "error-code", "match err.code() {").is_empty());
+        assert!(!found_in(doctor, "error-code-literal", "if c == \"LOADING\" {").is_empty());
     }
 
     #[test]

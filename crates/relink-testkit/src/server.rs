@@ -132,6 +132,15 @@ enum Failure {
     Other(String),
 }
 
+/// What a (re)started server is waited for.
+#[derive(Debug, Clone, Copy)]
+enum Until {
+    /// It answers PING.
+    Ready,
+    /// It answers PING with `-LOADING`.
+    Loading,
+}
+
 impl RedisServer {
     /// Starts a server with default options (no password, no persistence).
     pub fn start() -> Self {
@@ -242,6 +251,38 @@ impl RedisServer {
         for _ in 0..SPAWN_ATTEMPTS {
             self.spawn();
             match self.try_wait_ready() {
+                Ok(()) => return,
+                Err(Failure::PortTaken) => {
+                    self.reap();
+                    thread::sleep(Duration::from_millis(200));
+                }
+                Err(Failure::Other(why)) => self.fail(&why),
+            }
+        }
+        self.fail(&format!(
+            "port {} still busy after {SPAWN_ATTEMPTS} restart attempts",
+            self.port
+        ));
+    }
+
+    /// Starts the server again (same port and dir, like [`restart`](Self::restart))
+    /// and returns as soon as it answers PING with `-LOADING`: while it is
+    /// still loading its dataset. The dataset must take long enough to
+    /// load: give the server `--key-load-delay` (µs per key) and a small
+    /// `--loading-process-events-interval-bytes` (so it answers while it
+    /// loads), and a few thousand keys saved with `SAVE`.
+    ///
+    /// # Panics
+    /// When the server never answers `-LOADING` in time (it finished
+    /// loading first, or did not start), with the tail of its log.
+    pub fn restart_loading(&mut self) {
+        if self.is_running() {
+            self.shutdown();
+        }
+        self.reap();
+        for _ in 0..SPAWN_ATTEMPTS {
+            self.spawn();
+            match self.try_wait(Until::Loading) {
                 Ok(()) => return,
                 Err(Failure::PortTaken) => {
                     self.reap();
@@ -375,6 +416,10 @@ impl RedisServer {
     }
 
     fn try_wait_ready(&mut self) -> Result<(), Failure> {
+        self.try_wait(Until::Ready)
+    }
+
+    fn try_wait(&mut self, until: Until) -> Result<(), Failure> {
         let log_start = self.log_start;
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
@@ -390,10 +435,17 @@ impl RedisServer {
             } else {
                 return Err(Failure::Other("redis-server is not running".into()));
             }
-            let last = match ping(self.addr(), self.options.password.as_deref()) {
-                Ok(()) => return Ok(()),
-                Err(why) => why,
-            };
+            let last =
+                match (ping(self.addr(), self.options.password.as_deref()), until) {
+                    (Ok(()), Until::Ready) => return Ok(()),
+                    (Ok(()), Until::Loading) => return Err(Failure::Other(
+                        "answered PING before it was seen loading: save more keys or give it a \
+                         longer --key-load-delay"
+                            .into(),
+                    )),
+                    (Err(why), Until::Loading) if why.contains("-LOADING") => return Ok(()),
+                    (Err(why), _) => why,
+                };
             if Instant::now() >= deadline {
                 return Err(Failure::Other(format!(
                     "not ready after {READY_TIMEOUT:?}; last attempt: {last}"

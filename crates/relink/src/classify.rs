@@ -282,9 +282,11 @@ fn mentions_tls(text: &str) -> bool {
 }
 
 /// The server's own words in an error (an error reply's code and text:
-/// `WRONGPASS invalid username-password pair`), if it carries them;
-/// redis-rs drops them for some handshake failures.
-pub(crate) fn server_words(err: &RedisError) -> Option<String> {
+/// `WRONGPASS invalid username-password pair`, `LOADING Redis is loading
+/// ...`, where redis-rs's text says `"WRONGPASS": invalid ...` or
+/// `BusyLoading: ...`), if it carries them; redis-rs drops them for some
+/// handshake failures. relink-doctor prints a failed command's error with it.
+pub fn server_words(err: &RedisError) -> Option<String> {
     let code = err.code()?;
     Some(match err.detail() {
         Some(detail) => format!("{code} {detail}"),
@@ -312,6 +314,20 @@ mod tests {
             redis::Value::ServerError(e) => e.into(),
             other => panic!("not an error reply: {other:?}"),
         }
+    }
+
+    #[test]
+    fn server_words_are_the_reply_as_the_server_wrote_it() {
+        for code in ["WRONGPASS", "LOADING", "ERR", "NOPERM"] {
+            let err = server_error(code);
+            assert_eq!(
+                server_words(&err).as_deref(),
+                Some(format!("{code} something went wrong").as_str()),
+                "{err}"
+            );
+        }
+        let io = RedisError::from(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert_eq!(server_words(&io), None);
     }
 
     #[test]

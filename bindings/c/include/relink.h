@@ -175,6 +175,10 @@
 // progress, a stale Sentinel view): passes once the topology settles.
 #define RELINK_CAUSE_NOT_MASTER 21
 
+// The server answered the handshake with another error (`MISCONF`, a
+// proxy's error): not known to be the client's config.
+#define RELINK_CAUSE_SERVER_ERROR 22
+
 // The size of an evidence array in an output or health struct: at most 120
 // bytes of UTF-8 text and the terminating NUL.
 #define RELINK_EVIDENCE_SIZE 121

@@ -44,7 +44,7 @@ static const char *const CAUSES[] = {
     NULL,        "refused", "timeout", "unknown_host", "dns",       "unreachable", "tls",
     "auth",      "no_perm", "denied",  "not_redis",    "server_full",
     NULL,        NULL,      NULL,      NULL,           NULL, /* {"server_busy": reason} */
-    "rejected",  "closed",  "io",      "protocol", "not_master"};
+    "rejected",  "closed",  "io",      "protocol", "not_master", "server_error"};
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 /* What a step is compared with, for messages. */
@@ -447,7 +447,7 @@ static void arguments_are_checked(void) {
   memset(&in, 0, sizeof in);
   in.input = RELINK_INPUT_CONNECT_FAILED;
   in.attempt = 1;
-  in.cause = RELINK_CAUSE_NOT_MASTER + 1;
+  in.cause = RELINK_CAUSE_SERVER_ERROR + 1;
   err = NULL;
   code = relink_supervisor_handle_input(sup, 0, &in, &err);
   expect_invalid(code, RELINK_INVALID_ARGUMENT, err, "input.cause");

@@ -65,10 +65,15 @@ pub enum ConnectCause {
     /// node that is not the master (a failover in progress, a stale view),
     /// or a redirect came back. Passes once the topology settles.
     NotMaster,
-    /// A handshake command was rejected (`SELECT` of a database the server
-    /// does not have, `HELLO` on a server too old for RESP3): the same
-    /// handshake fails the same way again. A misconfiguration.
+    /// A handshake command was rejected for a reason of the client's
+    /// config (`SELECT` of a database the server does not have, `HELLO` on
+    /// a server too old for RESP3): the same handshake fails the same way
+    /// again. A misconfiguration.
     Rejected,
+    /// The server answered the handshake with another error (`MISCONF` after
+    /// a failed background save, an error of a proxy): a problem of the
+    /// server's, or of the moment, not known to be the client's config.
+    ServerError,
     /// The connection closed during the handshake.
     Closed,
     /// Another transport failure.
@@ -96,15 +101,22 @@ impl ConnectCause {
             }
             "NOPERM" => return ConnectCause::NoPerm,
             "DENIED" => return ConnectCause::Denied,
+            "NOPROTO" => return ConnectCause::Rejected,
             "ERR" => {
-                return if contains_ignore_case(message, "max number of clients") {
+                let says = |words: &str| contains_ignore_case(message, words);
+                return if says("max number of clients") {
                     ConnectCause::ServerFull
-                } else if contains_ignore_case(message, "password") {
+                } else if says("password") {
                     // Redis before 6: `ERR invalid password`, `ERR Client
                     // sent AUTH, but no password is set`.
                     ConnectCause::Auth
-                } else {
+                } else if says("DB index") || says("unknown command 'HELLO'") {
+                    // The client's own config: a database the server does
+                    // not have, RESP3 asked of a server before 6.
                     ConnectCause::Rejected
+                } else {
+                    // No evidence that the client's config is at fault.
+                    ConnectCause::ServerError
                 };
             }
             _ => {}
@@ -146,7 +158,10 @@ impl ConnectCause {
             FailureKind::Protocol => ConnectCause::Protocol,
             FailureKind::ServerBusy(reason) => ConnectCause::ServerBusy(reason),
             FailureKind::Moved => ConnectCause::NotMaster,
-            FailureKind::Command => ConnectCause::Rejected,
+            // The server's verdict, but no evidence that the client's config
+            // is at fault: a misconfiguration is only ever named on
+            // evidence, since it fails callers at once.
+            FailureKind::Command => ConnectCause::ServerError,
         }
     }
 
@@ -165,7 +180,7 @@ impl ConnectCause {
             ConnectCause::ServerFull | ConnectCause::Closed => FailureKind::Closed,
             ConnectCause::ServerBusy(reason) => FailureKind::ServerBusy(reason),
             ConnectCause::NotMaster => FailureKind::Moved,
-            ConnectCause::Rejected => FailureKind::Command,
+            ConnectCause::Rejected | ConnectCause::ServerError => FailureKind::Command,
         }
     }
 
@@ -207,6 +222,7 @@ impl ConnectCause {
             ConnectCause::ServerBusy(BusyReason::ReadOnly) => "server_busy:read_only",
             ConnectCause::ServerBusy(BusyReason::TryAgain) => "server_busy:try_again",
             ConnectCause::NotMaster => "not_master",
+            ConnectCause::ServerError => "server_error",
             ConnectCause::Rejected => "rejected",
             ConnectCause::Closed => "closed",
             ConnectCause::Io => "io",
@@ -217,7 +233,7 @@ impl ConnectCause {
     /// The cause named by [`as_str`](Self::as_str), for bindings that pass
     /// it as a string.
     pub fn parse(name: &str) -> Option<ConnectCause> {
-        const ALL: [ConnectCause; 21] = [
+        const ALL: [ConnectCause; 22] = [
             ConnectCause::Refused,
             ConnectCause::Timeout,
             ConnectCause::UnknownHost,
@@ -235,6 +251,7 @@ impl ConnectCause {
             ConnectCause::ServerBusy(BusyReason::ReadOnly),
             ConnectCause::ServerBusy(BusyReason::TryAgain),
             ConnectCause::NotMaster,
+            ConnectCause::ServerError,
             ConnectCause::Rejected,
             ConnectCause::Closed,
             ConnectCause::Io,
@@ -264,6 +281,7 @@ impl ConnectCause {
             ConnectCause::ServerBusy(BusyReason::ReadOnly) => "the server is a read-only replica",
             ConnectCause::ServerBusy(BusyReason::TryAgain) => "the server asked to try again",
             ConnectCause::NotMaster => "not the master (a failover may be in progress)",
+            ConnectCause::ServerError => "the server answered the handshake with an error",
             ConnectCause::Rejected => "the server rejected the handshake",
             ConnectCause::Closed => "the connection closed during the handshake",
             ConnectCause::Io => "connection failed",
@@ -454,6 +472,15 @@ mod tests {
             ("ERR", "ERR invalid password", Auth),
             ("ERR", "ERR max number of clients reached", ServerFull),
             ("ERR", "ERR DB index is out of range", Rejected),
+            ("ERR", "ERR unknown command 'HELLO', with args", Rejected),
+            ("NOPROTO", "NOPROTO unsupported protocol version", Rejected),
+            (
+                "MISCONF",
+                "MISCONF Redis is configured to save RDB snapshots",
+                ServerError,
+            ),
+            ("ERR", "ERR Redis is busy running a script", ServerError),
+            ("WRONGTYPE", "WRONGTYPE whatever", ServerError),
             ("NOPERM", "NOPERM this user has no permissions", NoPerm),
             (
                 "DENIED",
@@ -493,7 +520,15 @@ mod tests {
             assert!(cause.is_misconfiguration(), "{cause}");
         }
         for cause in [
-            Refused, Timeout, Dns, ServerFull, Closed, Io, Protocol, NotMaster,
+            Refused,
+            Timeout,
+            Dns,
+            ServerFull,
+            Closed,
+            Io,
+            Protocol,
+            NotMaster,
+            ServerError,
         ] {
             assert!(!cause.is_misconfiguration(), "{cause}");
         }

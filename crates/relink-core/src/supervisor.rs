@@ -920,7 +920,11 @@ impl Supervisor {
             evidence,
         };
         self.last_attempt_failure = Some(failure);
-        self.misconfigured = cause.is_misconfiguration();
+        // A host name that resolved before and does not now (a container
+        // restarting, a pod not ready yet) is an outage; at the very first
+        // connect, a typo in the URL.
+        let vanished = self.was_ready && cause == ConnectCause::UnknownHost;
+        self.misconfigured = cause.is_misconfiguration() && !vanished;
         if !self.misconfigured {
             self.misconfigured_backoff.reset();
         }

@@ -255,6 +255,8 @@ struct Checker {
     last_checked: Option<u64>,
     /// A failed attempt said when the next comes (`None`: never).
     after_failure: Option<Option<Duration>>,
+    /// Ready was reached at least once.
+    was_ready: bool,
 }
 
 impl Checker {
@@ -269,6 +271,7 @@ impl Checker {
             last_probe: 0,
             last_checked: None,
             after_failure: None,
+            was_ready: false,
         }
     }
 
@@ -395,7 +398,11 @@ impl Checker {
                     misconfigured,
                     retry_in,
                 }) => {
-                    prop_assert_eq!(misconfigured, failure.cause.is_misconfiguration());
+                    let vanished = self.was_ready && failure.cause == ConnectCause::UnknownHost;
+                    prop_assert_eq!(
+                        misconfigured,
+                        failure.cause.is_misconfiguration() && !vanished
+                    );
                     prop_assert_eq!(failure.attempt, self.last_attempt);
                     if let (true, Some(delay)) = (misconfigured, retry_in) {
                         // The slow schedule: at least half its first delay
@@ -417,6 +424,7 @@ impl Checker {
                     }
                 }
                 Output::Event(Event::StateChanged { from, to }) => {
+                    self.was_ready |= to == State::Ready;
                     prop_assert_eq!(from, self.state, "StateChanged from a state it was not in");
                     prop_assert!(allowed(from, to), "forbidden edge {:?} -> {:?}", from, to);
                     self.state = to;

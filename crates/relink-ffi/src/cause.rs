@@ -62,6 +62,9 @@ pub const RELINK_CAUSE_PROTOCOL: u32 = 20;
 /// The server reached is not (yet) the master to use (a failover in
 /// progress, a stale Sentinel view): passes once the topology settles.
 pub const RELINK_CAUSE_NOT_MASTER: u32 = 21;
+/// The server answered the handshake with another error (`MISCONF`, a
+/// proxy's error): not known to be the client's config.
+pub const RELINK_CAUSE_SERVER_ERROR: u32 = 22;
 
 /// The size of an evidence array in an output or health struct: at most 120
 /// bytes of UTF-8 text and the terminating NUL.
@@ -70,7 +73,7 @@ pub const RELINK_EVIDENCE_SIZE: usize = 121;
 const _: () = assert!(RELINK_EVIDENCE_SIZE == Evidence::CAPACITY + 1);
 
 /// Every cause, indexed by its code minus one.
-const CAUSES: [ConnectCause; 21] = [
+const CAUSES: [ConnectCause; 22] = [
     ConnectCause::Refused,
     ConnectCause::Timeout,
     ConnectCause::UnknownHost,
@@ -92,6 +95,7 @@ const CAUSES: [ConnectCause; 21] = [
     ConnectCause::Io,
     ConnectCause::Protocol,
     ConnectCause::NotMaster,
+    ConnectCause::ServerError,
 ];
 
 /// The `RELINK_CAUSE_*` code of `cause`.
@@ -99,7 +103,7 @@ pub(crate) fn cause_code(cause: ConnectCause) -> FfiResult<u32> {
     CAUSES
         .iter()
         .position(|&c| c == cause)
-        // At most 21: the cast cannot truncate.
+        // At most 22: the cast cannot truncate.
         .map(|i| i as u32 + 1)
         .ok_or_else(|| relink_error::invalid(format!("connect cause {cause} has no C form yet")))
 }
@@ -113,7 +117,7 @@ pub(crate) fn cause_from_code(code: u32, what: &str) -> FfiResult<ConnectCause> 
         .ok_or_else(|| {
             relink_error::invalid(format!(
                 "`{what}` is {code}: expected RELINK_CAUSE_REFUSED (1) .. \
-                 RELINK_CAUSE_NOT_MASTER (21)"
+                 RELINK_CAUSE_SERVER_ERROR (22)"
             ))
         })
 }
@@ -129,7 +133,7 @@ pub(crate) fn input_cause(cause: u32, failure: u32) -> FfiResult<ConnectCause> {
         .map_err(|_| {
             relink_error::invalid(format!(
                 "`input.cause` is RELINK_CAUSE_NONE and `input.failure` is {failure}: \
-                 CONNECT_FAILED needs a RELINK_CAUSE_* (1 .. 21) or, failing that, a \
+                 CONNECT_FAILED needs a RELINK_CAUSE_* (1 .. 22) or, failing that, a \
                  RELINK_FAILURE_* (1 .. 12)"
             ))
         })
@@ -270,6 +274,7 @@ fn name_of(cause: ConnectCause) -> &'static CStr {
         ConnectCause::Io => c"io",
         ConnectCause::Protocol => c"protocol",
         ConnectCause::NotMaster => c"not_master",
+        ConnectCause::ServerError => c"server_error",
         _ => c"unknown",
     }
 }
@@ -281,7 +286,7 @@ mod tests {
 
     #[test]
     fn every_cause_code_round_trips_and_is_named_as_the_core_names_it() {
-        for code in RELINK_CAUSE_REFUSED..=RELINK_CAUSE_NOT_MASTER {
+        for code in RELINK_CAUSE_REFUSED..=RELINK_CAUSE_SERVER_ERROR {
             let cause = cause_from_code(code, "cause").unwrap();
             assert_eq!(cause_code(cause).unwrap(), code);
             // SAFETY: a static NUL-terminated string.
@@ -292,7 +297,7 @@ mod tests {
                 cause.is_misconfiguration()
             );
         }
-        for bad in [RELINK_CAUSE_NONE, RELINK_CAUSE_NOT_MASTER + 1, u32::MAX] {
+        for bad in [RELINK_CAUSE_NONE, RELINK_CAUSE_SERVER_ERROR + 1, u32::MAX] {
             let e = cause_from_code(bad, "input.cause").unwrap_err();
             assert_eq!(e.code(), RELINK_INVALID_ARGUMENT);
         }

@@ -221,6 +221,10 @@ pub fn connect_cause(err: &RedisError) -> ConnectCause {
     if err.kind() == ErrorKind::AuthenticationFailed {
         return ConnectCause::Auth;
     }
+    if err.kind() == ErrorKind::RESP3NotSupported {
+        // RESP3 (relink's default) asked of a server before Redis 6.
+        return ConnectCause::Rejected;
+    }
     if let Some(code) = err.code() {
         let message = format!("{code} {}", err.detail().unwrap_or(""));
         return ConnectCause::from_error(code, &message);
@@ -373,6 +377,18 @@ mod tests {
         assert_eq!(connect_cause(&auth), ConnectCause::Auth);
         let parse = RedisError::from((ErrorKind::Parse, "Unexpected `84`"));
         assert_eq!(connect_cause(&parse), ConnectCause::Protocol);
+    }
+
+    #[test]
+    fn only_evidence_names_a_misconfiguration() {
+        let resp3 = RedisError::from((ErrorKind::RESP3NotSupported, "no HELLO"));
+        assert_eq!(connect_cause(&resp3), ConnectCause::Rejected);
+        // A client-side error, or a server error of no known meaning, is
+        // not the client's config.
+        let client_side = RedisError::from((ErrorKind::Client, "something"));
+        assert!(!connect_cause(&client_side).is_misconfiguration());
+        let misconf = server_error("MISCONF");
+        assert_eq!(connect_cause(&misconf), ConnectCause::ServerError);
     }
 
     #[test]

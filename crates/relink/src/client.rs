@@ -204,17 +204,30 @@ pub(crate) struct Credentials {
     password: String,
 }
 
-/// The credentials a client and its exclusive connections connect with,
-/// when changed since the config (`None`: the config's).
-pub(crate) type CredentialsCell = Arc<arc_swap::ArcSwapOption<Credentials>>;
+/// What a client and its exclusive connections share of settings changed
+/// on the live client: the credentials they connect with (`None`: the
+/// config's), and a count of changes every one of their tasks takes
+/// (`Input::Reconfigured`).
+#[derive(Clone)]
+pub(crate) struct LiveSettings {
+    credentials: Arc<arc_swap::ArcSwapOption<Credentials>>,
+    changes: Arc<watch::Sender<u64>>,
+}
+
+impl Default for LiveSettings {
+    fn default() -> Self {
+        LiveSettings {
+            credentials: Arc::default(),
+            changes: Arc::new(watch::Sender::new(0)),
+        }
+    }
+}
 
 struct Shared {
     config: Config,
-    /// Credentials changed on the live client (shared with its exclusive
+    /// Settings changed on the live client (shared with its exclusive
     /// connections).
-    credentials: CredentialsCell,
-    /// Asks the task to take a configuration change (a count of changes).
-    reconfigure: watch::Sender<u64>,
+    settings: LiveSettings,
     /// The count of changes the task has taken and published the health
     /// of (its sender ends with the task).
     reconfigured: watch::Receiver<u64>,
@@ -249,7 +262,7 @@ impl Shared {
     /// credentials changed since, if any.
     fn connect_config(&self) -> Config {
         let config = self.config.clone();
-        match self.credentials.load_full() {
+        match self.settings.credentials.load_full() {
             Some(credentials) => {
                 let config = config.with_password(credentials.password.clone());
                 match &credentials.username {
@@ -334,7 +347,7 @@ impl Client {
 
     /// Starts a client that makes its connections through `connector`.
     pub fn with_connector(config: Config, connector: Arc<dyn Connector>) -> Result<Client, Error> {
-        Client::start(config, connector, None, CredentialsCell::default())
+        Client::start(config, connector, None, LiveSettings::default())
     }
 
     /// Starts a client and waits for its first connection: the client once
@@ -374,10 +387,13 @@ impl Client {
     /// client flagged [`misconfigured`](Health::misconfigured) by a wrong
     /// password) is made again at once.
     ///
-    /// If the server refuses the new credentials on the live connection
-    /// (`WRONGPASS`), nothing changes and that refusal is returned. Idle
-    /// exclusive connections are closed (the next lease opens one with the
-    /// new credentials); leased ones stay authenticated as they were.
+    /// The live connection checks them first: if the server refuses them
+    /// (`WRONGPASS`), nothing changes and that refusal is returned. Without
+    /// a live connection they cannot be checked: the next attempt tells (a
+    /// wrong password leaves the client misconfigured, in its health and
+    /// its errors). Idle exclusive connections are closed (the next lease
+    /// opens one with the new credentials); leased ones stay logged in as
+    /// they were, and reconnect with the new ones.
     pub async fn update_credentials(
         &self,
         username: Option<&str>,
@@ -393,7 +409,6 @@ impl Client {
             username,
             password: password.to_owned(),
         });
-        let old = shared.credentials.swap(Some(Arc::clone(&new)));
         if let Some(live) = shared.live.load_full() {
             let mut auth = redis::cmd("AUTH");
             if let Some(username) = &new.username {
@@ -403,7 +418,9 @@ impl Client {
             // Straight on the live connection, not through the call loop: a
             // refusal here is about the new password, not the connection
             // (which stays logged in as it was). A connection that hangs is
-            // given up by the heartbeat, which fails this too.
+            // given up by the heartbeat, which fails this too. The new
+            // credentials are used by reconnects only once the server has
+            // taken them (or the connection went away under AUTH).
             let sent = Transport::send(&**shared, &live, Request::Cmd(&auth), None, shared.now());
             let refusal = match sent.await {
                 // (redis-rs hands a server's error reply back as a value.)
@@ -414,19 +431,18 @@ impl Client {
                 Ok(_) | Err(_) => None,
             };
             if let Some(e) = refusal {
-                // Refused: the live connection keeps its login, and
-                // reconnects keep using what worked.
-                shared.credentials.store(old);
                 return Err(Error::Redis(e));
             }
         }
+        shared.settings.credentials.store(Some(new));
         if let Some(pool) = &shared.exclusive {
             pool.close_idle();
         }
-        // Hand the change to the task and wait until it took it, so that a
+        // Hand the change to the tasks (this client's and its exclusive
+        // connections') and wait until this one took it, so that a
         // `wait_ready` from here on sees the misconfiguration cleared.
         let mut asked = 0;
-        shared.reconfigure.send_modify(|n| {
+        shared.settings.changes.send_modify(|n| {
             *n += 1;
             asked = *n;
         });
@@ -438,21 +454,21 @@ impl Client {
 
     /// One connection of a client's exclusive set: a client of its own that
     /// runs blocking commands itself (it has no exclusive set). It connects
-    /// with its parent's `credentials`.
+    /// with its parent's live `settings`.
     pub(crate) fn exclusive_connection(
         config: Config,
         connector: Arc<dyn Connector>,
         parent: CancellationToken,
-        credentials: CredentialsCell,
+        settings: LiveSettings,
     ) -> Result<Client, Error> {
-        Client::start(config, connector, Some(parent), credentials)
+        Client::start(config, connector, Some(parent), settings)
     }
 
     fn start(
         config: Config,
         connector: Arc<dyn Connector>,
         parent: Option<CancellationToken>,
-        credentials: CredentialsCell,
+        settings: LiveSettings,
     ) -> Result<Client, Error> {
         config.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
@@ -477,7 +493,7 @@ impl Client {
         });
         let (events, _) = broadcast::channel(256);
         let (reports, reports_rx) = mpsc::unbounded_channel();
-        let (reconfigure, reconfigure_rx) = watch::channel(0);
+        let reconfigure_rx = settings.changes.subscribe();
         let (reconfigured_tx, reconfigured) = watch::channel(0);
         let calls = Calls::new(&config, epoch, parent.as_ref());
         // A client has an exclusive set; an exclusive connection (one with
@@ -487,14 +503,13 @@ impl Client {
                 &config,
                 Arc::clone(&connector),
                 calls.shutdown.clone(),
-                Arc::clone(&credentials),
+                settings.clone(),
             ))
         });
         let shutdown = calls.shutdown.clone();
         let options = CallOptions::new(&config);
         let shared = Arc::new(Shared {
-            credentials,
-            reconfigure,
+            settings,
             reconfigured,
             pubsub: Arc::new(PubSubHub::default()),
             calls,
@@ -915,12 +930,15 @@ impl Driver {
                 let reports = shared.reports.clone();
                 self.last_generation += 1;
                 let generation = self.last_generation;
+                let started = Instant::now();
                 let attempt_fut = async move {
                     let push = pubsub.push_sender(reports, generation);
                     let made = connector.connect(&config, push).await;
                     let mut connection = match made {
                         Ok(connection) => connection,
-                        Err(e) => return Err(connector.explain(&config, &e).await),
+                        Err(e) => {
+                            return Err(explain_within(&*connector, &config, &e, started).await)
+                        }
                     };
                     let conn = &mut connection.conn;
                     let setup = async {
@@ -953,7 +971,7 @@ impl Driver {
                             if let Some(kill) = &connection.kill {
                                 kill.abort();
                             }
-                            Err(connector.explain(&config, &e).await)
+                            Err(explain_within(&*connector, &config, &e, started).await)
                         }
                     }
                 };
@@ -1168,6 +1186,27 @@ impl Driver {
             }
             changed
         });
+    }
+}
+
+/// The connector's explanation of a failed attempt that began at
+/// `started`, within what is left of the attempt's connect timeout (the
+/// core gives the attempt up at its end); past it, what the error alone says.
+async fn explain_within(
+    connector: &dyn Connector,
+    config: &Config,
+    err: &RedisError,
+    started: Instant,
+) -> Diagnosis {
+    let left = config
+        .supervisor_config()
+        .connect_timeout
+        .saturating_sub(started.elapsed());
+    match tokio::time::timeout(left, connector.explain(config, err)).await {
+        Ok(diagnosis) => diagnosis,
+        Err(_) => {
+            crate::diagnose::from_error(err, config.connection_info().redis_settings().password())
+        }
     }
 }
 

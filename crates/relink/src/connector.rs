@@ -71,13 +71,7 @@ pub trait Connector: Send + Sync + fmt::Debug + 'static {
     /// for the words the error dropped ([`diagnose::explain`](crate::diagnose::explain)).
     async fn explain(&self, config: &Config, err: &RedisError) -> Diagnosis {
         let info = config.connection_info();
-        Diagnosis {
-            cause: crate::diagnose::connect_cause(err),
-            evidence: crate::diagnose::redact(
-                &crate::classify::server_words(err).unwrap_or_else(|| err.to_string()),
-                info.redis_settings().password(),
-            ),
-        }
+        crate::diagnose::from_error(err, info.redis_settings().password())
     }
 }
 

@@ -40,6 +40,18 @@ impl std::fmt::Display for Diagnosis {
     }
 }
 
+/// What the error alone says of a failed attempt: its cause, and the
+/// server's words or the error's text (redacted of `password`).
+pub fn from_error(err: &RedisError, password: Option<&str>) -> Diagnosis {
+    Diagnosis {
+        cause: connect_cause(err),
+        evidence: redact(
+            &crate::classify::server_words(err).unwrap_or_else(|| err.to_string()),
+            password,
+        ),
+    }
+}
+
 /// Explains a failed attempt to connect to `info`: the cause the error
 /// names, made precise by asking the server again on a raw socket when the
 /// error hides the server's words (see the module docs); `timeout` bounds
@@ -49,30 +61,55 @@ pub async fn explain(info: &ConnectionInfo, err: &RedisError, timeout: Duration)
     let password = settings.password();
     let mut cause = connect_cause(err);
     let words = crate::classify::server_words(err);
-    let hides_words = words.is_none();
-    let mut evidence = words.unwrap_or_else(|| err.to_string());
-    let ask = match cause {
-        // Ask the question whose answer redis-rs dropped.
-        ConnectCause::Auth if hides_words => {
-            let mut auth = redis::cmd("AUTH");
-            if let Some(user) = settings.username() {
-                auth.arg(user);
-            }
-            auth.arg(password.unwrap_or(""));
-            Some(auth.get_packed_command())
-        }
-        ConnectCause::Closed | ConnectCause::Protocol | ConnectCause::Io => {
-            Some(redis::cmd("PING").get_packed_command())
-        }
-        _ => None,
+    let worth_asking = match cause {
+        // redis-rs dropped the server's answer to AUTH (under RESP2 it
+        // reports any error reply to AUTH this way, `-BUSY` and a full
+        // server's refusal included).
+        ConnectCause::Auth => words.is_none(),
+        ConnectCause::Closed | ConnectCause::Protocol | ConnectCause::Io => true,
+        _ => false,
     };
-    if let Some(request) = ask {
+    let mut evidence = match (cause, words) {
+        (_, Some(words)) => words,
+        // Its own text names its kind, not the server's answer.
+        (ConnectCause::Auth, None) => String::new(),
+        (_, None) => err.to_string(),
+    };
+    if worth_asking {
+        // Log in when the config has a password (a server that requires
+        // one answers anything else with NOAUTH, which would say nothing
+        // about these credentials); else PING.
+        let request = match password {
+            Some(password) => {
+                let mut auth = redis::cmd("AUTH");
+                if let Some(user) = settings.username() {
+                    auth.arg(user);
+                }
+                auth.arg(password).get_packed_command()
+            }
+            None => redis::cmd("PING").get_packed_command(),
+        };
         if let Ok(bytes) = first_reply(info.addr(), &request, timeout).await {
-            if let Some(found) = ConnectCause::from_first_bytes(&bytes) {
-                cause = found;
-                evidence = first_line(&bytes);
-            } else if !bytes.is_empty() && cause == ConnectCause::Protocol {
-                evidence = format!("{evidence} (the server answered `{}`)", first_line(&bytes));
+            match ConnectCause::from_first_bytes(&bytes) {
+                // The server's own words (or a stranger's first bytes).
+                Some(found) => {
+                    cause = found;
+                    evidence = first_line(&bytes);
+                }
+                // A Redis answer that is no error: the server is there and
+                // took these credentials, so they were not what failed.
+                None if !bytes.is_empty() => {
+                    if cause == ConnectCause::Auth {
+                        cause = ConnectCause::ServerError;
+                        evidence = "the handshake failed, but a second connection logged in \
+                                    with the same credentials"
+                            .to_owned();
+                    } else if cause == ConnectCause::Protocol {
+                        evidence =
+                            format!("{evidence} (the server answered `{}`)", first_line(&bytes));
+                    }
+                }
+                None => {}
             }
         }
     }

@@ -8,7 +8,31 @@
 
 use std::io;
 
-use relink_core::{AttemptFailure, FailureKind, Outcome};
+use relink_core::{AttemptFailure, ConnectCause, FailureKind, Outcome};
+
+/// What to do about a misconfiguration.
+fn next_step(cause: ConnectCause) -> &'static str {
+    match cause {
+        ConnectCause::Auth | ConnectCause::NoPerm => {
+            "check the username and password (update_credentials applies new ones to a live client)"
+        }
+        ConnectCause::Denied => {
+            "the server is in protected mode: give it a password (or bind it to an interface) \
+             and connect with credentials"
+        }
+        ConnectCause::NotRedis => {
+            "check the host and port: something other than Redis answers there"
+        }
+        ConnectCause::Tls => {
+            "check the TLS settings: rediss:// for a TLS port, redis:// for a plain one, and the CA"
+        }
+        ConnectCause::UnknownHost => "check the host name in the URL",
+        ConnectCause::Rejected => {
+            "check the URL's database and protocol (RESP3 needs Redis 6 or later)"
+        }
+        _ => "check the configuration",
+    }
+}
 
 /// "; last attempt: authentication failed: WRONGPASS ..." when there was one.
 struct LastAttempt<'a>(&'a Option<Box<AttemptFailure>>);
@@ -65,8 +89,9 @@ pub enum Error {
     /// happened. Fix the configuration (for credentials, without a restart:
     /// [`Client::update_credentials`](crate::Client::update_credentials)).
     #[error(
-        "misconfigured: {failure}; retrying will not fix this, the configuration must change \
-         (new credentials: update_credentials); the command was not sent: nothing happened"
+        "misconfigured: {failure}; retrying will not fix this: {}; the command was not sent: \
+         nothing happened",
+        next_step(failure.cause)
     )]
     Misconfigured {
         /// The attempt that failed, its cause and the server's words.
@@ -241,6 +266,19 @@ impl Error {
             Some(outcome) => outcome,
             None => crate::classify::outcome_of_foreign(err),
         }
+    }
+
+    /// The same error, naming why the latest connection attempt failed
+    /// where the error has room for it.
+    pub(crate) fn with_last_attempt(mut self, failure: Option<Box<AttemptFailure>>) -> Error {
+        if let Error::NotConnected { last_attempt, .. }
+        | Error::QueueTimeout { last_attempt, .. }
+        | Error::DeadlineExceeded { last_attempt, .. }
+        | Error::NotReady { last_attempt, .. } = &mut self
+        {
+            *last_attempt = failure;
+        }
+        self
     }
 
     pub(crate) fn config(field: impl Into<String>, reason: impl Into<String>) -> Error {

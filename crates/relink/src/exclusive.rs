@@ -45,8 +45,8 @@ pub(crate) struct ExclusivePool {
     reaper: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Set when the client shuts down: no lease is given or served.
     closed: AtomicBool,
-    /// The parent's credentials, which every exclusive connection uses.
-    credentials: crate::client::CredentialsCell,
+    /// The parent's live settings, which every exclusive connection shares.
+    settings: crate::client::LiveSettings,
 }
 
 struct IdleConnection {
@@ -59,7 +59,7 @@ impl ExclusivePool {
         config: &Config,
         connector: Arc<dyn Connector>,
         shutdown: tokio_util::sync::CancellationToken,
-        credentials: crate::client::CredentialsCell,
+        settings: crate::client::LiveSettings,
     ) -> ExclusivePool {
         ExclusivePool {
             shutdown,
@@ -70,7 +70,7 @@ impl ExclusivePool {
             open: AtomicU64::new(0),
             reaper: Mutex::new(None),
             closed: AtomicBool::new(false),
-            credentials,
+            settings,
         }
     }
 
@@ -203,7 +203,12 @@ impl ExclusivePool {
                 _ = sleep_until_opt(deadline.map(|d| calls.instant(d))) => {}
             }
             while client.current_generation() == 0 {
-                match call.decide(policy, calls.now(), CallInput::NotConnected) {
+                let input = if health.borrow().misconfigured {
+                    CallInput::Misconfigured
+                } else {
+                    CallInput::NotConnected
+                };
+                match call.decide(policy, calls.now(), input) {
                     Decision::Queue { until } => {
                         tokio::select! {
                             _ = health.changed() => {}
@@ -214,15 +219,24 @@ impl ExclusivePool {
                             return Err(Error::Shutdown);
                         }
                     }
-                    Decision::Fail { failure } if failure.reason == FailReason::NotConnected => {
+                    Decision::Fail { failure } => {
                         let health = client.health();
                         let health = health.borrow();
-                        return Err(Error::NotConnected {
-                            state: health.state,
-                            last_attempt: health.last_attempt_failure.map(Box::new),
+                        let last_attempt = health.last_attempt_failure.map(Box::new);
+                        return Err(match (failure.reason, last_attempt) {
+                            (FailReason::Misconfigured, Some(failure)) => {
+                                Error::Misconfigured { failure }
+                            }
+                            (
+                                FailReason::NotConnected | FailReason::Misconfigured,
+                                last_attempt,
+                            ) => Error::NotConnected {
+                                state: health.state,
+                                last_attempt,
+                            },
+                            (_, last_attempt) => failed(failure).with_last_attempt(last_attempt),
                         });
                     }
-                    Decision::Fail { failure } => return Err(failed(failure)),
                     _ => return Err(Error::NoExclusiveConnection { max }),
                 }
             }
@@ -261,7 +275,7 @@ impl ExclusivePool {
             self.config.clone(),
             Arc::clone(&self.connector),
             self.shutdown.clone(),
-            Arc::clone(&self.credentials),
+            self.settings.clone(),
         )?;
         self.open.fetch_add(1, Ordering::Relaxed);
         Ok(client)

@@ -72,8 +72,6 @@ pub struct SentinelConnector {
     follow: bool,
     /// The sentinels, in order, with their credentials.
     sentinels: Arc<Vec<ConnectionInfo>>,
-    /// How the master is reached (credentials, database, protocol, TCP and TLS).
-    node: SentinelNodeConnectionInfo,
     /// redis-rs's discovery, with its cached sentinel connections.
     discovery: tokio::sync::Mutex<Sentinel>,
     announced: Arc<watch::Sender<Announcement>>,
@@ -123,22 +121,10 @@ impl SentinelConnector {
         let sentinels = sentinel.connection_infos()?;
         let discovery = Sentinel::build(sentinels.clone())
             .map_err(|e| Error::config("sentinel.nodes", e.to_string()))?;
-        let target = config.connection_info();
-        let mut node = SentinelNodeConnectionInfo::default()
-            .set_redis_connection_info(target.redis_settings().clone())
-            .set_tcp_settings(target.tcp_settings().clone());
-        if let ConnectionAddr::TcpTls { insecure, .. } = target.addr() {
-            node = node.set_tls_mode(if *insecure {
-                TlsMode::Insecure
-            } else {
-                TlsMode::Secure
-            });
-        }
         Ok(SentinelConnector {
             service: sentinel.service().to_owned(),
             follow: sentinel.follow_switch_master(),
             sentinels: Arc::new(sentinels),
-            node,
             discovery: tokio::sync::Mutex::new(discovery),
             announced: Arc::new(watch::channel(Announcement::default()).0),
             connect_seq: AtomicU64::new(0),
@@ -198,7 +184,9 @@ impl Connector for SentinelConnector {
         let client = {
             let mut discovery = self.discovery.lock().await;
             discovery
-                .async_master_for(&self.service, Some(&self.node))
+                // This attempt's credentials (they may have been updated
+                // on the live client): discovery logs in to the master too.
+                .async_master_for(&self.service, Some(&master_node(config)))
                 .await
                 .inspect_err(|e| {
                     tracing::debug!(service = %self.service, error = %e, "sentinel discovery failed");
@@ -295,6 +283,23 @@ impl Connector for SentinelConnector {
 
 /// The attempt's error when the named node is not (or no longer) a master:
 /// [`FailureKind::Moved`](relink_core::FailureKind::Moved), not applied.
+/// How to reach a master the sentinels name: the config's credentials,
+/// database and protocol, TCP settings and TLS mode.
+fn master_node(config: &Config) -> SentinelNodeConnectionInfo {
+    let target = config.connection_info();
+    let mut node = SentinelNodeConnectionInfo::default()
+        .set_redis_connection_info(target.redis_settings().clone())
+        .set_tcp_settings(target.tcp_settings().clone());
+    if let ConnectionAddr::TcpTls { insecure, .. } = target.addr() {
+        node = node.set_tls_mode(if *insecure {
+            TlsMode::Insecure
+        } else {
+            TlsMode::Secure
+        });
+    }
+    node
+}
+
 fn not_a_master(service: &str, addr: &Addr, role: &Role) -> RedisError {
     let role = match role {
         Role::Primary { .. } => "master",

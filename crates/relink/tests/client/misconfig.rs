@@ -73,6 +73,15 @@ async fn a_wrong_password_is_a_misconfiguration_until_fixed_live() {
         "{text}"
     );
     assert!(text.contains("not sent"), "{text}");
+    // So does a blocking command, which runs on an exclusive connection.
+    let err = conn
+        .blpop::<_, Option<(String, String)>>("q", 5.0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(Error::from_redis(&err), Some(Error::Misconfigured { .. })),
+        "{err}"
+    );
     // wait_ready says the same, at once.
     let waited = client.wait_ready(PATIENCE).await.unwrap_err();
     assert!(matches!(waited, Error::Misconfigured { .. }), "{waited}");
@@ -244,6 +253,30 @@ async fn a_refused_port_is_an_outage_named_as_such() {
         "{err}"
     );
     client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asking_again_never_blames_good_credentials() {
+    use relink::diagnose::explain;
+    let server = RedisServer::builder().password("right").start();
+    let info = |password: &str| {
+        fast_config(&format!("redis://:{password}@127.0.0.1:{}", server.port())).connection_info()
+    };
+    // A connection dropped during the handshake, the server fine: asking
+    // again logs in (a bare PING would get NOAUTH and blame the password).
+    let reset = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+    let d = explain(&info("right"), &reset, PATIENCE).await;
+    assert!(!d.cause.is_misconfiguration(), "{d:?}");
+    // redis-rs under RESP2 reports any error reply to AUTH (-BUSY, a full
+    // server) as an authentication failure; the same credentials logging
+    // in on a second connection clear them.
+    let auth = redis::RedisError::from((redis::ErrorKind::AuthenticationFailed, "failed"));
+    let d = explain(&info("right"), &auth, PATIENCE).await;
+    assert!(!d.cause.is_misconfiguration(), "{d:?}");
+    // A wrong password is one, with the server's words.
+    let d = explain(&info("wrong"), &auth, PATIENCE).await;
+    assert_eq!(d.cause, ConnectCause::Auth);
+    assert!(d.evidence.contains("WRONGPASS"), "{d:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

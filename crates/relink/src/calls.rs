@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::budget::SharedBudget;
 use crate::classify::{self, Redirect, Verdict};
 use crate::config::{Config, OutagePolicy};
+use crate::metrics::{self, Metrics};
 use crate::{Error, Stats};
 
 /// Cancels a client's background task when the last user handle is dropped.
@@ -147,6 +148,8 @@ pub(crate) struct Calls {
     backlog: Semaphore,
     budget: SharedBudget,
     counters: Counters,
+    /// OpenTelemetry instruments (nothing without the `opentelemetry` feature).
+    pub(crate) metrics: Metrics,
     /// Cancelled to stop the client (and by its task when it ends).
     pub(crate) shutdown: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -171,6 +174,7 @@ impl Calls {
             backlog: Semaphore::new(capacity),
             budget: SharedBudget::new(config.retry().budget),
             counters: Counters::default(),
+            metrics: Metrics::new(config),
             shutdown: parent.map_or_else(CancellationToken::new, CancellationToken::child_token),
             task: Mutex::new(None),
         }
@@ -263,6 +267,21 @@ impl Calls {
         options: CallOptions,
         blocking: Result<Option<Blocking>, BadTimeout>,
     ) -> Result<Value, RedisError> {
+        let timer = self.metrics.start();
+        let result = self
+            .decide_and_send(transport, request, options, blocking)
+            .await;
+        self.metrics.call_ended(timer, request, &result);
+        result
+    }
+
+    async fn decide_and_send<T: Transport>(
+        &self,
+        transport: &T,
+        request: Request<'_>,
+        options: CallOptions,
+        blocking: Result<Option<Blocking>, BadTimeout>,
+    ) -> Result<Value, RedisError> {
         // A call pinned to a lease's transaction is never sent twice: a
         // second EXEC, or a command queued twice in a MULTI, would not be
         // what the caller wrote.
@@ -281,7 +300,7 @@ impl Calls {
                 .into_redis());
             }
         };
-        let mut permit: Option<SemaphorePermit<'_>> = None;
+        let mut permit: Option<(SemaphorePermit<'_>, metrics::Queued<'_>)> = None;
         let mut conn = None;
         let mut redirect: Option<Redirect> = None;
         let mut last_error: Option<RedisError> = None;
@@ -302,6 +321,7 @@ impl Calls {
             if call.retries() > retries_seen {
                 retries_seen = call.retries();
                 bump(&self.counters.retried);
+                self.metrics.retried(request);
             }
             input = match decision {
                 Decision::Send { timeout } | Decision::Redirect { timeout } => {
@@ -414,7 +434,7 @@ impl Calls {
                 Decision::Queue { until } => {
                     if permit.is_none() {
                         match self.backlog.try_acquire() {
-                            Ok(p) => permit = Some(p),
+                            Ok(p) => permit = Some((p, self.metrics.queued())),
                             Err(_) => {
                                 input = CallInput::BacklogFull;
                                 continue;

@@ -145,6 +145,8 @@ struct Live {
     /// waiting on it are told, rather than the socket error closing it
     /// caused.
     closed_because: std::sync::OnceLock<String>,
+    /// Counts the connection in the metrics while it lives.
+    _open: crate::metrics::Open,
 }
 
 impl Live {
@@ -815,12 +817,14 @@ impl Driver {
                 _ = shutdown.cancelled() => Some(Input::Shutdown),
                 result = poll_connect(&mut self.connecting) => match result {
                     (attempt, generation, Ok(conn)) => {
+                        self.shared.calls.metrics.connected();
                         self.install(conn, generation);
                         self.invalidated = Some(self.connector.invalidated());
                         Some(Input::Connected { attempt })
                     }
                     (attempt, _, Err(diagnosis)) => {
                         // (The core tells it, with what follows, as an event.)
+                        self.shared.calls.metrics.connect_failed(diagnosis.cause);
                         self.shared.calls.drain_budget();
                         Some(Input::ConnectFailed {
                             attempt,
@@ -976,6 +980,7 @@ impl Driver {
                     }
                 };
                 self.connecting = Some((attempt, generation, attempt_fut.boxed()));
+                shared.calls.metrics.connecting();
                 tracing::debug!(attempt, "connecting");
             }
             Action::SendPing { id } => {
@@ -1057,6 +1062,7 @@ impl Driver {
     fn observe(&mut self, shared: &Arc<Shared>, event: Event) {
         match event {
             Event::StateChanged { from, to } => {
+                shared.calls.metrics.state_changed(from, to);
                 tracing::info!(%from, %to, "relink state changed");
             }
             Event::Disconnected { cause } => tracing::warn!(%cause, "relink connection lost"),
@@ -1155,6 +1161,7 @@ impl Driver {
             generation: self.generation,
             dead: CancellationToken::new(),
             closed_because: std::sync::OnceLock::new(),
+            _open: self.shared.calls.metrics.open(),
         };
         if let Some(old) = self.shared.live.swap(Some(Arc::new(live))) {
             old.close();

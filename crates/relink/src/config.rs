@@ -391,6 +391,10 @@ pub struct Config {
     tcp_keepalive: Option<Duration>,
     seed: Option<u64>,
     sentinel: Option<SentinelConfig>,
+    /// Where metrics go (the `opentelemetry` feature); `None`: the global
+    /// meter provider's. Not data: not serialized, compared or shown.
+    #[cfg(feature = "opentelemetry")]
+    meter: Option<opentelemetry::metrics::Meter>,
 }
 
 impl Config {
@@ -437,6 +441,8 @@ impl Config {
             tcp_keepalive: Some(Self::DEFAULT_TCP_KEEPALIVE),
             seed: None,
             sentinel: None,
+            #[cfg(feature = "opentelemetry")]
+            meter: None,
         };
         config.build()
     }
@@ -551,6 +557,52 @@ impl Config {
     /// picks the [`SentinelConnector`](crate::sentinel::SentinelConnector).
     pub fn with_sentinel(mut self, sentinel: SentinelConfig) -> Self {
         self.sentinel = Some(sentinel);
+        self
+    }
+
+    /// Records the client's metrics (see [`crate::metrics`]) with `meter`
+    /// instead of the global meter provider's `relink` meter.
+    ///
+    /// ```
+    /// # use relink::Config;
+    /// use opentelemetry::metrics::MeterProvider;
+    /// # let provider = opentelemetry::metrics::noop::NoopMeterProvider::new();
+    /// let config = Config::new("redis://127.0.0.1:6379")?.with_meter(provider.meter("relink"));
+    /// # Ok::<(), relink::Error>(())
+    /// ```
+    #[cfg(feature = "opentelemetry")]
+    pub fn with_meter(mut self, meter: opentelemetry::metrics::Meter) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
+    /// Records the client's metrics (see [`crate::metrics`]) through
+    /// `provider`, with relink's own scope (`relink` and the crate's
+    /// version), instead of through the global meter provider.
+    #[cfg(feature = "opentelemetry")]
+    pub fn with_meter_provider(
+        self,
+        provider: &impl opentelemetry::metrics::MeterProvider,
+    ) -> Self {
+        self.with_meter(provider.meter_with_scope(crate::metrics::scope()))
+    }
+
+    /// The meter given to [`with_meter`](Self::with_meter), if any.
+    #[cfg(feature = "opentelemetry")]
+    pub fn meter(&self) -> Option<&opentelemetry::metrics::Meter> {
+        self.meter.as_ref()
+    }
+
+    /// This config, recording its metrics where `other` does (a cluster's
+    /// node probes record where the cluster does).
+    #[cfg_attr(not(feature = "opentelemetry"), allow(unused_mut))]
+    pub(crate) fn with_metrics_of(mut self, other: &Config) -> Self {
+        #[cfg(feature = "opentelemetry")]
+        {
+            self.meter = other.meter.clone();
+        }
+        #[cfg(not(feature = "opentelemetry"))]
+        let _ = other;
         self
     }
 

@@ -17,6 +17,7 @@ pub mod connector;
 pub mod diagnose;
 pub mod error;
 pub mod exclusive;
+pub mod metrics;
 pub mod pubsub;
 pub mod sentinel;
 pub mod sync;

@@ -161,17 +161,20 @@ impl Driver {
                 _ = shutdown.cancelled() => self.input(Input::Shutdown),
                 (attempt, result) = poll_connect(&mut self.connecting) => match result {
                     Ok(conn) => {
+                        shared.calls.metrics.connected();
                         shared.live.store(Some(Arc::new(conn)));
                         self.input(Input::Connected { attempt });
                     }
                     Err(err) => {
                         let kind = failure_kind(&err);
+                        let cause = crate::diagnose::connect_cause(&err);
+                        shared.calls.metrics.connect_failed(cause);
                         let info = shared.config.settings().connection_info();
                         let password = info.redis_settings().password();
                         let evidence = crate::diagnose::redact(&err.to_string(), password);
                         self.last_attempt_failure = Some(relink_core::AttemptFailure::new(
                             attempt,
-                            crate::diagnose::connect_cause(&err),
+                            cause,
                             relink_core::Evidence::new(&evidence),
                         ));
                         // While the cluster is out of reach, command retries
@@ -210,7 +213,7 @@ impl Driver {
             let now = self.now();
             match self.sup.poll_output(now) {
                 Output::Action(action) => self.act(action),
-                Output::Event(event) => observe(&event),
+                Output::Event(event) => observe(&self.shared.calls.metrics, &event),
                 Output::Timeout(t) => return Some(t),
                 _ => return None,
             }
@@ -224,6 +227,7 @@ impl Driver {
                 let client = self.redis_client.clone();
                 let connect = async move { client.get_async_connection().await };
                 self.connecting = Some((attempt, connect.boxed()));
+                self.shared.calls.metrics.connecting();
             }
             Action::RefreshTopology { id } => {
                 let read = match self.shared.live.load_full() {
@@ -366,9 +370,10 @@ impl Driver {
 }
 
 /// Tells the user what the core decided.
-fn observe(event: &Event) {
+fn observe(metrics: &crate::metrics::Metrics, event: &Event) {
     match event {
         Event::StateChanged { from, to } => {
+            metrics.state_changed(*from, *to);
             tracing::info!(%from, %to, "relink cluster state changed");
         }
         Event::Connected { attempts } => {

@@ -219,7 +219,8 @@ impl ClusterConfig {
             .with_backoff_reset_after(sc.backoff_reset_after)
             .with_response_timeout(s.response_timeout())
             .with_outage(OutagePolicy::FailFast)
-            .with_tcp_keepalive(s.tcp_keepalive());
+            .with_tcp_keepalive(s.tcp_keepalive())
+            .with_metrics_of(s);
         if let Some(user) = info.redis_settings().username() {
             c = c.with_username(user);
         }

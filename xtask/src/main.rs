@@ -23,6 +23,7 @@ usage: cargo xtask <command>
 commands:
   test      fmt check, tidy, clippy, wasm32 build of relink-core, cargo test --workspace
             (against a real redis-server, installed when missing and run as root),
+            relink's opentelemetry feature (clippy, docs, its tests),
             the JS tests and the wasm import check, the C ABI steps, a chaos run
   tidy      fail when a driver makes a decision that belongs in relink-core (a literal
             delay or sleep, an error-code match outside the classifier, a liveness
@@ -124,6 +125,20 @@ fn test() -> Result {
             "warnings",
         ]),
     )?;
+    step(
+        "cargo clippy -p relink --all-targets --features opentelemetry -- -D warnings",
+        cargo().args([
+            "clippy",
+            "-p",
+            "relink",
+            "--all-targets",
+            "--features",
+            "opentelemetry",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
     // rustdoc -D warnings. relink-ffi's library is also called `relink`, so
     // its docs go to a directory of their own.
     step(
@@ -142,6 +157,8 @@ fn test() -> Result {
                 "relink-testkit",
                 "-p",
                 "relink-doctor",
+                "--features",
+                "relink/opentelemetry",
             ])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
@@ -172,6 +189,26 @@ fn test() -> Result {
         cargo()
             .args(["test", "--workspace"])
             .env("REDIS_SERVER", &redis_server),
+    )?;
+    // The opentelemetry feature: its own tests and doc examples only (the
+    // rest of relink's tests ran above, and record nothing new with it).
+    step(
+        "cargo test -p relink --features opentelemetry --lib --test metrics",
+        cargo()
+            .args(["test", "-p", "relink", "--features", "opentelemetry"])
+            .args(["--lib", "--test", "metrics"])
+            .env("REDIS_SERVER", &redis_server),
+    )?;
+    step(
+        "cargo test -p relink --features opentelemetry --doc",
+        cargo().args([
+            "test",
+            "-p",
+            "relink",
+            "--features",
+            "opentelemetry",
+            "--doc",
+        ]),
     )?;
     js::test(&redis_server)?;
     check_wasm_modules()?;

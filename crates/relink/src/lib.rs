@@ -6,6 +6,14 @@
 //! (fail fast or a bounded backlog; a command whose fate is unknown is retried
 //! only when that is safe), and connection state restored after a reconnect.
 //! Every decision is made by [`relink_core`]; this crate owns the I/O.
+//!
+//! Cargo features, all off by default:
+//!
+//! - `tls-rustls`: `rediss://` URLs, through redis-rs's rustls support.
+//! - `opentelemetry`: OpenTelemetry metrics under the database semantic
+//!   conventions (`db.client.operation.duration` and friends), recorded
+//!   through the global meter provider or the one given to
+//!   `Config::with_meter_provider`; see [`metrics`] for every instrument.
 
 mod budget;
 mod calls;

@@ -42,7 +42,11 @@
 //!   its time (connect, handshake, setup) in `db.client.connection.create_time`.
 //! - `relink.client.state` counts clients by connectivity state (`idle`,
 //!   `connecting`, `ready`, `transient_failure`); a client that has shut
-//!   down is no longer counted.
+//!   down is no longer counted. Each exclusive connection and each cluster
+//!   node's probe is supervised as a client of its own, and counted (its
+//!   connect attempts too) under its own `server.address`.
+//! - A blocking command (or a lease's call) is recorded once, by the
+//!   exclusive connection it ran on.
 //!
 //! The meter is the one given to `Config::with_meter` (or made by
 //! `Config::with_meter_provider` with relink's scope), else `relink` (with

@@ -44,7 +44,7 @@
 //!   `connecting`, `ready`, `transient_failure`); a client that has shut
 //!   down is no longer counted. Each exclusive connection and each cluster
 //!   node's probe is supervised as a client of its own, and counted (its
-//!   connect attempts too) under its own `server.address`.
+//!   connect attempts too) under the address it connects to.
 //! - A blocking command (or a lease's call) is recorded once, by the
 //!   exclusive connection it ran on.
 //!

@@ -28,7 +28,8 @@
 //!   have been applied). `error.type` is relink's failure kind (`command`
 //!   for a server's error reply, `timeout`, `closed`, `server_busy:loading`,
 //!   ...) or, for a call never sent, why not (`not_connected`,
-//!   `backlog_full`, `queue_timeout`, `deadline_exceeded`, `shutdown`, ...).
+//!   `misconfigured`, `backlog_full`, `queue_timeout`, `deadline_exceeded`,
+//!   `shutdown`, ...).
 //! - `db.client.connection.count` counts the connections relink holds: each
 //!   client's shared connection (always in use: it is multiplexed), each
 //!   exclusive connection, and each cluster node's health probe.
@@ -441,6 +442,7 @@ mod recording {
     fn error_type(err: &RedisError) -> &'static str {
         match Error::from_redis(err) {
             Some(Error::NotConnected { .. }) => "not_connected",
+            Some(Error::Misconfigured { .. }) => "misconfigured",
             Some(Error::BacklogFull { .. }) => "backlog_full",
             Some(Error::QueueTimeout { .. }) => "queue_timeout",
             Some(Error::DeadlineExceeded { .. }) => "deadline_exceeded",

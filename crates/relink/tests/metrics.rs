@@ -14,6 +14,7 @@ use opentelemetry_sdk::metrics::{InMemoryMetricExporter, SdkMeterProvider};
 use redis::AsyncCommands;
 use relink::config::OutagePolicy;
 use relink::core::backoff::{BackoffPolicy, Jitter, Strategy};
+use relink::core::ConnectCause;
 use relink::{metrics, Client, Config, Error, Outcome, State};
 use relink_testkit::{FaultProxy, RedisServer};
 
@@ -334,15 +335,16 @@ async fn a_refused_port_counts_failed_connect_attempts_with_their_cause() {
     let mut client =
         Client::new(config(&url, &recorded).with_outage(OutagePolicy::FailFast)).expect("client");
     let mut health = client.health();
-    let cause = tokio::time::timeout(
+    let failure = tokio::time::timeout(
         PATIENCE,
-        health.wait_for(|h| h.attempt >= 2 && h.last_failure.is_some()),
+        health.wait_for(|h| h.attempt >= 2 && h.last_attempt_failure.is_some()),
     )
     .await
     .expect("attempts fail within PATIENCE")
     .expect("health open")
-    .last_failure
+    .last_attempt_failure
     .expect("a failure");
+    assert_eq!(failure.cause, ConnectCause::Refused, "{failure}");
     let err = client
         .get::<_, Option<String>>("k")
         .await
@@ -353,8 +355,8 @@ async fn a_refused_port_counts_failed_connect_attempts_with_their_cause() {
     let attempts = recorded.instrument(metrics::CONNECT_ATTEMPTS);
     let failed = attempts.total(&[
         ("server.port", port.as_str()),
-        ("relink.connect.cause", cause.as_str()),
-        ("error.type", cause.as_str()),
+        ("relink.connect.cause", "refused"),
+        ("error.type", ConnectCause::Refused.kind().as_str()),
     ]);
     assert!(failed >= 1.0, "{attempts:#?}");
     assert_eq!(
@@ -435,4 +437,42 @@ async fn a_queued_call_is_a_pending_request_until_it_ends() {
         1.0,
         "{duration:#?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_a_misconfiguration_with_its_cause() {
+    let recorded = Recorded::new();
+    let server = RedisServer::builder().password("right").start();
+    let url = format!("redis://:wrong@127.0.0.1:{}", server.port());
+    let mut client = Client::new(config(&url, &recorded)).expect("client");
+    let mut health = client.health();
+    tokio::time::timeout(PATIENCE, health.wait_for(|h| h.misconfigured))
+        .await
+        .expect("misconfigured within PATIENCE")
+        .expect("health open");
+    let err = client
+        .get::<_, Option<String>>("k")
+        .await
+        .expect_err("misconfigured");
+    assert_eq!(Error::outcome_of(&err), Outcome::NotApplied, "{err}");
+
+    let attempts = recorded.instrument(metrics::CONNECT_ATTEMPTS);
+    assert!(
+        attempts.total(&[
+            ("relink.connect.cause", "auth"),
+            ("error.type", ConnectCause::Auth.kind().as_str()),
+        ]) >= 1.0,
+        "{attempts:#?}"
+    );
+    let duration = recorded.instrument(metrics::OPERATION_DURATION);
+    assert_eq!(
+        duration.total(&[
+            ("db.operation.name", "GET"),
+            ("relink.outcome", "not_applied"),
+            ("error.type", "misconfigured"),
+        ]),
+        1.0,
+        "{duration:#?}"
+    );
+    client.shutdown().await;
 }

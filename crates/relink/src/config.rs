@@ -38,6 +38,7 @@
 //!     response_timeout = "2s"     # one attempt
 //!     deadline = "10s"             # a whole call, retries included; or false
 //!     tcp_keepalive = "30s"        # or false
+//!     tcp_nodelay = true           # false: Nagle coalesces small writes
 //!     seed = 42                    # optional: fixed backoff jitter
 //!
 //!     [heartbeat]
@@ -389,6 +390,7 @@ pub struct Config {
     retry: RetryPolicy,
     exclusive: ExclusiveConfig,
     tcp_keepalive: Option<Duration>,
+    tcp_nodelay: bool,
     seed: Option<u64>,
     sentinel: Option<SentinelConfig>,
     /// Where metrics go (the `opentelemetry` feature); `None`: the global
@@ -439,6 +441,7 @@ impl Config {
             retry: RetryPolicy::default(),
             exclusive: ExclusiveConfig::default(),
             tcp_keepalive: Some(Self::DEFAULT_TCP_KEEPALIVE),
+            tcp_nodelay: true,
             seed: None,
             sentinel: None,
             #[cfg(feature = "opentelemetry")]
@@ -540,6 +543,14 @@ impl Config {
     /// Sets the TCP keepalive idle time (whole seconds, 1s..=32767s); `None` disables it.
     pub fn with_tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
         self.tcp_keepalive = idle;
+        self
+    }
+
+    /// Sets `TCP_NODELAY` on the client's sockets (default `true`: each
+    /// command leaves at once; `false` lets the kernel's Nagle algorithm
+    /// coalesce small writes, as redis-rs's own default does).
+    pub fn with_tcp_nodelay(mut self, nodelay: bool) -> Self {
+        self.tcp_nodelay = nodelay;
         self
     }
 
@@ -709,7 +720,7 @@ impl Config {
             redis = redis.set_db(db);
         }
         redis = redis.set_protocol(self.protocol.into());
-        let mut tcp = TcpSettings::default().set_nodelay(true);
+        let mut tcp = TcpSettings::default().set_nodelay(self.tcp_nodelay);
         if let Some(idle) = self.tcp_keepalive {
             tcp = tcp.set_keepalive(socket2::TcpKeepalive::new().with_time(idle));
         }
@@ -793,6 +804,11 @@ impl Config {
         self.tcp_keepalive
     }
 
+    /// Whether `TCP_NODELAY` is set on the client's sockets.
+    pub fn tcp_nodelay(&self) -> bool {
+        self.tcp_nodelay
+    }
+
     /// The fixed backoff seed, if any.
     pub fn seed(&self) -> Option<u64> {
         self.seed
@@ -835,6 +851,7 @@ impl fmt::Debug for Config {
             .field("retry", &self.retry)
             .field("exclusive", &self.exclusive)
             .field("tcp_keepalive", &self.tcp_keepalive)
+            .field("tcp_nodelay", &self.tcp_nodelay)
             .field("seed", &self.seed)
             .field("sentinel", &self.sentinel)
             .finish()
@@ -857,6 +874,7 @@ impl PartialEq for Config {
             && self.retry == other.retry
             && self.exclusive == other.exclusive
             && self.tcp_keepalive == other.tcp_keepalive
+            && self.tcp_nodelay == other.tcp_nodelay
             && self.seed == other.seed
             && self.sentinel == other.sentinel
     }
@@ -1463,6 +1481,8 @@ pub(crate) struct RawConfig {
         deserialize_with = "de_keepalive"
     )]
     tcp_keepalive: Option<Option<Duration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tcp_nodelay: Option<bool>,
     /// `Some(None)`: written `false` (or JSON `null`), no total bound.
     #[serde(
         default,
@@ -1563,6 +1583,9 @@ impl TryFrom<RawConfig> for Config {
         if let Some(keepalive) = raw.tcp_keepalive {
             config.tcp_keepalive = keepalive;
         }
+        if let Some(nodelay) = raw.tcp_nodelay {
+            config.tcp_nodelay = nodelay;
+        }
         if let Some(deadline) = raw.deadline {
             config.deadline = deadline;
         }
@@ -1592,6 +1615,7 @@ impl From<Config> for RawConfig {
             backoff_reset_after: Some(c.supervisor.backoff_reset_after),
             response_timeout: Some(c.response_timeout),
             tcp_keepalive: Some(c.tcp_keepalive),
+            tcp_nodelay: Some(c.tcp_nodelay),
             deadline: Some(c.deadline),
             seed: c.seed,
             heartbeat: Some(RawHeartbeat {

@@ -698,6 +698,9 @@ typedef struct relink_supervisor_config {
   // still apply). Default: exponential from 1 s, x2, at most 30 s, equal
   // jitter.
   struct relink_backoff_policy misconfigured_backoff;
+  // The longest wait after a refused attempt (nothing listening: a
+  // restart is noticed within it); at least 1. Default 100.
+  uint64_t refused_max_delay_ms;
 } relink_supervisor_config;
 
 // One thing that happened, for `relink_supervisor_handle_input`. Only the

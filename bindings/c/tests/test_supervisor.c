@@ -330,6 +330,7 @@ static void config_from_json(const json *c, relink_supervisor_config *out) {
   out->connect_timeout_ms = json_duration_ms(field(&f, "connect_timeout"));
   out->backoff_reset_after_ms = json_duration_ms(field(&f, "backoff_reset_after"));
   vectors_backoff_policy(field(&f, "misconfigured_backoff"), &out->misconfigured_backoff);
+  out->refused_max_delay_ms = json_duration_ms(field(&f, "refused_max_delay"));
   all_fields_read(&f);
 }
 

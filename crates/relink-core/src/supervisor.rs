@@ -209,6 +209,13 @@ pub struct SupervisorConfig {
     /// a wrong password does not hammer the server. The longer of the two
     /// delays is waited, and `backoff`'s limits still apply.
     pub misconfigured_backoff: BackoffPolicy,
+    /// The longest wait after an attempt that was refused (nothing listens
+    /// on the port: the server is down or restarting, the host up). A
+    /// refusal costs the server's host one RST, so a restart is noticed
+    /// within this delay however long the outage and the backoff have
+    /// grown; other failures wait the backoff's delay.
+    #[serde(with = "crate::duration::human")]
+    pub refused_max_delay: Duration,
 }
 
 impl Default for SupervisorConfig {
@@ -219,6 +226,7 @@ impl Default for SupervisorConfig {
             connect_timeout: Duration::from_secs(2),
             backoff_reset_after: Duration::from_secs(10),
             misconfigured_backoff: SupervisorConfig::default_misconfigured_backoff(),
+            refused_max_delay: Duration::from_millis(100),
         }
     }
 }
@@ -254,6 +262,12 @@ impl SupervisorConfig {
         self
     }
 
+    /// Sets the longest wait after a refused attempt.
+    pub fn refused_max_delay(mut self, delay: Duration) -> Self {
+        self.refused_max_delay = delay;
+        self
+    }
+
     /// The default [`misconfigured_backoff`](Self::misconfigured_backoff):
     /// exponential from 1 s, ×2, at most 30 s, equal jitter, no limit.
     pub fn default_misconfigured_backoff() -> BackoffPolicy {
@@ -273,6 +287,7 @@ impl SupervisorConfig {
             ("heartbeat.interval", self.heartbeat.interval),
             ("heartbeat.timeout", self.heartbeat.timeout),
             ("connect_timeout", self.connect_timeout),
+            ("refused_max_delay", self.refused_max_delay),
         ];
         for (field, d) in positive {
             if d < Duration::from_millis(1) {
@@ -930,7 +945,8 @@ impl Supervisor {
         }
         // Told first; what follows it (scheduled, or gave up) comes next.
         let at = self.out.len();
-        let retry_at = self.schedule_attempt(now);
+        let cap = (cause == ConnectCause::Refused).then_some(self.config.refused_max_delay);
+        let retry_at = self.schedule_attempt(now, cap);
         self.out.insert(
             at,
             Output::Event(Event::ConnectAttemptFailed {
@@ -984,7 +1000,7 @@ impl Supervisor {
             // the backoff takes over. A flapping server never earns this.
             self.attempt_at_once(now);
         } else {
-            self.schedule_attempt(now);
+            self.schedule_attempt(now, None);
         }
     }
 
@@ -1000,10 +1016,14 @@ impl Supervisor {
     }
 
     /// After a failure: wait the next backoff delay (the longer of the two
-    /// while misconfigured), or give up. Returns when the next attempt is due.
-    fn schedule_attempt(&mut self, now: Timestamp) -> Option<Timestamp> {
+    /// while misconfigured; at most `cap`), or give up. Returns when the
+    /// next attempt is due.
+    fn schedule_attempt(&mut self, now: Timestamp, cap: Option<Duration>) -> Option<Timestamp> {
         let elapsed = now.saturating_since(self.outage_start);
         let mut delay = self.backoff.next_delay(elapsed);
+        if let (Some(d), Some(cap)) = (delay, cap) {
+            delay = Some(d.min(cap));
+        }
         if self.misconfigured {
             delay = match (delay, self.misconfigured_backoff.next_delay(elapsed)) {
                 (Some(a), Some(b)) => Some(a.max(b)),

@@ -79,7 +79,11 @@ fn a_hung_server_is_declared_dead_within_the_heartbeat_bound() {
 
 #[test]
 fn a_long_outage_keeps_retrying_at_the_capped_delay_and_recovers() {
-    let config = SupervisorConfig::default().backoff(doubling(1600));
+    // (The scripted server refuses while down; refusals are not capped
+    // here, so the backoff's own growth shows.)
+    let config = SupervisorConfig::default()
+        .backoff(doubling(1600))
+        .refused_max_delay(Duration::from_secs(60));
     let trace = run(&scenario(config, &[(Mode::Up, 1000), (Mode::Down, 60_000)])).unwrap();
     let delays = trace.reconnect_delays_ms();
     assert_eq!(&delays[..6], &[100, 200, 400, 800, 1600, 1600]);
@@ -145,6 +149,38 @@ fn a_wrong_password_is_retried_slowly_and_fixed_at_once() {
             )
     });
     assert!(ready_after);
+}
+
+#[test]
+fn a_restart_is_noticed_within_the_refused_delay_however_long_the_outage() {
+    // A minute of refusals: the backoff grows to its 5 s cap, but a refused
+    // attempt waits at most 100 ms, so the server's return is noticed
+    // within that.
+    let config = SupervisorConfig::default();
+    let trace = run(&scenario(config, &[(Mode::Up, 1000), (Mode::Down, 60_000)])).unwrap();
+    let delays = trace.reconnect_delays_ms();
+    assert!(delays.iter().all(|&d| d <= 100), "{delays:?}");
+    let back = 1000 + 60_000;
+    let ready = trace
+        .events
+        .iter()
+        .find(|(at, e)| {
+            *at >= back
+                && matches!(
+                    e,
+                    Event::StateChanged {
+                        to: State::Ready,
+                        ..
+                    }
+                )
+        })
+        .map(|(at, _)| *at)
+        .expect("ready again");
+    assert!(
+        ready - back <= 100 + 2,
+        "ready {} ms after the server was back",
+        ready - back
+    );
 }
 
 #[test]

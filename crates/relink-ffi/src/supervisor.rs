@@ -174,6 +174,9 @@ pub struct relink_supervisor_config {
     /// still apply). Default: exponential from 1 s, x2, at most 30 s, equal
     /// jitter.
     pub misconfigured_backoff: relink_backoff_policy,
+    /// The longest wait after a refused attempt (nothing listening: a
+    /// restart is noticed within it); at least 1. Default 100.
+    pub refused_max_delay_ms: u64,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -190,6 +193,7 @@ impl relink_supervisor_config {
             connect_timeout_ms: ms(c.connect_timeout),
             backoff_reset_after_ms: ms(c.backoff_reset_after),
             misconfigured_backoff: relink_backoff_policy::from_policy(&c.misconfigured_backoff),
+            refused_max_delay_ms: ms(c.refused_max_delay),
         }
     }
 
@@ -209,6 +213,7 @@ impl relink_supervisor_config {
             })
             .connect_timeout(Duration::from_millis(self.connect_timeout_ms))
             .backoff_reset_after(Duration::from_millis(self.backoff_reset_after_ms))
+            .refused_max_delay(Duration::from_millis(self.refused_max_delay_ms))
             .build()
             .map_err(|e| {
                 relink_error::new(

@@ -152,35 +152,52 @@ fn a_wrong_password_is_retried_slowly_and_fixed_at_once() {
 }
 
 #[test]
-fn a_restart_is_noticed_within_the_refused_delay_however_long_the_outage() {
-    // A minute of refusals: the backoff grows to its 5 s cap, but a refused
-    // attempt waits at most 100 ms, so the server's return is noticed
-    // within that.
-    let config = SupervisorConfig::default();
-    let trace = run(&scenario(config, &[(Mode::Up, 1000), (Mode::Down, 60_000)])).unwrap();
-    let delays = trace.reconnect_delays_ms();
-    assert!(delays.iter().all(|&d| d <= 100), "{delays:?}");
-    let back = 1000 + 60_000;
-    let ready = trace
-        .events
+fn a_restart_is_noticed_fast_and_a_long_outage_is_not_hammered() {
+    // Refusals while the outage is young are retried within 100 ms (or
+    // 1/25 of the outage so far), whatever the backoff has grown to.
+    for outage in [300, 1000, 3000] {
+        let trace = run(&scenario(
+            SupervisorConfig::default(),
+            &[(Mode::Up, 1000), (Mode::Down, outage)],
+        ))
+        .unwrap();
+        let back = 1000 + outage;
+        let ready = trace
+            .events
+            .iter()
+            .find(|(at, e)| {
+                *at >= back
+                    && matches!(
+                        e,
+                        Event::StateChanged {
+                            to: State::Ready,
+                            ..
+                        }
+                    )
+            })
+            .map(|(at, _)| *at)
+            .expect("ready again");
+        let bound = 100.max(outage / 25) + 2;
+        assert!(
+            ready - back <= bound,
+            "{outage} ms outage: ready {} ms after the server was back (bound {bound})",
+            ready - back
+        );
+    }
+    // A minute of refusals: at most 2 attempts a second on average.
+    let trace = run(&scenario(
+        SupervisorConfig::default(),
+        &[(Mode::Up, 1000), (Mode::Down, 60_000)],
+    ))
+    .unwrap();
+    let attempts = trace
+        .actions
         .iter()
-        .find(|(at, e)| {
-            *at >= back
-                && matches!(
-                    e,
-                    Event::StateChanged {
-                        to: State::Ready,
-                        ..
-                    }
-                )
+        .filter(|(at, a)| {
+            (1000..61_000).contains(at) && matches!(a, relink_core::Action::Connect { .. })
         })
-        .map(|(at, _)| *at)
-        .expect("ready again");
-    assert!(
-        ready - back <= 100 + 2,
-        "ready {} ms after the server was back",
-        ready - back
-    );
+        .count();
+    assert!(attempts <= 120, "{attempts} attempts in a 60 s outage");
 }
 
 #[test]

@@ -209,11 +209,13 @@ pub struct SupervisorConfig {
     /// a wrong password does not hammer the server. The longer of the two
     /// delays is waited, and `backoff`'s limits still apply.
     pub misconfigured_backoff: BackoffPolicy,
-    /// The longest wait after an attempt that was refused (nothing listens
-    /// on the port: the server is down or restarting, the host up), while
-    /// the outage is young: a refusal costs the server's host one RST, so a
-    /// restart is noticed within this delay however far the backoff has
-    /// grown. As the outage ages the cap decays: it is the longer of this
+    /// The longest wait after an attempt that was refused, while the
+    /// outage is young: nothing listens on the port (the server is down or
+    /// restarting, its host up: a refusal costs one RST), or the server
+    /// answered that it is not ready yet (`LOADING` its dataset, `BUSY`
+    /// with a script, a replica not yet promoted): the server's return, or
+    /// the end of its load, is noticed within this delay however far the
+    /// backoff has grown. As the outage ages the cap decays: it is the longer of this
     /// and 1/25 of the outage so far ([`REFUSED_DECAY`]), so a client
     /// averages at most 2 attempts a second over a 60 s outage. Other
     /// failures wait the backoff's delay.
@@ -955,7 +957,11 @@ impl Supervisor {
         }
         // Told first; what follows it (scheduled, or gave up) comes next.
         let at = self.out.len();
-        let cap = (cause == ConnectCause::Refused).then(|| {
+        let refused = matches!(
+            cause,
+            ConnectCause::Refused | ConnectCause::ServerBusy(_) | ConnectCause::NotMaster
+        );
+        let cap = refused.then(|| {
             // Whole milliseconds, like every delay handed out.
             let outage = now.saturating_since(self.outage_start).as_millis();
             let decayed = outage / u128::from(REFUSED_DECAY);

@@ -333,6 +333,13 @@ fn supervisor_cases() -> Vec<SupervisorCaseDef> {
             evidence: relink_core::Evidence::new("Connection refused (os error 111)"),
         })
     };
+    let loading = |attempt| {
+        Some(ConnectFailed {
+            attempt,
+            cause: relink_core::ConnectCause::ServerBusy(relink_core::BusyReason::Loading),
+            evidence: relink_core::Evidence::new("LOADING Redis is loading the dataset in memory"),
+        })
+    };
     let lost = Some(ConnectionLost {
         kind: FailureKind::Closed,
     });
@@ -404,6 +411,23 @@ fn supervisor_cases() -> Vec<SupervisorCaseDef> {
                 (15_006, refused(1)),
                 (15_106, None),
                 (15_110, connected(2)),
+            ],
+        ),
+        (
+            "a loading server is polled at a steady pace, not a growing backoff",
+            sup_config(),
+            1,
+            vec![
+                (0, Some(Start)),
+                (5, loading(1)),
+                (105, None),
+                (110, loading(2)),
+                (210, None),
+                (215, loading(3)),
+                (315, None),
+                (320, loading(4)),
+                (420, None),
+                (425, connected(5)),
             ],
         ),
         (

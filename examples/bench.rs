@@ -734,6 +734,7 @@ async fn recovery_section(
     shutdown(&client).await?;
     let _ = tokio::time::timeout(Duration::from_secs(2), collector).await;
     let killed = killed_connection(server).await?;
+    let with_defaults = defaults_recovery(server).await?;
     let loading = after_loading().await?;
 
     writeln!(
@@ -806,6 +807,18 @@ async fn recovery_section(
         ms(max),
         killed.len()
     )?;
+    writeln!(
+        md,
+        "With relink's defaults (backoff 100 ms ×2 up to 5 s; a connection up for 10 s, \
+         so its loss is retried at once), the server SIGKILLed, down for the given time, \
+         restarted: from `restart()` returning to the first successful `SET`.\n"
+    )?;
+    writeln!(md, "| down for | first success |")?;
+    writeln!(md, "| --- | --- |")?;
+    for (outage, first) in &with_defaults {
+        writeln!(md, "| {} | {} |", ms(*outage), ms(*first))?;
+    }
+    writeln!(md)?;
     let (min, median, max) = summary(&loading);
     writeln!(
         md,
@@ -873,6 +886,39 @@ async fn killed_connection(server: &RedisServer) -> Res<Vec<Duration>> {
     }
     shutdown(&client).await?;
     Ok(times)
+}
+
+/// Kill -9 and restart under a client with relink's defaults, each time
+/// after its connection was up for `backoff_reset_after`: the outage and
+/// the time from the restart to the first successful `SET`.
+async fn defaults_recovery(server: &mut RedisServer) -> Res<Vec<(Duration, Duration)>> {
+    let config = Config::new(&server.url())?.with_client_name("bench-defaults");
+    let stable = config.supervisor_config().backoff_reset_after;
+    let client = Client::new(config)?;
+    client.wait_ready(Duration::from_secs(10)).await?;
+    let mut writer = client.idempotent();
+    let mut results = Vec::new();
+    for outage in [300, 1_000, 3_000].map(Duration::from_millis) {
+        let () = writer.set("bench:defaults", 0).await?;
+        tokio::time::sleep(stable + Duration::from_millis(200)).await;
+        server.kill();
+        tokio::time::sleep(outage).await;
+        tokio::task::block_in_place(|| server.restart());
+        let back = Instant::now();
+        let mut first = None;
+        for i in 0..100_000u32 {
+            if back.elapsed() > Duration::from_secs(20) {
+                break;
+            }
+            if writer.set::<_, _, ()>("bench:defaults", i).await.is_ok() {
+                first = Some(back.elapsed());
+                break;
+            }
+        }
+        results.push((outage, first.ok_or("no success within 20 s of the restart")?));
+    }
+    shutdown(&client).await?;
+    Ok(results)
 }
 
 /// Times from the end of a dataset load (a plain connection's first PONG

@@ -915,7 +915,10 @@ async fn defaults_recovery(server: &mut RedisServer) -> Res<Vec<(Duration, Durat
                 break;
             }
         }
-        results.push((outage, first.ok_or("no success within 20 s of the restart")?));
+        results.push((
+            outage,
+            first.ok_or("no success within 20 s of the restart")?,
+        ));
     }
     shutdown(&client).await?;
     Ok(results)

@@ -216,7 +216,7 @@ pub struct SupervisorConfig {
     /// with a script, a replica not yet promoted): the server's return, or
     /// the end of its load, is noticed within this delay however far the
     /// backoff has grown. As the outage ages the cap decays: it is the longer of this
-    /// and 1/25 of the outage so far ([`REFUSED_DECAY`]), so a client
+    /// and 1/15 of the outage so far ([`REFUSED_DECAY`]), so a client
     /// averages at most 2 attempts a second over a 60 s outage. Other
     /// failures wait the backoff's delay.
     #[serde(with = "crate::duration::human")]
@@ -603,10 +603,12 @@ struct Probe {
 
 /// How the cap on the wait after a refused attempt decays as an outage ages
 /// ([`SupervisorConfig::refused_max_delay`]): it is at least the outage's
-/// length divided by this. With the 100 ms floor, an outage of 3 s is
-/// retried every 100–120 ms (a restart noticed within about 60 ms, median),
-/// and a 60 s outage costs about 25 + 25·ln(24) ≈ 105 attempts: 1.7 a second.
-pub const REFUSED_DECAY: u32 = 25;
+/// length divided by this. A capped wait is jittered (half the cap plus up
+/// to half), so it averages 3/4 of the cap. With the 100 ms floor, a 3 s
+/// outage is retried every 100–200 ms (its end noticed within about 75 ms,
+/// median), and a 60 s outage costs about 1.5 / 0.075 + (15 / 0.75)·ln(40)
+/// ≈ 94 attempts: 1.6 a second.
+pub const REFUSED_DECAY: u32 = 15;
 
 /// The most outputs one input (plus the timers it makes due) can queue:
 /// a heartbeat miss that kills the connection queues five.
@@ -643,6 +645,8 @@ pub struct Supervisor {
     busy_since: Option<Timestamp>,
     /// Delays while misconfigured (see [`Health::misconfigured`]).
     misconfigured_backoff: Backoff,
+    /// Jitter of the capped wait after a refusal (see [`schedule_attempt`](Self::schedule_attempt)).
+    rng: crate::rng::SplitMix64,
     last_attempt_failure: Option<AttemptFailure>,
     misconfigured: bool,
     out: VecDeque<Output>,
@@ -667,6 +671,7 @@ impl Supervisor {
                 config.misconfigured_backoff.clone(),
                 seed.rotate_left(32) ^ 0x6d69_7363_6f6e_6667,
             ),
+            rng: crate::rng::SplitMix64::new(seed ^ 0x7265_6675_7365_6421),
             last_attempt_failure: None,
             misconfigured: false,
             config,
@@ -1040,11 +1045,21 @@ impl Supervisor {
     /// After a failure: wait the next backoff delay (the longer of the two
     /// while misconfigured; at most `cap`), or give up. Returns when the
     /// next attempt is due.
+    ///
+    /// A delay cut to `cap` is jittered anew each time (equal jitter: half
+    /// the cap, plus up to half): clients that lost the same server at the
+    /// same instant would otherwise keep the phase of their first delay
+    /// and arrive together when it is back.
     fn schedule_attempt(&mut self, now: Timestamp, cap: Option<Duration>) -> Option<Timestamp> {
         let elapsed = now.saturating_since(self.outage_start);
         let mut delay = self.backoff.next_delay(elapsed);
         if let (Some(d), Some(cap)) = (delay, cap) {
-            delay = Some(d.min(cap));
+            if d > cap {
+                let cap_ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
+                let half = cap_ms / 2;
+                let jittered = (cap_ms - half) + self.rng.range_inclusive(0, half);
+                delay = Some(Duration::from_millis(jittered));
+            }
         }
         if self.misconfigured {
             delay = match (delay, self.misconfigured_backoff.next_delay(elapsed)) {

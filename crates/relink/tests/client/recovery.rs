@@ -234,3 +234,47 @@ async fn a_command_in_flight_fails_when_its_connection_is_declared_dead() {
     server.resume();
     client.shutdown().await;
 }
+
+/// No herd: clients that lost one server at the same instant do not come
+/// back at the same instant. With relink's defaults, the waits after
+/// refusals are jittered anew each time, so 100 clients' connections after
+/// the restart (the instants they became Ready again) spread over most of
+/// the 100 ms refused cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_lost_a_server_together_do_not_return_together() {
+    const CLIENTS: usize = 100;
+    let mut server = RedisServer::start();
+    // relink's defaults; each client draws its own jitter seed.
+    let clients: Vec<relink::Client> = (0..CLIENTS)
+        .map(|_| relink::Client::new(relink::Config::new(&server.url()).unwrap()).unwrap())
+        .collect();
+    for client in &clients {
+        client.wait_ready(PATIENCE).await.unwrap();
+    }
+    server.kill();
+    // Every client has been refused a few times.
+    until("three refused attempts each", || {
+        clients.iter().all(|c| {
+            let h = c.health();
+            let h = h.borrow();
+            h.state != State::Ready && h.attempt >= 3
+        })
+    })
+    .await;
+    tokio::task::block_in_place(|| server.restart());
+    for client in &clients {
+        client.wait_ready(PATIENCE).await.unwrap();
+    }
+    let ready_at: Vec<std::time::Instant> =
+        clients.iter().map(|c| c.health().borrow().since).collect();
+    let first = ready_at.iter().min().copied().unwrap();
+    let last = ready_at.iter().max().copied().unwrap();
+    let spread = last.duration_since(first);
+    assert!(
+        spread >= Duration::from_millis(80),
+        "100 clients came back within {spread:?}"
+    );
+    for client in &clients {
+        client.shutdown().await;
+    }
+}

@@ -12,6 +12,31 @@
 //! arithmetic is integer math plus plain `f64` multiplications and casts
 //! (IEEE-exact on every target); no `powf`, no allocation per step.
 //!
+//! # How the supervisor uses it
+//!
+//! The backoff paces attempts whose failure says nothing about when the
+//! server will be back (a timeout, a reset, a lost connection). Three cases
+//! are paced otherwise, by the [supervisor](crate::supervisor):
+//!
+//! - **A stable connection breaks** (up for `backoff_reset_after`): the first
+//!   attempt goes out at once. Most such losses (a connection killed by a
+//!   proxy or an operator, a restart already over) are mended by connecting
+//!   again; if not, the backoff takes over. A flapping server never earns it.
+//! - **An attempt is refused, or the server says it is not ready yet**
+//!   (nothing listens; `LOADING`, `BUSY`, a replica not yet promoted): the
+//!   wait is cut to `refused_max_delay` (100 ms) while the outage is young,
+//!   and to 1/[`REFUSED_DECAY`](crate::supervisor::REFUSED_DECAY) of the
+//!   outage so far once longer, jittered anew each time. A refusal costs
+//!   the server's host one RST, so a restart or the end of a load is noticed
+//!   within about that cap, whatever the backoff has grown to; the decay
+//!   keeps a long outage under 2 attempts a second; the fresh jitter keeps
+//!   clients that lost the server together from coming back together.
+//! - **A misconfiguration** (a wrong password, a peer that is not Redis):
+//!   the longer of this backoff and the slow `misconfigured_backoff` (1 s,
+//!   ×2, at most 30 s), until the configuration changes.
+//!
+//! The golden vectors pin each (`tests/vectors/supervisor.json`).
+//!
 //! # Serde form
 //!
 //! One flat table; `multiplier` appears only with `exponential`, `step` only

@@ -230,34 +230,37 @@ impl ConnectCause {
         }
     }
 
+    /// Every cause, in a fixed order (the C binding's codes are positions
+    /// in it, from 1: append, never reorder).
+    pub const ALL: [ConnectCause; 22] = [
+        ConnectCause::Refused,
+        ConnectCause::Timeout,
+        ConnectCause::UnknownHost,
+        ConnectCause::Dns,
+        ConnectCause::Unreachable,
+        ConnectCause::Tls,
+        ConnectCause::Auth,
+        ConnectCause::NoPerm,
+        ConnectCause::Denied,
+        ConnectCause::NotRedis,
+        ConnectCause::ServerFull,
+        ConnectCause::ServerBusy(BusyReason::Loading),
+        ConnectCause::ServerBusy(BusyReason::Busy),
+        ConnectCause::ServerBusy(BusyReason::MasterDown),
+        ConnectCause::ServerBusy(BusyReason::ReadOnly),
+        ConnectCause::ServerBusy(BusyReason::TryAgain),
+        ConnectCause::Rejected,
+        ConnectCause::Closed,
+        ConnectCause::Io,
+        ConnectCause::Protocol,
+        ConnectCause::NotMaster,
+        ConnectCause::ServerError,
+    ];
+
     /// The cause named by [`as_str`](Self::as_str), for bindings that pass
     /// it as a string.
     pub fn parse(name: &str) -> Option<ConnectCause> {
-        const ALL: [ConnectCause; 22] = [
-            ConnectCause::Refused,
-            ConnectCause::Timeout,
-            ConnectCause::UnknownHost,
-            ConnectCause::Dns,
-            ConnectCause::Unreachable,
-            ConnectCause::Tls,
-            ConnectCause::Auth,
-            ConnectCause::NoPerm,
-            ConnectCause::Denied,
-            ConnectCause::NotRedis,
-            ConnectCause::ServerFull,
-            ConnectCause::ServerBusy(BusyReason::Loading),
-            ConnectCause::ServerBusy(BusyReason::Busy),
-            ConnectCause::ServerBusy(BusyReason::MasterDown),
-            ConnectCause::ServerBusy(BusyReason::ReadOnly),
-            ConnectCause::ServerBusy(BusyReason::TryAgain),
-            ConnectCause::NotMaster,
-            ConnectCause::ServerError,
-            ConnectCause::Rejected,
-            ConnectCause::Closed,
-            ConnectCause::Io,
-            ConnectCause::Protocol,
-        ];
-        ALL.into_iter().find(|c| c.as_str() == name)
+        ConnectCause::ALL.into_iter().find(|c| c.as_str() == name)
     }
 
     /// What it means, in words for an error message: "authentication

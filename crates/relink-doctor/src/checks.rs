@@ -156,19 +156,7 @@ async fn via_sentinel(
     let sentinel_info = base.clone().set_redis_settings(sentinel_settings);
     let mut sentinel = reach(report, &sentinel_info, config, opts, "sentinel").await?;
     let (host, port) = master_of(report, &mut sentinel.conn, opts, service).await?;
-    let master_addr = match base.addr() {
-        ConnectionAddr::TcpTls {
-            insecure,
-            tls_params,
-            ..
-        } => ConnectionAddr::TcpTls {
-            host,
-            port,
-            insecure: *insecure,
-            tls_params: tls_params.clone(),
-        },
-        _ => ConnectionAddr::Tcp(host, port),
-    };
+    let master_addr = relink::connector::same_transport_at(base.addr(), host, port);
     let info = base.set_addr(master_addr);
     let mut connection = reach(report, &info, config, opts, "master").await?;
     let seen = inspect(

@@ -318,19 +318,7 @@ pub extern "C" fn relink_call_new(
     out: *mut *mut relink_call,
     err: *mut *mut relink_error,
 ) -> relink_code {
-    guard(err, || {
-        // SAFETY: `policy` is NULL or points to a readable policy (contract).
-        let policy = unsafe { try_ref(policy, "policy") }?.to_policy()?;
-        check_out(out, "out")?;
-        let now = Timestamp::from_millis(now_ms);
-        let call = into_raw(relink_call {
-            inner: Call::new(&policy, now, idempotent, seed),
-            policy,
-        });
-        // SAFETY: `out` is not NULL and writable (contract).
-        unsafe { out.write(call) };
-        Ok(())
-    })
+    guard(err, || start(policy, now_ms, idempotent, None, seed, out))
 }
 
 /// Like `relink_call_new` with a deadline of the call's own instead of the
@@ -345,19 +333,33 @@ pub extern "C" fn relink_call_new_with_deadline(
     out: *mut *mut relink_call,
     err: *mut *mut relink_error,
 ) -> relink_code {
+    let deadline = Some(nonzero_ms(deadline_ms));
     guard(err, || {
-        // SAFETY: `policy` is NULL or points to a readable policy (contract).
-        let policy = unsafe { try_ref(policy, "policy") }?.to_policy()?;
-        check_out(out, "out")?;
-        let now = Timestamp::from_millis(now_ms);
-        let call = into_raw(relink_call {
-            inner: Call::with_deadline(now, idempotent, nonzero_ms(deadline_ms), seed),
-            policy,
-        });
-        // SAFETY: `out` is not NULL and writable (contract).
-        unsafe { out.write(call) };
-        Ok(())
+        start(policy, now_ms, idempotent, deadline, seed, out)
     })
+}
+
+/// A call under `*policy` into `*out`, with `deadline` (`None`: the
+/// policy's) — both constructors.
+fn start(
+    policy: *const relink_call_policy,
+    now_ms: u64,
+    idempotent: bool,
+    deadline: Option<Option<Duration>>,
+    seed: u64,
+    out: *mut *mut relink_call,
+) -> FfiResult<()> {
+    // SAFETY: `policy` is NULL or points to a readable policy (contract).
+    let policy = unsafe { try_ref(policy, "policy") }?.to_policy()?;
+    check_out(out, "out")?;
+    let deadline = deadline.unwrap_or(policy.deadline);
+    let call = into_raw(relink_call {
+        inner: Call::with_deadline(Timestamp::from_millis(now_ms), idempotent, deadline, seed),
+        policy,
+    });
+    // SAFETY: `out` is not NULL and writable (contract).
+    unsafe { out.write(call) };
+    Ok(())
 }
 
 /// Writes what to do next to `*out`, given `*input`, seen at `now_ms`. Once

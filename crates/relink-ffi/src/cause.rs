@@ -8,7 +8,6 @@
 
 use std::ffi::{c_char, CStr};
 
-use relink_core::failure::BusyReason;
 use relink_core::{ConnectCause, Evidence};
 
 use crate::boundary::*;
@@ -72,31 +71,8 @@ pub const RELINK_EVIDENCE_SIZE: usize = 121;
 
 const _: () = assert!(RELINK_EVIDENCE_SIZE == Evidence::CAPACITY + 1);
 
-/// Every cause, indexed by its code minus one.
-const CAUSES: [ConnectCause; 22] = [
-    ConnectCause::Refused,
-    ConnectCause::Timeout,
-    ConnectCause::UnknownHost,
-    ConnectCause::Dns,
-    ConnectCause::Unreachable,
-    ConnectCause::Tls,
-    ConnectCause::Auth,
-    ConnectCause::NoPerm,
-    ConnectCause::Denied,
-    ConnectCause::NotRedis,
-    ConnectCause::ServerFull,
-    ConnectCause::ServerBusy(BusyReason::Loading),
-    ConnectCause::ServerBusy(BusyReason::Busy),
-    ConnectCause::ServerBusy(BusyReason::MasterDown),
-    ConnectCause::ServerBusy(BusyReason::ReadOnly),
-    ConnectCause::ServerBusy(BusyReason::TryAgain),
-    ConnectCause::Rejected,
-    ConnectCause::Closed,
-    ConnectCause::Io,
-    ConnectCause::Protocol,
-    ConnectCause::NotMaster,
-    ConnectCause::ServerError,
-];
+/// Every cause, indexed by its code minus one: the core's fixed order.
+const CAUSES: [ConnectCause; 22] = ConnectCause::ALL;
 
 /// The `RELINK_CAUSE_*` code of `cause`.
 pub(crate) fn cause_code(cause: ConnectCause) -> FfiResult<u32> {
@@ -251,32 +227,21 @@ pub extern "C" fn relink_cause_is_misconfiguration(cause: u32) -> bool {
     })
 }
 
+/// The core's name of a cause as a C string, made once per cause for the
+/// process's life (C wants NUL-terminated statics; the names are the core's).
 fn name_of(cause: ConnectCause) -> &'static CStr {
-    match cause {
-        ConnectCause::Refused => c"refused",
-        ConnectCause::Timeout => c"timeout",
-        ConnectCause::UnknownHost => c"unknown_host",
-        ConnectCause::Dns => c"dns",
-        ConnectCause::Unreachable => c"unreachable",
-        ConnectCause::Tls => c"tls",
-        ConnectCause::Auth => c"auth",
-        ConnectCause::NoPerm => c"no_perm",
-        ConnectCause::Denied => c"denied",
-        ConnectCause::NotRedis => c"not_redis",
-        ConnectCause::ServerFull => c"server_full",
-        ConnectCause::ServerBusy(BusyReason::Loading) => c"server_busy:loading",
-        ConnectCause::ServerBusy(BusyReason::Busy) => c"server_busy:busy",
-        ConnectCause::ServerBusy(BusyReason::MasterDown) => c"server_busy:master_down",
-        ConnectCause::ServerBusy(BusyReason::ReadOnly) => c"server_busy:read_only",
-        ConnectCause::ServerBusy(BusyReason::TryAgain) => c"server_busy:try_again",
-        ConnectCause::Rejected => c"rejected",
-        ConnectCause::Closed => c"closed",
-        ConnectCause::Io => c"io",
-        ConnectCause::Protocol => c"protocol",
-        ConnectCause::NotMaster => c"not_master",
-        ConnectCause::ServerError => c"server_error",
-        _ => c"unknown",
-    }
+    static NAMES: std::sync::OnceLock<Vec<std::ffi::CString>> = std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        CAUSES
+            .iter()
+            .map(|c| std::ffi::CString::new(c.as_str()).unwrap_or_default())
+            .collect()
+    });
+    CAUSES
+        .iter()
+        .position(|&c| c == cause)
+        .and_then(|i| names.get(i))
+        .map_or(c"unknown", |name| name.as_c_str())
 }
 
 #[cfg(test)]

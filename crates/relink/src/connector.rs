@@ -172,6 +172,24 @@ pub async fn connect_multiplexed(
     })
 }
 
+/// `host:port` reached the way `base` is: over TLS with the same settings
+/// when `base` is TLS, else plain TCP. For a master that Sentinel names.
+pub fn same_transport_at(base: &ConnectionAddr, host: String, port: u16) -> ConnectionAddr {
+    match base {
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => ConnectionAddr::Tcp(host, port),
+    }
+}
+
 /// A socket a connection can run on.
 trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}

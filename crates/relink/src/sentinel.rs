@@ -238,19 +238,7 @@ impl Connector for SentinelConnector {
             .into_redis());
         };
         let info = config.connection_info();
-        let addr = match info.addr() {
-            ConnectionAddr::TcpTls {
-                insecure,
-                tls_params,
-                ..
-            } => ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure: *insecure,
-                tls_params: tls_params.clone(),
-            },
-            _ => ConnectionAddr::Tcp(host, port),
-        };
+        let addr = crate::connector::same_transport_at(info.addr(), host, port);
         let client = redis::Client::open(info.set_addr(addr))?;
         connect_multiplexed(&client, config, Arc::new(|_| {})).await
     }

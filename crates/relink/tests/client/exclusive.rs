@@ -10,6 +10,25 @@ use relink_testkit::RedisServer;
 
 use crate::{fast_config, ready_client, PATIENCE};
 
+/// WATCH `counter`, read it, and write it plus one in MULTI/EXEC on the
+/// lease: `None` when another client changed it in between.
+async fn watched_increment(tx: &mut relink::Exclusive) -> Option<(i64,)> {
+    redis::cmd("WATCH")
+        .arg("counter")
+        .exec_async(&mut *tx)
+        .await
+        .unwrap();
+    let n: Option<i64> = tx.get("counter").await.unwrap();
+    redis::pipe()
+        .atomic()
+        .set("counter", n.unwrap_or(0) + 1)
+        .ignore()
+        .get("counter")
+        .query_async(&mut *tx)
+        .await
+        .unwrap()
+}
+
 /// 16 tasks increment one counter with optimistic transactions on leased
 /// connections (8 at most), retrying when EXEC answers nil: no update is
 /// lost, so the counter equals the number of EXECs that went through.
@@ -29,20 +48,7 @@ async fn watch_multi_exec_on_leases_loses_no_update() {
                     for attempt in 0.. {
                         assert!(attempt < 10_000, "no progress");
                         let mut tx = client.exclusive().await.expect("lease");
-                        redis::cmd("WATCH")
-                            .arg("counter")
-                            .exec_async(&mut tx)
-                            .await
-                            .unwrap();
-                        let n: Option<i64> = tx.get("counter").await.unwrap();
-                        let done: Option<(i64,)> = redis::pipe()
-                            .atomic()
-                            .set("counter", n.unwrap_or(0) + 1)
-                            .ignore()
-                            .get("counter")
-                            .query_async(&mut tx)
-                            .await
-                            .unwrap();
+                        let done = watched_increment(&mut tx).await;
                         if done.is_some() {
                             break;
                         }
@@ -530,20 +536,7 @@ async fn a_watch_lost_with_its_connection_is_not_run_unguarded() {
     .expect("the replaced connection is noticed");
     assert_eq!(Error::outcome_of(&refused), relink::Outcome::NotApplied);
     // Start again on the same lease: WATCH, read, transaction.
-    redis::cmd("WATCH")
-        .arg("counter")
-        .exec_async(&mut tx)
-        .await
-        .unwrap();
-    let n: Option<i64> = tx.get("counter").await.unwrap();
-    let done: Option<(i64,)> = redis::pipe()
-        .atomic()
-        .set("counter", n.unwrap_or(0) + 1)
-        .ignore()
-        .get("counter")
-        .query_async(&mut tx)
-        .await
-        .unwrap();
+    let done = watched_increment(&mut tx).await;
     assert_eq!(done, Some((1,)));
     drop(tx);
     client.shutdown().await;

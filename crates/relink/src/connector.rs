@@ -64,6 +64,21 @@ pub trait Connector: Send + Sync + fmt::Debug + 'static {
         self.connect(config, Arc::new(|_| {})).await
     }
 
+    /// Opens a RESP2 connection for Pub/Sub, handshake done. Under RESP2 a
+    /// connection in subscribed mode can run nothing else, so subscribers
+    /// get one of redis-rs's dedicated Pub/Sub connections rather than a
+    /// multiplexed one (under RESP3 they use [`connect`](Self::connect)).
+    /// The default refuses: a connector that does not implement it serves
+    /// Pub/Sub under RESP3 only.
+    async fn connect_pubsub(&self, config: &Config) -> Result<redis::aio::PubSub, RedisError> {
+        let _ = config;
+        Err(Error::config(
+            "protocol",
+            "this connector opens no RESP2 Pub/Sub connection: use `resp3`, or implement              `Connector::connect_pubsub`",
+        )
+        .into_redis())
+    }
+
     /// Why an attempt of [`connect`](Self::connect) failed with `err`, and
     /// the evidence, redacted. The default reads the error alone
     /// ([`diagnose::connect_cause`](crate::diagnose::connect_cause)); a
@@ -108,6 +123,12 @@ impl Connector for TcpConnector {
     async fn connect(&self, config: &Config, push: PushHandler) -> Result<Connection, RedisError> {
         let client = redis::Client::open(config.connection_info())?;
         connect_multiplexed(&client, config, push).await
+    }
+
+    async fn connect_pubsub(&self, config: &Config) -> Result<redis::aio::PubSub, RedisError> {
+        redis::Client::open(config.connection_info())?
+            .get_async_pubsub()
+            .await
     }
 
     /// Asks the server again, on a raw socket, for what the error hides.

@@ -190,7 +190,7 @@ impl Driver {
                 },
                 _ = probe_changed.notified() => self.feed_node_states(),
                 _ = shared.poke.notified() => self.input(Input::Poke),
-                _ = sleep(sleep_until) => {}
+                _ = crate::wait::until(sleep_until) => {}
             }
         }
         // However it ended, leave nothing behind.
@@ -460,13 +460,6 @@ async fn poll_read(
             *reading = None;
             (id, result)
         }
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep(until: Option<Instant>) {
-    match until {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
     }
 }

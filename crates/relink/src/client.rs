@@ -554,6 +554,7 @@ impl Client {
                             connector: Arc::clone(&target_connector),
                             config: Arc::new(move || settings.apply(&config)),
                             name: target_config.redacted_url(),
+                            on_displaced: None,
                         },
                         Arc::new(|_, _| true),
                         target_config.supervisor_config(),

@@ -44,11 +44,16 @@ pub(crate) struct Target {
     pub(crate) config: Arc<dyn Fn() -> Config + Send + Sync>,
     /// What the connection is, for the logs.
     pub(crate) name: String,
+    /// Called when the server ends a shard subscription that is still
+    /// wanted (its slot moved to another node): the topology is stale.
+    pub(crate) on_displaced: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// A subscriber connection's task, and the way to its requests.
+#[derive(Clone)]
 pub(crate) struct Link {
     requests: mpsc::UnboundedSender<Request>,
+    lost_at: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 impl Links for Link {
@@ -64,6 +69,19 @@ impl Links for Link {
 }
 
 impl Link {
+    /// Whether its task still runs (it ends when stopped or given up).
+    pub(crate) fn is_running(&self) -> bool {
+        !self.requests.is_closed()
+    }
+
+    /// Since when the connection is down, if it is (it was up before).
+    pub(crate) fn lost_at(&self) -> Option<Instant> {
+        *self
+            .lost_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Starts the task on the current runtime; it ends when `stop` is
     /// cancelled or its supervisor gives up (and then closes the hub when
     /// it `owns_hub`).
@@ -77,7 +95,9 @@ impl Link {
         owns_hub: bool,
     ) -> Link {
         let (requests, rx) = mpsc::unbounded_channel();
+        let lost_at = Arc::new(std::sync::Mutex::new(None));
         let task = Task {
+            lost_at: Arc::clone(&lost_at),
             hub,
             target,
             serves,
@@ -98,7 +118,7 @@ impl Link {
         };
         let span = tracing::debug_span!("relink_subscriber", target = %task.target.name);
         tokio::spawn(tracing::Instrument::instrument(task.run(), span));
-        Link { requests }
+        Link { requests, lost_at }
     }
 }
 
@@ -207,6 +227,7 @@ type ConnectResult = Result<Conn, Diagnosis>;
 type Pending<T> = Option<BoxFuture<'static, T>>;
 
 struct Task {
+    lost_at: Arc<std::sync::Mutex<Option<Instant>>>,
     hub: Arc<Hub>,
     target: Target,
     serves: Serves,
@@ -343,18 +364,18 @@ impl Task {
                 let epoch = self.epoch;
                 let (lost_tx, lost_rx) = mpsc::unbounded_channel();
                 self.lost = Some(lost_rx);
+                let push = PushRoute {
+                    hub: Arc::clone(&hub),
+                    serves: Arc::clone(&serves),
+                    activity,
+                    epoch,
+                    lost: lost_tx,
+                    generation,
+                    on_displaced: self.target.on_displaced.clone(),
+                };
                 let fut = async move {
                     let started = Instant::now();
-                    let made = open(
-                        &*connector,
-                        &config,
-                        hub.clone(),
-                        activity,
-                        epoch,
-                        lost_tx,
-                        generation,
-                    )
-                    .await;
+                    let made = open(&*connector, &config, push).await;
                     let result = match made {
                         Ok(conn) => restore(&conn, &hub, &*serves).await.map(|()| conn),
                         Err(e) => Err(e),
@@ -398,13 +419,22 @@ impl Task {
         }
     }
 
+    fn set_lost_at(&self, at: Option<Instant>) {
+        *self
+            .lost_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = at;
+    }
+
     fn observe(&mut self, event: Event) {
         match event {
             Event::Connected { attempts } => {
+                self.set_lost_at(None);
                 let given = self.hub.in_place(&*self.serves, None, Instant::now());
                 tracing::debug!(attempts, markers = given, "subscriber connected");
             }
             Event::Reconnected { downtime, attempts } => {
+                self.set_lost_at(None);
                 let given = self
                     .hub
                     .in_place(&*self.serves, Some(downtime), Instant::now());
@@ -417,6 +447,7 @@ impl Task {
             }
             Event::Disconnected { cause } => {
                 self.hub.lost();
+                self.set_lost_at(Some(Instant::now()));
                 tracing::warn!(%cause, "relink subscriber connection lost");
             }
             Event::ConnectAttemptFailed {
@@ -469,7 +500,20 @@ impl Task {
 
     fn finished(&mut self, request: Request, result: Result<(), RedisError>) -> Option<Input> {
         let (outcome, input) = match result {
-            Ok(()) => (Outcome::Confirmed, Some(Input::Activity)),
+            Ok(()) => {
+                if request.subscribe {
+                    // Handles on these names that were waiting for a
+                    // connection (or displaced by a slot's move) are in
+                    // place now: one marker each.
+                    let (kind, names) = (request.kind, &request.names);
+                    self.hub.in_place(
+                        &|k, n| k == kind && names.iter().any(|m| m == n),
+                        None,
+                        Instant::now(),
+                    );
+                }
+                (Outcome::Confirmed, Some(Input::Activity))
+            }
             Err(e) if is_server_reply(&e) => (Outcome::Refused(e), Some(Input::Activity)),
             Err(e) => (
                 Outcome::Deferred,
@@ -497,15 +541,56 @@ impl Task {
     }
 }
 
-/// Opens a subscriber connection the way the config says.
-async fn open(
-    connector: &dyn Connector,
-    config: &Config,
+/// Where a RESP3 subscriber connection's pushes go.
+struct PushRoute {
     hub: Arc<Hub>,
+    serves: Serves,
     activity: Arc<AtomicU64>,
     epoch: Instant,
     lost: mpsc::UnboundedSender<u64>,
     generation: u64,
+    on_displaced: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl PushRoute {
+    fn handle(&self, info: PushInfo) {
+        match info.kind {
+            PushKind::Disconnection => {
+                let _ = self.lost.send(self.generation);
+            }
+            // The server ended a shard subscription we still want: its
+            // slot moved. (Our own SUNSUBSCRIBEs concern names no longer
+            // wanted.)
+            PushKind::SUnsubscribe => {
+                let wanted = info
+                    .data
+                    .first()
+                    .and_then(|v| match v {
+                        Value::BulkString(b) => std::str::from_utf8(b).ok(),
+                        _ => None,
+                    })
+                    .is_some_and(|name| {
+                        (self.serves)(Kind::Shard, name) && self.hub.wants(Kind::Shard, name)
+                    });
+                if let (true, Some(displaced)) = (wanted, &self.on_displaced) {
+                    displaced();
+                }
+            }
+            _ => {
+                if self.hub.route_push(&info) {
+                    let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    self.activity.fetch_max(ms, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Opens a subscriber connection the way the config says.
+async fn open(
+    connector: &dyn Connector,
+    config: &Config,
+    push: PushRoute,
 ) -> Result<Conn, RedisError> {
     if config.protocol() == Protocol::Resp2 {
         let pubsub = connector.connect_pubsub(config).await?;
@@ -514,15 +599,9 @@ async fn open(
         sink.ping::<Value>().await?;
         return Ok(Conn::Resp2 { sink, stream });
     }
-    let push = Arc::new(move |info: PushInfo| {
-        if info.kind == PushKind::Disconnection {
-            let _ = lost.send(generation);
-        } else if hub.route_push(&info) {
-            let ms = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-            activity.fetch_max(ms, Ordering::Relaxed);
-        }
-    });
-    let mut connection = connector.connect(config, push).await?;
+    let mut connection = connector
+        .connect(config, Arc::new(move |info| push.handle(info)))
+        .await?;
     let kill = connection.kill.take();
     let mut conn = Conn::Resp3 {
         conn: connection.conn,

@@ -205,6 +205,26 @@ impl Hub {
         (!gone.is_empty()).then_some((sink.kind, gone))
     }
 
+    /// Whether any handle wants `name` of `kind`.
+    pub(crate) fn wants(&self, kind: Kind, name: &str) -> bool {
+        self.lock().wanted.contains_key(&(kind, name.to_owned()))
+    }
+
+    /// `names` of `kind` lost their subscription at `since` (their slot
+    /// moved): the handles on them get a marker once they are in place
+    /// again.
+    pub(crate) fn displaced(&self, kind: Kind, names: &[String], since: Instant) {
+        let mut reg = self.lock();
+        for sink in reg.sinks.values_mut() {
+            if sink.kind == kind
+                && matches!(sink.standing, Standing::InPlace)
+                && sink.names.iter().any(|n| names.contains(n))
+            {
+                sink.standing = Standing::Pending { since };
+            }
+        }
+    }
+
     /// The server confirmed handle `id`'s subscription.
     pub(crate) fn confirmed(&self, id: u64) {
         if let Some(sink) = self.lock().sinks.get_mut(&id) {

@@ -155,6 +155,20 @@ static inline void stop_server(pid_t pid) {
   waitpid(pid, NULL, 0);
 }
 
+/* The defaults, with a fast heartbeat and backoff and waits long enough
+ * for valgrind: what the tests that restart servers use. */
+static inline relink_options test_options(void) {
+  relink_options options;
+  CHECK_OK(relink_options_default(&options));
+  options.heartbeat_interval_ms = 200;
+  options.heartbeat_timeout_ms = 500;
+  options.backoff.initial_delay_ms = 20;
+  options.backoff.max_delay_ms = 200;
+  options.queue_max_wait_ms = 10000;
+  options.response_timeout_ms = 5000; /* valgrind is slow */
+  return options;
+}
+
 /* Sends a command of C strings; returns the reply (the test owns it). */
 static inline relink_reply *command(relink_client *client, size_t argc, const char *const *argv) {
   relink_reply *reply = NULL;

@@ -234,7 +234,7 @@ impl RedisCluster {
     }
 
     /// Waits (bounded) until every replica reports `master_link_status:up`.
-    fn wait_replicas_synced(&self) {
+    pub fn wait_replicas_synced(&self) {
         let deadline = Instant::now() + OK_TIMEOUT;
         for (i, node) in self.nodes.iter().enumerate() {
             loop {

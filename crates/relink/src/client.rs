@@ -555,6 +555,7 @@ impl Client {
                             config: Arc::new(move || settings.apply(&config)),
                             name: target_config.redacted_url(),
                             on_displaced: None,
+                            changes: Some(target_settings.changes.subscribe()),
                         },
                         Arc::new(|_, _| true),
                         target_config.supervisor_config(),

@@ -133,6 +133,7 @@ impl Router {
                 config: Arc::new(move || config.clone()),
                 name: node.to_owned(),
                 on_displaced: Some(Arc::clone(&self.poke)),
+                changes: None,
             },
             serves,
             settings,

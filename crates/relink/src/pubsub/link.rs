@@ -47,6 +47,10 @@ pub(crate) struct Target {
     /// Called when the server ends a shard subscription that is still
     /// wanted (its slot moved to another node): the topology is stale.
     pub(crate) on_displaced: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Changes of the settings `config` reads (credentials updated on the
+    /// live client): each is told to the supervisor, so an attempt waiting
+    /// out a misconfiguration's delay is made again at once.
+    pub(crate) changes: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 /// A subscriber connection's task, and the way to its requests.
@@ -306,6 +310,7 @@ impl Task {
                     }
                     None => Some(Input::ConnectionLost { kind: FailureKind::Closed }),
                 },
+                Some(()) = changed(&mut self.target.changes) => Some(Input::Reconfigured),
                 Some(generation) = recv(&mut self.lost) => {
                     (generation == self.generation)
                         .then_some(Input::ConnectionLost { kind: FailureKind::Closed })
@@ -656,6 +661,13 @@ async fn poll_running(
                 None => std::future::pending().await,
             }
         }
+        None => std::future::pending().await,
+    }
+}
+
+async fn changed(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) -> Option<()> {
+    match changes {
+        Some(rx) => rx.changed().await.ok(),
         None => std::future::pending().await,
     }
 }

@@ -341,3 +341,20 @@ async fn bad_subscriptions_are_refused_clearly() {
     ));
     client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_waits_out_a_wrong_password_until_credentials_are_updated() {
+    let server = RedisServer::builder().password("right").start();
+    let url = format!("redis://:wrong@127.0.0.1:{}", server.port());
+    let client = Client::new(fast_config(&url)).unwrap();
+    // Refused (WRONGPASS): it returns, pending.
+    let mut news = tokio::time::timeout(PATIENCE, client.subscribe(&["news"]))
+        .await
+        .expect("subscribe returns while the password is wrong")
+        .unwrap();
+    client.update_credentials(None, "right").await.unwrap();
+    client.wait_ready(PATIENCE).await.unwrap();
+    let before = publish_until_heard(&client, &mut news, "PUBLISH", "news", "in").await;
+    assert_eq!(markers(&before), 1, "{before:?}");
+    client.shutdown().await;
+}

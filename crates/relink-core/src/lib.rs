@@ -38,7 +38,8 @@ pub use cluster::{ClusterSupervisor, ClusterSupervisorConfig};
 pub use error::ConfigError;
 pub use failure::{BusyReason, Delivery, FailureKind, Outcome};
 pub use supervisor::{
-    Action, AsideVerdict, Event, Health, Input, Output, State, Supervisor, SupervisorConfig,
+    Action, AsideVerdict, Event, Input, Output, State, Supervisor, SupervisorConfig,
+    SupervisorHealth,
 };
 pub use sync::{Epoch, Offer, ResumePlan, ResyncReason, ServerPosition, SyncCursor};
 pub use time::Timestamp;

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use relink_core::failure::{BusyReason, FailureKind};
 use relink_core::supervisor::{
-    Action, AsideVerdict, Event, Health, HeartbeatConfig, Input, Output, Supervisor,
-    SupervisorConfig,
+    Action, AsideVerdict, Event, HeartbeatConfig, Input, Output, Supervisor, SupervisorConfig,
+    SupervisorHealth,
 };
 use relink_core::{AttemptFailure, Timestamp};
 
@@ -635,7 +635,7 @@ impl relink_supervisor_output {
 }
 
 impl relink_health {
-    fn from_health(h: &Health) -> FfiResult<Self> {
+    fn from_health(h: &SupervisorHealth) -> FfiResult<Self> {
         Ok(relink_health {
             state: state_code(h.state),
             since_ms: h.since.as_millis(),

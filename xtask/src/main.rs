@@ -21,7 +21,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  test      fmt check, tidy, clippy, wasm32 build of relink-core, cargo test --workspace
+  test      fmt check, tidy, clippy, rustdoc -D warnings, cargo package of the publishable
+            crates, wasm32 build of relink-core, cargo test --workspace
             (against a real redis-server, installed when missing and run as root),
             relink's opentelemetry feature (clippy, docs, its tests),
             the JS tests and the wasm import check, the C ABI steps, the chaos runs
@@ -42,6 +43,8 @@ commands:
             under a workload through relink, invariants checked on the server;
             --cluster [--seed N] [--duration 30s]: kills, reshards and pauses of a
             spawned Redis Cluster under numbered Pub/Sub (shard and classic channels)
+  package   the packaging check of `test` alone: cargo package of every publishable crate
+            (no `publish = false`), each built from its packaged sources
   vectors   regenerate the golden vectors: RELINK_UPDATE_VECTORS=1 cargo test -p relink-core --test vectors
   codegen   regenerate bindings/c/include/relink.h with the pinned cbindgen (test checks it)
   help      this text
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
             check_wasm_modules()
         }),
         Some("vectors") => vectors(),
+        Some("package") => package(),
         Some("codegen") => c::codegen(false),
         Some("doctor") => doctor(&args[1..]),
         Some("demo") => example("outage-tour", &args[1..]),
@@ -175,6 +179,7 @@ fn test() -> Result {
             .arg(&ffi_docs)
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
+    package()?;
     step(
         &format!("cargo build -p relink-core --no-default-features --target {WASM_TARGET}"),
         cargo().args([
@@ -228,6 +233,69 @@ fn test() -> Result {
     )?;
     println!("xtask test: all steps passed");
     Ok(())
+}
+
+/// `cargo package` of every publishable crate (a workspace member whose
+/// manifest does not say `publish = false`): in dependency order, each
+/// packaged crate built from its packaged sources, the unpublished siblings
+/// resolved from the crates just packaged. What `cargo publish` would upload
+/// builds on its own: no file outside a crate's directory, no path-only
+/// dependency, every manifest field crates.io needs.
+fn package() -> Result {
+    let crates = publishable()?;
+    let mut cmd = cargo();
+    cmd.arg("package");
+    for name in &crates {
+        cmd.args(["-p", name]);
+    }
+    // A work tree with uncommitted edits is the usual state while developing;
+    // what is checked is the files as they are.
+    cmd.arg("--allow-dirty");
+    step(
+        &format!("cargo package -p {}", crates.join(" -p ")),
+        &mut cmd,
+    )
+}
+
+/// The names of the workspace members that may be published.
+fn publishable() -> Result<Vec<String>> {
+    let root = project_root();
+    let read = |path: &Path| {
+        std::fs::read_to_string(path)
+            .map_err(|e| Failure::new(format!("read {}: {e}", path.display())))
+    };
+    let workspace = read(&root.join("Cargo.toml"))?;
+    let members = workspace
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("members = ["))
+        .ok_or_else(|| {
+            Failure::new("the root Cargo.toml lists no `members = [...]` on one line")
+        })?;
+    let mut crates = Vec::new();
+    for member in members.split(',') {
+        let member = member.trim().trim_end_matches(']').trim().trim_matches('"');
+        if member.is_empty() {
+            continue;
+        }
+        let manifest = read(&root.join(member).join("Cargo.toml"))?;
+        let field = |key: &str| {
+            manifest.lines().find_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                (k.trim() == key).then(|| v.trim().trim_matches('"').to_owned())
+            })
+        };
+        if field("publish").as_deref() == Some("false") {
+            continue;
+        }
+        crates.push(
+            field("name")
+                .ok_or_else(|| Failure::new(format!("{member}/Cargo.toml has no name")))?,
+        );
+    }
+    if crates.is_empty() {
+        return Err(Failure::new("no publishable crate found in the workspace"));
+    }
+    Ok(crates)
 }
 
 fn check_wasm_modules() -> Result {

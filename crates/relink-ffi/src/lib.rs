@@ -36,6 +36,7 @@
 // nothing for C callers. rustls-ffi makes the same choice.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+mod abi;
 mod boundary;
 mod call;
 mod cause;

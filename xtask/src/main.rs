@@ -6,7 +6,9 @@
 //! on xtask; it reaches the project only through the commands it runs.
 
 mod c;
+mod install;
 mod js;
+mod python;
 mod tidy;
 mod wasm;
 
@@ -29,8 +31,13 @@ commands:
   tidy      fail when a driver makes a decision that belongs in relink-core (a literal
             delay or sleep, an error-code match outside the classifier, a liveness
             verdict) or the core grows a dependency; allow-list: xtask/tidy-allow.txt
-  c         the C ABI steps of `test` alone: header check, C tests under valgrind,
-            the C example through a restart, the Python test
+  c         the C ABI and Python steps of `test` alone: header check, `install` into a
+            temporary prefix (SONAME, no debug info), the C tests built with pkg-config's
+            flags and run under valgrind, the C example (librelink.a) through a restart;
+            the relink-redis wheel, a fresh venv, pip install, its tests run from outside
+            the source tree
+  install   --prefix DIR: the release librelink.so (SONAME librelink.so.0.1), librelink.a,
+            relink.h and relink.pc into DIR/lib, DIR/include, DIR/lib/pkgconfig
   js        the wasm/JS steps of `test` alone: the Node package, node --test, import check
   doctor    [--sentinel SERVICE] [--cluster] [--timeout 5s] URL: relink-doctor's checks of one
             URL (DNS, TCP, TLS, handshake, PING, loading, role, clients, Sentinel, Cluster)
@@ -83,7 +90,11 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("tidy") => tidy::run(),
-        Some("c") => prepare().and_then(|redis_server| c::test(&redis_server)),
+        Some("c") => prepare().and_then(|redis_server| {
+            let library = c::test(&redis_server)?;
+            python::test(&redis_server, &library)
+        }),
+        Some("install") => install::run(&args[1..]),
         Some("js") => prepare().and_then(|redis_server| {
             js::test(&redis_server)?;
             check_wasm_modules()
@@ -222,7 +233,8 @@ fn test() -> Result {
     )?;
     js::test(&redis_server)?;
     check_wasm_modules()?;
-    c::test(&redis_server)?;
+    let library = c::test(&redis_server)?;
+    python::test(&redis_server, &library)?;
     example(
         "chaos",
         &["--seed", "1", "--duration", "30s"].map(String::from),

@@ -1,15 +1,35 @@
-"""relink from Python through the C ABI (librelink.so) with ctypes.
+"""relink for Python: a blocking Redis client that rides out outages.
 
-A small, dependency-free wrapper: proof that "any language with a C FFI"
-is real. The library is found through $RELINK_LIB, else next to the
-workspace's target/debug or target/release.
+relink keeps the connection alive (reconnect with backoff, heartbeats that
+notice a hung server, a bounded backlog during outages, retries only when
+they are safe) and tells what a failed command may have done. This package
+is a thin, dependency-free ctypes layer over librelink, the C library built
+from the same Rust engine; the wheel carries the library.
 
-    from relink import Client
-    with Client("redis://127.0.0.1:6379", heartbeat_interval_ms=250) as client:
+    import relink_redis
+
+    with relink_redis.Client("redis://127.0.0.1:6379", heartbeat_interval_ms=250) as client:
         client.wait_ready(5.0)
-        client.command("SET", "greeting", b"hello\\x00world")
-        print(client.command("GET", "greeting"))
+        client.command("SET", "greeting", b"hello\\x00world")   # bytes in
+        print(client.command("GET", "greeting"))               # bytes out
+        try:
+            client.command("INCR", "visits")
+        except relink_redis.OutcomeUnknown:
+            ...  # sent, no reply: it may have run (relink never retries an INCR)
+        except relink_redis.NotApplied:
+            ...  # certainly not run: safe to try again
+
+Failures form a hierarchy that mirrors what may have happened on the server:
+RelinkError > CommandFailed > NotApplied / OutcomeUnknown / Rejected (>
+ServerError for an error reply); InvalidArgument and InvalidConfig (also
+ValueErrors) for bad input; NotReady when wait_ready runs
+out of time; Misconfigured when the first connection fails for a cause
+retrying will not fix.
+
+$RELINK_LIB, when set, names another librelink.so to load (development).
 """
+
+from __future__ import annotations
 
 import ctypes
 import os
@@ -24,22 +44,52 @@ from ctypes import (
     c_uint64,
     c_void_p,
 )
+from typing import Any, Callable, Dict, List, Mapping, Optional, Type, Union
+
+__all__ = [
+    "Client",
+    "RelinkError",
+    "InvalidArgument",
+    "InvalidConfig",
+    "NotReady",
+    "Misconfigured",
+    "CommandFailed",
+    "NotApplied",
+    "OutcomeUnknown",
+    "Rejected",
+    "ServerError",
+    "backoff_delays",
+    "version",
+]
 
 # Codes, outcomes, states, reply types: the values of relink.h.
 OK = 0
 INVALID_ARGUMENT = 1
 INVALID_CONFIG = 2
+PANIC = 3
+REENTRANT_CALL = 4
+STRUCT_SIZE = 5
 NOT_CONNECTED = 100
+BACKLOG_FULL = 101
+QUEUE_TIMEOUT = 102
 MAYBE_APPLIED = 103
+NOT_APPLIED = 104
+SHUTDOWN = 105
 TIMEOUT = 106
-DEADLINE_EXCEEDED = 108
 REDIS_ERROR = 107
+DEADLINE_EXCEEDED = 108
 MISCONFIGURED = 109
 OUTCOME_NONE, OUTCOME_NOT_APPLIED, OUTCOME_UNKNOWN, OUTCOME_REJECTED = range(4)
 STATES = ("idle", "connecting", "ready", "transient_failure", "shutdown")
 OUTAGE_QUEUE, OUTAGE_FAIL_FAST = 0, 1
 (REPLY_NIL, REPLY_INTEGER, REPLY_DOUBLE, REPLY_STRING, REPLY_STATUS, REPLY_ERROR,
  REPLY_ARRAY, REPLY_MAP, REPLY_BOOLEAN) = range(9)
+
+#: What a command may return: bytes for strings, str for a status (``"OK"``),
+#: int, float, bool, None, and lists and dicts of these.
+Reply = Any
+#: What a command argument may be: bytes as they are, str as UTF-8, numbers as text.
+Arg = Union[bytes, str, int, float]
 
 
 class BackoffPolicy(ctypes.Structure):
@@ -57,7 +107,10 @@ class BackoffPolicy(ctypes.Structure):
 
 
 class Options(ctypes.Structure):
+    # relink_options: struct_size first (the ABI rule of relink.h), filled by
+    # relink_options_default with this layout's size.
     _fields_ = [
+        ("struct_size", c_size_t),
         ("backoff", BackoffPolicy),
         ("heartbeat_interval_ms", c_uint64),
         ("heartbeat_timeout_ms", c_uint64),
@@ -75,23 +128,26 @@ class Options(ctypes.Structure):
     ]
 
 
-def _find_library():
-    if os.environ.get("RELINK_LIB"):
-        return os.environ["RELINK_LIB"]
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    for profile in ("debug", "release"):
-        path = os.path.join(root, "target", profile, "librelink.so")
-        if os.path.exists(path):
-            return path
-    raise OSError("librelink.so not found: build it with `cargo build -p relink-ffi` or set RELINK_LIB")
+def _library_path() -> str:
+    configured = os.environ.get("RELINK_LIB")
+    if configured:
+        return configured
+    bundled = os.path.join(os.path.dirname(os.path.abspath(__file__)), "librelink.so")
+    if os.path.exists(bundled):
+        return bundled
+    raise OSError(
+        f"librelink.so is not in {os.path.dirname(bundled)}: install relink-redis from its wheel "
+        "(pip install relink-redis, or pip install ./bindings/python in a relink checkout), "
+        "or set RELINK_LIB to a librelink.so"
+    )
 
 
-_lib = ctypes.CDLL(_find_library())
+_lib = ctypes.CDLL(_library_path())
 _P = c_void_p  # every opaque relink pointer
 STATE_CALLBACK = ctypes.CFUNCTYPE(None, c_void_p, c_uint32, c_uint32)
 
 
-def _sig(name, restype, *argtypes):
+def _sig(name: str, restype: Any, *argtypes: Any) -> None:
     fn = getattr(_lib, name)
     fn.restype, fn.argtypes = restype, list(argtypes)
 
@@ -102,7 +158,7 @@ _sig("relink_error_outcome", c_uint32, _P)
 _sig("relink_error_message", c_char_p, _P)
 _sig("relink_error_free", None, _P)
 _sig("relink_code_name", c_char_p, c_uint32)
-_sig("relink_options_default", c_uint32, POINTER(Options))
+_sig("relink_options_default", c_uint32, POINTER(Options), c_size_t)
 _sig("relink_client_connect", c_uint32, c_char_p, POINTER(Options), POINTER(_P), POINTER(_P))
 _sig("relink_client_command", c_uint32, _P, c_size_t, POINTER(c_char_p), POINTER(c_size_t),
      POINTER(_P), POINTER(_P))
@@ -123,23 +179,90 @@ _sig("relink_backoff_new", c_uint32, POINTER(BackoffPolicy), c_uint64, POINTER(_
 _sig("relink_backoff_next_delay", c_bool, _P, c_uint64, POINTER(c_uint64))
 _sig("relink_backoff_free", None, _P)
 
-version = _lib.relink_version().decode()
+#: The version of the loaded librelink.
+version: str = _lib.relink_version().decode()
 
 
 class RelinkError(Exception):
-    """A relink failure: `code` (e.g. MAYBE_APPLIED), `code_name`, `outcome`."""
+    """A relink failure: ``code`` (e.g. MAYBE_APPLIED), ``code_name``
+    (``"RELINK_MAYBE_APPLIED"``), ``outcome`` (OUTCOME_*) and the message."""
 
-    def __init__(self, code, outcome, message):
-        self.code, self.outcome = code, outcome
-        self.code_name = _lib.relink_code_name(code).decode()
+    def __init__(self, code: int, outcome: int, message: str) -> None:
+        self.code, self.outcome, self.message = code, outcome, message
+        self.code_name: str = _lib.relink_code_name(code).decode()
         super().__init__(f"{self.code_name}: {message}")
 
 
-class ServerError(Exception):
-    """The server answered with an error reply (-ERR, -WRONGTYPE ...)."""
+class InvalidArgument(RelinkError, ValueError):
+    """A value the C API cannot take: NULL, invalid UTF-8, a NUL inside a
+    string, an unknown enumeration value, a struct of the wrong size."""
 
 
-def _text(value, what):
+class InvalidConfig(RelinkError, ValueError):
+    """A URL or option relink rejects; the message names it and says why."""
+
+
+class NotReady(RelinkError):
+    """``wait_ready`` ran out of time; the message names the last attempt's cause."""
+
+
+class Misconfigured(RelinkError):
+    """No connection, for a cause retrying will not fix (a wrong password, a
+    server that is not Redis): fix the configuration (``update_credentials``)."""
+
+
+class CommandFailed(RelinkError):
+    """A command did not succeed; the subclass says what may have happened."""
+
+
+class NotApplied(CommandFailed):
+    """Certainly not applied (not sent, the client not connected, the backlog
+    full, shut down, or refused before it ran): trying again is safe."""
+
+
+class OutcomeUnknown(CommandFailed):
+    """Sent, and no reply came: it may have been applied. relink retried it
+    only if it is safe to run twice (a read, or declared idempotent)."""
+
+
+class Rejected(CommandFailed):
+    """The server refused it with an error; retrying gives the same error."""
+
+
+class ServerError(Rejected):
+    """The server answered with an error reply (``-ERR``, ``-WRONGTYPE`` ...):
+    the message is the server's."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(REDIS_ERROR, OUTCOME_REJECTED, message)
+        self.args = (message,)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+_BY_OUTCOME: Dict[int, Type[RelinkError]] = {
+    OUTCOME_NOT_APPLIED: NotApplied,
+    OUTCOME_UNKNOWN: OutcomeUnknown,
+    OUTCOME_REJECTED: Rejected,
+}
+_BY_CODE: Dict[int, Type[RelinkError]] = {
+    INVALID_ARGUMENT: InvalidArgument,
+    STRUCT_SIZE: InvalidArgument,
+    INVALID_CONFIG: InvalidConfig,
+    TIMEOUT: NotReady,
+    MISCONFIGURED: Misconfigured,
+}
+
+
+def _error(code: int, outcome: int, message: str) -> RelinkError:
+    """The exception for a code and outcome: a command's failure by what may
+    have happened to it, anything else by its code."""
+    kind = _BY_OUTCOME.get(outcome) or _BY_CODE.get(code) or RelinkError
+    return kind(code, outcome, message)
+
+
+def _text(value: Union[str, bytes, None], what: str) -> Optional[bytes]:
     """`value` as the bytes of a C string: str is UTF-8 (a lone surrogate from
     os.fsdecode goes through as the byte it stood for, for relink to refuse),
     bytes go as they are, None is NULL."""
@@ -149,11 +272,11 @@ def _text(value, what):
         data = str(value).encode("utf-8", "surrogateescape")
     if data is not None and b"\0" in data:
         # C would see only the text before the NUL.
-        raise RelinkError(INVALID_ARGUMENT, OUTCOME_NONE, f"`{what}` must not contain a NUL character")
+        raise InvalidArgument(INVALID_ARGUMENT, OUTCOME_NONE, f"`{what}` must not contain a NUL character")
     return data
 
 
-def _set_option(struct, name, value, shown):
+def _set_option(struct: ctypes.Structure, name: str, value: Any, shown: str) -> None:
     """Sets a field of relink_options; an integer that the C field cannot
     hold (negative, or too large) is an error naming the option, not a
     silent wrap-around."""
@@ -161,22 +284,22 @@ def _set_option(struct, name, value, shown):
     if kind in (c_uint32, c_uint64, c_size_t) and isinstance(value, int) and not isinstance(value, bool):
         bits = 8 * ctypes.sizeof(kind)
         if value < 0:
-            raise RelinkError(INVALID_CONFIG, OUTCOME_NONE, f"`{shown}` is {value}: must not be negative")
+            raise InvalidConfig(INVALID_CONFIG, OUTCOME_NONE, f"`{shown}` is {value}: must not be negative")
         if value >= 1 << bits:
-            raise RelinkError(INVALID_CONFIG, OUTCOME_NONE,
-                              f"`{shown}` is {value}: must be less than 2**{bits}")
+            raise InvalidConfig(INVALID_CONFIG, OUTCOME_NONE,
+                                f"`{shown}` is {value}: must be less than 2**{bits}")
     setattr(struct, name, value)
 
 
-def _check(code, err):
+def _check(code: int, err: Optional[c_void_p]) -> None:
     if code != OK:
         message = _lib.relink_error_message(err).decode("utf-8", "replace")
         outcome = _lib.relink_error_outcome(err)
         _lib.relink_error_free(err)
-        raise RelinkError(code, outcome, message)
+        raise _error(code, outcome, message)
 
 
-def _convert(reply):
+def _convert(reply: c_void_p) -> Reply:
     kind = _lib.relink_reply_type(reply)
     if kind == REPLY_NIL:
         return None
@@ -200,26 +323,29 @@ def _convert(reply):
 
 class Client:
     """A blocking Redis client that rides out outages. Keyword arguments set
-    fields of relink_options (heartbeat_interval_ms=250, outage_policy=...).
+    fields of relink_options (``heartbeat_interval_ms=250``,
+    ``outage_policy=OUTAGE_FAIL_FAST``, ``backoff_max_delay_ms=...``).
 
-    `url` is `redis://[user[:password]@]host[:port][/db]`, `rediss://...`
-    (TLS, when librelink was built with it) or `redis+unix:///path?db=N`;
-    `valkey://` and `valkeys://` are the same as `redis://` and `rediss://`.
-    A URL or option relink rejects raises RelinkError (code INVALID_CONFIG,
-    or INVALID_ARGUMENT for a value C cannot even pass) whose message says
-    what is wrong."""
+    ``url`` is ``redis://[user[:password]@]host[:port][/db]``, ``rediss://...``
+    (TLS, when librelink was built with it) or ``redis+unix:///path?db=N``;
+    ``valkey://`` and ``valkeys://`` are the same as ``redis://`` and
+    ``rediss://``. A URL or option relink rejects raises InvalidConfig (or
+    InvalidArgument for a value C cannot even pass) whose message says what
+    is wrong. Use it as a context manager, or call ``close()``."""
 
-    def __init__(self, url, on_state_change=None, **options):
-        self._handle = None
+    def __init__(self, url: Union[str, bytes, None],
+                 on_state_change: Optional[Callable[[str, str], None]] = None,
+                 **options: Any) -> None:
+        self._handle: Optional[c_void_p] = None
         opts = Options()
-        _check(_lib.relink_options_default(ctypes.byref(opts)), None)
+        _check(_lib.relink_options_default(ctypes.byref(opts), ctypes.sizeof(opts)), None)
         for name, value in options.items():
             if name.startswith("backoff_") and hasattr(opts.backoff, name[len("backoff_"):]):
                 _set_option(opts.backoff, name[len("backoff_"):], value, name)
             elif name == "client_name":
                 opts.client_name = _text(value, name)
             else:
-                if not hasattr(opts, name):
+                if name == "struct_size" or not hasattr(opts, name):
                     raise TypeError(f"unknown option {name}")
                 _set_option(opts, name, value, name)
         handle, err = _P(), _P()
@@ -233,10 +359,11 @@ class Client:
             err = _P()
             _check(_lib.relink_client_on_state_change(handle, self._callback, None, ctypes.byref(err)), err)
 
-    def command(self, *args):
-        """Runs one command; str arguments are UTF-8, bytes are sent as they are.
-        Returns bytes / int / float / str (status) / None / list / dict, or
-        raises ServerError for an error reply and RelinkError for a failure."""
+    def command(self, *args: Arg) -> Reply:
+        """Runs one command; bytes arguments are sent as they are, str as
+        UTF-8, numbers as their text. Returns bytes for a string reply, str
+        for a status (``"OK"``), int, float, bool, None, list or dict; raises
+        ServerError for an error reply and a CommandFailed for a failure."""
         raw = [a if isinstance(a, bytes) else str(a).encode() for a in args]
         argv = (c_char_p * len(raw))(*raw)
         argvlen = (c_size_t * len(raw))(*(len(a) for a in raw))
@@ -252,39 +379,43 @@ class Client:
         return value
 
     @property
-    def state(self):
+    def state(self) -> str:
+        """``"idle"``, ``"connecting"``, ``"ready"``, ``"transient_failure"`` or ``"shutdown"``."""
         return STATES[_lib.relink_client_state(self._handle)]
 
-    def wait_ready(self, timeout_s):
+    def wait_ready(self, timeout_s: float) -> None:
+        """Waits until the client is ready, for at most ``timeout_s`` seconds:
+        NotReady when time runs out, Misconfigured when the configuration is wrong."""
         err = _P()
         _check(_lib.relink_client_wait_ready(self._handle, int(timeout_s * 1000), ctypes.byref(err)), err)
 
-    def update_credentials(self, password, username=None):
+    def update_credentials(self, password: Union[str, bytes], username: Union[str, bytes, None] = None) -> None:
         """Changes the credentials on the live client (a password rotation
         without a restart): the live connection re-authenticates at once and
-        reconnects use them; a client stuck on a wrong password (MISCONFIGURED)
+        reconnects use them; a client stuck on a wrong password (Misconfigured)
         tries again at once. A refusal (WRONGPASS) changes nothing and raises
         RelinkError with code REDIS_ERROR."""
         err = _P()
         _check(_lib.relink_client_update_credentials(self._handle, _text(username, "username"),
                                                      _text(password, "password"), ctypes.byref(err)), err)
 
-    def close(self):
+    def close(self) -> None:
+        """Shuts the client down: waiting commands fail, the connection closes. Idempotent."""
         if self._handle:
             _lib.relink_client_free(self._handle)
             self._handle = None
 
-    def __enter__(self):
+    def __enter__(self) -> "Client":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         self.close()
 
 
-def backoff_delays(policy_fields, seed, count):
+def backoff_delays(policy_fields: Mapping[str, Any], seed: int, count: int) -> List[int]:
     """The first `count` delays (ms) of a backoff policy (fields of
     relink_backoff_policy over relink's default), elapsed = their running sum."""
     policy = BackoffPolicy()
@@ -293,7 +424,8 @@ def backoff_delays(policy_fields, seed, count):
         setattr(policy, name, value)
     backoff, err = _P(), _P()
     _check(_lib.relink_backoff_new(ctypes.byref(policy), seed, ctypes.byref(backoff), ctypes.byref(err)), err)
-    delays, elapsed, delay = [], 0, c_uint64()
+    delays: List[int] = []
+    elapsed, delay = 0, c_uint64()
     try:
         while len(delays) < count and _lib.relink_backoff_next_delay(backoff, elapsed, ctypes.byref(delay)):
             delays.append(delay.value)

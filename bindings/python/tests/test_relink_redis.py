@@ -9,6 +9,7 @@ relink-redis installed:
         python -m unittest discover -s bindings/python/tests
 """
 
+import ctypes
 import json
 import os
 import socket
@@ -291,6 +292,23 @@ class ArgumentTest(unittest.TestCase):
             self.assertEqual(caught.exception.code, relink.DEADLINE_EXCEEDED)
             self.assertEqual(caught.exception.outcome, relink.OUTCOME_NOT_APPLIED)
             self.assertIsInstance(caught.exception, relink.NotApplied)
+
+    def test_the_options_struct_carries_its_size(self):
+        # The ABI rule of relink.h: the binding's Options is filled for its
+        # own size; a struct of a size no release has is refused, with a
+        # code of its own, before anything else is read.
+        opts = relink.Options()
+        relink._check(relink._lib.relink_options_default(ctypes.byref(opts), ctypes.sizeof(opts)), None)
+        self.assertEqual(opts.struct_size, ctypes.sizeof(opts))
+        opts.struct_size = 0
+        handle, err = relink._P(), relink._P()
+        with self.assertRaises(relink.InvalidArgument) as caught:
+            relink._check(relink._lib.relink_client_connect(b"redis://127.0.0.1:1", ctypes.byref(opts),
+                                                            ctypes.byref(handle), ctypes.byref(err)), err)
+        self.assertEqual(caught.exception.code, relink.STRUCT_SIZE)
+        self.assertIn("relink_options_default", str(caught.exception))
+        with self.assertRaises(TypeError):
+            relink.Client("redis://127.0.0.1:1", struct_size=8)
 
     def test_the_exceptions_mirror_the_outcomes(self):
         # Bad input is a ValueError too; a command's failure is a

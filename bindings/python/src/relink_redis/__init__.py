@@ -280,7 +280,7 @@ def _set_option(struct: ctypes.Structure, name: str, value: Any, shown: str) -> 
     """Sets a field of relink_options; an integer that the C field cannot
     hold (negative, or too large) is an error naming the option, not a
     silent wrap-around."""
-    kind = dict(struct._fields_)[name]
+    kind = {field[0]: field[1] for field in struct._fields_}[name]
     if kind in (c_uint32, c_uint64, c_size_t) and isinstance(value, int) and not isinstance(value, bool):
         bits = 8 * ctypes.sizeof(kind)
         if value < 0:

@@ -180,7 +180,7 @@ static inline void stop_server(pid_t pid) {
  * for valgrind: what the tests that restart servers use. */
 static inline relink_options test_options(void) {
   relink_options options;
-  CHECK_OK(relink_options_default(&options));
+  CHECK_OK(relink_options_default(&options, sizeof options));
   options.heartbeat_interval_ms = 200;
   options.heartbeat_timeout_ms = 500;
   options.backoff.initial_delay_ms = 20;

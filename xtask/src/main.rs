@@ -255,8 +255,11 @@ fn test() -> Result {
 /// dependency, every manifest field crates.io needs.
 fn package() -> Result {
     let crates = publishable()?;
+    forget_earlier_packages(&crates)?;
+    let verify_dir = target_dir().join("package-verify");
+    forget_earlier_builds(&verify_dir, &crates)?;
     let mut cmd = cargo();
-    cmd.arg("package");
+    cmd.arg("package").arg("--target-dir").arg(&verify_dir);
     for name in &crates {
         cmd.args(["-p", name]);
     }
@@ -267,6 +270,88 @@ fn package() -> Result {
         &format!("cargo package -p {}", crates.join(" -p ")),
         &mut cmd,
     )
+}
+
+/// Removes what an earlier `cargo package` left unpacked. The verify step
+/// resolves each crate's siblings through a local registry of the crates
+/// just packaged, and unpacks them under `$CARGO_HOME/registry/src/<that
+/// registry>/NAME-VERSION`; cargo reuses such a directory as it is, so a
+/// sibling changed since (same version) would be verified from stale
+/// sources. crates.io's own directories are left alone.
+fn forget_earlier_packages(crates: &[String]) -> Result {
+    let Some(cargo_home) = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+    else {
+        return Ok(());
+    };
+    // Every workspace member has the workspace's version, xtask's own.
+    let version = env!("CARGO_PKG_VERSION");
+    for kind in ["src", "cache"] {
+        let Ok(registries) = std::fs::read_dir(cargo_home.join("registry").join(kind)) else {
+            continue;
+        };
+        for registry in registries.filter_map(|e| e.ok().map(|e| e.path())) {
+            let name = registry.file_name().unwrap_or_default().to_string_lossy();
+            if name.starts_with("index.crates.io") {
+                continue;
+            }
+            for krate in crates {
+                let unpacked = registry.join(format!("{krate}-{version}"));
+                let archive = registry.join(format!("{krate}-{version}.crate"));
+                for path in [unpacked, archive] {
+                    let removed = if path.is_dir() {
+                        std::fs::remove_dir_all(&path)
+                    } else if path.exists() {
+                        std::fs::remove_file(&path)
+                    } else {
+                        continue;
+                    };
+                    removed.map_err(|e| {
+                        Failure::new(format!("remove stale {}: {e}", path.display()))
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes our crates' build artifacts from the packaging check's own
+/// target directory (dependencies stay cached). The packaged siblings come
+/// from a registry whose files all carry one fixed timestamp, so cargo
+/// never sees them change and would reuse the earlier build of a sibling;
+/// in this directory everything named after our crates is such a build.
+fn forget_earlier_builds(verify_dir: &Path, crates: &[String]) -> Result {
+    let prefixes: Vec<String> = crates
+        .iter()
+        .flat_map(|c| [format!("{c}-"), format!("lib{}-", c.replace('-', "_"))])
+        .chain(crates.iter().map(|c| format!("{}-", c.replace('-', "_"))))
+        .collect();
+    let Ok(profiles) = std::fs::read_dir(verify_dir) else {
+        return Ok(());
+    };
+    for profile in profiles.filter_map(|e| e.ok().map(|e| e.path())) {
+        for kind in [".fingerprint", "deps", "build", "incremental"] {
+            let Ok(entries) = std::fs::read_dir(profile.join(kind)) else {
+                continue;
+            };
+            for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                if !prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+                    continue;
+                }
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed
+                    .map_err(|e| Failure::new(format!("remove stale {}: {e}", path.display())))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The names of the workspace members that may be published.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::AsyncCommands;
+use relink::redis::AsyncCommands;
 use relink::{Client, Config};
 
 #[tokio::main]

@@ -1,7 +1,7 @@
 //! The C side of `cargo xtask test`, and `cargo xtask codegen`: the header
-//! of `crates/relink-ffi`, the C tests under valgrind, the C example riding
-//! out a restart, and the Python (ctypes) test. Knows nothing of what the
-//! tests check.
+//! of `crates/relink-ffi`, the library installed into a temporary prefix,
+//! the C tests built with pkg-config's flags and run under valgrind, the C
+//! example riding out a restart. Knows nothing of what the tests check.
 //!
 //! The header comes from the cbindgen CLI of the version pinned in the root
 //! `Cargo.toml` (`cbindgen = "=X.Y.Z"`), installed with `cargo install` when
@@ -15,7 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::{cargo, header, is_root, project_root, resolve_program, step, Failure, Result};
+use crate::{
+    cargo, header, install, is_root, project_root, resolve_program, step, Failure, Result,
+};
 
 const HEADER: &str = "bindings/c/include/relink.h";
 const CBINDGEN_CONFIG: &str = "bindings/c/cbindgen.toml";
@@ -84,19 +86,52 @@ pub fn codegen(check: bool) -> Result {
     Ok(())
 }
 
-/// Header check, library build, C tests under valgrind, the example through
-/// a restart, the Python test.
-pub fn test(redis_server: &Path) -> Result {
+/// Header check; the release library installed into a temporary prefix
+/// (`cargo xtask install`), checked for its SONAME and the absence of debug
+/// info; the C tests built as a user builds them, `cc $(pkg-config --cflags
+/// --libs relink)`, and run under valgrind; the example linked statically
+/// (`pkg-config --static`) through a restart. Returns the installed library,
+/// for the Python package.
+pub fn test(redis_server: &Path) -> Result<PathBuf> {
     let started = Instant::now();
     let root = project_root();
     codegen(true)?;
-    step(
-        "cargo build -p relink-ffi",
-        cargo().args(["build", "-p", "relink-ffi"]),
+    let valgrind = ensure_tool("valgrind", "valgrind", "the C tests run under it")?;
+    let pkg_config = ensure_tool(
+        "pkg-config",
+        "pkgconf",
+        "the C tests are built with its flags",
     )?;
-    let valgrind = ensure_valgrind()?;
-    // Where cargo built the library, and where the C programs go.
-    let lib_dir = crate::target_dir().join("debug");
+    let readelf = ensure_tool("readelf", "binutils", "it reads the library's SONAME")?;
+    let prefix = crate::target_dir().join("c-prefix");
+    let _ = std::fs::remove_dir_all(&prefix);
+    let installed = install::install(&prefix)?;
+    check_library(&readelf, &installed.shared_library)?;
+    let flags = |args: &[&str]| -> Result<Vec<String>> {
+        let out = Command::new(&pkg_config)
+            .args(args)
+            .arg("relink")
+            .env("PKG_CONFIG_PATH", &installed.pkgconfig_dir)
+            .output()
+            .map_err(|e| Failure::new(format!("cannot run pkg-config: {e}")))?;
+        if !out.status.success() {
+            return Err(Failure::new(format!(
+                "pkg-config {} relink failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect())
+    };
+    let cflags = flags(&["--cflags"])?;
+    let libs = flags(&["--libs"])?;
+    let libdir = flags(&["--variable=libdir"])?.join(" ");
+    // A prefix outside the loader's path: the rpath finds librelink.so.0.1
+    // there, as a user's build for a private prefix would.
+    let rpath = format!("-Wl,-rpath,{libdir}");
     let out_dir = crate::target_dir().join("c");
     std::fs::create_dir_all(&out_dir)
         .map_err(|e| Failure::new(format!("create {}: {e}", out_dir.display())))?;
@@ -110,19 +145,17 @@ pub fn test(redis_server: &Path) -> Result {
     for source in &tests {
         let name = source.file_stem().unwrap_or_default().to_string_lossy();
         let binary = out_dir.join(&*name);
-        // Against the shared library, found through the rpath.
         step(
-            &format!("cc {} (against librelink.so)", rel(source)),
+            &format!("cc {} $(pkg-config --cflags --libs relink)", rel(source)),
             Command::new("cc")
                 .current_dir(&root)
                 .args(CFLAGS)
-                .arg("-Ibindings/c/include")
+                .args(&cflags)
                 .arg(source)
                 .arg("-o")
                 .arg(&binary)
-                .arg(format!("-L{}", lib_dir.display()))
-                .arg("-lrelink")
-                .arg(format!("-Wl,-rpath,{}", lib_dir.display())),
+                .args(&libs)
+                .arg(&rpath),
         )?;
         step(
             &format!("valgrind {}", rel(&binary)),
@@ -135,50 +168,119 @@ pub fn test(redis_server: &Path) -> Result {
         )?;
     }
 
-    // The example links the static library, so both artifacts are exercised.
+    // The example links the static library, so both artifacts are exercised:
+    // `pkg-config --static --libs` with librelink.a in place of -lrelink.
+    let static_libs: Vec<String> = flags(&["--static", "--libs"])?
+        .into_iter()
+        .map(|flag| {
+            if flag == "-lrelink" {
+                installed.lib_dir.join("librelink.a").display().to_string()
+            } else {
+                flag
+            }
+        })
+        .collect();
     let example = out_dir.join("ride_out_restart");
     step(
-        &format!("cc {EXAMPLE} (against librelink.a)"),
+        &format!("cc {EXAMPLE} $(pkg-config --cflags --static --libs relink), librelink.a"),
         Command::new("cc")
             .current_dir(&root)
             .args(CFLAGS)
-            .arg("-Ibindings/c/include")
+            .args(&cflags)
             .arg(EXAMPLE)
             .arg("-o")
             .arg(&example)
-            .arg(lib_dir.join("librelink.a"))
-            .args(["-lpthread", "-ldl", "-lm"]),
+            .args(&static_libs),
     )?;
     example_rides_out_a_restart(redis_server, &example)?;
-
-    step(
-        "python3 -m unittest discover bindings/python",
-        Command::new(python()?)
-            .current_dir(&root)
-            .args(["-m", "unittest", "discover", "-v", "-s", "bindings/python"])
-            .env("REDIS_SERVER", redis_server)
-            .env("RELINK_LIB", lib_dir.join("librelink.so"))
-            .env("PYTHONDONTWRITEBYTECODE", "1"),
-    )?;
     println!("C ABI steps took {:.1} s", started.elapsed().as_secs_f64());
+    Ok(installed.shared_library)
+}
+
+/// The installed library has its SONAME and no debug info.
+fn check_library(readelf: &Path, library: &Path) -> Result {
+    header(&format!(
+        "readelf {}: SONAME, no debug info",
+        library.display()
+    ));
+    let read = |flag: &str| -> Result<String> {
+        let out = Command::new(readelf)
+            .args(["-W", flag])
+            .arg(library)
+            .output()
+            .map_err(|e| Failure::new(format!("cannot run readelf: {e}")))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let soname = format!(
+        "[librelink.so.{}]",
+        install::abi_version(env!("CARGO_PKG_VERSION"))
+    );
+    let dynamic = read("-d")?;
+    if !dynamic
+        .lines()
+        .any(|l| l.contains("(SONAME)") && l.contains(&soname))
+    {
+        return Err(Failure::new(format!(
+            "{} has no SONAME {soname} (crates/relink-ffi/build.rs sets it)",
+            library.display()
+        )));
+    }
+    if read("-S")?.contains(".debug_info") {
+        return Err(Failure::new(format!(
+            "{} carries debug info: the release profile must strip it",
+            library.display()
+        )));
+    }
+    let size = std::fs::metadata(library).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "SONAME {soname}, no .debug_info, {:.1} MB",
+        size as f64 / 1e6
+    );
     Ok(())
 }
 
-/// Runs the example for 3 s against a server that is killed (SIGKILL) after
-/// 1 s and restarted on the same port 0.5 s later; the example exits 0 only
-/// if its last command succeeded.
+/// Runs the example for 3 s; once its first INCR has succeeded, the server
+/// is killed (SIGKILL) and restarted on the same port. Passes when the
+/// example exits 0 (its last command succeeded) and a command reached the
+/// restarted server (whose counter starts again at 1).
 fn example_rides_out_a_restart(redis_server: &Path, example: &Path) -> Result {
     header("ride_out_restart: a server restart under the C example");
     let port = free_port()?;
     let mut server = Server::start(redis_server, port)?;
     let mut run = Command::new(example)
         .args([format!("redis://127.0.0.1:{port}"), "3".into()])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| Failure::new(format!("start {}: {e}", example.display())))?;
-    sleep(Duration::from_secs(1));
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    if let Some(stdout) = run.stdout.take() {
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(|l| l.ok())
+            {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.iter().any(|l: &String| l.starts_with("visits: ")) {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = run.kill();
+                let _ = run.wait();
+                return Err(Failure::new(format!(
+                    "ride_out_restart: no successful INCR within 10 s; it printed {seen:?}"
+                )));
+            }
+        }
+    }
     server.stop();
-    sleep(Duration::from_millis(500));
     let status = match Server::start(redis_server, port) {
         Ok(restarted) => {
             server = restarted;
@@ -191,11 +293,20 @@ fn example_rides_out_a_restart(redis_server: &Path, example: &Path) -> Result {
         }
     };
     drop(server);
+    seen.extend(lines.try_iter());
+    let after_restart = seen
+        .iter()
+        .skip_while(|l| !l.starts_with("visits: "))
+        .skip(1)
+        .any(|l| l == "visits: 1");
     match status {
-        Some(s) if s.success() => {
-            println!("ride_out_restart: last command after the restart succeeded");
+        Some(s) if s.success() && after_restart => {
+            println!("ride_out_restart: commands reached the restarted server; the last succeeded");
             Ok(())
         }
+        Some(s) if s.success() => Err(Failure::new(format!(
+            "ride_out_restart: no INCR reached the restarted server; it printed {seen:?}"
+        ))),
         Some(s) => Err(Failure::new(format!("ride_out_restart failed ({s})"))),
         None => Err(Failure::new("ride_out_restart did not end within 30 s")),
     }
@@ -272,31 +383,35 @@ fn rel(path: &Path) -> String {
         .to_string()
 }
 
-fn python() -> Result<PathBuf> {
-    resolve_program("python3".as_ref()).ok_or_else(|| {
-        Failure::new("python3 not found: the Python binding's test needs it (3.8 or later)")
+/// A tool on PATH, installed with apt-get (Debian package `package`) when
+/// missing and we are root; else a message saying how to install it.
+pub fn ensure_tool(program: &str, package: &str, why: &str) -> Result<PathBuf> {
+    if let Some(found) = resolve_program(program.as_ref()) {
+        return Ok(found);
+    }
+    ensure_apt_package(package, &format!("{program} not found: {why}"))?;
+    resolve_program(program.as_ref()).ok_or_else(|| {
+        Failure::new(format!(
+            "apt-get installed {package}, but {program} is not on PATH"
+        ))
     })
 }
 
-/// valgrind on PATH, installed with apt-get when missing and we are root.
-fn ensure_valgrind() -> Result<PathBuf> {
-    if let Some(found) = resolve_program("valgrind".as_ref()) {
-        return Ok(found);
-    }
+/// `apt-get install` of one Debian package, as root; `why` tells a user who
+/// is not root what is missing.
+pub fn ensure_apt_package(package: &str, why: &str) -> Result {
     if !is_root()? {
-        return Err(Failure::new(
-            "valgrind not found (the C tests run under it): `sudo apt-get install valgrind`",
-        ));
+        return Err(Failure::new(format!(
+            "{why}: `sudo apt-get install {package}`"
+        )));
     }
     step("apt-get update", Command::new("apt-get").arg("update"))?;
     step(
-        "apt-get install -y valgrind",
+        &format!("apt-get install -y {package}"),
         Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends", "valgrind"])
+            .args(["install", "-y", "--no-install-recommends", package])
             .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
-    resolve_program("valgrind".as_ref())
-        .ok_or_else(|| Failure::new("apt-get installed valgrind, but it is not on PATH"))
+    )
 }
 
 /// The cbindgen CLI of the pinned version: on PATH or in `$CARGO_HOME/bin`,

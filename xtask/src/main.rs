@@ -6,7 +6,9 @@
 //! on xtask; it reaches the project only through the commands it runs.
 
 mod c;
+mod install;
 mod js;
+mod python;
 mod tidy;
 mod wasm;
 
@@ -21,15 +23,21 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  test      fmt check, tidy, clippy, wasm32 build of relink-core, cargo test --workspace
+  test      fmt check, tidy, clippy, rustdoc -D warnings, cargo package of the publishable
+            crates, wasm32 build of relink-core, cargo test --workspace
             (against a real redis-server, installed when missing and run as root),
             relink's opentelemetry feature (clippy, docs, its tests),
             the JS tests and the wasm import check, the C ABI steps, the chaos runs
   tidy      fail when a driver makes a decision that belongs in relink-core (a literal
             delay or sleep, an error-code match outside the classifier, a liveness
             verdict) or the core grows a dependency; allow-list: xtask/tidy-allow.txt
-  c         the C ABI steps of `test` alone: header check, C tests under valgrind,
-            the C example through a restart, the Python test
+  c         the C ABI and Python steps of `test` alone: header check, `install` into a
+            temporary prefix (SONAME, no debug info), the C tests built with pkg-config's
+            flags and run under valgrind, the C example (librelink.a) through a restart;
+            the relink-redis wheel, a fresh venv, pip install, its tests run from outside
+            the source tree
+  install   --prefix DIR: the release librelink.so (SONAME librelink.so.0.1), librelink.a,
+            relink.h and relink.pc into DIR/lib, DIR/include, DIR/lib/pkgconfig
   js        the wasm/JS steps of `test` alone: the Node package, node --test, import check
   doctor    [--sentinel SERVICE] [--cluster] [--timeout 5s] URL: relink-doctor's checks of one
             URL (DNS, TCP, TLS, handshake, PING, loading, role, clients, Sentinel, Cluster)
@@ -42,6 +50,8 @@ commands:
             under a workload through relink, invariants checked on the server;
             --cluster [--seed N] [--duration 30s]: kills, reshards and pauses of a
             spawned Redis Cluster under numbered Pub/Sub (shard and classic channels)
+  package   the packaging check of `test` alone: cargo package of every publishable crate
+            (no `publish = false`), each built from its packaged sources
   vectors   regenerate the golden vectors: RELINK_UPDATE_VECTORS=1 cargo test -p relink-core --test vectors
   codegen   regenerate bindings/c/include/relink.h with the pinned cbindgen (test checks it)
   help      this text
@@ -80,12 +90,17 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("tidy") => tidy::run(),
-        Some("c") => prepare().and_then(|redis_server| c::test(&redis_server)),
+        Some("c") => prepare().and_then(|redis_server| {
+            let library = c::test(&redis_server)?;
+            python::test(&redis_server, &library)
+        }),
+        Some("install") => install::run(&args[1..]),
         Some("js") => prepare().and_then(|redis_server| {
             js::test(&redis_server)?;
             check_wasm_modules()
         }),
         Some("vectors") => vectors(),
+        Some("package") => package(),
         Some("codegen") => c::codegen(false),
         Some("doctor") => doctor(&args[1..]),
         Some("demo") => example("outage-tour", &args[1..]),
@@ -175,6 +190,7 @@ fn test() -> Result {
             .arg(&ffi_docs)
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
+    package()?;
     step(
         &format!("cargo build -p relink-core --no-default-features --target {WASM_TARGET}"),
         cargo().args([
@@ -217,7 +233,8 @@ fn test() -> Result {
     )?;
     js::test(&redis_server)?;
     check_wasm_modules()?;
-    c::test(&redis_server)?;
+    let library = c::test(&redis_server)?;
+    python::test(&redis_server, &library)?;
     example(
         "chaos",
         &["--seed", "1", "--duration", "30s"].map(String::from),
@@ -228,6 +245,154 @@ fn test() -> Result {
     )?;
     println!("xtask test: all steps passed");
     Ok(())
+}
+
+/// `cargo package` of every publishable crate (a workspace member whose
+/// manifest does not say `publish = false`): in dependency order, each
+/// packaged crate built from its packaged sources, the unpublished siblings
+/// resolved from the crates just packaged. What `cargo publish` would upload
+/// builds on its own: no file outside a crate's directory, no path-only
+/// dependency, every manifest field crates.io needs.
+fn package() -> Result {
+    let crates = publishable()?;
+    forget_earlier_packages(&crates)?;
+    let verify_dir = target_dir().join("package-verify");
+    forget_earlier_builds(&verify_dir, &crates)?;
+    let mut cmd = cargo();
+    cmd.arg("package").arg("--target-dir").arg(&verify_dir);
+    for name in &crates {
+        cmd.args(["-p", name]);
+    }
+    // A work tree with uncommitted edits is the usual state while developing;
+    // what is checked is the files as they are.
+    cmd.arg("--allow-dirty");
+    step(
+        &format!("cargo package -p {}", crates.join(" -p ")),
+        &mut cmd,
+    )
+}
+
+/// Removes what an earlier `cargo package` left unpacked. The verify step
+/// resolves each crate's siblings through a local registry of the crates
+/// just packaged, and unpacks them under `$CARGO_HOME/registry/src/<that
+/// registry>/NAME-VERSION`; cargo reuses such a directory as it is, so a
+/// sibling changed since (same version) would be verified from stale
+/// sources. crates.io's own directories are left alone.
+fn forget_earlier_packages(crates: &[String]) -> Result {
+    let Some(cargo_home) = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+    else {
+        return Ok(());
+    };
+    // Every workspace member has the workspace's version, xtask's own.
+    let version = env!("CARGO_PKG_VERSION");
+    for kind in ["src", "cache"] {
+        let Ok(registries) = std::fs::read_dir(cargo_home.join("registry").join(kind)) else {
+            continue;
+        };
+        for registry in registries.filter_map(|e| e.ok().map(|e| e.path())) {
+            let name = registry.file_name().unwrap_or_default().to_string_lossy();
+            if name.starts_with("index.crates.io") {
+                continue;
+            }
+            for krate in crates {
+                let unpacked = registry.join(format!("{krate}-{version}"));
+                let archive = registry.join(format!("{krate}-{version}.crate"));
+                for path in [unpacked, archive] {
+                    let removed = if path.is_dir() {
+                        std::fs::remove_dir_all(&path)
+                    } else if path.exists() {
+                        std::fs::remove_file(&path)
+                    } else {
+                        continue;
+                    };
+                    removed.map_err(|e| {
+                        Failure::new(format!("remove stale {}: {e}", path.display()))
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes our crates' build artifacts from the packaging check's own
+/// target directory (dependencies stay cached). The packaged siblings come
+/// from a registry whose files all carry one fixed timestamp, so cargo
+/// never sees them change and would reuse the earlier build of a sibling;
+/// in this directory everything named after our crates is such a build.
+fn forget_earlier_builds(verify_dir: &Path, crates: &[String]) -> Result {
+    let prefixes: Vec<String> = crates
+        .iter()
+        .flat_map(|c| [format!("{c}-"), format!("lib{}-", c.replace('-', "_"))])
+        .chain(crates.iter().map(|c| format!("{}-", c.replace('-', "_"))))
+        .collect();
+    let Ok(profiles) = std::fs::read_dir(verify_dir) else {
+        return Ok(());
+    };
+    for profile in profiles.filter_map(|e| e.ok().map(|e| e.path())) {
+        for kind in [".fingerprint", "deps", "build", "incremental"] {
+            let Ok(entries) = std::fs::read_dir(profile.join(kind)) else {
+                continue;
+            };
+            for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                if !prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+                    continue;
+                }
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed
+                    .map_err(|e| Failure::new(format!("remove stale {}: {e}", path.display())))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The names of the workspace members that may be published.
+fn publishable() -> Result<Vec<String>> {
+    let root = project_root();
+    let read = |path: &Path| {
+        std::fs::read_to_string(path)
+            .map_err(|e| Failure::new(format!("read {}: {e}", path.display())))
+    };
+    let workspace = read(&root.join("Cargo.toml"))?;
+    let members = workspace
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("members = ["))
+        .ok_or_else(|| {
+            Failure::new("the root Cargo.toml lists no `members = [...]` on one line")
+        })?;
+    let mut crates = Vec::new();
+    for member in members.split(',') {
+        let member = member.trim().trim_end_matches(']').trim().trim_matches('"');
+        if member.is_empty() {
+            continue;
+        }
+        let manifest = read(&root.join(member).join("Cargo.toml"))?;
+        let field = |key: &str| {
+            manifest.lines().find_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                (k.trim() == key).then(|| v.trim().trim_matches('"').to_owned())
+            })
+        };
+        if field("publish").as_deref() == Some("false") {
+            continue;
+        }
+        crates.push(
+            field("name")
+                .ok_or_else(|| Failure::new(format!("{member}/Cargo.toml has no name")))?,
+        );
+    }
+    if crates.is_empty() {
+        return Err(Failure::new("no publishable crate found in the workspace"));
+    }
+    Ok(crates)
 }
 
 fn check_wasm_modules() -> Result {

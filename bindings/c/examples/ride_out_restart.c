@@ -26,9 +26,10 @@ int main(int argc, char **argv) {
   const char *url = argc > 1 ? argv[1] : "redis://127.0.0.1:6379";
   int rounds = (argc > 2 ? atoi(argv[2]) : 10) * 10;
   struct timespec tick = {0, 100 * 1000 * 1000};
+  setvbuf(stdout, NULL, _IOLBF, 0); /* one line per command, even into a pipe */
 
   relink_options options;
-  relink_options_default(&options); /* reconnect, heartbeat, backlog: all on */
+  relink_options_default(&options, sizeof options); /* reconnect, heartbeat, backlog: all on */
   options.heartbeat_interval_ms = 250;
   relink_client *client = NULL;
   relink_error *err = NULL;

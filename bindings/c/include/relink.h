@@ -7,6 +7,24 @@
  * owned object has one _free function, and x_free(NULL) is a no-op. Buffers
  * come with their size_t length and may contain NUL bytes. Enumerations are
  * plain integer constants and are validated on the way in.
+ *
+ * ABI rule (librelink.so.0.1: every 0.1.x release is compatible):
+ * - A function or constant is never removed or changed; new ones are added.
+ * - The options structs (relink_options, relink_supervisor_config,
+ *   relink_call_policy) begin with `size_t struct_size`. Fill one with its
+ *   _default function and your sizeof, then change fields:
+ *       relink_options options;
+ *       relink_options_default(&options, sizeof options);
+ *   New fields are only ever appended, so a program built with an older
+ *   header keeps working: the library reads struct_size bytes and gives
+ *   the fields your header does not have their defaults. A size that is not
+ *   one of a release's (a struct not filled by _default, or a header newer
+ *   than the library) is refused with RELINK_STRUCT_SIZE.
+ * - relink_backoff_policy is embedded in those structs, so its layout never
+ *   changes; a new backoff setting is appended to the struct embedding it.
+ * - Structs the library writes (relink_health, relink_decision, ...) carry
+ *   no size: their layouts are fixed for 0.1.x, and new information comes
+ *   through new functions.
  */
 
 #ifndef RELINK_H
@@ -564,6 +582,9 @@ typedef struct relink_backoff_policy {
 // `RELINK_INVALID_ARGUMENT`, a bad value `RELINK_INVALID_CONFIG` naming the
 // field.
 typedef struct relink_call_policy {
+  // `sizeof` this struct as the program's header defines it, set by
+  // its `_default` function (see the ABI rule at the top of this header).
+  size_t struct_size;
   // With no connection, how long a call may wait for one (counted over the
   // whole call); 0: fail fast.
   uint64_t queue_wait_ms;
@@ -614,11 +635,17 @@ typedef struct relink_decision {
 } relink_decision;
 
 // How a client keeps its connection alive. Fill it with
-// `relink_options_default`, then change fields; checked by
+// `relink_options_default(&options, sizeof options)`, then change fields
+// (never `struct_size`); checked by
 // `relink_client_connect` (a bad enumeration value is
 // `RELINK_INVALID_ARGUMENT`, a bad value `RELINK_INVALID_CONFIG` naming the
 // field).
 typedef struct relink_options {
+  // `sizeof(relink_options)` as the program's header defines it, set by
+  // `relink_options_default`: fields added later at the end keep their
+  // defaults for a program built with an older header (see the ABI rule
+  // at the top of this header).
+  size_t struct_size;
   // Delays between reconnect attempts.
   struct relink_backoff_policy backoff;
   // Silence after which a heartbeat PING is sent (default 1000).
@@ -731,6 +758,9 @@ typedef struct relink_pubsub_item {
 // is `RELINK_INVALID_ARGUMENT`, a bad value `RELINK_INVALID_CONFIG` naming
 // the field.
 typedef struct relink_supervisor_config {
+  // `sizeof` this struct as the program's header defines it, set by
+  // its `_default` function (see the ABI rule at the top of this header).
+  size_t struct_size;
   // Delays between connection attempts.
   struct relink_backoff_policy backoff;
   // Silence after which a heartbeat PING is sent; at least 1.
@@ -899,6 +929,12 @@ typedef struct relink_health {
 // must not call back into the client.
 #define RELINK_REENTRANT_CALL 4
 
+// An options struct's `struct_size` is not the size of any layout this
+// library knows (0: the struct was not filled by its `_default` function;
+// larger: the program was built with a newer header). Nothing was read
+// past `struct_size`; the message names the struct and the sizes accepted.
+#define RELINK_STRUCT_SIZE 5
+
 // Not connected and the outage policy is fail-fast: the command was not sent.
 #define RELINK_NOT_CONNECTED 100
 
@@ -975,7 +1011,10 @@ const char *relink_code_name(relink_code code);
 // Fills `*out` with relink's defaults: queue for at most 5 s, 3 retries,
 // 5 redirects, a 3 s response timeout, a 10 s deadline, and a busy backoff
 // from 10 ms, x2, at most 250 ms, equal jitter.
-relink_code relink_call_policy_default(struct relink_call_policy *out);
+// `size` is `sizeof *out`: at most that many bytes are written, and
+// `struct_size` is set to it (`RELINK_STRUCT_SIZE` for a size this library
+// does not know).
+relink_code relink_call_policy_default(struct relink_call_policy *out, size_t size);
 
 // A call started at `now_ms` under `*policy` and its deadline.
 // `idempotent`: safe to apply twice (a read, or a write declared
@@ -1060,8 +1099,11 @@ const char *relink_cause_name(uint32_t cause);
 bool relink_cause_is_misconfiguration(uint32_t cause);
 
 // Fills `*out` with relink's defaults: everything that keeps a connection
-// alive is on (see the field docs for the values).
-relink_code relink_options_default(struct relink_options *out);
+// alive is on (see the field docs for the values). `size` is `sizeof
+// *out` (`relink_options_default(&options, sizeof options)`): at most that
+// many bytes are written, and `struct_size` is set to it. A size this
+// library does not know is `RELINK_STRUCT_SIZE`.
+relink_code relink_options_default(struct relink_options *out, size_t size);
 
 // Starts a client for `url` (`redis://[user[:password]@]host[:port][/db]`,
 // `rediss://...` for TLS when the library was built with it, or
@@ -1280,8 +1322,10 @@ void relink_reply_free(struct relink_reply *reply);
 // Fills `*out` with relink's defaults: the default backoff, a PING after
 // 1 s of silence answered within 1 s, no misses allowed, 2 s per connection
 // attempt, the backoff reset after 10 s READY, and while misconfigured
-// delays from 1 s, x2, at most 30 s, equal jitter.
-relink_code relink_supervisor_config_default(struct relink_supervisor_config *out);
+// delays from 1 s, x2, at most 30 s, equal jitter. `size` is `sizeof
+// *out`: at most that many bytes are written, and `struct_size` is set to
+// it (`RELINK_STRUCT_SIZE` for a size this library does not know).
+relink_code relink_supervisor_config_default(struct relink_supervisor_config *out, size_t size);
 
 // A supervisor in IDLE with `*config`, its backoff jitter drawn from `seed`
 // (the same config, seed and inputs give the same outputs on every

@@ -57,6 +57,27 @@ static int checks_passed;
     checks_passed++;                                                         \
   } while (0)
 
+/* Expects `call` to fail with `expected`, with a non-empty message that
+ * mentions `needle` (may be NULL), then frees the error. */
+#define CHECK_FAILS(expected, needle, call)                                   \
+  do {                                                                        \
+    relink_error *check_err_ = NULL;                                          \
+    relink_error **errp_ = &check_err_;                                       \
+    relink_code check_code_ = (call);                                         \
+    (void)errp_;                                                              \
+    if (check_code_ != (expected) || relink_error_code(check_err_) != (expected) || \
+        relink_error_message(check_err_)[0] == '\0' ||                        \
+        ((needle) != NULL && strstr(relink_error_message(check_err_), (needle)) == NULL)) { \
+      fprintf(stderr, "%s:%d: %s: expected %s, got %s: %s\n", __FILE__, __LINE__, #call, \
+              relink_code_name(expected), relink_code_name(check_code_),      \
+              relink_error_message(check_err_));                              \
+      relink_error_free(check_err_);                                          \
+      exit(1);                                                                \
+    }                                                                         \
+    relink_error_free(check_err_);                                            \
+    checks_passed++;                                                          \
+  } while (0)
+
 static inline void sleep_ms(long ms) {
   struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
@@ -159,7 +180,7 @@ static inline void stop_server(pid_t pid) {
  * for valgrind: what the tests that restart servers use. */
 static inline relink_options test_options(void) {
   relink_options options;
-  CHECK_OK(relink_options_default(&options));
+  CHECK_OK(relink_options_default(&options, sizeof options));
   options.heartbeat_interval_ms = 200;
   options.heartbeat_timeout_ms = 500;
   options.backoff.initial_delay_ms = 20;

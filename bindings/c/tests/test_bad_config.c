@@ -122,7 +122,7 @@ static int row_failures;
 
 static void check_row(size_t i, const struct row *r) {
   relink_options options;
-  CHECK_OK(relink_options_default(&options));
+  CHECK_OK(relink_options_default(&options, sizeof options));
   if (r->tweak != NULL) {
     r->tweak(&options);
   }

@@ -75,7 +75,7 @@ static int json_true(const json *v) {
 }
 
 static void policy_from_json(const json *p, relink_call_policy *out) {
-  CHECK_OK(relink_call_policy_default(out));
+  CHECK_OK(relink_call_policy_default(out, sizeof *out));
   fields f = {p, 0};
   const json *v = field(&f, "queue_wait");
   out->queue_wait_ms = json_is_null(v) ? 0 : json_duration_ms(v);
@@ -206,7 +206,7 @@ static void expect_invalid(relink_code code, relink_code want, relink_error *err
 
 static void arguments_are_checked(void) {
   relink_call_policy policy;
-  CHECK_OK(relink_call_policy_default(&policy));
+  CHECK_OK(relink_call_policy_default(&policy, sizeof policy));
   CHECK(policy.queue_wait_ms == 5000 && policy.max_retries == 3 && policy.max_redirects == 5 &&
         policy.response_timeout_ms == 3000 && policy.deadline_ms == 10000);
   relink_call *call = NULL;

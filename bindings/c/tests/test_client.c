@@ -252,7 +252,7 @@ int main(void) {
   snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", port);
 
   relink_options options;
-  CHECK_OK(relink_options_default(&options));
+  CHECK_OK(relink_options_default(&options, sizeof options));
   options.heartbeat_interval_ms = 200;
   options.heartbeat_timeout_ms = 500;
   options.backoff.initial_delay_ms = 20;

@@ -318,7 +318,7 @@ static void same_health(const relink_health *got, const json *want) {
 }
 
 static void config_from_json(const json *c, relink_supervisor_config *out) {
-  CHECK_OK(relink_supervisor_config_default(out));
+  CHECK_OK(relink_supervisor_config_default(out, sizeof *out));
   fields f = {c, 0};
   vectors_backoff_policy(field(&f, "backoff"), &out->backoff);
   const json *hb = field(&f, "heartbeat");
@@ -403,7 +403,7 @@ static void expect_invalid(relink_code code, relink_code want, relink_error *err
 
 static void arguments_are_checked(void) {
   relink_supervisor_config config;
-  CHECK_OK(relink_supervisor_config_default(&config));
+  CHECK_OK(relink_supervisor_config_default(&config, sizeof config));
   relink_supervisor *sup = NULL;
   relink_error *err = NULL;
   relink_code code;
@@ -529,7 +529,7 @@ static void connect_causes(void) {
   CHECK(strcmp(relink_cause_name(999), "unknown") == 0);
 
   relink_supervisor_config config;
-  CHECK_OK(relink_supervisor_config_default(&config));
+  CHECK_OK(relink_supervisor_config_default(&config, sizeof config));
   CHECK(config.misconfigured_backoff.initial_delay_ms == 1000 &&
         config.misconfigured_backoff.max_delay_ms == 30000 &&
         config.misconfigured_backoff.jitter == RELINK_JITTER_EQUAL);

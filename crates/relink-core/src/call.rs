@@ -208,7 +208,7 @@ pub enum CallInput {
     NotConnected,
     /// There is no connection, and the supervisor's health says the last
     /// attempt failed for a cause retrying will not fix
-    /// ([`Health::misconfigured`](crate::supervisor::Health::misconfigured)):
+    /// ([`SupervisorHealth::misconfigured`](crate::supervisor::SupervisorHealth::misconfigured)):
     /// no connection will come by waiting.
     Misconfigured,
     /// The driver could not give the call a backlog slot (after a

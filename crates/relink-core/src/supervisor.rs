@@ -75,7 +75,7 @@
 //! - [`AsideVerdict::Busy`] before the deadline: the connection is alive and
 //!   busy. The verdict counts as a sign of life at the time it came (no round
 //!   trip is measured), so the next heartbeat follows `interval` later, and
-//!   [`Event::BusyConfirmed`] tells the user; [`Health::busy_since`] says
+//!   [`Event::BusyConfirmed`] tells the user; [`SupervisorHealth::busy_since`] says
 //!   since when, until a reply on the connection itself (a late pong
 //!   included) ends the busy spell.
 //! - [`AsideVerdict::Gone`]: the server no longer has the connection (it is
@@ -333,7 +333,7 @@ pub enum Input {
         cause: ConnectCause,
         /// The server's words or the peer's first bytes, redacted; may be
         /// empty. Passed on in [`Event::ConnectAttemptFailed`] and
-        /// [`Health::last_attempt_failure`].
+        /// [`SupervisorHealth::last_attempt_failure`].
         #[serde(default)]
         evidence: Evidence,
     },
@@ -498,7 +498,7 @@ pub enum Event {
     /// the side that it still has the connection: alive, only busy. Once
     /// per confirming check (at most once per heartbeat); the spell ends
     /// with the next reply on the connection, which clears
-    /// [`Health::busy_since`].
+    /// [`SupervisorHealth::busy_since`].
     BusyConfirmed {
         /// How long the connection has been busy: since the first PING of
         /// this busy spell was sent.
@@ -543,10 +543,12 @@ pub enum Output {
     Idle,
 }
 
-/// A snapshot of the supervisor's view of the connection.
+/// A snapshot of the supervisor's view of the connection, on the driver's
+/// clock. (The native client publishes its own `relink::Health`, with
+/// `Instant`s, built from this one.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
-pub struct Health {
+pub struct SupervisorHealth {
     /// The current state.
     pub state: State,
     /// When it was entered.
@@ -643,9 +645,9 @@ pub struct Supervisor {
     next_probe_id: u64,
     misses: u32,
     rtt: Option<Duration>,
-    /// Ready: since when the connection is confirmed busy (see [`Health::busy_since`]).
+    /// Ready: since when the connection is confirmed busy (see [`SupervisorHealth::busy_since`]).
     busy_since: Option<Timestamp>,
-    /// Delays while misconfigured (see [`Health::misconfigured`]).
+    /// Delays while misconfigured (see [`SupervisorHealth::misconfigured`]).
     misconfigured_backoff: Backoff,
     /// Jitter of the capped wait after a refusal (see [`schedule_attempt`](Self::schedule_attempt)).
     rng: crate::rng::SplitMix64,
@@ -707,8 +709,8 @@ impl Supervisor {
     }
 
     /// A snapshot of the current health.
-    pub fn health(&self) -> Health {
-        Health {
+    pub fn health(&self) -> SupervisorHealth {
+        SupervisorHealth {
             state: self.state,
             since: self.since,
             attempt: self.attempt,

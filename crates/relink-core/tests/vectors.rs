@@ -14,7 +14,7 @@ use core::time::Duration;
 
 use relink_core::call::{Call, CallInput, CallPolicy, Decision};
 use relink_core::supervisor::{
-    AsideVerdict, Health, HeartbeatConfig, Input, Output, Supervisor, SupervisorConfig,
+    AsideVerdict, HeartbeatConfig, Input, Output, Supervisor, SupervisorConfig, SupervisorHealth,
 };
 use relink_core::{
     Backoff, BackoffPolicy, BusyReason, Delivery, FailureKind, Jitter, Strategy, Timestamp,
@@ -256,7 +256,7 @@ struct SupervisorStep {
     /// `Timeout` or `Idle`.
     outputs: Vec<Output>,
     /// `health()` once drained.
-    health: Health,
+    health: SupervisorHealth,
 }
 
 /// A drain that has not ended after this many outputs is a bug (one input

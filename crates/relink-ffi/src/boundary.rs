@@ -28,6 +28,11 @@ pub const RELINK_PANIC: relink_code = 3;
 /// A client function was called from inside a state-change callback, which
 /// must not call back into the client.
 pub const RELINK_REENTRANT_CALL: relink_code = 4;
+/// An options struct's `struct_size` is not the size of any layout this
+/// library knows (0: the struct was not filled by its `_default` function;
+/// larger: the program was built with a newer header). Nothing was read
+/// past `struct_size`; the message names the struct and the sizes accepted.
+pub const RELINK_STRUCT_SIZE: relink_code = 5;
 /// Not connected and the outage policy is fail-fast: the command was not sent.
 pub const RELINK_NOT_CONNECTED: relink_code = 100;
 /// The outage backlog is full: the command was not sent.
@@ -258,6 +263,7 @@ pub extern "C" fn relink_code_name(code: relink_code) -> *const c_char {
         RELINK_INVALID_CONFIG => c"RELINK_INVALID_CONFIG",
         RELINK_PANIC => c"RELINK_PANIC",
         RELINK_REENTRANT_CALL => c"RELINK_REENTRANT_CALL",
+        RELINK_STRUCT_SIZE => c"RELINK_STRUCT_SIZE",
         RELINK_NOT_CONNECTED => c"RELINK_NOT_CONNECTED",
         RELINK_BACKLOG_FULL => c"RELINK_BACKLOG_FULL",
         RELINK_QUEUE_TIMEOUT => c"RELINK_QUEUE_TIMEOUT",

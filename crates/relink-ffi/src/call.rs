@@ -8,12 +8,14 @@
 //! name an enumeration are validated here, every decision is the core's.
 
 use std::ffi::{c_char, CStr};
+use std::mem::size_of;
 use std::time::Duration;
 
 use relink_core::call::{Call, CallInput, CallPolicy, Decision, FailReason};
 use relink_core::failure::{Delivery, Outcome};
 use relink_core::Timestamp;
 
+use crate::abi::{self, versioned, write_defaults};
 use crate::boundary::*;
 use crate::policy::relink_backoff_policy;
 use crate::supervisor::{failure_code, failure_kind, RELINK_FAILURE_NONE};
@@ -91,6 +93,9 @@ pub const RELINK_FAIL_MISCONFIGURED: u32 = 10;
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct relink_call_policy {
+    /// `sizeof` this struct as the program's header defines it, set by
+    /// its `_default` function (see the ABI rule at the top of this header).
+    pub struct_size: usize,
     /// With no connection, how long a call may wait for one (counted over the
     /// whole call); 0: fail fast.
     pub queue_wait_ms: u64,
@@ -118,6 +123,7 @@ fn nonzero_ms(n: u64) -> Option<Duration> {
 impl relink_call_policy {
     fn from_policy(p: &CallPolicy) -> Self {
         relink_call_policy {
+            struct_size: size_of::<relink_call_policy>(),
             queue_wait_ms: p.queue_wait.map_or(0, ms),
             max_retries: p.max_retries,
             max_redirects: p.max_redirects,
@@ -282,16 +288,20 @@ fn reason_code(reason: FailReason) -> FfiResult<u32> {
 /// Fills `*out` with relink's defaults: queue for at most 5 s, 3 retries,
 /// 5 redirects, a 3 s response timeout, a 10 s deadline, and a busy backoff
 /// from 10 ms, x2, at most 250 ms, equal jitter.
+/// `size` is `sizeof *out`: at most that many bytes are written, and
+/// `struct_size` is set to it (`RELINK_STRUCT_SIZE` for a size this library
+/// does not know).
 #[no_mangle]
-pub extern "C" fn relink_call_policy_default(out: *mut relink_call_policy) -> relink_code {
-    guard(std::ptr::null_mut(), || {
-        check_out(out, "out")?;
-        let defaults = relink_call_policy::from_policy(&CallPolicy::default());
-        // SAFETY: `out` is not NULL and points to a writable policy (contract).
-        unsafe { out.write(defaults) };
-        Ok(())
-    })
+pub extern "C" fn relink_call_policy_default(
+    out: *mut relink_call_policy,
+    size: usize,
+) -> relink_code {
+    guard(std::ptr::null_mut(), || write_defaults(out, size))
 }
+
+versioned!(relink_call_policy, last_of_0_1: busy_backoff: relink_backoff_policy, defaults: Ok(
+    relink_call_policy::from_policy(&CallPolicy::default())
+));
 
 /// One command's progress through its policy (relink_core's `Call`): the
 /// caller tells it what it sees and executes its decisions; it never blocks,
@@ -349,8 +359,8 @@ fn start(
     seed: u64,
     out: *mut *mut relink_call,
 ) -> FfiResult<()> {
-    // SAFETY: `policy` is NULL or points to a readable policy (contract).
-    let policy = unsafe { try_ref(policy, "policy") }?.to_policy()?;
+    // SAFETY: `policy` is NULL or a policy of `struct_size` readable bytes (contract).
+    let policy = unsafe { abi::read(policy, "policy") }?.to_policy()?;
     check_out(out, "out")?;
     let deadline = deadline.unwrap_or(policy.deadline);
     let call = into_raw(relink_call {

@@ -10,6 +10,7 @@
 use std::cell::Cell;
 use std::ffi::{c_char, c_void};
 use std::fmt;
+use std::mem::size_of;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use relink::config::{OutagePolicy, RetryPolicy};
 use relink::core::supervisor::HeartbeatConfig;
 use relink::{Config, Event, Outcome, State};
 
+use crate::abi::{self, versioned, write_defaults};
 use crate::boundary::*;
 use crate::policy::relink_backoff_policy;
 use crate::reply::relink_reply;
@@ -43,13 +45,19 @@ pub const RELINK_STATE_TRANSIENT_FAILURE: u32 = 3;
 pub const RELINK_STATE_SHUTDOWN: u32 = 4;
 
 /// How a client keeps its connection alive. Fill it with
-/// `relink_options_default`, then change fields; checked by
+/// `relink_options_default(&options, sizeof options)`, then change fields
+/// (never `struct_size`); checked by
 /// `relink_client_connect` (a bad enumeration value is
 /// `RELINK_INVALID_ARGUMENT`, a bad value `RELINK_INVALID_CONFIG` naming the
 /// field).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct relink_options {
+    /// `sizeof(relink_options)` as the program's header defines it, set by
+    /// `relink_options_default`: fields added later at the end keep their
+    /// defaults for a program built with an older header (see the ABI rule
+    /// at the top of this header).
+    pub struct_size: usize,
     /// Delays between reconnect attempts.
     pub backoff: relink_backoff_policy,
     /// Silence after which a heartbeat PING is sent (default 1000).
@@ -112,6 +120,7 @@ impl relink_options {
             ),
         };
         Ok(relink_options {
+            struct_size: size_of::<relink_options>(),
             backoff: relink_backoff_policy::from_policy(&supervisor.backoff),
             heartbeat_interval_ms: ms(supervisor.heartbeat.interval),
             heartbeat_timeout_ms: ms(supervisor.heartbeat.timeout),
@@ -207,17 +216,16 @@ fn option_name(field: &str) -> Option<&'static str> {
     })
 }
 
+versioned!(relink_options, last_of_0_1: wait_for_connection: u32, defaults: relink_options::defaults());
+
 /// Fills `*out` with relink's defaults: everything that keeps a connection
-/// alive is on (see the field docs for the values).
+/// alive is on (see the field docs for the values). `size` is `sizeof
+/// *out` (`relink_options_default(&options, sizeof options)`): at most that
+/// many bytes are written, and `struct_size` is set to it. A size this
+/// library does not know is `RELINK_STRUCT_SIZE`.
 #[no_mangle]
-pub extern "C" fn relink_options_default(out: *mut relink_options) -> relink_code {
-    guard(std::ptr::null_mut(), || {
-        check_out(out, "out")?;
-        let defaults = relink_options::defaults()?;
-        // SAFETY: `out` is not NULL and points to writable options (contract).
-        unsafe { out.write(defaults) };
-        Ok(())
-    })
+pub extern "C" fn relink_options_default(out: *mut relink_options, size: usize) -> relink_code {
+    guard(std::ptr::null_mut(), || write_defaults(out, size))
 }
 
 /// Called on every state change with the `user_data` given at
@@ -326,10 +334,11 @@ pub extern "C" fn relink_client_connect(
     guard(err, || {
         // SAFETY: `url` is NULL or a NUL-terminated string (contract).
         let url = unsafe { try_str(url, "url") }?;
-        // SAFETY: `options` is NULL or points to readable options (contract).
-        let options = match unsafe { options.as_ref() } {
-            Some(o) => *o,
-            None => relink_options::defaults()?,
+        let options = if options.is_null() {
+            relink_options::defaults()?
+        } else {
+            // SAFETY: not NULL; options of `struct_size` readable bytes (contract).
+            unsafe { abi::read(options, "options") }?
         };
         check_out(out, "out")?;
         let config = options.config(url)?;

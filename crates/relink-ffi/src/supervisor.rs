@@ -7,15 +7,17 @@
 //! that name an enumeration are validated here, every decision is the core's.
 
 use std::ffi::c_char;
+use std::mem::size_of;
 use std::time::Duration;
 
 use relink_core::failure::{BusyReason, FailureKind};
 use relink_core::supervisor::{
-    Action, AsideVerdict, Event, Health, HeartbeatConfig, Input, Output, Supervisor,
-    SupervisorConfig,
+    Action, AsideVerdict, Event, HeartbeatConfig, Input, Output, Supervisor, SupervisorConfig,
+    SupervisorHealth,
 };
 use relink_core::{AttemptFailure, Timestamp};
 
+use crate::abi::{self, versioned, write_defaults};
 use crate::boundary::*;
 use crate::cause::{
     cause_code, evidence_from_c, evidence_to_c, input_cause, RELINK_CAUSE_NONE,
@@ -155,6 +157,9 @@ pub const RELINK_EVENT_CONNECT_ATTEMPT_FAILED: u32 = 9;
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct relink_supervisor_config {
+    /// `sizeof` this struct as the program's header defines it, set by
+    /// its `_default` function (see the ABI rule at the top of this header).
+    pub struct_size: usize,
     /// Delays between connection attempts.
     pub backoff: relink_backoff_policy,
     /// Silence after which a heartbeat PING is sent; at least 1.
@@ -186,6 +191,7 @@ fn ms(d: Duration) -> u64 {
 impl relink_supervisor_config {
     fn from_config(c: &SupervisorConfig) -> Self {
         relink_supervisor_config {
+            struct_size: size_of::<relink_supervisor_config>(),
             backoff: relink_backoff_policy::from_policy(&c.backoff),
             heartbeat_interval_ms: ms(c.heartbeat.interval),
             heartbeat_timeout_ms: ms(c.heartbeat.timeout),
@@ -635,7 +641,7 @@ impl relink_supervisor_output {
 }
 
 impl relink_health {
-    fn from_health(h: &Health) -> FfiResult<Self> {
+    fn from_health(h: &SupervisorHealth) -> FfiResult<Self> {
         Ok(relink_health {
             state: state_code(h.state),
             since_ms: h.since.as_millis(),
@@ -662,19 +668,20 @@ impl relink_health {
 /// Fills `*out` with relink's defaults: the default backoff, a PING after
 /// 1 s of silence answered within 1 s, no misses allowed, 2 s per connection
 /// attempt, the backoff reset after 10 s READY, and while misconfigured
-/// delays from 1 s, x2, at most 30 s, equal jitter.
+/// delays from 1 s, x2, at most 30 s, equal jitter. `size` is `sizeof
+/// *out`: at most that many bytes are written, and `struct_size` is set to
+/// it (`RELINK_STRUCT_SIZE` for a size this library does not know).
 #[no_mangle]
 pub extern "C" fn relink_supervisor_config_default(
     out: *mut relink_supervisor_config,
+    size: usize,
 ) -> relink_code {
-    guard(std::ptr::null_mut(), || {
-        check_out(out, "out")?;
-        let defaults = relink_supervisor_config::from_config(&SupervisorConfig::default());
-        // SAFETY: `out` is not NULL and points to a writable config (contract).
-        unsafe { out.write(defaults) };
-        Ok(())
-    })
+    guard(std::ptr::null_mut(), || write_defaults(out, size))
 }
+
+versioned!(relink_supervisor_config, last_of_0_1: refused_max_delay_ms: u64, defaults: Ok(
+    relink_supervisor_config::from_config(&SupervisorConfig::default())
+));
 
 /// The connectivity state machine (relink_core's `Supervisor`): the caller
 /// feeds it inputs and executes its actions; it never blocks, reads no clock
@@ -699,8 +706,8 @@ pub extern "C" fn relink_supervisor_new(
     err: *mut *mut relink_error,
 ) -> relink_code {
     guard(err, || {
-        // SAFETY: `config` is NULL or points to a readable config (contract).
-        let config = unsafe { try_ref(config, "config") }?.to_config()?;
+        // SAFETY: `config` is NULL or a config of `struct_size` readable bytes (contract).
+        let config = unsafe { abi::read(config, "config") }?.to_config()?;
         check_out(out, "out")?;
         let supervisor = into_raw(relink_supervisor {
             inner: Supervisor::new(config, seed),
@@ -790,7 +797,10 @@ mod tests {
 
     fn new_supervisor() -> *mut relink_supervisor {
         let mut config = relink_supervisor_config::from_config(&SupervisorConfig::default());
-        assert_eq!(relink_supervisor_config_default(&mut config), RELINK_OK);
+        assert_eq!(
+            relink_supervisor_config_default(&mut config, size_of::<relink_supervisor_config>()),
+            RELINK_OK
+        );
         let mut sup = ptr::null_mut();
         assert_eq!(
             relink_supervisor_new(&config, 1, &mut sup, ptr::null_mut()),

@@ -357,6 +357,33 @@ impl Shared {
 /// It implements [`redis::aio::ConnectionLike`], so `redis::AsyncCommands`,
 /// `redis::cmd(..).query_async(&mut client)`, pipelines and transactions work
 /// on it unchanged.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use futures_util::StreamExt;
+/// use relink::redis::AsyncCommands;
+/// use relink::{Client, Config, Error, Outcome};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut client = Client::new(Config::new("redis://127.0.0.1:6379")?)?;
+/// let mut events = client.events(); // connected, lost, reconnected, ...
+/// tokio::spawn(async move {
+///     while let Some(event) = events.next().await {
+///         println!("{event:?}");
+///     }
+/// });
+/// client.wait_ready(Duration::from_secs(5)).await?;
+/// match client.incr::<_, _, i64>("visits", 1).await {
+///     Ok(n) => println!("visit {n}"),
+///     // Sent, and no reply came: it may have run. relink did not retry it.
+///     Err(e) if Error::outcome_of(&e) == Outcome::Unknown => println!("unknown: {e}"),
+///     Err(e) => return Err(e.into()),
+/// }
+/// println!("state: {:?}", client.health().borrow().state);
+/// client.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,

@@ -16,7 +16,9 @@
 //! Everything that keeps a connection alive is **on**: reconnect with
 //! exponential backoff and equal jitter, a heartbeat after 1 s of silence,
 //! a bounded backlog during outages (1024 commands, 5 s each), 3 retries
-//! under a retry budget, TCP keepalive after 30 s idle, RESP3.
+//! under a retry budget, TCP keepalive after 30 s idle, RESP3. The crate
+//! docs' [defaults table](crate#defaults) gives every value (a test checks
+//! it against [`Config::new`]'s).
 //!
 //! # Serde form
 //!
@@ -97,17 +99,20 @@ use std::time::Duration;
 
 use redis::io::tcp::TcpSettings;
 use redis::{ConnectionInfo, IntoConnectionInfo, ProtocolVersion};
-use relink_core::backoff::BackoffPolicy;
-use relink_core::budget::RetryBudgetConfig;
 use relink_core::call::CallPolicy;
 use relink_core::duration::{self, HumanDuration};
-use relink_core::supervisor::{HeartbeatConfig, SupervisorConfig};
+use relink_core::supervisor::SupervisorConfig;
 use relink_core::ConfigError;
 use serde::de::{self, Deserializer, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+
+// The core's types that `Config`'s setters take, where their users look.
+pub use relink_core::backoff::{BackoffPolicy, Jitter, Strategy};
+pub use relink_core::budget::RetryBudgetConfig;
+pub use relink_core::supervisor::HeartbeatConfig;
 
 /// What a password is replaced with wherever a config is shown.
 const REDACTED: &str = "***";

@@ -3,6 +3,26 @@
 //! catches up from its last sequence number (or takes a snapshot when it
 //! must), and a [`SyncedMap`] mirror built on it.
 //!
+//! ```no_run
+//! use std::time::Duration;
+//! use relink::sync::{Publisher, SyncedMap, TopicOptions};
+//! use relink::{Client, Config};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::new("redis://127.0.0.1:6379")?;
+//! let client = Client::new(config.clone())?;
+//! let publisher = Publisher::new(&client, "prices", TopicOptions::default())?;
+//! let published = publisher.set(b"AAPL", b"189.30").await?; // one atomic step: next seq
+//!
+//! // A local mirror, on a client of its own (its blocking reads hold a connection).
+//! let mut prices = SyncedMap::new(Client::new(config)?, "prices", TopicOptions::default())?;
+//! prices.wait_for_seq(published.seq, Duration::from_secs(5)).await;
+//! assert_eq!(prices.get(b"AAPL").as_deref(), Some(&b"189.30"[..]));
+//! println!("mirror at {:?}", prices.version()); // (epoch, seq)
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # The topic in Redis
 //!
 //! A topic `T` is four keys sharing the hash tag `{T}` (so they live in one

@@ -356,6 +356,24 @@ struct Shared {
 /// It implements [`redis::aio::ConnectionLike`], so `redis::AsyncCommands`,
 /// scripts and single-slot pipelines work on it unchanged. Errors are
 /// relink's: recover them with [`Error::from_redis`] / [`Error::outcome_of`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use relink::redis::AsyncCommands;
+/// use relink::{ClusterClient, ClusterConfig};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = ClusterConfig::new(["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"])?;
+/// let mut cluster = ClusterClient::new(config)?;
+/// cluster.wait_ready(Duration::from_secs(5)).await?;
+/// let _: () = cluster.set("{user:1}:name", "ada").await?; // routed by slot
+/// for (node, health) in &cluster.health().borrow().nodes {
+///     println!("{node}: {:?}", health.health.state);
+/// }
+/// cluster.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct ClusterClient {
     shared: Arc<Shared>,

@@ -1,10 +1,15 @@
-"""The ctypes wrapper against a real redis-server: connect, binary values,
-a restart in the middle, and the golden backoff vectors.
+"""relink_redis, as installed from its wheel, against real redis-servers:
+connect, binary values, a restart in the middle, the exceptions, and the
+golden backoff vectors.
 
-Run by `cargo xtask test` (with REDIS_SERVER and RELINK_LIB set), or:
-    REDIS_SERVER=redis-server python3 -m unittest discover -s bindings/python
+`cargo xtask test` runs it in a fresh virtual environment after installing
+the wheel, from outside the source tree. By hand, in a venv with
+relink-redis installed:
+    REDIS_SERVER=redis-server RELINK_VECTORS_DIR=tests/vectors \
+        python -m unittest discover -s bindings/python/tests
 """
 
+import ctypes
 import json
 import os
 import socket
@@ -14,9 +19,10 @@ import threading
 import time
 import unittest
 
-import relink
+import relink_redis as relink
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+VECTORS_DIR = os.environ.get("RELINK_VECTORS_DIR", os.path.join(ROOT, "tests", "vectors"))
 
 
 def free_port():
@@ -123,8 +129,7 @@ class ClientTest(unittest.TestCase):
     def test_a_restart_in_the_middle(self):
         c = self.client
         c.command("SET", "py:before", "1")
-        self.server.stop()
-        time.sleep(0.3)
+        self.server.stop()  # SIGKILL, and reaped: the port is closed now
         self.server.start()
         # Queued while down; a write that met the dying connection may come
         # back "maybe applied", which relink does not retry on its own.
@@ -132,10 +137,14 @@ class ClientTest(unittest.TestCase):
             try:
                 self.assertEqual(c.command("SET", "py:after", b"back\x00"), "OK")
                 break
-            except relink.RelinkError as e:
+            except relink.CommandFailed as e:
                 self.assertIn(e.code_name, ("RELINK_MAYBE_APPLIED", "RELINK_NOT_APPLIED",
                                             "RELINK_QUEUE_TIMEOUT"))
                 self.assertNotEqual(e.outcome, relink.OUTCOME_NONE)
+                # The class says the same as the outcome.
+                expected = (relink.OutcomeUnknown if e.outcome == relink.OUTCOME_UNKNOWN
+                            else relink.NotApplied)
+                self.assertIsInstance(e, expected)
                 time.sleep(0.1)
         else:
             self.fail("no command succeeded after the restart")
@@ -271,6 +280,7 @@ class ArgumentTest(unittest.TestCase):
                 c.command("GET", "k")
             self.assertEqual(caught.exception.code, relink.NOT_CONNECTED)
             self.assertEqual(caught.exception.outcome, relink.OUTCOME_NOT_APPLIED)
+            self.assertIsInstance(caught.exception, relink.NotApplied)
 
 
     def test_a_call_ends_by_its_deadline(self):
@@ -281,6 +291,41 @@ class ArgumentTest(unittest.TestCase):
                 c.command("GET", "k")
             self.assertEqual(caught.exception.code, relink.DEADLINE_EXCEEDED)
             self.assertEqual(caught.exception.outcome, relink.OUTCOME_NOT_APPLIED)
+            self.assertIsInstance(caught.exception, relink.NotApplied)
+
+    def test_the_options_struct_carries_its_size(self):
+        # The ABI rule of relink.h: the binding's Options is filled for its
+        # own size; a struct of a size no release has is refused, with a
+        # code of its own, before anything else is read.
+        opts = relink.Options()
+        relink._check(relink._lib.relink_options_default(ctypes.byref(opts), ctypes.sizeof(opts)), None)
+        self.assertEqual(opts.struct_size, ctypes.sizeof(opts))
+        opts.struct_size = 0
+        handle, err = relink._P(), relink._P()
+        with self.assertRaises(relink.InvalidArgument) as caught:
+            relink._check(relink._lib.relink_client_connect(b"redis://127.0.0.1:1", ctypes.byref(opts),
+                                                            ctypes.byref(handle), ctypes.byref(err)), err)
+        self.assertEqual(caught.exception.code, relink.STRUCT_SIZE)
+        self.assertIn("relink_options_default", str(caught.exception))
+        with self.assertRaises(TypeError):
+            relink.Client("redis://127.0.0.1:1", struct_size=8)
+
+    def test_the_exceptions_mirror_the_outcomes(self):
+        # Bad input is a ValueError too; a command's failure is a
+        # CommandFailed whose class is its outcome; an error reply is a
+        # Rejected ServerError with the server's words.
+        for kind in (relink.InvalidArgument, relink.InvalidConfig):
+            self.assertTrue(issubclass(kind, ValueError))
+            self.assertTrue(issubclass(kind, relink.RelinkError))
+        for kind in (relink.NotApplied, relink.OutcomeUnknown, relink.Rejected):
+            self.assertTrue(issubclass(kind, relink.CommandFailed))
+        self.assertTrue(issubclass(relink.ServerError, relink.Rejected))
+        with self.assertRaises(ValueError):
+            relink.Client("not a url")
+        with relink.Client(f"redis://127.0.0.1:{free_port()}") as c:
+            with self.assertRaises(relink.NotReady) as caught:
+                c.wait_ready(0.05)
+            self.assertEqual(caught.exception.code, relink.TIMEOUT)
 
 
 class GoldenVectorTest(unittest.TestCase):
@@ -293,7 +338,7 @@ class GoldenVectorTest(unittest.TestCase):
             digits = text.rstrip("hms")
             return int(digits) * units[text[len(digits):]]
 
-        with open(os.path.join(ROOT, "tests", "vectors", "backoff.json")) as f:
+        with open(os.path.join(VECTORS_DIR, "backoff.json")) as f:
             cases = json.load(f)["cases"]
         for case in cases:
             p = case["policy"]

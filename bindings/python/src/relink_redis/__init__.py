@@ -1,0 +1,435 @@
+"""relink for Python: a blocking Redis client that rides out outages.
+
+relink keeps the connection alive (reconnect with backoff, heartbeats that
+notice a hung server, a bounded backlog during outages, retries only when
+they are safe) and tells what a failed command may have done. This package
+is a thin, dependency-free ctypes layer over librelink, the C library built
+from the same Rust engine; the wheel carries the library.
+
+    import relink_redis
+
+    with relink_redis.Client("redis://127.0.0.1:6379", heartbeat_interval_ms=250) as client:
+        client.wait_ready(5.0)
+        client.command("SET", "greeting", b"hello\\x00world")   # bytes in
+        print(client.command("GET", "greeting"))               # bytes out
+        try:
+            client.command("INCR", "visits")
+        except relink_redis.OutcomeUnknown:
+            ...  # sent, no reply: it may have run (relink never retries an INCR)
+        except relink_redis.NotApplied:
+            ...  # certainly not run: safe to try again
+
+Failures form a hierarchy that mirrors what may have happened on the server:
+RelinkError > CommandFailed > NotApplied / OutcomeUnknown / Rejected (>
+ServerError for an error reply); InvalidArgument and InvalidConfig (also
+ValueErrors) for bad input; NotReady when wait_ready runs
+out of time; Misconfigured when the first connection fails for a cause
+retrying will not fix.
+
+$RELINK_LIB, when set, names another librelink.so to load (development).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from ctypes import (
+    POINTER,
+    c_bool,
+    c_char_p,
+    c_double,
+    c_int64,
+    c_size_t,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+)
+from typing import Any, Callable, Dict, List, Mapping, Optional, Type, Union
+
+__all__ = [
+    "Client",
+    "RelinkError",
+    "InvalidArgument",
+    "InvalidConfig",
+    "NotReady",
+    "Misconfigured",
+    "CommandFailed",
+    "NotApplied",
+    "OutcomeUnknown",
+    "Rejected",
+    "ServerError",
+    "backoff_delays",
+    "version",
+]
+
+# Codes, outcomes, states, reply types: the values of relink.h.
+OK = 0
+INVALID_ARGUMENT = 1
+INVALID_CONFIG = 2
+PANIC = 3
+REENTRANT_CALL = 4
+STRUCT_SIZE = 5
+NOT_CONNECTED = 100
+BACKLOG_FULL = 101
+QUEUE_TIMEOUT = 102
+MAYBE_APPLIED = 103
+NOT_APPLIED = 104
+SHUTDOWN = 105
+TIMEOUT = 106
+REDIS_ERROR = 107
+DEADLINE_EXCEEDED = 108
+MISCONFIGURED = 109
+OUTCOME_NONE, OUTCOME_NOT_APPLIED, OUTCOME_UNKNOWN, OUTCOME_REJECTED = range(4)
+STATES = ("idle", "connecting", "ready", "transient_failure", "shutdown")
+OUTAGE_QUEUE, OUTAGE_FAIL_FAST = 0, 1
+(REPLY_NIL, REPLY_INTEGER, REPLY_DOUBLE, REPLY_STRING, REPLY_STATUS, REPLY_ERROR,
+ REPLY_ARRAY, REPLY_MAP, REPLY_BOOLEAN) = range(9)
+
+#: What a command may return: bytes for strings, str for a status (``"OK"``),
+#: int, float, bool, None, and lists and dicts of these.
+Reply = Any
+#: What a command argument may be: bytes as they are, str as UTF-8, numbers as text.
+Arg = Union[bytes, str, int, float]
+
+
+class BackoffPolicy(ctypes.Structure):
+    _fields_ = [
+        ("strategy", c_uint32),
+        ("initial_delay_ms", c_uint64),
+        ("max_delay_ms", c_uint64),
+        ("multiplier", c_double),
+        ("step_ms", c_uint64),
+        ("jitter", c_uint32),
+        ("jitter_factor", c_double),
+        ("max_attempts", c_uint32),
+        ("max_elapsed_ms", c_uint64),
+    ]
+
+
+class Options(ctypes.Structure):
+    # relink_options: struct_size first (the ABI rule of relink.h), filled by
+    # relink_options_default with this layout's size.
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("backoff", BackoffPolicy),
+        ("heartbeat_interval_ms", c_uint64),
+        ("heartbeat_timeout_ms", c_uint64),
+        ("heartbeat_misses_allowed", c_uint32),
+        ("connect_timeout_ms", c_uint64),
+        ("backoff_reset_after_ms", c_uint64),
+        ("response_timeout_ms", c_uint64),
+        ("deadline_ms", c_uint64),
+        ("outage_policy", c_uint32),
+        ("queue_capacity", c_size_t),
+        ("queue_max_wait_ms", c_uint64),
+        ("max_retries", c_uint32),
+        ("client_name", c_char_p),
+        ("wait_for_connection", c_uint32),
+    ]
+
+
+def _library_path() -> str:
+    configured = os.environ.get("RELINK_LIB")
+    if configured:
+        return configured
+    bundled = os.path.join(os.path.dirname(os.path.abspath(__file__)), "librelink.so")
+    if os.path.exists(bundled):
+        return bundled
+    raise OSError(
+        f"librelink.so is not in {os.path.dirname(bundled)}: install relink-redis from its wheel "
+        "(pip install relink-redis, or pip install ./bindings/python in a relink checkout), "
+        "or set RELINK_LIB to a librelink.so"
+    )
+
+
+_lib = ctypes.CDLL(_library_path())
+_P = c_void_p  # every opaque relink pointer
+STATE_CALLBACK = ctypes.CFUNCTYPE(None, c_void_p, c_uint32, c_uint32)
+
+
+def _sig(name: str, restype: Any, *argtypes: Any) -> None:
+    fn = getattr(_lib, name)
+    fn.restype, fn.argtypes = restype, list(argtypes)
+
+
+_sig("relink_version", c_char_p)
+_sig("relink_error_code", c_uint32, _P)
+_sig("relink_error_outcome", c_uint32, _P)
+_sig("relink_error_message", c_char_p, _P)
+_sig("relink_error_free", None, _P)
+_sig("relink_code_name", c_char_p, c_uint32)
+_sig("relink_options_default", c_uint32, POINTER(Options), c_size_t)
+_sig("relink_client_connect", c_uint32, c_char_p, POINTER(Options), POINTER(_P), POINTER(_P))
+_sig("relink_client_command", c_uint32, _P, c_size_t, POINTER(c_char_p), POINTER(c_size_t),
+     POINTER(_P), POINTER(_P))
+_sig("relink_client_state", c_uint32, _P)
+_sig("relink_client_wait_ready", c_uint32, _P, c_uint64, POINTER(_P))
+_sig("relink_client_on_state_change", c_uint32, _P, STATE_CALLBACK, c_void_p, POINTER(_P))
+_sig("relink_client_update_credentials", c_uint32, _P, c_char_p, c_char_p, POINTER(_P))
+_sig("relink_client_free", None, _P)
+_sig("relink_reply_type", c_uint32, _P)
+_sig("relink_reply_integer", c_int64, _P)
+_sig("relink_reply_double", c_double, _P)
+_sig("relink_reply_bytes", c_void_p, _P, POINTER(c_size_t))
+_sig("relink_reply_len", c_size_t, _P)
+_sig("relink_reply_element", _P, _P, c_size_t)
+_sig("relink_reply_free", None, _P)
+_sig("relink_backoff_policy_default", c_uint32, POINTER(BackoffPolicy))
+_sig("relink_backoff_new", c_uint32, POINTER(BackoffPolicy), c_uint64, POINTER(_P), POINTER(_P))
+_sig("relink_backoff_next_delay", c_bool, _P, c_uint64, POINTER(c_uint64))
+_sig("relink_backoff_free", None, _P)
+
+#: The version of the loaded librelink.
+version: str = _lib.relink_version().decode()
+
+
+class RelinkError(Exception):
+    """A relink failure: ``code`` (e.g. MAYBE_APPLIED), ``code_name``
+    (``"RELINK_MAYBE_APPLIED"``), ``outcome`` (OUTCOME_*) and the message."""
+
+    def __init__(self, code: int, outcome: int, message: str) -> None:
+        self.code, self.outcome, self.message = code, outcome, message
+        self.code_name: str = _lib.relink_code_name(code).decode()
+        super().__init__(f"{self.code_name}: {message}")
+
+
+class InvalidArgument(RelinkError, ValueError):
+    """A value the C API cannot take: NULL, invalid UTF-8, a NUL inside a
+    string, an unknown enumeration value, a struct of the wrong size."""
+
+
+class InvalidConfig(RelinkError, ValueError):
+    """A URL or option relink rejects; the message names it and says why."""
+
+
+class NotReady(RelinkError):
+    """``wait_ready`` ran out of time; the message names the last attempt's cause."""
+
+
+class Misconfigured(RelinkError):
+    """No connection, for a cause retrying will not fix (a wrong password, a
+    server that is not Redis): fix the configuration (``update_credentials``)."""
+
+
+class CommandFailed(RelinkError):
+    """A command did not succeed; the subclass says what may have happened."""
+
+
+class NotApplied(CommandFailed):
+    """Certainly not applied (not sent, the client not connected, the backlog
+    full, shut down, or refused before it ran): trying again is safe."""
+
+
+class OutcomeUnknown(CommandFailed):
+    """Sent, and no reply came: it may have been applied. relink retried it
+    only if it is safe to run twice (a read, or declared idempotent)."""
+
+
+class Rejected(CommandFailed):
+    """The server refused it with an error; retrying gives the same error."""
+
+
+class ServerError(Rejected):
+    """The server answered with an error reply (``-ERR``, ``-WRONGTYPE`` ...):
+    the message is the server's."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(REDIS_ERROR, OUTCOME_REJECTED, message)
+        self.args = (message,)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+_BY_OUTCOME: Dict[int, Type[RelinkError]] = {
+    OUTCOME_NOT_APPLIED: NotApplied,
+    OUTCOME_UNKNOWN: OutcomeUnknown,
+    OUTCOME_REJECTED: Rejected,
+}
+_BY_CODE: Dict[int, Type[RelinkError]] = {
+    INVALID_ARGUMENT: InvalidArgument,
+    STRUCT_SIZE: InvalidArgument,
+    INVALID_CONFIG: InvalidConfig,
+    TIMEOUT: NotReady,
+    MISCONFIGURED: Misconfigured,
+}
+
+
+def _error(code: int, outcome: int, message: str) -> RelinkError:
+    """The exception for a code and outcome: a command's failure by what may
+    have happened to it, anything else by its code."""
+    kind = _BY_OUTCOME.get(outcome) or _BY_CODE.get(code) or RelinkError
+    return kind(code, outcome, message)
+
+
+def _text(value: Union[str, bytes, None], what: str) -> Optional[bytes]:
+    """`value` as the bytes of a C string: str is UTF-8 (a lone surrogate from
+    os.fsdecode goes through as the byte it stood for, for relink to refuse),
+    bytes go as they are, None is NULL."""
+    if value is None or isinstance(value, bytes):
+        data = value
+    else:
+        data = str(value).encode("utf-8", "surrogateescape")
+    if data is not None and b"\0" in data:
+        # C would see only the text before the NUL.
+        raise InvalidArgument(INVALID_ARGUMENT, OUTCOME_NONE, f"`{what}` must not contain a NUL character")
+    return data
+
+
+def _set_option(struct: ctypes.Structure, name: str, value: Any, shown: str) -> None:
+    """Sets a field of relink_options; an integer that the C field cannot
+    hold (negative, or too large) is an error naming the option, not a
+    silent wrap-around."""
+    kind = {field[0]: field[1] for field in struct._fields_}[name]
+    if kind in (c_uint32, c_uint64, c_size_t) and isinstance(value, int) and not isinstance(value, bool):
+        bits = 8 * ctypes.sizeof(kind)
+        if value < 0:
+            raise InvalidConfig(INVALID_CONFIG, OUTCOME_NONE, f"`{shown}` is {value}: must not be negative")
+        if value >= 1 << bits:
+            raise InvalidConfig(INVALID_CONFIG, OUTCOME_NONE,
+                                f"`{shown}` is {value}: must be less than 2**{bits}")
+    setattr(struct, name, value)
+
+
+def _check(code: int, err: Optional[c_void_p]) -> None:
+    if code != OK:
+        message = _lib.relink_error_message(err).decode("utf-8", "replace")
+        outcome = _lib.relink_error_outcome(err)
+        _lib.relink_error_free(err)
+        raise _error(code, outcome, message)
+
+
+def _convert(reply: c_void_p) -> Reply:
+    kind = _lib.relink_reply_type(reply)
+    if kind == REPLY_NIL:
+        return None
+    if kind == REPLY_INTEGER:
+        return _lib.relink_reply_integer(reply)
+    if kind == REPLY_BOOLEAN:
+        return bool(_lib.relink_reply_integer(reply))
+    if kind == REPLY_DOUBLE:
+        return _lib.relink_reply_double(reply)
+    if kind in (REPLY_STRING, REPLY_STATUS, REPLY_ERROR):
+        n = c_size_t()
+        data = ctypes.string_at(_lib.relink_reply_bytes(reply, ctypes.byref(n)), n.value)
+        if kind == REPLY_ERROR:
+            return ServerError(data.decode("utf-8", "replace"))
+        return data.decode() if kind == REPLY_STATUS else data
+    items = [_convert(_lib.relink_reply_element(reply, i)) for i in range(_lib.relink_reply_len(reply))]
+    if kind == REPLY_MAP:
+        return dict(zip(items[::2], items[1::2]))
+    return items
+
+
+class Client:
+    """A blocking Redis client that rides out outages. Keyword arguments set
+    fields of relink_options (``heartbeat_interval_ms=250``,
+    ``outage_policy=OUTAGE_FAIL_FAST``, ``backoff_max_delay_ms=...``).
+
+    ``url`` is ``redis://[user[:password]@]host[:port][/db]``, ``rediss://...``
+    (TLS, when librelink was built with it) or ``redis+unix:///path?db=N``;
+    ``valkey://`` and ``valkeys://`` are the same as ``redis://`` and
+    ``rediss://``. A URL or option relink rejects raises InvalidConfig (or
+    InvalidArgument for a value C cannot even pass) whose message says what
+    is wrong. Use it as a context manager, or call ``close()``."""
+
+    def __init__(self, url: Union[str, bytes, None],
+                 on_state_change: Optional[Callable[[str, str], None]] = None,
+                 **options: Any) -> None:
+        self._handle: Optional[c_void_p] = None
+        opts = Options()
+        _check(_lib.relink_options_default(ctypes.byref(opts), ctypes.sizeof(opts)), None)
+        for name, value in options.items():
+            if name.startswith("backoff_") and hasattr(opts.backoff, name[len("backoff_"):]):
+                _set_option(opts.backoff, name[len("backoff_"):], value, name)
+            elif name == "client_name":
+                opts.client_name = _text(value, name)
+            else:
+                if name == "struct_size" or not hasattr(opts, name):
+                    raise TypeError(f"unknown option {name}")
+                _set_option(opts, name, value, name)
+        handle, err = _P(), _P()
+        _check(_lib.relink_client_connect(_text(url, "url"), ctypes.byref(opts), ctypes.byref(handle),
+                                          ctypes.byref(err)), err)
+        self._handle = handle
+        self._callback = None
+        if on_state_change is not None:
+            # Called on relink's thread; ctypes takes the GIL for it. Keep it short.
+            self._callback = STATE_CALLBACK(lambda _ud, a, b: on_state_change(STATES[a], STATES[b]))
+            err = _P()
+            _check(_lib.relink_client_on_state_change(handle, self._callback, None, ctypes.byref(err)), err)
+
+    def command(self, *args: Arg) -> Reply:
+        """Runs one command; bytes arguments are sent as they are, str as
+        UTF-8, numbers as their text. Returns bytes for a string reply, str
+        for a status (``"OK"``), int, float, bool, None, list or dict; raises
+        ServerError for an error reply and a CommandFailed for a failure."""
+        raw = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+        argv = (c_char_p * len(raw))(*raw)
+        argvlen = (c_size_t * len(raw))(*(len(a) for a in raw))
+        reply, err = _P(), _P()
+        _check(_lib.relink_client_command(self._handle, len(raw), argv, argvlen, ctypes.byref(reply),
+                                          ctypes.byref(err)), err)
+        try:
+            value = _convert(reply)
+        finally:
+            _lib.relink_reply_free(reply)
+        if isinstance(value, ServerError):
+            raise value
+        return value
+
+    @property
+    def state(self) -> str:
+        """``"idle"``, ``"connecting"``, ``"ready"``, ``"transient_failure"`` or ``"shutdown"``."""
+        return STATES[_lib.relink_client_state(self._handle)]
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Waits until the client is ready, for at most ``timeout_s`` seconds:
+        NotReady when time runs out, Misconfigured when the configuration is wrong."""
+        err = _P()
+        _check(_lib.relink_client_wait_ready(self._handle, int(timeout_s * 1000), ctypes.byref(err)), err)
+
+    def update_credentials(self, password: Union[str, bytes], username: Union[str, bytes, None] = None) -> None:
+        """Changes the credentials on the live client (a password rotation
+        without a restart): the live connection re-authenticates at once and
+        reconnects use them; a client stuck on a wrong password (Misconfigured)
+        tries again at once. A refusal (WRONGPASS) changes nothing and raises
+        RelinkError with code REDIS_ERROR."""
+        err = _P()
+        _check(_lib.relink_client_update_credentials(self._handle, _text(username, "username"),
+                                                     _text(password, "password"), ctypes.byref(err)), err)
+
+    def close(self) -> None:
+        """Shuts the client down: waiting commands fail, the connection closes. Idempotent."""
+        if self._handle:
+            _lib.relink_client_free(self._handle)
+            self._handle = None
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def backoff_delays(policy_fields: Mapping[str, Any], seed: int, count: int) -> List[int]:
+    """The first `count` delays (ms) of a backoff policy (fields of
+    relink_backoff_policy over relink's default), elapsed = their running sum."""
+    policy = BackoffPolicy()
+    _check(_lib.relink_backoff_policy_default(ctypes.byref(policy)), None)
+    for name, value in policy_fields.items():
+        setattr(policy, name, value)
+    backoff, err = _P(), _P()
+    _check(_lib.relink_backoff_new(ctypes.byref(policy), seed, ctypes.byref(backoff), ctypes.byref(err)), err)
+    delays: List[int] = []
+    elapsed, delay = 0, c_uint64()
+    try:
+        while len(delays) < count and _lib.relink_backoff_next_delay(backoff, elapsed, ctypes.byref(delay)):
+            delays.append(delay.value)
+            elapsed += delay.value
+    finally:
+        _lib.relink_backoff_free(backoff)
+    return delays

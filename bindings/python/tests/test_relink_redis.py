@@ -1,6 +1,7 @@
 """relink_redis, as installed from its wheel, against real redis-servers:
-connect, binary values, a restart in the middle, the exceptions, and the
-golden backoff vectors.
+connect, binary values, a restart in the middle, Pub/Sub (a restart with
+one Restored item, unsubscribe), the exceptions, and the golden backoff
+vectors.
 
 `cargo xtask test` runs it in a fresh virtual environment after installing
 the wheel, from outside the source tree. By hand, in a venv with
@@ -240,6 +241,79 @@ BAD_CONFIG = [
 
 # What no message may say to a Python user.
 NEVER_SAID = ("Cargo", "cargo", "feature", "tls-rustls", "InvalidClientConfig", "s3cr")
+
+
+class PubSubTest(unittest.TestCase):
+    def setUp(self):
+        self.server = Server(free_port())
+        self.addCleanup(self.server.close)
+        self.client = relink.Client(f"redis://127.0.0.1:{self.server.port}", heartbeat_interval_ms=200,
+                                    backoff_initial_delay_ms=20, backoff_max_delay_ms=200)
+        self.addCleanup(self.client.close)
+        self.client.wait_ready(10)
+
+    def next_message(self, sub):
+        item = sub.next(10)
+        self.assertIsInstance(item, relink.Message)
+        return item
+
+    def test_messages_patterns_and_unsubscribe(self):
+        with self.client.subscribe("py:news") as news, self.client.psubscribe("py:alerts.*") as alerts:
+            # Confirmed before subscribe returned: heard at once.
+            self.assertEqual(self.client.command("PUBLISH", "py:news", b"one\x00two"), 1)
+            item = self.next_message(news)
+            self.assertEqual((item.channel, item.payload, item.pattern), ("py:news", b"one\x00two", None))
+            self.client.command("PUBLISH", "py:alerts.disk", "full")
+            item = self.next_message(alerts)
+            self.assertEqual((item.channel, item.pattern, item.payload), ("py:alerts.disk", "py:alerts.*", b"full"))
+            self.assertIsNone(news.next(0.05), "nothing more: a bounded wait")
+            alerts.unsubscribe()
+            self.assertEqual(self.client.command("PUBLISH", "py:alerts.disk", "again"), 0)
+            with self.assertRaises(relink.RelinkError):
+                alerts.next(0)
+        # Closed by the with block: nobody hears it.
+        self.assertEqual(self.client.command("PUBSUB", "NUMSUB", "py:news"), [b"py:news", 0])
+
+    def test_a_restart_gives_one_restored_item(self):
+        news = self.client.subscribe("py:restart")
+        self.addCleanup(news.close)
+        self.server.stop()
+        self.server.start()
+        deadline = time.monotonic() + 20
+        # Bounded: publish until the restored subscription hears it.
+        while self.client.command("PUBLISH", "py:restart", "back") == 0:
+            self.assertLess(time.monotonic(), deadline, "the subscription was not restored")
+            time.sleep(0.05)
+        items = []
+        for item in news:
+            items.append(item)
+            if isinstance(item, relink.Message) and item.payload == b"back":
+                break
+        restored = [i for i in items if isinstance(i, relink.Restored)]
+        self.assertEqual(len(restored), 1, items)
+        self.assertGreater(restored[0].gap_s, 0)
+
+    def test_iteration_ends_when_the_client_closes(self):
+        news = self.client.subscribe("py:end")
+        ended = []
+        reader = threading.Thread(target=lambda: ended.append(list(news)))
+        reader.start()
+        self.client.close()
+        reader.join(20)
+        self.assertFalse(reader.is_alive(), "iteration did not end")
+        self.assertEqual(ended, [[]])
+        news.close()
+
+    def test_bad_subscriptions(self):
+        with self.assertRaises(relink.InvalidArgument):
+            self.client.subscribe()
+        with self.assertRaises(relink.InvalidArgument):
+            self.client.subscribe("a\0b")
+        sub = self.client.subscribe("py:x")
+        with self.assertRaises(relink.InvalidArgument):
+            sub.next(-1)
+        sub.close()
+        sub.close()
 
 
 class ArgumentTest(unittest.TestCase):

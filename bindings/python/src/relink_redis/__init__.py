@@ -18,6 +18,9 @@ from the same Rust engine; the wheel carries the library.
             ...  # sent, no reply: it may have run (relink never retries an INCR)
         except relink_redis.NotApplied:
             ...  # certainly not run: safe to try again
+        with client.subscribe("news") as news:           # restored after reconnects
+            for item in news:                            # Message, Restored(gap_s) or Lagged
+                ...
 
 Failures form a hierarchy that mirrors what may have happened on the server:
 RelinkError > CommandFailed > NotApplied / OutcomeUnknown / Rejected (>
@@ -48,6 +51,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Type, Union
 
 __all__ = [
     "Client",
+    "Subscription",
+    "Message",
+    "Restored",
+    "Lagged",
     "RelinkError",
     "InvalidArgument",
     "InvalidConfig",
@@ -82,6 +89,8 @@ MISCONFIGURED = 109
 OUTCOME_NONE, OUTCOME_NOT_APPLIED, OUTCOME_UNKNOWN, OUTCOME_REJECTED = range(4)
 STATES = ("idle", "connecting", "ready", "transient_failure", "shutdown")
 OUTAGE_QUEUE, OUTAGE_FAIL_FAST = 0, 1
+SUBSCRIBE_CHANNELS, SUBSCRIBE_PATTERNS, SUBSCRIBE_SHARD_CHANNELS = range(3)
+ITEM_MESSAGE, ITEM_RESTORED, ITEM_LAGGED = 1, 2, 3
 (REPLY_NIL, REPLY_INTEGER, REPLY_DOUBLE, REPLY_STRING, REPLY_STATUS, REPLY_ERROR,
  REPLY_ARRAY, REPLY_MAP, REPLY_BOOLEAN) = range(9)
 
@@ -128,6 +137,22 @@ class Options(ctypes.Structure):
     ]
 
 
+class PubSubItem(ctypes.Structure):
+    # relink_pubsub_item: written by the library; its pointers are the
+    # subscription's until the next call on it.
+    _fields_ = [
+        ("kind", c_uint32),
+        ("channel", c_void_p),
+        ("channel_len", c_size_t),
+        ("pattern", c_void_p),
+        ("pattern_len", c_size_t),
+        ("payload", c_void_p),
+        ("payload_len", c_size_t),
+        ("gap_ms", c_uint64),
+        ("missed", c_uint64),
+    ]
+
+
 def _library_path() -> str:
     configured = os.environ.get("RELINK_LIB")
     if configured:
@@ -167,6 +192,10 @@ _sig("relink_client_wait_ready", c_uint32, _P, c_uint64, POINTER(_P))
 _sig("relink_client_on_state_change", c_uint32, _P, STATE_CALLBACK, c_void_p, POINTER(_P))
 _sig("relink_client_update_credentials", c_uint32, _P, c_char_p, c_char_p, POINTER(_P))
 _sig("relink_client_free", None, _P)
+_sig("relink_client_subscribe", c_uint32, _P, c_uint32, POINTER(c_char_p), c_size_t, POINTER(_P), POINTER(_P))
+_sig("relink_subscription_next", c_uint32, _P, c_uint64, POINTER(PubSubItem), POINTER(_P))
+_sig("relink_subscription_unsubscribe", c_uint32, _P, POINTER(_P))
+_sig("relink_subscription_free", None, _P)
 _sig("relink_reply_type", c_uint32, _P)
 _sig("relink_reply_integer", c_int64, _P)
 _sig("relink_reply_double", c_double, _P)
@@ -321,6 +350,127 @@ def _convert(reply: c_void_p) -> Reply:
     return items
 
 
+class Message:
+    """A published message: ``channel`` (str), ``payload`` (bytes), and the
+    ``pattern`` (str) that matched, for a pattern subscription."""
+
+    __slots__ = ("channel", "payload", "pattern")
+
+    def __init__(self, channel: str, payload: bytes, pattern: Optional[str]) -> None:
+        self.channel, self.payload, self.pattern = channel, payload, pattern
+
+    def __repr__(self) -> str:
+        return f"Message(channel={self.channel!r}, payload={self.payload!r}, pattern={self.pattern!r})"
+
+
+class Restored:
+    """The subscription's connection was lost and is back (or a subscription
+    made without a connection is now in place): messages published during
+    the last ``gap_s`` seconds were not received. Pub/Sub has no replay."""
+
+    __slots__ = ("gap_s",)
+
+    def __init__(self, gap_s: float) -> None:
+        self.gap_s = gap_s
+
+    def __repr__(self) -> str:
+        return f"Restored(gap_s={self.gap_s})"
+
+
+class Lagged:
+    """The reader fell behind: ``missed`` messages were dropped here."""
+
+    __slots__ = ("missed",)
+
+    def __init__(self, missed: int) -> None:
+        self.missed = missed
+
+    def __repr__(self) -> str:
+        return f"Lagged(missed={self.missed})"
+
+
+#: What a subscription yields.
+Item = Union[Message, Restored, Lagged]
+
+
+class Subscription:
+    """Channels (or patterns, or shard channels) a Client subscribed to,
+    restored after every reconnect. Iterate it (it ends when unsubscribed
+    or when its client is closed), or call ``next(timeout_s)``. Use it as a
+    context manager, or call ``unsubscribe()``/``close()``. One thread at a
+    time may read it."""
+
+    #: How long one blocking read lasts inside iteration, so that Ctrl-C and
+    #: other threads get a turn (nothing is lost between reads).
+    _SLICE_MS = 1000
+
+    def __init__(self, handle: c_void_p) -> None:
+        self._handle: Optional[c_void_p] = handle
+
+    def next(self, timeout_s: float) -> Optional[Item]:
+        """The next item, or None when none came within ``timeout_s``
+        seconds. Raises RelinkError (code SHUTDOWN) once the subscription
+        has ended."""
+        if timeout_s < 0:
+            raise InvalidArgument(INVALID_ARGUMENT, OUTCOME_NONE, f"`timeout_s` is {timeout_s}: must not be negative")
+        if not self._handle:
+            raise RelinkError(SHUTDOWN, OUTCOME_NONE, "the subscription is closed")
+        item, err = PubSubItem(), _P()
+        code = _lib.relink_subscription_next(self._handle, int(timeout_s * 1000), ctypes.byref(item),
+                                             ctypes.byref(err))
+        if code == TIMEOUT:
+            _lib.relink_error_free(err)
+            return None
+        _check(code, err)
+        if item.kind == ITEM_RESTORED:
+            return Restored(item.gap_ms / 1000.0)
+        if item.kind == ITEM_LAGGED:
+            return Lagged(item.missed)
+        channel = ctypes.string_at(item.channel, item.channel_len).decode("utf-8", "replace")
+        pattern = (ctypes.string_at(item.pattern, item.pattern_len).decode("utf-8", "replace")
+                   if item.pattern else None)
+        return Message(channel, ctypes.string_at(item.payload, item.payload_len), pattern)
+
+    def __iter__(self) -> "Subscription":
+        return self
+
+    def __next__(self) -> Item:
+        # Bounded by the subscription: it ends when unsubscribed or its
+        # client is closed.
+        while True:
+            try:
+                item = self.next(self._SLICE_MS / 1000.0)
+            except RelinkError as e:
+                if e.code == SHUTDOWN:
+                    raise StopIteration from None
+                raise
+            if item is not None:
+                return item
+
+    def unsubscribe(self) -> None:
+        """Ends the subscription and waits until the server confirmed the
+        unsubscribe of every name no other subscription wants. Idempotent."""
+        if self._handle:
+            err = _P()
+            _check(_lib.relink_subscription_unsubscribe(self._handle, ctypes.byref(err)), err)
+        self.close()
+
+    def close(self) -> None:
+        """Frees the subscription (unsubscribing without waiting). Idempotent."""
+        if self._handle:
+            _lib.relink_subscription_free(self._handle)
+            self._handle = None
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
 class Client:
     """A blocking Redis client that rides out outages. Keyword arguments set
     fields of relink_options (``heartbeat_interval_ms=250``,
@@ -377,6 +527,29 @@ class Client:
         if isinstance(value, ServerError):
             raise value
         return value
+
+    def subscribe(self, *channels: Union[str, bytes]) -> Subscription:
+        """Subscribes to ``channels`` (SUBSCRIBE) on a connection of its own,
+        restored after every reconnect with a Restored item. Returns once
+        the server confirmed it (at once, with a Restored item later, when
+        there is no connection)."""
+        return self._subscribe(SUBSCRIBE_CHANNELS, channels)
+
+    def psubscribe(self, *patterns: Union[str, bytes]) -> Subscription:
+        """Like subscribe, for glob patterns (PSUBSCRIBE)."""
+        return self._subscribe(SUBSCRIBE_PATTERNS, patterns)
+
+    def ssubscribe(self, *channels: Union[str, bytes]) -> Subscription:
+        """Like subscribe, for shard channels (SSUBSCRIBE, Redis 7, RESP3)."""
+        return self._subscribe(SUBSCRIBE_SHARD_CHANNELS, channels)
+
+    def _subscribe(self, kind: int, names: Any) -> Subscription:
+        raw = [_text(n, "channels") for n in names]
+        argv = (c_char_p * len(raw))(*raw)
+        handle, err = _P(), _P()
+        _check(_lib.relink_client_subscribe(self._handle, kind, argv, len(raw), ctypes.byref(handle),
+                                            ctypes.byref(err)), err)
+        return Subscription(handle)
 
     @property
     def state(self) -> str:

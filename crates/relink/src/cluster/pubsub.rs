@@ -201,7 +201,6 @@ impl Router {
                 }
             }
             for (kind, group) in group_by_kind(&names) {
-                self.hub.displaced(kind, &group, since);
                 let old_link = old
                     .as_deref()
                     .and_then(|n| state.links.get(n))
@@ -210,6 +209,8 @@ impl Router {
                     .as_deref()
                     .and_then(|n| self.link(&mut state, n))
                     .cloned();
+                self.hub
+                    .displaced(kind, &group, since, new_link.as_ref().map(Link::id));
                 // Off the old node before on the new one: every node
                 // delivers a classic PUBLISH, so subscribed at both for a
                 // moment, a message would come twice. (A shard channel's

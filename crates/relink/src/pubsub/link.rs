@@ -56,6 +56,7 @@ pub(crate) struct Target {
 /// A subscriber connection's task, and the way to its requests.
 #[derive(Clone)]
 pub(crate) struct Link {
+    id: u64,
     requests: mpsc::UnboundedSender<Request>,
     lost_at: Arc<std::sync::Mutex<Option<Instant>>>,
 }
@@ -72,7 +73,16 @@ impl Links for Link {
     }
 }
 
+/// Numbers the subscriber connections, so the hub knows which one a
+/// message came on.
+static NEXT_LINK: AtomicU64 = AtomicU64::new(1);
+
 impl Link {
+    /// The connection's number (its messages carry it to the hub).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Whether its task still runs (it ends when stopped or given up).
     pub(crate) fn is_running(&self) -> bool {
         !self.requests.is_closed()
@@ -100,7 +110,9 @@ impl Link {
     ) -> Link {
         let (requests, rx) = mpsc::unbounded_channel();
         let lost_at = Arc::new(std::sync::Mutex::new(None));
+        let id = NEXT_LINK.fetch_add(1, Ordering::Relaxed);
         let task = Task {
+            id,
             lost_at: Arc::clone(&lost_at),
             hub,
             target,
@@ -122,7 +134,11 @@ impl Link {
         };
         let span = tracing::debug_span!("relink_subscriber", target = %task.target.name);
         tokio::spawn(tracing::Instrument::instrument(task.run(), span));
-        Link { requests, lost_at }
+        Link {
+            id,
+            requests,
+            lost_at,
+        }
     }
 }
 
@@ -231,6 +247,7 @@ type ConnectResult = Result<Conn, Diagnosis>;
 type Pending<T> = Option<BoxFuture<'static, T>>;
 
 struct Task {
+    id: u64,
     lost_at: Arc<std::sync::Mutex<Option<Instant>>>,
     hub: Arc<Hub>,
     target: Target,
@@ -370,6 +387,7 @@ impl Task {
                 let (lost_tx, lost_rx) = mpsc::unbounded_channel();
                 self.lost = Some(lost_rx);
                 let push = PushRoute {
+                    link: self.id,
                     hub: Arc::clone(&hub),
                     serves: Arc::clone(&serves),
                     activity,
@@ -435,14 +453,12 @@ impl Task {
         match event {
             Event::Connected { attempts } => {
                 self.set_lost_at(None);
-                let given = self.hub.in_place(&*self.serves, None, Instant::now());
+                let given = self.hub.in_place(self.id, &*self.serves, Instant::now());
                 tracing::debug!(attempts, markers = given, "subscriber connected");
             }
             Event::Reconnected { downtime, attempts } => {
                 self.set_lost_at(None);
-                let given = self
-                    .hub
-                    .in_place(&*self.serves, Some(downtime), Instant::now());
+                let given = self.hub.in_place(self.id, &*self.serves, Instant::now());
                 tracing::info!(
                     attempts,
                     downtime_ms = downtime.as_millis() as u64,
@@ -451,8 +467,9 @@ impl Task {
                 );
             }
             Event::Disconnected { cause } => {
-                self.hub.lost();
-                self.set_lost_at(Some(Instant::now()));
+                let now = Instant::now();
+                self.hub.lost(self.id, &*self.serves, now);
+                self.set_lost_at(Some(now));
                 tracing::warn!(%cause, "relink subscriber connection lost");
             }
             Event::ConnectAttemptFailed {
@@ -512,8 +529,8 @@ impl Task {
                     // place now: one marker each.
                     let (kind, names) = (request.kind, &request.names);
                     self.hub.in_place(
+                        self.id,
                         &|k, n| k == kind && names.iter().any(|m| m == n),
-                        None,
                         Instant::now(),
                     );
                 }
@@ -541,13 +558,19 @@ impl Task {
         } else {
             Kind::Channel
         };
-        self.hub
-            .route(kind, channel, pattern.as_deref(), msg.get_payload_bytes());
+        self.hub.route(
+            self.id,
+            kind,
+            channel,
+            pattern.as_deref(),
+            msg.get_payload_bytes(),
+        );
     }
 }
 
 /// Where a RESP3 subscriber connection's pushes go.
 struct PushRoute {
+    link: u64,
     hub: Arc<Hub>,
     serves: Serves,
     activity: Arc<AtomicU64>,
@@ -582,7 +605,7 @@ impl PushRoute {
                 }
             }
             _ => {
-                if self.hub.route_push(&info) {
+                if self.hub.route_push(self.link, &info) {
                     let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
                     self.activity.fetch_max(ms, Ordering::Relaxed);
                 }

@@ -105,12 +105,25 @@ impl Kind {
 enum Standing {
     /// Its `subscribe` call is waiting for the server's confirmation.
     Confirming,
-    /// Its `subscribe` call returned before the server confirmed it (there
-    /// was no connection): it is in place at the next connection, with a
-    /// marker for the time in between.
-    Pending { since: Instant },
-    /// Confirmed by the server on the current connection (or restored).
+    /// Messages may have been missed since `since`: its connection was
+    /// lost, its slot moved, or its `subscribe` call returned before the
+    /// server confirmed it (there was no connection). The marker goes out
+    /// when the subscription is in place again on the subscriber
+    /// connection `via` (any, when `None`), and always before that
+    /// connection's first message to the handle.
+    Pending { since: Instant, via: Option<u64> },
+    /// In place; messages flow.
     InPlace,
+}
+
+impl Standing {
+    /// Whether a marker is owed once connection `link` serves the handle.
+    fn owed_on(self, link: u64) -> Option<Instant> {
+        match self {
+            Standing::Pending { since, via } if via.is_none_or(|v| v == link) => Some(since),
+            _ => None,
+        }
+    }
 }
 
 struct Sink {
@@ -210,17 +223,42 @@ impl Hub {
         self.lock().wanted.contains_key(&(kind, name.to_owned()))
     }
 
-    /// `names` of `kind` lost their subscription at `since` (their slot
-    /// moved): the handles on them get a marker once they are in place
-    /// again.
-    pub(crate) fn displaced(&self, kind: Kind, names: &[String], since: Instant) {
+    /// `names` of `kind` lose their subscription at `since` (their slot
+    /// moved) and are subscribed next on connection `to`: the handles on
+    /// them get a marker once they are in place there. Messages from other
+    /// connections (the old one, until it is off) still reach them plainly.
+    pub(crate) fn displaced(&self, kind: Kind, names: &[String], since: Instant, to: Option<u64>) {
+        // A move with no destination waits for one: no connection owes it.
+        let via = Some(to.unwrap_or(u64::MAX));
         let mut reg = self.lock();
         for sink in reg.sinks.values_mut() {
-            if sink.kind == kind
-                && matches!(sink.standing, Standing::InPlace)
-                && sink.names.iter().any(|n| names.contains(n))
+            if sink.kind != kind || !sink.names.iter().any(|n| names.contains(n)) {
+                continue;
+            }
+            sink.standing = match sink.standing {
+                Standing::InPlace => Standing::Pending { since, via },
+                Standing::Pending { since: earlier, .. } => Standing::Pending {
+                    since: earlier.min(since),
+                    via,
+                },
+                Standing::Confirming => continue,
+            };
+        }
+    }
+
+    /// Connection `link`, serving `serves`, was lost at `since`: every
+    /// handle it served owes a marker once it is back.
+    pub(crate) fn lost(&self, link: u64, serves: &dyn Fn(Kind, &str) -> bool, since: Instant) {
+        let mut reg = self.lock();
+        reg.losses += 1;
+        for sink in reg.sinks.values_mut() {
+            if matches!(sink.standing, Standing::InPlace)
+                && sink.names.iter().any(|n| serves(sink.kind, n))
             {
-                sink.standing = Standing::Pending { since };
+                sink.standing = Standing::Pending {
+                    since,
+                    via: Some(link),
+                };
             }
         }
     }
@@ -236,7 +274,7 @@ impl Hub {
     pub(crate) fn pending(&self, id: u64, since: Instant) {
         if let Some(sink) = self.lock().sinks.get_mut(&id) {
             if matches!(sink.standing, Standing::Confirming) {
-                sink.standing = Standing::Pending { since };
+                sink.standing = Standing::Pending { since, via: None };
             }
         }
     }
@@ -263,42 +301,46 @@ impl Hub {
         out
     }
 
-    /// A connection serving `serves` is in place with everything restored:
-    /// after a reconnect (`downtime`), every handle it serves gets a marker;
-    /// a handle whose subscribe call returned early gets one for the time
-    /// since then. Returns how many markers were given.
+    /// Connection `link` has the subscriptions `serves` accepts in place
+    /// (restored after a (re)connect, or a subscribe confirmed): every
+    /// handle among them that owes a marker gets it, with the time since
+    /// its gap began. Returns how many markers were given.
     pub(crate) fn in_place(
         &self,
+        link: u64,
         serves: &dyn Fn(Kind, &str) -> bool,
-        downtime: Option<Duration>,
         now: Instant,
     ) -> usize {
         let mut guard = self.lock();
         let reg = &mut *guard;
         let mut given = 0;
-        let mut reg_dropped = 0;
         for sink in reg.sinks.values_mut() {
+            let Some(since) = sink.standing.owed_on(link) else {
+                continue;
+            };
             if !sink.names.iter().any(|n| serves(sink.kind, n)) {
                 continue;
             }
-            let gap = match sink.standing {
-                // Its own request follows on this connection.
-                Standing::Confirming => continue,
-                Standing::Pending { since } => Some(now.saturating_duration_since(since)),
-                Standing::InPlace => downtime,
-            };
             sink.standing = Standing::InPlace;
-            if let Some(gap) = gap {
-                reg_dropped += deliver(sink, PubSubItem::Restored { gap });
-                given += 1;
-            }
+            let gap = now.saturating_duration_since(since);
+            reg.dropped += deliver(sink, PubSubItem::Restored { gap });
+            given += 1;
         }
-        reg.dropped += reg_dropped;
         given
     }
 
-    /// Routes a message to every handle that wants it.
-    pub(crate) fn route(&self, kind: Kind, channel: &str, pattern: Option<&str>, payload: &[u8]) {
+    /// Routes a message that came on connection `link` to every handle
+    /// that wants it; a handle owed a marker by that connection gets the
+    /// marker first (the subscription is in place there: the message says so).
+    pub(crate) fn route(
+        &self,
+        link: u64,
+        kind: Kind,
+        channel: &str,
+        pattern: Option<&str>,
+        payload: &[u8],
+    ) {
+        let now = Instant::now();
         let mut guard = self.lock();
         let reg = &mut *guard;
         for sink in reg.sinks.values_mut() {
@@ -307,6 +349,11 @@ impl Hub {
             }
             let matched = pattern.unwrap_or(channel);
             if sink.names.iter().any(|n| n == matched) {
+                if let Some(since) = sink.standing.owed_on(link) {
+                    sink.standing = Standing::InPlace;
+                    let gap = now.saturating_duration_since(since);
+                    reg.dropped += deliver(sink, PubSubItem::Restored { gap });
+                }
                 reg.dropped += deliver(
                     sink,
                     PubSubItem::Message {
@@ -319,8 +366,9 @@ impl Hub {
         }
     }
 
-    /// Routes a RESP3 push; true when it was a Pub/Sub message.
-    pub(crate) fn route_push(&self, info: &PushInfo) -> bool {
+    /// Routes a RESP3 push that came on connection `link`; true when it
+    /// was a Pub/Sub message.
+    pub(crate) fn route_push(&self, link: u64, info: &PushInfo) -> bool {
         let data = &info.data;
         let (kind, pattern, channel, payload) = match info.kind {
             PushKind::Message => (Kind::Channel, None, data.first(), data.get(1)),
@@ -331,15 +379,10 @@ impl Hub {
         let pattern = pattern.and_then(text);
         if let (Some(channel), Some(payload)) = (channel.and_then(text), payload.and_then(bytes)) {
             if pattern.is_some() || kind != Kind::Pattern {
-                self.route(kind, channel, pattern, payload);
+                self.route(link, kind, channel, pattern, payload);
             }
         }
         true
-    }
-
-    /// A subscriber connection was lost.
-    pub(crate) fn lost(&self) {
-        self.lock().losses += 1;
     }
 
     /// Handles open, connections lost, messages dropped.
@@ -602,8 +645,8 @@ mod tests {
         let (_, mut b) = hub.register(Kind::Channel, &names(&["x"])).unwrap();
         let (_, mut s) = hub.register(Kind::Shard, &names(&["x"])).unwrap();
         let (_, mut p) = hub.register(Kind::Pattern, &names(&["x*"])).unwrap();
-        hub.route(Kind::Channel, "x", None, b"1");
-        hub.route(Kind::Pattern, "xa", Some("x*"), b"2");
+        hub.route(1, Kind::Channel, "x", None, b"1");
+        hub.route(1, Kind::Pattern, "xa", Some("x*"), b"2");
         for rx in [&mut a, &mut b] {
             assert!(
                 matches!(rx.try_recv(), Ok(PubSubItem::Message { payload, .. }) if payload == b"1")
@@ -621,7 +664,7 @@ mod tests {
         let hub = Hub::new(2);
         let (_, mut rx) = hub.register(Kind::Channel, &names(&["x"])).unwrap();
         for i in 0..5u8 {
-            hub.route(Kind::Channel, "x", None, &[i]);
+            hub.route(1, Kind::Channel, "x", None, &[i]);
         }
         let payload = |item| match item {
             Ok(PubSubItem::Message { payload, .. }) => payload,
@@ -630,7 +673,7 @@ mod tests {
         assert_eq!(payload(rx.try_recv()), [0]);
         assert_eq!(payload(rx.try_recv()), [1]);
         assert!(rx.try_recv().is_err());
-        hub.route(Kind::Channel, "x", None, &[5]);
+        hub.route(1, Kind::Channel, "x", None, &[5]);
         assert_eq!(rx.try_recv(), Ok(PubSubItem::Lagged { missed: 3 }));
         assert_eq!(payload(rx.try_recv()), [5]);
     }
@@ -645,7 +688,7 @@ mod tests {
         hub.pending(b, t0);
         let (_c, mut rc) = hub.register(Kind::Channel, &names(&["z"])).unwrap();
         // The first connection: only the handle that returned early.
-        assert_eq!(hub.in_place(&all, None, t0 + Duration::from_millis(7)), 1);
+        assert_eq!(hub.in_place(1, &all, t0 + Duration::from_millis(7)), 1);
         assert!(ra.try_recv().is_err());
         assert_eq!(
             rb.try_recv(),
@@ -654,12 +697,37 @@ mod tests {
             })
         );
         assert!(rc.try_recv().is_err(), "its own request follows");
-        // A reconnect: every handle in place, once.
+        // Lost, then back: every handle it served, once.
+        hub.lost(1, &all, t0);
         let gap = Duration::from_millis(30);
-        assert_eq!(hub.in_place(&all, Some(gap), t0), 2);
+        assert_eq!(hub.in_place(1, &all, t0 + gap), 2);
+        assert_eq!(hub.in_place(1, &all, t0 + gap), 0, "once");
         assert_eq!(ra.try_recv(), Ok(PubSubItem::Restored { gap }));
         assert_eq!(rb.try_recv(), Ok(PubSubItem::Restored { gap }));
         assert!(ra.try_recv().is_err() && rb.try_recv().is_err());
+    }
+
+    #[test]
+    fn the_marker_comes_before_the_first_message_of_the_connection_that_ends_the_gap() {
+        let hub = Hub::new(8);
+        let t0 = Instant::now();
+        let (a, mut ra) = hub.register(Kind::Shard, &names(&["s"])).unwrap();
+        hub.confirmed(a);
+        // Moving from connection 1 to connection 2.
+        hub.displaced(Kind::Shard, &names(&["s"]), t0, Some(2));
+        // The old connection still delivers: plainly.
+        hub.route(1, Kind::Shard, "s", None, b"old");
+        assert!(
+            matches!(ra.try_recv(), Ok(PubSubItem::Message { payload, .. }) if payload == b"old")
+        );
+        // The new one's first message: the marker first.
+        hub.route(2, Kind::Shard, "s", None, b"new");
+        assert!(matches!(ra.try_recv(), Ok(PubSubItem::Restored { .. })));
+        assert!(
+            matches!(ra.try_recv(), Ok(PubSubItem::Message { payload, .. }) if payload == b"new")
+        );
+        // Its confirmation afterwards owes nothing more.
+        assert_eq!(hub.in_place(2, &all, t0), 0);
     }
 
     #[test]
@@ -685,7 +753,7 @@ mod tests {
                 Value::BulkString(b"hi".to_vec()),
             ],
         };
-        assert!(hub.route_push(&push));
+        assert!(hub.route_push(1, &push));
         assert!(
             matches!(rx.try_recv(), Ok(PubSubItem::Message { payload, .. }) if payload == b"hi")
         );
@@ -693,6 +761,6 @@ mod tests {
             kind: PushKind::Invalidate,
             data: vec![],
         };
-        assert!(!hub.route_push(&other));
+        assert!(!hub.route_push(1, &other));
     }
 }

@@ -106,6 +106,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
+pub use crate::tls::TlsConfig;
 use crate::Error;
 
 /// What a password is replaced with wherever a config is shown.
@@ -344,9 +345,9 @@ impl Default for RetryPolicy {
     }
 }
 
-/// A password: shown as `***`.
+/// A password (or an inline private key): shown as `***`.
 #[derive(Clone, PartialEq, Eq)]
-struct Secret(String);
+pub(crate) struct Secret(pub(crate) String);
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -393,6 +394,7 @@ pub struct Config {
     tcp_nodelay: bool,
     seed: Option<u64>,
     sentinel: Option<SentinelConfig>,
+    tls: Option<TlsConfig>,
     /// Where metrics go (the `opentelemetry` feature); `None`: the global
     /// meter provider's. Not data: not serialized, compared or shown.
     #[cfg(feature = "opentelemetry")]
@@ -444,6 +446,7 @@ impl Config {
             tcp_nodelay: true,
             seed: None,
             sentinel: None,
+            tls: None,
             #[cfg(feature = "opentelemetry")]
             meter: None,
         };
@@ -571,6 +574,16 @@ impl Config {
         self
     }
 
+    /// Sets how TLS connections are made: the CA to trust, a client
+    /// certificate, the name to verify (see [`TlsConfig`]). The URL must be
+    /// `rediss://`; without this, a `rediss://` URL trusts the operating
+    /// system's roots and verifies the URL's host. With Sentinel, it applies
+    /// to the master (the sentinels' own is [`SentinelConfig::with_tls`]).
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Records the client's metrics (see [`crate::metrics`]) with `meter`
     /// instead of the global meter provider's `relink` meter.
     ///
@@ -684,6 +697,15 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if let Some(tls) = &self.tls {
+            if !matches!(self.target.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+                return Err(Error::config(
+                    "tls",
+                    "applies to a TLS URL: use `rediss://` (or `valkeys://`) to connect with TLS",
+                ));
+            }
+            tls.validate_as("tls.")?;
         }
         if let Some(sentinel) = &self.sentinel {
             sentinel.validate()?;
@@ -819,6 +841,16 @@ impl Config {
         self.sentinel.as_ref()
     }
 
+    /// The TLS settings given with [`with_tls`](Self::with_tls), if any.
+    pub fn tls(&self) -> Option<&TlsConfig> {
+        self.tls.as_ref()
+    }
+
+    /// Whether the URL asks for TLS (`rediss://`, `valkeys://`).
+    pub fn is_tls(&self) -> bool {
+        matches!(self.target.addr(), redis::ConnectionAddr::TcpTls { .. })
+    }
+
     /// The database in force (the override, else the URL's, else 0).
     pub fn database(&self) -> i64 {
         self.database
@@ -854,6 +886,7 @@ impl fmt::Debug for Config {
             .field("tcp_nodelay", &self.tcp_nodelay)
             .field("seed", &self.seed)
             .field("sentinel", &self.sentinel)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -877,6 +910,7 @@ impl PartialEq for Config {
             && self.tcp_nodelay == other.tcp_nodelay
             && self.seed == other.seed
             && self.sentinel == other.sentinel
+            && self.tls == other.tls
     }
 }
 
@@ -1509,6 +1543,8 @@ pub(crate) struct RawConfig {
     exclusive: Option<ExclusiveConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sentinel: Option<SentinelConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tls: Option<TlsConfig>,
 }
 
 /// [`HeartbeatConfig`] with errors that name `heartbeat.*`.
@@ -1591,6 +1627,7 @@ impl TryFrom<RawConfig> for Config {
         }
         config.seed = raw.seed;
         config.sentinel = raw.sentinel;
+        config.tls = raw.tls;
         config.build()
     }
 }
@@ -1628,6 +1665,7 @@ impl From<Config> for RawConfig {
             retry: Some(c.retry),
             exclusive: Some(c.exclusive),
             sentinel: c.sentinel,
+            tls: c.tls,
         }
     }
 }
@@ -1929,7 +1967,15 @@ fn de_sentinel_password<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret
         .map(Some)
 }
 
-fn ser_password<S: Serializer>(v: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
+/// Reads a secret (an inline key) without ever quoting it; `field` names it.
+pub(crate) fn de_secret<'de, D: Deserializer<'de>>(
+    d: D,
+    field: &'static str,
+) -> Result<Option<Secret>, D::Error> {
+    d.deserialize_any(PasswordField(field)).map(Some)
+}
+
+pub(crate) fn ser_password<S: Serializer>(v: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
     match v {
         Some(Secret(p)) => s.serialize_str(p),
         None => s.serialize_none(),

@@ -139,20 +139,28 @@ pub async fn connect_multiplexed(
         });
     }
     let info = client.get_connection_info();
-    // For plain TCP and Unix sockets relink opens the socket and runs the
-    // connection's driver task itself (redis-rs's own constructor, its own
-    // handshake), only to keep the task's abort handle: aborting it fails
-    // every command waiting on a connection declared dead, at no cost per
-    // command. TLS goes through redis-rs's canonical path.
+    // relink opens the socket (and TLS over it) and runs the connection's
+    // driver task itself (redis-rs's own constructor, its own handshake),
+    // only to keep the task's abort handle: aborting it fails every command
+    // waiting on a connection declared dead, at no cost per command, for
+    // TLS as for plain TCP.
     let stream: Box<dyn Stream> = match info.addr() {
-        ConnectionAddr::Tcp(host, port) => {
-            let socket = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
-            let tcp = info.tcp_settings();
-            socket.set_nodelay(tcp.nodelay())?;
-            if let Some(keepalive) = tcp.keepalive() {
-                socket2::SockRef::from(&socket).set_tcp_keepalive(keepalive)?;
+        ConnectionAddr::Tcp(host, port) => Box::new(open_tcp(host, *port, info).await?),
+        #[cfg(feature = "tls-rustls")]
+        ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure,
+            ..
+        } => {
+            let socket = open_tcp(host, *port, info).await?;
+            let tls = config.tls().cloned().unwrap_or_default();
+            let handshake = crate::tls::connect(&tls, host, *port, *insecure, socket);
+            let bound = config.supervisor_config().handshake_timeout();
+            match tokio::time::timeout(bound, handshake).await {
+                Ok(stream) => Box::new(stream?),
+                Err(_) => return Err(crate::classify::tls_handshake_timed_out()),
             }
-            Box::new(socket)
         }
         #[cfg(unix)]
         ConnectionAddr::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
@@ -170,6 +178,22 @@ pub async fn connect_multiplexed(
         conn,
         kill: Some(kill),
     })
+}
+
+/// A TCP connection to `host:port` with the config's TCP settings
+/// (`TCP_NODELAY`, keepalive).
+async fn open_tcp(
+    host: &str,
+    port: u16,
+    info: &redis::ConnectionInfo,
+) -> Result<tokio::net::TcpStream, RedisError> {
+    let socket = tokio::net::TcpStream::connect((host, port)).await?;
+    let tcp = info.tcp_settings();
+    socket.set_nodelay(tcp.nodelay())?;
+    if let Some(keepalive) = tcp.keepalive() {
+        socket2::SockRef::from(&socket).set_tcp_keepalive(keepalive)?;
+    }
+    Ok(socket)
 }
 
 /// `host:port` reached the way `base` is: over TLS with the same settings

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod pubsub;
 pub mod sentinel;
 pub mod sync;
+pub mod tls;
 
 pub use client::{Client, Health, Stats};
 pub use cluster::{ClusterClient, ClusterConfig};

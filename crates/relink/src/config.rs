@@ -578,7 +578,7 @@ impl Config {
     /// certificate, the name to verify (see [`TlsConfig`]). The URL must be
     /// `rediss://`; without this, a `rediss://` URL trusts the operating
     /// system's roots and verifies the URL's host. With Sentinel, it applies
-    /// to the master (the sentinels' own is [`SentinelConfig::with_tls`]).
+    /// to the master.
     pub fn with_tls(mut self, tls: TlsConfig) -> Self {
         self.tls = Some(tls);
         self

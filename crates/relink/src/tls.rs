@@ -19,7 +19,7 @@
 //!   paths (a `ClusterClient`, Sentinel discovery) ask rustls for the
 //!   process default, which panics when none can be chosen; before those
 //!   relink installs ring as the default, only if there is none
-//!   ([`ensure_default_provider`]).
+//!   (`ensure_default_provider`).
 //! - **Roots: the operating system's** (rustls-native-certs, as redis-rs's
 //!   `tls-rustls` uses), not a bundled Mozilla list (webpki-roots): the
 //!   roots operators manage (a corporate CA added with

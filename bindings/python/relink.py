@@ -72,7 +72,15 @@ class Options(ctypes.Structure):
         ("max_retries", c_uint32),
         ("client_name", c_char_p),
         ("wait_for_connection", c_uint32),
+        ("tls_ca_file", c_char_p),
+        ("tls_cert_file", c_char_p),
+        ("tls_key_file", c_char_p),
+        ("tls_server_name", c_char_p),
+        ("tls_danger_accept_invalid_certs", c_uint32),
     ]
+
+# The options that are text (C strings), set from str (or os.PathLike for files).
+_TEXT_OPTIONS = ("client_name", "tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name")
 
 
 def _find_library():
@@ -202,6 +210,12 @@ class Client:
     """A blocking Redis client that rides out outages. Keyword arguments set
     fields of relink_options (heartbeat_interval_ms=250, outage_policy=...).
 
+    TLS (a `rediss://` URL): tls_ca_file="ca.pem" trusts a private CA instead
+    of the system's roots; tls_cert_file= and tls_key_file= present a client
+    certificate (mutual TLS); tls_server_name= verifies another name than the
+    URL's host; tls_danger_accept_invalid_certs=True turns verification off
+    (development only).
+
     `url` is `redis://[user[:password]@]host[:port][/db]`, `rediss://...`
     (TLS, when librelink was built with it) or `redis+unix:///path?db=N`;
     `valkey://` and `valkeys://` are the same as `redis://` and `rediss://`.
@@ -216,8 +230,11 @@ class Client:
         for name, value in options.items():
             if name.startswith("backoff_") and hasattr(opts.backoff, name[len("backoff_"):]):
                 _set_option(opts.backoff, name[len("backoff_"):], value, name)
-            elif name == "client_name":
-                opts.client_name = _text(value, name)
+            elif name in _TEXT_OPTIONS:
+                path = os.fspath(value) if isinstance(value, os.PathLike) else value
+                setattr(opts, name, _text(path, name))
+            elif name == "tls_danger_accept_invalid_certs":
+                opts.tls_danger_accept_invalid_certs = 1 if value else 0
             else:
                 if not hasattr(opts, name):
                     raise TypeError(f"unknown option {name}")

@@ -7,6 +7,7 @@ Run by `cargo xtask test` (with REDIS_SERVER and RELINK_LIB set), or:
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -231,6 +232,76 @@ BAD_CONFIG = [
 
 # What no message may say to a Python user.
 NEVER_SAID = ("Cargo", "cargo", "feature", "tls-rustls", "InvalidClientConfig", "s3cr")
+
+
+def make_certs(directory):
+    """A CA and a certificate for 127.0.0.1 it signed, made with the openssl
+    CLI into `directory` (nothing private is checked in). Returns the paths
+    (ca.pem, server.pem, server.key)."""
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=relink python test CA")
+    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    with open(os.path.join(directory, "san.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
+    return tuple(os.path.join(directory, n) for n in ("ca.pem", "server.pem", "server.key"))
+
+
+@unittest.skipIf(shutil.which("openssl") is None, "the openssl CLI makes the test's certificates")
+class TlsTest(unittest.TestCase):
+    """A TLS redis-server with a private CA: relink connects with the CA file,
+    and refuses (as a TLS misconfiguration) without it."""
+
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.addCleanup(self.dir.cleanup)
+        self.ca, cert, key = make_certs(self.dir.name)
+        self.port = free_port()
+        program = os.environ.get("REDIS_SERVER", "redis-server")
+        self.proc = subprocess.Popen(
+            [program, "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", self.dir.name,
+             "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", self.ca,
+             "--tls-auth-clients", "no"],
+            stdout=subprocess.DEVNULL)
+        self.addCleanup(self.stop)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.025)
+        raise RuntimeError(f"redis-server did not start on TLS port {self.port}")
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def test_connects_with_a_ca_file(self):
+        with relink.Client(f"rediss://127.0.0.1:{self.port}", tls_ca_file=self.ca,
+                           wait_for_connection=1) as c:
+            self.assertEqual(c.command("SET", "k", "over tls"), "OK")
+            self.assertEqual(c.command("GET", "k"), b"over tls")
+
+    def test_an_unknown_ca_is_a_tls_misconfiguration(self):
+        with self.assertRaises(relink.RelinkError) as caught:
+            relink.Client(f"rediss://127.0.0.1:{self.port}", wait_for_connection=1,
+                          connect_timeout_ms=2000)
+        self.assertEqual(caught.exception.code, relink.MISCONFIGURED, caught.exception)
+        self.assertIn("UnknownIssuer", str(caught.exception))
+
+    def test_a_missing_key_is_named(self):
+        with self.assertRaises(relink.RelinkError) as caught:
+            relink.Client(f"rediss://127.0.0.1:{self.port}", tls_cert_file=self.ca)
+        self.assertEqual(caught.exception.code, relink.INVALID_CONFIG)
+        self.assertIn("tls_key_file", str(caught.exception))
 
 
 class ArgumentTest(unittest.TestCase):

@@ -90,9 +90,11 @@ pub fn test(redis_server: &Path) -> Result {
     let started = Instant::now();
     let root = project_root();
     codegen(true)?;
+    // With TLS, as a library for production is built: the Python test
+    // connects to a TLS server.
     step(
-        "cargo build -p relink-ffi",
-        cargo().args(["build", "-p", "relink-ffi"]),
+        "cargo build -p relink-ffi --features tls-rustls",
+        cargo().args(["build", "-p", "relink-ffi", "--features", "tls-rustls"]),
     )?;
     let valgrind = ensure_valgrind()?;
     // Where cargo built the library, and where the C programs go.
@@ -124,9 +126,15 @@ pub fn test(redis_server: &Path) -> Result {
                 .arg("-lrelink")
                 .arg(format!("-Wl,-rpath,{}", lib_dir.display())),
         )?;
+        // A test's own suppressions (`test_tls.supp`: ring's assembly).
+        let suppressions = source.with_extension("supp");
+        let mut valgrind_cmd = Command::new(&valgrind);
+        if suppressions.exists() {
+            valgrind_cmd.arg(format!("--suppressions={}", suppressions.display()));
+        }
         step(
             &format!("valgrind {}", rel(&binary)),
-            Command::new(&valgrind)
+            valgrind_cmd
                 .current_dir(&root)
                 .args(VALGRIND)
                 .arg(&binary)

@@ -23,12 +23,14 @@ usage: cargo xtask <command>
 commands:
   test      fmt check, tidy, clippy, wasm32 build of relink-core, cargo test --workspace
             (against a real redis-server, installed when missing and run as root),
-            relink's opentelemetry feature (clippy, docs, its tests),
+            relink's opentelemetry and tls-rustls features (clippy, docs, their tests:
+            TLS redis-servers with certificates made at test time),
             the JS tests and the wasm import check, the C ABI steps, a chaos run
   tidy      fail when a driver makes a decision that belongs in relink-core (a literal
             delay or sleep, an error-code match outside the classifier, a liveness
             verdict) or the core grows a dependency; allow-list: xtask/tidy-allow.txt
-  c         the C ABI steps of `test` alone: header check, C tests under valgrind,
+  c         the C ABI steps of `test` alone: header check, librelink with TLS, C tests
+            under valgrind,
             the C example through a restart, the Python test
   js        the wasm/JS steps of `test` alone: the Node package, node --test, import check
   doctor    [--sentinel SERVICE] [--cluster] [--timeout 5s] URL: relink-doctor's checks of one
@@ -126,14 +128,14 @@ fn test() -> Result {
         ]),
     )?;
     step(
-        "cargo clippy -p relink --all-targets --features opentelemetry -- -D warnings",
+        "cargo clippy -p relink --all-targets --features opentelemetry,tls-rustls -- -D warnings",
         cargo().args([
             "clippy",
             "-p",
             "relink",
             "--all-targets",
             "--features",
-            "opentelemetry",
+            "opentelemetry,tls-rustls",
             "--",
             "-D",
             "warnings",
@@ -158,7 +160,7 @@ fn test() -> Result {
                 "-p",
                 "relink-doctor",
                 "--features",
-                "relink/opentelemetry",
+                "relink/opentelemetry,relink/tls-rustls",
             ])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
@@ -190,25 +192,29 @@ fn test() -> Result {
             .args(["test", "--workspace"])
             .env("REDIS_SERVER", &redis_server),
     )?;
-    // The opentelemetry feature: its own tests and doc examples only (the
-    // rest of relink's tests ran above, and record nothing new with it).
+    // relink's features, built once together (one more build of relink):
+    // the opentelemetry feature's own tests and doc examples (the rest of
+    // relink's tests ran above, and record nothing new with it), and the
+    // client tests' `tls` module against TLS redis-servers whose CA and
+    // certificates the testkit makes at test time.
+    const FEATURES: &str = "opentelemetry,tls-rustls";
     step(
-        "cargo test -p relink --features opentelemetry --lib --test metrics",
+        &format!("cargo test -p relink --features {FEATURES} --lib --test metrics"),
         cargo()
-            .args(["test", "-p", "relink", "--features", "opentelemetry"])
+            .args(["test", "-p", "relink", "--features", FEATURES])
             .args(["--lib", "--test", "metrics"])
             .env("REDIS_SERVER", &redis_server),
     )?;
     step(
-        "cargo test -p relink --features opentelemetry --doc",
-        cargo().args([
-            "test",
-            "-p",
-            "relink",
-            "--features",
-            "opentelemetry",
-            "--doc",
-        ]),
+        &format!("cargo test -p relink --features {FEATURES} --test client tls::"),
+        cargo()
+            .args(["test", "-p", "relink", "--features", FEATURES])
+            .args(["--test", "client", "--", "tls::"])
+            .env("REDIS_SERVER", &redis_server),
+    )?;
+    step(
+        &format!("cargo test -p relink --features {FEATURES} --doc"),
+        cargo().args(["test", "-p", "relink", "--features", FEATURES, "--doc"]),
     )?;
     js::test(&redis_server)?;
     check_wasm_modules()?;

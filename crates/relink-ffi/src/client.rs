@@ -88,6 +88,23 @@ pub struct relink_options {
     /// `RELINK_TIMEOUT` naming the last attempt's cause once `deadline_ms`
     /// passes (0: no bound).
     pub wait_for_connection: u32,
+    /// TLS (a `rediss://` URL): the PEM file of the CA certificate(s) to
+    /// trust instead of the operating system's roots, or NULL (default).
+    /// The TLS fields are read by `relink_client_connect`; their files are
+    /// read again at each reconnect.
+    pub tls_ca_file: *const c_char,
+    /// TLS: the client certificate (chain) PEM file presented to a server
+    /// that requires one (mutual TLS), or NULL; needs `tls_key_file`.
+    pub tls_cert_file: *const c_char,
+    /// TLS: the PEM file of `tls_cert_file`'s private key, or NULL.
+    pub tls_key_file: *const c_char,
+    /// TLS: the name the server's certificate must carry when it is not
+    /// the URL's host, or NULL.
+    pub tls_server_name: *const c_char,
+    /// TLS, **development only**: 1 accepts any certificate from any
+    /// server (no verification at all, as a URL ending in `#insecure`);
+    /// 0 (default) verifies.
+    pub tls_danger_accept_invalid_certs: u32,
 }
 
 impl relink_options {
@@ -126,6 +143,11 @@ impl relink_options {
             max_retries: config.retry().max_retries,
             client_name: std::ptr::null(),
             wait_for_connection: 0,
+            tls_ca_file: std::ptr::null(),
+            tls_cert_file: std::ptr::null(),
+            tls_key_file: std::ptr::null(),
+            tls_server_name: std::ptr::null(),
+            tls_danger_accept_invalid_certs: 0,
         })
     }
 
@@ -165,8 +187,61 @@ impl relink_options {
             let name = unsafe { try_str(self.client_name, "client_name") }?;
             config = config.with_client_name(name);
         }
+        if let Some(tls) = self.tls()? {
+            config = config.with_tls(tls);
+        }
         config.build().map_err(|e| config_error(&e))
     }
+
+    /// The TLS settings of the `tls_*` fields; `None` when all are unset.
+    fn tls(&self) -> FfiResult<Option<relink::tls::TlsConfig>> {
+        let text = |ptr: *const c_char, name: &str| -> FfiResult<Option<String>> {
+            if ptr.is_null() {
+                return Ok(None);
+            }
+            // SAFETY: not NULL; the caller passes a NUL-terminated string
+            // that lives for this call (contract).
+            unsafe { try_str(ptr, name) }.map(|s| Some(s.to_owned()))
+        };
+        let ca = text(self.tls_ca_file, "tls_ca_file")?;
+        let cert = text(self.tls_cert_file, "tls_cert_file")?;
+        let key = text(self.tls_key_file, "tls_key_file")?;
+        let server_name = text(self.tls_server_name, "tls_server_name")?;
+        let danger = match self.tls_danger_accept_invalid_certs {
+            0 => false,
+            1 => true,
+            other => {
+                return Err(relink_error::invalid(format!(
+                    "`tls_danger_accept_invalid_certs` is {other}: expected 0 or 1"
+                )))
+            }
+        };
+        if ca.is_none() && cert.is_none() && key.is_none() && server_name.is_none() && !danger {
+            return Ok(None);
+        }
+        let mut tls = relink::tls::TlsConfig::new().with_danger_accept_invalid_certs(danger);
+        if let Some(ca) = ca {
+            tls = tls.with_ca_file(ca);
+        }
+        match (cert, key) {
+            (Some(cert), Some(key)) => tls = tls.with_client_cert_files(cert, key),
+            (None, None) => {}
+            (Some(_), None) => return Err(half_a_client_cert("tls_key_file", "tls_cert_file")),
+            (None, Some(_)) => return Err(half_a_client_cert("tls_cert_file", "tls_key_file")),
+        }
+        if let Some(name) = server_name {
+            tls = tls.with_server_name(name);
+        }
+        Ok(Some(tls))
+    }
+}
+
+/// A client certificate without its key, or the other way round.
+fn half_a_client_cert(missing: &str, given: &str) -> relink_error {
+    relink_error::new(
+        RELINK_INVALID_CONFIG,
+        format!("invalid option `{missing}`: is required with `{given}` (mutual TLS needs both)"),
+    )
 }
 
 /// A config relink rejected, as `RELINK_INVALID_CONFIG` with relink's
@@ -203,6 +278,10 @@ fn option_name(field: &str) -> Option<&'static str> {
         "outage.max_wait" => "queue_max_wait_ms",
         "retry.max_retries" => "max_retries",
         "client_name" => "client_name",
+        "tls" | "tls.ca_file" => "tls_ca_file",
+        "tls.cert_file" => "tls_cert_file",
+        "tls.key_file" => "tls_key_file",
+        "tls.server_name" => "tls_server_name",
         _ => return None,
     })
 }

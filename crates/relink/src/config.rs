@@ -106,6 +106,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
+use crate::tls::RawTls;
 pub use crate::tls::TlsConfig;
 use crate::Error;
 
@@ -942,6 +943,7 @@ pub struct SentinelConfig {
     username: Option<String>,
     password: Option<Secret>,
     follow_switch_master: bool,
+    tls: Option<TlsConfig>,
 }
 
 impl SentinelConfig {
@@ -961,6 +963,7 @@ impl SentinelConfig {
             username: None,
             password: None,
             follow_switch_master: true,
+            tls: None,
         }
     }
 
@@ -983,6 +986,21 @@ impl SentinelConfig {
     pub fn with_follow_switch_master(mut self, follow: bool) -> Self {
         self.follow_switch_master = follow;
         self
+    }
+
+    /// Reaches the sentinels over TLS with these settings (the CA to trust,
+    /// a client certificate; a server name is not supported here: each
+    /// sentinel is verified against its address in [`nodes`](Self::nodes)).
+    /// The master's TLS is the [`Config`]'s URL (`rediss://`) and
+    /// [`Config::with_tls`].
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The TLS settings of the connections to the sentinels, if any.
+    pub fn tls(&self) -> Option<&TlsConfig> {
+        self.tls.as_ref()
     }
 
     /// The name the sentinels monitor the master under.
@@ -1064,6 +1082,23 @@ impl SentinelConfig {
                 "must list at least one sentinel (`host[:port]`)",
             ));
         }
+        if let Some(tls) = &self.tls {
+            if !cfg!(feature = "tls-rustls") {
+                return Err(Error::config(
+                    "sentinel.tls",
+                    "needs TLS, and relink was built without TLS support: enable relink's \
+                     `tls-rustls` feature",
+                ));
+            }
+            if tls.server_name().is_some() {
+                return Err(Error::config(
+                    "sentinel.tls.server_name",
+                    "is not supported for the sentinels: each is verified against its \
+                     address in `sentinel.nodes`",
+                ));
+            }
+            tls.validate_as("sentinel.tls.")?;
+        }
         self.connection_infos().map(drop)?;
         if self.username.as_deref() == Some("") {
             return Err(Error::config(
@@ -1097,6 +1132,10 @@ impl SentinelConfig {
                     redis = redis.set_password(password);
                 }
                 info = info.set_redis_settings(redis);
+                #[cfg(feature = "tls-rustls")]
+                if let Some(tls) = &self.tls {
+                    info = over_tls(info, tls).map_err(|reason| Error::config(&field, reason))?;
+                }
                 Ok(info)
             })
             .collect()
@@ -1111,8 +1150,30 @@ impl fmt::Debug for SentinelConfig {
             .field("username", &self.username)
             .field("password", &self.password)
             .field("follow_switch_master", &self.follow_switch_master)
+            .field("tls", &self.tls)
             .finish()
     }
+}
+
+/// `info` (a sentinel's plain TCP address) reached over TLS with `tls`'s
+/// CA and client certificate, through redis-rs's own TLS connections.
+#[cfg(feature = "tls-rustls")]
+fn over_tls(info: ConnectionInfo, tls: &TlsConfig) -> Result<ConnectionInfo, String> {
+    let redis::ConnectionAddr::Tcp(host, port) = info.addr().clone() else {
+        return Err("a sentinel is reached over TCP".to_owned());
+    };
+    let addr = redis::ConnectionAddr::TcpTls {
+        host,
+        port,
+        insecure: tls.danger_accept_invalid_certs(),
+        tls_params: None,
+    };
+    let certificates = tls
+        .certificates("sentinel.tls.")
+        .map_err(|e| e.to_string())?;
+    redis::Client::build_with_tls(info.set_addr(addr), certificates)
+        .map(|client| client.get_connection_info().clone())
+        .map_err(|e| e.to_string())
 }
 
 /// A sentinel node, `host[:port]` (IPv6 in brackets), parsed by redis-rs as
@@ -1155,6 +1216,8 @@ struct RawSentinel {
     password: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     follow_switch_master: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tls: Option<RawTls>,
 }
 
 impl TryFrom<RawSentinel> for SentinelConfig {
@@ -1179,6 +1242,10 @@ impl TryFrom<RawSentinel> for SentinelConfig {
             username: raw.username,
             password: raw.password,
             follow_switch_master: raw.follow_switch_master.unwrap_or(true),
+            tls: raw
+                .tls
+                .map(|tls| tls.into_config("sentinel.tls."))
+                .transpose()?,
         };
         config.validate()?;
         Ok(config)
@@ -1193,6 +1260,7 @@ impl From<SentinelConfig> for RawSentinel {
             username: c.username,
             password: c.password,
             follow_switch_master: Some(c.follow_switch_master),
+            tls: c.tls.map(RawTls::from),
         }
     }
 }

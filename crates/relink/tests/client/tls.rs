@@ -389,6 +389,11 @@ fn tls_settings_from_toml_and_back() {
     assert_eq!(back, config);
 }
 
+/// The error of a config that TOML text makes.
+fn toml_error(text: &str) -> String {
+    toml::from_str::<Config>(text).unwrap_err().to_string()
+}
+
 #[test]
 fn bad_tls_settings_name_the_field() {
     let files = TlsFiles::generate();
@@ -436,39 +441,100 @@ fn bad_tls_settings_name_the_field() {
     );
     assert!(e.starts_with("tls: applies to a TLS URL"), "{e}");
 
-    let e = toml::from_str::<Config>(
+    let e = toml_error(
         r#"
         url = "rediss://127.0.0.1:6380"
         [tls]
         ca_file = "/a"
         ca_pem = "b"
         "#,
-    )
-    .unwrap_err()
-    .to_string();
+    );
     assert!(e.contains("tls.ca_pem") && e.contains("not both"), "{e}");
-    let e = toml::from_str::<Config>(
+    let e = toml_error(
         r#"
         url = "rediss://127.0.0.1:6380"
         [tls]
         cert_file = "/a"
         "#,
-    )
-    .unwrap_err()
-    .to_string();
+    );
     assert!(e.contains("tls.key_file"), "{e}");
-    let e = toml::from_str::<Config>(
+    // The sentinels' own TLS, named as such.
+    let sentinel_tls = |line: &str| {
+        toml_error(&format!(
+            r#"
+            url = "rediss://mymaster"
+            [sentinel]
+            service = "mymaster"
+            nodes = ["127.0.0.1:26379"]
+            [sentinel.tls]
+            {line}
+            "#
+        ))
+    };
+    let e = sentinel_tls(r#"ca_file = "/nonexistent/ca.pem""#);
+    assert!(e.contains("`sentinel.tls.ca_file`: cannot read"), "{e}");
+    let e = sentinel_tls(r#"server_name = "sentinel.internal""#);
+    assert!(
+        e.contains("`sentinel.tls.server_name`: is not supported"),
+        "{e}"
+    );
+    let e = toml_error(
         r#"
         url = "rediss://127.0.0.1:6380"
         [tls]
         key_pem = 5
         "#,
-    )
-    .unwrap_err()
-    .to_string();
+    );
     // (toml quotes the line itself; relink's own words never quote the value.)
     assert!(
         e.contains("invalid `tls.key_pem`: must be a string (value not shown)"),
         "{e}"
     );
+}
+
+// ---- Sentinel over TLS ---------------------------------------------------------------
+
+/// A TLS-only deployment behind Sentinel: the sentinels are reached over
+/// TLS, they name the master by its TLS port, relink connects to it with
+/// the private CA, and follows a failover to the replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_over_tls_follows_a_failover() {
+    use relink::config::SentinelConfig;
+    use relink_testkit::sentinel::{SentinelTopology, SERVICE};
+
+    let files = TlsFiles::generate();
+    let topology = tokio::task::block_in_place(|| SentinelTopology::start_tls(&files));
+    let old = topology.master_addr().expect("a master");
+    let trust = || TlsConfig::new().with_ca_file(files.ca_cert());
+    let config = fast_tls(&format!("rediss://{SERVICE}/"))
+        .with_tls(trust())
+        .with_sentinel(SentinelConfig::new(SERVICE, topology.sentinel_nodes()).with_tls(trust()));
+    let mut client = ready(config).await;
+    let () = client.set("before", "1").await.unwrap();
+
+    let from = tokio::task::block_in_place(|| topology.failover());
+    assert_eq!(from, old);
+    let new = tokio::task::block_in_place(|| topology.wait_for_new_master(old, PATIENCE));
+    // Writes reach the new master (the old one is a replica by now, or
+    // about to be: a write there fails READONLY and the client moves).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let _ = client.set::<_, _, ()>("after", "2").await;
+        let on_new: Option<String> = redis::cmd("GET")
+            .arg("after")
+            .query(&mut topology.node(new).connection())
+            .unwrap();
+        if on_new.as_deref() == Some("2") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no write reached the new master {new} within {PATIENCE:?}\n{}",
+            topology.log_tails(10)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before: String = client.get("before").await.unwrap();
+    assert_eq!(before, "1", "replicated before the failover");
+    client.shutdown().await;
 }

@@ -38,8 +38,8 @@ commands:
             with a diagnosis and the next step; exit code 0 when the server is usable
   demo      the outage tour: a workload through relink::Client while a spawned
             redis-server is killed, paused, blackholed and restarted under it
-  bench     relink vs raw redis-rs throughput and latency, failure detection and
-            recovery times; writes target/relink-bench.md
+  bench     [--only SECTION] relink vs raw redis-rs throughput and latency (over TCP and
+            TLS), failure detection and recovery times; writes target/relink-bench.md
   chaos     [--seed N] [--duration 60s] [--faults N]: a seeded storm of real faults
             under a workload through relink, invariants checked on the server
   vectors   regenerate the golden vectors: RELINK_UPDATE_VECTORS=1 cargo test -p relink-core --test vectors
@@ -89,7 +89,8 @@ fn main() -> ExitCode {
         Some("codegen") => c::codegen(false),
         Some("doctor") => doctor(&args[1..]),
         Some("demo") => example("outage-tour", &args[1..]),
-        Some("bench") => example("bench", &args[1..]),
+        // With TLS: the bench's TLS section compares over TLS.
+        Some("bench") => example_with("bench", &["tls-rustls"], &args[1..]),
         Some("chaos") => example("chaos", &args[1..]),
         Some("help" | "-h" | "--help") | None => {
             print!("{USAGE}");
@@ -240,20 +241,22 @@ fn check_wasm_modules() -> Result {
 /// Runs one of the examples crate's programs (release build) with a
 /// redis-server available to it.
 fn example(name: &str, extra: &[String]) -> Result {
+    example_with(name, &[], extra)
+}
+
+/// [`example`] with the examples crate's `features` on.
+fn example_with(name: &str, features: &[&str], extra: &[String]) -> Result {
     let redis_server = prepare()?;
+    let features = features.join(",");
+    let mut cargo = cargo();
+    cargo.args(["run", "--release", "-q", "-p", "relink-examples"]);
+    if !features.is_empty() {
+        cargo.args(["--features", &features]);
+    }
     step(
         &format!("cargo run --release -p relink-examples --example {name}"),
-        cargo()
-            .args([
-                "run",
-                "--release",
-                "-q",
-                "-p",
-                "relink-examples",
-                "--example",
-                name,
-                "--",
-            ])
+        cargo
+            .args(["--example", name, "--"])
             .args(extra)
             .env("REDIS_SERVER", &redis_server),
     )

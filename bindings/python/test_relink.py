@@ -297,6 +297,13 @@ class TlsTest(unittest.TestCase):
         self.assertEqual(caught.exception.code, relink.MISCONFIGURED, caught.exception)
         self.assertIn("UnknownIssuer", str(caught.exception))
 
+    def test_tls_options_need_a_tls_url(self):
+        with self.assertRaises(relink.RelinkError) as caught:
+            relink.Client(f"redis://127.0.0.1:{self.port}", tls_ca_file=self.ca)
+        self.assertEqual(caught.exception.code, relink.INVALID_CONFIG)
+        self.assertIn("`tls_*`", str(caught.exception))
+        self.assertIn("rediss://", str(caught.exception))
+
     def test_a_missing_key_is_named(self):
         with self.assertRaises(relink.RelinkError) as caught:
             relink.Client(f"rediss://127.0.0.1:{self.port}", tls_cert_file=self.ca)

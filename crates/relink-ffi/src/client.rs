@@ -278,7 +278,9 @@ fn option_name(field: &str) -> Option<&'static str> {
         "outage.max_wait" => "queue_max_wait_ms",
         "retry.max_retries" => "max_retries",
         "client_name" => "client_name",
-        "tls" | "tls.ca_file" => "tls_ca_file",
+        // Any of them set on a plain URL.
+        "tls" => "tls_*",
+        "tls.ca_file" => "tls_ca_file",
         "tls.cert_file" => "tls_cert_file",
         "tls.key_file" => "tls_key_file",
         "tls.server_name" => "tls_server_name",

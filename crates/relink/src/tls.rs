@@ -105,6 +105,7 @@ impl Key {
 ///     .with_ca_file("/etc/redis/ca.pem")
 ///     .with_client_cert_files("/etc/redis/client.pem", "/etc/redis/client.key")
 ///     .with_server_name("redis.internal");
+/// # #[cfg(feature = "tls-rustls")] // (a `rediss://` URL needs the feature)
 /// let config = Config::new("rediss://10.0.0.7:6380")?.with_tls(tls);
 /// // Checked by `config.build()`: the files must exist, hold PEM, and the
 /// // key must belong to the certificate.
@@ -530,7 +531,7 @@ mod with_rustls {
             let provider = provider();
             let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
                 .with_safe_default_protocol_versions()
-                .map_err(|e| Error::config(format!("{prefix}ca_file"), e.to_string()))?;
+                .map_err(|e| Error::config(prefix.trim_end_matches('.'), e.to_string()))?;
             let builder = if self.danger_accept_invalid_certs || insecure_url {
                 builder
                     .dangerous()

@@ -716,3 +716,45 @@ pub extern "C" fn relink_client_free(client: *mut relink_client) {
         drop(runtime);
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(url: &str) -> relink_error {
+        match relink_options::defaults().and_then(|o| o.config(url)) {
+            Ok(_) => panic!("{url} was accepted"),
+            Err(e) => e,
+        }
+    }
+
+    /// A TLS URL in a library built without TLS is said in a C user's
+    /// words (the C tests run against a library with TLS).
+    #[cfg(not(feature = "tls-rustls"))]
+    #[test]
+    fn a_tls_url_without_tls_says_so_in_c_terms() {
+        for scheme in ["rediss", "valkeys"] {
+            let e = refusal(&format!("{scheme}://:s3cret@127.0.0.1:6379"));
+            assert_eq!(e.code(), RELINK_INVALID_CONFIG);
+            let text = format!("{e:?}");
+            assert!(
+                text.contains(&format!(
+                    "`{scheme}://` needs TLS, and this librelink was built without TLS"
+                )),
+                "{text}"
+            );
+            for never in ["Cargo", "cargo", "feature", "tls-rustls", "s3cr"] {
+                assert!(!text.contains(never), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn tls_options_on_a_plain_url_are_named() {
+        let mut options = relink_options::defaults().unwrap();
+        options.tls_server_name = c"redis.internal".as_ptr();
+        let e = options.config("redis://127.0.0.1:6379").unwrap_err();
+        assert_eq!(e.code(), RELINK_INVALID_CONFIG);
+        assert!(format!("{e:?}").contains("invalid option `tls_*`"), "{e:?}");
+    }
+}

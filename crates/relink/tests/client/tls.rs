@@ -313,7 +313,15 @@ async fn incr_through_killed_tls_connections_is_never_applied_twice() {
     let server = tls_server(&files);
     let proxy = FaultProxy::start(server.tls_addr());
     let url = format!("rediss://127.0.0.1:{}/", proxy.addr().port());
-    let mut client = ready(trusting(&files, &url)).await;
+    // Short waits: a swallowed reply is given up sooner, and while replies
+    // are swallowed no handshake completes, so queued INCRs give up sooner.
+    let config = trusting(&files, &url)
+        .with_response_timeout(Duration::from_millis(300))
+        .with_outage(relink::config::OutagePolicy::Queue {
+            capacity: 16,
+            max_wait: Duration::from_millis(500),
+        });
+    let mut client = ready(config).await;
     let mut admin = server.connection();
 
     let (acked, unknown) = incr_rounds(

@@ -192,11 +192,14 @@ BAD_CONFIG = [
     ("redis://127.0.0.1:6379?protocol=s3cret", {}, INVALID_CONFIG, "`protocol=resp2` or `protocol=resp3`"),
     ("unix://", {}, INVALID_CONFIG, "needs the socket's path"),
     ("redis+unix://host/tmp/redis.sock", {}, INVALID_CONFIG, "needs the socket's path"),
-    # TLS in a library built without it: said in a Python user's words.
-    ("rediss://127.0.0.1:6379", {}, INVALID_CONFIG,
-     "`rediss://` needs TLS, and this librelink was built without TLS"),
-    ("valkeys://:s3cret@127.0.0.1:6379", {}, INVALID_CONFIG,
-     "`valkeys://` needs TLS, and this librelink was built without TLS"),
+    # TLS options (librelink is built with TLS here; a build without it says
+    # so in a C user's words, which relink-ffi's unit tests check).
+    ("redis://127.0.0.1:6379", {"tls_ca_file": "/nonexistent/ca.pem"}, INVALID_CONFIG,
+     "invalid option `tls_*`: applies to a TLS URL"),
+    ("rediss://127.0.0.1:6379", {"tls_cert_file": "/nonexistent/client.pem"}, INVALID_CONFIG,
+     "invalid option `tls_key_file`: is required with `tls_cert_file`"),
+    ("valkeys://:s3cret@127.0.0.1:6379", {"tls_ca_file": "/nonexistent/ca.pem"}, INVALID_CONFIG,
+     "invalid option `tls_ca_file`: cannot read `/nonexistent/ca.pem`"),
     # Options: zero durations.
     (GOOD_URL, {"heartbeat_interval_ms": 0}, INVALID_CONFIG, "invalid option `heartbeat_interval_ms`: must be at least 1ms"),
     (GOOD_URL, {"heartbeat_timeout_ms": 0}, INVALID_CONFIG, "invalid option `heartbeat_timeout_ms`: must be at least 1ms"),

@@ -50,7 +50,8 @@ use relink::core::rng::SplitMix64;
 use relink::core::supervisor::HeartbeatConfig;
 use relink::core::sync::Epoch;
 use relink::sync::{Change, Follower, Publisher, SyncEvent, SyncedMap, TopicOptions};
-use relink::{Client, Config, Error, Event, Outcome, PubSubItem, State};
+use relink::{Client, Config, Error, Event, Outcome, State};
+use relink_examples::{parse_duration, Numbered};
 use relink_testkit::{FaultProxy, RedisServer};
 
 /// Writers, each with its own key space; they share `COUNTERS` counters.
@@ -164,23 +165,6 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(args)
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let n: u64 = num.parse().map_err(|_| format!("bad duration `{text}`"))?;
-    let ms = match unit {
-        "ms" => n,
-        "" | "s" => n * 1000,
-        "m" | "min" => n * 60_000,
-        "h" => n * 3_600_000,
-        _ => return Err(format!("bad duration `{text}` (use ms, s, m or h)")),
-    };
-    if ms == 0 {
-        return Err("the duration must be positive".into());
-    }
-    Ok(Duration::from_millis(ms))
 }
 
 // ---------------------------------------------------------------------------
@@ -833,19 +817,6 @@ async fn topic_publisher(publisher: Publisher, shared: Arc<Shared>) {
     }
 }
 
-/// What the Pub/Sub subscriber saw.
-#[derive(Debug, Default)]
-struct NewsSeen {
-    received: u64,
-    markers: u64,
-    lagged: u64,
-    /// Messages that came twice or out of order.
-    disorder: u64,
-    /// (when, how many missing) per hole in the numbering.
-    gaps: Vec<(Instant, u64)>,
-    marker_times: Vec<Instant>,
-}
-
 async fn news_publisher(mut client: Client, shared: Arc<Shared>) {
     let mut n: u64 = 0;
     while !shared.stop.load(Ordering::Relaxed) {
@@ -858,34 +829,12 @@ async fn news_publisher(mut client: Client, shared: Arc<Shared>) {
     }
 }
 
-async fn news_subscriber(mut sub: relink::Subscription, seen: Arc<Mutex<NewsSeen>>) {
-    let mut last = 0u64;
+async fn news_subscriber(mut sub: relink::Subscription, seen: Arc<Mutex<Numbered>>) {
     // Ends when the client shuts down (the subscription stream ends).
     while let Some(item) = sub.next().await {
-        let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
-        match item {
-            PubSubItem::Message { payload, .. } => {
-                s.received += 1;
-                let n: u64 = std::str::from_utf8(&payload)
-                    .ok()
-                    .and_then(|t| t.parse().ok())
-                    .unwrap_or(0);
-                if n <= last {
-                    s.disorder += 1;
-                } else {
-                    if n > last + 1 {
-                        s.gaps.push((Instant::now(), n - last - 1));
-                    }
-                    last = n;
-                }
-            }
-            PubSubItem::Restored { .. } => {
-                s.markers += 1;
-                s.marker_times.push(Instant::now());
-            }
-            PubSubItem::Lagged { missed } => s.lagged += missed,
-            _ => {}
-        }
+        seen.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(&item);
     }
 }
 
@@ -1435,7 +1384,7 @@ async fn run(args: Args) -> i32 {
     }
     let mirror = SyncedMap::new(clients[3].clone(), TOPIC, topic_options()).expect("mirror");
 
-    let news = Arc::new(Mutex::new(NewsSeen::default()));
+    let news = Arc::new(Mutex::new(Numbered::default()));
     let sub = match work.subscribe(&[NEWS]).await {
         Ok(sub) => sub,
         Err(e) => {
@@ -1692,23 +1641,14 @@ async fn run(args: Args) -> i32 {
     // Pub/Sub: every hole in the numbering lies next to a gap marker.
     let news = {
         let n = news.lock().unwrap_or_else(|p| p.into_inner());
-        let unmarked = n
-            .gaps
-            .iter()
-            .filter(|(at, _)| {
-                !n.marker_times.iter().any(|m| {
-                    m.saturating_duration_since(*at) <= MARKER_WINDOW
-                        && at.saturating_duration_since(*m) <= MARKER_WINDOW
-                })
-            })
-            .count();
-        let missing: u64 = n.gaps.iter().map(|(_, k)| k).sum();
+        let unmarked = n.unmarked_holes(MARKER_WINDOW);
+        let missing = n.missing();
         (
             n.received,
             n.markers,
             n.lagged,
-            n.disorder,
-            n.gaps.len(),
+            n.disorder(),
+            n.holes.len(),
             missing,
             unmarked,
         )

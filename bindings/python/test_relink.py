@@ -29,16 +29,25 @@ def free_port():
 class Server:
     """A redis-server of the test's own, killed by its PID."""
 
-    def __init__(self, port):
+    def __init__(self, port, tls=None):
+        """`tls`: (cert, key, ca) files: then `port` is a TLS port and the
+        server has no plain one."""
         self.port = port
+        self.tls = tls
         self.dir = tempfile.TemporaryDirectory()
         self.start()
 
     def start(self):
         program = os.environ.get("REDIS_SERVER", "redis-server")
+        if self.tls is None:
+            ports = ["--port", str(self.port)]
+        else:
+            cert, key, ca = self.tls
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert,
+                     "--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-auth-clients", "no"]
         self.proc = subprocess.Popen(
-            [program, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir.name],
+            [program, *ports, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.dir.name],
             stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -265,27 +274,9 @@ class TlsTest(unittest.TestCase):
         self.dir = tempfile.TemporaryDirectory()
         self.addCleanup(self.dir.cleanup)
         self.ca, cert, key = make_certs(self.dir.name)
-        self.port = free_port()
-        program = os.environ.get("REDIS_SERVER", "redis-server")
-        self.proc = subprocess.Popen(
-            [program, "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", self.dir.name,
-             "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", self.ca,
-             "--tls-auth-clients", "no"],
-            stdout=subprocess.DEVNULL)
-        self.addCleanup(self.stop)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.025)
-        raise RuntimeError(f"redis-server did not start on TLS port {self.port}")
-
-    def stop(self):
-        self.proc.kill()
-        self.proc.wait(timeout=10)
+        self.server = Server(free_port(), tls=(cert, key, self.ca))
+        self.addCleanup(self.server.close)
+        self.port = self.server.port
 
     def test_connects_with_a_ca_file(self):
         with relink.Client(f"rediss://127.0.0.1:{self.port}", tls_ca_file=self.ca,

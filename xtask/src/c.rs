@@ -35,7 +35,8 @@ const CFLAGS: &[&str] = &[
 
 /// Definite and indirect leaks and every invalid access fail a run. "Possibly
 /// lost" blocks do not: tokio's worker threads may leave thread-local storage
-/// behind that valgrind can only call possible. No suppression file is needed.
+/// behind that valgrind can only call possible. A test may carry its own
+/// suppressions (`<test>.supp`): only `test_tls` does, for ring's assembly.
 const VALGRIND: &[&str] = &[
     "-q",
     "--error-exitcode=1",

@@ -25,7 +25,7 @@ commands:
             (against a real redis-server, installed when missing and run as root),
             relink's opentelemetry and tls-rustls features (clippy, docs, their tests:
             TLS redis-servers with certificates made at test time),
-            the JS tests and the wasm import check, the C ABI steps, a chaos run
+            the JS tests and the wasm import check, the C ABI steps, the chaos runs
   tidy      fail when a driver makes a decision that belongs in relink-core (a literal
             delay or sleep, an error-code match outside the classifier, a liveness
             verdict) or the core grows a dependency; allow-list: xtask/tidy-allow.txt
@@ -41,7 +41,9 @@ commands:
   bench     [--only SECTION] relink vs raw redis-rs throughput and latency (over TCP and
             TLS), failure detection and recovery times; writes target/relink-bench.md
   chaos     [--seed N] [--duration 60s] [--faults N]: a seeded storm of real faults
-            under a workload through relink, invariants checked on the server
+            under a workload through relink, invariants checked on the server;
+            --cluster [--seed N] [--duration 30s]: kills, reshards and pauses of a
+            spawned Redis Cluster under numbered Pub/Sub (shard and classic channels)
   vectors   regenerate the golden vectors: RELINK_UPDATE_VECTORS=1 cargo test -p relink-core --test vectors
   codegen   regenerate bindings/c/include/relink.h with the pinned cbindgen (test checks it)
   help      this text
@@ -91,7 +93,10 @@ fn main() -> ExitCode {
         Some("demo") => example("outage-tour", &args[1..]),
         // With TLS: the bench's TLS section compares over TLS.
         Some("bench") => example_with("bench", &["tls-rustls"], &args[1..]),
-        Some("chaos") => example("chaos", &args[1..]),
+        Some("chaos") => match args.get(1).map(String::as_str) {
+            Some("--cluster") => example("cluster-chaos", &args[2..]),
+            _ => example("chaos", &args[1..]),
+        },
         Some("help" | "-h" | "--help") | None => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -223,6 +228,10 @@ fn test() -> Result {
     example(
         "chaos",
         &["--seed", "1", "--duration", "30s"].map(String::from),
+    )?;
+    example(
+        "cluster-chaos",
+        &["--seed", "1", "--duration", "20s"].map(String::from),
     )?;
     println!("xtask test: all steps passed");
     Ok(())

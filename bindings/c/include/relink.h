@@ -266,6 +266,27 @@
 // The server is behind the cursor (it lost writes).
 #define RELINK_RESYNC_SERVER_BEHIND 4
 
+// `SUBSCRIBE`: the names are channels.
+#define RELINK_SUBSCRIBE_CHANNELS 0
+
+// `PSUBSCRIBE`: the names are glob patterns.
+#define RELINK_SUBSCRIBE_PATTERNS 1
+
+// `SSUBSCRIBE`: the names are shard channels (Redis 7, RESP3).
+#define RELINK_SUBSCRIBE_SHARD_CHANNELS 2
+
+// A published message: `channel`, `payload`, and `pattern` for a pattern
+// subscription.
+#define RELINK_ITEM_MESSAGE 1
+
+// The subscriber connection was lost and is back with the subscription
+// restored (or a subscription made without a connection is now in place):
+// messages published during the last `gap_ms` were not received.
+#define RELINK_ITEM_RESTORED 2
+
+// The consumer fell behind: `missed` messages were dropped here.
+#define RELINK_ITEM_LAGGED 3
+
 // Nil (a missing key, a null).
 #define RELINK_REPLY_NIL 0
 
@@ -484,6 +505,12 @@ typedef struct relink_error relink_error;
 // `relink_reply_free`); elements are borrowed from their parent.
 typedef struct relink_reply relink_reply;
 
+// A subscription: read it with `relink_subscription_next`, end it with
+// `relink_subscription_unsubscribe` or `relink_subscription_free`. One
+// thread at a time may use it. It may outlive its client: once the client
+// is freed, `relink_subscription_next` returns `RELINK_SHUTDOWN`.
+typedef struct relink_subscription relink_subscription;
+
 // The connectivity state machine (relink_core's `Supervisor`): the caller
 // feeds it inputs and executes its actions; it never blocks, reads no clock
 // and does no I/O. Time is milliseconds on a monotonic clock whose epoch the
@@ -689,6 +716,31 @@ typedef struct relink_resume_plan {
   // FULL_RESYNC: one of `RELINK_RESYNC_*`; else `RELINK_RESYNC_NONE`.
   uint32_t reason;
 } relink_resume_plan;
+
+// One item of a subscription. The pointers are the subscription's: valid
+// until the next `relink_subscription_next` or `relink_subscription_free`
+// on it. `channel` and `pattern` are NUL-terminated (and have their length
+// without the NUL); `payload` is binary-safe.
+typedef struct relink_pubsub_item {
+  // `RELINK_ITEM_MESSAGE`, `RELINK_ITEM_RESTORED` or `RELINK_ITEM_LAGGED`.
+  uint32_t kind;
+  // Message: the channel it was published on; else NULL.
+  const char *channel;
+  // Length of `channel`, without the NUL.
+  size_t channel_len;
+  // Message from a pattern subscription: the pattern; else NULL.
+  const char *pattern;
+  // Length of `pattern`, without the NUL.
+  size_t pattern_len;
+  // Message: the payload; else NULL.
+  const uint8_t *payload;
+  // Length of `payload`.
+  size_t payload_len;
+  // Restored: the length of the gap, in milliseconds; else 0.
+  uint64_t gap_ms;
+  // Lagged: how many messages were dropped; else 0.
+  uint64_t missed;
+} relink_pubsub_item;
 
 // The supervisor's settings (relink_core's `SupervisorConfig`), in whole
 // milliseconds. Fill it with `relink_supervisor_config_default`, then
@@ -1172,6 +1224,47 @@ void relink_sync_cursor_reset_to(struct relink_sync_cursor *cursor, uint64_t epo
 
 // Frees a cursor. NULL is a no-op.
 void relink_sync_cursor_free(struct relink_sync_cursor *cursor);
+
+// Subscribes `client` to `count` names (`names[i]` NUL-terminated), of
+// `kind` `RELINK_SUBSCRIBE_CHANNELS`, `_PATTERNS` or `_SHARD_CHANNELS`.
+// Returns once the server confirmed it; without a connection, at once (the
+// subscription is in place from the next connection on, with a `RESTORED`
+// item then). Subscriptions run on a connection of their own, RESP2 or
+// RESP3, and are restored after every reconnect. On success `*out` owns
+// the subscription (free it with `relink_subscription_free`).
+//
+// No names, a NULL or non-UTF-8 name, or an unknown `kind` is
+// `RELINK_INVALID_ARGUMENT`; shard channels under RESP2 are
+// `RELINK_INVALID_CONFIG`; a refusal by the server (`NOPERM`) is
+// `RELINK_REDIS_ERROR`; a client shut down is `RELINK_SHUTDOWN`.
+relink_code relink_client_subscribe(const struct relink_client *client,
+                                    uint32_t kind,
+                                    const char *const *names,
+                                    size_t count,
+                                    struct relink_subscription **out,
+                                    struct relink_error **err);
+
+// Waits up to `timeout_ms` for the subscription's next item and writes it
+// to `*out` (its pointers stay valid until the next call on `sub`).
+// `RELINK_TIMEOUT` when none came in time (nothing is lost: call again);
+// `RELINK_SHUTDOWN` once the subscription has ended (unsubscribed, or its
+// client freed or given up).
+relink_code relink_subscription_next(struct relink_subscription *sub,
+                                     uint64_t timeout_ms,
+                                     struct relink_pubsub_item *out,
+                                     struct relink_error **err);
+
+// Ends the subscription and waits until the server confirmed the
+// unsubscribe of every name no other subscription of the client wants (at
+// once without a connection: nothing is restored for them). `sub` must
+// still be freed; its `relink_subscription_next` returns `RELINK_SHUTDOWN`
+// from now on.
+relink_code relink_subscription_unsubscribe(struct relink_subscription *sub,
+                                            struct relink_error **err);
+
+// Frees a subscription, unsubscribing (without waiting) every name no
+// other subscription of the client wants. NULL is a no-op.
+void relink_subscription_free(struct relink_subscription *sub);
 
 // The reply's type: one of `RELINK_REPLY_*` (`RELINK_REPLY_NIL` for NULL).
 uint32_t relink_reply_type(const struct relink_reply *reply);

@@ -40,36 +40,16 @@ static void remove_certs(void) {
 
 /* A redis-server listening for TLS only, on `port`. */
 static pid_t start_tls_server(int port) {
-  const char *program = getenv("REDIS_SERVER");
-  if (program == NULL || program[0] == '\0') program = "redis-server";
   char port_text[16], cert[128], key[128], ca[128];
   snprintf(port_text, sizeof port_text, "%d", port);
   snprintf(cert, sizeof cert, "%s/server.pem", dir);
   snprintf(key, sizeof key, "%s/server.key", dir);
   snprintf(ca, sizeof ca, "%s/ca.pem", dir);
-  pid_t pid = fork();
-  CHECK(pid >= 0);
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    int devnull = open("/dev/null", O_WRONLY);
-    if (devnull >= 0) {
-      dup2(devnull, STDOUT_FILENO);
-      dup2(devnull, STDERR_FILENO);
-    }
-    execlp(program, program, "--port", "0", "--tls-port", port_text, "--bind", "127.0.0.1",
-           "--save", "", "--appendonly", "no", "--dir", dir, "--tls-cert-file", cert,
-           "--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-auth-clients", "no",
-           (char *)NULL);
-    _exit(127);
-  }
-  servers[0] = pid;
-  for (int i = 0; i < 400 && !port_accepts(port); i++) {
-    int status;
-    CHECK(waitpid(pid, &status, WNOHANG) == 0);
-    sleep_ms(25);
-  }
-  CHECK(port_accepts(port));
-  return pid;
+  char *const args[] = {"--port", "0", "--tls-port", port_text, "--bind", "127.0.0.1",
+                        "--save", "", "--appendonly", "no", "--dir", dir,
+                        "--tls-cert-file", cert, "--tls-key-file", key,
+                        "--tls-ca-cert-file", ca, "--tls-auth-clients", "no", NULL};
+  return start_server_with(port, args);
 }
 
 int main(void) {
@@ -77,7 +57,6 @@ int main(void) {
     fprintf(stderr, "test_tls: skipped: the openssl CLI is needed to make certificates\n");
     return 0;
   }
-  atexit(kill_all_servers);
   make_certs();
   atexit(remove_certs);
   int port = free_port();

@@ -27,10 +27,15 @@
 //!   wait is cut to `refused_max_delay` (100 ms) while the outage is young,
 //!   and to 1/[`REFUSED_DECAY`](crate::supervisor::REFUSED_DECAY) of the
 //!   outage so far once longer, jittered anew each time. A refusal costs
-//!   the server's host one RST, so a restart or the end of a load is noticed
-//!   within about that cap, whatever the backoff has grown to; the decay
-//!   keeps a long outage under 2 attempts a second; the fresh jitter keeps
-//!   clients that lost the server together from coming back together.
+//!   the server's host one RST, so a restart is noticed within about that
+//!   cap, whatever the backoff has grown to; the decay keeps a long outage
+//!   under 2 attempts a second; the fresh jitter keeps clients that lost
+//!   the server together from coming back together. A server answering
+//!   `LOADING` is not decayed: it is up (its host answers, its event loop
+//!   runs between chunks of the load), an attempt costs it a connection and
+//!   a `-LOADING` reply, and the end of the load, which nothing else
+//!   announces, is noticed within the 100 ms cap (jittered: 75 ms on
+//!   average) however long the outage before it.
 //! - **A misconfiguration** (a wrong password, a peer that is not Redis):
 //!   the longer of this backoff and the slow `misconfigured_backoff` (1 s,
 //!   ×2, at most 30 s), until the configuration changes.

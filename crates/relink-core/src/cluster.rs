@@ -263,6 +263,45 @@ impl SlotRange {
     }
 }
 
+/// The hash slot of `key`, as Redis Cluster computes it: CRC16 (XMODEM) of
+/// the key, or of its hash tag (the part between the first `{` and the next
+/// `}`, when not empty), modulo 16384. Written here because the core routes
+/// shard channels (`SSUBSCRIBE`) by it, and redis-rs, which computes it for
+/// commands, does not expose the number; it is ten lines, a dependency
+/// would be more.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(key);
+    let mut crc: u16 = 0;
+    for &byte in tagged {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+/// The master serving `slot` in `slots` (a slot map as the cluster
+/// supervisor keeps it), if any.
+pub fn master_of(slots: &[SlotRange], slot: u16) -> Option<&str> {
+    slots
+        .iter()
+        .find(|r| r.start <= slot && slot <= r.end)
+        .map(|r| r.master.as_str())
+}
+
 /// What the driver reports to the cluster supervisor.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -1003,6 +1042,32 @@ fn normalize(slots: &mut Vec<SlotRange>) {
 mod tests {
     use super::*;
     use alloc::vec;
+
+    #[test]
+    fn key_slots_match_redis() {
+        // CLUSTER KEYSLOT on a real server gives these.
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"bar"), 5061);
+        assert_eq!(key_slot(b"123456789"), 0x31C3);
+        assert_eq!(key_slot(b""), 0);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        // An empty tag, or none closed, hashes the whole key.
+        assert_eq!(key_slot(b"foo{}{bar}"), 8363);
+        assert_eq!(key_slot(b"foo{bar"), key_slot(b"foo{bar"));
+        assert_ne!(key_slot(b"{}foo"), key_slot(b"foo"));
+    }
+
+    #[test]
+    fn the_master_of_a_slot_is_found_in_the_map() {
+        let map = [
+            SlotRange::new(0, 99, "a:1"),
+            SlotRange::new(100, 16383, "b:2"),
+        ];
+        assert_eq!(master_of(&map, 0), Some("a:1"));
+        assert_eq!(master_of(&map, 99), Some("a:1"));
+        assert_eq!(master_of(&map, 100), Some("b:2"));
+        assert_eq!(master_of(&map[..1], 100), None);
+    }
 
     fn t(ms: u64) -> Timestamp {
         Timestamp::from_millis(ms)

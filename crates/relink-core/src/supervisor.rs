@@ -111,7 +111,7 @@ use core::time::Duration;
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::cause::{AttemptFailure, ConnectCause, Evidence};
 use crate::error::ConfigError;
-use crate::failure::FailureKind;
+use crate::failure::{BusyReason, FailureKind};
 use crate::time::{millis, Timestamp};
 
 /// Connectivity states (gRPC's model).
@@ -217,8 +217,10 @@ pub struct SupervisorConfig {
     /// the end of its load, is noticed within this delay however far the
     /// backoff has grown. As the outage ages the cap decays: it is the longer of this
     /// and 1/15 of the outage so far ([`REFUSED_DECAY`]), so a client
-    /// averages at most 2 attempts a second over a 60 s outage. Other
-    /// failures wait the backoff's delay.
+    /// averages at most 2 attempts a second over a 60 s outage; except
+    /// for a server `LOADING` its dataset, which is up and polled at this
+    /// steady pace until it is ready. Other failures wait the backoff's
+    /// delay.
     #[serde(with = "crate::duration::human")]
     pub refused_max_delay: Duration,
 }
@@ -976,6 +978,12 @@ impl Supervisor {
             ConnectCause::Refused | ConnectCause::ServerBusy(_) | ConnectCause::NotMaster
         );
         let cap = refused.then(|| {
+            if cause == ConnectCause::ServerBusy(BusyReason::Loading) {
+                // The server is up and says how it is doing: polled at a
+                // steady pace, its load's end is noticed within the cap
+                // however long the outage before it.
+                return self.config.refused_max_delay;
+            }
             // Whole milliseconds, like every delay handed out.
             let outage = now.saturating_since(self.outage_start).as_millis();
             let decayed = outage / u128::from(REFUSED_DECAY);
@@ -1127,6 +1135,69 @@ mod tests {
         out
     }
 
+    /// Plays an outage of refused attempts from `t0` until `until`, each
+    /// answered when asked for; returns the wait the supervisor chose after
+    /// the last one, answered with `cause` instead.
+    fn wait_after(cause: ConnectCause, until: u64) -> Duration {
+        let mut sup = Supervisor::new(SupervisorConfig::default(), 3);
+        let t = Timestamp::from_millis;
+        sup.handle_input(t(0), Input::Start);
+        drain(&mut sup, t(0));
+        sup.handle_input(t(5), Input::Connected { attempt: 1 });
+        drain(&mut sup, t(5));
+        sup.handle_input(
+            t(15_005),
+            Input::ConnectionLost {
+                kind: FailureKind::Io,
+            },
+        );
+        let mut now = 15_005;
+        // Bounded: one attempt per iteration, each at least 100 ms apart.
+        for _ in 0..10_000 {
+            let out = drain(&mut sup, t(now));
+            let asked = out.iter().find_map(|o| match o {
+                Output::Action(Action::Connect { attempt }) => Some(*attempt),
+                _ => None,
+            });
+            if let Some(attempt) = asked {
+                let last = now >= until;
+                let answer = if last { cause } else { ConnectCause::Refused };
+                sup.handle_input(
+                    t(now),
+                    Input::ConnectFailed {
+                        attempt,
+                        cause: answer,
+                        evidence: Evidence::default(),
+                    },
+                );
+                let out = drain(&mut sup, t(now));
+                let retry_in = out.iter().find_map(|o| match o {
+                    Output::Event(Event::ConnectAttemptFailed { retry_in, .. }) => *retry_in,
+                    _ => None,
+                });
+                if last {
+                    return retry_in.expect("a retry is scheduled");
+                }
+            }
+            now = match out.last() {
+                Some(Output::Timeout(at)) => at.as_millis().max(now + 1),
+                _ => now + 1,
+            };
+        }
+        panic!("no attempt after {until} ms");
+    }
+
+    #[test]
+    fn a_loading_server_is_polled_steadily_however_old_the_outage() {
+        // 20 s into an outage, a refused port is retried on the decayed cap
+        // (about 1.3 s, jittered)...
+        let refused = wait_after(ConnectCause::Refused, 35_000);
+        assert!(refused > Duration::from_millis(500), "{refused:?}");
+        // ... but a server that answers LOADING is up: within 100 ms.
+        let loading = wait_after(ConnectCause::ServerBusy(BusyReason::Loading), 35_000);
+        assert!(loading <= Duration::from_millis(100), "{loading:?}");
+    }
+
     #[test]
     fn a_moved_server_is_reconnected_to_at_once() {
         let mut sup = Supervisor::new(SupervisorConfig::default(), 1);
@@ -1154,7 +1225,6 @@ mod tests {
 
     #[test]
     fn an_error_reply_to_ping_proves_the_server_alive() {
-        use crate::failure::BusyReason;
         let hb = HeartbeatConfig::default();
         let mut sup = Supervisor::new(SupervisorConfig::default(), 1);
         let t = Timestamp::from_millis;

@@ -328,7 +328,7 @@ thread_local! {
     static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
 }
 
-fn not_in_callback() -> FfiResult {
+pub(crate) fn not_in_callback() -> FfiResult {
     if IN_CALLBACK.get() {
         return Err(relink_error::new(
             RELINK_REENTRANT_CALL,
@@ -344,7 +344,8 @@ fn not_in_callback() -> FfiResult {
 /// `relink_client_free` must not race the other calls.
 pub struct relink_client {
     client: relink::Client,
-    runtime: tokio::runtime::Runtime,
+    /// Shared with the client's subscriptions, which may outlive it.
+    runtime: Arc<tokio::runtime::Runtime>,
     callback: Arc<Mutex<Option<StateCallback>>>,
 }
 
@@ -357,6 +358,16 @@ impl fmt::Debug for relink_client {
 }
 
 impl relink_client {
+    /// A handle on the client (cheap: it is shared).
+    pub(crate) fn client(&self) -> relink::Client {
+        self.client.clone()
+    }
+
+    /// The client's runtime.
+    pub(crate) fn runtime(&self) -> &Arc<tokio::runtime::Runtime> {
+        &self.runtime
+    }
+
     fn state(&self) -> u32 {
         state_code(self.client.health().borrow().state)
     }
@@ -450,7 +461,7 @@ pub extern "C" fn relink_client_connect(
         });
         let handle = into_raw(relink_client {
             client,
-            runtime,
+            runtime: Arc::new(runtime),
             callback,
         });
         // SAFETY: `out` is not NULL and writable (contract).
@@ -712,7 +723,8 @@ pub extern "C" fn relink_client_free(client: *mut relink_client) {
             let _ = tokio::time::timeout(relink::Config::SHUTDOWN_GRACE, client.shutdown()).await;
         });
         drop(client);
-        // Dropping the runtime stops its tasks and joins its thread.
+        // Dropping the runtime stops its tasks and joins its thread (once
+        // the client's subscriptions, which share it, are freed too).
         drop(runtime);
     })
 }

@@ -1,7 +1,7 @@
 //! # librelink: relink's C ABI
 //!
 //! A blocking, thread-safe Redis client that rides out outages
-//! (`relink_client_*`), and the core's policy objects for programs that do
+//! (`relink_client_*`, with Pub/Sub: `relink_subscription_*`), and the core's policy objects for programs that do
 //! their own I/O (`relink_backoff_*`, `relink_supervisor_*`, `relink_call_*`,
 //! `relink_sync_cursor_*`, `relink_cause_*`). The header, `bindings/c/include/relink.h`, is
 //! generated from this crate by cbindgen (`cargo xtask codegen`).
@@ -39,6 +39,7 @@ mod call;
 mod cause;
 mod client;
 mod policy;
+mod pubsub;
 mod reply;
 mod supervisor;
 
@@ -47,6 +48,7 @@ pub use call::*;
 pub use cause::*;
 pub use client::*;
 pub use policy::*;
+pub use pubsub::*;
 pub use reply::*;
 pub use supervisor::*;
 

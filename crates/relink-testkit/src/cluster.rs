@@ -234,7 +234,7 @@ impl RedisCluster {
     }
 
     /// Waits (bounded) until every replica reports `master_link_status:up`.
-    fn wait_replicas_synced(&self) {
+    pub fn wait_replicas_synced(&self) {
         let deadline = Instant::now() + OK_TIMEOUT;
         for (i, node) in self.nodes.iter().enumerate() {
             loop {
@@ -395,18 +395,8 @@ pub fn redis_cli() -> PathBuf {
     PathBuf::from("redis-cli")
 }
 
-/// The hash slot of `key` (CRC16/XMODEM of the key or its `{hash tag}`, mod 16384).
-pub fn key_slot(key: &[u8]) -> u16 {
-    let mut hashed = key;
-    if let Some(open) = key.iter().position(|&b| b == b'{') {
-        if let Some(len) = key[open + 1..].iter().position(|&b| b == b'}') {
-            if len > 0 {
-                hashed = &key[open + 1..open + 1 + len];
-            }
-        }
-    }
-    crc16(hashed) % SLOTS
-}
+/// The hash slot of `key`: the core's, which routes shard channels by it.
+pub use relink_core::cluster::key_slot;
 
 /// A hash tag (`{...}`, to put in a key) whose keys land in `slot`.
 pub fn tag_for_slot(slot: u16) -> String {
@@ -420,32 +410,12 @@ pub fn tag_for_slot(slot: u16) -> String {
     panic!("no hash tag found for slot {slot}");
 }
 
-fn crc16(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &byte in data {
-        crc ^= u16::from(byte) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn slots_match_redis() {
-        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
-        assert_eq!(crc16(b"123456789"), 0x31C3);
-        assert_eq!(key_slot(b"foo"), 12182);
-        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
-        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
+    fn tags_land_in_their_slot() {
         let tag = tag_for_slot(42);
         assert_eq!(key_slot(format!("k{tag}x").as_bytes()), 42);
     }

@@ -213,6 +213,9 @@ impl Calls {
             rejected: get(&c.rejected),
             exclusive_open: 0,
             exclusive_leased: 0,
+            subscriptions: 0,
+            subscriber_losses: 0,
+            messages_dropped: 0,
             queued: self
                 .capacity
                 .saturating_sub(self.backlog.available_permits()) as u64,

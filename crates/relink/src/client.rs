@@ -31,7 +31,7 @@ use crate::config::Config;
 use crate::connector::{Connection, Connector};
 use crate::diagnose::Diagnosis;
 use crate::exclusive::{Exclusive, ExclusivePool};
-use crate::pubsub::{PubSubHub, Subscription};
+use crate::pubsub::{ClientPubSub, Kind, Subscription};
 use crate::Error;
 
 /// The health of a client's connection, as published on [`Client::health`].
@@ -108,6 +108,14 @@ pub struct Stats {
     /// Exclusive connections leased now (a gauge): blocking commands and
     /// [`Client::exclusive`] leases in progress.
     pub exclusive_leased: u64,
+    /// Pub/Sub [`Subscription`] handles open now (a gauge).
+    pub subscriptions: u64,
+    /// Times a subscriber connection was lost: each such gap ends with a
+    /// [`Restored`](crate::PubSubItem::Restored) marker to every handle on it.
+    pub subscriber_losses: u64,
+    /// Pub/Sub messages dropped because a handle's buffer was full (each
+    /// hole is marked by a [`Lagged`](crate::PubSubItem::Lagged) item).
+    pub messages_dropped: u64,
 }
 
 impl Stats {
@@ -123,6 +131,13 @@ impl Stats {
             queued: self.queued,
             exclusive_open: self.exclusive_open,
             exclusive_leased: self.exclusive_leased,
+            subscriptions: self.subscriptions,
+            subscriber_losses: self
+                .subscriber_losses
+                .saturating_sub(earlier.subscriber_losses),
+            messages_dropped: self
+                .messages_dropped
+                .saturating_sub(earlier.messages_dropped),
         }
     }
 }
@@ -216,6 +231,24 @@ pub(crate) struct LiveSettings {
     changes: Arc<watch::Sender<u64>>,
 }
 
+impl LiveSettings {
+    /// `config` with the credentials changed since, if any: the config a
+    /// connection is made with now.
+    pub(crate) fn apply(&self, config: &Config) -> Config {
+        let config = config.clone();
+        match self.credentials.load_full() {
+            Some(credentials) => {
+                let config = config.with_password(credentials.password.clone());
+                match &credentials.username {
+                    Some(username) => config.with_username(username.clone()),
+                    None => config,
+                }
+            }
+            None => config,
+        }
+    }
+}
+
 impl Default for LiveSettings {
     fn default() -> Self {
         LiveSettings {
@@ -251,7 +284,7 @@ struct Shared {
     finished: CancellationToken,
     /// The exclusive connections (none on an exclusive connection itself).
     exclusive: Option<Arc<ExclusivePool>>,
-    pubsub: Arc<PubSubHub>,
+    pubsub: ClientPubSub,
     calls: Calls,
 }
 
@@ -263,17 +296,7 @@ impl Shared {
     /// The config a connection is made with now: the client's, with the
     /// credentials changed since, if any.
     fn connect_config(&self) -> Config {
-        let config = self.config.clone();
-        match self.settings.credentials.load_full() {
-            Some(credentials) => {
-                let config = config.with_password(credentials.password.clone());
-                match &credentials.username {
-                    Some(username) => config.with_username(username.clone()),
-                    None => config,
-                }
-            }
-            None => config,
-        }
+        self.settings.apply(&self.config)
     }
 
     /// One command or pipeline: a blocking one on an exclusive connection
@@ -305,6 +328,11 @@ impl Shared {
         if let Some(pool) = &self.exclusive {
             (stats.exclusive_open, stats.exclusive_leased) = pool.counts();
         }
+        (
+            stats.subscriptions,
+            stats.subscriber_losses,
+            stats.messages_dropped,
+        ) = self.pubsub.hub.counts();
         stats
     }
 
@@ -510,10 +538,38 @@ impl Client {
         });
         let shutdown = calls.shutdown.clone();
         let options = CallOptions::new(&config);
+        let pubsub = {
+            let target_connector = Arc::clone(&connector);
+            let target_config = config.clone();
+            let target_settings = settings.clone();
+            let stop = calls.shutdown.clone();
+            ClientPubSub::new(
+                config.subscription_buffer(),
+                Box::new(move |hub| {
+                    let config = target_config.clone();
+                    let settings = target_settings.clone();
+                    crate::pubsub::link::Link::start(
+                        hub,
+                        crate::pubsub::link::Target {
+                            connector: Arc::clone(&target_connector),
+                            config: Arc::new(move || settings.apply(&config)),
+                            name: target_config.redacted_url(),
+                            on_displaced: None,
+                            changes: Some(target_settings.changes.subscribe()),
+                        },
+                        Arc::new(|_, _| true),
+                        target_config.supervisor_config(),
+                        target_config.jitter_seed(),
+                        stop.clone(),
+                        true,
+                    )
+                }),
+            )
+        };
         let shared = Arc::new(Shared {
             settings,
             reconfigured,
-            pubsub: Arc::new(PubSubHub::default()),
+            pubsub,
             calls,
             config,
             epoch,
@@ -634,48 +690,57 @@ impl Client {
         futures_util::stream::StreamExt::boxed(stream)
     }
 
-    /// Subscribes to `channels`: a stream of messages that keeps flowing
-    /// across reconnects, with a marker after each reconnect saying the
-    /// subscriptions were restored and how long the gap was (Pub/Sub has no
-    /// replay: messages published during the gap are gone).
+    /// Subscribes to `channels` (`SUBSCRIBE`): a stream of messages that
+    /// keeps flowing across reconnects, with a [`Restored`](crate::PubSubItem::Restored)
+    /// marker after each gap saying how long it was (Pub/Sub has no replay:
+    /// messages published during a gap are gone).
+    ///
+    /// Subscriptions run on a connection of their own (opened at the first
+    /// one, RESP2 or RESP3 as the config says), never on the command
+    /// connection. Returns once the server confirmed the subscription; when
+    /// there is no connection, at once, with the subscription in place from
+    /// the next connection on (and a marker then). Dropping the
+    /// [`Subscription`], or [`Subscription::unsubscribe`], unsubscribes every
+    /// channel no other handle wants.
+    ///
+    /// ```no_run
+    /// # async fn f(client: relink::Client) -> Result<(), relink::Error> {
+    /// use relink::PubSubItem;
+    /// let mut news = client.subscribe(&["news"]).await?;
+    /// while let Some(item) = news.next_item().await {
+    ///     match item {
+    ///         PubSubItem::Message { payload, .. } => println!("{}", String::from_utf8_lossy(&payload)),
+    ///         PubSubItem::Restored { gap } => println!("messages of the last {gap:?} were missed"),
+    ///         PubSubItem::Lagged { missed } => println!("{missed} dropped: this consumer is slow"),
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn subscribe(&self, channels: &[&str]) -> Result<Subscription, Error> {
-        self.subscribe_inner(channels, false).await
+        self.subscribe_kind(Kind::Channel, channels).await
     }
 
     /// Like [`subscribe`](Self::subscribe), for glob patterns (`PSUBSCRIBE`).
     pub async fn psubscribe(&self, patterns: &[&str]) -> Result<Subscription, Error> {
-        self.subscribe_inner(patterns, true).await
+        self.subscribe_kind(Kind::Pattern, patterns).await
     }
 
-    async fn subscribe_inner(&self, names: &[&str], patterns: bool) -> Result<Subscription, Error> {
-        if self.shared.config.protocol() != crate::config::Protocol::Resp3 {
-            return Err(Error::config(
-                "protocol",
-                "Pub/Sub on relink's multiplexed connection needs `resp3`",
-            ));
+    /// Like [`subscribe`](Self::subscribe), for shard channels
+    /// (`SSUBSCRIBE`, Redis 7; published with `SPUBLISH`). Needs RESP3.
+    pub async fn ssubscribe(&self, channels: &[&str]) -> Result<Subscription, Error> {
+        self.subscribe_kind(Kind::Shard, channels).await
+    }
+
+    async fn subscribe_kind(&self, kind: Kind, names: &[&str]) -> Result<Subscription, Error> {
+        if kind == Kind::Shard && self.shared.config.protocol() != crate::config::Protocol::Resp3 {
+            return Err(crate::pubsub::link::shard_needs_resp3());
         }
         if self.shared.calls.shutdown.is_cancelled() {
             return Err(Error::Shutdown);
         }
-        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        // Register first: a reconnect from now on restores these too.
-        let subscription = self.shared.pubsub.register(&names, patterns);
-        if let Some(live) = self.shared.live.load_full() {
-            let mut conn = live.conn.clone();
-            let result = if patterns {
-                conn.psubscribe(&names).await
-            } else {
-                conn.subscribe(&names).await
-            };
-            if let Err(e) = result {
-                // The connection died under us: the reconnect restores the
-                // registration. Anything else is a real refusal.
-                if is_server_reply(&e) {
-                    return Err(Error::Redis(e));
-                }
-            }
-        }
-        Ok(subscription)
+        let pubsub = &self.shared.pubsub;
+        crate::pubsub::subscribe(&pubsub.hub, pubsub.links(), kind, names).await
     }
 }
 
@@ -875,7 +940,7 @@ impl Driver {
                 Some(report) = self.reports.recv() => {
                     (report.generation == self.generation).then_some(Input::CommandFailed { kind: report.kind })
                 }
-                _ = sleep(sleep_until) => None,
+                _ = crate::wait::until(sleep_until) => None,
             };
             if let Some(input) = input {
                 let now = self.shared.now();
@@ -887,7 +952,7 @@ impl Driver {
         if let Some(live) = self.shared.live.swap(None) {
             live.close();
         }
-        self.shared.pubsub.close();
+        self.shared.pubsub.hub.close();
         if let Some(pool) = &self.shared.exclusive {
             pool.close();
         }
@@ -930,13 +995,22 @@ impl Driver {
             Action::Connect { attempt } => {
                 let connector = Arc::clone(&self.connector);
                 let config = shared.connect_config();
-                let pubsub = Arc::clone(&shared.pubsub);
                 let reports = shared.reports.clone();
                 self.last_generation += 1;
                 let generation = self.last_generation;
                 let started = Instant::now();
                 let attempt_fut = async move {
-                    let push = pubsub.push_sender(reports, generation);
+                    // The command connection subscribes to nothing: its
+                    // only push of interest is its own loss, reported at once.
+                    let push: crate::connector::PushHandler =
+                        Arc::new(move |info: redis::PushInfo| {
+                            if info.kind == redis::PushKind::Disconnection {
+                                let _ = reports.send(Report {
+                                    generation,
+                                    kind: FailureKind::Closed,
+                                });
+                            }
+                        });
                     let made = connector.connect(&config, push).await;
                     let mut connection = match made {
                         Ok(connection) => connection,
@@ -966,7 +1040,6 @@ impl Driver {
                                 .exec_async(&mut *conn)
                                 .await?;
                         }
-                        pubsub.restore(conn).await?;
                         Ok(id)
                     };
                     match setup.await {
@@ -1079,7 +1152,6 @@ impl Driver {
                     attempts,
                     "relink reconnected"
                 );
-                shared.pubsub.restored(downtime);
             }
             Event::Connected { attempts } => tracing::info!(attempts, "relink connected"),
             Event::ConnectAttemptFailed {
@@ -1199,7 +1271,7 @@ impl Driver {
 /// The connector's explanation of a failed attempt that began at
 /// `started`, within what is left of the attempt's connect timeout (the
 /// core gives the attempt up at its end); past it, what the error alone says.
-async fn explain_within(
+pub(crate) async fn explain_within(
     connector: &dyn Connector,
     config: &Config,
     err: &RedisError,
@@ -1246,13 +1318,6 @@ async fn poll_invalidated(invalidated: &mut Option<BoxFuture<'static, ()>>) {
 async fn poll_ping(ping: &mut Option<PendingPing>) -> (u64, u64, Result<Value, RedisError>) {
     match ping {
         Some((id, generation, fut)) => (*id, *generation, fut.await),
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep(until: Option<Instant>) {
-    match until {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
     }
 }

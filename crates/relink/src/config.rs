@@ -39,6 +39,7 @@
 //!     deadline = "10s"             # a whole call, retries included; or false
 //!     tcp_keepalive = "30s"        # or false
 //!     tcp_nodelay = true           # false: Nagle coalesces small writes
+//!     subscription_buffer = 4096   # items a Pub/Sub handle holds
 //!     seed = 42                    # optional: fixed backoff jitter
 //!
 //!     [heartbeat]
@@ -393,6 +394,7 @@ pub struct Config {
     exclusive: ExclusiveConfig,
     tcp_keepalive: Option<Duration>,
     tcp_nodelay: bool,
+    subscription_buffer: usize,
     seed: Option<u64>,
     sentinel: Option<SentinelConfig>,
     tls: Option<TlsConfig>,
@@ -412,6 +414,10 @@ impl Config {
     /// for [`Client::shutdown`](crate::Client::shutdown): its task ends
     /// within one step of being told, so this bound is only a safety net.
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+    /// Default [`subscription_buffer`](Self::subscription_buffer).
+    pub const DEFAULT_SUBSCRIPTION_BUFFER: usize = 4096;
+    /// Largest [`subscription_buffer`](Self::subscription_buffer).
+    pub const MAX_SUBSCRIPTION_BUFFER: usize = 1 << 20;
     /// Default [`tcp_keepalive`](Self::tcp_keepalive) idle time.
     pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 
@@ -445,6 +451,7 @@ impl Config {
             exclusive: ExclusiveConfig::default(),
             tcp_keepalive: Some(Self::DEFAULT_TCP_KEEPALIVE),
             tcp_nodelay: true,
+            subscription_buffer: Self::DEFAULT_SUBSCRIPTION_BUFFER,
             seed: None,
             sentinel: None,
             tls: None,
@@ -555,6 +562,16 @@ impl Config {
     /// coalesce small writes, as redis-rs's own default does).
     pub fn with_tcp_nodelay(mut self, nodelay: bool) -> Self {
         self.tcp_nodelay = nodelay;
+        self
+    }
+
+    /// Sets how many items each Pub/Sub [`Subscription`](crate::Subscription)
+    /// buffers for its consumer (default 4096, at most 2^20). When a slow
+    /// consumer's buffer is full, new messages for it are dropped and
+    /// counted, and it gets a [`PubSubItem::Lagged`](crate::PubSubItem::Lagged)
+    /// with the count where the hole is; the connection never waits for it.
+    pub fn with_subscription_buffer(mut self, items: usize) -> Self {
+        self.subscription_buffer = items;
         self
     }
 
@@ -685,6 +702,16 @@ impl Config {
         self.outage.validate()?;
         self.retry.validate()?;
         self.exclusive.validate()?;
+        if !(1..=Self::MAX_SUBSCRIPTION_BUFFER).contains(&self.subscription_buffer) {
+            return Err(Error::config(
+                "subscription_buffer",
+                format!(
+                    "must be between 1 and {}, got {}",
+                    Self::MAX_SUBSCRIPTION_BUFFER,
+                    self.subscription_buffer
+                ),
+            ));
+        }
         if let Some(idle) = self.tcp_keepalive {
             if idle < Duration::from_secs(1) || idle > MAX_TCP_KEEPALIVE || idle.subsec_nanos() != 0
             {
@@ -832,6 +859,11 @@ impl Config {
         self.tcp_nodelay
     }
 
+    /// How many items each Pub/Sub subscription buffers.
+    pub fn subscription_buffer(&self) -> usize {
+        self.subscription_buffer
+    }
+
     /// The fixed backoff seed, if any.
     pub fn seed(&self) -> Option<u64> {
         self.seed
@@ -885,6 +917,7 @@ impl fmt::Debug for Config {
             .field("exclusive", &self.exclusive)
             .field("tcp_keepalive", &self.tcp_keepalive)
             .field("tcp_nodelay", &self.tcp_nodelay)
+            .field("subscription_buffer", &self.subscription_buffer)
             .field("seed", &self.seed)
             .field("sentinel", &self.sentinel)
             .field("tls", &self.tls)
@@ -909,6 +942,7 @@ impl PartialEq for Config {
             && self.exclusive == other.exclusive
             && self.tcp_keepalive == other.tcp_keepalive
             && self.tcp_nodelay == other.tcp_nodelay
+            && self.subscription_buffer == other.subscription_buffer
             && self.seed == other.seed
             && self.sentinel == other.sentinel
             && self.tls == other.tls
@@ -1585,6 +1619,8 @@ pub(crate) struct RawConfig {
     tcp_keepalive: Option<Option<Duration>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     tcp_nodelay: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subscription_buffer: Option<usize>,
     /// `Some(None)`: written `false` (or JSON `null`), no total bound.
     #[serde(
         default,
@@ -1690,6 +1726,9 @@ impl TryFrom<RawConfig> for Config {
         if let Some(nodelay) = raw.tcp_nodelay {
             config.tcp_nodelay = nodelay;
         }
+        if let Some(items) = raw.subscription_buffer {
+            config.subscription_buffer = items;
+        }
         if let Some(deadline) = raw.deadline {
             config.deadline = deadline;
         }
@@ -1721,6 +1760,7 @@ impl From<Config> for RawConfig {
             response_timeout: Some(c.response_timeout),
             tcp_keepalive: Some(c.tcp_keepalive),
             tcp_nodelay: Some(c.tcp_nodelay),
+            subscription_buffer: Some(c.subscription_buffer),
             deadline: Some(c.deadline),
             seed: c.seed,
             heartbeat: Some(RawHeartbeat {

@@ -64,6 +64,21 @@ pub trait Connector: Send + Sync + fmt::Debug + 'static {
         self.connect(config, Arc::new(|_| {})).await
     }
 
+    /// Opens a RESP2 connection for Pub/Sub, handshake done. Under RESP2 a
+    /// connection in subscribed mode can run nothing else, so subscribers
+    /// get one of redis-rs's dedicated Pub/Sub connections rather than a
+    /// multiplexed one (under RESP3 they use [`connect`](Self::connect)).
+    /// The default refuses: a connector that does not implement it serves
+    /// Pub/Sub under RESP3 only.
+    async fn connect_pubsub(&self, config: &Config) -> Result<redis::aio::PubSub, RedisError> {
+        let _ = config;
+        Err(Error::config(
+            "protocol",
+            "this connector opens no RESP2 Pub/Sub connection: use `resp3`, or implement              `Connector::connect_pubsub`",
+        )
+        .into_redis())
+    }
+
     /// Why an attempt of [`connect`](Self::connect) failed with `err`, and
     /// the evidence, redacted. The default reads the error alone
     /// ([`diagnose::connect_cause`](crate::diagnose::connect_cause)); a
@@ -110,6 +125,10 @@ impl Connector for TcpConnector {
         connect_multiplexed(&client, config, push).await
     }
 
+    async fn connect_pubsub(&self, config: &Config) -> Result<redis::aio::PubSub, RedisError> {
+        connect_pubsub(&redis::Client::open(config.connection_info())?, config).await
+    }
+
     /// Asks the server again, on a raw socket, for what the error hides.
     async fn explain(&self, config: &Config, err: &RedisError) -> Diagnosis {
         let timeout = config.supervisor_config().connect_timeout;
@@ -152,16 +171,7 @@ pub async fn connect_multiplexed(
             port,
             insecure,
             ..
-        } => {
-            let socket = open_tcp(host, *port, info).await?;
-            let tls = config.tls().cloned().unwrap_or_default();
-            let handshake = crate::tls::connect(&tls, host, *port, *insecure, socket);
-            let bound = config.supervisor_config().handshake_timeout();
-            match tokio::time::timeout(bound, handshake).await {
-                Ok(stream) => Box::new(stream?),
-                Err(_) => return Err(crate::classify::tls_handshake_timed_out()),
-            }
-        }
+        } => Box::new(open_tls(host, *port, *insecure, info, config).await?),
         #[cfg(unix)]
         ConnectionAddr::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
         _ => {
@@ -178,6 +188,52 @@ pub async fn connect_multiplexed(
         conn,
         kill: Some(kill),
     })
+}
+
+/// A RESP2 Pub/Sub connection to `client`'s target (redis-rs's dedicated
+/// `aio::PubSub`), over TLS with the config's TLS settings when the target
+/// is TLS, like [`connect_multiplexed`]'s.
+pub async fn connect_pubsub(
+    client: &redis::Client,
+    config: &Config,
+) -> Result<redis::aio::PubSub, RedisError> {
+    let info = client.get_connection_info();
+    match info.addr() {
+        #[cfg(feature = "tls-rustls")]
+        ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure,
+            ..
+        } => {
+            let stream = open_tls(host, *port, *insecure, info, config).await?;
+            redis::aio::PubSub::new(info.redis_settings(), stream).await
+        }
+        _ => {
+            let _ = config;
+            client.get_async_pubsub().await
+        }
+    }
+}
+
+/// TLS to `host:port` with the config's TLS settings, the handshake bounded
+/// by the core's share of the connect timeout.
+#[cfg(feature = "tls-rustls")]
+async fn open_tls(
+    host: &str,
+    port: u16,
+    insecure: bool,
+    info: &redis::ConnectionInfo,
+    config: &Config,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, RedisError> {
+    let socket = open_tcp(host, port, info).await?;
+    let tls = config.tls().cloned().unwrap_or_default();
+    let handshake = crate::tls::connect(&tls, host, port, insecure, socket);
+    let bound = config.supervisor_config().handshake_timeout();
+    match tokio::time::timeout(bound, handshake).await {
+        Ok(stream) => stream,
+        Err(_) => Err(crate::classify::tls_handshake_timed_out()),
+    }
 }
 
 /// A TCP connection to `host:port` with the config's TCP settings

@@ -200,7 +200,7 @@ impl ExclusivePool {
             tokio::select! {
                 _ = first_attempt => {}
                 _ = calls.shutdown.cancelled() => return Err(Error::Shutdown),
-                _ = sleep_until_opt(deadline.map(|d| calls.instant(d))) => {}
+                _ = crate::wait::until(deadline.map(|d| calls.instant(d))) => {}
             }
             while client.current_generation() == 0 {
                 let input = if health.borrow().misconfigured {
@@ -364,13 +364,6 @@ impl Drop for Pending<'_> {
         if let Some(client) = self.client.take() {
             self.pool.discard(client);
         }
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }
 

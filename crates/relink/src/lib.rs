@@ -30,6 +30,7 @@ pub mod pubsub;
 pub mod sentinel;
 pub mod sync;
 pub mod tls;
+mod wait;
 
 pub use client::{Client, Health, Stats};
 pub use cluster::{ClusterClient, ClusterConfig};

@@ -230,6 +230,43 @@ impl Drop for SentinelConnector {
     }
 }
 
+impl SentinelConnector {
+    /// The master the sentinels name, reached with this attempt's
+    /// credentials (they may have been updated on the live client since the
+    /// connector was made: discovery logs in to the master with them too).
+    async fn master_client(&self, config: &Config) -> Result<redis::Client, RedisError> {
+        if config.is_tls() {
+            // redis-rs's discovery checks the master on a connection of its
+            // own, which cannot carry relink's TLS settings (a private CA, a
+            // server name): over TLS the sentinels are asked where the
+            // master is, and the ROLE check in `connect`, on relink's own
+            // verified connection, is the check.
+            let (host, port) = self.ask_for_master(config).await.inspect_err(|e| {
+                tracing::debug!(service = %self.service, error = %e, "sentinel discovery failed");
+            })?;
+            let info = config.connection_info();
+            let addr = crate::connector::same_transport_at(info.addr(), host, port);
+            return redis::Client::open(info.set_addr(addr));
+        }
+        let client = {
+            let mut discovery = self.discovery.lock().await;
+            discovery
+                .async_master_for(&self.service, Some(&master_node(config)))
+                .await
+                .inspect_err(|e| {
+                    tracing::debug!(service = %self.service, error = %e, "sentinel discovery failed");
+                })?
+        };
+        let settings = config.connection_info().redis_settings().clone();
+        redis::Client::open(
+            client
+                .get_connection_info()
+                .clone()
+                .set_redis_settings(settings),
+        )
+    }
+}
+
 #[async_trait::async_trait]
 impl Connector for SentinelConnector {
     async fn connect(&self, config: &Config, push: PushHandler) -> Result<Connection, RedisError> {
@@ -237,40 +274,7 @@ impl Connector for SentinelConnector {
         // Announcements from now on may concern the master found below.
         self.connect_seq
             .store(self.announced.borrow().seq, Ordering::Relaxed);
-        let client = if config.is_tls() {
-            // redis-rs's discovery checks the master on a connection of its
-            // own, which cannot carry relink's TLS settings (a private CA, a
-            // server name): over TLS the sentinels are asked where the
-            // master is, and the ROLE check below, on relink's own verified
-            // connection, is the check.
-            let (host, port) = self.ask_for_master(config).await.inspect_err(|e| {
-                tracing::debug!(service = %self.service, error = %e, "sentinel discovery failed");
-            })?;
-            let info = config.connection_info();
-            let addr = crate::connector::same_transport_at(info.addr(), host, port);
-            redis::Client::open(info.set_addr(addr))?
-        } else {
-            let client = {
-                let mut discovery = self.discovery.lock().await;
-                discovery
-                    // This attempt's credentials (they may have been updated
-                    // on the live client): discovery logs in to the master too.
-                    .async_master_for(&self.service, Some(&master_node(config)))
-                    .await
-                    .inspect_err(|e| {
-                        tracing::debug!(service = %self.service, error = %e, "sentinel discovery failed");
-                    })?
-            };
-            // This attempt's credentials: they may have been updated on the
-            // live client since the connector was made.
-            let settings = config.connection_info().redis_settings().clone();
-            redis::Client::open(
-                client
-                    .get_connection_info()
-                    .clone()
-                    .set_redis_settings(settings),
-            )?
-        };
+        let client = self.master_client(config).await?;
         let addr = match client.get_connection_info().addr() {
             ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
                 (host.clone(), *port)
@@ -290,6 +294,13 @@ impl Connector for SentinelConnector {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(addr);
         Ok(connection)
+    }
+
+    /// A subscriber connection to the master the sentinels name now. (No
+    /// `ROLE` check: a replica relays every `PUBLISH` of its master, so a
+    /// subscriber on a stale master still hears it until it is moved.)
+    async fn connect_pubsub(&self, config: &Config) -> Result<redis::aio::PubSub, RedisError> {
+        crate::connector::connect_pubsub(&self.master_client(config).await?, config).await
     }
 
     /// Straight to the master of the last connect: no discovery, no change
@@ -498,7 +509,7 @@ impl Watcher {
                         Err(e) => Input::PingFailed { id, kind: failure_kind(&e) },
                     })
                 }
-                _ = sleep(wake) => None,
+                _ = crate::wait::until(wake) => None,
             };
             if let Some(input) = input {
                 let now = state.now();
@@ -653,14 +664,6 @@ async fn next_message(listening: &mut Option<Listening>) -> Option<Msg> {
 async fn poll_ping(ping: &mut Option<PendingPing>) -> (u64, Result<Value, RedisError>) {
     match ping {
         Some((id, fut)) => (*id, fut.await),
-        None => std::future::pending().await,
-    }
-}
-
-/// Waits until the core's deadline (forever when it has none).
-async fn sleep(until: Option<Instant>) {
-    match until {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
     }
 }

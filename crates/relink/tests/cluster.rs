@@ -563,3 +563,144 @@ fn cluster_config_reads_and_writes_toml() {
     let e = bad("nodes = [\"redis://127.0.0.1:7000\"]\nnode = 1");
     assert!(e.contains("node"), "{e}");
 }
+
+/// Reads `sub` until a message numbered above `after` has come after at
+/// least `want_markers` markers. No message may come twice, except, when
+/// `repeats_after_marker`, right after a marker (a classic channel moved to
+/// another node may hear again what the lost node had delivered: nodes
+/// relay PUBLISH with delays of their own). A message may come late (once,
+/// after a higher number): a publish that reached a replica is relayed to
+/// its master over the cluster bus. Returns the markers seen, the highest
+/// number, and the repeats.
+async fn follow(
+    sub: &mut relink::Subscription,
+    heard: &mut std::collections::BTreeSet<u64>,
+    after: u64,
+    want_markers: usize,
+    repeats_after_marker: bool,
+) -> (usize, usize) {
+    let (mut markers, mut repeats, mut repeating) = (0, 0, false);
+    let mut seen: Vec<String> = Vec::new();
+    // Bounded: each item within PATIENCE, and the publisher keeps going.
+    for _ in 0..1_000_000 {
+        let item = tokio::time::timeout(PATIENCE, sub.next_item())
+            .await
+            .unwrap_or_else(|_| panic!("nothing within {PATIENCE:?}; saw {seen:?}"))
+            .expect("stream open");
+        match item {
+            relink::PubSubItem::Message { payload, .. } => {
+                let n: u64 = String::from_utf8(payload).unwrap().parse().unwrap();
+                seen.push(n.to_string());
+                if !heard.insert(n) {
+                    assert!(repeating, "#{n} delivered twice; saw {seen:?}");
+                    repeats += 1;
+                    continue;
+                }
+                repeating = false;
+                if n > after && markers >= want_markers {
+                    return (markers, repeats);
+                }
+            }
+            relink::PubSubItem::Restored { .. } => {
+                seen.push("marker".into());
+                markers += 1;
+                repeating = repeats_after_marker;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    panic!("never got past #{after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_follow_a_reshard_and_failovers_with_one_marker_each() {
+    let _one = ONE_CLUSTER.lock().await;
+    let started = Instant::now();
+    let mut cluster = blocking(RedisCluster::start);
+    let client = ready_client(&cluster).await;
+    let masters = blocking(|| cluster.masters());
+    let (from, to) = (masters[0], masters[1]);
+    // Both channels in the first slot of `from`: the one a reshard of one
+    // slot moves.
+    let slot = blocking(|| cluster.slots_of(from))[0];
+    let tag = tag_for_slot(slot);
+    let (orders, news) = (format!("orders{tag}"), format!("news{tag}"));
+    let mut shard_sub = client.ssubscribe(&[&orders]).await.expect("ssubscribe");
+    let mut classic_sub = client.subscribe(&[&news]).await.expect("subscribe");
+
+    // Numbered messages on both, until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let published = Arc::new(AtomicU64::new(0));
+    let publisher = {
+        let (stop, published, client) = (stop.clone(), published.clone(), client.clone());
+        let (orders, news) = (orders.clone(), news.clone());
+        tokio::spawn(async move {
+            let deadline = Instant::now() + PATIENCE * 4;
+            let mut n = 0u64;
+            // Bounded by `stop` and the deadline.
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                n += 1;
+                let mut c = client.clone();
+                let _: redis::RedisResult<i64> = redis::cmd("SPUBLISH")
+                    .arg(&orders)
+                    .arg(n)
+                    .query_async(&mut c)
+                    .await;
+                let _: redis::RedisResult<i64> = c.publish(&news, n).await;
+                published.store(n, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let (mut shard_heard, mut classic_heard) = Default::default();
+    let (markers, _) = follow(&mut shard_sub, &mut shard_heard, 1, 0, false).await;
+    assert_eq!(markers, 0);
+    let (markers, _) = follow(&mut classic_sub, &mut classic_heard, 1, 0, false).await;
+    assert_eq!(markers, 0);
+
+    // The channels' slot moves to `to`: the server drops the shard
+    // subscription, relink re-reads the slot map and subscribes it at the
+    // new owner, with one marker. The classic channel stays where it is
+    // (every node delivers it): no marker, nothing missed.
+    blocking(|| cluster.reshard(from, to, 1));
+    assert_eq!(blocking(|| cluster.master_of_slot(slot)), to);
+    let after = published.load(Ordering::Relaxed) + 20;
+    let (markers, _) = follow(&mut shard_sub, &mut shard_heard, after, 1, false).await;
+    assert_eq!(markers, 1, "one marker for the reshard (shard channel)");
+    let (markers, _) = follow(&mut classic_sub, &mut classic_heard, after, 0, false).await;
+    assert_eq!(markers, 0, "a classic channel does not move with its slot");
+
+    // The shard channel's new owner dies; its replica takes over.
+    blocking(|| cluster.kill(to));
+    let after = published.load(Ordering::Relaxed) + 20;
+    let (markers, _) = follow(&mut shard_sub, &mut shard_heard, after, 1, false).await;
+    assert_eq!(markers, 1, "one marker for the failover (shard channel)");
+    assert_ne!(blocking(|| cluster.master_of_slot(slot)), to);
+    let (markers, _) = follow(&mut classic_sub, &mut classic_heard, after, 0, false).await;
+    assert_eq!(markers, 0, "the classic channel's node is alive");
+
+    // The classic channel's node dies: it moves to a live master.
+    blocking(|| cluster.kill(from));
+    let after = published.load(Ordering::Relaxed) + 20;
+    let (markers, repeats) = follow(&mut classic_sub, &mut classic_heard, after, 1, true).await;
+    assert_eq!(markers, 1, "one marker for the failover (channel)");
+    let (markers, _) = follow(&mut shard_sub, &mut shard_heard, after, 0, false).await;
+    assert_eq!(markers, 0, "the shard channel's node is alive");
+
+    // And no marker more: the subscriptions stay put.
+    let after = published.load(Ordering::Relaxed) + 50;
+    let (markers, _) = follow(&mut shard_sub, &mut shard_heard, after, 0, false).await;
+    assert_eq!(markers, 0);
+    stop.store(true, Ordering::Relaxed);
+    publisher.await.expect("publisher");
+    let stats = client.stats();
+    println!(
+        "cluster Pub/Sub through a reshard and two failovers: {} published, {repeats} \
+         repeated after the classic channel's marker, {stats:?}, test {:?}",
+        published.load(Ordering::Relaxed),
+        started.elapsed()
+    );
+    assert_eq!(stats.subscriptions, 2);
+    client.shutdown().await;
+    assert_eq!(shard_sub.next_item().await, None, "streams end at shutdown");
+}

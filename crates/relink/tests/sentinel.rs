@@ -1,5 +1,6 @@
 //! Redis Sentinel against real processes (one master, one replica, three
-//! sentinels): the client follows a failover with no user action, a state
+//! sentinels): the client and its Pub/Sub subscription follow a failover
+//! with no user action (one gap marker), a state
 //! follower converges on the new master, a planned failover is followed on
 //! the `+switch-master` announcement (and, with it off, only once the old
 //! master refuses), and a bad sentinel config is refused naming the field.
@@ -111,6 +112,7 @@ async fn kill_the_master_and_the_client_and_a_follower_follow_the_promoted_repli
         "mirror before the failover"
     );
 
+    let mut news = client.subscribe(&["news"]).await.unwrap();
     let killed = blocking(|| topology.kill_master());
     assert_eq!(killed, old);
     let started = Instant::now();
@@ -141,6 +143,28 @@ async fn kill_the_master_and_the_client_and_a_follower_follow_the_promoted_repli
         );
     }
     assert_eq!(client.health().borrow().state, State::Ready);
+
+    // The subscription follows too: restored on the new master, one marker.
+    let mut c = client.clone();
+    let deadline = Instant::now() + PATIENCE;
+    // Bounded by the deadline: publish until the restored subscription hears it.
+    while c.publish::<_, _, i64>("news", "after").await.unwrap_or(0) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the subscription was not restored"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut markers = 0;
+    // Bounded: each item within PATIENCE, and "after" was delivered.
+    loop {
+        match tokio::time::timeout(PATIENCE, news.next_item()).await {
+            Ok(Some(relink::PubSubItem::Restored { .. })) => markers += 1,
+            Ok(Some(relink::PubSubItem::Message { payload, .. })) if payload == b"after" => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(markers, 1, "one marker for the failover");
 
     // The follower converges on the new master's history (incrementally or
     // by a full resync if the replica lagged).

@@ -185,12 +185,16 @@ impl Driver {
                     }
                 },
                 (id, result) = poll_read(&mut self.reading) => match result {
-                    Ok((slots, nodes)) => self.input(Input::Topology { id, slots, nodes }),
+                    Ok((slots, nodes)) => {
+                        self.input(Input::Topology { id, slots, nodes });
+                        // Subscriptions follow the slot map the core keeps.
+                        shared.pubsub.router.topology(self.sup.slots());
+                    }
                     Err(kind) => self.input(Input::TopologyFailed { id, kind }),
                 },
                 _ = probe_changed.notified() => self.feed_node_states(),
                 _ = shared.poke.notified() => self.input(Input::Poke),
-                _ = sleep(sleep_until) => {}
+                _ = crate::wait::until(sleep_until) => {}
             }
         }
         // However it ended, leave nothing behind.
@@ -198,6 +202,7 @@ impl Driver {
         self.reading = None;
         shared.live.store(None);
         shared.calls.shutdown.cancel();
+        shared.pubsub.hub.close();
         let probes = std::mem::take(&mut self.probes);
         for probe in self.stopping.drain(..).chain(probes.into_values()) {
             probe.client.shutdown().await;
@@ -289,12 +294,8 @@ impl Driver {
     }
 
     fn start_probe(&self, node: &str) -> Result<Probe, Error> {
-        let (host, port) = node
-            .rsplit_once(':')
-            .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
-            .ok_or_else(|| Error::config("nodes", format!("`{node}` is not host:port")))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let config = self.shared.config.probe_config(host, port)?;
+        let (host, port) = super::host_port(node)?;
+        let config = self.shared.config.probe_config(&host, port)?;
         let client = Client::new(config)?;
         let health = client.health();
         let mut rx = client.health();
@@ -460,13 +461,6 @@ async fn poll_read(
             *reading = None;
             (id, result)
         }
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep(until: Option<Instant>) {
-    match until {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
     }
 }

@@ -52,6 +52,7 @@ use relink_core::commands::Blocking;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod driver;
+mod pubsub;
 
 use driver::Driver;
 pub use driver::{ClusterHealth, NodeHealth};
@@ -377,7 +378,8 @@ struct Shared {
     health: watch::Sender<ClusterHealth>,
     /// Wakes the driver: a node's probe changed, or a command saw the
     /// topology change (a redirection) or no connection at all.
-    poke: Notify,
+    poke: Arc<Notify>,
+    pubsub: pubsub::ClusterPubSub,
     calls: Calls,
 }
 
@@ -423,11 +425,14 @@ impl ClusterClient {
         let calls = Calls::new(settings, now, None);
         let shutdown = calls.shutdown.clone();
         let options = CallOptions::new(settings);
+        let poke = Arc::new(Notify::new());
+        let pubsub = pubsub::ClusterPubSub::new(&config, shutdown.clone(), Arc::downgrade(&poke));
         let shared = Arc::new(Shared {
             config,
             live: ArcSwapOption::empty(),
             health,
-            poke: Notify::new(),
+            poke,
+            pubsub,
             calls,
         });
         let driver = Driver::new(Arc::clone(&shared), redis_client, seed);
@@ -446,6 +451,65 @@ impl ClusterClient {
     pub fn redirects(&self) -> u64 {
         self.shared.calls.redirects()
     }
+
+    /// Subscribes to `channels` (`SUBSCRIBE`), as [`Client::subscribe`](crate::Client::subscribe)
+    /// does, on the cluster: each channel on a subscriber connection to the
+    /// master of its hash slot (every node delivers every `PUBLISH`; hashing
+    /// spreads the connections). A node lost or a slot moved gives each
+    /// affected handle one [`Restored`](crate::PubSubItem::Restored) marker
+    /// once the channel is subscribed again at the slot's new master.
+    pub async fn subscribe(&self, channels: &[&str]) -> Result<crate::Subscription, Error> {
+        self.subscribe_kind(crate::pubsub::Kind::Channel, channels)
+            .await
+    }
+
+    /// Like [`subscribe`](Self::subscribe), for glob patterns (`PSUBSCRIBE`).
+    pub async fn psubscribe(&self, patterns: &[&str]) -> Result<crate::Subscription, Error> {
+        self.subscribe_kind(crate::pubsub::Kind::Pattern, patterns)
+            .await
+    }
+
+    /// Subscribes to shard channels (`SSUBSCRIBE`, Redis 7; published with
+    /// `SPUBLISH`), each at the master that owns its slot, followed through
+    /// failovers and reshards (a channel whose slot moved is subscribed at
+    /// its new owner, with a marker). Needs RESP3.
+    pub async fn ssubscribe(&self, channels: &[&str]) -> Result<crate::Subscription, Error> {
+        self.subscribe_kind(crate::pubsub::Kind::Shard, channels)
+            .await
+    }
+
+    async fn subscribe_kind(
+        &self,
+        kind: crate::pubsub::Kind,
+        names: &[&str],
+    ) -> Result<crate::Subscription, Error> {
+        let settings = self.shared.config.settings();
+        if kind == crate::pubsub::Kind::Shard
+            && settings.protocol() != crate::config::Protocol::Resp3
+        {
+            return Err(crate::pubsub::link::shard_needs_resp3());
+        }
+        if self.shared.calls.shutdown.is_cancelled() {
+            return Err(Error::Shutdown);
+        }
+        let pubsub = &self.shared.pubsub;
+        let router: Arc<dyn crate::pubsub::Links> = Arc::clone(&pubsub.router) as _;
+        crate::pubsub::subscribe(&pubsub.hub, router, kind, names).await
+    }
+}
+
+/// `host` and `port` of a node named `host:port` (IPv6 hosts bracketed or not).
+fn host_port(node: &str) -> Result<(String, u16), Error> {
+    let (host, port) = node
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+        .ok_or_else(|| Error::config("nodes", format!("`{node}` is not host:port")))?;
+    Ok((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port,
+    ))
 }
 
 impl Shared {
@@ -481,7 +545,13 @@ impl Shared {
     }
 
     fn stats(&self) -> crate::Stats {
-        self.calls.stats()
+        let mut stats = self.calls.stats();
+        (
+            stats.subscriptions,
+            stats.subscriber_losses,
+            stats.messages_dropped,
+        ) = self.pubsub.hub.counts();
+        stats
     }
 }
 

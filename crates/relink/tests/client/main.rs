@@ -6,6 +6,7 @@ mod exclusive;
 mod faults;
 mod misconfig;
 mod outage;
+mod pubsub;
 mod recovery;
 mod retry;
 mod state;

@@ -546,3 +546,21 @@ async fn sentinel_over_tls_follows_a_failover() {
     assert_eq!(before, "1", "replicated before the failover");
     client.shutdown().await;
 }
+
+/// Pub/Sub over TLS, on its own subscriber connection: RESP3 (a multiplexed
+/// connection) and RESP2 (redis-rs's dedicated Pub/Sub connection), both
+/// opened by relink over TLS with the private CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_over_tls_in_resp2_and_resp3() {
+    use relink::config::Protocol;
+
+    let files = TlsFiles::generate();
+    let server = tls_server(&files);
+    for protocol in [Protocol::Resp2, Protocol::Resp3] {
+        let config = trusting(&files, &server.tls_url()).with_protocol(protocol);
+        let client = ready(config).await;
+        let mut news = client.subscribe(&["news"]).await.unwrap();
+        crate::pubsub::publish_until_heard(&client, &mut news, "PUBLISH", "news", "hi").await;
+        client.shutdown().await;
+    }
+}

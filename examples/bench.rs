@@ -12,6 +12,9 @@
 //! 7. GET/SET of 8 tasks on a default `Client`, alone and while another task
 //!    sits in a 5 s `BLPOP` on the same client (ABBA): are the GETs held up?
 //!    Did the BLPOP get its value, with no disconnect?
+//! 8. GET/SET throughput and p50/p99 over TLS (a private CA made here):
+//!    relink against redis-rs over TLS with its defaults, as in 1 (needs the
+//!    `tls-rustls` feature, which `cargo xtask bench` turns on).
 //!
 //! Everything runs on loopback against a redis-server spawned here. The
 //! report is printed as Markdown and written to `target/relink-bench.md`.
@@ -111,7 +114,7 @@ fn report_path() -> PathBuf {
 }
 
 /// The sections, in the order they run; `--only NAME` runs one.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "throughput",
     "detection",
     "deadline",
@@ -120,6 +123,7 @@ const SECTIONS: [&str; 8] = [
     "failover",
     "cluster",
     "blocking",
+    "tls",
 ];
 
 async fn run(only: Option<&str>) -> Res<String> {
@@ -165,6 +169,9 @@ async fn run(only: Option<&str>) -> Res<String> {
     }
     if wanted("blocking") {
         blocking_section(&server, &mut md, &mut verdicts).await?;
+    }
+    if wanted("tls") {
+        tls_section(&mut md, &mut verdicts).await?;
     }
 
     writeln!(md, "## Verdict\n")?;
@@ -1499,5 +1506,63 @@ async fn blocking_section(
         format!("{got}/{} values, {disconnects} disconnects", blpops.len()),
         got == blpops.len() && disconnects == 0,
     ));
+    Ok(())
+}
+
+// ---- 8. throughput and latency over TLS -------------------------------------
+
+/// Section 1 over TLS: a TLS redis-server with a CA made here, relink (its
+/// defaults, the CA given as `TlsConfig`) against a redis-rs
+/// `MultiplexedConnection` over TLS with redis-rs's defaults and the same
+/// CA. Reported, not judged: DESIGN.md's targets are stated for TCP.
+#[cfg(feature = "tls-rustls")]
+async fn tls_section(md: &mut String, verdicts: &mut Vec<(String, String, bool)>) -> Res<()> {
+    use relink::tls::TlsConfig;
+    use relink_testkit::{TlsFiles, TlsServer};
+
+    let files = TlsFiles::generate();
+    let server = RedisServer::builder().tls(TlsServer::new(&files)).start();
+    let config = Config::new(&server.tls_url())?
+        .with_client_name("bench-tls")
+        .with_tls(TlsConfig::new().with_ca_file(files.ca_cert()));
+    let client = Client::new(config)?;
+    client.wait_ready(Duration::from_secs(10)).await?;
+    let certificates = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(files.ca_pem().into_bytes()),
+    };
+    let raw: MultiplexedConnection = redis::Client::build_with_tls(server.tls_url(), certificates)?
+        .get_multiplexed_async_connection()
+        .await?;
+    writeln!(
+        md,
+        "## 8. GET/SET throughput and latency over TLS (16-byte values)\n"
+    )?;
+    writeln!(
+        md,
+        "A TLS redis-server (TLS 1.3, ECDSA P-256 certificates from a CA made for the run); \
+         relink with its defaults and `TlsConfig::with_ca_file`. As section 1: {ROUNDS} runs per \
+         side in ABBA order per concurrency. Reported only: the targets are TCP's.\n"
+    )?;
+    compare(
+        md,
+        verdicts,
+        "### Against redis-rs over TLS with its defaults (`Client::build_with_tls(url, certificates)?.get_multiplexed_async_connection()`)",
+        &raw,
+        &client,
+        false,
+    )
+    .await?;
+    shutdown(&client).await?;
+    Ok(())
+}
+
+#[cfg(not(feature = "tls-rustls"))]
+async fn tls_section(md: &mut String, _: &mut Vec<(String, String, bool)>) -> Res<()> {
+    writeln!(
+        md,
+        "## 8. GET/SET over TLS\n\nSkipped: built without the `tls-rustls` feature \
+         (`cargo xtask bench` turns it on).\n"
+    )?;
     Ok(())
 }

@@ -37,7 +37,8 @@ const CFLAGS: &[&str] = &[
 
 /// Definite and indirect leaks and every invalid access fail a run. "Possibly
 /// lost" blocks do not: tokio's worker threads may leave thread-local storage
-/// behind that valgrind can only call possible. No suppression file is needed.
+/// behind that valgrind can only call possible. A test may carry its own
+/// suppressions (`<test>.supp`): only `test_tls` does, for ring's assembly.
 const VALGRIND: &[&str] = &[
     "-q",
     "--error-exitcode=1",
@@ -157,9 +158,15 @@ pub fn test(redis_server: &Path) -> Result<PathBuf> {
                 .args(&libs)
                 .arg(&rpath),
         )?;
+        // A test's own suppressions (`test_tls.supp`: ring's assembly).
+        let suppressions = source.with_extension("supp");
+        let mut valgrind_cmd = Command::new(&valgrind);
+        if suppressions.exists() {
+            valgrind_cmd.arg(format!("--suppressions={}", suppressions.display()));
+        }
         step(
             &format!("valgrind {}", rel(&binary)),
-            Command::new(&valgrind)
+            valgrind_cmd
                 .current_dir(&root)
                 .args(VALGRIND)
                 .arg(&binary)

@@ -70,9 +70,18 @@ pub fn run(args: &[String]) -> Result {
 /// Builds the release library and installs it, the header and `relink.pc`
 /// under `prefix`.
 pub fn install(prefix: &Path) -> Result<Installed> {
+    // With TLS, as a library for production is built (`rediss://` and the
+    // `tls_*` options; the C and Python TLS tests connect to a TLS server).
     step(
-        "cargo build --release -p relink-ffi",
-        cargo().args(["build", "--release", "-p", "relink-ffi"]),
+        "cargo build --release -p relink-ffi --features tls-rustls",
+        cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "relink-ffi",
+            "--features",
+            "tls-rustls",
+        ]),
     )?;
     let version = env!("CARGO_PKG_VERSION");
     let abi = abi_version(version);

@@ -26,13 +26,14 @@ commands:
   test      fmt check, tidy, clippy, rustdoc -D warnings, cargo package of the publishable
             crates, wasm32 build of relink-core, cargo test --workspace
             (against a real redis-server, installed when missing and run as root),
-            relink's opentelemetry feature (clippy, docs, its tests),
+            relink's opentelemetry and tls-rustls features (clippy, docs, their tests:
+            TLS redis-servers with certificates made at test time),
             the JS tests and the wasm import check, the C ABI steps, the chaos runs
   tidy      fail when a driver makes a decision that belongs in relink-core (a literal
             delay or sleep, an error-code match outside the classifier, a liveness
             verdict) or the core grows a dependency; allow-list: xtask/tidy-allow.txt
   c         the C ABI and Python steps of `test` alone: header check, `install` into a
-            temporary prefix (SONAME, no debug info), the C tests built with pkg-config's
+            temporary prefix (SONAME, no debug info; built with TLS), the C tests built with pkg-config's
             flags and run under valgrind, the C example (librelink.a) through a restart;
             the relink-redis wheel, a fresh venv, pip install, its tests run from outside
             the source tree
@@ -44,8 +45,8 @@ commands:
             with a diagnosis and the next step; exit code 0 when the server is usable
   demo      the outage tour: a workload through relink::Client while a spawned
             redis-server is killed, paused, blackholed and restarted under it
-  bench     relink vs raw redis-rs throughput and latency, failure detection and
-            recovery times; writes target/relink-bench.md
+  bench     [--only SECTION] relink vs raw redis-rs throughput and latency (over TCP and
+            TLS), failure detection and recovery times; writes target/relink-bench.md
   chaos     [--seed N] [--duration 60s] [--faults N]: a seeded storm of real faults
             under a workload through relink, invariants checked on the server;
             --cluster [--seed N] [--duration 30s]: kills, reshards and pauses of a
@@ -104,7 +105,8 @@ fn main() -> ExitCode {
         Some("codegen") => c::codegen(false),
         Some("doctor") => doctor(&args[1..]),
         Some("demo") => example("outage-tour", &args[1..]),
-        Some("bench") => example("bench", &args[1..]),
+        // With TLS: the bench's TLS section compares over TLS.
+        Some("bench") => example_with("bench", &["tls-rustls"], &args[1..]),
         Some("chaos") => match args.get(1).map(String::as_str) {
             Some("--cluster") => example("cluster-chaos", &args[2..]),
             _ => example("chaos", &args[1..]),
@@ -146,14 +148,14 @@ fn test() -> Result {
         ]),
     )?;
     step(
-        "cargo clippy -p relink --all-targets --features opentelemetry -- -D warnings",
+        "cargo clippy -p relink --all-targets --features opentelemetry,tls-rustls -- -D warnings",
         cargo().args([
             "clippy",
             "-p",
             "relink",
             "--all-targets",
             "--features",
-            "opentelemetry",
+            "opentelemetry,tls-rustls",
             "--",
             "-D",
             "warnings",
@@ -178,7 +180,7 @@ fn test() -> Result {
                 "-p",
                 "relink-doctor",
                 "--features",
-                "relink/opentelemetry",
+                "relink/opentelemetry,relink/tls-rustls",
             ])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
@@ -211,25 +213,29 @@ fn test() -> Result {
             .args(["test", "--workspace"])
             .env("REDIS_SERVER", &redis_server),
     )?;
-    // The opentelemetry feature: its own tests and doc examples only (the
-    // rest of relink's tests ran above, and record nothing new with it).
+    // relink's features, built once together (one more build of relink):
+    // the opentelemetry feature's own tests and doc examples (the rest of
+    // relink's tests ran above, and record nothing new with it), and the
+    // client tests' `tls` module against TLS redis-servers whose CA and
+    // certificates the testkit makes at test time.
+    const FEATURES: &str = "opentelemetry,tls-rustls";
     step(
-        "cargo test -p relink --features opentelemetry --lib --test metrics",
+        &format!("cargo test -p relink --features {FEATURES} --lib --test metrics"),
         cargo()
-            .args(["test", "-p", "relink", "--features", "opentelemetry"])
+            .args(["test", "-p", "relink", "--features", FEATURES])
             .args(["--lib", "--test", "metrics"])
             .env("REDIS_SERVER", &redis_server),
     )?;
     step(
-        "cargo test -p relink --features opentelemetry --doc",
-        cargo().args([
-            "test",
-            "-p",
-            "relink",
-            "--features",
-            "opentelemetry",
-            "--doc",
-        ]),
+        &format!("cargo test -p relink --features {FEATURES} --test client tls::"),
+        cargo()
+            .args(["test", "-p", "relink", "--features", FEATURES])
+            .args(["--test", "client", "--", "tls::"])
+            .env("REDIS_SERVER", &redis_server),
+    )?;
+    step(
+        &format!("cargo test -p relink --features {FEATURES} --doc"),
+        cargo().args(["test", "-p", "relink", "--features", FEATURES, "--doc"]),
     )?;
     js::test(&redis_server)?;
     check_wasm_modules()?;
@@ -408,20 +414,22 @@ fn check_wasm_modules() -> Result {
 /// Runs one of the examples crate's programs (release build) with a
 /// redis-server available to it.
 fn example(name: &str, extra: &[String]) -> Result {
+    example_with(name, &[], extra)
+}
+
+/// [`example`] with the examples crate's `features` on.
+fn example_with(name: &str, features: &[&str], extra: &[String]) -> Result {
     let redis_server = prepare()?;
+    let features = features.join(",");
+    let mut cargo = cargo();
+    cargo.args(["run", "--release", "-q", "-p", "relink-examples"]);
+    if !features.is_empty() {
+        cargo.args(["--features", &features]);
+    }
     step(
         &format!("cargo run --release -p relink-examples --example {name}"),
-        cargo()
-            .args([
-                "run",
-                "--release",
-                "-q",
-                "-p",
-                "relink-examples",
-                "--example",
-                name,
-                "--",
-            ])
+        cargo
+            .args(["--example", name, "--"])
             .args(extra)
             .env("REDIS_SERVER", &redis_server),
     )

@@ -684,6 +684,23 @@ typedef struct relink_options {
   // `RELINK_TIMEOUT` naming the last attempt's cause once `deadline_ms`
   // passes (0: no bound).
   uint32_t wait_for_connection;
+  // TLS (a `rediss://` URL): the PEM file of the CA certificate(s) to
+  // trust instead of the operating system's roots, or NULL (default).
+  // The TLS fields are read by `relink_client_connect`; their files are
+  // read again at each reconnect.
+  const char *tls_ca_file;
+  // TLS: the client certificate (chain) PEM file presented to a server
+  // that requires one (mutual TLS), or NULL; needs `tls_key_file`.
+  const char *tls_cert_file;
+  // TLS: the PEM file of `tls_cert_file`'s private key, or NULL.
+  const char *tls_key_file;
+  // TLS: the name the server's certificate must carry when it is not
+  // the URL's host, or NULL.
+  const char *tls_server_name;
+  // TLS, **development only**: 1 accepts any certificate from any
+  // server (no verification at all, as a URL ending in `#insecure`);
+  // 0 (default) verifies.
+  uint32_t tls_danger_accept_invalid_certs;
 } relink_options;
 
 // Called on every state change with the `user_data` given at

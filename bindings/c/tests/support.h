@@ -125,8 +125,9 @@ static inline int port_accepts(int port) {
   return ok;
 }
 
-/* Starts redis-server on `port`; returns once it accepts connections (at most 10 s). */
-static inline pid_t start_server(int port) {
+/* Starts redis-server with `args` (after the program name, NULL-terminated);
+ * returns once `port` accepts connections (at most 10 s). */
+static inline pid_t start_server_with(int port, char *const args[]) {
   static int registered;
   if (!registered) {
     atexit(kill_all_servers);
@@ -134,8 +135,14 @@ static inline pid_t start_server(int port) {
   }
   const char *program = getenv("REDIS_SERVER");
   if (program == NULL || program[0] == '\0') program = "redis-server";
-  char port_text[16];
-  snprintf(port_text, sizeof port_text, "%d", port);
+  char *argv[32];
+  argv[0] = (char *)program;
+  size_t n = 1;
+  for (; args[n - 1] != NULL; n++) {
+    CHECK(n < sizeof argv / sizeof argv[0] - 1);
+    argv[n] = args[n - 1];
+  }
+  argv[n] = NULL;
   pid_t pid = fork();
   CHECK(pid >= 0);
   if (pid == 0) {
@@ -145,8 +152,7 @@ static inline pid_t start_server(int port) {
       dup2(devnull, STDOUT_FILENO);
       dup2(devnull, STDERR_FILENO);
     }
-    execlp(program, program, "--port", port_text, "--bind", "127.0.0.1", "--save", "",
-           "--appendonly", "no", "--dir", "/tmp", (char *)NULL);
+    execvp(program, argv);
     _exit(127);
   }
   int slot = -1;
@@ -165,6 +171,15 @@ static inline pid_t start_server(int port) {
   }
   CHECK(port_accepts(port));
   return pid;
+}
+
+/* Starts redis-server on `port`; returns once it accepts connections (at most 10 s). */
+static inline pid_t start_server(int port) {
+  char port_text[16];
+  snprintf(port_text, sizeof port_text, "%d", port);
+  char *const args[] = {"--port", port_text, "--bind", "127.0.0.1", "--save", "",
+                        "--appendonly", "no", "--dir", "/tmp", NULL};
+  return start_server_with(port, args);
 }
 
 /* Kills one server (SIGKILL) and reaps it. */

@@ -39,6 +39,10 @@ static void jitter_unknown(relink_options *o) { o->backoff.jitter = UINT32_MAX; 
 static void client_name_empty(relink_options *o) { o->client_name = ""; }
 static void client_name_space(relink_options *o) { o->client_name = "has space"; }
 static void client_name_not_utf8(relink_options *o) { o->client_name = "\xc3\x28"; }
+static void tls_ca_on_a_plain_url(relink_options *o) { o->tls_ca_file = "/nonexistent/ca.pem"; }
+static void tls_cert_without_key(relink_options *o) { o->tls_cert_file = "/nonexistent/client.pem"; }
+static void tls_ca_missing(relink_options *o) { o->tls_ca_file = "/nonexistent/ca.pem"; }
+static void tls_danger_unknown(relink_options *o) { o->tls_danger_accept_invalid_certs = 7; }
 
 /* A URL that is fine, for the rows about options. */
 #define GOOD_URL "redis://127.0.0.1:6379"
@@ -82,9 +86,12 @@ static const struct row table[] = {
     {"redis://127.0.0.1:6379?protocol=s3cret", NULL, RELINK_INVALID_CONFIG, "`protocol=resp2` or `protocol=resp3`"},
     {"unix://", NULL, RELINK_INVALID_CONFIG, "needs the socket's path"},
     {"redis+unix://host/tmp/redis.sock", NULL, RELINK_INVALID_CONFIG, "needs the socket's path"},
-    /* TLS in a library built without it: said in a C user's words. */
-    {"rediss://127.0.0.1:6379", NULL, RELINK_INVALID_CONFIG, "`rediss://` needs TLS, and this librelink was built without TLS"},
-    {"valkeys://:s3cret@127.0.0.1:6379", NULL, RELINK_INVALID_CONFIG, "`valkeys://` needs TLS, and this librelink was built without TLS"},
+    /* TLS options (the library is built with TLS here; a build without it
+     * says so in a C user's words, which relink-ffi's unit tests check). */
+    {"redis://127.0.0.1:6379", tls_ca_on_a_plain_url, RELINK_INVALID_CONFIG, "invalid option `tls_*`: applies to a TLS URL"},
+    {"rediss://127.0.0.1:6379", tls_cert_without_key, RELINK_INVALID_CONFIG, "invalid option `tls_key_file`: is required with `tls_cert_file`"},
+    {"valkeys://:s3cret@127.0.0.1:6379", tls_ca_missing, RELINK_INVALID_CONFIG, "invalid option `tls_ca_file`: cannot read `/nonexistent/ca.pem`"},
+    {"rediss://127.0.0.1:6379", tls_danger_unknown, RELINK_INVALID_ARGUMENT, "`tls_danger_accept_invalid_certs` is 7"},
     /* Options: zero durations. */
     {GOOD_URL, heartbeat_interval_zero, RELINK_INVALID_CONFIG, "invalid option `heartbeat_interval_ms`: must be at least 1ms"},
     {GOOD_URL, heartbeat_timeout_zero, RELINK_INVALID_CONFIG, "invalid option `heartbeat_timeout_ms`: must be at least 1ms"},

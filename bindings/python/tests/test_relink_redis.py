@@ -13,6 +13,7 @@ relink-redis installed:
 import ctypes
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -35,16 +36,25 @@ def free_port():
 class Server:
     """A redis-server of the test's own, killed by its PID."""
 
-    def __init__(self, port):
+    def __init__(self, port, tls=None):
+        """`tls`: (cert, key, ca) files: then `port` is a TLS port and the
+        server has no plain one."""
         self.port = port
+        self.tls = tls
         self.dir = tempfile.TemporaryDirectory()
         self.start()
 
     def start(self):
         program = os.environ.get("REDIS_SERVER", "redis-server")
+        if self.tls is None:
+            ports = ["--port", str(self.port)]
+        else:
+            cert, key, ca = self.tls
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert,
+                     "--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-auth-clients", "no"]
         self.proc = subprocess.Popen(
-            [program, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir.name],
+            [program, *ports, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.dir.name],
             stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -201,11 +211,14 @@ BAD_CONFIG = [
     ("redis://127.0.0.1:6379?protocol=s3cret", {}, INVALID_CONFIG, "`protocol=resp2` or `protocol=resp3`"),
     ("unix://", {}, INVALID_CONFIG, "needs the socket's path"),
     ("redis+unix://host/tmp/redis.sock", {}, INVALID_CONFIG, "needs the socket's path"),
-    # TLS in a library built without it: said in a Python user's words.
-    ("rediss://127.0.0.1:6379", {}, INVALID_CONFIG,
-     "`rediss://` needs TLS, and this librelink was built without TLS"),
-    ("valkeys://:s3cret@127.0.0.1:6379", {}, INVALID_CONFIG,
-     "`valkeys://` needs TLS, and this librelink was built without TLS"),
+    # TLS options (librelink is built with TLS here; a build without it says
+    # so in a C user's words, which relink-ffi's unit tests check).
+    ("redis://127.0.0.1:6379", {"tls_ca_file": "/nonexistent/ca.pem"}, INVALID_CONFIG,
+     "invalid option `tls_*`: applies to a TLS URL"),
+    ("rediss://127.0.0.1:6379", {"tls_cert_file": "/nonexistent/client.pem"}, INVALID_CONFIG,
+     "invalid option `tls_key_file`: is required with `tls_cert_file`"),
+    ("valkeys://:s3cret@127.0.0.1:6379", {"tls_ca_file": "/nonexistent/ca.pem"}, INVALID_CONFIG,
+     "invalid option `tls_ca_file`: cannot read `/nonexistent/ca.pem`"),
     # Options: zero durations.
     (GOOD_URL, {"heartbeat_interval_ms": 0}, INVALID_CONFIG, "invalid option `heartbeat_interval_ms`: must be at least 1ms"),
     (GOOD_URL, {"heartbeat_timeout_ms": 0}, INVALID_CONFIG, "invalid option `heartbeat_timeout_ms`: must be at least 1ms"),
@@ -314,6 +327,65 @@ class PubSubTest(unittest.TestCase):
             sub.next(-1)
         sub.close()
         sub.close()
+
+
+def make_certs(directory):
+    """A CA and a certificate for 127.0.0.1 it signed, made with the openssl
+    CLI into `directory` (nothing private is checked in). Returns the paths
+    (ca.pem, server.pem, server.key)."""
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=relink python test CA")
+    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    with open(os.path.join(directory, "san.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
+    return tuple(os.path.join(directory, n) for n in ("ca.pem", "server.pem", "server.key"))
+
+
+@unittest.skipIf(shutil.which("openssl") is None, "the openssl CLI makes the test's certificates")
+class TlsTest(unittest.TestCase):
+    """A TLS redis-server with a private CA: relink connects with the CA file,
+    and refuses (as a TLS misconfiguration) without it."""
+
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.addCleanup(self.dir.cleanup)
+        self.ca, cert, key = make_certs(self.dir.name)
+        self.server = Server(free_port(), tls=(cert, key, self.ca))
+        self.addCleanup(self.server.close)
+        self.port = self.server.port
+
+    def test_connects_with_a_ca_file(self):
+        with relink.Client(f"rediss://127.0.0.1:{self.port}", tls_ca_file=self.ca,
+                           wait_for_connection=1) as c:
+            self.assertEqual(c.command("SET", "k", "over tls"), "OK")
+            self.assertEqual(c.command("GET", "k"), b"over tls")
+
+    def test_an_unknown_ca_is_a_tls_misconfiguration(self):
+        with self.assertRaises(relink.RelinkError) as caught:
+            relink.Client(f"rediss://127.0.0.1:{self.port}", wait_for_connection=1,
+                          connect_timeout_ms=2000)
+        self.assertEqual(caught.exception.code, relink.MISCONFIGURED, caught.exception)
+        self.assertIn("UnknownIssuer", str(caught.exception))
+
+    def test_tls_options_need_a_tls_url(self):
+        with self.assertRaises(relink.RelinkError) as caught:
+            relink.Client(f"redis://127.0.0.1:{self.port}", tls_ca_file=self.ca)
+        self.assertEqual(caught.exception.code, relink.INVALID_CONFIG)
+        self.assertIn("`tls_*`", str(caught.exception))
+        self.assertIn("rediss://", str(caught.exception))
+
+    def test_a_missing_key_is_named(self):
+        with self.assertRaises(relink.RelinkError) as caught:
+            relink.Client(f"rediss://127.0.0.1:{self.port}", tls_cert_file=self.ca)
+        self.assertEqual(caught.exception.code, relink.INVALID_CONFIG)
+        self.assertIn("tls_key_file", str(caught.exception))
 
 
 class ArgumentTest(unittest.TestCase):

@@ -148,6 +148,19 @@ impl ConnectCause {
         }
     }
 
+    /// Reads what came back on a plain (non-TLS) connection to a port that
+    /// the URL says speaks TLS, asked `PING` after the TLS handshake got
+    /// nowhere: an answer in Redis's protocol (`+PONG`, `-NOAUTH ...`)
+    /// means a plain Redis listens there, so TLS was asked of a plain port:
+    /// [`Tls`](ConnectCause::Tls), a misconfiguration. Anything else (a TLS
+    /// server's alert, nothing) says nothing (`None`).
+    pub fn from_plain_answer_on_tls_port(bytes: &[u8]) -> Option<ConnectCause> {
+        match bytes.first()? {
+            b'+' | b'-' | b':' | b'$' | b'*' | b'%' | b'_' => Some(ConnectCause::Tls),
+            _ => None,
+        }
+    }
+
     /// The cause for a driver that only knows the [`FailureKind`].
     pub fn from_kind(kind: FailureKind) -> ConnectCause {
         match kind {
@@ -455,6 +468,22 @@ impl fmt::Display for AttemptFailure {
 mod tests {
     use super::*;
     use ConnectCause::*;
+
+    #[test]
+    fn a_plain_redis_on_a_tls_port_is_a_tls_misconfiguration() {
+        for answer in [&b"+PONG\r\n"[..], b"-NOAUTH Authentication required.\r\n"] {
+            assert_eq!(
+                ConnectCause::from_plain_answer_on_tls_port(answer),
+                Some(ConnectCause::Tls)
+            );
+        }
+        // A TLS server's alert record, or nothing: no evidence.
+        assert_eq!(
+            ConnectCause::from_plain_answer_on_tls_port(b"\x15\x03\x03"),
+            None
+        );
+        assert_eq!(ConnectCause::from_plain_answer_on_tls_port(b""), None);
+    }
 
     #[test]
     fn causes_are_read_from_codes_and_words() {

@@ -239,6 +239,15 @@ impl Default for SupervisorConfig {
 }
 
 impl SupervisorConfig {
+    /// How long a TLS handshake may take inside one connect attempt: half
+    /// the connect timeout. A handshake that gets no answer at all (TLS
+    /// spoken to a plain Redis port, which waits for a line that never
+    /// comes) then ends while the attempt still has time to find out why,
+    /// so it is told as a TLS misconfiguration and not as a timeout.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.connect_timeout / 2
+    }
+
     /// Sets the backoff policy.
     pub fn backoff(mut self, policy: BackoffPolicy) -> Self {
         self.backoff = policy;

@@ -96,6 +96,23 @@ pub struct relink_options {
     /// `RELINK_TIMEOUT` naming the last attempt's cause once `deadline_ms`
     /// passes (0: no bound).
     pub wait_for_connection: u32,
+    /// TLS (a `rediss://` URL): the PEM file of the CA certificate(s) to
+    /// trust instead of the operating system's roots, or NULL (default).
+    /// The TLS fields are read by `relink_client_connect`; their files are
+    /// read again at each reconnect.
+    pub tls_ca_file: *const c_char,
+    /// TLS: the client certificate (chain) PEM file presented to a server
+    /// that requires one (mutual TLS), or NULL; needs `tls_key_file`.
+    pub tls_cert_file: *const c_char,
+    /// TLS: the PEM file of `tls_cert_file`'s private key, or NULL.
+    pub tls_key_file: *const c_char,
+    /// TLS: the name the server's certificate must carry when it is not
+    /// the URL's host, or NULL.
+    pub tls_server_name: *const c_char,
+    /// TLS, **development only**: 1 accepts any certificate from any
+    /// server (no verification at all, as a URL ending in `#insecure`);
+    /// 0 (default) verifies.
+    pub tls_danger_accept_invalid_certs: u32,
 }
 
 impl relink_options {
@@ -135,6 +152,11 @@ impl relink_options {
             max_retries: config.retry().max_retries,
             client_name: std::ptr::null(),
             wait_for_connection: 0,
+            tls_ca_file: std::ptr::null(),
+            tls_cert_file: std::ptr::null(),
+            tls_key_file: std::ptr::null(),
+            tls_server_name: std::ptr::null(),
+            tls_danger_accept_invalid_certs: 0,
         })
     }
 
@@ -174,8 +196,61 @@ impl relink_options {
             let name = unsafe { try_str(self.client_name, "client_name") }?;
             config = config.with_client_name(name);
         }
+        if let Some(tls) = self.tls()? {
+            config = config.with_tls(tls);
+        }
         config.build().map_err(|e| config_error(&e))
     }
+
+    /// The TLS settings of the `tls_*` fields; `None` when all are unset.
+    fn tls(&self) -> FfiResult<Option<relink::tls::TlsConfig>> {
+        let text = |ptr: *const c_char, name: &str| -> FfiResult<Option<String>> {
+            if ptr.is_null() {
+                return Ok(None);
+            }
+            // SAFETY: not NULL; the caller passes a NUL-terminated string
+            // that lives for this call (contract).
+            unsafe { try_str(ptr, name) }.map(|s| Some(s.to_owned()))
+        };
+        let ca = text(self.tls_ca_file, "tls_ca_file")?;
+        let cert = text(self.tls_cert_file, "tls_cert_file")?;
+        let key = text(self.tls_key_file, "tls_key_file")?;
+        let server_name = text(self.tls_server_name, "tls_server_name")?;
+        let danger = match self.tls_danger_accept_invalid_certs {
+            0 => false,
+            1 => true,
+            other => {
+                return Err(relink_error::invalid(format!(
+                    "`tls_danger_accept_invalid_certs` is {other}: expected 0 or 1"
+                )))
+            }
+        };
+        if ca.is_none() && cert.is_none() && key.is_none() && server_name.is_none() && !danger {
+            return Ok(None);
+        }
+        let mut tls = relink::tls::TlsConfig::new().with_danger_accept_invalid_certs(danger);
+        if let Some(ca) = ca {
+            tls = tls.with_ca_file(ca);
+        }
+        match (cert, key) {
+            (Some(cert), Some(key)) => tls = tls.with_client_cert_files(cert, key),
+            (None, None) => {}
+            (Some(_), None) => return Err(half_a_client_cert("tls_key_file", "tls_cert_file")),
+            (None, Some(_)) => return Err(half_a_client_cert("tls_cert_file", "tls_key_file")),
+        }
+        if let Some(name) = server_name {
+            tls = tls.with_server_name(name);
+        }
+        Ok(Some(tls))
+    }
+}
+
+/// A client certificate without its key, or the other way round.
+fn half_a_client_cert(missing: &str, given: &str) -> relink_error {
+    relink_error::new(
+        RELINK_INVALID_CONFIG,
+        format!("invalid option `{missing}`: is required with `{given}` (mutual TLS needs both)"),
+    )
 }
 
 /// A config relink rejected, as `RELINK_INVALID_CONFIG` with relink's
@@ -212,6 +287,12 @@ fn option_name(field: &str) -> Option<&'static str> {
         "outage.max_wait" => "queue_max_wait_ms",
         "retry.max_retries" => "max_retries",
         "client_name" => "client_name",
+        // Any of them set on a plain URL.
+        "tls" => "tls_*",
+        "tls.ca_file" => "tls_ca_file",
+        "tls.cert_file" => "tls_cert_file",
+        "tls.key_file" => "tls_key_file",
+        "tls.server_name" => "tls_server_name",
         _ => return None,
     })
 }
@@ -655,4 +736,42 @@ pub extern "C" fn relink_client_free(client: *mut relink_client) {
         // the client's subscriptions, which share it, are freed too).
         drop(runtime);
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TLS URL in a library built without TLS is said in a C user's
+    /// words (the C tests run against a library with TLS).
+    #[cfg(not(feature = "tls-rustls"))]
+    #[test]
+    fn a_tls_url_without_tls_says_so_in_c_terms() {
+        for scheme in ["rediss", "valkeys"] {
+            let url = format!("{scheme}://:s3cret@127.0.0.1:6379");
+            let e = relink_options::defaults()
+                .and_then(|o| o.config(&url))
+                .unwrap_err();
+            assert_eq!(e.code(), RELINK_INVALID_CONFIG);
+            let text = format!("{e:?}");
+            assert!(
+                text.contains(&format!(
+                    "`{scheme}://` needs TLS, and this librelink was built without TLS"
+                )),
+                "{text}"
+            );
+            for never in ["Cargo", "cargo", "feature", "tls-rustls", "s3cr"] {
+                assert!(!text.contains(never), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn tls_options_on_a_plain_url_are_named() {
+        let mut options = relink_options::defaults().unwrap();
+        options.tls_server_name = c"redis.internal".as_ptr();
+        let e = options.config("redis://127.0.0.1:6379").unwrap_err();
+        assert_eq!(e.code(), RELINK_INVALID_CONFIG);
+        assert!(format!("{e:?}").contains("invalid option `tls_*`"), "{e:?}");
+    }
 }

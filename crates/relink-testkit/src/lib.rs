@@ -25,9 +25,11 @@ mod impostor;
 mod proxy;
 pub mod sentinel;
 mod server;
+pub mod tls;
 
 pub use cluster::RedisCluster;
 pub use impostor::{closed_port, Impostor};
 pub use proxy::FaultProxy;
 pub use sentinel::SentinelTopology;
 pub use server::{RedisServer, RedisServerBuilder};
+pub use tls::{TlsFiles, TlsServer};

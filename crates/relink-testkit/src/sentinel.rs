@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::server::RedisServer;
+use crate::tls::{TlsFiles, TlsServer};
 
 /// The name the sentinels monitor the master under.
 pub const SERVICE: &str = "mymaster";
@@ -28,6 +29,9 @@ pub struct SentinelTopology {
     /// The data nodes: index 0 started as master, 1 as its replica.
     nodes: Vec<RedisServer>,
     sentinels: Vec<RedisServer>,
+    /// Built by [`start_tls`](SentinelTopology::start_tls): the data nodes
+    /// and the sentinels are known by their TLS ports.
+    tls: bool,
 }
 
 impl SentinelTopology {
@@ -38,10 +42,38 @@ impl SentinelTopology {
     /// # Panics
     /// When a process does not start or the sentinels do not agree in 30 s.
     pub fn start() -> SentinelTopology {
-        let master = RedisServer::start();
-        let replica = RedisServer::builder()
+        Self::start_with(None)
+    }
+
+    /// The same topology over TLS with `files`' certificates: every process
+    /// also listens on a TLS port, replication and the sentinels' links to
+    /// the data nodes are TLS (`tls-replication yes`), and the sentinels
+    /// monitor and name the data nodes by their TLS ports. The addresses
+    /// this type hands out ([`master_addr`](Self::master_addr),
+    /// [`sentinel_nodes`](Self::sentinel_nodes), ...) are the TLS ones.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_tls(files: &TlsFiles) -> SentinelTopology {
+        Self::start_with(Some(files))
+    }
+
+    fn start_with(files: Option<&TlsFiles>) -> SentinelTopology {
+        let builder = || match files {
+            Some(files) => RedisServer::builder()
+                .tls(TlsServer::new(files))
+                .args(["--tls-replication", "yes"]),
+            None => RedisServer::builder(),
+        };
+        let master = builder().start();
+        let master_port = if files.is_some() {
+            master.tls_port()
+        } else {
+            master.port()
+        };
+        let replica = builder()
             .args(["--replicaof", "127.0.0.1"])
-            .arg(master.port().to_string())
+            .arg(master_port.to_string())
             .start();
         let conf = format!(
             "sentinel resolve-hostnames no\n\
@@ -49,13 +81,13 @@ impl SentinelTopology {
              sentinel down-after-milliseconds {SERVICE} 1000\n\
              sentinel failover-timeout {SERVICE} 3000\n\
              sentinel parallel-syncs {SERVICE} 1\n",
-            port = master.port()
+            port = master_port
         );
         // `port` and `bind 127.0.0.1` come from RedisServer's command line,
         // which wins over the file (and survives the sentinel's rewrites).
         let sentinels = (0..3)
             .map(|_| {
-                RedisServer::builder()
+                builder()
                     .config_file(conf.clone())
                     .arg("--sentinel")
                     .start()
@@ -64,6 +96,7 @@ impl SentinelTopology {
         let topology = SentinelTopology {
             nodes: vec![master, replica],
             sentinels,
+            tls: files.is_some(),
         };
         topology.wait_until("the replica is in sync", Duration::from_secs(30), || {
             info_field(
@@ -88,7 +121,8 @@ impl SentinelTopology {
                             .find(|(k, _)| k == name)
                             .map(|(_, v)| v.as_str())
                     };
-                    field("port") == Some(&topology.nodes[0].port().to_string())
+                    field("port")
+                        == Some(&topology.data_addr(&topology.nodes[0]).port().to_string())
                         && field("num-slaves") == Some("1")
                         && field("num-other-sentinels") == Some("2")
                 })
@@ -102,13 +136,32 @@ impl SentinelTopology {
     pub fn sentinel_nodes(&self) -> Vec<String> {
         self.sentinels
             .iter()
-            .map(|s| s.addr().to_string())
+            .map(|s| self.data_addr(s).to_string())
             .collect()
+    }
+
+    /// How a process is reached by clients: its TLS address in a TLS
+    /// topology, else its address.
+    fn data_addr(&self, server: &RedisServer) -> SocketAddr {
+        if self.tls {
+            server.tls_addr()
+        } else {
+            server.addr()
+        }
+    }
+
+    /// The plain address (for the topology's own questions) of the data
+    /// node known as `addr`.
+    fn plain_addr(&self, addr: SocketAddr) -> Option<SocketAddr> {
+        self.nodes
+            .iter()
+            .find(|n| self.data_addr(n) == addr)
+            .map(RedisServer::addr)
     }
 
     /// The sentinels' addresses, in order.
     pub fn sentinel_addrs(&self) -> Vec<SocketAddr> {
-        self.sentinels.iter().map(RedisServer::addr).collect()
+        self.sentinels.iter().map(|s| self.data_addr(s)).collect()
     }
 
     /// The sentinel processes (to kill or pause one).
@@ -118,7 +171,7 @@ impl SentinelTopology {
 
     /// The data nodes' addresses: the first started as master, the second as replica.
     pub fn node_addrs(&self) -> Vec<SocketAddr> {
-        self.nodes.iter().map(RedisServer::addr).collect()
+        self.nodes.iter().map(|n| self.data_addr(n)).collect()
     }
 
     /// The data node at `addr`.
@@ -128,7 +181,7 @@ impl SentinelTopology {
     pub fn node(&self, addr: SocketAddr) -> &RedisServer {
         self.nodes
             .iter()
-            .find(|n| n.addr() == addr)
+            .find(|n| self.data_addr(n) == addr)
             .unwrap_or_else(|| panic!("no data node at {addr}"))
     }
 
@@ -137,9 +190,10 @@ impl SentinelTopology {
     /// # Panics
     /// When no data node has that address.
     pub fn node_mut(&mut self, addr: SocketAddr) -> &mut RedisServer {
+        let tls = self.tls;
         self.nodes
             .iter_mut()
-            .find(|n| n.addr() == addr)
+            .find(|n| (if tls { n.tls_addr() } else { n.addr() }) == addr)
             .unwrap_or_else(|| panic!("no data node at {addr}"))
     }
 
@@ -239,7 +293,7 @@ impl SentinelTopology {
         if named.len() < 2 || named.iter().any(|m| *m != first) {
             return None;
         }
-        let role: Vec<redis::Value> = ask(first, &redis::cmd("ROLE")).ok()?;
+        let role: Vec<redis::Value> = ask(self.plain_addr(first)?, &redis::cmd("ROLE")).ok()?;
         match role.first() {
             Some(redis::Value::BulkString(b)) if b == b"master" => Some(first),
             _ => None,

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::sys::signal::{kill as send_signal, Signal};
 use nix::unistd::Pid;
 
+use crate::tls::TlsServer;
+
 /// How long a server may take to answer PING after a (re)start.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a graceful shutdown may take before it turns into SIGKILL.
@@ -33,6 +35,7 @@ pub struct RedisServerBuilder {
     appendonly: bool,
     extra_args: Vec<String>,
     config_file: Option<String>,
+    tls: Option<TlsServer>,
 }
 
 impl RedisServerBuilder {
@@ -72,6 +75,14 @@ impl RedisServerBuilder {
         self
     }
 
+    /// Also listens for TLS on a port of its own ([`RedisServer::tls_port`]),
+    /// with these certificates; the plain port stays open (the testkit's
+    /// readiness checks and a test's admin connection use it).
+    pub fn tls(mut self, tls: TlsServer) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Starts the server with a config file of this text (written to
     /// `redis.conf` in its dir on first start, then left as the server
     /// rewrites it, as a sentinel does), given before every other argument.
@@ -90,10 +101,12 @@ impl RedisServerBuilder {
         let mut last_log = String::new();
         for _ in 0..SPAWN_ATTEMPTS {
             let port = free_port();
+            let tls_port = self.tls.as_ref().map(|_| free_port());
             let mut server = RedisServer {
                 options: self.clone(),
                 dir,
                 port,
+                tls_port,
                 child: None,
                 paused: false,
                 log_start: 0,
@@ -122,6 +135,7 @@ pub struct RedisServer {
     options: RedisServerBuilder,
     dir: TempDir,
     port: u16,
+    tls_port: Option<u16>,
     child: Option<Child>,
     paused: bool,
     log_start: u64,
@@ -160,6 +174,27 @@ impl RedisServer {
     /// The server's port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The TLS port, when the server was built with [`RedisServerBuilder::tls`].
+    ///
+    /// # Panics
+    /// When the server has no TLS port.
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port.expect("the server was started without TLS")
+    }
+
+    /// The TLS port's address (see [`tls_port`](Self::tls_port)).
+    pub fn tls_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.tls_port()))
+    }
+
+    /// `rediss://127.0.0.1:<tls port>/`, with the password when one is set.
+    pub fn tls_url(&self) -> String {
+        match &self.options.password {
+            Some(pw) => format!("rediss://:{pw}@127.0.0.1:{}/", self.tls_port()),
+            None => format!("rediss://127.0.0.1:{}/", self.tls_port()),
+        }
     }
 
     /// `redis://127.0.0.1:<port>/`, with the password when one is set.
@@ -391,6 +426,18 @@ impl RedisServer {
         for line in &o.acl_users {
             cmd.arg("--user").args(line.split_whitespace());
         }
+        if let (Some(tls), Some(tls_port)) = (&o.tls, self.tls_port) {
+            cmd.arg("--tls-port")
+                .arg(tls_port.to_string())
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca)
+                .arg("--tls-auth-clients")
+                .arg(if tls.require_client_cert { "yes" } else { "no" });
+        }
         cmd.args(&o.extra_args);
         let stdio = fs::OpenOptions::new()
             .create(true)
@@ -541,10 +588,10 @@ fn read_from(path: &Path, offset: u64) -> String {
 /// A fresh directory under the system temp dir, removed on drop. Hand-rolled
 /// rather than `tempfile` to keep the dependency tree small.
 #[derive(Debug)]
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -230,6 +230,9 @@ pub fn connect_cause(err: &RedisError) -> ConnectCause {
         return ConnectCause::from_error(code, &message);
     }
     if err.kind() == ErrorKind::Io {
+        if is_tls_failure(err) {
+            return ConnectCause::Tls;
+        }
         let text = err.to_string();
         if let Some(name) = errno_name(err, &text) {
             return ConnectCause::from_error(name, &text);
@@ -276,6 +279,41 @@ fn errno_name(err: &RedisError, text: &str) -> Option<&'static str> {
         io::ErrorKind::AddrNotAvailable => "EADDRNOTAVAIL",
         _ => return None,
     })
+}
+
+/// relink's own TLS failure (settings unusable at connect, a failed
+/// handshake) as a `RedisError` that [`connect_cause`] names TLS.
+#[cfg(feature = "tls-rustls")]
+pub(crate) fn tls_failure(failure: crate::tls::TlsFailure) -> RedisError {
+    io::Error::new(io::ErrorKind::InvalidData, failure).into()
+}
+
+/// A TLS handshake that got no answer within its bound: a timeout, which
+/// `diagnose::explain` may find to be TLS asked of a plain port.
+#[cfg(feature = "tls-rustls")]
+pub(crate) fn tls_handshake_timed_out() -> RedisError {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "TLS handshake: no answer from the server",
+    )
+    .into()
+}
+
+/// A failure of TLS itself: the handshake or the settings (relink's
+/// `TlsFailure`), or an alert the server sent once the handshake was done
+/// (under TLS 1.3 a server that wants a client certificate says so only
+/// after the client's side of the handshake ended, on the first read).
+/// Not a reset or an EOF under TLS: those are the transport's.
+#[cfg(feature = "tls-rustls")]
+fn is_tls_failure(err: &RedisError) -> bool {
+    io_error(err)
+        .and_then(io::Error::get_ref)
+        .is_some_and(|inner| inner.is::<crate::tls::TlsFailure>() || inner.is::<rustls::Error>())
+}
+
+#[cfg(not(feature = "tls-rustls"))]
+fn is_tls_failure(_: &RedisError) -> bool {
+    false
 }
 
 fn mentions_tls(text: &str) -> bool {

@@ -107,6 +107,8 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
+use crate::tls::RawTls;
+pub use crate::tls::TlsConfig;
 use crate::Error;
 
 // The core's types that `Config`'s setters take, where their users look.
@@ -350,9 +352,9 @@ impl Default for RetryPolicy {
     }
 }
 
-/// A password: shown as `***`.
+/// A password (or an inline private key): shown as `***`.
 #[derive(Clone, PartialEq, Eq)]
-struct Secret(String);
+pub(crate) struct Secret(pub(crate) String);
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -400,6 +402,7 @@ pub struct Config {
     subscription_buffer: usize,
     seed: Option<u64>,
     sentinel: Option<SentinelConfig>,
+    tls: Option<TlsConfig>,
     /// Where metrics go (the `opentelemetry` feature); `None`: the global
     /// meter provider's. Not data: not serialized, compared or shown.
     #[cfg(feature = "opentelemetry")]
@@ -456,6 +459,7 @@ impl Config {
             subscription_buffer: Self::DEFAULT_SUBSCRIPTION_BUFFER,
             seed: None,
             sentinel: None,
+            tls: None,
             #[cfg(feature = "opentelemetry")]
             meter: None,
         };
@@ -593,6 +597,16 @@ impl Config {
         self
     }
 
+    /// Sets how TLS connections are made: the CA to trust, a client
+    /// certificate, the name to verify (see [`TlsConfig`]). The URL must be
+    /// `rediss://`; without this, a `rediss://` URL trusts the operating
+    /// system's roots and verifies the URL's host. With Sentinel, it applies
+    /// to the master.
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Records the client's metrics (see [`crate::metrics`]) with `meter`
     /// instead of the global meter provider's `relink` meter.
     ///
@@ -716,6 +730,15 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if let Some(tls) = &self.tls {
+            if !matches!(self.target.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+                return Err(Error::config(
+                    "tls",
+                    "applies to a TLS URL: use `rediss://` (or `valkeys://`) to connect with TLS",
+                ));
+            }
+            tls.validate_as("tls.")?;
         }
         if let Some(sentinel) = &self.sentinel {
             sentinel.validate()?;
@@ -856,6 +879,16 @@ impl Config {
         self.sentinel.as_ref()
     }
 
+    /// The TLS settings given with [`with_tls`](Self::with_tls), if any.
+    pub fn tls(&self) -> Option<&TlsConfig> {
+        self.tls.as_ref()
+    }
+
+    /// Whether the URL asks for TLS (`rediss://`, `valkeys://`).
+    pub fn is_tls(&self) -> bool {
+        matches!(self.target.addr(), redis::ConnectionAddr::TcpTls { .. })
+    }
+
     /// The database in force (the override, else the URL's, else 0).
     pub fn database(&self) -> i64 {
         self.database
@@ -892,6 +925,7 @@ impl fmt::Debug for Config {
             .field("subscription_buffer", &self.subscription_buffer)
             .field("seed", &self.seed)
             .field("sentinel", &self.sentinel)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -916,6 +950,7 @@ impl PartialEq for Config {
             && self.subscription_buffer == other.subscription_buffer
             && self.seed == other.seed
             && self.sentinel == other.sentinel
+            && self.tls == other.tls
     }
 }
 
@@ -947,6 +982,7 @@ pub struct SentinelConfig {
     username: Option<String>,
     password: Option<Secret>,
     follow_switch_master: bool,
+    tls: Option<TlsConfig>,
 }
 
 impl SentinelConfig {
@@ -966,6 +1002,7 @@ impl SentinelConfig {
             username: None,
             password: None,
             follow_switch_master: true,
+            tls: None,
         }
     }
 
@@ -988,6 +1025,21 @@ impl SentinelConfig {
     pub fn with_follow_switch_master(mut self, follow: bool) -> Self {
         self.follow_switch_master = follow;
         self
+    }
+
+    /// Reaches the sentinels over TLS with these settings (the CA to trust,
+    /// a client certificate; a server name is not supported here: each
+    /// sentinel is verified against its address in [`nodes`](Self::nodes)).
+    /// The master's TLS is the [`Config`]'s URL (`rediss://`) and
+    /// [`Config::with_tls`].
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The TLS settings of the connections to the sentinels, if any.
+    pub fn tls(&self) -> Option<&TlsConfig> {
+        self.tls.as_ref()
     }
 
     /// The name the sentinels monitor the master under.
@@ -1069,6 +1121,23 @@ impl SentinelConfig {
                 "must list at least one sentinel (`host[:port]`)",
             ));
         }
+        if let Some(tls) = &self.tls {
+            if !cfg!(feature = "tls-rustls") {
+                return Err(Error::config(
+                    "sentinel.tls",
+                    "needs TLS, and relink was built without TLS support: enable relink's \
+                     `tls-rustls` feature",
+                ));
+            }
+            if tls.server_name().is_some() {
+                return Err(Error::config(
+                    "sentinel.tls.server_name",
+                    "is not supported for the sentinels: each is verified against its \
+                     address in `sentinel.nodes`",
+                ));
+            }
+            tls.validate_as("sentinel.tls.")?;
+        }
         self.connection_infos().map(drop)?;
         if self.username.as_deref() == Some("") {
             return Err(Error::config(
@@ -1102,6 +1171,10 @@ impl SentinelConfig {
                     redis = redis.set_password(password);
                 }
                 info = info.set_redis_settings(redis);
+                #[cfg(feature = "tls-rustls")]
+                if let Some(tls) = &self.tls {
+                    info = over_tls(info, tls).map_err(|reason| Error::config(&field, reason))?;
+                }
                 Ok(info)
             })
             .collect()
@@ -1116,8 +1189,30 @@ impl fmt::Debug for SentinelConfig {
             .field("username", &self.username)
             .field("password", &self.password)
             .field("follow_switch_master", &self.follow_switch_master)
+            .field("tls", &self.tls)
             .finish()
     }
+}
+
+/// `info` (a sentinel's plain TCP address) reached over TLS with `tls`'s
+/// CA and client certificate, through redis-rs's own TLS connections.
+#[cfg(feature = "tls-rustls")]
+fn over_tls(info: ConnectionInfo, tls: &TlsConfig) -> Result<ConnectionInfo, String> {
+    let redis::ConnectionAddr::Tcp(host, port) = info.addr().clone() else {
+        return Err("a sentinel is reached over TCP".to_owned());
+    };
+    let addr = redis::ConnectionAddr::TcpTls {
+        host,
+        port,
+        insecure: tls.danger_accept_invalid_certs(),
+        tls_params: None,
+    };
+    let certificates = tls
+        .certificates("sentinel.tls.")
+        .map_err(|e| e.to_string())?;
+    redis::Client::build_with_tls(info.set_addr(addr), certificates)
+        .map(|client| client.get_connection_info().clone())
+        .map_err(|e| e.to_string())
 }
 
 /// A sentinel node, `host[:port]` (IPv6 in brackets), parsed by redis-rs as
@@ -1160,6 +1255,8 @@ struct RawSentinel {
     password: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     follow_switch_master: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tls: Option<RawTls>,
 }
 
 impl TryFrom<RawSentinel> for SentinelConfig {
@@ -1184,6 +1281,10 @@ impl TryFrom<RawSentinel> for SentinelConfig {
             username: raw.username,
             password: raw.password,
             follow_switch_master: raw.follow_switch_master.unwrap_or(true),
+            tls: raw
+                .tls
+                .map(|tls| tls.into_config("sentinel.tls."))
+                .transpose()?,
         };
         config.validate()?;
         Ok(config)
@@ -1198,6 +1299,7 @@ impl From<SentinelConfig> for RawSentinel {
             username: c.username,
             password: c.password,
             follow_switch_master: Some(c.follow_switch_master),
+            tls: c.tls.map(RawTls::from),
         }
     }
 }
@@ -1550,6 +1652,8 @@ pub(crate) struct RawConfig {
     exclusive: Option<ExclusiveConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sentinel: Option<SentinelConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tls: Option<TlsConfig>,
 }
 
 /// [`HeartbeatConfig`] with errors that name `heartbeat.*`.
@@ -1635,6 +1739,7 @@ impl TryFrom<RawConfig> for Config {
         }
         config.seed = raw.seed;
         config.sentinel = raw.sentinel;
+        config.tls = raw.tls;
         config.build()
     }
 }
@@ -1673,6 +1778,7 @@ impl From<Config> for RawConfig {
             retry: Some(c.retry),
             exclusive: Some(c.exclusive),
             sentinel: c.sentinel,
+            tls: c.tls,
         }
     }
 }
@@ -1974,7 +2080,15 @@ fn de_sentinel_password<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret
         .map(Some)
 }
 
-fn ser_password<S: Serializer>(v: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
+/// Reads a secret (an inline key) without ever quoting it; `field` names it.
+pub(crate) fn de_secret<'de, D: Deserializer<'de>>(
+    d: D,
+    field: &'static str,
+) -> Result<Option<Secret>, D::Error> {
+    d.deserialize_any(PasswordField(field)).map(Some)
+}
+
+pub(crate) fn ser_password<S: Serializer>(v: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
     match v {
         Some(Secret(p)) => s.serialize_str(p),
         None => s.serialize_none(),

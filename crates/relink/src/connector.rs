@@ -126,9 +126,7 @@ impl Connector for TcpConnector {
     }
 
     async fn connect_pubsub(&self, config: &Config) -> Result<redis::aio::PubSub, RedisError> {
-        redis::Client::open(config.connection_info())?
-            .get_async_pubsub()
-            .await
+        connect_pubsub(&redis::Client::open(config.connection_info())?, config).await
     }
 
     /// Asks the server again, on a raw socket, for what the error hides.
@@ -160,21 +158,20 @@ pub async fn connect_multiplexed(
         });
     }
     let info = client.get_connection_info();
-    // For plain TCP and Unix sockets relink opens the socket and runs the
-    // connection's driver task itself (redis-rs's own constructor, its own
-    // handshake), only to keep the task's abort handle: aborting it fails
-    // every command waiting on a connection declared dead, at no cost per
-    // command. TLS goes through redis-rs's canonical path.
+    // relink opens the socket (and TLS over it) and runs the connection's
+    // driver task itself (redis-rs's own constructor, its own handshake),
+    // only to keep the task's abort handle: aborting it fails every command
+    // waiting on a connection declared dead, at no cost per command, for
+    // TLS as for plain TCP.
     let stream: Box<dyn Stream> = match info.addr() {
-        ConnectionAddr::Tcp(host, port) => {
-            let socket = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
-            let tcp = info.tcp_settings();
-            socket.set_nodelay(tcp.nodelay())?;
-            if let Some(keepalive) = tcp.keepalive() {
-                socket2::SockRef::from(&socket).set_tcp_keepalive(keepalive)?;
-            }
-            Box::new(socket)
-        }
+        ConnectionAddr::Tcp(host, port) => Box::new(open_tcp(host, *port, info).await?),
+        #[cfg(feature = "tls-rustls")]
+        ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure,
+            ..
+        } => Box::new(open_tls(host, *port, *insecure, info, config).await?),
         #[cfg(unix)]
         ConnectionAddr::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
         _ => {
@@ -191,6 +188,68 @@ pub async fn connect_multiplexed(
         conn,
         kill: Some(kill),
     })
+}
+
+/// A RESP2 Pub/Sub connection to `client`'s target (redis-rs's dedicated
+/// `aio::PubSub`), over TLS with the config's TLS settings when the target
+/// is TLS, like [`connect_multiplexed`]'s.
+pub async fn connect_pubsub(
+    client: &redis::Client,
+    config: &Config,
+) -> Result<redis::aio::PubSub, RedisError> {
+    let info = client.get_connection_info();
+    match info.addr() {
+        #[cfg(feature = "tls-rustls")]
+        ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure,
+            ..
+        } => {
+            let stream = open_tls(host, *port, *insecure, info, config).await?;
+            redis::aio::PubSub::new(info.redis_settings(), stream).await
+        }
+        _ => {
+            let _ = config;
+            client.get_async_pubsub().await
+        }
+    }
+}
+
+/// TLS to `host:port` with the config's TLS settings, the handshake bounded
+/// by the core's share of the connect timeout.
+#[cfg(feature = "tls-rustls")]
+async fn open_tls(
+    host: &str,
+    port: u16,
+    insecure: bool,
+    info: &redis::ConnectionInfo,
+    config: &Config,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, RedisError> {
+    let socket = open_tcp(host, port, info).await?;
+    let tls = config.tls().cloned().unwrap_or_default();
+    let handshake = crate::tls::connect(&tls, host, port, insecure, socket);
+    let bound = config.supervisor_config().handshake_timeout();
+    match tokio::time::timeout(bound, handshake).await {
+        Ok(stream) => stream,
+        Err(_) => Err(crate::classify::tls_handshake_timed_out()),
+    }
+}
+
+/// A TCP connection to `host:port` with the config's TCP settings
+/// (`TCP_NODELAY`, keepalive).
+async fn open_tcp(
+    host: &str,
+    port: u16,
+    info: &redis::ConnectionInfo,
+) -> Result<tokio::net::TcpStream, RedisError> {
+    let socket = tokio::net::TcpStream::connect((host, port)).await?;
+    let tcp = info.tcp_settings();
+    socket.set_nodelay(tcp.nodelay())?;
+    if let Some(keepalive) = tcp.keepalive() {
+        socket2::SockRef::from(&socket).set_tcp_keepalive(keepalive)?;
+    }
+    Ok(socket)
 }
 
 /// `host:port` reached the way `base` is: over TLS with the same settings

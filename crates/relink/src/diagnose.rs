@@ -60,6 +60,9 @@ pub async fn explain(info: &ConnectionInfo, err: &RedisError, timeout: Duration)
     let settings = info.redis_settings();
     let password = settings.password();
     let mut cause = connect_cause(err);
+    if let ConnectionAddr::TcpTls { host, port, .. } = info.addr() {
+        return explain_tls(host, *port, cause, err, password, timeout).await;
+    }
     let words = crate::classify::server_words(err);
     let worth_asking = match cause {
         // redis-rs dropped the server's answer to AUTH (under RESP2 it
@@ -117,6 +120,41 @@ pub async fn explain(info: &ConnectionInfo, err: &RedisError, timeout: Duration)
         cause,
         evidence: redact(&evidence, password),
     }
+}
+
+/// A failed attempt over TLS: the error's own cause, unless the handshake
+/// got nowhere (no answer, closed, a transport error) and a plain `PING` on
+/// the same port is answered in Redis's protocol: then TLS was asked of a
+/// plain Redis port.
+async fn explain_tls(
+    host: &str,
+    port: u16,
+    cause: ConnectCause,
+    err: &RedisError,
+    password: Option<&str>,
+    timeout: Duration,
+) -> Diagnosis {
+    let mut diagnosis = from_error(err, password);
+    if matches!(
+        cause,
+        ConnectCause::Timeout | ConnectCause::Closed | ConnectCause::Io | ConnectCause::Protocol
+    ) {
+        let plain = ConnectionAddr::Tcp(host.to_owned(), port);
+        let ping = redis::cmd("PING").get_packed_command();
+        if let Ok(bytes) = first_reply(&plain, &ping, timeout).await {
+            if let Some(found) = ConnectCause::from_plain_answer_on_tls_port(&bytes) {
+                diagnosis = Diagnosis {
+                    cause: found,
+                    evidence: format!(
+                        "TLS handshake: a plain Redis answered `{}` on this port; use redis:// \
+                         or the server's tls-port",
+                        first_line(&bytes)
+                    ),
+                };
+            }
+        }
+    }
+    diagnosis
 }
 
 /// Opens a raw connection to `addr` (TCP or a Unix socket; `None` for

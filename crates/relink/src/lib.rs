@@ -88,6 +88,7 @@ pub mod metrics;
 pub mod pubsub;
 pub mod sentinel;
 pub mod sync;
+pub mod tls;
 mod wait;
 
 pub use client::{Client, Health, Stats};

@@ -5,7 +5,12 @@
 //! - **Discovery** is redis-rs's ([`redis::sentinel::Sentinel`]): the
 //!   sentinels are asked in order (one that is down or not a sentinel is
 //!   skipped) for the master of the service; a master they flag down is
-//!   skipped, and the one named is checked with `ROLE`.
+//!   skipped, and the one named is checked with `ROLE`. For a TLS master
+//!   (`rediss://`) relink asks the sentinels itself (`SENTINEL
+//!   get-master-addr-by-name`, in order): redis-rs's check connects to the
+//!   master on a connection that cannot carry relink's TLS settings (a
+//!   private CA, a server name), and the `ROLE` check below is made anyway.
+//!   The sentinels are reached over TLS when `SentinelConfig::with_tls` says so.
 //! - **The connection** is then made like [`TcpConnector`](crate::connector::TcpConnector)'s
 //!   (the config's credentials, database, protocol, timeouts, push messages),
 //!   and `ROLE` is asked again on it: a node that is not a master fails the
@@ -119,6 +124,12 @@ impl SentinelConnector {
             ));
         };
         let sentinels = sentinel.connection_infos()?;
+        #[cfg(feature = "tls-rustls")]
+        if sentinel.tls().is_some() || config.is_tls() {
+            // redis-rs's own TLS connections (to the sentinels, and its
+            // discovery's) ask rustls for the process's default provider.
+            crate::tls::ensure_default_provider();
+        }
         let discovery = Sentinel::build(sentinels.clone())
             .map_err(|e| Error::config("sentinel.nodes", e.to_string()))?;
         Ok(SentinelConnector {
@@ -142,6 +153,51 @@ impl SentinelConnector {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The master's address as the first sentinel that knows the service
+    /// names it (`SENTINEL get-master-addr-by-name`), asking in order; each
+    /// sentinel gets the connect timeout, and the attempt as a whole is
+    /// bounded by the supervisor. The error is the last sentinel's.
+    async fn ask_for_master(&self, config: &Config) -> Result<Addr, RedisError> {
+        let timeout = Some(config.supervisor_config().connect_timeout);
+        let settings = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout);
+        let mut last = None;
+        for info in self.sentinels.iter() {
+            let asked = async {
+                let client = redis::Client::open(info.clone())?;
+                let mut conn = client
+                    .get_multiplexed_async_connection_with_config(&settings)
+                    .await?;
+                redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(&self.service)
+                    .query_async::<Option<Addr>>(&mut conn)
+                    .await
+            };
+            match asked.await {
+                Ok(Some(master)) => return Ok(master),
+                Ok(None) => {
+                    last = Some(
+                        crate::Error::NotApplied {
+                            kind: FailureKind::Moved,
+                            detail: format!(
+                                "sentinel {} knows no master named `{}`",
+                                info.addr(),
+                                self.service
+                            ),
+                        }
+                        .into_redis(),
+                    )
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            crate::Error::config("sentinel.nodes", "lists no sentinel").into_redis()
+        }))
     }
 
     /// Starts the `+switch-master` subscription unless it runs.
@@ -179,6 +235,19 @@ impl SentinelConnector {
     /// credentials (they may have been updated on the live client since the
     /// connector was made: discovery logs in to the master with them too).
     async fn master_client(&self, config: &Config) -> Result<redis::Client, RedisError> {
+        if config.is_tls() {
+            // redis-rs's discovery checks the master on a connection of its
+            // own, which cannot carry relink's TLS settings (a private CA, a
+            // server name): over TLS the sentinels are asked where the
+            // master is, and the ROLE check in `connect`, on relink's own
+            // verified connection, is the check.
+            let (host, port) = self.ask_for_master(config).await.inspect_err(|e| {
+                tracing::debug!(service = %self.service, error = %e, "sentinel discovery failed");
+            })?;
+            let info = config.connection_info();
+            let addr = crate::connector::same_transport_at(info.addr(), host, port);
+            return redis::Client::open(info.set_addr(addr));
+        }
         let client = {
             let mut discovery = self.discovery.lock().await;
             discovery
@@ -231,7 +300,7 @@ impl Connector for SentinelConnector {
     /// `ROLE` check: a replica relays every `PUBLISH` of its master, so a
     /// subscriber on a stale master still hears it until it is moved.)
     async fn connect_pubsub(&self, config: &Config) -> Result<redis::aio::PubSub, RedisError> {
-        self.master_client(config).await?.get_async_pubsub().await
+        crate::connector::connect_pubsub(&self.master_client(config).await?, config).await
     }
 
     /// Straight to the master of the last connect: no discovery, no change

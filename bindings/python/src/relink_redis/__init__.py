@@ -134,7 +134,16 @@ class Options(ctypes.Structure):
         ("max_retries", c_uint32),
         ("client_name", c_char_p),
         ("wait_for_connection", c_uint32),
+        ("tls_ca_file", c_char_p),
+        ("tls_cert_file", c_char_p),
+        ("tls_key_file", c_char_p),
+        ("tls_server_name", c_char_p),
+        ("tls_danger_accept_invalid_certs", c_uint32),
     ]
+
+
+# The options that are text (C strings), set from str (or os.PathLike for files).
+_TEXT_OPTIONS = ("client_name", "tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name")
 
 
 class PubSubItem(ctypes.Structure):
@@ -481,7 +490,13 @@ class Client:
     ``valkey://`` and ``valkeys://`` are the same as ``redis://`` and
     ``rediss://``. A URL or option relink rejects raises InvalidConfig (or
     InvalidArgument for a value C cannot even pass) whose message says what
-    is wrong. Use it as a context manager, or call ``close()``."""
+    is wrong. Use it as a context manager, or call ``close()``.
+
+    TLS (a ``rediss://`` URL): ``tls_ca_file="ca.pem"`` trusts a private CA
+    instead of the system's roots; ``tls_cert_file=`` and ``tls_key_file=``
+    present a client certificate (mutual TLS); ``tls_server_name=`` verifies
+    another name than the URL's host; ``tls_danger_accept_invalid_certs=True``
+    turns verification off (development only)."""
 
     def __init__(self, url: Union[str, bytes, None],
                  on_state_change: Optional[Callable[[str, str], None]] = None,
@@ -492,8 +507,11 @@ class Client:
         for name, value in options.items():
             if name.startswith("backoff_") and hasattr(opts.backoff, name[len("backoff_"):]):
                 _set_option(opts.backoff, name[len("backoff_"):], value, name)
-            elif name == "client_name":
-                opts.client_name = _text(value, name)
+            elif name in _TEXT_OPTIONS:
+                path = os.fspath(value) if isinstance(value, os.PathLike) else value
+                setattr(opts, name, _text(path, name))
+            elif name == "tls_danger_accept_invalid_certs":
+                opts.tls_danger_accept_invalid_certs = 1 if value else 0
             else:
                 if name == "struct_size" or not hasattr(opts, name):
                     raise TypeError(f"unknown option {name}")

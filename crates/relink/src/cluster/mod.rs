@@ -170,6 +170,17 @@ impl ClusterConfig {
                 "a cluster finds its nodes itself; Sentinel is for a single master",
             ));
         }
+        if self
+            .settings
+            .tls()
+            .is_some_and(|tls| tls.server_name().is_some())
+        {
+            return Err(Error::config(
+                "settings.tls.server_name",
+                "is not supported by a cluster: each node's certificate is verified against \
+                 the address the cluster announces for it",
+            ));
+        }
         Ok(())
     }
 
@@ -196,6 +207,17 @@ impl ClusterConfig {
         if let Some(password) = info.redis_settings().password() {
             builder = builder.password(password);
         }
+        #[cfg(feature = "tls-rustls")]
+        if s.is_tls() {
+            // redis-rs's cluster connection makes its own TLS connections.
+            crate::tls::ensure_default_provider();
+            if let Some(tls) = s.tls() {
+                builder = builder.certs(tls.certificates("settings.tls.")?);
+                if tls.danger_accept_invalid_certs() {
+                    builder = builder.tls(redis::TlsMode::Insecure);
+                }
+            }
+        }
         builder
             .build()
             .map_err(|e| Error::config("nodes", e.to_string()))
@@ -212,7 +234,16 @@ impl ClusterConfig {
         } else {
             host.to_owned()
         };
-        let mut c = Config::new(&format!("redis://{host}:{port}"))?
+        // The node as the cluster is reached: over TLS with the same
+        // settings when the nodes are `rediss://`.
+        let url = match info.addr() {
+            ConnectionAddr::TcpTls { insecure: true, .. } => {
+                format!("rediss://{host}:{port}#insecure")
+            }
+            ConnectionAddr::TcpTls { .. } => format!("rediss://{host}:{port}"),
+            _ => format!("redis://{host}:{port}"),
+        };
+        let mut c = Config::new(&url)?
             .with_protocol(s.protocol())
             .with_backoff(sc.backoff.clone())
             .with_heartbeat(sc.heartbeat)
@@ -233,6 +264,9 @@ impl ClusterConfig {
         }
         if let Some(seed) = s.seed() {
             c = c.with_seed(seed ^ u64::from(port));
+        }
+        if let Some(tls) = s.tls() {
+            c = c.with_tls(tls.clone());
         }
         c.build()
     }

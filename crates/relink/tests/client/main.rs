@@ -10,6 +10,8 @@ mod pubsub;
 mod recovery;
 mod retry;
 mod state;
+#[cfg(feature = "tls-rustls")]
+mod tls;
 
 use std::future::Future;
 use std::time::Duration;
@@ -17,7 +19,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use relink::core::backoff::{BackoffPolicy, Jitter, Strategy};
 use relink::core::supervisor::HeartbeatConfig;
-use relink::{Client, Config, Event, State};
+use relink::{Client, Config, Error, Event, Outcome, State};
 
 /// Generous upper bound for any condition a test waits on.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -108,4 +110,45 @@ pub async fn events_until(
     .await;
     assert!(matches!(found, Ok(true)), "event not seen; saw {seen:?}");
     seen
+}
+
+/// Six rounds of five `INCR counter` through `client`: `fault(round)` before
+/// each round, `heal()` after it. Returns the INCRs acknowledged and those
+/// of unknown outcome (a refusal, not sent, counts as neither).
+pub async fn incr_rounds(
+    client: &mut Client,
+    mut fault: impl FnMut(u32),
+    mut heal: impl FnMut(),
+) -> (i64, i64) {
+    use redis::AsyncCommands;
+    let (mut acked, mut unknown) = (0i64, 0i64);
+    for round in 0..6 {
+        fault(round);
+        for _ in 0..5 {
+            match client.incr::<_, _, i64>("counter", 1).await {
+                Ok(_) => acked += 1,
+                Err(e) => match Error::outcome_of(&e) {
+                    Outcome::Unknown => unknown += 1,
+                    Outcome::NotApplied => {}
+                    Outcome::Rejected => panic!("unexpected rejection: {e}"),
+                },
+            }
+        }
+        heal();
+    }
+    (acked, unknown)
+}
+
+/// The server's `counter` after [`incr_rounds`]: every acknowledged INCR
+/// applied, none twice, and the faults did leave some outcomes unknown.
+pub fn assert_applied_at_most_once(counter: i64, acked: i64, unknown: i64) {
+    assert!(unknown > 0, "the faults produced unknown outcomes");
+    assert!(
+        counter >= acked,
+        "an acknowledged INCR was lost: {counter} < {acked}"
+    );
+    assert!(
+        counter <= acked + unknown,
+        "an INCR was applied twice: {counter} > {acked} acked + {unknown} unknown"
+    );
 }

@@ -22,7 +22,7 @@ async fn next(sub: &mut Subscription) -> PubSubItem {
 /// Publishes `payload` on `channel` (through `publish`, e.g. `PUBLISH` or
 /// `SPUBLISH`) until a subscriber hears it, then reads `sub` up to that
 /// message: returns the items before it.
-async fn publish_until_heard(
+pub(crate) async fn publish_until_heard(
     client: &Client,
     sub: &mut Subscription,
     publish: &str,

@@ -5,7 +5,7 @@ use redis::AsyncCommands;
 use relink::{Error, Outcome};
 use relink_testkit::{FaultProxy, RedisServer};
 
-use crate::{fast_config, ready_client};
+use crate::{assert_applied_at_most_once, fast_config, incr_rounds, ready_client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incr_through_lost_replies_is_never_applied_twice() {
@@ -14,35 +14,20 @@ async fn incr_through_lost_replies_is_never_applied_twice() {
     let mut client = ready_client(fast_config(&proxy.url())).await;
     let mut direct = server.connection();
 
-    let (mut acked, mut unknown) = (0i64, 0i64);
-    for round in 0..6 {
-        // Every third round the replies are swallowed: the server applies the
-        // INCR, the client never hears back.
-        if round % 3 == 1 {
-            proxy.drop_replies();
-        }
-        for _ in 0..5 {
-            match client.incr::<_, _, i64>("counter", 1).await {
-                Ok(_) => acked += 1,
-                Err(e) => match Error::outcome_of(&e) {
-                    Outcome::Unknown => unknown += 1,
-                    Outcome::NotApplied => {}
-                    Outcome::Rejected => panic!("unexpected rejection: {e}"),
-                },
+    let (acked, unknown) = incr_rounds(
+        &mut client,
+        |round| {
+            // Every third round the replies are swallowed: the server
+            // applies the INCR, the client never hears back.
+            if round % 3 == 1 {
+                proxy.drop_replies();
             }
-        }
-        proxy.pass();
-    }
+        },
+        || proxy.pass(),
+    )
+    .await;
     let counter: i64 = redis::cmd("GET").arg("counter").query(&mut direct).unwrap();
-    assert!(unknown > 0, "the fault produced unknown outcomes");
-    assert!(
-        counter >= acked,
-        "an acknowledged INCR was lost: {counter} < {acked}"
-    );
-    assert!(
-        counter <= acked + unknown,
-        "an INCR was applied twice: {counter} > {acked} acked + {unknown} unknown"
-    );
+    assert_applied_at_most_once(counter, acked, unknown);
     client.shutdown().await;
 }
 

@@ -66,7 +66,7 @@ int main(void) {
   snprintf(ca, sizeof ca, "%s/ca.pem", dir);
 
   relink_options options;
-  CHECK_OK(relink_options_default(&options));
+  CHECK_OK(relink_options_default(&options, sizeof options));
   options.wait_for_connection = 1;
   options.tls_ca_file = ca;
   relink_client *client = NULL;

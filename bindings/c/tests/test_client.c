@@ -251,14 +251,7 @@ int main(void) {
   char url[64];
   snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", port);
 
-  relink_options options;
-  CHECK_OK(relink_options_default(&options, sizeof options));
-  options.heartbeat_interval_ms = 200;
-  options.heartbeat_timeout_ms = 500;
-  options.backoff.initial_delay_ms = 20;
-  options.backoff.max_delay_ms = 200;
-  options.queue_max_wait_ms = 10000;
-  options.response_timeout_ms = 5000; /* valgrind is slow */
+  relink_options options = test_options();
   options.client_name = "relink-c-test";
 
   relink_client *client = NULL;

@@ -1137,10 +1137,15 @@ mod tests {
         out
     }
 
-    /// Plays an outage of refused attempts from `t0` until `until`, each
-    /// answered when asked for; returns the wait the supervisor chose after
-    /// the last one, answered with `cause` instead.
+    /// Plays an outage of refused attempts from 15 s (a connection up since
+    /// 5 ms is lost) until `until`, each answered when asked for; returns
+    /// the wait the supervisor chose after the last one, answered with
+    /// `cause` instead, and the attempts made.
     fn wait_after(cause: ConnectCause, until: u64) -> Duration {
+        outage(cause, until).0
+    }
+
+    fn outage(cause: ConnectCause, until: u64) -> (Duration, u32) {
         let mut sup = Supervisor::new(SupervisorConfig::default(), 3);
         let t = Timestamp::from_millis;
         sup.handle_input(t(0), Input::Start);
@@ -1154,14 +1159,16 @@ mod tests {
             },
         );
         let mut now = 15_005;
+        let mut attempts = 0;
         // Bounded: one attempt per iteration, each at least 100 ms apart.
         for _ in 0..10_000 {
-            let out = drain(&mut sup, t(now));
+            let mut out = drain(&mut sup, t(now));
             let asked = out.iter().find_map(|o| match o {
                 Output::Action(Action::Connect { attempt }) => Some(*attempt),
                 _ => None,
             });
             if let Some(attempt) = asked {
+                attempts += 1;
                 let last = now >= until;
                 let answer = if last { cause } else { ConnectCause::Refused };
                 sup.handle_input(
@@ -1172,13 +1179,13 @@ mod tests {
                         evidence: Evidence::default(),
                     },
                 );
-                let out = drain(&mut sup, t(now));
+                out = drain(&mut sup, t(now));
                 let retry_in = out.iter().find_map(|o| match o {
                     Output::Event(Event::ConnectAttemptFailed { retry_in, .. }) => *retry_in,
                     _ => None,
                 });
                 if last {
-                    return retry_in.expect("a retry is scheduled");
+                    return (retry_in.expect("a retry is scheduled"), attempts);
                 }
             }
             now = match out.last() {
@@ -1187,6 +1194,16 @@ mod tests {
             };
         }
         panic!("no attempt after {until} ms");
+    }
+
+    #[test]
+    fn a_long_outage_costs_at_most_two_attempts_a_second() {
+        // A minute of refusals (nothing listening), with the defaults.
+        let (_, attempts) = outage(ConnectCause::Refused, 15_005 + 60_000);
+        assert!(attempts <= 120, "{attempts} attempts in 60 s");
+        // Yet the first seconds are polled fast (a restart is noticed soon).
+        let (_, early) = outage(ConnectCause::Refused, 15_005 + 1_000);
+        assert!(early >= 8, "{early} attempts in the first second");
     }
 
     #[test]

@@ -235,13 +235,14 @@ impl Hub {
             if sink.kind != kind || !sink.names.iter().any(|n| names.contains(n)) {
                 continue;
             }
+            // (A handle still waiting for its first confirmation may get
+            // it from the old node: it is owed a marker all the same.)
             sink.standing = match sink.standing {
-                Standing::InPlace => Standing::Pending { since, via },
+                Standing::InPlace | Standing::Confirming => Standing::Pending { since, via },
                 Standing::Pending { since: earlier, .. } => Standing::Pending {
                     since: earlier.min(since),
                     via,
                 },
-                Standing::Confirming => continue,
             };
         }
     }
@@ -252,7 +253,9 @@ impl Hub {
         let mut reg = self.lock();
         reg.losses += 1;
         for sink in reg.sinks.values_mut() {
-            if matches!(sink.standing, Standing::InPlace)
+            // A handle whose subscribe is in flight may have been confirmed
+            // on the lost connection just now: it is owed a marker too.
+            if matches!(sink.standing, Standing::InPlace | Standing::Confirming)
                 && sink.names.iter().any(|n| serves(sink.kind, n))
             {
                 sink.standing = Standing::Pending {
@@ -263,10 +266,13 @@ impl Hub {
         }
     }
 
-    /// The server confirmed handle `id`'s subscription.
+    /// The server confirmed handle `id`'s subscription (unless a loss or
+    /// a move since has made it owe a marker).
     pub(crate) fn confirmed(&self, id: u64) {
         if let Some(sink) = self.lock().sinks.get_mut(&id) {
-            sink.standing = Standing::InPlace;
+            if matches!(sink.standing, Standing::Confirming) {
+                sink.standing = Standing::InPlace;
+            }
         }
     }
 
@@ -697,14 +703,16 @@ mod tests {
             })
         );
         assert!(rc.try_recv().is_err(), "its own request follows");
-        // Lost, then back: every handle it served, once.
+        // Lost, then back: every handle it served, once (the one still
+        // waiting for its confirmation too: it may have come just before).
         hub.lost(1, &all, t0);
         let gap = Duration::from_millis(30);
-        assert_eq!(hub.in_place(1, &all, t0 + gap), 2);
+        assert_eq!(hub.in_place(1, &all, t0 + gap), 3);
         assert_eq!(hub.in_place(1, &all, t0 + gap), 0, "once");
-        assert_eq!(ra.try_recv(), Ok(PubSubItem::Restored { gap }));
-        assert_eq!(rb.try_recv(), Ok(PubSubItem::Restored { gap }));
-        assert!(ra.try_recv().is_err() && rb.try_recv().is_err());
+        for rx in [&mut ra, &mut rb, &mut rc] {
+            assert_eq!(rx.try_recv(), Ok(PubSubItem::Restored { gap }));
+            assert!(rx.try_recv().is_err());
+        }
     }
 
     #[test]
@@ -728,6 +736,19 @@ mod tests {
         );
         // Its confirmation afterwards owes nothing more.
         assert_eq!(hub.in_place(2, &all, t0), 0);
+    }
+
+    #[test]
+    fn a_loss_while_a_subscribe_is_confirmed_still_owes_a_marker() {
+        let hub = Hub::new(8);
+        let t0 = Instant::now();
+        let (a, mut ra) = hub.register(Kind::Channel, &names(&["x"])).unwrap();
+        // Confirmed by the server, then the connection is lost before the
+        // subscribe call took the confirmation.
+        hub.lost(1, &all, t0);
+        hub.confirmed(a);
+        assert_eq!(hub.in_place(1, &all, t0 + Duration::from_millis(5)), 1);
+        assert!(matches!(ra.try_recv(), Ok(PubSubItem::Restored { .. })));
     }
 
     #[test]

@@ -78,14 +78,8 @@ fn numsub(server: &RedisServer, command: &str, channel: &str) -> i64 {
 }
 
 async fn until_numsub(server: &RedisServer, command: &str, channel: &str, want: i64) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while numsub(server, command, channel) != want {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{command} {channel} never became {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let what = format!("{command} {channel} becomes {want}");
+    crate::until(&what, || numsub(server, command, channel) == want).await;
 }
 
 async fn restart_with_one_marker(protocol: &str) {

@@ -43,7 +43,7 @@ type Res<T> = Result<T, BoxError>;
 
 const CONCURRENCY: [usize; 4] = [1, 16, 64, 256];
 /// Runs per side and concurrency (order raw, relink, relink, raw, ...).
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 const WARMUP: Duration = Duration::from_millis(500);
 const MEASURE: Duration = Duration::from_millis(2000);
 /// Most latencies one task records in one run (and most ops it sends).
@@ -63,13 +63,22 @@ async fn main() {
     let only = match args.as_slice() {
         [] => None,
         [flag, name] if flag == "--only" && SECTIONS.contains(&name.as_str()) => Some(name.clone()),
-        _ => {
-            eprintln!(
-                "bench: usage: bench [--only SECTION], SECTION one of {}",
-                SECTIONS.join(", ")
-            );
-            std::process::exit(2);
+        [flag, side, tasks] if flag == "--load" => {
+            match (Side::parse(side), tasks.parse::<usize>()) {
+                (Some(side), Ok(tasks @ 1..=4096)) => match one_load(side, tasks).await {
+                    Ok(line) => {
+                        println!("{line}");
+                        return;
+                    }
+                    Err(e) => {
+                        eprintln!("bench: {e}");
+                        std::process::exit(1);
+                    }
+                },
+                _ => usage(),
+            }
         }
+        _ => usage(),
     };
     match run(only.as_deref()).await {
         Ok(report) => {
@@ -92,6 +101,61 @@ async fn main() {
             std::process::exit(1);
         }
     }
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "bench: usage: bench [--only SECTION | --load SIDE TASKS]\n  SECTION: one of {}\n  \
+         --load: one {} ms run of TASKS (1..=4096) tasks' GET/SET on one SIDE (relink, \
+         defaults, same), to profile it alone (perf record / perf stat)",
+        SECTIONS.join(", "),
+        (WARMUP + MEASURE).as_millis()
+    );
+    std::process::exit(2);
+}
+
+/// The connections the throughput section compares.
+#[derive(Clone, Copy)]
+enum Side {
+    /// relink's `Client` with its defaults.
+    Relink,
+    /// A `MultiplexedConnection` with redis-rs's defaults.
+    Defaults,
+    /// A `MultiplexedConnection` made with relink's settings.
+    Same,
+}
+
+impl Side {
+    fn parse(s: &str) -> Option<Side> {
+        match s {
+            "relink" => Some(Side::Relink),
+            "defaults" => Some(Side::Defaults),
+            "same" => Some(Side::Same),
+            _ => None,
+        }
+    }
+}
+
+/// `--load`: one run of one side against a server spawned for it.
+async fn one_load(side: Side, tasks: usize) -> Res<String> {
+    let server = RedisServer::builder().start();
+    let conns = Connections::open(&server).await?;
+    let result = match side {
+        Side::Relink => load(conns.relink.clone(), tasks, "relink").await?,
+        Side::Defaults => load(conns.defaults.clone(), tasks, "raw").await?,
+        Side::Same => load(conns.same.clone(), tasks, "raw").await?,
+    };
+    shutdown(&conns.relink).await?;
+    let mut latencies = result.latencies_us.clone();
+    latencies.sort_unstable();
+    Ok(format!(
+        "{tasks} task(s): {:.0} ops/s, p50 {} µs, p99 {} µs, {} ops, {} errors",
+        result.ops_per_s(),
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0),
+        result.ops,
+        result.errors
+    ))
 }
 
 /// `<workspace>/target/relink-bench.md` (or under `CARGO_TARGET_DIR`).
@@ -294,30 +358,55 @@ where
     Ok(result)
 }
 
+/// The three sides of the throughput comparison, connected to `server`.
+struct Connections {
+    relink: Client,
+    defaults: MultiplexedConnection,
+    same: MultiplexedConnection,
+    nodelay: bool,
+}
+
+impl Connections {
+    async fn open(server: &RedisServer) -> Res<Connections> {
+        // relink as a user gets it (its defaults; `RELINK_BENCH_TCP_NODELAY=0`
+        // switches TCP_NODELAY off, for comparing the socket settings).
+        let nodelay = std::env::var("RELINK_BENCH_TCP_NODELAY").map_or(true, |v| v != "0");
+        let config = Config::new(&server.url())?
+            .with_client_name("bench")
+            .with_tcp_nodelay(nodelay);
+        let relink = Client::new(config.clone())?;
+        relink.wait_ready(Duration::from_secs(10)).await?;
+        // What users have today: a MultiplexedConnection with redis-rs's defaults.
+        let defaults: MultiplexedConnection = redis::Client::open(server.url())?
+            .get_multiplexed_async_connection()
+            .await?;
+        // The same connection made with relink's settings (RESP3, TCP_NODELAY,
+        // the response timeout): what relink's own per-call path costs.
+        let same: MultiplexedConnection = redis::Client::open(config.connection_info())?
+            .get_multiplexed_async_connection_with_config(
+                &AsyncConnectionConfig::new().set_response_timeout(Some(config.response_timeout())),
+            )
+            .await?;
+        Ok(Connections {
+            relink,
+            defaults,
+            same,
+            nodelay,
+        })
+    }
+}
+
 async fn throughput_section(
     server: &RedisServer,
     md: &mut String,
     verdicts: &mut Vec<(String, String, bool)>,
 ) -> Res<()> {
-    // relink as a user gets it (its defaults; `RELINK_BENCH_TCP_NODELAY=0`
-    // switches TCP_NODELAY off, for comparing the socket settings).
-    let nodelay = std::env::var("RELINK_BENCH_TCP_NODELAY").map_or(true, |v| v != "0");
-    let config = Config::new(&server.url())?
-        .with_client_name("bench")
-        .with_tcp_nodelay(nodelay);
-    let client = Client::new(config.clone())?;
-    client.wait_ready(Duration::from_secs(10)).await?;
-    // What users have today: a MultiplexedConnection with redis-rs's defaults.
-    let defaults: MultiplexedConnection = redis::Client::open(server.url())?
-        .get_multiplexed_async_connection()
-        .await?;
-    // The same connection made with relink's settings (RESP3, TCP_NODELAY,
-    // the response timeout): what relink's own per-call path costs.
-    let same: MultiplexedConnection = redis::Client::open(config.connection_info())?
-        .get_multiplexed_async_connection_with_config(
-            &AsyncConnectionConfig::new().set_response_timeout(Some(config.response_timeout())),
-        )
-        .await?;
+    let Connections {
+        relink: client,
+        defaults,
+        same,
+        nodelay,
+    } = Connections::open(server).await?;
 
     writeln!(
         md,
@@ -327,7 +416,7 @@ async fn throughput_section(
         md,
         "relink with its defaults (TCP_NODELAY {}). Each task alternates `SET k v` / `GET k` on \
          its own key. Per concurrency: {ROUNDS} runs per side in ABBA order, each {} ms \
-         warm-up + {} ms measured; figures pooled over the runs.\n",
+         warm-up + {} ms measured; ops/s and p99 are medians over the runs, ratios medians of the runs paired in order; the load average before → after each row tells whether the machine was quiet.\n",
         if nodelay { "on" } else { "off" },
         WARMUP.as_millis(),
         MEASURE.as_millis()
@@ -360,7 +449,9 @@ async fn throughput_section(
 }
 
 /// One table: relink against `raw` at each concurrency, ABBA-interleaved;
-/// the targets are judged when `judged`.
+/// the targets are judged when `judged`, on the medians of the paired
+/// ratios (relink's i-th run against raw's i-th run), which a burst of
+/// other load during one run moves less than pooled figures.
 async fn compare(
     md: &mut String,
     verdicts: &mut Vec<(String, String, bool)>,
@@ -372,68 +463,101 @@ async fn compare(
     writeln!(md, "{title}\n")?;
     writeln!(
         md,
-        "| tasks | raw ops/s | relink ops/s | ratio (≥ {TARGET_THROUGHPUT:.2}) | raw p50 µs | relink p50 µs | raw p99 µs | relink p99 µs | p99 ratio (≤ {TARGET_P99:.2}) | per-run ratios | errors |"
+        "| tasks | raw ops/s | relink ops/s | throughput ratio, median (≥ {TARGET_THROUGHPUT:.2}) | raw p99 µs | relink p99 µs | p99 ratio, median (≤ {TARGET_P99:.2}) | per-run throughput ratios | per-run p99 ratios | load avg | errors |"
     )?;
     writeln!(
         md,
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     )?;
     for &tasks in &CONCURRENCY {
-        let mut raw_all = RunResult::default();
-        let mut relink_all = RunResult::default();
-        let mut raw_runs = Vec::new();
-        let mut relink_runs = Vec::new();
+        let load_before = load_average();
+        let mut raw_runs: Vec<(f64, u32)> = Vec::new();
+        let mut relink_runs: Vec<(f64, u32)> = Vec::new();
+        let mut errors = (0, 0);
         for round in 0..2 * ROUNDS {
             // ABBA: raw, relink, relink, raw, ...
             let raw_turn = matches!(round % 4, 0 | 3);
-            if raw_turn {
-                let r = load(raw.clone(), tasks, "raw").await?;
-                raw_runs.push(r.ops_per_s());
-                raw_all.merge(r);
+            let mut r = if raw_turn {
+                load(raw.clone(), tasks, "raw").await?
             } else {
-                let r = load(client.clone(), tasks, "relink").await?;
-                relink_runs.push(r.ops_per_s());
-                relink_all.merge(r);
+                load(client.clone(), tasks, "relink").await?
+            };
+            r.latencies_us.sort_unstable();
+            let run = (r.ops_per_s(), percentile(&r.latencies_us, 99.0));
+            if raw_turn {
+                errors.0 += r.errors;
+                raw_runs.push(run);
+            } else {
+                errors.1 += r.errors;
+                relink_runs.push(run);
             }
         }
-        raw_all.latencies_us.sort_unstable();
-        relink_all.latencies_us.sort_unstable();
-        let ratio = relink_all.ops_per_s() / raw_all.ops_per_s().max(1e-9);
-        let raw_p99 = percentile(&raw_all.latencies_us, 99.0);
-        let relink_p99 = percentile(&relink_all.latencies_us, 99.0);
-        let p99_ratio = f64::from(relink_p99) / f64::from(raw_p99.max(1));
-        let per_run: Vec<String> = relink_runs
-            .iter()
-            .zip(&raw_runs)
-            .map(|(l, r)| format!("{:.2}", l / r.max(1e-9)))
+        let pairs = || relink_runs.iter().zip(&raw_runs);
+        let throughput: Vec<f64> = pairs().map(|(l, r)| l.0 / r.0.max(1e-9)).collect();
+        let p99: Vec<f64> = pairs()
+            .map(|(l, r)| f64::from(l.1) / f64::from(r.1.max(1)))
             .collect();
+        let ratio = median(&throughput);
+        let p99_ratio = median(&p99);
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let med = |runs: &[(f64, u32)], f: fn(&(f64, u32)) -> f64| {
+            median(&runs.iter().map(f).collect::<Vec<_>>())
+        };
+        let (raw_ops, relink_ops) = (med(&raw_runs, |r| r.0), med(&relink_runs, |r| r.0));
+        let (raw_p99, relink_p99) = (
+            med(&raw_runs, |r| f64::from(r.1)),
+            med(&relink_runs, |r| f64::from(r.1)),
+        );
         writeln!(
             md,
-            "| {tasks} | {:.0} | {:.0} | {ratio:.3} | {} | {} | {raw_p99} | {relink_p99} | {p99_ratio:.3} | {} | {} / {} |",
-            raw_all.ops_per_s(),
-            relink_all.ops_per_s(),
-            percentile(&raw_all.latencies_us, 50.0),
-            percentile(&relink_all.latencies_us, 50.0),
-            per_run.join(", "),
-            raw_all.errors,
-            relink_all.errors,
+            "| {tasks} | {raw_ops:.0} | {relink_ops:.0} | {ratio:.3} | {raw_p99:.0} | {relink_p99:.0} | {p99_ratio:.3} | {} | {} | {load_before} → {} | {} / {} |",
+            list(&throughput),
+            list(&p99),
+            load_average(),
+            errors.0,
+            errors.1,
         )?;
         eprintln!("bench: {tasks} task(s): throughput ratio {ratio:.3}, p99 ratio {p99_ratio:.3}");
         if judged {
             verdicts.push((
                 format!("throughput ≥ {TARGET_THROUGHPUT:.2}× redis-rs defaults, {tasks} task(s)"),
-                format!("{ratio:.3}×"),
+                format!("{ratio:.3}× (median of {ROUNDS} pairs)"),
                 ratio >= TARGET_THROUGHPUT,
             ));
             verdicts.push((
                 format!("p99 ≤ {TARGET_P99:.2}× redis-rs defaults, {tasks} task(s)"),
-                format!("{p99_ratio:.3}× ({relink_p99} vs {raw_p99} µs)"),
+                format!("{p99_ratio:.3}× ({relink_p99:.0} vs {raw_p99:.0} µs)"),
                 p99_ratio <= TARGET_P99,
             ));
         }
     }
     writeln!(md)?;
     Ok(())
+}
+
+/// The median of `values` (the mean of the middle two when even); 0 if empty.
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The machine's 1-minute load average (`/proc/loadavg`), to tell a quiet
+/// run from one that shared the machine; "?" where there is none.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
 }
 
 // ---- 2. detection of a hung (SIGSTOP'd) server -----------------------------

@@ -152,6 +152,9 @@ struct Live {
     /// Stops the connection's driver task, failing every command still
     /// waiting on it (present when relink opened the socket itself).
     kill: Option<tokio::task::AbortHandle>,
+    /// The callers waiting on it, which its writes consult to coalesce
+    /// the commands of concurrent callers (when relink opened the socket).
+    demand: Option<crate::connector::Demand>,
     /// Cancelled when the connection is given up: commands on a connection
     /// without a `kill` handle race against it instead.
     dead: CancellationToken,
@@ -783,6 +786,7 @@ impl Transport for Shared {
         _sent_at: Timestamp,
     ) -> Result<Value, RedisError> {
         let _in_flight = InFlight::new(&self.in_flight);
+        let _waiting = live.demand.as_ref().map(crate::connector::Demand::enter);
         let mut conn = live.conn.clone();
         let result = if live.kill.is_some() {
             // Closing the connection fails this command by itself.
@@ -1257,6 +1261,7 @@ impl Driver {
             conn: connection.conn,
             client_id,
             kill: connection.kill,
+            demand: connection.demand,
             generation: self.generation,
             dead: CancellationToken::new(),
             closed_because: std::sync::OnceLock::new(),

@@ -563,8 +563,10 @@ impl Config {
     }
 
     /// Sets `TCP_NODELAY` on the client's sockets (default `true`: each
-    /// command leaves at once; `false` lets the kernel's Nagle algorithm
-    /// coalesce small writes, as redis-rs's own default does).
+    /// write leaves at once; `false` lets the kernel's Nagle algorithm hold
+    /// small writes while one is unacknowledged, as redis-rs's own default
+    /// does). relink coalesces the commands of concurrent callers into one
+    /// write itself, so Nagle has little left to gain.
     pub fn with_tcp_nodelay(mut self, nodelay: bool) -> Self {
         self.tcp_nodelay = nodelay;
         self

@@ -10,6 +10,8 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, PushInfo, RedisError};
 use tokio::task::AbortHandle;
 
+use crate::coalesce::Coalesce;
+pub use crate::coalesce::Demand;
 use crate::config::{Config, Protocol};
 use crate::diagnose::Diagnosis;
 use crate::Error;
@@ -28,11 +30,19 @@ pub struct Connection {
     /// connection being declared dead instead, which costs a little on every
     /// command.
     pub kill: Option<AbortHandle>,
+    /// Where the client counts the callers waiting on this connection, when
+    /// relink opened the socket itself: its writes then coalesce the
+    /// commands of concurrent callers (see [`Demand`]).
+    pub demand: Option<Demand>,
 }
 
 impl From<MultiplexedConnection> for Connection {
     fn from(conn: MultiplexedConnection) -> Self {
-        Connection { conn, kill: None }
+        Connection {
+            conn,
+            kill: None,
+            demand: None,
+        }
     }
 }
 
@@ -181,12 +191,15 @@ pub async fn connect_multiplexed(
                 .map(Connection::from)
         }
     };
+    let demand = Demand::default();
+    let stream = Coalesce::new(stream, demand.clone());
     let (conn, driver) =
         MultiplexedConnection::new_with_config(info.redis_settings(), stream, settings).await?;
     let kill = tokio::spawn(driver).abort_handle();
     Ok(Connection {
         conn,
         kill: Some(kill),
+        demand: Some(demand),
     })
 }
 

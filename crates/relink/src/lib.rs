@@ -62,7 +62,7 @@
 //! | refusals (`LOADING`, `BUSY`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`) | waited out within the outage wait, looking again after 10 ms, ×2, at most 250 ms | nothing was applied, so waiting is safe for every command |
 //! | redirects (`MOVED`, `ASK`) | followed, at most 5 per call | `ClusterClient` only |
 //! | `tcp_keepalive` | 30 s | the OS's own probe of an idle socket |
-//! | `tcp_nodelay` | on | each command leaves at once; `false` lets Nagle coalesce small writes (more throughput at mid concurrency on a small machine, see Numbers) |
+//! | `tcp_nodelay` | on | each write leaves at once; concurrent callers' commands are coalesced into one write by relink itself (see Numbers); `false` lets Nagle hold small writes too |
 //!
 //! Cargo features, all off by default:
 //!
@@ -79,6 +79,7 @@ mod calls;
 pub mod classify;
 mod client;
 pub mod cluster;
+mod coalesce;
 pub mod config;
 pub mod connector;
 pub mod diagnose;

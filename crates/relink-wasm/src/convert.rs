@@ -101,6 +101,26 @@ pub fn bool_arg(value: &JsValue, name: &str) -> Result<bool> {
     })
 }
 
+/// A configuration object `name` (undefined: the default) read in the core's
+/// serde shape and checked by its `validate`; an error names the field
+/// (`config.heartbeat.interval`).
+pub fn config<T: DeserializeOwned + Default>(
+    value: JsValue,
+    name: &str,
+    validate: impl FnOnce(&T) -> core::result::Result<(), relink_core::ConfigError>,
+) -> Result<T> {
+    let config = if value.is_undefined() {
+        T::default()
+    } else {
+        from_js(value, name, INVALID_CONFIG)?
+    };
+    validate(&config).map_err(|e| {
+        let field = format!("{name}.{}", e.field());
+        error(INVALID_CONFIG, &field, &format!("invalid `{name}`: {e}"))
+    })?;
+    Ok(config)
+}
+
 /// Reads argument `name` in the core's serde shape. The error's `field` is the
 /// path to the offending value (`config.heartbeat.interval`), and the message
 /// starts with it.

@@ -25,8 +25,8 @@ after(async () => {
   await Promise.all([...servers].map((s) => s.stop()));
 });
 
-async function server() {
-  const s = await RedisServer.start();
+async function server(args) {
+  const s = await RedisServer.start(args);
   servers.add(s);
   return s;
 }
@@ -233,6 +233,43 @@ describe('relink-redis over node-redis', () => {
     assert.equal(items[2].message, 'two');
     assert.ok(items[1].gapMs >= 0);
     await c.quit();
+  });
+
+  test('a busy connection (BLPOP past the heartbeat bound) is not taken for dead', async () => {
+    const s = await server();
+    const c = client(s.url);
+    const events = [];
+    c.on('event', (e) => events.push(e.type));
+    await c.connect();
+    const blockMs = 6 * HEARTBEAT_MS;
+    const started = performance.now();
+    assert.equal(await c.blPop('empty-list', blockMs / 1000), null);
+    assert.ok(performance.now() - started >= blockMs - 50);
+    assert.equal(c.state, 'ready');
+    assert.equal(c.stats().reconnects, 0, JSON.stringify(events));
+    assert.ok(!events.includes('disconnected'), JSON.stringify(events));
+    assert.ok(events.includes('busy_confirmed'), `the engine asked and the side check said busy: ${JSON.stringify(events)}`);
+    await c.quit();
+  });
+
+  test('a wrong password is a misconfiguration: connect() and calls fail at once', async () => {
+    const s = await server(['--requirepass', 'secret']);
+    const c = client(s.url, FAST, { password: 'wrong' });
+    await assert.rejects(c.connect(), (err) => {
+      assert.ok(err instanceof NotAppliedError, String(err));
+      assert.equal(err.reason, 'misconfigured');
+      assert.match(err.message, /auth/);
+      return true;
+    });
+    assert.equal(c.health().misconfigured, true);
+    const started = performance.now();
+    await assert.rejects(c.get('k'), (err) => err instanceof NotAppliedError && err.reason === 'misconfigured');
+    assert.ok(performance.now() - started < 100, 'failed at once, not after the queue wait');
+    c.close();
+    const good = client(s.url, FAST, { password: 'secret' });
+    await good.connect();
+    assert.equal(await good.ping(), 'PONG');
+    await good.quit();
   });
 
   test('health(), stats() and the async iterator of health events', async () => {

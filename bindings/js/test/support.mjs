@@ -36,15 +36,17 @@ export async function waitFor(condition, { timeout = 10_000, every = 10, what = 
 
 /** One redis-server process of a test's own. */
 export class RedisServer {
-  constructor(port, dir) {
+  constructor(port, dir, args = []) {
     this.port = port;
     this.dir = dir;
+    this.args = args;
     this.process = null;
     this.url = `redis://127.0.0.1:${port}`;
   }
 
-  static async start() {
-    const server = new RedisServer(await freePort(), mkdtempSync(join(tmpdir(), 'relink-js-')));
+  /** `args`: more redis-server arguments (`['--requirepass', 'secret']`). */
+  static async start(args = []) {
+    const server = new RedisServer(await freePort(), mkdtempSync(join(tmpdir(), 'relink-js-')), args);
     await server.spawn();
     return server;
   }
@@ -55,12 +57,12 @@ export class RedisServer {
   async spawn() {
     this.process = spawn(REDIS_SERVER, [
       '--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-      '--dir', this.dir, '--logfile', join(this.dir, 'redis.log'),
+      '--dir', this.dir, '--logfile', join(this.dir, 'redis.log'), ...this.args,
     ], { stdio: 'ignore' });
     const child = this.process;
     child.exited = new Promise((resolve) => { child.once('exit', resolve); });
     await waitFor(async () => {
-      const probe = createRedis({ url: this.url, socket: { reconnectStrategy: false } });
+      const probe = createRedis({ url: this.url, password: this.password(), socket: { reconnectStrategy: false } });
       probe.on('error', () => {});
       try {
         await probe.connect();
@@ -72,6 +74,12 @@ export class RedisServer {
         if (probe.isOpen) probe.destroy();
       }
     }, { timeout: 10_000, what: `redis-server on ${this.port} (log: ${this.log()})` });
+  }
+
+  /** The password given with `--requirepass`, if any. */
+  password() {
+    const at = this.args.indexOf('--requirepass');
+    return at < 0 ? undefined : this.args[at + 1];
   }
 
   log() {

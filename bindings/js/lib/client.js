@@ -140,6 +140,9 @@ class Core {
         if (event.type === 'connected' || event.type === 'reconnected') {
           done();
           resolve();
+        } else if (event.type === 'state_changed' && event.to === 'shutdown') {
+          done();
+          reject(new NotAppliedError('the client was closed before it connected', { outcome: 'not_applied', reason: 'shutdown' }));
         } else if ((event.type === 'connect_attempt_failed' && event.misconfigured) || event.type === 'gave_up') {
           done();
           const failure = event.failure;
@@ -238,6 +241,8 @@ class Core {
       if (decision.type === 'queue' || decision.type === 'retry_at') {
         await subscriber.waitReady(decision.until ?? decision.at);
         input = this.#seen(link);
+      } else if (decision.type === 'fail' && decision.failure.reason === 'shutdown') {
+        throw this.#failure(decision.failure, null, kind === 'channel' ? 'SUBSCRIBE' : 'PSUBSCRIBE');
       } else break;
     }
     return subscriber.subscribe(kind, names, listener);
@@ -260,6 +265,8 @@ class Core {
     try {
       for (;;) {
         const decision = call.decide(this.#policy, now(), input);
+        // A reply given up on is a failure for the retry budget, once.
+        if (input.type === 'no_reply' && decision.type !== 'keep_waiting') this.#budget.onFailure();
         switch (decision.type) {
           case 'send':
           case 'redirect': {

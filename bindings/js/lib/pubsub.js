@@ -28,6 +28,7 @@ export class Subscriber {
   #wanted = new Map(); // `${kind}:${name}` → Set<Subscription>
   #current = null; // the connection whose messages count
   #closed = false;
+  #waiters = new Set(); // subscribe calls waiting for a connection
 
   constructor({ createRedis, redisOptions, supervisor, seed }) {
     this.link = new Link({ createRedis, redisOptions, supervisor, seed, prepare: (conn) => this.#restore(conn) });
@@ -43,11 +44,13 @@ export class Subscriber {
     return new Promise((resolve) => {
       const done = () => {
         this.link.off('ready', done);
+        this.#waiters.delete(done);
         cancel();
         resolve();
       };
       const cancel = at(until, done);
       this.link.on('ready', done);
+      this.#waiters.add(done);
     });
   }
 
@@ -104,6 +107,7 @@ export class Subscriber {
     this.#closed = true;
     this.#wanted.clear();
     this.link.shutdown();
+    for (const wake of [...this.#waiters]) wake();
   }
 
   #subscribeOn(conn, kind, name) {

@@ -207,6 +207,23 @@ describe('relink-redis over node-redis', () => {
     c.close();
   });
 
+  test('quit() during an outage ends connect(), queued calls and subscribes: not applied', async () => {
+    const port = await freePort();
+    const c = client(`redis://127.0.0.1:${port}`);
+    const connecting = c.connect();
+    const queued = c.get('k');
+    const subscribing = c.subscribe('news', () => {});
+    await waitFor(() => c.stats().queued === 1, { what: 'the GET to be queued' });
+    const started = performance.now();
+    await c.quit();
+    const notApplied = (err) => err instanceof NotAppliedError && err.reason === 'shutdown';
+    await assert.rejects(connecting, notApplied);
+    await assert.rejects(queued, notApplied);
+    await assert.rejects(subscribing, notApplied);
+    assert.ok(performance.now() - started < 1000, 'nothing waited out its queue time');
+    assert.equal(c.state, 'shutdown');
+  });
+
   test('Pub/Sub: a subscription restored after a restart, with its marker', async () => {
     const s = await server();
     const c = client(s.url);

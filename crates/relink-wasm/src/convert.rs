@@ -143,7 +143,7 @@ pub fn plain(value: JsValue, name: &str, code: &str) -> Result<serde_json::Value
 }
 
 /// The second half of [`from_js`]: the core's serde reads `value`. On an
-/// error, the field to blame is found by [`blame`].
+/// error, the field to blame is found by leaving fields out (`blame`).
 pub fn from_plain<T: DeserializeOwned>(
     value: serde_json::Value,
     name: &str,

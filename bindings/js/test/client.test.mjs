@@ -74,7 +74,7 @@ describe('relink-redis over node-redis', () => {
     assert.equal(c.stats().reconnects, 1);
   });
 
-  test('SIGSTOP: declared dead within the heartbeat bound, calls end by their deadline', async () => {
+  test('SIGSTOP: declared dead within the heartbeat bound, calls end by their deadline', async (t) => {
     const s = await server();
     const c = client(s.url);
     await c.connect();
@@ -92,10 +92,12 @@ describe('relink-redis over node-redis', () => {
       const took = performance.now() - started;
       // By its deadline; the slack is for a busy 2-core machine's timers.
       assert.ok(took <= deadlineMs + 150, `the call ended ${took.toFixed(0)} ms after it began`);
+      t.diagnostic(`the call ended ${took.toFixed(0)} ms after it began (deadline ${deadlineMs} ms)`);
       await waitFor(() => c.state !== 'ready', { timeout: 5000, what: 'the hung server to be declared dead' });
       const noticed = performance.now() - lastReply;
       // interval + timeout after the last reply, plus timer slack.
       assert.ok(noticed <= 2 * HEARTBEAT_MS + 250, `declared dead ${noticed.toFixed(0)} ms after the last reply`);
+      t.diagnostic(`declared dead ${noticed.toFixed(0)} ms after the last reply (bound ${2 * HEARTBEAT_MS} ms)`);
     } finally {
       s.resume();
     }
@@ -104,7 +106,7 @@ describe('relink-redis over node-redis', () => {
     await c.quit();
   });
 
-  test('INCR loop through a connection killed mid-flight: never applied twice', async () => {
+  test('INCR loop through a connection killed mid-flight: never applied twice', async (t) => {
     const s = await server();
     const admin = await s.admin();
     const c = client(s.url);
@@ -131,6 +133,7 @@ describe('relink-redis over node-redis', () => {
       await Promise.all(batch);
     }
     const counter = Number(await admin.get('counter'));
+    t.diagnostic(`counter ${counter}: ${acknowledged} acknowledged, ${unknown} unknown, ${notApplied} not applied`);
     assert.ok(counter >= acknowledged, `counter ${counter} < acknowledged ${acknowledged}`);
     assert.ok(counter <= acknowledged + unknown, `counter ${counter} > acknowledged ${acknowledged} + unknown ${unknown}`);
     assert.equal(acknowledged + unknown + notApplied, 1000);

@@ -193,7 +193,7 @@ describe('relink-redis over node-redis', () => {
       return true;
     });
     assert.equal(c.stats().queued, 2);
-    const s = new RedisServer(port, (await server()).dir);
+    const s = RedisServer.at(port);
     servers.add(s);
     await s.spawn();
     await connected;

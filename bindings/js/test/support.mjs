@@ -44,10 +44,21 @@ export class RedisServer {
     this.url = `redis://127.0.0.1:${port}`;
   }
 
+  /** A server for `port` with a directory of its own, not started yet. */
+  static at(port, args = []) {
+    return new RedisServer(port, mkdtempSync(join(tmpdir(), 'relink-js-')), args);
+  }
+
   /** `args`: more redis-server arguments (`['--requirepass', 'secret']`). */
   static async start(args = []) {
-    const server = new RedisServer(await freePort(), mkdtempSync(join(tmpdir(), 'relink-js-')), args);
-    await server.spawn();
+    const server = RedisServer.at(await freePort(), args);
+    try {
+      await server.spawn();
+    } catch (err) {
+      // Not ready in time: the process goes now, since no `after` hook knows of it.
+      await server.stop();
+      throw err;
+    }
     return server;
   }
 

@@ -124,7 +124,10 @@ type Own =
   | 'connect' | 'quit' | 'close' | 'destroy' | 'disconnect' | 'duplicate' | 'subscribe' | 'pSubscribe'
   | 'sendCommand' | 'on' | 'once' | 'off' | 'addListener' | 'removeListener' | 'removeAllListeners'
   | 'emit' | 'listeners' | 'listenerCount' | 'isReady' | 'isOpen' | 'options' | 'withTypeMapping'
-  | 'withCommandOptions' | 'withAbortSignal' | 'asap' | 'multi' | 'MULTI' | 'executeIsolated';
+  | 'withCommandOptions' | 'withAbortSignal' | 'asap' | 'multi' | 'MULTI' | 'executeIsolated'
+  | 'QUIT' | 'select' | 'SELECT' | 'watch' | 'WATCH' | 'unwatch' | 'UNWATCH' | 'reset' | 'RESET'
+  | 'monitor' | 'MONITOR' | 'scanIterator' | 'hScanIterator' | 'hScanValuesIterator'
+  | 'hScanNoValuesIterator' | 'sScanIterator' | 'zScanIterator' | 'ref' | 'unref';
 
 /** node-redis's command methods, each run through relink's call policy. */
 export type CommandMethods = Omit<RedisClientType, Own>;

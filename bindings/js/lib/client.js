@@ -18,6 +18,18 @@ const OWN = new Set([
   'state', 'isReady', 'then',
 ]);
 
+// node-redis methods not offered: they return no promise (a MULTI builder, a
+// scan iterator, a new client), or change state of one connection that a
+// reconnect would silently drop (SELECT: use the `database` option; WATCH;
+// MONITOR), or end the connection behind the engine's back.
+const NOT_OFFERED = new Set([
+  'multi', 'MULTI', 'duplicate', 'destroy', 'disconnect', 'QUIT', 'select', 'SELECT', 'watch',
+  'WATCH', 'unwatch', 'UNWATCH', 'reset', 'RESET', 'monitor', 'MONITOR', 'scanIterator',
+  'hScanIterator', 'hScanValuesIterator', 'hScanNoValuesIterator', 'sScanIterator',
+  'zScanIterator', 'executeIsolated', 'withTypeMapping', 'withCommandOptions',
+  'withAbortSignal', 'asap', 'ref', 'unref',
+]);
+
 /**
  * Makes a client. Nothing connects until `connect()`.
  * @param {object} [options] node-redis's createClient options (url, socket,
@@ -63,6 +75,11 @@ function view(core, callOptions) {
     get(target, prop, receiver) {
       if (typeof prop !== 'string' || OWN.has(prop)) return Reflect.get(target, prop, receiver);
       if (typeof core.template[prop] !== 'function') return undefined;
+      if (NOT_OFFERED.has(prop)) {
+        return () => {
+          throw new TypeError(`relink-redis does not offer node-redis's \`${prop}\` (see the package README)`);
+        };
+      }
       return (...args) => core.run(prop, args, commandName(prop), callOptions);
     },
   });

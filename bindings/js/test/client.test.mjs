@@ -338,6 +338,11 @@ describe('relink-redis over node-redis', () => {
     assert.equal(field({ relink: { retryBudget: { max_tokens: 0 } } }), 'relink.retryBudget.max_tokens');
     const c = createClient();
     assert.throws(() => c.withDeadline(-1), RangeError);
+    // What would escape the call policy or a reconnect is refused by name.
+    for (const method of ['multi', 'select', 'duplicate', 'scanIterator']) {
+      assert.throws(() => c[method](), (err) => err instanceof TypeError && err.message.includes(method), method);
+    }
+    assert.equal(c.noSuchCommand, undefined);
     c.close();
   });
 

@@ -5,7 +5,7 @@
 // an outcome.
 import { EventEmitter } from 'node:events';
 import { Call, classifyNodeError, isReadOnly } from './engine.js';
-import { NotAppliedError, OutcomeUnknownError } from './errors.js';
+import { NotAppliedError, OptionsError, OutcomeUnknownError } from './errors.js';
 import { Link, at, now } from './link.js';
 import { parseOptions } from './options.js';
 import { Subscriber } from './pubsub.js';
@@ -117,8 +117,14 @@ class Core {
     this.#budget = parsed.budget;
     this.#maxQueued = parsed.maxQueued;
     this.#seed = parsed.seed;
-    // An unconnected node-redis client: only asked which command methods exist.
-    this.template = createRedis({ ...parsed.redisOptions, socket: { ...parsed.redisOptions.socket, reconnectStrategy: false } });
+    // An unconnected node-redis client: only asked which command methods
+    // exist. Made now, so that options node-redis refuses (a URL it cannot
+    // read) fail here, naming the field, and not at each connection attempt.
+    try {
+      this.template = createRedis({ ...parsed.redisOptions, socket: { ...parsed.redisOptions.socket, reconnectStrategy: false } });
+    } catch (err) {
+      throw new OptionsError(parsed.redisOptions.url === undefined ? 'options' : 'url', err?.message ?? String(err));
+    }
     this.link = new Link({
       createRedis,
       redisOptions: parsed.redisOptions,

@@ -331,6 +331,7 @@ describe('relink-redis over node-redis', () => {
     assert.equal(field({ pingInterval: 1000 }), 'pingInterval');
     assert.equal(field({ disableOfflineQueue: false }), 'disableOfflineQueue');
     assert.equal(field({ url: 6379 }), 'url');
+    assert.equal(field({ url: 'http://127.0.0.1:6379' }), 'url');
     assert.equal(field({ relink: { maxQueued: -1 } }), 'relink.maxQueued');
     assert.equal(field({ relink: { hearbeat: {} } }), 'relink.hearbeat');
     assert.equal(field({ relink: { supervisor: { heartbeat: { interval: 'soon' } } } }), 'relink.supervisor.heartbeat.interval');

@@ -210,6 +210,22 @@ describe('relink-redis over node-redis', () => {
     c.close();
   });
 
+  test('a queued call ends by its deadline: not applied', async (t) => {
+    const port = await freePort();
+    const c = client(`redis://127.0.0.1:${port}`);
+    c.connect().catch(() => {});
+    const started = performance.now();
+    await assert.rejects(c.withDeadline(200).get('k'), (err) => {
+      assert.ok(err instanceof NotAppliedError, String(err));
+      assert.equal(err.outcome, 'not_applied');
+      return true;
+    });
+    const took = performance.now() - started;
+    t.diagnostic(`ended ${took.toFixed(0)} ms after it began (deadline 200 ms)`);
+    assert.ok(took >= 190 && took <= 200 + 150, `ended after ${took.toFixed(0)} ms`);
+    c.close();
+  });
+
   test('quit() during an outage ends connect(), queued calls and subscribes: not applied', async () => {
     const port = await freePort();
     const c = client(`redis://127.0.0.1:${port}`);

@@ -1,7 +1,17 @@
-//! The JavaScript side of `cargo xtask test`: builds `crates/relink-wasm` for
-//! wasm32 (release), turns it into a Node package with the pinned
-//! wasm-bindgen-cli (`bindings/js/pkg/`, git-ignored), and runs the JS tests
-//! with Node's own test runner. Knows nothing of what the tests check.
+//! The JavaScript side of `cargo xtask test`: the `relink-redis` npm
+//! package, built, packed, installed and tested as a user would get it.
+//!
+//! `crates/relink-wasm` is built for wasm32 with the size-first
+//! `wasm-release` profile, turned into ES module glue by the pinned
+//! wasm-bindgen-cli (`--target web`, into `bindings/js/pkg/`, git-ignored)
+//! and shrunk by `wasm-opt -Oz` from the `binaryen` npm package (a dev
+//! dependency of the package, installed into `bindings/js/node_modules`).
+//! Then `npm pack` makes the tarball, a fresh project under the target
+//! directory installs it with node-redis and TypeScript from the registry,
+//! and the package's tests (copied there, so that `relink-redis` resolves to
+//! the installed tarball) run with Node's test runner against the
+//! redis-server given; `tsc --noEmit` checks a TypeScript file against the
+//! published types. Knows nothing of what the tests check.
 //!
 //! The CLI must be exactly the version of the `wasm-bindgen` crate (the two
 //! share an unstable schema), so the version is read from the root
@@ -11,18 +21,27 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use crate::{cargo, header, is_root, project_root, resolve_program, step, Failure, Result};
+use crate::{
+    cargo, header, is_root, project_root, resolve_program, step, target_dir, Failure, Result,
+};
+
+/// The cargo profile of the shipped `.wasm` (root `Cargo.toml`).
+const PROFILE: &str = "wasm-release";
 
 /// The module cargo builds (also import-checked).
 pub fn wasm_module() -> PathBuf {
-    crate::target_dir()
+    target_dir()
         .join(crate::WASM_TARGET)
-        .join("release")
+        .join(PROFILE)
         .join("relink_wasm.wasm")
 }
 
-/// Where wasm-bindgen writes the Node package (git-ignored).
+/// The npm package's sources.
+const PACKAGE_DIR: &str = "bindings/js";
+/// Where wasm-bindgen writes the glue and the module (git-ignored).
 const PKG_DIR: &str = "bindings/js/pkg";
+/// The golden vectors the JS tests replay.
+const VECTORS_DIR: &str = "tests/vectors";
 
 /// Set-up: a wasm-bindgen CLI of the pinned version (installed with
 /// `cargo install` when missing or of another version) and Node.js.
@@ -51,19 +70,20 @@ pub fn ensure_tools() -> Result<PathBuf> {
     })
 }
 
-/// Builds the wasm module and its Node package, then runs `node --test bindings/js/test/`.
-pub fn test(redis_server: &Path) -> Result {
-    let started = Instant::now();
+/// Builds the package's files in `bindings/js`: the wasm module (release,
+/// size-first), its glue, `wasm-opt -Oz`. `npm run build` runs this.
+pub fn build() -> Result {
     let root = project_root();
     let cli = ensure_tools()?;
     step(
         &format!(
-            "cargo build --release --target {} -p relink-wasm",
+            "cargo build --profile {PROFILE} --target {} -p relink-wasm",
             crate::WASM_TARGET
         ),
         cargo().args([
             "build",
-            "--release",
+            "--profile",
+            PROFILE,
             "--target",
             crate::WASM_TARGET,
             "-p",
@@ -71,40 +91,169 @@ pub fn test(redis_server: &Path) -> Result {
         ]),
     )?;
     let module = wasm_module();
+    let _ = std::fs::remove_dir_all(root.join(PKG_DIR));
     step(
         &format!(
-            "wasm-bindgen --target nodejs --out-dir {PKG_DIR} {}",
+            "wasm-bindgen --target web --out-dir {PKG_DIR} {}",
             module.display()
         ),
         Command::new(&cli)
             .current_dir(&root)
-            .args(["--target", "nodejs", "--out-dir", PKG_DIR])
+            .args(["--target", "web", "--out-dir", PKG_DIR])
             .arg(&module),
     )?;
-    // The bindings' package.json says "type": "module"; the generated glue is CommonJS.
-    let pkg_json = root.join(PKG_DIR).join("package.json");
-    std::fs::write(&pkg_json, "{ \"type\": \"commonjs\" }\n")
-        .map_err(|e| Failure::new(format!("write {}: {e}", pkg_json.display())))?;
-    let size = |p: PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+    // The package's dev dependencies: binaryen's wasm-opt, node-redis and
+    // TypeScript for working on the package in place.
+    step(
+        &format!("npm install (in {PACKAGE_DIR}: binaryen, redis, typescript)"),
+        npm(&root.join(PACKAGE_DIR)).args([
+            "install",
+            "--no-package-lock",
+            "--no-audit",
+            "--no-fund",
+        ]),
+    )?;
+    let wasm = root.join(PKG_DIR).join("relink_wasm_bg.wasm");
+    let before = size(&wasm);
+    step(
+        "wasm-opt -Oz (binaryen)",
+        Command::new(root.join(PACKAGE_DIR).join("node_modules/.bin/wasm-opt"))
+            .arg("-Oz")
+            // What Rust's wasm32 target emits by default.
+            .args([
+                "--enable-bulk-memory",
+                "--enable-nontrapping-float-to-int",
+                "--enable-sign-ext",
+                "--enable-mutable-globals",
+                "--enable-reference-types",
+                "--enable-multivalue",
+                "--strip-debug",
+                "--strip-producers",
+            ])
+            .arg(&wasm)
+            .arg("-o")
+            .arg(&wasm),
+    )?;
     println!(
-        "relink_wasm.wasm: {} bytes from cargo (with debug info), {} bytes after wasm-bindgen",
-        size(module),
-        size(root.join(PKG_DIR).join("relink_wasm_bg.wasm")),
+        "relink_wasm_bg.wasm: {} bytes from cargo, {before} after wasm-bindgen, {} after \
+         wasm-opt -Oz ({:.1} KiB)",
+        size(&module),
+        size(&wasm),
+        size(&wasm) as f64 / 1024.0
     );
+    Ok(())
+}
+
+/// Builds the package, packs it, installs the tarball with node-redis into
+/// a fresh project, and runs the package's tests and `tsc --noEmit` there.
+pub fn test(redis_server: &Path) -> Result {
+    let started = Instant::now();
+    let root = project_root();
+    build()?;
+    let work = target_dir().join("js");
+    let project = work.join("project");
+    let _ = std::fs::remove_dir_all(&work);
+    create_dir(&project)?;
+
+    header("npm pack");
+    let packed = npm(&root.join(PACKAGE_DIR))
+        .args(["pack", "--silent", "--pack-destination"])
+        .arg(&work)
+        .output()
+        .map_err(|e| Failure::new(format!("cannot run npm pack: {e}")))?;
+    let name = String::from_utf8_lossy(&packed.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let tarball = work.join(&name);
+    if !packed.status.success() || name.is_empty() || !tarball.is_file() {
+        return Err(Failure::new(format!(
+            "npm pack made no tarball in {}: {}",
+            work.display(),
+            String::from_utf8_lossy(&packed.stderr)
+        )));
+    }
+    println!("packed {} ({} bytes)", tarball.display(), size(&tarball));
+
+    // An empty project, as a user would start one.
+    write(
+        &project.join("package.json"),
+        "{ \"name\": \"relink-redis-check\", \"private\": true, \"type\": \"module\" }\n",
+    )?;
+    let tests = root.join(PACKAGE_DIR).join("test");
+    copy_dir(&tests, &project.join("test"))?;
+    step(
+        "npm install the tarball, redis, typescript and @types/node into a fresh project",
+        npm(&project)
+            .args(["install", "--no-audit", "--no-fund"])
+            .arg(&tarball)
+            .args(["redis@6", "typescript@5", "@types/node@20"]),
+    )?;
     step(
         &format!(
-            "node --test bindings/js/test/ (REDIS_SERVER={})",
+            "node --test (installed tarball, REDIS_SERVER={})",
             redis_server.display()
         ),
         Command::new("node")
-            .current_dir(&root)
-            .args(["--test", "bindings/js/test/"])
-            .env("REDIS_SERVER", redis_server),
+            .current_dir(&project)
+            .args(["--test", "--test-concurrency=2", "test/"])
+            .env("REDIS_SERVER", redis_server)
+            .env("RELINK_VECTORS_DIR", root.join(VECTORS_DIR)),
+    )?;
+    step(
+        "tsc --noEmit -p test/types (against the published types)",
+        Command::new(project.join("node_modules/.bin/tsc"))
+            .current_dir(&project)
+            .args(["-p", "test/types/tsconfig.json"]),
     )?;
     println!(
         "wasm/JS steps took {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+fn npm(dir: &Path) -> Command {
+    let mut cmd = Command::new("npm");
+    cmd.current_dir(dir);
+    cmd
+}
+
+fn size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+fn create_dir(dir: &Path) -> Result {
+    std::fs::create_dir_all(dir).map_err(|e| Failure::new(format!("create {}: {e}", dir.display())))
+}
+
+fn write(path: &Path, contents: &str) -> Result {
+    std::fs::write(path, contents)
+        .map_err(|e| Failure::new(format!("write {}: {e}", path.display())))
+}
+
+/// Copies the files of `from` (recursively) into `to`.
+fn copy_dir(from: &Path, to: &Path) -> Result {
+    create_dir(to)?;
+    let entries = std::fs::read_dir(from)
+        .map_err(|e| Failure::new(format!("read {}: {e}", from.display())))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let target = to.join(entry.file_name());
+        if path.is_dir() {
+            copy_dir(&path, &target)?;
+        } else {
+            std::fs::copy(&path, &target).map_err(|e| {
+                Failure::new(format!(
+                    "copy {} to {}: {e}",
+                    path.display(),
+                    target.display()
+                ))
+            })?;
+        }
+    }
     Ok(())
 }
 

@@ -39,7 +39,10 @@ commands:
             the source tree
   install   --prefix DIR: the release librelink.so (SONAME librelink.so.0.1), librelink.a,
             relink.h and relink.pc into DIR/lib, DIR/include, DIR/lib/pkgconfig
-  js        the wasm/JS steps of `test` alone: the Node package, node --test, import check
+  js        the wasm/JS steps of `test` alone: the relink-redis npm package built (wasm-release
+            profile, wasm-bindgen, wasm-opt -Oz), npm pack, the tarball and node-redis installed
+            into a fresh project, node --test and tsc --noEmit there, the import check;
+            --build-only: just the package's files in bindings/js (`npm run build`)
   doctor    [--sentinel SERVICE] [--cluster] [--timeout 5s] URL: relink-doctor's checks of one
             URL (DNS, TCP, TLS, handshake, PING, loading, role, clients, Sentinel, Cluster)
             with a diagnosis and the next step; exit code 0 when the server is usable
@@ -96,6 +99,9 @@ fn main() -> ExitCode {
             python::test(&redis_server, &library)
         }),
         Some("install") => install::run(&args[1..]),
+        Some("js") if args.get(1).map(String::as_str) == Some("--build-only") => {
+            ensure_wasm_target().and_then(|()| js::build())
+        }
         Some("js") => prepare().and_then(|redis_server| {
             js::test(&redis_server)?;
             check_wasm_modules()

@@ -58,6 +58,19 @@
 //!   user's call.
 //! - `ignore`: `#[ignore]` tests.
 //!
+//! In the npm package's driver (`bindings/js`: [`JS_DRIVER`], its tests
+//! excluded), the same promises for JavaScript ([`check_js_source`]):
+//!
+//! - `js-timer`: `setTimeout(`/`setInterval(` with a literal delay: waits
+//!   are deadlines the engine handed out.
+//! - `js-error-code`: an error code or error class named in the driver (a
+//!   string literal that is a Redis error code, a Node errno name such as
+//!   `'ECONNRESET'`, or a node-redis error class; `instanceof` such a class;
+//!   `.code`/`.name` compared): errors are read by relink-wasm's
+//!   `classify.rs`.
+//! - `js-liveness`: a miss count kept in JavaScript (`misses += 1`,
+//!   `missed++`): liveness is the Supervisor's verdict.
+//!
 //! And one rule about the build, `core-deps`: `cargo tree -p relink-core -e
 //! normal --prefix none` may list only [`CORE_DEPENDENCIES`] (serde,
 //! thiserror and their proc-macro dependencies): no runtime, socket, clock
@@ -846,6 +859,208 @@ fn check_core_dependencies() -> Result<Vec<Violation>> {
     )
 }
 
+/// Where the JavaScript driver lives: the npm package's own files (its
+/// tests, `node_modules` and the generated `pkg/` are not scanned).
+pub const JS_DRIVER: &str = "bindings/js";
+
+/// The JavaScript rules: id and what to do instead.
+pub const JS_RULES: &[(&str, &str)] = &[
+    (
+        "js-timer",
+        "a driver waits only until a deadline the engine handed out (pollOutput's \
+         timeout, a Call decision): no literal delays in bindings/js",
+    ),
+    (
+        "js-error-code",
+        "errors are read by the one classifier, crates/relink-wasm/src/classify.rs \
+         (classifyNodeError, connectCauseOfNodeError, asideVerdictOfNodeError)",
+    ),
+    (
+        "js-liveness",
+        "liveness is the Supervisor's verdict: report pong / activity / ping_failed \
+         and let it count misses",
+    ),
+];
+
+/// node-redis's error classes: naming one in the driver is classifying.
+pub const NODE_REDIS_ERRORS: &[&str] = &[
+    "AbortError",
+    "BlobError",
+    "ClientClosedError",
+    "ClientOfflineError",
+    "ConnectionTimeoutError",
+    "DisconnectsClientError",
+    "ErrorReply",
+    "ReconnectStrategyError",
+    "SimpleError",
+    "SocketClosedUnexpectedlyError",
+    "SocketTimeoutError",
+    "TimeoutError",
+];
+
+/// One line of JavaScript as the JS rules see it: code with comments removed
+/// and string contents blanked, and the string literals that start on it.
+fn js_lines(source: &str) -> Vec<(usize, String, Vec<String>)> {
+    let mut lines = vec![(1, String::new(), Vec::new())];
+    let chars: Vec<char> = source.chars().collect();
+    let mut i = 0;
+    let mut block_comment = false;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '\n' {
+            let number = lines.len() + 1;
+            lines.push((number, String::new(), Vec::new()));
+            i += 1;
+        } else if block_comment {
+            if c == '*' && next == Some('/') {
+                block_comment = false;
+                i += 1;
+            }
+            i += 1;
+        } else if c == '/' && next == Some('*') {
+            block_comment = true;
+            i += 2;
+        } else if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+        } else if matches!(c, '\'' | '"' | '`') {
+            let quote = c;
+            let mut text = String::new();
+            i += 1;
+            while i < chars.len() && chars[i] != quote {
+                if chars[i] == '\\' {
+                    i += 1;
+                }
+                if let Some(&ch) = chars.get(i) {
+                    if ch == '\n' {
+                        let number = lines.len() + 1;
+                        lines.push((number, String::new(), Vec::new()));
+                    }
+                    text.push(ch);
+                }
+                i += 1;
+            }
+            i += 1;
+            if let Some(line) = lines.last_mut() {
+                line.1.push(quote);
+                line.1.push(quote);
+                line.2.push(text);
+            }
+        } else {
+            if let Some(line) = lines.last_mut() {
+                line.1.push(c);
+            }
+            i += 1;
+        }
+    }
+    lines
+}
+
+/// Is `text` a Node errno-style code (`ECONNRESET`, `EAI_AGAIN`)? Node's own
+/// `ERR_*` codes and relink's are not transport errors.
+fn errno_name(text: &str) -> bool {
+    text.len() >= 4
+        && text.starts_with('E')
+        && !text.starts_with("ERR")
+        && text.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+}
+
+/// Every violation of the JS rules in one file of the npm package's driver.
+pub fn check_js_source(path: &str, source: &str) -> Vec<Violation> {
+    let mut found = Vec::new();
+    let mut report = |line: usize, rule: &'static str, what: String| {
+        let reason = JS_RULES
+            .iter()
+            .find(|(id, _)| *id == rule)
+            .map_or("", |(_, reason)| reason);
+        found.push(Violation {
+            path: path.to_owned(),
+            line,
+            rule,
+            reason,
+            what,
+        });
+    };
+    for (number, code, literals) in js_lines(source) {
+        for timer in ["setTimeout(", "setInterval("] {
+            for (at, _) in code.match_indices(timer) {
+                // The delay: what follows the first top-level comma of the call.
+                let args = &code[at + timer.len()..];
+                let mut depth = 0;
+                let delay = args.char_indices().find_map(|(j, ch)| match ch {
+                    '(' | '[' | '{' => {
+                        depth += 1;
+                        None
+                    }
+                    ')' | ']' | '}' => {
+                        depth -= 1;
+                        None
+                    }
+                    ',' if depth == 0 => Some(args[j + 1..].trim_start()),
+                    _ => None,
+                });
+                if delay.is_some_and(|d| d.starts_with(|ch: char| ch.is_ascii_digit())) {
+                    report(
+                        number,
+                        "js-timer",
+                        format!("`{timer}` with a literal delay"),
+                    );
+                }
+            }
+        }
+        for text in &literals {
+            let word = text.split_whitespace().next().unwrap_or("");
+            if REDIS_ERROR_CODES.contains(&word)
+                || errno_name(text)
+                || NODE_REDIS_ERRORS.contains(&text.as_str())
+            {
+                report(
+                    number,
+                    "js-error-code",
+                    format!("the error code or class `{text}`"),
+                );
+            }
+        }
+        let compact: String = code.split_whitespace().collect();
+        for class in NODE_REDIS_ERRORS {
+            if code.contains(&format!("instanceof {class}")) {
+                report(number, "js-error-code", format!("`instanceof {class}`"));
+            }
+        }
+        for field in [".code", ".name", ".constructor"] {
+            // `==` also finds `===`, `!=` also `!==`: one report per field.
+            if ["==", "!="]
+                .iter()
+                .any(|op| compact.contains(&format!("{field}{op}")))
+            {
+                report(number, "js-error-code", format!("`{field}` compared"));
+            }
+        }
+        let lower = compact.to_ascii_lowercase();
+        if lower.contains("miss") && (lower.contains("+=1") || lower.contains("++")) {
+            report(
+                number,
+                "js-liveness",
+                "a miss count kept in JavaScript".into(),
+            );
+        }
+    }
+    found
+}
+
+/// The npm package's driver files: `.js`/`.mjs` under [`JS_DRIVER`],
+/// neither tests nor generated nor installed files.
+fn js_source_files(root: &Path) -> Result<Vec<String>> {
+    files_under(
+        root,
+        &[JS_DRIVER],
+        &["node_modules", "pkg", "test", "examples"],
+        &["js", "mjs"],
+    )
+}
+
 /// One line of the allow-list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allowed {
@@ -859,7 +1074,11 @@ pub struct Allowed {
 /// (whole-line or trailing) are skipped. Unknown rules and malformed lines
 /// are errors.
 pub fn parse_allow_list(text: &str) -> std::result::Result<Vec<Allowed>, String> {
-    let known = |rule: &str| rule == CORE_DEPS || RULES.iter().any(|r| r.id == rule);
+    let known = |rule: &str| {
+        rule == CORE_DEPS
+            || RULES.iter().any(|r| r.id == rule)
+            || JS_RULES.iter().any(|(id, _)| *id == rule)
+    };
     let mut entries = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let content = raw.split('#').next().unwrap_or("").trim();
@@ -926,11 +1145,25 @@ pub fn judge(violations: Vec<Violation>, allowed: &[Allowed]) -> Report {
 
 /// The `.rs` files under `crates/`, `examples/` and `xtask/`, relative and sorted.
 fn source_files(root: &Path) -> Result<Vec<String>> {
+    files_under(
+        root,
+        &["crates", "examples", "xtask"],
+        &["target", "node_modules", "pkg", ".git"],
+        &["rs"],
+    )
+}
+
+/// The files with one of `extensions` under the directories `starts`
+/// (relative to `root`), skipping directories named in `skip`; relative,
+/// `/`-separated and sorted.
+fn files_under(
+    root: &Path,
+    starts: &[&str],
+    skip: &[&str],
+    extensions: &[&str],
+) -> Result<Vec<String>> {
     let mut files = Vec::new();
-    let mut dirs: Vec<_> = ["crates", "examples", "xtask"]
-        .iter()
-        .map(|d| root.join(d))
-        .collect();
+    let mut dirs: Vec<_> = starts.iter().map(|d| root.join(d)).collect();
     while let Some(dir) = dirs.pop() {
         let entries = std::fs::read_dir(&dir)
             .map_err(|e| Failure::new(format!("read {}: {e}", dir.display())))?;
@@ -938,13 +1171,13 @@ fn source_files(root: &Path) -> Result<Vec<String>> {
             let path = entry.path();
             let name = entry.file_name();
             if path.is_dir() {
-                if !matches!(
-                    name.to_str(),
-                    Some("target" | "node_modules" | "pkg" | ".git")
-                ) {
+                if !name.to_str().is_some_and(|n| skip.contains(&n)) {
                     dirs.push(path);
                 }
-            } else if path.extension().is_some_and(|x| x == "rs") {
+            } else if path
+                .extension()
+                .is_some_and(|x| extensions.iter().any(|e| x == *e))
+            {
                 if let Ok(rel) = path.strip_prefix(root) {
                     let parts: Vec<String> = rel
                         .components()
@@ -970,6 +1203,11 @@ pub fn run() -> Result {
         let source = std::fs::read_to_string(root.join(&path))
             .map_err(|e| Failure::new(format!("read {path}: {e}")))?;
         violations.extend(check_source(&path, &source));
+    }
+    for path in js_source_files(&root)? {
+        let source = std::fs::read_to_string(root.join(&path))
+            .map_err(|e| Failure::new(format!("read {path}: {e}")))?;
+        violations.extend(check_js_source(&path, &source));
     }
     violations.extend(check_core_dependencies()?);
     let allow_text = std::fs::read_to_string(root.join(ALLOW_LIST)).unwrap_or_default();
@@ -1297,6 +1535,54 @@ mod tests {
         assert!(parse_allow_list("crates/x.rs no-such-rule").is_err());
         assert!(parse_allow_list("crates/x.rs").is_err());
         assert!(parse_allow_list("crates/relink-core/Cargo.toml core-deps").is_ok());
+    }
+
+    fn js(rule: &str, source: &str) -> Vec<String> {
+        check_js_source("bindings/js/lib/client.js", source)
+            .into_iter()
+            .filter(|v| v.rule == rule)
+            .map(|v| format!("{}: {}", v.line, v.what))
+            .collect()
+    }
+
+    #[test]
+    fn js_rules_flag_decisions_made_in_javascript() {
+        assert_eq!(js("js-timer", "setTimeout(retry, 100);").len(), 1);
+        assert_eq!(
+            js("js-timer", "x;\nsetInterval(() => ping(), 1000)").len(),
+            1
+        );
+        assert_eq!(
+            js("js-error-code", "if (err.code === 'ECONNRESET') retry();").len(),
+            2
+        );
+        assert_eq!(
+            js("js-error-code", "if (e instanceof ErrorReply) x();").len(),
+            1
+        );
+        assert_eq!(
+            js("js-error-code", "const busy = msg.startsWith('LOADING');").len(),
+            1
+        );
+        assert_eq!(
+            js("js-error-code", "if (e.name !== 'AbortError') y();").len(),
+            2
+        );
+        assert_eq!(js("js-liveness", "this.#misses += 1;").len(), 1);
+    }
+
+    #[test]
+    fn js_rules_pass_what_the_driver_does() {
+        let driver = "// setTimeout(f, 100) in a comment is fine\n\
+                      const cancel = at(deadline, () => drive());\n\
+                      timer = setTimeout(arm, Math.min(Math.ceil(left), LONGEST_TIMER));\n\
+                      const { kind } = classifyNodeError(err);\n\
+                      throw new OptionsError('relink.maxQueued', 'must be whole');\n\
+                      const s = `${a}: 'ECONNRESET' in a template is a string`;\n\
+                      if (last?.error instanceof Error) x();";
+        for (id, _) in JS_RULES {
+            assert_eq!(js(id, driver), Vec::<String>::new(), "{id}");
+        }
     }
 
     #[test]

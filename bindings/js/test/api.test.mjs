@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import {
   Backoff, Call, CallPolicy, Supervisor, SyncCursor, retrySafe, killsConnection, failureOutcome, failureName,
   classifyError, classifyErrorCode, connectCause, connectCauseFromFirstBytes,
-} from '../index.mjs';
+} from 'relink-redis/engine';
 
 /** Drains pollOutput(now) until timeout or idle. */
 function drain(sup, now) {

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import {
   Backoff, Call, CallPolicy, Supervisor, SyncCursor, retrySafe, killsConnection, classifyError,
   classifyErrorCode, connectCause, connectCauseFromFirstBytes,
-} from '../index.mjs';
+} from 'relink-redis/engine';
 
 const CONFIG = 'ERR_RELINK_INVALID_CONFIG';
 const ARGUMENT = 'ERR_RELINK_INVALID_ARGUMENT';

@@ -4,9 +4,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Backoff, Call, CallPolicy, Supervisor } from '../index.mjs';
+import { Backoff, Call, CallPolicy, Supervisor } from 'relink-redis/engine';
 
-const VECTORS = fileURLToPath(new URL('../../../tests/vectors/', import.meta.url));
+// The repository's tests/vectors/, passed by `cargo xtask js` (the tests run
+// from a temporary project where the installed package is imported).
+const VECTORS = process.env.RELINK_VECTORS_DIR
+  ? `${process.env.RELINK_VECTORS_DIR.replace(/\/$/, '')}/`
+  : fileURLToPath(new URL('../../../tests/vectors/', import.meta.url));
 const read = (name) => JSON.parse(readFileSync(VECTORS + name, 'utf8'));
 
 // The files this runner replays; a new vector file needs a runner here too.

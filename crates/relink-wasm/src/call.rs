@@ -8,8 +8,7 @@ use relink_core::Timestamp;
 use wasm_bindgen::prelude::*;
 
 use crate::convert::{
-    bool_arg, error, from_js, millis, seed, to_js, Result, INVALID_ARGUMENT, INVALID_CONFIG,
-    MAX_SAFE_INTEGER,
+    self, bool_arg, error, from_js, millis, seed, to_js, Result, INVALID_ARGUMENT, MAX_SAFE_INTEGER,
 };
 
 /// How every call of a client behaves: the outage policy, retries,
@@ -33,15 +32,7 @@ impl CallPolicy {
     /// default policy), validated.
     #[wasm_bindgen(constructor)]
     pub fn new(policy: JsValue) -> Result<CallPolicy> {
-        let policy: relink_core::CallPolicy = if policy.is_undefined() {
-            relink_core::CallPolicy::default()
-        } else {
-            from_js(policy, "policy", INVALID_CONFIG)?
-        };
-        policy.validate().map_err(|e| {
-            let field = format!("policy.{}", e.field());
-            error(INVALID_CONFIG, &field, &format!("invalid `policy`: {e}"))
-        })?;
+        let policy = convert::config(policy, "policy", relink_core::CallPolicy::validate)?;
         Ok(CallPolicy(policy))
     }
 }
@@ -103,7 +94,10 @@ impl Call {
     /// `{type: "not_connected"}`, `{type: "misconfigured"}` (not connected,
     /// and the supervisor's `health().misconfigured`: fails at once),
     /// `{type: "backlog_full"}`, `{type: "failed", kind, delivery,
-    /// budget_allows}`, `{type: "redirected"}` or `{type: "shutdown"}`. `policy` must be the one the call was made with. Once a
+    /// budget_allows}`, `{type: "no_reply", alive_since_sent, budget_allows}`
+    /// (the attempt's timeout passed without its reply; answered with
+    /// `{type: "keep_waiting", timeout}` or a give-up), `{type: "redirected"}`
+    /// or `{type: "shutdown"}`. `policy` must be the one the call was made with. Once a
     /// `fail` is given, every later input gets the same one.
     pub fn decide(
         &mut self,
@@ -117,6 +111,9 @@ impl Call {
             // Only a policy of absurd durations reaches past 2^53 ms
             // (285,000 years); as a number it means the same: never.
             Decision::Send { timeout } => Decision::Send {
+                timeout: timeout.min(MAX_SAFE_DURATION),
+            },
+            Decision::KeepWaiting { timeout } => Decision::KeepWaiting {
                 timeout: timeout.min(MAX_SAFE_DURATION),
             },
             Decision::Redirect { timeout } => Decision::Redirect {
@@ -188,6 +185,10 @@ fn input_arg(input: &JsValue) -> Result<CallInput> {
         Some("redirected") => CallInput::Redirected,
         Some("shutdown") => CallInput::Shutdown,
         Some("misconfigured") => CallInput::Misconfigured,
+        Some("no_reply") => CallInput::NoReply {
+            alive_since_sent: bool_arg(&field("alive_since_sent"), "input.alive_since_sent")?,
+            budget_allows: bool_arg(&field("budget_allows"), "input.budget_allows")?,
+        },
         Some("failed") => CallInput::Failed {
             kind: from_js(field("kind"), "input.kind", INVALID_ARGUMENT)?,
             delivery: from_js(field("delivery"), "input.delivery", INVALID_ARGUMENT)?,
@@ -201,7 +202,7 @@ fn input_arg(input: &JsValue) -> Result<CallInput> {
                 &format!(
                     "invalid `input.type`: {got}; expected an object whose `type` is \
                      \"connected\", \"not_connected\", \"misconfigured\", \"backlog_full\", \
-                     \"failed\", \"redirected\" or \"shutdown\""
+                     \"failed\", \"no_reply\", \"redirected\" or \"shutdown\""
                 ),
             ));
         }

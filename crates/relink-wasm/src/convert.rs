@@ -101,6 +101,26 @@ pub fn bool_arg(value: &JsValue, name: &str) -> Result<bool> {
     })
 }
 
+/// A configuration object `name` (undefined: the default) read in the core's
+/// serde shape and checked by its `validate`; an error names the field
+/// (`config.heartbeat.interval`).
+pub fn config<T: DeserializeOwned + Default>(
+    value: JsValue,
+    name: &str,
+    validate: impl FnOnce(&T) -> core::result::Result<(), relink_core::ConfigError>,
+) -> Result<T> {
+    let config = if value.is_undefined() {
+        T::default()
+    } else {
+        from_js(value, name, INVALID_CONFIG)?
+    };
+    validate(&config).map_err(|e| {
+        let field = format!("{name}.{}", e.field());
+        error(INVALID_CONFIG, &field, &format!("invalid `{name}`: {e}"))
+    })?;
+    Ok(config)
+}
+
 /// Reads argument `name` in the core's serde shape. The error's `field` is the
 /// path to the offending value (`config.heartbeat.interval`), and the message
 /// starts with it.
@@ -122,21 +142,64 @@ pub fn plain(value: JsValue, name: &str, code: &str) -> Result<serde_json::Value
     })
 }
 
-/// The second half of [`from_js`]: the core's serde reads `value`.
+/// The second half of [`from_js`]: the core's serde reads `value`. On an
+/// error, the field to blame is found by leaving fields out (`blame`).
 pub fn from_plain<T: DeserializeOwned>(
     value: serde_json::Value,
     name: &str,
     code: &str,
 ) -> Result<T> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." {
+    T::deserialize(&value).map_err(|e| {
+        let path = blame::<T>(&value);
+        let field = if path.is_empty() {
             name.to_owned()
         } else {
             format!("{name}.{path}")
         };
-        error(code, &field, &format!("invalid `{field}`: {}", e.inner()))
+        error(code, &field, &format!("invalid `{field}`: {e}"))
     })
+}
+
+/// The path (`heartbeat.interval`) to the field of `root` that keeps it from
+/// reading as a `T`: the field without which it reads (every field of the
+/// core's configurations has a default) or only misses that field, looked for again inside that
+/// field's own object; empty when no one field is to blame (a missing
+/// field, a bad tag: the serde message names those). Only run on an error,
+/// so the common path pays nothing; it replaces a path-tracking
+/// deserializer, which doubled every type's deserialization code in the
+/// `.wasm`.
+fn blame<T: DeserializeOwned>(root: &serde_json::Value) -> String {
+    let mut path: Vec<String> = Vec::new();
+    while let Some(serde_json::Value::Object(here)) = lookup(root, &path) {
+        let culprit = here.keys().find(|key| {
+            let mut probe = root.clone();
+            if let Some(serde_json::Value::Object(parent)) = lookup_mut(&mut probe, &path) {
+                parent.remove(key.as_str());
+            }
+            // Fixed by leaving the field out, or only missing it then (a
+            // required field): either way, the value there is the fault.
+            T::deserialize(&probe).map_or_else(
+                |e| e.to_string() == format!("missing field `{key}`"),
+                |_| true,
+            )
+        });
+        match culprit {
+            Some(key) => path.push(key.clone()),
+            None => break,
+        }
+    }
+    path.join(".")
+}
+
+fn lookup<'v>(root: &'v serde_json::Value, path: &[String]) -> Option<&'v serde_json::Value> {
+    path.iter().try_fold(root, |value, key| value.get(key))
+}
+
+fn lookup_mut<'v>(
+    root: &'v mut serde_json::Value,
+    path: &[String],
+) -> Option<&'v mut serde_json::Value> {
+    path.iter().try_fold(root, |value, key| value.get_mut(key))
 }
 
 fn js_error_message(error: JsValue) -> String {

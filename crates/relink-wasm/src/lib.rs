@@ -1,7 +1,9 @@
 //! # relink-wasm: relink-core for JavaScript
 //!
 //! wasm-bindgen bindings of the sans-IO engine: [`Backoff`], [`Supervisor`],
-//! the per-call policy ([`CallPolicy`], [`Call`]), [`SyncCursor`] and the
+//! the per-call policy ([`CallPolicy`], [`Call`], [`RetryBudget`]), [`SyncCursor`], the
+//! classifier of Node's and node-redis's errors ([`classify_node_error`],
+//! [`connect_cause_of_node_error`], [`is_read_only`]) and the
 //! failure-kind questions ([`retry_safe`], [`kills_connection`],
 //! [`classify_error`], ...) and the connect-cause classifiers
 //! ([`connect_cause`], [`connect_cause_from_first_bytes`]). Each exported class is a `#[repr(transparent)]`
@@ -27,16 +29,22 @@
 //!   is to blame, a `field`; the message names the field too.
 
 mod backoff;
+mod budget;
 mod call;
 mod cause;
+mod classify;
 pub mod convert;
 mod failure;
 mod supervisor;
 mod sync;
 
 pub use backoff::Backoff;
+pub use budget::RetryBudget;
 pub use call::{Call, CallPolicy};
 pub use cause::{connect_cause, connect_cause_from_first_bytes};
+pub use classify::{
+    aside_verdict_of_node_error, classify_node_error, connect_cause_of_node_error, is_read_only,
+};
 pub use convert::Result;
 pub use failure::{
     classify_error, classify_error_code, failure_name, failure_outcome, kills_connection,

@@ -5,8 +5,8 @@ use relink_core::Timestamp;
 use wasm_bindgen::prelude::*;
 
 use crate::convert::{
-    error, from_js, from_plain, millis, plain, seed, set, to_js, Result, INVALID_ARGUMENT,
-    INVALID_CONFIG, MAX_SAFE_INTEGER,
+    self, error, from_plain, millis, plain, seed, set, to_js, Result, INVALID_ARGUMENT,
+    MAX_SAFE_INTEGER,
 };
 
 /// Decides when to connect, ping, give a connection up and try again. Feed it
@@ -27,15 +27,7 @@ impl Supervisor {
     /// `BigInt` (or a safe-integer number) for the backoff jitter.
     #[wasm_bindgen(constructor)]
     pub fn new(config: JsValue, seed_value: JsValue) -> Result<Supervisor> {
-        let config: SupervisorConfig = if config.is_undefined() {
-            SupervisorConfig::default()
-        } else {
-            from_js(config, "config", INVALID_CONFIG)?
-        };
-        config.validate().map_err(|e| {
-            let field = format!("config.{}", e.field());
-            error(INVALID_CONFIG, &field, &format!("invalid `config`: {e}"))
-        })?;
+        let config = convert::config(config, "config", SupervisorConfig::validate)?;
         Ok(Supervisor(relink_core::Supervisor::new(
             config,
             seed(&seed_value)?,

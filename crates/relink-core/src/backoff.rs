@@ -18,15 +18,18 @@
 //! server will be back (a timeout, a reset, a lost connection). Three cases
 //! are paced otherwise, by the [supervisor](crate::supervisor):
 //!
-//! - **A stable connection breaks** (up for `backoff_reset_after`): the first
-//!   attempt goes out at once. Most such losses (a connection killed by a
-//!   proxy or an operator, a restart already over) are mended by connecting
-//!   again; if not, the backoff takes over. A flapping server never earns it.
+//! - **A Ready connection breaks**: the first attempt goes out at once. Most
+//!   such losses (a connection killed by a proxy or an operator, a restart
+//!   already over) are mended by connecting again; if not, the backoff takes
+//!   over. Once per stable period: a connection lost before it stayed Ready
+//!   for `backoff_reset_after` after an attempt at once waits the backoff,
+//!   so a flapping server earns one immediate attempt, not a storm.
 //! - **An attempt is refused, or the server says it is not ready yet**
 //!   (nothing listens; `LOADING`, `BUSY`, a replica not yet promoted): the
 //!   wait is cut to `refused_max_delay` (100 ms) while the outage is young,
-//!   and to 1/[`REFUSED_DECAY`](crate::supervisor::REFUSED_DECAY) of the
-//!   outage so far once longer, jittered anew each time. A refusal costs
+//!   and by [`refused_cap`](crate::supervisor::refused_cap) once longer
+//!   (1/20 of the outage so far, later its square over 200 s: why, at
+//!   [`REFUSED_DECAY`](crate::supervisor::REFUSED_DECAY)), jittered anew each time. A refusal costs
 //!   the server's host one RST, so a restart is noticed within about that
 //!   cap, whatever the backoff has grown to; the decay keeps a long outage
 //!   under 2 attempts a second; the fresh jitter keeps clients that lost

@@ -94,10 +94,12 @@
 //!
 //! # Reconnecting
 //!
-//! Reconnect delays come from [`Backoff`]. The backoff sequence is reset only
-//! when the lost connection had stayed Ready for `backoff_reset_after`, so a
-//! server that accepts and then dies at once does not earn instant retries
-//! forever. When the backoff policy gives up (max attempts or max elapsed), the
+//! Reconnect delays come from [`Backoff`]. A Ready connection that breaks
+//! is retried at once (no delay before the first attempt), once per stable
+//! period; the backoff sequence is reset, and the attempt at once earned
+//! again, only when the lost connection had stayed Ready for
+//! `backoff_reset_after`, so a server that accepts and then dies at once
+//! does not earn instant retries forever. When the backoff policy gives up (max attempts or max elapsed), the
 //! supervisor reports [`Event::GaveUp`] and shuts down for good.
 //!
 //! The steady-state path (one input, one poll) does not allocate: outputs wait
@@ -200,7 +202,8 @@ pub struct SupervisorConfig {
     #[serde(with = "crate::duration::human")]
     pub connect_timeout: Duration,
     /// How long a connection must stay Ready before its loss restarts the
-    /// backoff sequence from the initial delay.
+    /// backoff sequence from the initial delay (and earns the attempt at
+    /// once after a loss again: see [Reconnecting](self#reconnecting)).
     #[serde(with = "crate::duration::human")]
     pub backoff_reset_after: Duration,
     /// Delays between attempts while the last one failed for a cause that
@@ -215,9 +218,9 @@ pub struct SupervisorConfig {
     /// answered that it is not ready yet (`LOADING` its dataset, `BUSY`
     /// with a script, a replica not yet promoted): the server's return, or
     /// the end of its load, is noticed within this delay however far the
-    /// backoff has grown. As the outage ages the cap decays: it is the longer of this
-    /// and 1/15 of the outage so far ([`REFUSED_DECAY`]), so a client
-    /// averages at most 2 attempts a second over a 60 s outage; except
+    /// backoff has grown. As the outage ages the cap decays ([`refused_cap`]:
+    /// 1/20 of the outage so far, and its square over 200 s once longer), so a
+    /// client averages at most 2 attempts a second over a 60 s outage; except
     /// for a server `LOADING` its dataset, which is up and polled at this
     /// steady pace until it is ready. Other failures wait the backoff's
     /// delay.
@@ -614,14 +617,40 @@ struct Probe {
     checking: bool,
 }
 
-/// How the cap on the wait after a refused attempt decays as an outage ages
-/// ([`SupervisorConfig::refused_max_delay`]): it is at least the outage's
-/// length divided by this. A capped wait is jittered (half the cap plus up
-/// to half), so it averages 3/4 of the cap. With the 100 ms floor, a 3 s
-/// outage is retried every 100–200 ms (its end noticed within about 75 ms,
-/// median), and a 60 s outage costs about 1.5 / 0.075 + (15 / 0.75)·ln(40)
-/// ≈ 94 attempts: 1.6 a second.
-pub const REFUSED_DECAY: u32 = 15;
+/// How the cap on the wait after a refused attempt decays as an outage of
+/// length `a` ages ([`SupervisorConfig::refused_max_delay`]): it is at least
+/// `a / REFUSED_DECAY`, and at least `a² /` [`REFUSED_LATE_DECAY`] (see
+/// [`refused_cap`]).
+///
+/// A capped wait is jittered (half the cap plus up to half), so it averages
+/// 3/4 of the cap, and a server that comes back is noticed after about 0.37
+/// of the cap (median). With the 100 ms floor:
+///
+/// - up to 2 s of outage the cap is 100 ms (its end noticed within about
+///   37 ms, median); at 3 s it is 150 ms (55 ms); at 10 s 500 ms;
+/// - the linear term keeps that short-outage pace; from 10 s on the square
+///   takes over (2 s at 20 s, 4.5 s at 30 s, then the backoff's own
+///   `max_delay`, 5 s by default), so the attempts of a long outage thin
+///   out: a 60 s outage costs about 2 / 0.075 + (20 / 0.75)·ln 5 +
+///   (200 s / 0.75)·(1/10 s − 1/31.6 s) + 28.4 s / 3.75 s ≈ 95 attempts,
+///   1.6 a second, where the linear term alone would cost 117.
+pub const REFUSED_DECAY: u32 = 20;
+
+/// See [`REFUSED_DECAY`]: the cap after a refusal is at least `a²` divided
+/// by this, `a` the outage so far.
+pub const REFUSED_LATE_DECAY: Duration = Duration::from_secs(200);
+
+/// The cap on the wait after a refused attempt, `outage` into an outage:
+/// the longest of `floor` ([`SupervisorConfig::refused_max_delay`]),
+/// `outage / REFUSED_DECAY` and `outage² / REFUSED_LATE_DECAY`, in whole
+/// milliseconds. Why this shape: [`REFUSED_DECAY`].
+pub fn refused_cap(floor: Duration, outage: Duration) -> Duration {
+    let a = outage.as_millis();
+    let linear = a / u128::from(REFUSED_DECAY);
+    let square = a.saturating_mul(a) / REFUSED_LATE_DECAY.as_millis();
+    let ms = linear.max(square);
+    floor.max(Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)))
+}
 
 /// The most outputs one input (plus the timers it makes due) can queue:
 /// a heartbeat miss that kills the connection queues five.
@@ -649,6 +678,10 @@ pub struct Supervisor {
     /// Whether a connection was ever Ready (tells Connected from Reconnected).
     was_ready: bool,
     ready_since: Timestamp,
+    /// The attempt at once after a lost connection was made, and no
+    /// connection has stayed Ready for `backoff_reset_after` since: the
+    /// next loss waits a backoff delay (a flapping server earns one).
+    at_once_spent: bool,
     last_rx: Timestamp,
     probe: Option<Probe>,
     next_probe_id: u64,
@@ -697,6 +730,7 @@ impl Supervisor {
             outage_start: Timestamp::ZERO,
             was_ready: false,
             ready_since: Timestamp::ZERO,
+            at_once_spent: false,
             last_rx: Timestamp::ZERO,
             probe: None,
             next_probe_id: 1,
@@ -986,11 +1020,10 @@ impl Supervisor {
                 // however long the outage before it.
                 return self.config.refused_max_delay;
             }
-            // Whole milliseconds, like every delay handed out.
-            let outage = now.saturating_since(self.outage_start).as_millis();
-            let decayed = outage / u128::from(REFUSED_DECAY);
-            let decayed = Duration::from_millis(u64::try_from(decayed).unwrap_or(u64::MAX));
-            self.config.refused_max_delay.max(decayed)
+            refused_cap(
+                self.config.refused_max_delay,
+                now.saturating_since(self.outage_start),
+            )
         });
         let retry_at = self.schedule_attempt(now, cap);
         self.out.insert(
@@ -1028,9 +1061,9 @@ impl Supervisor {
     fn lose_connection(&mut self, now: Timestamp, cause: FailureKind) {
         self.push(Output::Action(Action::Disconnect));
         self.push(Output::Event(Event::Disconnected { cause }));
-        let stable = now.saturating_since(self.ready_since) >= self.config.backoff_reset_after;
-        if stable {
+        if now.saturating_since(self.ready_since) >= self.config.backoff_reset_after {
             self.backoff.reset();
+            self.at_once_spent = false;
         }
         self.last_failure = Some(cause);
         self.probe = None;
@@ -1038,12 +1071,14 @@ impl Supervisor {
         self.busy_since = None;
         self.attempt = 0;
         self.outage_start = now;
-        if stable {
-            // A connection that was healthy for a while just broke: most
-            // such losses (a connection killed or timed out by a proxy, a
+        if !core::mem::replace(&mut self.at_once_spent, true) {
+            // A Ready connection just broke: most such losses (a
+            // connection killed or timed out by a proxy or an operator, a
             // restart that is already over) are mended by connecting again
             // at once, so the first attempt waits no delay; if it fails,
-            // the backoff takes over. A flapping server never earns this.
+            // the backoff takes over. Once per stable period: a server
+            // that keeps accepting and dropping connections earns it once,
+            // then waits the growing delays.
             self.attempt_at_once(now);
         } else {
             self.schedule_attempt(now, None);
@@ -1283,7 +1318,7 @@ mod tests {
                 kind: FailureKind::Closed,
             },
         );
-        assert_eq!(sup.state(), State::TransientFailure);
+        assert_eq!(sup.state(), State::Connecting, "lost, and retried at once");
     }
 
     // --- liveness of a busy connection -----------------------------------
@@ -1353,8 +1388,8 @@ mod tests {
         );
         assert_eq!(
             sup.state(),
-            State::TransientFailure,
-            "the miss came instead"
+            State::Connecting,
+            "the miss came instead (lost, and retried at once)"
         );
 
         // No probe outstanding (it was answered), or not Ready: ignored.
@@ -1477,7 +1512,7 @@ mod tests {
             }),
             "misses allowed or not: the server says it is gone"
         );
-        assert_eq!(sup.state(), State::TransientFailure);
+        assert_eq!(sup.state(), State::Connecting, "lost, and retried at once");
         assert_eq!(sup.health().last_failure, Some(FailureKind::Closed));
     }
 
@@ -1495,7 +1530,7 @@ mod tests {
         assert_eq!(out[0], Output::Event(Event::HeartbeatMissed { misses: 1 }));
         assert_eq!(out[1], Output::Action(Action::Disconnect));
         assert_eq!(out[2], Output::Event(Event::Disconnected { cause: kind }));
-        assert_eq!(sup.state(), State::TransientFailure);
+        assert_eq!(sup.state(), State::Connecting, "lost, and retried at once");
 
         // One allowed: a miss, and the next PING at once, with its own deadline.
         let mut sup = pinging(1);
@@ -1556,7 +1591,7 @@ mod tests {
             Output::Event(Event::HeartbeatMissed { misses: 1 }),
             "{out:?}"
         );
-        assert_eq!(sup.state(), State::TransientFailure);
+        assert_eq!(sup.state(), State::Connecting, "lost, and retried at once");
     }
 
     #[test]

@@ -86,7 +86,8 @@ fn a_long_outage_keeps_retrying_at_the_capped_delay_and_recovers() {
         .refused_max_delay(Duration::from_secs(60));
     let trace = run(&scenario(config, &[(Mode::Up, 1000), (Mode::Down, 60_000)])).unwrap();
     let delays = trace.reconnect_delays_ms();
-    assert_eq!(&delays[..6], &[100, 200, 400, 800, 1600, 1600]);
+    // The Ready connection's loss is retried at once, then the backoff.
+    assert_eq!(&delays[..7], &[0, 100, 200, 400, 800, 1600, 1600]);
     assert!(
         delays.len() > 35,
         "kept retrying for a minute: {} attempts",
@@ -154,7 +155,7 @@ fn a_wrong_password_is_retried_slowly_and_fixed_at_once() {
 #[test]
 fn a_restart_is_noticed_fast_and_a_long_outage_is_not_hammered() {
     // Refusals while the outage is young are retried within 100 ms (or
-    // 1/15 of the outage so far), whatever the backoff has grown to.
+    // the decayed cap, `refused_cap`), whatever the backoff has grown to.
     for outage in [300, 1000, 3000] {
         let trace = run(&scenario(
             SupervisorConfig::default(),
@@ -177,7 +178,11 @@ fn a_restart_is_noticed_fast_and_a_long_outage_is_not_hammered() {
             })
             .map(|(at, _)| *at)
             .expect("ready again");
-        let bound = 100.max(outage / 15) + 2;
+        let cap = relink_core::supervisor::refused_cap(
+            Duration::from_millis(100),
+            Duration::from_millis(outage),
+        );
+        let bound = cap.as_millis() as u64 + 2;
         assert!(
             ready - back <= bound,
             "{outage} ms outage: ready {} ms after the server was back (bound {bound})",
@@ -203,7 +208,8 @@ fn a_restart_is_noticed_fast_and_a_long_outage_is_not_hammered() {
 #[test]
 fn a_flapping_server_does_not_earn_instant_retries() {
     // The server dies within 60 ms of every connection; backoff_reset_after is 10 s,
-    // so the delays keep growing instead of restarting at the initial delay.
+    // so the delays keep growing instead of restarting at the initial delay,
+    // and only the first loss is retried at once.
     let config = SupervisorConfig::default().backoff(doubling(3200));
     // Up for 60 ms, down for 1 ms, for 20 s: every connection dies young.
     let mut flapping = Vec::new();
@@ -215,11 +221,11 @@ fn a_flapping_server_does_not_earn_instant_retries() {
     }
     let trace = run(&scenario(config, &flapping)).unwrap();
     let delays = trace.reconnect_delays_ms();
-    assert!(delays.len() >= 5, "{delays:?}");
+    assert!(delays.len() >= 6, "{delays:?}");
     assert_eq!(
-        &delays[..5],
-        &[100, 200, 400, 800, 1600],
-        "no reset while flapping"
+        &delays[..6],
+        &[0, 100, 200, 400, 800, 1600],
+        "one attempt at once, then no reset while flapping"
     );
 }
 

@@ -296,6 +296,67 @@ fn trace(
         .collect()
 }
 
+/// The steps of an outage of `outage_ms` in which every attempt is refused
+/// 1 ms after it is asked for, after a connection Ready from 5 ms to
+/// 1005 ms; then the server is back and the next attempt connects. Found by
+/// running the supervisor itself (the times of its attempts depend on its
+/// jitter), so the vector pins the whole schedule of the refused cap.
+fn long_refusal(config: &SupervisorConfig, seed: u64, outage_ms: u64) -> Vec<(u64, Option<Input>)> {
+    let refused = |attempt| {
+        Some(Input::ConnectFailed {
+            attempt,
+            cause: relink_core::ConnectCause::Refused,
+            evidence: relink_core::Evidence::new("Connection refused (os error 111)"),
+        })
+    };
+    let lost = Some(Input::ConnectionLost {
+        kind: FailureKind::Closed,
+    });
+    let mut steps = vec![
+        (0, Some(Input::Start)),
+        (5, Some(Input::Connected { attempt: 1 })),
+        (1005, lost),
+    ];
+    let mut sup = Supervisor::new(config.clone(), seed);
+    let mut fed = 0;
+    // Bounded: one step per attempt or timer, at most a few hundred.
+    for _ in 0..10_000 {
+        let mut connect = None;
+        let mut timer = None;
+        for &(at, input) in &steps[fed..] {
+            if let Some(input) = input {
+                sup.handle_input(Timestamp::from_millis(at), input);
+            }
+            loop {
+                match sup.poll_output(Timestamp::from_millis(at)) {
+                    Output::Action(relink_core::supervisor::Action::Connect { attempt }) => {
+                        connect = Some((at, attempt));
+                    }
+                    Output::Timeout(t) => {
+                        timer = Some(t.as_millis());
+                        break;
+                    }
+                    Output::Idle => break,
+                    _ => {}
+                }
+            }
+        }
+        fed = steps.len();
+        match (connect, timer) {
+            (Some((at, attempt)), _) if at < 1005 + outage_ms => {
+                steps.push((at + 1, refused(attempt)))
+            }
+            (Some((at, attempt)), _) => {
+                steps.push((at + 1, Some(Input::Connected { attempt })));
+                return steps;
+            }
+            (None, Some(t)) => steps.push((t, None)),
+            (None, None) => panic!("the supervisor stopped: {steps:?}"),
+        }
+    }
+    panic!("no end to the outage");
+}
+
 /// The vectors' base config: round numbers, no jitter, so a reader can
 /// check every deadline by hand.
 fn sup_config() -> SupervisorConfig {
@@ -361,7 +422,7 @@ fn supervisor_cases() -> Vec<SupervisorCaseDef> {
             vec![(0, Some(Start)), (5, connected(1))],
         ),
         (
-            "refused, backoff, then connected; later lost and reconnected",
+            "refused, backoff, then connected; later lost twice and reconnected",
             sup_config(),
             1,
             vec![
@@ -369,11 +430,15 @@ fn supervisor_cases() -> Vec<SupervisorCaseDef> {
                 (3, refused(1)),
                 (103, None),
                 (110, connected(2)),
-                // Lost after 490 ms Ready (< backoff_reset_after): the backoff
-                // goes on growing (200 ms), and the attempt count restarts.
+                // A Ready connection lost (after 490 ms): retried at once.
                 (600, lost),
-                (800, None),
-                (805, connected(1)),
+                (604, connected(1)),
+                // Lost again before backoff_reset_after: the attempt at once
+                // was spent, so the backoff goes on growing (200 ms), and
+                // the attempt count restarts.
+                (700, lost),
+                (900, None),
+                (905, connected(1)),
             ],
         ),
         (
@@ -640,6 +705,12 @@ fn supervisor_cases() -> Vec<SupervisorCaseDef> {
                 (2610, work(3)),
                 (3111, aside(3, AsideVerdict::Busy)),
             ],
+        ),
+        (
+            "a long refusal with the defaults: 100 ms waits, then 1/20 of the outage, then its square over 200 s",
+            SupervisorConfig::default(),
+            11,
+            long_refusal(&SupervisorConfig::default(), 11, 40_000),
         ),
         (
             "stale connect results for an abandoned attempt are ignored",

@@ -49,8 +49,8 @@
 //! | setting | default | what it does |
 //! | --- | --- | --- |
 //! | `backoff` | exponential from 100 ms, ×2, at most 5 s, equal jitter, no limit | delay between reconnect attempts |
-//! | `refused_max_delay` | 100 ms, or 1/15 of the outage so far if longer (each wait jittered: half of it plus up to half) | the longest wait after a refused attempt (nothing listening): a restart is noticed within it however far the backoff has grown, and a 60 s outage still costs under 2 attempts a second |
-//! | `backoff_reset_after` | 10 s | a connection up this long is stable: its loss is followed by an attempt at once (0.5 ms to the next success after a `CLIENT KILL`, 88 ms before), and the backoff starts over |
+//! | `refused_max_delay` | 100 ms, or 1/20 of the outage so far if longer, or its square over 200 s (each wait jittered: half of it plus up to half) | the longest wait after a refused attempt (nothing listening): a restart is noticed within it however far the backoff has grown (about 37 ms median up to 2 s of outage, 55 ms at 3 s), and a 60 s outage still costs under 2 attempts a second |
+//! | `backoff_reset_after` | 10 s | a connection up this long is stable: its loss restarts the backoff and earns the next loss an attempt at once again (a Ready connection's loss is retried at once, once per stable period: a flapping server gets it once) |
 //! | `connect_timeout` | 2 s | one connection attempt, handshake included |
 //! | `heartbeat` | PING after 1 s of silence, dead after 1 s without an answer, 0 misses allowed | a hung server is noticed within 2 s of its last reply; any reply (an error reply too) proves it alive |
 //! | `response_timeout` | 3 s | one attempt's wait for its reply, unless the connection shows signs of life (then up to the deadline) |

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use relink::config::{Jitter, OutagePolicy, Strategy};
 use relink::core::backoff::BackoffPolicy;
-use relink::core::supervisor::REFUSED_DECAY;
+use relink::core::supervisor::{REFUSED_DECAY, REFUSED_LATE_DECAY};
 use relink::Config;
 
 const HEADER: &str = "| setting | default | what it does |";
@@ -104,8 +104,9 @@ fn expected() -> Vec<(&'static str, String)> {
         (
             "`refused_max_delay`",
             format!(
-                "{}, or 1/{REFUSED_DECAY} of the outage so far if longer",
-                human(supervisor.refused_max_delay)
+                "{}, or 1/{REFUSED_DECAY} of the outage so far if longer, or its square over {}",
+                human(supervisor.refused_max_delay),
+                human(REFUSED_LATE_DECAY)
             ),
         ),
         (

@@ -278,3 +278,51 @@ async fn clients_that_lost_a_server_together_do_not_return_together() {
         client.shutdown().await;
     }
 }
+
+/// A Ready connection that breaks is retried at once: the first attempt
+/// needs no delay, even on a connection up for well under
+/// `backoff_reset_after` (relink's defaults: 10 s). Once per stable period:
+/// a second loss right after waits the backoff (a flapping server earns
+/// one attempt at once, not a storm).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_ready_connection_is_retried_at_once_once_per_stable_period() {
+    let server = RedisServer::start();
+    let mut client = ready_client(relink::Config::new(&server.url()).unwrap()).await;
+    let mut events = client.events();
+    let mut admin = server.connection();
+    let mut kill = || {
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query(&mut admin)
+            .unwrap();
+        assert!(killed >= 1);
+    };
+    let retried = |e: &Event| matches!(e, Event::ReconnectScheduled { .. });
+    kill();
+    let seen = events_until(&mut events, retried).await;
+    assert!(
+        matches!(
+            seen.last(),
+            Some(Event::ReconnectScheduled { delay, .. }) if delay.is_zero()
+        ),
+        "the first loss is retried at once: {seen:?}"
+    );
+    events_until(&mut events, |e| matches!(e, Event::Reconnected { .. })).await;
+    let _: () = client.set("k", "v").await.unwrap();
+    kill();
+    let seen = events_until(&mut events, retried).await;
+    assert!(
+        matches!(
+            seen.last(),
+            Some(Event::ReconnectScheduled { delay, .. }) if !delay.is_zero()
+        ),
+        "a second loss within backoff_reset_after waits the backoff: {seen:?}"
+    );
+    events_until(&mut events, |e| matches!(e, Event::Reconnected { .. })).await;
+    let _: () = client.set("k", "v").await.unwrap();
+    client.shutdown().await;
+}

@@ -56,6 +56,9 @@ const TARGET_THROUGHPUT: f64 = 0.97;
 const TARGET_P99: f64 = 1.10;
 const DETECTION_SLACK: Duration = Duration::from_millis(50);
 const RECOVERY_SLACK: Duration = Duration::from_millis(20);
+/// The speed issue's target: first success within 100 ms (median) of the
+/// server's return, with relink's defaults.
+const RECOVERY_TARGET: Duration = Duration::from_millis(100);
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
@@ -866,6 +869,8 @@ async fn recovery_section(
     let _ = tokio::time::timeout(Duration::from_secs(2), collector).await;
     let killed = killed_connection(server).await?;
     let with_defaults = defaults_recovery(server).await?;
+    let herd_arrivals = herd(server).await?;
+    let long_attempts = long_outage(server).await?;
     let loading = after_loading().await?;
 
     writeln!(
@@ -929,10 +934,9 @@ async fn recovery_section(
     writeln!(
         md,
         "After `CLIENT KILL` of relink's connection (a proxy's idle timeout, an operator), \
-         the server up all along, relink's defaults but `backoff_reset_after` 1 s (the \
-         connection had been up longer): first success {} median (min {}, max {}) over {} \
-         runs. A stable connection's loss is followed by an attempt at once; the backoff \
-         only takes over if it fails.\n",
+         the server up all along, relink's defaults: first success {} median (min {}, max {}) \
+         over {} runs. A Ready connection's loss is retried at once; the backoff only takes \
+         over if that fails.\n",
         ms(median),
         ms(min),
         ms(max),
@@ -940,16 +944,82 @@ async fn recovery_section(
     )?;
     writeln!(
         md,
-        "With relink's defaults (backoff 100 ms ×2 up to 5 s; a connection up for 10 s, \
-         so its loss is retried at once), the server SIGKILLed, down for the given time, \
-         restarted: from `restart()` returning to the first successful `SET`.\n"
+        "With relink's defaults (backoff 100 ms ×2 up to 5 s, a refused attempt waiting at \
+         most 100 ms while the outage is young; a fresh client each run), the server \
+         SIGKILLed, down for the given time, restarted: from `restart()` returning to the \
+         first successful `SET`; meanwhile a reader task `GET`s in a loop (each waits in \
+         the backlog, 5 s at most, while there is no connection).\n"
     )?;
-    writeln!(md, "| down for | first success |")?;
-    writeln!(md, "| --- | --- |")?;
-    for (outage, first) in &with_defaults {
-        writeln!(md, "| {} | {} |", ms(*outage), ms(*first))?;
+    writeln!(
+        md,
+        "| down for | first success, median (≤ {} ms) | runs | reader's GETs | failed |",
+        RECOVERY_TARGET.as_millis()
+    )?;
+    writeln!(md, "| --- | --- | --- | --- | --- |")?;
+    for outage in [300, 1_000, 3_000].map(Duration::from_millis) {
+        let runs: Vec<&DefaultsRep> = with_defaults
+            .iter()
+            .filter(|r| r.outage == outage)
+            .collect();
+        let firsts: Vec<Duration> = runs.iter().map(|r| r.first_success).collect();
+        let (_, median, _) = summary(&firsts);
+        let reads: u64 = runs.iter().map(|r| r.reads).sum();
+        let errors: u64 = runs.iter().map(|r| r.read_errors).sum();
+        writeln!(
+            md,
+            "| {} | {} | {} | {reads} | {errors} |",
+            ms(outage),
+            ms(median),
+            firsts.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ")
+        )?;
+        verdicts.push((
+            format!(
+                "first success ≤ {} ms median after a {} outage (defaults)",
+                RECOVERY_TARGET.as_millis(),
+                ms(outage)
+            ),
+            ms(median),
+            median <= RECOVERY_TARGET,
+        ));
+        verdicts.push((
+            format!("no reader errors during a {} outage (defaults)", ms(outage)),
+            format!("{errors} of {reads}"),
+            errors == 0,
+        ));
     }
     writeln!(md)?;
+    let (herd_arrivals, last_after_restart) = herd_arrivals;
+    let (_, median, spread) = summary(&herd_arrivals);
+    writeln!(
+        md,
+        "No herd: 100 clients with relink's defaults lose the server together (kill -9, 1 s \
+         down, restart); they are Ready again over {} (half of them within {} of the first), \
+         the last {} after `restart()` returned (each refused attempt's wait is jittered \
+         anew).\n",
+        ms(spread),
+        ms(median),
+        ms(last_after_restart)
+    )?;
+    verdicts.push((
+        "100 clients' returns spread over ≥ 80 ms".into(),
+        ms(spread),
+        spread >= Duration::from_millis(80),
+    ));
+    let (first_second, all, outage) = long_attempts;
+    let per_second = f64::from(all) / outage.as_secs_f64();
+    writeln!(
+        md,
+        "A long outage (relink's defaults, the server down {}): {all} connection attempts, \
+         {per_second:.2} a second on average, {first_second} of them in the first second \
+         (a refused attempt waits at most 100 ms while the outage is young, then 1/20 of the \
+         outage so far, then its square over 200 s: `relink_core::supervisor::refused_cap`).\n",
+        ms(outage)
+    )?;
+    verdicts.push((
+        "≤ 2 connection attempts a second over a long outage".into(),
+        format!("{per_second:.2}/s over {}", ms(outage)),
+        per_second <= 2.0,
+    ));
     let (min, median, max) = summary(&loading);
     writeln!(
         md,
@@ -974,22 +1044,18 @@ async fn recovery_section(
     Ok(())
 }
 
-/// Times from `CLIENT KILL` of relink's connection (after it was up longer
-/// than `backoff_reset_after`) to the next successful `SET`.
+/// Times from `CLIENT KILL` of relink's connection to the next successful
+/// `SET`: relink's defaults, a fresh client each run (Ready for a moment
+/// only: a Ready connection's loss is retried at once).
 async fn killed_connection(server: &RedisServer) -> Res<Vec<Duration>> {
     const NAME: &str = "bench-killed";
-    let config = Config::new(&server.url())?
-        .with_client_name(NAME)
-        .with_backoff_reset_after(Duration::from_secs(1));
-    let client = Client::new(config)?;
-    client.wait_ready(Duration::from_secs(10)).await?;
     let mut admin = tokio::task::block_in_place(|| server.connection());
-    let mut writer = client.idempotent();
     let mut times = Vec::new();
     for rep in 0..REPS {
+        let client = Client::new(Config::new(&server.url())?.with_client_name(NAME))?;
+        client.wait_ready(Duration::from_secs(10)).await?;
+        let mut writer = client.idempotent();
         let () = writer.set("bench:killed", rep).await?;
-        // Up for longer than backoff_reset_after.
-        tokio::time::sleep(Duration::from_millis(1_100)).await;
         let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin)?;
         let id = list
             .lines()
@@ -1014,45 +1080,135 @@ async fn killed_connection(server: &RedisServer) -> Res<Vec<Duration>> {
             }
         }
         times.push(done.ok_or("no success within 10 s of CLIENT KILL")?);
+        shutdown(&client).await?;
     }
-    shutdown(&client).await?;
     Ok(times)
 }
 
-/// Kill -9 and restart under a client with relink's defaults, each time
-/// after its connection was up for `backoff_reset_after`: the outage and
-/// the time from the restart to the first successful `SET`.
-async fn defaults_recovery(server: &mut RedisServer) -> Res<Vec<(Duration, Duration)>> {
-    let config = Config::new(&server.url())?.with_client_name("bench-defaults");
-    let stable = config.supervisor_config().backoff_reset_after;
-    let client = Client::new(config)?;
-    client.wait_ready(Duration::from_secs(10)).await?;
-    let mut writer = client.idempotent();
+/// One kill -9 and restart under a fresh client with relink's defaults.
+struct DefaultsRep {
+    outage: Duration,
+    /// From the restart to the first successful `SET`.
+    first_success: Duration,
+    /// `GET`s a reader task made during the outage, and how many failed.
+    reads: u64,
+    read_errors: u64,
+}
+
+/// Kill -9 and restart under a client with relink's defaults, 3 runs per
+/// outage of 300 ms, 1 s and 3 s (each shorter than the backlog's 5 s
+/// wait): the time from the restart to the first successful `SET`, and a
+/// reader's `GET`s, which should all succeed (they wait in the backlog).
+async fn defaults_recovery(server: &mut RedisServer) -> Res<Vec<DefaultsRep>> {
+    const RUNS: usize = 3;
     let mut results = Vec::new();
     for outage in [300, 1_000, 3_000].map(Duration::from_millis) {
-        let () = writer.set("bench:defaults", 0).await?;
-        tokio::time::sleep(stable + Duration::from_millis(200)).await;
-        server.kill();
-        tokio::time::sleep(outage).await;
-        tokio::task::block_in_place(|| server.restart());
-        let back = Instant::now();
-        let mut first = None;
-        for i in 0..100_000u32 {
-            if back.elapsed() > Duration::from_secs(20) {
-                break;
+        for _ in 0..RUNS {
+            let client =
+                Client::new(Config::new(&server.url())?.with_client_name("bench-defaults"))?;
+            client.wait_ready(Duration::from_secs(10)).await?;
+            let mut writer = client.idempotent();
+            let () = writer.set("bench:defaults", 0).await?;
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let reader = tokio::spawn({
+                let mut reader = client.clone();
+                let stop = Arc::clone(&stop);
+                async move {
+                    let (mut reads, mut errors) = (0u64, 0u64);
+                    // Bounded by count, and ended by `stop` after the restart.
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) && reads < 10_000_000 {
+                        reads += 1;
+                        if reader
+                            .get::<_, Option<i64>>("bench:defaults")
+                            .await
+                            .is_err()
+                        {
+                            errors += 1;
+                        }
+                    }
+                    (reads, errors)
+                }
+            });
+            server.kill();
+            tokio::time::sleep(outage).await;
+            tokio::task::block_in_place(|| server.restart());
+            let back = Instant::now();
+            let mut first = None;
+            for i in 0..100_000u32 {
+                if back.elapsed() > Duration::from_secs(20) {
+                    break;
+                }
+                if writer.set::<_, _, ()>("bench:defaults", i).await.is_ok() {
+                    first = Some(back.elapsed());
+                    break;
+                }
             }
-            if writer.set::<_, _, ()>("bench:defaults", i).await.is_ok() {
-                first = Some(back.elapsed());
-                break;
-            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let (reads, read_errors) = tokio::time::timeout(Duration::from_secs(10), reader)
+                .await
+                .map_err(|_| "the reader did not stop within 10 s")??;
+            results.push(DefaultsRep {
+                outage,
+                first_success: first.ok_or("no success within 20 s of the restart")?,
+                reads,
+                read_errors,
+            });
+            shutdown(&client).await?;
         }
-        results.push((
-            outage,
-            first.ok_or("no success within 20 s of the restart")?,
-        ));
     }
-    shutdown(&client).await?;
     Ok(results)
+}
+
+/// No herd: 100 clients with relink's defaults lose one server together
+/// (kill -9, 1 s down, restart). Returns the instants they became Ready
+/// again, relative to the first of them, and when the last came relative
+/// to `restart()` returning (which polls the server until it answers, so
+/// the first clients may come before it returns).
+async fn herd(server: &mut RedisServer) -> Res<(Vec<Duration>, Duration)> {
+    const CLIENTS: usize = 100;
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS {
+        let client = Client::new(Config::new(&server.url())?)?;
+        client.wait_ready(Duration::from_secs(10)).await?;
+        clients.push(client);
+    }
+    server.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::task::block_in_place(|| server.restart());
+    let back = Instant::now();
+    let mut ready_at = Vec::with_capacity(CLIENTS);
+    for client in &clients {
+        client.wait_ready(Duration::from_secs(20)).await?;
+        ready_at.push(client.health().borrow().since);
+    }
+    for client in &clients {
+        shutdown(client).await?;
+    }
+    ready_at.sort_unstable();
+    let first = ready_at[0];
+    let last = ready_at[ready_at.len() - 1];
+    let arrivals = ready_at.iter().map(|at| at.duration_since(first)).collect();
+    Ok((arrivals, last.saturating_duration_since(back)))
+}
+
+/// A long outage under relink's defaults: the server killed for `OUTAGE`;
+/// the connection attempts the client made in its first second and in all.
+async fn long_outage(server: &mut RedisServer) -> Res<(u32, u32, Duration)> {
+    const OUTAGE: Duration = Duration::from_secs(60);
+    let client = Client::new(Config::new(&server.url())?)?;
+    client.wait_ready(Duration::from_secs(10)).await?;
+    let attempts = || client.health().borrow().attempt;
+    server.kill();
+    let down = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let first_second = attempts();
+    tokio::time::sleep(OUTAGE.saturating_sub(down.elapsed())).await;
+    let all = attempts();
+    let outage = down.elapsed();
+    tokio::task::block_in_place(|| server.restart());
+    client.wait_ready(Duration::from_secs(20)).await?;
+    shutdown(&client).await?;
+    Ok((first_second, all, outage))
 }
 
 /// Times from the end of a dataset load (a plain connection's first PONG

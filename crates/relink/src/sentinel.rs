@@ -44,9 +44,10 @@ use futures_util::{FutureExt, StreamExt};
 use redis::aio::{PubSubSink, PubSubStream};
 use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
 use redis::{ConnectionAddr, ConnectionInfo, Msg, RedisError, Role, TlsMode, Value};
+use relink_core::failover::{sentinel_signal, SENTINEL_CHANNELS};
 use relink_core::supervisor::{Action, Event, Input, Output, State, Supervisor, SupervisorConfig};
-use relink_core::{FailureKind, Timestamp};
-use tokio::sync::watch;
+use relink_core::{FailoverSignal, FailureKind, Timestamp};
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -60,6 +61,10 @@ pub const SWITCH_MASTER_CHANNEL: &str = "+switch-master";
 
 /// A `host:port` as the sentinels name it.
 type Addr = (String, u16);
+
+/// Failover signals kept for a client that has not read them yet (a
+/// failover has about a dozen).
+const SIGNALS_KEPT: usize = 64;
 
 /// The latest failover announcement: `seq` counts announcements.
 #[derive(Debug, Clone, Default)]
@@ -80,6 +85,9 @@ pub struct SentinelConnector {
     /// redis-rs's discovery, with its cached sentinel connections.
     discovery: tokio::sync::Mutex<Sentinel>,
     announced: Arc<watch::Sender<Announcement>>,
+    /// The failover's steps as the watcher hears them, for every client on
+    /// this connector.
+    signals: broadcast::Sender<FailoverSignal>,
     /// The announcement count when the last connect started.
     connect_seq: AtomicU64,
     /// The master of the last successful connect.
@@ -138,6 +146,7 @@ impl SentinelConnector {
             sentinels: Arc::new(sentinels),
             discovery: tokio::sync::Mutex::new(discovery),
             announced: Arc::new(watch::channel(Announcement::default()).0),
+            signals: broadcast::channel(SIGNALS_KEPT).0,
             connect_seq: AtomicU64::new(0),
             connected: Mutex::new(None),
             subscription: Mutex::new(None),
@@ -216,6 +225,7 @@ impl SentinelConnector {
             service: self.service.clone(),
             sentinels: Arc::clone(&self.sentinels),
             announced: Arc::clone(&self.announced),
+            signals: self.signals.clone(),
             stop: self.stop.clone(),
             settings: self.watch.clone(),
             seed: self.seed,
@@ -241,12 +251,10 @@ impl SentinelConnector {
             // server name): over TLS the sentinels are asked where the
             // master is, and the ROLE check in `connect`, on relink's own
             // verified connection, is the check.
-            let (host, port) = self.ask_for_master(config).await.inspect_err(|e| {
+            let master = self.ask_for_master(config).await.inspect_err(|e| {
                 tracing::debug!(service = %self.service, error = %e, "sentinel discovery failed");
             })?;
-            let info = config.connection_info();
-            let addr = crate::connector::same_transport_at(info.addr(), host, port);
-            return redis::Client::open(info.set_addr(addr));
+            return client_at(config, master);
         }
         let client = {
             let mut discovery = self.discovery.lock().await;
@@ -272,9 +280,20 @@ impl Connector for SentinelConnector {
     async fn connect(&self, config: &Config, push: PushHandler) -> Result<Connection, RedisError> {
         self.ensure_subscription();
         // Announcements from now on may concern the master found below.
-        self.connect_seq
-            .store(self.announced.borrow().seq, Ordering::Relaxed);
-        let client = self.master_client(config).await?;
+        let (seq, announced) = {
+            let latest = self.announced.borrow();
+            (latest.seq, latest.master.clone())
+        };
+        let previous = self.connect_seq.swap(seq, Ordering::Relaxed);
+        let client = match announced.filter(|_| seq > previous) {
+            // A master announced since the last connect (a `+switch-master`)
+            // is reached at once: a sentinel asked now may not know of the
+            // switch yet (the others learn it from the leader within
+            // seconds). The ROLE check below is the check; if it fails,
+            // the next attempt asks the sentinels.
+            Some(master) => client_at(config, master)?,
+            None => self.master_client(config).await?,
+        };
         let addr = match client.get_connection_info().addr() {
             ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
                 (host.clone(), *port)
@@ -311,33 +330,52 @@ impl Connector for SentinelConnector {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let Some((host, port)) = master else {
+        let Some(master) = master else {
             return Err(crate::Error::NotConnected {
                 state: relink_core::State::Connecting,
                 last_attempt: None,
             }
             .into_redis());
         };
-        let info = config.connection_info();
-        let addr = crate::connector::same_transport_at(info.addr(), host, port);
-        let client = redis::Client::open(info.set_addr(addr))?;
+        let client = client_at(config, master)?;
         connect_multiplexed(&client, config, Arc::new(|_| {})).await
+    }
+
+    fn moved(&self) -> BoxFuture<'static, ()> {
+        if !self.follow {
+            return Box::pin(std::future::pending());
+        }
+        self.ensure_subscription();
+        // From now on: a switch announced earlier was asked about by the
+        // connect (or is asked about by the next one).
+        self.announced_after(self.announced.borrow().seq)
+    }
+
+    fn failover_signals(&self) -> Option<broadcast::Receiver<FailoverSignal>> {
+        if !self.follow {
+            return None;
+        }
+        // The watcher runs whether or not the master is reachable.
+        self.ensure_subscription();
+        Some(self.signals.subscribe())
     }
 
     fn invalidated(&self) -> BoxFuture<'static, ()> {
         if !self.follow {
             return Box::pin(std::future::pending());
         }
-        let seen = self.connect_seq.load(Ordering::Relaxed);
-        let connected = self
-            .connected
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        self.announced_after(self.connect_seq.load(Ordering::Relaxed))
+    }
+}
+
+impl SentinelConnector {
+    /// Resolves at the first announcement after the `seen`th that names a
+    /// master other than the last connect's (a switch to the master we are
+    /// already on is no reason to reconnect).
+    fn announced_after(&self, seen: u64) -> BoxFuture<'static, ()> {
+        let connected = self.current_master();
         let mut rx = self.announced.subscribe();
         Box::pin(async move {
-            // A switch to the master we are already on (announced while we
-            // connected to it) is no reason to reconnect.
             let moved = rx
                 .wait_for(|a| a.seq > seen && a.master.is_some() && a.master != connected)
                 .await
@@ -348,6 +386,14 @@ impl Connector for SentinelConnector {
             }
         })
     }
+}
+
+/// A client for the master at `host:port`, with the config's settings and
+/// transport (TLS when the URL says so).
+fn client_at(config: &Config, (host, port): Addr) -> Result<redis::Client, RedisError> {
+    let info = config.connection_info();
+    let addr = crate::connector::same_transport_at(info.addr(), host, port);
+    redis::Client::open(info.set_addr(addr))
 }
 
 /// The attempt's error when the named node is not (or no longer) a master:
@@ -398,6 +444,7 @@ struct Watcher {
     service: String,
     sentinels: Arc<Vec<ConnectionInfo>>,
     announced: Arc<watch::Sender<Announcement>>,
+    signals: broadcast::Sender<FailoverSignal>,
     stop: CancellationToken,
     /// The supervisor's settings ([`SentinelConfig::watch_supervisor`](crate::config::SentinelConfig::watch_supervisor)).
     settings: SupervisorConfig,
@@ -486,14 +533,7 @@ impl Watcher {
                 },
                 message = next_message(&mut state.listening) => match message {
                     Some(msg) => {
-                        if let Some(master) = msg
-                            .get_payload::<String>()
-                            .ok()
-                            .and_then(|payload| parse_switch(&payload, &self.service))
-                        {
-                            tracing::info!(service = %self.service, master = %format!("{}:{}", master.0, master.1), "sentinel announced +switch-master");
-                            self.announce(master);
-                        }
+                        self.hear(&msg);
                         // Any message proves the sentinel alive.
                         Some(Input::Activity)
                     }
@@ -594,6 +634,27 @@ impl Watcher {
         }
     }
 
+    /// One announcement of a sentinel: a switch moves the connector's
+    /// master first, then every step goes to the clients for their core.
+    fn hear(&self, msg: &Msg) {
+        let channel = msg.get_channel_name();
+        let Ok(payload) = msg.get_payload::<String>() else {
+            return;
+        };
+        let Some(signal) = sentinel_signal(channel, &payload, &self.service) else {
+            return;
+        };
+        tracing::debug!(service = %self.service, %channel, %payload, %signal, "sentinel announcement");
+        if signal == FailoverSignal::Switched {
+            if let Some(master) = parse_switch(&payload, &self.service) {
+                tracing::info!(service = %self.service, master = %format!("{}:{}", master.0, master.1), "sentinel announced +switch-master");
+                self.announce(master);
+            }
+        }
+        // (No client listening is no error.)
+        let _ = self.signals.send(signal);
+    }
+
     fn announce(&self, master: Addr) {
         self.announced.send_modify(|a| {
             a.seq += 1;
@@ -626,7 +687,7 @@ async fn subscribe(info: ConnectionInfo, service: String) -> Result<Subscribed, 
     )
     .await?;
     let (mut sink, stream) = pubsub.split();
-    sink.subscribe(SWITCH_MASTER_CHANNEL).await?;
+    sink.subscribe(SENTINEL_CHANNELS).await?;
     let master: Option<Addr> = redis::cmd("SENTINEL")
         .arg("get-master-addr-by-name")
         .arg(&service)
@@ -723,6 +784,7 @@ mod tests {
             service: "mymaster".into(),
             sentinels: Arc::new(vec![info.clone(), info]),
             announced,
+            signals: broadcast::channel(SIGNALS_KEPT).0,
             stop: CancellationToken::new(),
             settings,
             seed: 1,

@@ -15,20 +15,28 @@
 //!   (the config's credentials, database, protocol, timeouts, push messages),
 //!   and `ROLE` is asked again on it: a node that is not a master fails the
 //!   attempt with a `READONLY` error, and the supervisor's backoff tries again.
-//! - **`+switch-master`**: a background task keeps a Pub/Sub subscription on
-//!   one sentinel, a connection shape of its own driven by the core's
-//!   [`Supervisor`] like the client's connection: the supervisor decides
-//!   when to (re)subscribe (each attempt to the next sentinel in turn), the
-//!   backoff between attempts and when to give up, the connect timeout, the
-//!   heartbeat (any message counts as a reply; a PING after a silence) and
-//!   when the subscription is dead; the settings are
+//! - **The failover's announcements**: a background task keeps a Pub/Sub
+//!   subscription on one sentinel to the failover's channels
+//!   ([`SENTINEL_CHANNELS`]: `+odown`, `+try-failover`, `+promoted-slave`,
+//!   the `+failover-state-*` steps, `+switch-master`, the aborts), started
+//!   with the client and kept whether or not the master answers. It is a
+//!   connection shape of its own driven by the core's [`Supervisor`] like
+//!   the client's connection: the supervisor decides when to (re)subscribe
+//!   (each attempt to the next sentinel in turn, so a dead sentinel is left
+//!   for the next), the backoff between attempts and when to give up, the
+//!   connect timeout, the heartbeat (any message counts as a reply; a PING
+//!   after a silence) and when the subscription is dead; the settings are
 //!   [`SentinelConfig::watch_supervisor`](crate::config::SentinelConfig::watch_supervisor).
-//!   A watcher that gave up is started again by the next connect. When
-//!   a failover of the service names a master other than the one connected,
-//!   [`Connector::invalidated`] resolves and the client reconnects at once,
-//!   instead of writing to the old master until it is demoted. After each
-//!   (re)subscription the task also asks `SENTINEL get-master-addr-by-name`,
-//!   so a switch announced while it was not listening is not missed.
+//!   A watcher that gave up is started again by the next connect. Every
+//!   step concerning the service goes to the clients' drivers
+//!   ([`Connector::failover_signals`]) for their core, which holds writes
+//!   while a failover is in progress. When a failover names a master other
+//!   than the one connected, [`Connector::invalidated`] (or, with no
+//!   connection up, [`Connector::moved`]) resolves and the client connects
+//!   at once, also in the middle of a backoff wait, and straight to the
+//!   announced master. After each (re)subscription the task also asks
+//!   `SENTINEL get-master-addr-by-name`, so a switch announced while it was
+//!   not listening is not missed.
 //!
 //! A `READONLY` reply from a demoted master needs nothing here: the client
 //! classifies it as a connection-killing failure and reconnects, which asks

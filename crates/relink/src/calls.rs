@@ -595,6 +595,12 @@ impl Calls {
                     last_attempt: None,
                 },
             },
+            (FailReason::FailoverInProgress, _) => Error::NotApplied {
+                kind: FailureKind::Moved,
+                detail: "a failover of the master is in progress (the sentinels announced it) \
+                         and the outage policy is fail-fast: the write was not sent"
+                    .to_owned(),
+            },
             (FailReason::BacklogFull, _) => Error::BacklogFull {
                 capacity: self.capacity,
             },

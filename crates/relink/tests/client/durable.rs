@@ -77,9 +77,20 @@ async fn a_write_no_replica_confirms_is_outcome_unknown_and_was_applied() {
         .query(&mut server.connection())
         .unwrap();
     assert_eq!(n, 4);
+    // A leased connection's transaction: its EXEC is what waits.
+    let mut tx = durable.exclusive().await.unwrap();
+    redis::cmd("MULTI").exec_async(&mut tx).await.unwrap();
+    let queued: String = tx.incr("n", 1).await.unwrap();
+    assert_eq!(queued, "QUEUED");
+    let e = redis::cmd("EXEC")
+        .query_async::<(i64,)>(&mut tx)
+        .await
+        .unwrap_err();
+    assert_eq!(not_replicated(&e), (0, 1));
+    drop(tx);
     // A read has nothing to replicate: no WAIT, its answer as usual.
     let n: i64 = durable.get("n").await.unwrap();
-    assert_eq!(n, 4);
+    assert_eq!(n, 5);
     // The server's verdict on a write is passed on as it is: a wrong type
     // is no question of replication.
     redis::cmd("RPUSH")
@@ -116,6 +127,19 @@ async fn writes_a_replica_confirms_are_acknowledged() {
         .await
         .unwrap();
     assert_eq!(c, 23);
+    // A leased connection: WAIT waits for the transaction's EXEC (inside
+    // MULTI it would be queued with the rest).
+    let mut tx = durable.exclusive().await.unwrap();
+    assert_eq!(
+        crate::exclusive::watched_increment(&mut tx).await,
+        Some((1,))
+    );
+    redis::cmd("MULTI").exec_async(&mut tx).await.unwrap();
+    let queued: String = tx.incr("counter", 1).await.unwrap();
+    assert_eq!(queued, "QUEUED");
+    let (n,): (i64,) = redis::cmd("EXEC").query_async(&mut tx).await.unwrap();
+    assert_eq!(n, 2);
+    drop(tx);
     // aof asked for: Redis 7.0 has no WAITAOF (detected at connect), so the
     // replicas' acknowledgement is what is waited for; a newer server that
     // has it, with appendonly off, cannot confirm the fsync.

@@ -114,7 +114,7 @@ fn report_path() -> PathBuf {
 }
 
 /// The sections, in the order they run; `--only NAME` runs one.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "throughput",
     "detection",
     "deadline",
@@ -124,6 +124,7 @@ const SECTIONS: [&str; 9] = [
     "cluster",
     "blocking",
     "tls",
+    "durable",
 ];
 
 async fn run(only: Option<&str>) -> Res<String> {
@@ -172,6 +173,9 @@ async fn run(only: Option<&str>) -> Res<String> {
     }
     if wanted("tls") {
         tls_section(&mut md, &mut verdicts).await?;
+    }
+    if wanted("durable") {
+        durable_section(&mut md).await?;
     }
 
     writeln!(md, "## Verdict\n")?;
@@ -1155,6 +1159,66 @@ async fn sync_section(
         catch_up_rate >= 100_000.0,
     ));
     Ok(())
+}
+
+// ---- durable acknowledgements ------------------------------------------------
+
+/// The cost of durable acknowledgements: the same SET/GET load through a
+/// client to a master with one replica, plain and with `durable(1, 500ms)`
+/// (every SET followed by `WAIT 1 500` in its round trip; GETs skip it).
+async fn durable_section(md: &mut String) -> Res<()> {
+    eprintln!("bench: durable acknowledgements");
+    let master = RedisServer::builder().start();
+    let _replica = RedisServer::builder()
+        .args(["--replicaof", "127.0.0.1"])
+        .arg(master.port().to_string())
+        .start();
+    let client = Client::new(Config::new(&master.url())?)?;
+    client.wait_ready(Duration::from_secs(20)).await?;
+    let durable = client.durable(1, Duration::from_millis(500))?;
+    // The replica in sync: a durable write is acknowledged (bounded, 20 s).
+    let mut probe = durable.clone();
+    let synced = Instant::now();
+    while probe
+        .set::<_, _, ()>("bench:durable:probe", 1)
+        .await
+        .is_err()
+    {
+        if synced.elapsed() > Duration::from_secs(20) {
+            return Err("the replica did not confirm a write within 20 s".into());
+        }
+    }
+    writeln!(
+        md,
+        "## Durable acknowledgements
+"
+    )?;
+    writeln!(
+        md,
+        "A master and one replica on loopback; SET/GET alternating (16-byte values) \
+         through one `Client`, plain and through `client.durable(1, 500ms)` (each SET \
+         followed by `WAIT 1 500` in the same round trip; GETs skip it).\n"
+    )?;
+    writeln!(md, "| tasks | plain ops/s | durable ops/s | ratio | plain p99 | durable p99 | durable errors |")?;
+    writeln!(md, "| --- | --- | --- | --- | --- | --- | --- |")?;
+    for tasks in [1, 16] {
+        let mut plain = load(client.clone(), tasks, "plain").await?;
+        let mut safe = load(durable.clone(), tasks, "durable").await?;
+        plain.latencies_us.sort_unstable();
+        safe.latencies_us.sort_unstable();
+        writeln!(
+            md,
+            "| {tasks} | {:.0} | {:.0} | {:.2} | {} µs | {} µs | {} |",
+            plain.ops_per_s(),
+            safe.ops_per_s(),
+            safe.ops_per_s() / plain.ops_per_s().max(1e-9),
+            percentile(&plain.latencies_us, 99.0),
+            percentile(&safe.latencies_us, 99.0),
+            safe.errors
+        )?;
+    }
+    writeln!(md)?;
+    shutdown(&client).await
 }
 
 // ---- 5. Sentinel failover -----------------------------------------------------

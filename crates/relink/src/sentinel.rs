@@ -79,6 +79,9 @@ const SIGNALS_KEPT: usize = 64;
 struct Announcement {
     seq: u64,
     master: Option<Addr>,
+    /// It was a `+switch-master` (not the answer to the watcher's own
+    /// question after subscribing).
+    switched: bool,
 }
 
 /// Connects to the master that Redis Sentinel names; see the module docs.
@@ -354,9 +357,10 @@ impl Connector for SentinelConnector {
             return Box::pin(std::future::pending());
         }
         self.ensure_subscription();
-        // From now on: a switch announced earlier was asked about by the
-        // connect (or is asked about by the next one).
-        self.announced_after(self.announced.borrow().seq)
+        // From now on, and only a switch: an earlier one, or the master a
+        // sentinel named when the watcher subscribed, is what the next
+        // attempt connects to anyway.
+        self.announced_after(self.announced.borrow().seq, true)
     }
 
     fn failover_signals(&self) -> Option<broadcast::Receiver<FailoverSignal>> {
@@ -372,20 +376,26 @@ impl Connector for SentinelConnector {
         if !self.follow {
             return Box::pin(std::future::pending());
         }
-        self.announced_after(self.connect_seq.load(Ordering::Relaxed))
+        self.announced_after(self.connect_seq.load(Ordering::Relaxed), false)
     }
 }
 
 impl SentinelConnector {
-    /// Resolves at the first announcement after the `seen`th that names a
-    /// master other than the last connect's (a switch to the master we are
-    /// already on is no reason to reconnect).
-    fn announced_after(&self, seen: u64) -> BoxFuture<'static, ()> {
+    /// Resolves at the first announcement after the `seen`th (a
+    /// `+switch-master` only, if `switches`) that names a master other than
+    /// the last connect's (a switch to the master we are already on is no
+    /// reason to reconnect).
+    fn announced_after(&self, seen: u64, switches: bool) -> BoxFuture<'static, ()> {
         let connected = self.current_master();
         let mut rx = self.announced.subscribe();
         Box::pin(async move {
             let moved = rx
-                .wait_for(|a| a.seq > seen && a.master.is_some() && a.master != connected)
+                .wait_for(|a| {
+                    a.seq > seen
+                        && (a.switched || !switches)
+                        && a.master.is_some()
+                        && a.master != connected
+                })
                 .await
                 .is_ok();
             if !moved {
@@ -521,7 +531,7 @@ impl Watcher {
                 (attempt, sentinel, result) = poll_subscribe(&mut state.subscribing) => match result {
                     Ok(subscribed) => {
                         if let Some(master) = subscribed.master {
-                            self.announce(master);
+                            self.announce(master, false);
                         }
                         state.listening = Some(Listening {
                             sentinel,
@@ -656,16 +666,17 @@ impl Watcher {
         if signal == FailoverSignal::Switched {
             if let Some(master) = parse_switch(&payload, &self.service) {
                 tracing::info!(service = %self.service, master = %format!("{}:{}", master.0, master.1), "sentinel announced +switch-master");
-                self.announce(master);
+                self.announce(master, true);
             }
         }
         // (No client listening is no error.)
         let _ = self.signals.send(signal);
     }
 
-    fn announce(&self, master: Addr) {
+    fn announce(&self, master: Addr, switched: bool) {
         self.announced.send_modify(|a| {
             a.seq += 1;
+            a.switched = switched;
             a.master = Some(master);
         });
     }

@@ -695,6 +695,10 @@ async fn durable_writes_survive_a_killed_master_and_a_dead_sentinel_and_the_swit
         .with_sentinel(SentinelConfig::new(SERVICE, topology.sentinel_nodes()));
     let client = ready(defaults.clone()).await;
     let durable = client.durable(1, Duration::from_millis(200)).unwrap();
+    // The first write on the new master is timed on a client of its own:
+    // on the durable load's connection it would queue behind WAITs that
+    // the new master (with no replica left) lets run out.
+    let probe = ready(defaults.clone()).await;
     let stop = tokio_util::sync::CancellationToken::new();
     let load = incr_load(&durable, "durable", &stop);
     until_acknowledged(&durable, 200, "before the kill").await;
@@ -707,7 +711,7 @@ async fn durable_writes_survive_a_killed_master_and_a_dead_sentinel_and_the_swit
 
     let killed = blocking(|| topology.kill_master());
     assert_eq!(killed, old);
-    let landed = first_write_landing_on(&client, new, "kill").await;
+    let landed = first_write_landing_on(&probe, new, "kill").await;
     let switched = tokio::time::timeout(PATIENCE, switched)
         .await
         .expect("no +switch-master heard")
@@ -743,4 +747,5 @@ async fn durable_writes_survive_a_killed_master_and_a_dead_sentinel_and_the_swit
         tally.not_applied,
     );
     client.shutdown().await;
+    probe.shutdown().await;
 }

@@ -23,7 +23,8 @@
 //!   connection shape of its own driven by the core's [`Supervisor`] like
 //!   the client's connection: the supervisor decides when to (re)subscribe
 //!   (each attempt to the next sentinel in turn, so a dead sentinel is left
-//!   for the next), the backoff between attempts and when to give up, the
+//!   for the next: the configured ones, then the others they named when
+//!   asked `SENTINEL SENTINELS` at each subscription), the backoff between attempts and when to give up, the
 //!   connect timeout, the heartbeat (any message counts as a reply; a PING
 //!   after a silence) and when the subscription is dead; the settings are
 //!   [`SentinelConfig::watch_supervisor`](crate::config::SentinelConfig::watch_supervisor).
@@ -42,6 +43,7 @@
 //! classifies it as a connection-killing failure and reconnects, which asks
 //! the sentinels again.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -73,6 +75,9 @@ type Addr = (String, u16);
 /// Failover signals kept for a client that has not read them yet (a
 /// failover has about a dozen).
 const SIGNALS_KEPT: usize = 64;
+
+/// The most sentinels a watcher takes turns over (configured and learned).
+const MAX_SENTINELS: usize = 64;
 
 /// The latest failover announcement: `seq` counts announcements.
 #[derive(Debug, Clone, Default)]
@@ -492,6 +497,8 @@ struct Subscribed {
     sink: PubSubSink,
     stream: PubSubStream,
     master: Option<Addr>,
+    /// The other sentinels this one named, reached like it.
+    others: Vec<ConnectionInfo>,
 }
 
 /// The watcher's state while it runs: the supervisor and what it asked for.
@@ -500,6 +507,10 @@ struct WatchLoop {
     supervisor: Supervisor,
     /// The sentinel the next attempt goes to (an index, taken modulo their number).
     next: usize,
+    /// The sentinels in turn: the configured ones, then those they named
+    /// (`SENTINEL SENTINELS`), so a watcher whose configured sentinels died
+    /// still finds the others.
+    sentinels: Vec<ConnectionInfo>,
     subscribing: Option<PendingSubscribe>,
     listening: Option<Listening>,
     ping: Option<PendingPing>,
@@ -511,6 +522,7 @@ impl Watcher {
             epoch: Instant::now(),
             supervisor: Supervisor::new(self.settings.clone(), self.seed),
             next: 0,
+            sentinels: self.sentinels.to_vec(),
             subscribing: None,
             listening: None,
             ping: None,
@@ -533,6 +545,7 @@ impl Watcher {
                         if let Some(master) = subscribed.master {
                             self.announce(master, false);
                         }
+                        learn(&mut state.sentinels, subscribed.others);
                         state.listening = Some(Listening {
                             sentinel,
                             sink: subscribed.sink,
@@ -595,8 +608,8 @@ impl Watcher {
             Action::Connect { attempt } => {
                 // The sentinels in turn. (There is at least one: the config
                 // is validated; with none, the attempt times out.)
-                let count = self.sentinels.len().max(1);
-                let Some(info) = self.sentinels.get(state.next % count) else {
+                let count = state.sentinels.len().max(1);
+                let Some(info) = state.sentinels.get(state.next % count) else {
                     return;
                 };
                 state.next = state.next.wrapping_add(1);
@@ -699,7 +712,7 @@ impl WatchLoop {
 /// announced while nobody listened is not missed. Its time is bounded by
 /// the supervisor (its connect timeout abandons it).
 async fn subscribe(info: ConnectionInfo, service: String) -> Result<Subscribed, RedisError> {
-    let client = redis::Client::open(info)?;
+    let client = redis::Client::open(info.clone())?;
     let (pubsub, mut conn) = futures_util::future::try_join(
         client.get_async_pubsub(),
         client.get_multiplexed_async_connection(),
@@ -712,11 +725,42 @@ async fn subscribe(info: ConnectionInfo, service: String) -> Result<Subscribed, 
         .arg(&service)
         .query_async(&mut conn)
         .await?;
+    // The other sentinels of the service, as this one knows them (an
+    // answer it cannot give costs the subscription nothing).
+    let others: Vec<HashMap<String, String>> = redis::cmd("SENTINEL")
+        .arg("SENTINELS")
+        .arg(&service)
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    let others = others
+        .iter()
+        .filter_map(|s| Some((s.get("ip")?.clone(), s.get("port")?.parse().ok()?)))
+        .map(|(host, port)| {
+            let addr = crate::connector::same_transport_at(info.addr(), host, port);
+            info.clone().set_addr(addr)
+        })
+        .collect();
     Ok(Subscribed {
         sink,
         stream,
         master,
+        others,
     })
+}
+
+/// Adds the sentinels in `others` that `known` lacks (by address), to be
+/// tried after the ones before them.
+fn learn(known: &mut Vec<ConnectionInfo>, others: Vec<ConnectionInfo>) {
+    for other in others {
+        if known.len() >= MAX_SENTINELS {
+            return;
+        }
+        if !known.iter().any(|k| k.addr() == other.addr()) {
+            tracing::debug!(sentinel = %other.addr(), "sentinel learned from another");
+            known.push(other);
+        }
+    }
 }
 
 async fn poll_subscribe(

@@ -749,3 +749,33 @@ async fn durable_writes_survive_a_killed_master_and_a_dead_sentinel_and_the_swit
     client.shutdown().await;
     probe.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_whose_only_configured_sentinel_dies_moves_to_the_ones_it_named() {
+    let mut topology = blocking(SentinelTopology::start);
+    let old = topology.master_addr().unwrap();
+    let new = the_replica(&topology, old);
+    // One sentinel configured: the watcher learns the two others from it.
+    let first = topology.sentinel_nodes()[0].clone();
+    let client =
+        ready(config(&topology, true).with_sentinel(SentinelConfig::new(SERVICE, [first]))).await;
+    let (watched, _) = kill_the_watched_sentinel(&mut topology).await;
+    let switched = switch_master_heard(watched).await;
+    let mut events = client.events();
+    let from = blocking(|| topology.failover());
+    assert_eq!(from, old);
+    // Followed on the announcement (discovery, which asks the configured
+    // sentinel only, would find none): the switch reaches the client.
+    let landed = first_write_landing_on(&client, new, "learned").await;
+    let switched = tokio::time::timeout(PATIENCE, switched)
+        .await
+        .expect("no +switch-master heard")
+        .unwrap();
+    println!(
+        "learned sentinel: first write on the new master {:?} after +switch-master",
+        landed.saturating_duration_since(switched)
+    );
+    let seen = events_so_far(&mut events);
+    assert!(seen.contains(&Event::ServerMoved), "{seen:?}");
+    client.shutdown().await;
+}

@@ -56,7 +56,8 @@ pub enum FailoverSignal {
     /// `+failover-end`, `+failover-end-for-timeout`: the failover is over
     /// (the switch is announced with [`Switched`](Self::Switched)).
     Ended,
-    /// `-failover-abort-*`: the failover was given up; the master stays.
+    /// `-failover-abort-*` (but `-not-elected`, one sentinel's lost vote):
+    /// the failover was given up; the master stays.
     Aborted,
     /// `+switch-master`: the service has a new master.
     Switched,
@@ -125,6 +126,8 @@ pub fn sentinel_signal(channel: &str, payload: &str, service: &str) -> Option<Fa
             FailoverSignal::Started
         }
         "+failover-end" | "+failover-end-for-timeout" => FailoverSignal::Ended,
+        // One sentinel lost the vote: the leader's failover goes on.
+        "-failover-abort-not-elected" => return None,
         c if c.starts_with("+failover-state-") => FailoverSignal::Started,
         c if c.starts_with("-failover-abort-") => FailoverSignal::Aborted,
         _ => return None,
@@ -199,6 +202,8 @@ mod tests {
         assert_eq!(read("+promoted-slave", "slave 1:2 1 2 @ other 1 2"), None);
         assert_eq!(read("+reboot", M), None);
         assert_eq!(read("+odown", ""), None);
+        // A sentinel that lost the election: the leader's failover goes on.
+        assert_eq!(read("-failover-abort-not-elected", M), None);
         assert_eq!(read("+selected-slave", "slave x"), None);
         assert_eq!(read("+switch-master", ""), None);
     }

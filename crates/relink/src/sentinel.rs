@@ -15,18 +15,22 @@
 //!   (the config's credentials, database, protocol, timeouts, push messages),
 //!   and `ROLE` is asked again on it: a node that is not a master fails the
 //!   attempt with a `READONLY` error, and the supervisor's backoff tries again.
-//! - **The failover's announcements**: a background task keeps a Pub/Sub
-//!   subscription on one sentinel to the failover's channels
-//!   ([`SENTINEL_CHANNELS`]: `+odown`, `+try-failover`, `+promoted-slave`,
-//!   the `+failover-state-*` steps, `+switch-master`, the aborts), started
-//!   with the client and kept whether or not the master answers. It is a
-//!   connection shape of its own driven by the core's [`Supervisor`] like
-//!   the client's connection: the supervisor decides when to (re)subscribe
-//!   (each attempt to the next sentinel in turn, so a dead sentinel is left
-//!   for the next: the configured ones, then the others they named when
-//!   asked `SENTINEL SENTINELS` at each subscription), the backoff between attempts and when to give up, the
-//!   connect timeout, the heartbeat (any message counts as a reply; a PING
-//!   after a silence) and when the subscription is dead; the settings are
+//! - **The failover's announcements**: background tasks (watchers, one per
+//!   configured sentinel, at most three) each keep a Pub/Sub subscription
+//!   on a sentinel to the failover's channels ([`SENTINEL_CHANNELS`]:
+//!   `+odown`, `+try-failover`, `+promoted-slave`, the `+failover-state-*`
+//!   steps, `+switch-master`, the aborts), started with the client and kept
+//!   whether or not the master answers. More than one, since only the
+//!   sentinel leading a failover announces its steps, and the others hear
+//!   of the switch from it up to seconds later. Each is a connection shape
+//!   of its own driven by the core's [`Supervisor`] like the client's
+//!   connection: the supervisor decides when to (re)subscribe (each attempt
+//!   to the next sentinel in turn, so a dead sentinel is left for the next:
+//!   the configured ones, then the others they named when asked `SENTINEL
+//!   SENTINELS` at each subscription), the backoff between attempts and
+//!   when to give up, the connect timeout, the heartbeat (any message
+//!   counts as a reply; a PING after a silence) and when the subscription
+//!   is dead; the settings are
 //!   [`SentinelConfig::watch_supervisor`](crate::config::SentinelConfig::watch_supervisor).
 //!   A watcher that gave up is started again by the next connect. Every
 //!   step concerning the service goes to the clients' drivers
@@ -79,6 +83,9 @@ const SIGNALS_KEPT: usize = 64;
 /// The most sentinels a watcher takes turns over (configured and learned).
 const MAX_SENTINELS: usize = 64;
 
+/// The most watchers (subscriptions held at once) per connector.
+const MAX_WATCHERS: usize = 3;
+
 /// The latest failover announcement: `seq` counts announcements.
 #[derive(Debug, Clone, Default)]
 struct Announcement {
@@ -108,7 +115,8 @@ pub struct SentinelConnector {
     connect_seq: AtomicU64,
     /// The master of the last successful connect.
     connected: Mutex<Option<Addr>>,
-    subscription: Mutex<Option<JoinHandle<()>>>,
+    /// The watchers, one a sentinel at first (at most [`MAX_WATCHERS`]).
+    subscription: Mutex<Vec<JoinHandle<()>>>,
     stop: CancellationToken,
     /// The watcher's supervisor settings, and the seed of its jitter.
     watch: SupervisorConfig,
@@ -165,7 +173,7 @@ impl SentinelConnector {
             signals: broadcast::channel(SIGNALS_KEPT).0,
             connect_seq: AtomicU64::new(0),
             connected: Mutex::new(None),
-            subscription: Mutex::new(None),
+            subscription: Mutex::new(Vec::new()),
             stop: CancellationToken::new(),
             watch: sentinel.watch_supervisor(),
             seed: config.jitter_seed(),
@@ -225,28 +233,40 @@ impl SentinelConnector {
         }))
     }
 
-    /// Starts the `+switch-master` subscription unless it runs.
+    /// Starts the watchers that do not run: one per configured sentinel (at
+    /// most [`MAX_WATCHERS`]), each starting its turns at its own, so every
+    /// live sentinel is heard. Only the sentinel leading a failover
+    /// announces its steps, and the others learn of the switch from it up
+    /// to seconds later: listening to one sentinel would miss both.
     fn ensure_subscription(&self) {
         if !self.follow || self.sentinels.is_empty() {
             return;
         }
-        let mut task = self
+        let mut tasks = self
             .subscription
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if task.as_ref().is_some_and(|t| !t.is_finished()) {
-            return;
+        let wanted = self.sentinels.len().min(MAX_WATCHERS);
+        for first in 0..wanted {
+            if tasks.get(first).is_some_and(|t| !t.is_finished()) {
+                continue;
+            }
+            let watcher = Watcher {
+                service: self.service.clone(),
+                sentinels: Arc::clone(&self.sentinels),
+                first,
+                announced: Arc::clone(&self.announced),
+                signals: self.signals.clone(),
+                stop: self.stop.clone(),
+                settings: self.watch.clone(),
+                seed: self.seed ^ (first as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            };
+            let task = tokio::spawn(watcher.run());
+            match tasks.get_mut(first) {
+                Some(slot) => *slot = task,
+                None => tasks.push(task),
+            }
         }
-        let watcher = Watcher {
-            service: self.service.clone(),
-            sentinels: Arc::clone(&self.sentinels),
-            announced: Arc::clone(&self.announced),
-            signals: self.signals.clone(),
-            stop: self.stop.clone(),
-            settings: self.watch.clone(),
-            seed: self.seed,
-        };
-        *task = Some(tokio::spawn(watcher.run()));
     }
 }
 
@@ -456,8 +476,8 @@ fn not_a_master(service: &str, addr: &Addr, role: &Role) -> RedisError {
     .into_redis()
 }
 
-/// The `+switch-master` watcher: a connection shape of its own (a Pub/Sub
-/// subscription on one sentinel at a time) driven by the core's
+/// A watcher of the failover's announcements: a connection shape of its own
+/// (a Pub/Sub subscription on one sentinel at a time) driven by the core's
 /// [`Supervisor`], which decides when to (re)subscribe, how long to wait
 /// between attempts, when to give up, when to PING and when the subscription
 /// is dead. This task only executes: it opens the connection, subscribes,
@@ -466,6 +486,8 @@ fn not_a_master(service: &str, addr: &Addr, role: &Role) -> RedisError {
 struct Watcher {
     service: String,
     sentinels: Arc<Vec<ConnectionInfo>>,
+    /// The sentinel of its first attempt (an index): watchers start apart.
+    first: usize,
     announced: Arc<watch::Sender<Announcement>>,
     signals: broadcast::Sender<FailoverSignal>,
     stop: CancellationToken,
@@ -521,7 +543,7 @@ impl Watcher {
         let mut state = WatchLoop {
             epoch: Instant::now(),
             supervisor: Supervisor::new(self.settings.clone(), self.seed),
-            next: 0,
+            next: self.first,
             sentinels: self.sentinels.to_vec(),
             subscribing: None,
             listening: None,
@@ -686,11 +708,17 @@ impl Watcher {
         let _ = self.signals.send(signal);
     }
 
+    /// Tells the connector where the master is, unless it knew (every
+    /// watcher hears the same switch, and asks the same question).
     fn announce(&self, master: Addr, switched: bool) {
-        self.announced.send_modify(|a| {
+        self.announced.send_if_modified(|a| {
+            if a.master.as_ref() == Some(&master) && (a.switched || !switched) {
+                return false;
+            }
             a.seq += 1;
             a.switched = switched;
             a.master = Some(master);
+            true
         });
     }
 }
@@ -846,6 +874,7 @@ mod tests {
         let watcher = Watcher {
             service: "mymaster".into(),
             sentinels: Arc::new(vec![info.clone(), info]),
+            first: 0,
             announced,
             signals: broadcast::channel(SIGNALS_KEPT).0,
             stop: CancellationToken::new(),

@@ -216,10 +216,10 @@ fn subscribers(addr: SocketAddr) -> Vec<BTreeMap<String, String>> {
         .collect()
 }
 
-/// Kills the first sentinel, where the watcher's subscription starts, and
-/// waits (bounded) until the subscription has moved on to another one (the
-/// only subscriber there: discovery does not subscribe); returns that
-/// sentinel and the watcher's client id on it.
+/// Kills the first sentinel (where the first watcher's subscription
+/// starts) and waits (bounded) until a watcher is subscribed on another one
+/// (discovery does not subscribe: every subscriber there is a watcher);
+/// returns that sentinel and the watcher's client id on it.
 async fn kill_the_watched_sentinel(topology: &mut SentinelTopology) -> (SocketAddr, String) {
     let sentinels = topology.sentinel_addrs();
     blocking(|| topology.sentinels_mut()[0].kill());
@@ -289,9 +289,8 @@ async fn planned_failover_reconnects_on_switch_master_before_the_old_master_refu
     };
     let following = ready(config(&topology, true).with_heartbeat(heartbeat)).await;
     let ignoring = ready(config(&topology, false).with_heartbeat(heartbeat)).await;
-    // The first sentinel, where the subscription starts, dies: the
-    // subscription moves on to another one (the ignoring client has no
-    // watcher).
+    // The first sentinel dies: the watchers go on on the others (the
+    // ignoring client has none).
     let (watched, watcher_id) = kill_the_watched_sentinel(&mut topology).await;
 
     let mut following_events = following.events();
@@ -586,7 +585,9 @@ async fn durable_writes_lose_nothing_acknowledged_across_a_planned_failover() {
     let plain_load = incr_load(&plain, "plain", &stop);
     until_acknowledged(&durable, 200, "before the failover").await;
 
-    let from = blocking(|| topology.failover());
+    // Led by the last sentinel: only it announces the failover's steps (the
+    // watchers listen to every sentinel, not only the first).
+    let from = blocking(|| topology.failover_via(2));
     assert_eq!(from, old);
     let new = blocking(|| topology.wait_for_new_master(old, PATIENCE));
     // Load on the new master for a while (the client reconnects there).

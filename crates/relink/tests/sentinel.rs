@@ -579,10 +579,35 @@ async fn durable_writes_lose_nothing_acknowledged_across_a_planned_failover() {
     let client = ready(config(&topology, true)).await;
     let durable = client.durable(1, Duration::from_millis(300)).unwrap();
     let plain = ready(config(&topology, true)).await;
+    let fast = ready(config(&topology, true).with_outage(OutagePolicy::FailFast)).await;
     let mut events = client.events();
     let stop = tokio_util::sync::CancellationToken::new();
     let durable_load = incr_load(&durable, "durable", &stop);
     let plain_load = incr_load(&plain, "plain", &stop);
+    // Fail-fast: a write met while the failover is under way is refused at
+    // once, not sent (and says why).
+    let fast_load = {
+        let mut c = fast.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut refused = 0u64;
+            // Bounded by `stop`.
+            while !stop.is_cancelled() {
+                if let Err(e) = c.set::<_, _, ()>("fast", 1).await {
+                    if matches!(
+                        Error::from_redis(&e),
+                        Some(Error::NotApplied {
+                            kind: FailureKind::Moved,
+                            ..
+                        })
+                    ) {
+                        refused += 1;
+                    }
+                }
+            }
+            refused
+        })
+    };
     until_acknowledged(&durable, 200, "before the failover").await;
 
     // Led by the last sentinel: only it announces the failover's steps (the
@@ -595,7 +620,13 @@ async fn durable_writes_lose_nothing_acknowledged_across_a_planned_failover() {
     stop.cancel();
     let durable_tally = tallied(durable_load).await;
     let plain_tally = tallied(plain_load).await;
+    let refused = fast_load.await.unwrap();
     assert_eq!(blocking(|| topology.wait_for_master(PATIENCE)), new);
+    assert!(
+        refused > 0,
+        "the fail-fast client never met the hold: {:?}",
+        fast.stats()
+    );
 
     assert_no_acknowledged_write_lost(new, "durable", &durable_tally);
     let seen = events_so_far(&mut events);
@@ -627,6 +658,7 @@ async fn durable_writes_lose_nothing_acknowledged_across_a_planned_failover() {
     assert!(client.health().borrow().failover_since.is_none());
     client.shutdown().await;
     plain.shutdown().await;
+    fast.shutdown().await;
 }
 
 /// The instant a `+switch-master` for the service is heard on `sentinel`.

@@ -181,7 +181,7 @@ fn report_path() -> PathBuf {
 }
 
 /// The sections, in the order they run; `--only NAME` runs one.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 11] = [
     "throughput",
     "detection",
     "deadline",
@@ -191,6 +191,8 @@ const SECTIONS: [&str; 9] = [
     "cluster",
     "blocking",
     "tls",
+    "durable",
+    "loss",
 ];
 
 async fn run(only: Option<&str>) -> Res<String> {
@@ -239,6 +241,12 @@ async fn run(only: Option<&str>) -> Res<String> {
     }
     if wanted("tls") {
         tls_section(&mut md, &mut verdicts).await?;
+    }
+    if wanted("durable") {
+        durable_section(&mut md).await?;
+    }
+    if wanted("loss") {
+        loss_section(&mut md).await?;
     }
 
     writeln!(md, "## Verdict\n")?;
@@ -1434,6 +1442,224 @@ async fn sync_section(
         format!("{catch_up_rate:.0} updates/s"),
         catch_up_rate >= 100_000.0,
     ));
+    Ok(())
+}
+
+// ---- durable acknowledgements ------------------------------------------------
+
+/// The cost of durable acknowledgements: the same SET/GET load through a
+/// client to a master with one replica, plain and with `durable(1, 500ms)`
+/// (every SET followed by `WAIT 1 500` in its round trip; GETs skip it).
+async fn durable_section(md: &mut String) -> Res<()> {
+    eprintln!("bench: durable acknowledgements");
+    let master = RedisServer::builder().start();
+    let _replica = RedisServer::builder()
+        .args(["--replicaof", "127.0.0.1"])
+        .arg(master.port().to_string())
+        .start();
+    let client = Client::new(Config::new(&master.url())?)?;
+    client.wait_ready(Duration::from_secs(20)).await?;
+    let durable = client.durable(1, Duration::from_millis(500))?;
+    // The replica in sync: a durable write is acknowledged (bounded, 20 s).
+    let mut probe = durable.clone();
+    let synced = Instant::now();
+    while probe
+        .set::<_, _, ()>("bench:durable:probe", 1)
+        .await
+        .is_err()
+    {
+        if synced.elapsed() > Duration::from_secs(20) {
+            return Err("the replica did not confirm a write within 20 s".into());
+        }
+    }
+    writeln!(
+        md,
+        "## Durable acknowledgements
+"
+    )?;
+    writeln!(
+        md,
+        "A master and one replica on loopback; SET/GET alternating (16-byte values) \
+         through one `Client`, plain and through `client.durable(1, 500ms)` (each SET \
+         followed by `WAIT 1 500` in the same round trip; GETs skip it).\n"
+    )?;
+    writeln!(md, "| tasks | plain ops/s | durable ops/s | ratio | plain p99 | durable p99 | durable errors |")?;
+    writeln!(md, "| --- | --- | --- | --- | --- | --- | --- |")?;
+    for tasks in [1, 16] {
+        let mut plain = load(client.clone(), tasks, "plain").await?;
+        let mut safe = load(durable.clone(), tasks, "durable").await?;
+        plain.latencies_us.sort_unstable();
+        safe.latencies_us.sort_unstable();
+        writeln!(
+            md,
+            "| {tasks} | {:.0} | {:.0} | {:.2} | {} µs | {} µs | {} |",
+            plain.ops_per_s(),
+            safe.ops_per_s(),
+            safe.ops_per_s() / plain.ops_per_s().max(1e-9),
+            percentile(&plain.latencies_us, 99.0),
+            percentile(&safe.latencies_us, 99.0),
+            safe.errors
+        )?;
+    }
+    writeln!(md)?;
+    shutdown(&client).await
+}
+
+// ---- writes lost in a planned failover ---------------------------------------
+
+/// INCRs acknowledged and of unknown outcome, per counter.
+type Tally = (Vec<u64>, Vec<u64>);
+
+const LOSS_COUNTERS: usize = 16;
+
+/// Four tasks INCRing `LOSS_COUNTERS` counters `{prefix}:<k>` through
+/// `client` until `stop` is set.
+fn incr_load(
+    client: &Client,
+    prefix: &'static str,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Tally>> {
+    (0..4)
+        .map(|w| {
+            let mut c = client.clone();
+            let stop = Arc::clone(stop);
+            tokio::spawn(async move {
+                let mut tally = (vec![0; LOSS_COUNTERS], vec![0; LOSS_COUNTERS]);
+                let mut i = w;
+                // Bounded by `stop`, set within a minute.
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let k = i % LOSS_COUNTERS;
+                    i += 1;
+                    match c.incr::<_, _, i64>(format!("{prefix}:{k}"), 1).await {
+                        Ok(_) => tally.0[k] += 1,
+                        Err(e) if relink::Error::outcome_of(&e) == relink::Outcome::Unknown => {
+                            tally.1[k] += 1
+                        }
+                        Err(_) => {}
+                    }
+                }
+                tally
+            })
+        })
+        .collect()
+}
+
+/// Waits (bounded, 60 s) until a write through `client` is applied by
+/// `new` (the write and `INFO server` in one MULTI/EXEC say where).
+async fn lands_on(client: &Client, new: std::net::SocketAddr) -> Res<()> {
+    let mut c = client.clone();
+    let port = format!("tcp_port:{}", new.port());
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        let written: redis::RedisResult<((), String)> = redis::pipe()
+            .atomic()
+            .set("bench:loss:probe", 1)
+            .cmd("INFO")
+            .arg("server")
+            .query_async(&mut c)
+            .await;
+        if let Ok(((), info)) = written {
+            if info.lines().any(|l| l.trim() == port) {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err(format!("no write reached the new master {new} within 60 s").into())
+}
+
+/// Acknowledged INCRs lost in a planned `SENTINEL FAILOVER` under load: a
+/// client without the failover watcher (`follow_switch_master` off: it
+/// stays on the old master until that one is demoted), one with it (writes
+/// held while the failover is under way), and one with durable
+/// acknowledgements (`durable(1, 300ms)`).
+async fn loss_section(md: &mut String) -> Res<()> {
+    eprintln!("bench: writes lost in a planned failover");
+    let topology = tokio::task::block_in_place(SentinelTopology::start);
+    let old = topology.master_addr().ok_or("no master")?;
+    let config = |follow: bool| -> Res<Config> {
+        Ok(Config::new("redis://mymaster/0")?
+            .with_outage(OutagePolicy::Queue {
+                capacity: 1024,
+                max_wait: Duration::from_secs(30),
+            })
+            .with_deadline(Some(Duration::from_secs(30)))
+            .with_sentinel(
+                SentinelConfig::new(SERVICE, topology.sentinel_nodes())
+                    .with_follow_switch_master(follow),
+            ))
+    };
+    let mut clients = Vec::new();
+    for (label, follow, durable) in [
+        ("no watcher", false, false),
+        ("watcher (default)", true, false),
+        ("watcher, durable(1, 300ms)", true, true),
+    ] {
+        let client = Client::new(config(follow)?)?;
+        client.wait_ready(Duration::from_secs(20)).await?;
+        let writer = if durable {
+            client.durable(1, Duration::from_millis(300))?
+        } else {
+            client.clone()
+        };
+        clients.push((label, client, writer));
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prefixes = ["bench:loss:a", "bench:loss:b", "bench:loss:c"];
+    let loads: Vec<_> = clients
+        .iter()
+        .zip(prefixes)
+        .map(|((_, _, writer), prefix)| incr_load(writer, prefix, &stop))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let new = tokio::task::block_in_place(|| {
+        let old = topology.failover();
+        topology.wait_for_new_master(old, Duration::from_secs(30))
+    });
+    for (_, client, _) in &clients {
+        lands_on(client, new).await?;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writeln!(
+        md,
+        "## Writes lost in a planned failover
+"
+    )?;
+    writeln!(
+        md,
+        "Master {old} + replica + 3 sentinels; per client, 4 tasks INCR 16 counters \
+         through a planned `SENTINEL FAILOVER`, until the client's writes reach the new \
+         master {new}. Lost: acknowledged INCRs missing from the new master.\n"
+    )?;
+    writeln!(md, "| client | acknowledged | unknown | lost |")?;
+    writeln!(md, "| --- | --- | --- | --- |")?;
+    let mut direct = redis::Client::open(format!("redis://{new}/"))?
+        .get_multiplexed_async_connection()
+        .await?;
+    for (((label, client, _), load), prefix) in clients.iter().zip(loads).zip(prefixes) {
+        let mut acked = [0; LOSS_COUNTERS];
+        let mut unknown = [0; LOSS_COUNTERS];
+        for task in load {
+            let (a, u) = task.await?;
+            for k in 0..LOSS_COUNTERS {
+                acked[k] += a[k];
+                unknown[k] += u[k];
+            }
+        }
+        let mut lost = 0;
+        for (k, acked) in acked.iter().enumerate() {
+            let value: Option<u64> = direct.get(format!("{prefix}:{k}")).await?;
+            lost += acked.saturating_sub(value.unwrap_or(0));
+        }
+        writeln!(
+            md,
+            "| {label} | {} | {} | {lost} |",
+            acked.iter().sum::<u64>(),
+            unknown.iter().sum::<u64>()
+        )?;
+        shutdown(client).await?;
+    }
+    writeln!(md)?;
     Ok(())
 }
 

@@ -499,6 +499,19 @@
 // RECONNECT_SCHEDULED or GAVE_UP that follows it.
 #define RELINK_EVENT_CONNECT_ATTEMPT_FAILED 9
 
+// The server moved (SERVER_MOVED: a Sentinel announced a new master): the
+// connection, the attempt in flight or the wait for the next one is
+// replaced by an attempt at once. Told before the DISCONNECTED (failure
+// MOVED) it leads to when a connection was up.
+#define RELINK_EVENT_SERVER_MOVED 10
+
+// A failover of the master is in progress, as the sentinels announced it:
+// writes are held back from now on.
+#define RELINK_EVENT_FAILOVER_STARTED 11
+
+// Writes are no longer held back for a failover, after `duration_ms`.
+#define RELINK_EVENT_FAILOVER_ENDED 12
+
 // A backoff delay sequence (relink_core's `Backoff`). Not thread-safe: use
 // one from one thread at a time.
 typedef struct relink_backoff relink_backoff;

@@ -39,7 +39,10 @@ static const char *const EVENTS[] = {NULL,
                                      "heartbeat_missed",
                                      "gave_up",
                                      "busy_confirmed",
-                                     "connect_attempt_failed"};
+                                     "connect_attempt_failed",
+                                     "server_moved",
+                                     "failover_started",
+                                     "failover_ended"};
 static const char *const CAUSES[] = {
     NULL,        "refused", "timeout", "unknown_host", "dns",       "unreachable", "tls",
     "auth",      "no_perm", "denied",  "not_redis",    "server_full",
@@ -230,6 +233,13 @@ static relink_supervisor_output output_from_json(const json *v) {
       break;
     case RELINK_EVENT_BUSY_CONFIRMED:
       out.duration_ms = json_u64(field(&f, "busy_for"));
+      break;
+    case RELINK_EVENT_FAILOVER_STARTED:
+      (void)field(&f, "signal");
+      break;
+    case RELINK_EVENT_FAILOVER_ENDED:
+      out.duration_ms = json_u64(field(&f, "held_for"));
+      (void)field(&f, "expired");
       break;
     case RELINK_EVENT_CONNECT_ATTEMPT_FAILED: {
       fields failure = {field(&f, "failure"), 0};

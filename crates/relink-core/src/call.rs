@@ -240,6 +240,13 @@ pub enum CallInput {
     },
     /// The server answered `MOVED` or `ASK`: answered, not applied.
     Redirected,
+    /// A connection is there, but the supervisor holds writes back: a
+    /// failover of its master is in progress
+    /// ([`SupervisorHealth::failover_since`](crate::supervisor::SupervisorHealth::failover_since)).
+    /// A read-only call ([`Call::read_only`]) is sent; any other waits
+    /// like a call with no connection (within the queue wait and the
+    /// deadline), or fails at once, not applied, under fail-fast.
+    WritesHeld,
     /// The client is shutting down.
     Shutdown,
 }
@@ -332,6 +339,9 @@ pub enum FailReason {
     RetriesExhausted,
     /// The retry budget refused a retry (most calls are failing).
     BudgetExhausted,
+    /// A failover of the master is in progress and the policy is
+    /// fail-fast: the write was not sent.
+    FailoverInProgress,
 }
 
 impl FailReason {
@@ -348,6 +358,7 @@ impl FailReason {
             FailReason::NotRetrySafe => "not_retry_safe",
             FailReason::RetriesExhausted => "retries_exhausted",
             FailReason::BudgetExhausted => "budget_exhausted",
+            FailReason::FailoverInProgress => "failover_in_progress",
         }
     }
 }
@@ -379,6 +390,8 @@ pub struct Call {
     ended: Option<Failure>,
     /// A blocking command: an attempt may take until the deadline.
     blocking: bool,
+    /// Reads only: sent even while writes are held back.
+    read_only: bool,
 }
 
 impl Call {
@@ -409,6 +422,7 @@ impl Call {
             seed,
             ended: None,
             blocking: false,
+            read_only: false,
         }
     }
 
@@ -433,6 +447,14 @@ impl Call {
             blocking: true,
             ..Call::with_deadline(now, idempotent, deadline, seed)
         }
+    }
+
+    /// Marks the call as reads only (every command in it read-only by
+    /// [`commands::is_read_only`](crate::commands::is_read_only)): it is sent
+    /// while writes are held back ([`CallInput::WritesHeld`]).
+    pub fn read_only(mut self, read_only: bool) -> Call {
+        self.read_only = read_only;
+        self
     }
 
     /// Retries spent so far.
@@ -465,6 +487,11 @@ impl Call {
         let decision = match input {
             CallInput::Shutdown => self.fail(FailReason::Shutdown),
             CallInput::Connected => self.send(policy, now, false),
+            CallInput::WritesHeld if self.read_only => self.send(policy, now, false),
+            CallInput::WritesHeld if policy.queue_wait.is_none() => {
+                self.fail(FailReason::FailoverInProgress)
+            }
+            CallInput::WritesHeld => self.wait(policy, now, WaitKind::NoConnection),
             CallInput::NotConnected => self.queue(policy, now),
             CallInput::Misconfigured => self.fail(FailReason::Misconfigured),
             CallInput::BacklogFull => self.fail(FailReason::BacklogFull),
@@ -706,6 +733,45 @@ mod tests {
             Decision::Fail { failure } => failure,
             other => panic!("expected a failure, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn writes_wait_out_a_failover_and_reads_go_on() {
+        let p = CallPolicy::default().deadline(Some(ms(1_000)));
+        let mut write = Call::new(&p, t(0), false, 1);
+        let Decision::Queue { until } = write.decide(&p, t(0), CallInput::WritesHeld) else {
+            panic!("a write waits while a failover is in progress");
+        };
+        assert!(until > t(0) && until <= t(1_000));
+        // The switch: a connection to the new master, and the write goes.
+        assert_eq!(
+            write.decide(&p, t(400), CallInput::Connected),
+            Decision::Send { timeout: ms(600) }
+        );
+        let mut read = Call::new(&p, t(0), true, 1).read_only(true);
+        assert!(matches!(
+            read.decide(&p, t(0), CallInput::WritesHeld),
+            Decision::Send { .. }
+        ));
+        // Within its deadline only: not applied.
+        let mut late = Call::new(&p, t(0), false, 1);
+        let mut now = 0;
+        let ended = loop {
+            match late.decide(&p, t(now), CallInput::WritesHeld) {
+                Decision::Queue { until } => now = until.as_millis(),
+                Decision::Fail { failure } => break failure,
+                other => panic!("{other:?}"),
+            }
+            assert!(now <= 1_000);
+        };
+        assert_eq!(ended.reason, FailReason::DeadlineExceeded);
+        assert_eq!(ended.outcome, Outcome::NotApplied);
+        // Fail-fast: at once, not applied.
+        let fast = CallPolicy::default().queue_wait(None);
+        let mut write = Call::new(&fast, t(0), false, 1);
+        let refused = failure(write.decide(&fast, t(0), CallInput::WritesHeld));
+        assert_eq!(refused.reason, FailReason::FailoverInProgress);
+        assert_eq!(refused.outcome, Outcome::NotApplied);
     }
 
     #[test]

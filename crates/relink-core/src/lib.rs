@@ -25,8 +25,10 @@ pub mod call;
 pub mod cause;
 pub mod cluster;
 pub mod commands;
+pub mod durable;
 pub mod duration;
 pub mod error;
+pub mod failover;
 pub mod failure;
 pub mod rng;
 pub mod supervisor;
@@ -37,7 +39,9 @@ pub use backoff::{Backoff, BackoffPolicy, Jitter, Strategy};
 pub use call::{Call, CallInput, CallPolicy, Decision, FailReason};
 pub use cause::{AttemptFailure, ConnectCause, Evidence};
 pub use cluster::{ClusterSupervisor, ClusterSupervisorConfig};
+pub use durable::{Confirmation, Durability};
 pub use error::ConfigError;
+pub use failover::FailoverSignal;
 pub use failure::{BusyReason, Delivery, FailureKind, Outcome};
 pub use supervisor::{
     Action, AsideVerdict, Event, Input, Output, State, Supervisor, SupervisorConfig,

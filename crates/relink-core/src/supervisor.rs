@@ -113,6 +113,7 @@ use core::time::Duration;
 use crate::backoff::{Backoff, BackoffPolicy};
 use crate::cause::{AttemptFailure, ConnectCause, Evidence};
 use crate::error::ConfigError;
+use crate::failover::FailoverSignal;
 use crate::failure::{BusyReason, FailureKind};
 use crate::time::{millis, Timestamp};
 
@@ -226,6 +227,16 @@ pub struct SupervisorConfig {
     /// delay.
     #[serde(with = "crate::duration::human")]
     pub refused_max_delay: Duration,
+    /// The longest writes are held back on the word of a failover in
+    /// progress ([`Input::Failover`]) with no further word of it: a bound
+    /// for a failover whose end was never heard (the sentinels'
+    /// subscription lost mid-way). Each signal of the failover restarts it.
+    /// (Serialized only when it differs from the default.)
+    #[serde(
+        with = "crate::duration::human",
+        skip_serializing_if = "SupervisorConfig::is_default_failover_hold"
+    )]
+    pub failover_hold: Duration,
 }
 
 impl Default for SupervisorConfig {
@@ -237,6 +248,7 @@ impl Default for SupervisorConfig {
             backoff_reset_after: Duration::from_secs(10),
             misconfigured_backoff: SupervisorConfig::default_misconfigured_backoff(),
             refused_max_delay: Duration::from_millis(100),
+            failover_hold: SupervisorConfig::DEFAULT_FAILOVER_HOLD,
         }
     }
 }
@@ -287,6 +299,21 @@ impl SupervisorConfig {
         self
     }
 
+    /// The default [`failover_hold`](Self::failover_hold): 15 s, longer
+    /// than a failover takes with Sentinel's usual settings once it has
+    /// begun, far shorter than its `failover-timeout`.
+    pub const DEFAULT_FAILOVER_HOLD: Duration = Duration::from_secs(15);
+
+    fn is_default_failover_hold(d: &Duration) -> bool {
+        *d == Self::DEFAULT_FAILOVER_HOLD
+    }
+
+    /// Sets the longest hold of writes on the word of a failover.
+    pub fn failover_hold(mut self, hold: Duration) -> Self {
+        self.failover_hold = hold;
+        self
+    }
+
     /// The default [`misconfigured_backoff`](Self::misconfigured_backoff):
     /// exponential from 1 s, ×2, at most 30 s, equal jitter, no limit.
     pub fn default_misconfigured_backoff() -> BackoffPolicy {
@@ -307,6 +334,7 @@ impl SupervisorConfig {
             ("heartbeat.timeout", self.heartbeat.timeout),
             ("connect_timeout", self.connect_timeout),
             ("refused_max_delay", self.refused_max_delay),
+            ("failover_hold", self.failover_hold),
         ];
         for (field, d) in positive {
             if d < Duration::from_millis(1) {
@@ -381,6 +409,19 @@ pub enum Input {
     /// Sentinel announced a new master): reconnect at once, without waiting
     /// a backoff delay, since nothing is wrong with the servers themselves.
     ServerMoved,
+    /// A step of a failover of the server's master, as Redis Sentinel
+    /// announced it ([`failover::sentinel_signal`](crate::failover::sentinel_signal)).
+    /// While a failover is in progress (from the master objectively down or
+    /// a failover started, until the switch, an abort, the master back up
+    /// before any failover began, or [`SupervisorConfig::failover_hold`]
+    /// without further word), writes are held back:
+    /// [`SupervisorHealth::failover_since`] says since when, and a call told
+    /// so ([`CallInput::WritesHeld`](crate::call::CallInput::WritesHeld))
+    /// waits instead of writing to a master that is being replaced.
+    Failover {
+        /// What the sentinels announced.
+        signal: FailoverSignal,
+    },
     /// Stop for good: close the connection, schedule nothing more.
     Shutdown,
     /// The configuration changed (new credentials): an attempt waiting out
@@ -530,6 +571,28 @@ pub enum Event {
         #[serde(with = "opt_millis")]
         retry_in: Option<Duration>,
     },
+    /// The server moved ([`Input::ServerMoved`]: a Sentinel announced a new
+    /// master): the connection (or the attempt in flight, or the wait for
+    /// the next one) is replaced by an attempt at once. Told before the
+    /// [`Event::Disconnected`] (cause [`FailureKind::Moved`]) it leads to
+    /// when a connection was up.
+    ServerMoved,
+    /// The sentinels announced a failover of the master in progress: writes
+    /// are held back from now on ([`SupervisorHealth::failover_since`]).
+    FailoverStarted {
+        /// The announcement that began it.
+        signal: FailoverSignal,
+    },
+    /// Writes are no longer held back: the master moved, the failover was
+    /// aborted, the master came back before one began, or no word came for
+    /// [`SupervisorConfig::failover_hold`].
+    FailoverEnded {
+        /// How long writes were held.
+        #[serde(with = "millis")]
+        held_for: Duration,
+        /// The hold ran out without word of the failover's end.
+        expired: bool,
+    },
     /// The backoff policy ran out of attempts or time; the supervisor stopped.
     GaveUp {
         /// Attempts made in this outage.
@@ -590,6 +653,11 @@ pub struct SupervisorHealth {
     /// once instead of waiting. Cleared by [`Input::Reconfigured`] and by
     /// any attempt that fails otherwise or succeeds.
     pub misconfigured: bool,
+    /// Since when a failover of the master is in progress and writes are
+    /// held back (see [`Input::Failover`]); `None` otherwise. (Serialized
+    /// only when set.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_since: Option<Timestamp>,
 }
 
 mod opt_millis {
@@ -606,6 +674,16 @@ mod opt_millis {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
     }
+}
+
+/// Writes held back while a failover is in progress.
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    since: Timestamp,
+    /// The last word of the failover: the hold ends `failover_hold` after it.
+    last: Timestamp,
+    /// A failover step was announced (not only the master objectively down).
+    started: bool,
 }
 
 /// An outstanding heartbeat PING.
@@ -654,7 +732,7 @@ pub fn refused_cap(floor: Duration, outage: Duration) -> Duration {
 
 /// The most outputs one input (plus the timers it makes due) can queue:
 /// a heartbeat miss that kills the connection queues five.
-const OUTPUT_CAPACITY: usize = 8;
+const OUTPUT_CAPACITY: usize = 10;
 
 /// The connectivity state machine. See the [module docs](self) for the driving loop.
 ///
@@ -695,6 +773,8 @@ pub struct Supervisor {
     rng: crate::rng::SplitMix64,
     last_attempt_failure: Option<AttemptFailure>,
     misconfigured: bool,
+    /// A failover is in progress: writes are held back.
+    hold: Option<Hold>,
     out: VecDeque<Output>,
 }
 
@@ -720,6 +800,7 @@ impl Supervisor {
             rng: crate::rng::SplitMix64::new(seed ^ 0x7265_6675_7365_6421),
             last_attempt_failure: None,
             misconfigured: false,
+            hold: None,
             config,
             state: State::Idle,
             since: Timestamp::ZERO,
@@ -765,6 +846,7 @@ impl Supervisor {
             busy_since: self.busy_since.filter(|_| self.state == State::Ready),
             last_attempt_failure: self.last_attempt_failure,
             misconfigured: self.misconfigured,
+            failover_since: self.hold.map(|h| h.since),
         }
     }
 
@@ -857,8 +939,22 @@ impl Supervisor {
                     AsideVerdict::Unreachable { kind } => self.miss(now, kind),
                 }
             }
+            (State::Idle, _) => {}
+            (_, Input::Failover { signal }) => self.failover(now, signal),
+            (State::Connecting | State::TransientFailure, Input::ServerMoved) => {
+                self.push(Output::Event(Event::ServerMoved));
+                self.end_hold(now, false);
+                if self.state == State::Connecting {
+                    // The attempt in flight may be on its way to the old master.
+                    self.push(Output::Action(Action::Disconnect));
+                }
+                // Whatever the backoff said: the new master is known now.
+                self.attempt_at_once(now);
+            }
             (State::Ready, Input::ServerMoved) => {
                 let cause = FailureKind::Moved;
+                self.push(Output::Event(Event::ServerMoved));
+                self.end_hold(now, false);
                 self.push(Output::Action(Action::Disconnect));
                 self.push(Output::Event(Event::Disconnected { cause }));
                 self.last_failure = Some(cause);
@@ -893,6 +989,22 @@ impl Supervisor {
 
     /// The earliest pending deadline, if any.
     pub fn next_deadline(&self) -> Option<Timestamp> {
+        let hold = self.hold_deadline();
+        match (self.state_deadline(), hold) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When the hold of writes runs out without further word.
+    fn hold_deadline(&self) -> Option<Timestamp> {
+        self.hold
+            .filter(|_| self.state != State::Shutdown)
+            .map(|h| h.last + self.config.failover_hold)
+    }
+
+    /// The deadline of the connectivity state, if any.
+    fn state_deadline(&self) -> Option<Timestamp> {
         match self.state {
             State::Idle | State::Shutdown => None,
             State::Connecting => Some(self.connect_deadline),
@@ -912,7 +1024,10 @@ impl Supervisor {
     }
 
     fn handle_timers(&mut self, now: Timestamp) {
-        let Some(deadline) = self.next_deadline() else {
+        if self.hold_deadline().is_some_and(|d| now >= d) {
+            self.end_hold(now, true);
+        }
+        let Some(deadline) = self.state_deadline() else {
             return;
         };
         if now < deadline {
@@ -1142,6 +1257,49 @@ impl Supervisor {
         }
     }
 
+    /// One announced step of a failover: hold writes from the master
+    /// objectively down or a failover's first step; let them go at the
+    /// switch (see [`Input::ServerMoved`]; a switch to the master already
+    /// in use comes as [`FailoverSignal::Switched`]), at an abort, or when
+    /// the master is back up before any failover began. The end of a
+    /// failover keeps holding: the switch follows it, and until then the
+    /// old master may still take writes that the promotion discards.
+    fn failover(&mut self, now: Timestamp, signal: FailoverSignal) {
+        match signal {
+            FailoverSignal::MasterDown | FailoverSignal::Started | FailoverSignal::Ended => {
+                let started = signal != FailoverSignal::MasterDown;
+                match self.hold.as_mut() {
+                    Some(hold) => {
+                        hold.last = now;
+                        hold.started |= started;
+                    }
+                    None => {
+                        self.hold = Some(Hold {
+                            since: now,
+                            last: now,
+                            started,
+                        });
+                        self.push(Output::Event(Event::FailoverStarted { signal }));
+                    }
+                }
+            }
+            FailoverSignal::MasterUp if self.hold.is_some_and(|h| !h.started) => {
+                self.end_hold(now, false);
+            }
+            FailoverSignal::Aborted | FailoverSignal::Switched => self.end_hold(now, false),
+            _ => {}
+        }
+    }
+
+    fn end_hold(&mut self, now: Timestamp, expired: bool) {
+        if let Some(hold) = self.hold.take() {
+            self.push(Output::Event(Event::FailoverEnded {
+                held_for: now.saturating_since(hold.since),
+                expired,
+            }));
+        }
+    }
+
     fn set_state(&mut self, now: Timestamp, to: State) {
         if self.state != to {
             let from = self.state;
@@ -1272,9 +1430,169 @@ mod tests {
             out.contains(&Output::Action(Action::Connect { attempt: 1 })),
             "{out:?}"
         );
-        // Ignored unless Ready.
+        assert!(out.contains(&Output::Event(Event::ServerMoved)), "{out:?}");
+        assert!(out.contains(&Output::Event(Event::Disconnected {
+            cause: FailureKind::Moved
+        })));
+        // While connecting: the attempt in flight (perhaps to the old
+        // master) is abandoned and made again at once.
         sup.handle_input(t(101), Input::ServerMoved);
+        let out = drain(&mut sup, t(101));
+        assert!(out.contains(&Output::Action(Action::Disconnect)), "{out:?}");
+        assert!(
+            out.contains(&Output::Action(Action::Connect { attempt: 2 })),
+            "{out:?}"
+        );
         assert_eq!(sup.state(), State::Connecting);
+    }
+
+    #[test]
+    fn a_move_announced_in_the_middle_of_a_backoff_wait_is_followed_at_once() {
+        let config = SupervisorConfig::default().backoff(
+            BackoffPolicy::default()
+                .initial_delay(Duration::from_secs(2))
+                .max_delay(Duration::from_secs(2))
+                .jitter(crate::Jitter::None),
+        );
+        let mut sup = ready(config);
+        let t = Timestamp::from_millis;
+        // A master killed: lost, one attempt at once fails, a 2 s wait begins.
+        sup.handle_input(
+            t(20_000),
+            Input::ConnectionLost {
+                kind: FailureKind::Closed,
+            },
+        );
+        drain(&mut sup, t(20_000));
+        sup.handle_input(
+            t(20_001),
+            Input::ConnectFailed {
+                attempt: 1,
+                cause: ConnectCause::Io,
+                evidence: Evidence::EMPTY,
+            },
+        );
+        drain(&mut sup, t(20_001));
+        assert_eq!(sup.state(), State::TransientFailure);
+        assert_eq!(sup.next_deadline(), Some(t(22_001)));
+        // The switch is announced 100 ms into the wait: the attempt is made now.
+        sup.handle_input(t(20_101), Input::ServerMoved);
+        let out = drain(&mut sup, t(20_101));
+        assert!(out.contains(&Output::Event(Event::ServerMoved)), "{out:?}");
+        assert!(
+            out.contains(&Output::Action(Action::Connect { attempt: 2 })),
+            "{out:?}"
+        );
+        // No connection was up: nothing is told as lost.
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::Event(Event::Disconnected { .. }))),
+            "{out:?}"
+        );
+    }
+
+    /// A Ready supervisor (connected at 5 ms).
+    fn ready(config: SupervisorConfig) -> Supervisor {
+        let mut sup = Supervisor::new(config, 1);
+        let t = Timestamp::from_millis;
+        sup.handle_input(t(0), Input::Start);
+        drain(&mut sup, t(0));
+        sup.handle_input(t(5), Input::Connected { attempt: 1 });
+        drain(&mut sup, t(5));
+        sup
+    }
+
+    fn signal(sup: &mut Supervisor, at: u64, signal: FailoverSignal) -> alloc::vec::Vec<Output> {
+        let t = Timestamp::from_millis(at);
+        sup.handle_input(t, Input::Failover { signal });
+        drain(sup, t)
+    }
+
+    #[test]
+    fn writes_are_held_from_a_failovers_start_until_the_switch() {
+        let mut sup = ready(SupervisorConfig::default());
+        let t = Timestamp::from_millis;
+        // One sentinel's view decides nothing.
+        signal(&mut sup, 100, FailoverSignal::MasterSubjectivelyDown);
+        assert_eq!(sup.health().failover_since, None);
+        let out = signal(&mut sup, 200, FailoverSignal::Started);
+        assert!(out.contains(&Output::Event(Event::FailoverStarted {
+            signal: FailoverSignal::Started
+        })));
+        assert_eq!(sup.health().failover_since, Some(t(200)));
+        // The connection stays: reads still go to it.
+        assert_eq!(sup.state(), State::Ready);
+        // Its end is not the switch: the old master may still take writes.
+        signal(&mut sup, 300, FailoverSignal::Ended);
+        assert_eq!(sup.health().failover_since, Some(t(200)));
+        // A master back up in the middle of a failover does not end it.
+        signal(&mut sup, 350, FailoverSignal::MasterUp);
+        assert_eq!(sup.health().failover_since, Some(t(200)));
+        sup.handle_input(t(400), Input::ServerMoved);
+        let out = drain(&mut sup, t(400));
+        assert!(out.contains(&Output::Event(Event::FailoverEnded {
+            held_for: Duration::from_millis(200),
+            expired: false
+        })));
+        assert_eq!(sup.health().failover_since, None);
+    }
+
+    #[test]
+    fn a_hold_ends_at_an_abort_a_master_back_a_switch_in_place_or_its_bound() {
+        let hold = Duration::from_secs(3);
+        // A quiet heartbeat: the hold's bound is the only timer here.
+        let heartbeat = HeartbeatConfig {
+            interval: Duration::from_secs(60),
+            ..HeartbeatConfig::default()
+        };
+        let mut sup = ready(
+            SupervisorConfig::default()
+                .failover_hold(hold)
+                .heartbeat(heartbeat),
+        );
+        let t = Timestamp::from_millis;
+        signal(&mut sup, 100, FailoverSignal::MasterDown);
+        assert_eq!(sup.health().failover_since, Some(t(100)));
+        // Back before any failover began: over.
+        signal(&mut sup, 200, FailoverSignal::MasterUp);
+        assert_eq!(sup.health().failover_since, None);
+        signal(&mut sup, 300, FailoverSignal::Started);
+        signal(&mut sup, 400, FailoverSignal::Aborted);
+        assert_eq!(sup.health().failover_since, None);
+        // A switch to the master already in use.
+        signal(&mut sup, 500, FailoverSignal::Started);
+        signal(&mut sup, 600, FailoverSignal::Switched);
+        assert_eq!(sup.health().failover_since, None);
+        // No word after the last step: the hold runs out `hold` after it.
+        signal(&mut sup, 1_000, FailoverSignal::Started);
+        signal(&mut sup, 2_000, FailoverSignal::Started);
+        assert_eq!(sup.health().failover_since, Some(t(1_000)));
+        assert!(sup.next_deadline().is_some_and(|d| d <= t(5_000)));
+        drain(&mut sup, t(4_999));
+        assert_eq!(sup.health().failover_since, Some(t(1_000)));
+        let ended = drain(&mut sup, t(5_000));
+        assert!(
+            ended.contains(&Output::Event(Event::FailoverEnded {
+                held_for: Duration::from_millis(4_000),
+                expired: true
+            })),
+            "{ended:?}"
+        );
+        assert_eq!(sup.health().failover_since, None);
+        // Signals before the first connect or after shutdown change nothing.
+        let mut idle = Supervisor::new(SupervisorConfig::default(), 1);
+        idle.handle_input(
+            t(0),
+            Input::Failover {
+                signal: FailoverSignal::Started,
+            },
+        );
+        assert_eq!(idle.health().failover_since, None);
+        sup.handle_input(t(6_000), Input::Shutdown);
+        drain(&mut sup, t(6_000));
+        signal(&mut sup, 6_001, FailoverSignal::Started);
+        assert_eq!(sup.health().failover_since, None);
+        assert_eq!(sup.next_deadline(), None);
     }
 
     #[test]

@@ -465,6 +465,20 @@ fn supervisor_cases() -> Vec<SupervisorCaseDef> {
             ],
         ),
         (
+            "a move announced in a backoff wait, and one while Ready: an attempt at once",
+            sup_config(),
+            1,
+            vec![
+                (0, Some(Start)),
+                (3, refused(1)),
+                // 50 ms into the 100 ms wait: the new master is known.
+                (53, Some(ServerMoved)),
+                (60, connected(2)),
+                (1_000, Some(ServerMoved)),
+                (1_004, connected(1)),
+            ],
+        ),
+        (
             "a stable connection lost: the first attempt at once, then the backoff",
             sup_config(),
             1,

@@ -148,6 +148,16 @@ pub const RELINK_EVENT_BUSY_CONFIRMED: u32 = 8;
 /// when `has_retry_in`, else the policy gave up. Told before the
 /// RECONNECT_SCHEDULED or GAVE_UP that follows it.
 pub const RELINK_EVENT_CONNECT_ATTEMPT_FAILED: u32 = 9;
+/// The server moved (SERVER_MOVED: a Sentinel announced a new master): the
+/// connection, the attempt in flight or the wait for the next one is
+/// replaced by an attempt at once. Told before the DISCONNECTED (failure
+/// MOVED) it leads to when a connection was up.
+pub const RELINK_EVENT_SERVER_MOVED: u32 = 10;
+/// A failover of the master is in progress, as the sentinels announced it:
+/// writes are held back from now on.
+pub const RELINK_EVENT_FAILOVER_STARTED: u32 = 11;
+/// Writes are no longer held back for a failover, after `duration_ms`.
+pub const RELINK_EVENT_FAILOVER_ENDED: u32 = 12;
 
 /// The supervisor's settings (relink_core's `SupervisorConfig`), in whole
 /// milliseconds. Fill it with `relink_supervisor_config_default`, then
@@ -629,6 +639,19 @@ impl relink_supervisor_output {
                 misconfigured,
                 has_retry_in: retry_in.is_some(),
                 duration_ms: retry_in.map_or(0, ms),
+                ..none
+            },
+            Event::ServerMoved => relink_supervisor_output {
+                event: RELINK_EVENT_SERVER_MOVED,
+                ..none
+            },
+            Event::FailoverStarted { .. } => relink_supervisor_output {
+                event: RELINK_EVENT_FAILOVER_STARTED,
+                ..none
+            },
+            Event::FailoverEnded { held_for, .. } => relink_supervisor_output {
+                event: RELINK_EVENT_FAILOVER_ENDED,
+                duration_ms: ms(held_for),
                 ..none
             },
             other => {

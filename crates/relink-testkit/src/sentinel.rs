@@ -249,13 +249,28 @@ impl SentinelTopology {
     /// # Panics
     /// When no sentinel accepts it in time.
     pub fn failover(&self) -> SocketAddr {
+        self.failover_through(0..self.sentinels.len())
+    }
+
+    /// Like [`failover`](Self::failover), asking only the sentinel at
+    /// `index` (the one that then leads the failover and announces its
+    /// steps; the others hear of the switch from it).
+    ///
+    /// # Panics
+    /// When it does not accept it in time, or there is no such sentinel.
+    pub fn failover_via(&self, index: usize) -> SocketAddr {
+        assert!(index < self.sentinels.len(), "no sentinel {index}");
+        self.failover_through(index..index + 1)
+    }
+
+    fn failover_through(&self, sentinels: std::ops::Range<usize>) -> SocketAddr {
         let old = self
             .master_addr()
             .unwrap_or_else(|| self.fail("failover: no sentinel names a master"));
         let mut last = String::new();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            for sentinel in &self.sentinels {
+            for sentinel in &self.sentinels[sentinels.clone()] {
                 match ask::<String>(
                     sentinel.addr(),
                     redis::cmd("SENTINEL").arg("FAILOVER").arg(SERVICE),

@@ -21,7 +21,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{Cmd, Pipeline, RedisError, Value};
 use relink_core::call::{Call, CallInput, CallPolicy, Decision, FailReason, Failure};
 use relink_core::commands::{BadTimeout, Blocking};
-use relink_core::{Delivery, FailureKind, Outcome, State, Timestamp};
+use relink_core::{Delivery, Durability, FailureKind, Outcome, State, Timestamp};
 use tokio::sync::{watch, Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
@@ -51,6 +51,9 @@ pub(crate) struct CallOptions {
     /// lease's WATCH or MULTI lives on one connection, and the server forgets
     /// it when that connection is replaced.
     pub(crate) pinned: Option<u64>,
+    /// Every write is acknowledged only once this many replicas confirmed
+    /// it (`WAIT` in the same round trip); `None`: on the master's word.
+    pub(crate) durable: Option<Durability>,
 }
 
 impl CallOptions {
@@ -59,6 +62,7 @@ impl CallOptions {
             idempotent: false,
             deadline: config.deadline(),
             pinned: None,
+            durable: config.durable(),
         }
     }
 }
@@ -100,14 +104,24 @@ pub(crate) trait Transport: Fields {
     /// server's answer (a single server that is not the cluster client).
     const FOLLOWS_REDIRECTS: bool;
 
-    /// Sends `request` on `conn` at `sent_at`, to the node `redirect` names if any.
+    /// Sends `request` on `conn` at `sent_at`, to the node `redirect` names
+    /// if any; a write with `durable` is followed by `WAIT` in the same
+    /// round trip and acknowledged only as the core's
+    /// [`Durability::confirm`] says.
     fn send<'a>(
         &'a self,
         conn: &'a Self::Conn,
         request: Request<'a>,
         redirect: Option<&'a Redirect>,
         sent_at: Timestamp,
+        durable: Option<Durability>,
     ) -> impl Future<Output = Result<Value, RedisError>> + Send + 'a;
+
+    /// The supervisor holds writes back now (a failover of the master is in
+    /// progress): what [`CallInput::WritesHeld`] tells the core.
+    fn writes_held(&self) -> bool {
+        false
+    }
 
     /// Evidence for the core: did `conn` deliver a reply, or did the server
     /// confirm it busy, after `since`?
@@ -251,7 +265,11 @@ impl Calls {
         }
         *conn = transport.current();
         if conn.is_some() {
-            CallInput::Connected
+            if transport.writes_held() {
+                CallInput::WritesHeld
+            } else {
+                CallInput::Connected
+            }
         } else if transport.health().borrow().misconfigured() {
             CallInput::Misconfigured
         } else {
@@ -288,11 +306,14 @@ impl Calls {
         // A call pinned to a lease's transaction is never sent twice: a
         // second EXEC, or a command queued twice in a MULTI, would not be
         // what the caller wrote.
-        let idempotent = options.pinned.is_none() && (options.idempotent || request.is_read_only());
+        let read_only = request.is_read_only();
+        let idempotent = options.pinned.is_none() && (options.idempotent || read_only);
+        // Reads skip WAIT: there is nothing of theirs to replicate.
+        let durable = options.durable.filter(|_| !read_only);
         let started = self.now();
         let seed = started.as_millis();
         let mut first_send = true;
-        let mut call = match blocking {
+        let call = match blocking {
             Ok(None) => Call::with_deadline(started, idempotent, options.deadline, seed),
             Ok(Some(blocking)) => Call::blocking(&self.policy, started, idempotent, blocking, seed),
             Err(bad) => {
@@ -303,6 +324,7 @@ impl Calls {
                 .into_redis());
             }
         };
+        let mut call = call.read_only(read_only);
         let mut permit: Option<(SemaphorePermit<'_>, metrics::Queued<'_>)> = None;
         let mut conn = None;
         let mut redirect: Option<Redirect> = None;
@@ -360,7 +382,8 @@ impl Calls {
                     // timeout, the core hears whether the connection showed
                     // signs of life since, and keeps waiting or gives up.
                     let result = {
-                        let mut sent = std::pin::pin!(transport.send(c, request, to, sent_at));
+                        let mut sent =
+                            std::pin::pin!(transport.send(c, request, to, sent_at, durable));
                         let mut limit = timeout;
                         loop {
                             if limit == Duration::MAX {
@@ -447,7 +470,9 @@ impl Calls {
                     let mut health = transport.health();
                     health.borrow_and_update();
                     match self.look(transport, &mut conn) {
-                        CallInput::NotConnected => {
+                        CallInput::WritesHeld if read_only => CallInput::WritesHeld,
+                        // (A write waits out a failover like an outage.)
+                        CallInput::NotConnected | CallInput::WritesHeld => {
                             tokio::select! {
                                 _ = self.shutdown.cancelled() => {}
                                 _ = health.changed() => {}
@@ -508,6 +533,16 @@ impl Calls {
             (_, None) => bump(&c.not_sent),
             (_, Some(_)) => bump(&c.not_applied),
         }
+        let last_error = match last_error {
+            // "replicated to N of M", as it is.
+            Some(e)
+                if failure.outcome == Outcome::Unknown
+                    && matches!(Error::from_redis(&e), Some(Error::NotReplicated { .. })) =>
+            {
+                return e
+            }
+            other => other,
+        };
         let detail = || {
             let reason = failure.reason;
             match &last_error {
@@ -559,6 +594,12 @@ impl Calls {
                     state: transport.health().borrow().state(),
                     last_attempt: None,
                 },
+            },
+            (FailReason::FailoverInProgress, _) => Error::NotApplied {
+                kind: FailureKind::Moved,
+                detail: "a failover of the master is in progress (the sentinels announced it) \
+                         and the outage policy is fail-fast: the write was not sent"
+                    .to_owned(),
             },
             (FailReason::BacklogFull, _) => Error::BacklogFull {
                 capacity: self.capacity,

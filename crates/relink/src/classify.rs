@@ -187,9 +187,11 @@ pub fn failure_kind(err: &RedisError) -> FailureKind {
             crate::Error::OutcomeUnknown { kind, .. } | crate::Error::NotApplied { kind, .. } => {
                 *kind
             }
-            crate::Error::DeadlineExceeded { .. } | crate::Error::QueueTimeout { .. } => {
-                FailureKind::Timeout
-            }
+            // WAIT's timeout passed before enough replicas confirmed the
+            // write: applied on the master, its durability unknown.
+            crate::Error::DeadlineExceeded { .. }
+            | crate::Error::QueueTimeout { .. }
+            | crate::Error::NotReplicated { .. } => FailureKind::Timeout,
             _ => FailureKind::Closed,
         };
     }

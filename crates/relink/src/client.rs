@@ -11,7 +11,7 @@
 //! the supervisor's actions into connects, pings and disconnects, and its
 //! events into health updates, the events stream and `tracing` events.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,9 @@ use futures_util::FutureExt;
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError, Value};
 use relink_core::supervisor::{Action, AsideVerdict, Event, Input, Output, State, Supervisor};
-use relink_core::{AttemptFailure, Delivery, Evidence, FailureKind, Timestamp};
+use relink_core::{
+    AttemptFailure, Delivery, Durability, Evidence, FailoverSignal, FailureKind, Timestamp,
+};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -66,6 +68,11 @@ pub struct Health {
     /// with [`Error::Misconfigured`] instead of waiting. Cleared by a fix
     /// ([`Client::update_credentials`]) or any other outcome of an attempt.
     pub misconfigured: bool,
+    /// Since when a failover of the master is in progress, as the
+    /// sentinels announced it: writes wait (within their deadline) instead
+    /// of going to a master that is being replaced, reads go on. `None`
+    /// otherwise. See [`Event::FailoverStarted`].
+    pub failover_since: Option<Instant>,
 }
 
 impl calls::HasState for Health {
@@ -145,6 +152,8 @@ impl Stats {
 /// A connection that is Ready, as the hot path sees it.
 struct Live {
     conn: MultiplexedConnection,
+    /// The server has `WAITAOF` (Redis 7.2+), asked at connect.
+    waitaof: bool,
     /// The server's `CLIENT ID` of this connection, for checks from the side.
     client_id: Option<i64>,
     /// Generation: which connection a failure report is about.
@@ -285,6 +294,9 @@ struct Shared {
     in_flight: AtomicU64,
     /// Cancelled by the task as its very last act.
     finished: CancellationToken,
+    /// The core holds writes back (a failover is in progress): the health's
+    /// `failover_since`, where the hot path reads it without a lock.
+    writes_held: AtomicBool,
     /// The exclusive connections (none on an exclusive connection itself).
     exclusive: Option<Arc<ExclusivePool>>,
     pubsub: ClientPubSub,
@@ -481,7 +493,14 @@ impl Client {
             // given up by the heartbeat, which fails this too. The new
             // credentials are used by reconnects only once the server has
             // taken them (or the connection went away under AUTH).
-            let sent = Transport::send(&**shared, &live, Request::Cmd(&auth), None, shared.now());
+            let sent = Transport::send(
+                &**shared,
+                &live,
+                Request::Cmd(&auth),
+                None,
+                shared.now(),
+                None,
+            );
             let refusal = match sent.await {
                 // (redis-rs hands a server's error reply back as a value.)
                 Ok(Value::ServerError(e)) => Some(RedisError::from(e)),
@@ -550,6 +569,7 @@ impl Client {
             busy_since: None,
             last_attempt_failure: None,
             misconfigured: false,
+            failover_since: None,
         });
         let (events, _) = broadcast::channel(256);
         let (reports, reports_rx) = mpsc::unbounded_channel();
@@ -611,8 +631,10 @@ impl Client {
             in_flight: AtomicU64::new(0),
             last_busy_ms: AtomicU64::new(0),
             finished: CancellationToken::new(),
+            writes_held: AtomicBool::new(false),
             exclusive,
         });
+        let signals = connector.failover_signals();
         let driver = Driver {
             shared: Arc::clone(&shared),
             supervisor,
@@ -625,6 +647,7 @@ impl Client {
             ping: None,
             aside: None,
             invalidated: None,
+            signals,
             half_open: false,
             reconfigure: reconfigure_rx,
             reconfigured: reconfigured_tx,
@@ -670,6 +693,53 @@ impl Client {
                 "this is itself an exclusive connection: it cannot lease another",
             )),
         }
+    }
+
+    /// A handle to the same client whose writes are acknowledged only once
+    /// `replicas` replicas confirmed them within `timeout`: each write (or
+    /// pipeline, or transaction) goes out followed by `WAIT replicas
+    /// timeout` in the same round trip. Confirmed, the write's reply is
+    /// passed on; not, the call fails with
+    /// [`Error::NotReplicated`] ("outcome unknown: replicated to N of M"):
+    /// the write was applied on the master, but a failover may still
+    /// discard it, so it is never reported "OK". Such a write is retried
+    /// only if declared idempotent. Reads skip the `WAIT`.
+    ///
+    /// The price: a `WAIT` holds the connection until the replicas answer
+    /// (a replication round trip; at most `timeout`), and commands behind
+    /// it wait too. `timeout` must be shorter than the response timeout.
+    /// The same for every handle: [`Config::with_durable`](crate::Config::with_durable).
+    ///
+    /// ```no_run
+    /// # async fn f(client: relink::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use redis::AsyncCommands;
+    /// use std::time::Duration;
+    /// let mut durable = client.durable(1, Duration::from_millis(500))?;
+    /// match durable.incr::<_, _, i64>("orders", 1).await {
+    ///     Ok(n) => println!("order {n} is on the master and a replica"),
+    ///     Err(e) => match relink::Error::from_redis(&e) {
+    ///         Some(relink::Error::NotReplicated { replicated, required, .. }) => {
+    ///             println!("applied, but only on {replicated} of {required} replicas: unknown")
+    ///         }
+    ///         _ => println!("{e}"),
+    ///     },
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn durable(&self, replicas: u32, timeout: Duration) -> Result<Client, Error> {
+        self.with_durability(Some(Durability::new(replicas, timeout)))
+    }
+
+    /// Like [`durable`](Self::durable) with every setting (`aof`: wait for
+    /// the append-only file's fsync too, with `WAITAOF` where the server has
+    /// it); `None`: acknowledged on the master's word, whatever the config says.
+    pub fn with_durability(&self, durability: Option<Durability>) -> Result<Client, Error> {
+        if let Some(durable) = &durability {
+            crate::config::check_durable(durable, self.shared.config.response_timeout())?;
+        }
+        let mut handle = self.clone();
+        handle.options.durable = durability;
+        Ok(handle)
     }
 
     /// The generation of the live connection (0: none now).
@@ -784,21 +854,34 @@ impl Transport for Shared {
         request: Request<'a>,
         _redirect: Option<&'a Redirect>,
         _sent_at: Timestamp,
+        durable: Option<Durability>,
     ) -> Result<Value, RedisError> {
         let _in_flight = InFlight::new(&self.in_flight);
         let _waiting = live.demand.as_ref().map(crate::connector::Demand::enter);
         let mut conn = live.conn.clone();
+        let sent = async {
+            match durable {
+                Some(durable) => {
+                    crate::durable::send(&mut conn, request, durable, live.waitaof).await
+                }
+                None => request.send(&mut conn).await,
+            }
+        };
         let result = if live.kill.is_some() {
             // Closing the connection fails this command by itself.
-            request.send(&mut conn).await
+            sent.await
         } else {
             tokio::select! {
                 biased;
-                result = request.send(&mut conn) => result,
+                result = sent => result,
                 _ = live.dead.cancelled() => Err(classify::given_up()),
             }
         };
         result.map_err(|e| live.failure(e))
+    }
+
+    fn writes_held(&self) -> bool {
+        self.writes_held.load(Ordering::Relaxed)
     }
 
     fn generation(&self, live: &Arc<Live>) -> u64 {
@@ -849,7 +932,15 @@ calls::handle!(Client, Shared, Live, Health, |client| client
 /// A made connection and its `CLIENT ID` (none when the server refuses to
 /// tell, e.g. an ACL user without `CLIENT`: no side checks then), or why
 /// the attempt failed.
-type ConnectResult = Result<(Connection, Option<i64>), Diagnosis>;
+type ConnectResult = Result<(Connection, Setup), Diagnosis>;
+
+/// What a new connection's setup found out.
+struct Setup {
+    /// Its `CLIENT ID` (none when the server refuses to tell).
+    client_id: Option<i64>,
+    /// The server has `WAITAOF`.
+    waitaof: bool,
+}
 
 /// A connection attempt in flight: attempt number, the generation its
 /// connection will have, the connection.
@@ -879,8 +970,12 @@ struct Driver {
     connecting: Option<PendingConnect>,
     ping: Option<PendingPing>,
     aside: Option<PendingAside>,
-    /// Resolves when the connector says the live connection is stale.
+    /// Resolves when the connector says the server moved: the live
+    /// connection is stale ([`Connector::invalidated`]), or, with none up,
+    /// the next attempt must not wait its backoff delay ([`Connector::moved`]).
     invalidated: Option<BoxFuture<'static, ()>>,
+    /// The connector's news of a failover in progress (Sentinel), for the core.
+    signals: Option<broadcast::Receiver<FailoverSignal>>,
     /// The side check just found the live connection gone from the server.
     half_open: bool,
     /// Configuration changes asked for ([`Client::update_credentials`]).
@@ -897,6 +992,9 @@ impl Driver {
         let shutdown = self.shared.calls.shutdown.clone();
         let now = self.shared.now();
         self.supervisor.handle_input(now, Input::Start);
+        // Followed whatever the state: a move announced in the middle of a
+        // backoff wait is acted on at once.
+        self.invalidated = Some(self.connector.moved());
         // Bounded by the supervisor: every iteration handles one input or one
         // deadline, and Shutdown is terminal.
         loop {
@@ -962,11 +1060,24 @@ impl Driver {
                     Some(Input::Reconfigured)
                 }
                 _ = poll_invalidated(&mut self.invalidated) => {
-                    self.invalidated = None;
+                    self.invalidated = Some(self.connector.moved());
                     tracing::info!("relink connector reports the server moved; reconnecting");
                     // The server we talk to is no longer the one to talk to:
                     // reconnect at once (the core skips the backoff delay).
                     Some(Input::ServerMoved)
+                }
+                Some(signal) = poll_signals(&mut self.signals) => {
+                    if signal == FailoverSignal::Switched
+                        && self.invalidated.as_mut().and_then(FutureExt::now_or_never).is_some()
+                    {
+                        // The switch moved the master away from the live
+                        // connection: the core hears of the move first, so
+                        // the end of the hold never lets a write through to
+                        // the old master.
+                        self.invalidated = Some(self.connector.moved());
+                        self.supervisor.handle_input(self.shared.now(), Input::ServerMoved);
+                    }
+                    Some(Input::Failover { signal })
                 }
                 Some(report) = self.reports.recv() => {
                     (report.generation == self.generation).then_some(Input::CommandFailed { kind: report.kind })
@@ -1071,10 +1182,31 @@ impl Driver {
                                 .exec_async(&mut *conn)
                                 .await?;
                         }
-                        Ok(id)
+                        // Whether durable writes can wait for the AOF
+                        // fsync (Redis 7.2+): asked, never assumed.
+                        let info = redis::cmd("COMMAND")
+                            .arg("INFO")
+                            .arg("WAITAOF")
+                            .query_async::<Value>(&mut *conn)
+                            .await;
+                        let waitaof = match info {
+                            Ok(info) => crate::durable::has_waitaof(&info),
+                            Err(e) if is_server_reply(&e) => false,
+                            Err(e) => return Err(e),
+                        };
+                        if !waitaof && config.durable().is_some_and(|d| d.aof) {
+                            tracing::warn!(
+                                "durable.aof: the server has no WAITAOF (Redis 7.2+): durable \
+                                 writes wait for the replicas' acknowledgement (WAIT) only"
+                            );
+                        }
+                        Ok(Setup {
+                            client_id: id,
+                            waitaof,
+                        })
                     };
                     match setup.await {
-                        Ok(id) => Ok((connection, id)),
+                        Ok(setup) => Ok((connection, setup)),
                         Err(e) => {
                             if let Some(kill) = &connection.kill {
                                 kill.abort();
@@ -1150,7 +1282,7 @@ impl Driver {
                 self.connecting = None;
                 self.ping = None;
                 self.aside = None;
-                self.invalidated = None;
+                self.invalidated = Some(self.connector.moved());
                 let half_open = std::mem::take(&mut self.half_open);
                 if let Some(live) = shared.live.swap(None) {
                     if let Some(reason) = self.loss_reason(shared, half_open) {
@@ -1206,6 +1338,21 @@ impl Driver {
                 );
             }
             Event::HeartbeatMissed { misses } => tracing::warn!(misses, "relink heartbeat missed"),
+            Event::ServerMoved => {
+                tracing::info!(
+                    "relink: the master moved (announced by the sentinels); reconnecting at once"
+                );
+            }
+            Event::FailoverStarted { signal } => {
+                tracing::warn!(%signal, "relink: a failover of the master is in progress; writes wait");
+            }
+            Event::FailoverEnded { held_for, expired } => {
+                tracing::info!(
+                    held_for_ms = held_for.as_millis() as u64,
+                    expired,
+                    "relink: writes no longer held for a failover"
+                );
+            }
             Event::GaveUp { attempts, elapsed } => {
                 tracing::error!(
                     attempts,
@@ -1255,11 +1402,12 @@ impl Driver {
     }
 
     /// A new connection is up: make it the one the hot path uses.
-    fn install(&mut self, (connection, client_id): (Connection, Option<i64>), generation: u64) {
+    fn install(&mut self, (connection, setup): (Connection, Setup), generation: u64) {
         self.generation = generation;
         let live = Live {
             conn: connection.conn,
-            client_id,
+            waitaof: setup.waitaof,
+            client_id: setup.client_id,
             kill: connection.kill,
             demand: connection.demand,
             generation: self.generation,
@@ -1290,7 +1438,14 @@ impl Driver {
                     .map(|t| shared.epoch + Duration::from_millis(t.as_millis())),
                 last_attempt_failure: h.last_attempt_failure,
                 misconfigured: h.misconfigured,
+                failover_since: h
+                    .failover_since
+                    .map(|t| shared.epoch + Duration::from_millis(t.as_millis())),
             };
+            // Before the health that wakes the queued calls goes out.
+            shared
+                .writes_held
+                .store(h.failover_since.is_some(), Ordering::Relaxed);
             let changed = *current != next;
             if changed {
                 *current = next;
@@ -1344,6 +1499,27 @@ async fn poll_invalidated(invalidated: &mut Option<BoxFuture<'static, ()>>) {
     match invalidated {
         Some(fut) => fut.await,
         None => std::future::pending().await,
+    }
+}
+
+/// The next failover signal; pending forever once the connector has none
+/// (a receiver that fell behind skips to the oldest kept).
+async fn poll_signals(
+    signals: &mut Option<broadcast::Receiver<FailoverSignal>>,
+) -> Option<FailoverSignal> {
+    let Some(rx) = signals else {
+        return std::future::pending().await;
+    };
+    // Bounded: a lagged receiver is moved to the oldest kept message.
+    loop {
+        match rx.recv().await {
+            Ok(signal) => return Some(signal),
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => {
+                *signals = None;
+                return None;
+            }
+        }
     }
 }
 

@@ -102,7 +102,7 @@ use redis::{ConnectionInfo, IntoConnectionInfo, ProtocolVersion};
 use relink_core::call::CallPolicy;
 use relink_core::duration::{self, HumanDuration};
 use relink_core::supervisor::SupervisorConfig;
-use relink_core::ConfigError;
+use relink_core::{ConfigError, Durability};
 use serde::de::{self, Deserializer, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
@@ -403,6 +403,7 @@ pub struct Config {
     seed: Option<u64>,
     sentinel: Option<SentinelConfig>,
     tls: Option<TlsConfig>,
+    durable: Option<Durability>,
     /// Where metrics go (the `opentelemetry` feature); `None`: the global
     /// meter provider's. Not data: not serialized, compared or shown.
     #[cfg(feature = "opentelemetry")]
@@ -460,6 +461,7 @@ impl Config {
             seed: None,
             sentinel: None,
             tls: None,
+            durable: None,
             #[cfg(feature = "opentelemetry")]
             meter: None,
         };
@@ -596,6 +598,17 @@ impl Config {
     /// picks the [`SentinelConnector`](crate::sentinel::SentinelConnector).
     pub fn with_sentinel(mut self, sentinel: SentinelConfig) -> Self {
         self.sentinel = Some(sentinel);
+        self
+    }
+
+    /// Acknowledges every write only once `durable.replicas` replicas
+    /// confirmed it within `durable.timeout` (`WAIT` in the same round
+    /// trip; see [`Client::durable`](crate::Client::durable), which does
+    /// the same for one handle); `None` (the default): on the master's word.
+    ///
+    /// Serde form: `[durable] replicas = 1, timeout = "500ms", aof = false`.
+    pub fn with_durable(mut self, durable: Option<Durability>) -> Self {
+        self.durable = durable;
         self
     }
 
@@ -742,6 +755,9 @@ impl Config {
             }
             tls.validate_as("tls.")?;
         }
+        if let Some(durable) = &self.durable {
+            check_durable(durable, self.response_timeout)?;
+        }
         if let Some(sentinel) = &self.sentinel {
             sentinel.validate()?;
             if matches!(self.target.addr(), redis::ConnectionAddr::Unix(_)) {
@@ -881,6 +897,11 @@ impl Config {
         self.sentinel.as_ref()
     }
 
+    /// The durable acknowledgements every write asks for, if any.
+    pub fn durable(&self) -> Option<Durability> {
+        self.durable
+    }
+
     /// The TLS settings given with [`with_tls`](Self::with_tls), if any.
     pub fn tls(&self) -> Option<&TlsConfig> {
         self.tls.as_ref()
@@ -928,6 +949,7 @@ impl fmt::Debug for Config {
             .field("seed", &self.seed)
             .field("sentinel", &self.sentinel)
             .field("tls", &self.tls)
+            .field("durable", &self.durable)
             .finish()
     }
 }
@@ -953,7 +975,27 @@ impl PartialEq for Config {
             && self.seed == other.seed
             && self.sentinel == other.sentinel
             && self.tls == other.tls
+            && self.durable == other.durable
     }
+}
+
+/// Checks durable acknowledgements: the fields (named `durable.*`), and a
+/// `WAIT` timeout that fits inside the response timeout of the attempt that
+/// carries it.
+pub(crate) fn check_durable(durable: &Durability, response_timeout: Duration) -> Result<(), Error> {
+    durable.validate().map_err(|e| prefixed("durable.", e))?;
+    if durable.timeout >= response_timeout {
+        return Err(Error::config(
+            "durable.timeout",
+            format!(
+                "must be shorter than the response timeout ({}), which bounds the write and \
+                 its WAIT together; got {}",
+                HumanDuration(response_timeout),
+                HumanDuration(durable.timeout)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Where Redis Sentinel finds the master: the sentinels to ask, the name they
@@ -1656,6 +1698,8 @@ pub(crate) struct RawConfig {
     sentinel: Option<SentinelConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     tls: Option<TlsConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    durable: Option<Durability>,
 }
 
 /// [`HeartbeatConfig`] with errors that name `heartbeat.*`.
@@ -1742,6 +1786,7 @@ impl TryFrom<RawConfig> for Config {
         config.seed = raw.seed;
         config.sentinel = raw.sentinel;
         config.tls = raw.tls;
+        config.durable = raw.durable;
         config.build()
     }
 }
@@ -1781,6 +1826,7 @@ impl From<Config> for RawConfig {
             exclusive: Some(c.exclusive),
             sentinel: c.sentinel,
             tls: c.tls,
+            durable: c.durable,
         }
     }
 }

@@ -65,6 +65,28 @@ pub trait Connector: Send + Sync + fmt::Debug + 'static {
         Box::pin(std::future::pending())
     }
 
+    /// Resolves when the connector learns, from now on, that the server
+    /// moved (a Sentinel announcing `+switch-master`), whether or not a
+    /// connection is up: the client then makes its next attempt at once,
+    /// even in the middle of a backoff wait, instead of waiting out a delay
+    /// chosen before the new master was known. Asked for whenever no
+    /// [`invalidated`](Self::invalidated) is pending; the default never
+    /// resolves.
+    fn moved(&self) -> futures_util::future::BoxFuture<'static, ()> {
+        Box::pin(std::future::pending())
+    }
+
+    /// The steps of a failover of the server's master as the connector
+    /// hears them (Sentinel's announcements, read by
+    /// [`relink_core::failover::sentinel_signal`]), for the core to decide
+    /// on (writes wait while one is in progress). `None` (the default):
+    /// this connector hears of none.
+    fn failover_signals(
+        &self,
+    ) -> Option<tokio::sync::broadcast::Receiver<relink_core::FailoverSignal>> {
+        None
+    }
+
     /// Opens a short-lived second connection to the server the last
     /// [`connect`](Self::connect) reached, for a check from the side (is
     /// the server still there, does it still know the first connection?).

@@ -135,6 +135,26 @@ pub enum Error {
         /// nothing, whatever happened to it.
         read_only: bool,
     },
+    /// A write sent with durable acknowledgements
+    /// ([`Client::durable`](crate::Client::durable)) was applied on the
+    /// master, but fewer replicas than required confirmed it within the
+    /// timeout (`WAIT`/`WAITAOF`): a failover may still discard it, so its
+    /// outcome is unknown. The master's reply is not passed on: the caller
+    /// is never told "OK" for a write a failover can lose.
+    #[error(
+        "outcome unknown: replicated to {replicated} of {required} replicas within {timeout:?} \
+         (applied on the master; a failover may discard it): {detail}"
+    )]
+    NotReplicated {
+        /// Replicas that confirmed the write.
+        replicated: u32,
+        /// Replicas required.
+        required: u32,
+        /// How long the server waited for them.
+        timeout: std::time::Duration,
+        /// What the server answered to `WAIT` (or `WAITAOF`).
+        detail: String,
+    },
     /// The command failed before it could have been applied, and was not
     /// retried (retries ran out or the retry budget is spent).
     #[error("not applied: the command failed before it could run ({kind}: {detail})")]
@@ -235,7 +255,7 @@ impl Error {
             | Error::NoExclusiveConnection { .. }
             | Error::ConnectionReplaced
             | Error::Shutdown => Some(Outcome::NotApplied),
-            Error::OutcomeUnknown { .. } => Some(Outcome::Unknown),
+            Error::OutcomeUnknown { .. } | Error::NotReplicated { .. } => Some(Outcome::Unknown),
             Error::DeadlineExceeded { outcome, .. } => Some(*outcome),
             Error::Config { .. }
             | Error::TlsUnavailable { .. }

@@ -442,8 +442,14 @@ impl Exclusive {
             let now = client.current_generation();
             self.options.pinned = (now != 0).then_some(now);
         }
+        // Durable acknowledgements wait for a transaction's EXEC: a WAIT
+        // sent inside MULTI would be queued as one of its commands.
+        let mut options = self.options;
+        if self.watching || self.in_multi {
+            options.durable = None;
+        }
         self.in_call = true;
-        let result = client.run_here(request, self.options).await;
+        let result = client.run_here(request, options).await;
         self.in_call = false;
         let replaced = result
             .as_ref()

@@ -83,6 +83,7 @@ mod coalesce;
 pub mod config;
 pub mod connector;
 pub mod diagnose;
+mod durable;
 pub mod error;
 pub mod exclusive;
 pub mod metrics;
@@ -99,7 +100,8 @@ pub use error::Error;
 pub use exclusive::Exclusive;
 pub use pubsub::{PubSubItem, Subscription};
 pub use relink_core::{
-    self as core, AttemptFailure, ConnectCause, Event, FailureKind, Outcome, State,
+    self as core, AttemptFailure, ConnectCause, Durability, Event, FailoverSignal, FailureKind,
+    Outcome, State,
 };
 
 /// The redis-rs this crate was built with: use it through this path (or pin

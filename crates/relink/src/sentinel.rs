@@ -15,25 +15,39 @@
 //!   (the config's credentials, database, protocol, timeouts, push messages),
 //!   and `ROLE` is asked again on it: a node that is not a master fails the
 //!   attempt with a `READONLY` error, and the supervisor's backoff tries again.
-//! - **`+switch-master`**: a background task keeps a Pub/Sub subscription on
-//!   one sentinel, a connection shape of its own driven by the core's
-//!   [`Supervisor`] like the client's connection: the supervisor decides
-//!   when to (re)subscribe (each attempt to the next sentinel in turn), the
-//!   backoff between attempts and when to give up, the connect timeout, the
-//!   heartbeat (any message counts as a reply; a PING after a silence) and
-//!   when the subscription is dead; the settings are
+//! - **The failover's announcements**: background tasks (watchers, one per
+//!   configured sentinel, at most three) each keep a Pub/Sub subscription
+//!   on a sentinel to the failover's channels ([`SENTINEL_CHANNELS`]:
+//!   `+odown`, `+try-failover`, `+promoted-slave`, the `+failover-state-*`
+//!   steps, `+switch-master`, the aborts), started with the client and kept
+//!   whether or not the master answers. More than one, since only the
+//!   sentinel leading a failover announces its steps, and the others hear
+//!   of the switch from it up to seconds later. Each is a connection shape
+//!   of its own driven by the core's [`Supervisor`] like the client's
+//!   connection: the supervisor decides when to (re)subscribe (each attempt
+//!   to the next sentinel in turn, so a dead sentinel is left for the next:
+//!   the configured ones, then the others they named when asked `SENTINEL
+//!   SENTINELS` at each subscription), the backoff between attempts and
+//!   when to give up, the connect timeout, the heartbeat (any message
+//!   counts as a reply; a PING after a silence) and when the subscription
+//!   is dead; the settings are
 //!   [`SentinelConfig::watch_supervisor`](crate::config::SentinelConfig::watch_supervisor).
-//!   A watcher that gave up is started again by the next connect. When
-//!   a failover of the service names a master other than the one connected,
-//!   [`Connector::invalidated`] resolves and the client reconnects at once,
-//!   instead of writing to the old master until it is demoted. After each
-//!   (re)subscription the task also asks `SENTINEL get-master-addr-by-name`,
-//!   so a switch announced while it was not listening is not missed.
+//!   A watcher that gave up is started again by the next connect. Every
+//!   step concerning the service goes to the clients' drivers
+//!   ([`Connector::failover_signals`]) for their core, which holds writes
+//!   while a failover is in progress. When a failover names a master other
+//!   than the one connected, [`Connector::invalidated`] (or, with no
+//!   connection up, [`Connector::moved`]) resolves and the client connects
+//!   at once, also in the middle of a backoff wait, and straight to the
+//!   announced master. After each (re)subscription the task also asks
+//!   `SENTINEL get-master-addr-by-name`, so a switch announced while it was
+//!   not listening is not missed.
 //!
 //! A `READONLY` reply from a demoted master needs nothing here: the client
 //! classifies it as a connection-killing failure and reconnects, which asks
 //! the sentinels again.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -44,9 +58,10 @@ use futures_util::{FutureExt, StreamExt};
 use redis::aio::{PubSubSink, PubSubStream};
 use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
 use redis::{ConnectionAddr, ConnectionInfo, Msg, RedisError, Role, TlsMode, Value};
+use relink_core::failover::{sentinel_signal, SENTINEL_CHANNELS};
 use relink_core::supervisor::{Action, Event, Input, Output, State, Supervisor, SupervisorConfig};
-use relink_core::{FailureKind, Timestamp};
-use tokio::sync::watch;
+use relink_core::{FailoverSignal, FailureKind, Timestamp};
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -61,11 +76,24 @@ pub const SWITCH_MASTER_CHANNEL: &str = "+switch-master";
 /// A `host:port` as the sentinels name it.
 type Addr = (String, u16);
 
+/// Failover signals kept for a client that has not read them yet (a
+/// failover has about a dozen).
+const SIGNALS_KEPT: usize = 64;
+
+/// The most sentinels a watcher takes turns over (configured and learned).
+const MAX_SENTINELS: usize = 64;
+
+/// The most watchers (subscriptions held at once) per connector.
+const MAX_WATCHERS: usize = 3;
+
 /// The latest failover announcement: `seq` counts announcements.
 #[derive(Debug, Clone, Default)]
 struct Announcement {
     seq: u64,
     master: Option<Addr>,
+    /// It was a `+switch-master` (not the answer to the watcher's own
+    /// question after subscribing).
+    switched: bool,
 }
 
 /// Connects to the master that Redis Sentinel names; see the module docs.
@@ -80,11 +108,15 @@ pub struct SentinelConnector {
     /// redis-rs's discovery, with its cached sentinel connections.
     discovery: tokio::sync::Mutex<Sentinel>,
     announced: Arc<watch::Sender<Announcement>>,
+    /// The failover's steps as the watcher hears them, for every client on
+    /// this connector.
+    signals: broadcast::Sender<FailoverSignal>,
     /// The announcement count when the last connect started.
     connect_seq: AtomicU64,
     /// The master of the last successful connect.
     connected: Mutex<Option<Addr>>,
-    subscription: Mutex<Option<JoinHandle<()>>>,
+    /// The watchers, one a sentinel at first (at most [`MAX_WATCHERS`]).
+    subscription: Mutex<Vec<JoinHandle<()>>>,
     stop: CancellationToken,
     /// The watcher's supervisor settings, and the seed of its jitter.
     watch: SupervisorConfig,
@@ -138,9 +170,10 @@ impl SentinelConnector {
             sentinels: Arc::new(sentinels),
             discovery: tokio::sync::Mutex::new(discovery),
             announced: Arc::new(watch::channel(Announcement::default()).0),
+            signals: broadcast::channel(SIGNALS_KEPT).0,
             connect_seq: AtomicU64::new(0),
             connected: Mutex::new(None),
-            subscription: Mutex::new(None),
+            subscription: Mutex::new(Vec::new()),
             stop: CancellationToken::new(),
             watch: sentinel.watch_supervisor(),
             seed: config.jitter_seed(),
@@ -200,27 +233,40 @@ impl SentinelConnector {
         }))
     }
 
-    /// Starts the `+switch-master` subscription unless it runs.
+    /// Starts the watchers that do not run: one per configured sentinel (at
+    /// most [`MAX_WATCHERS`]), each starting its turns at its own, so every
+    /// live sentinel is heard. Only the sentinel leading a failover
+    /// announces its steps, and the others learn of the switch from it up
+    /// to seconds later: listening to one sentinel would miss both.
     fn ensure_subscription(&self) {
         if !self.follow || self.sentinels.is_empty() {
             return;
         }
-        let mut task = self
+        let mut tasks = self
             .subscription
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if task.as_ref().is_some_and(|t| !t.is_finished()) {
-            return;
+        let wanted = self.sentinels.len().min(MAX_WATCHERS);
+        for first in 0..wanted {
+            if tasks.get(first).is_some_and(|t| !t.is_finished()) {
+                continue;
+            }
+            let watcher = Watcher {
+                service: self.service.clone(),
+                sentinels: Arc::clone(&self.sentinels),
+                first,
+                announced: Arc::clone(&self.announced),
+                signals: self.signals.clone(),
+                stop: self.stop.clone(),
+                settings: self.watch.clone(),
+                seed: self.seed ^ (first as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            };
+            let task = tokio::spawn(watcher.run());
+            match tasks.get_mut(first) {
+                Some(slot) => *slot = task,
+                None => tasks.push(task),
+            }
         }
-        let watcher = Watcher {
-            service: self.service.clone(),
-            sentinels: Arc::clone(&self.sentinels),
-            announced: Arc::clone(&self.announced),
-            stop: self.stop.clone(),
-            settings: self.watch.clone(),
-            seed: self.seed,
-        };
-        *task = Some(tokio::spawn(watcher.run()));
     }
 }
 
@@ -241,12 +287,10 @@ impl SentinelConnector {
             // server name): over TLS the sentinels are asked where the
             // master is, and the ROLE check in `connect`, on relink's own
             // verified connection, is the check.
-            let (host, port) = self.ask_for_master(config).await.inspect_err(|e| {
+            let master = self.ask_for_master(config).await.inspect_err(|e| {
                 tracing::debug!(service = %self.service, error = %e, "sentinel discovery failed");
             })?;
-            let info = config.connection_info();
-            let addr = crate::connector::same_transport_at(info.addr(), host, port);
-            return redis::Client::open(info.set_addr(addr));
+            return client_at(config, master);
         }
         let client = {
             let mut discovery = self.discovery.lock().await;
@@ -272,9 +316,20 @@ impl Connector for SentinelConnector {
     async fn connect(&self, config: &Config, push: PushHandler) -> Result<Connection, RedisError> {
         self.ensure_subscription();
         // Announcements from now on may concern the master found below.
-        self.connect_seq
-            .store(self.announced.borrow().seq, Ordering::Relaxed);
-        let client = self.master_client(config).await?;
+        let (seq, announced) = {
+            let latest = self.announced.borrow();
+            (latest.seq, latest.master.clone())
+        };
+        let previous = self.connect_seq.swap(seq, Ordering::Relaxed);
+        let client = match announced.filter(|_| seq > previous) {
+            // A master announced since the last connect (a `+switch-master`)
+            // is reached at once: a sentinel asked now may not know of the
+            // switch yet (the others learn it from the leader within
+            // seconds). The ROLE check below is the check; if it fails,
+            // the next attempt asks the sentinels.
+            Some(master) => client_at(config, master)?,
+            None => self.master_client(config).await?,
+        };
         let addr = match client.get_connection_info().addr() {
             ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
                 (host.clone(), *port)
@@ -311,35 +366,61 @@ impl Connector for SentinelConnector {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let Some((host, port)) = master else {
+        let Some(master) = master else {
             return Err(crate::Error::NotConnected {
                 state: relink_core::State::Connecting,
                 last_attempt: None,
             }
             .into_redis());
         };
-        let info = config.connection_info();
-        let addr = crate::connector::same_transport_at(info.addr(), host, port);
-        let client = redis::Client::open(info.set_addr(addr))?;
+        let client = client_at(config, master)?;
         connect_multiplexed(&client, config, Arc::new(|_| {})).await
+    }
+
+    fn moved(&self) -> BoxFuture<'static, ()> {
+        if !self.follow {
+            return Box::pin(std::future::pending());
+        }
+        self.ensure_subscription();
+        // From now on, and only a switch: an earlier one, or the master a
+        // sentinel named when the watcher subscribed, is what the next
+        // attempt connects to anyway.
+        self.announced_after(self.announced.borrow().seq, true)
+    }
+
+    fn failover_signals(&self) -> Option<broadcast::Receiver<FailoverSignal>> {
+        if !self.follow {
+            return None;
+        }
+        // The watcher runs whether or not the master is reachable.
+        self.ensure_subscription();
+        Some(self.signals.subscribe())
     }
 
     fn invalidated(&self) -> BoxFuture<'static, ()> {
         if !self.follow {
             return Box::pin(std::future::pending());
         }
-        let seen = self.connect_seq.load(Ordering::Relaxed);
-        let connected = self
-            .connected
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        self.announced_after(self.connect_seq.load(Ordering::Relaxed), false)
+    }
+}
+
+impl SentinelConnector {
+    /// Resolves at the first announcement after the `seen`th (a
+    /// `+switch-master` only, if `switches`) that names a master other than
+    /// the last connect's (a switch to the master we are already on is no
+    /// reason to reconnect).
+    fn announced_after(&self, seen: u64, switches: bool) -> BoxFuture<'static, ()> {
+        let connected = self.current_master();
         let mut rx = self.announced.subscribe();
         Box::pin(async move {
-            // A switch to the master we are already on (announced while we
-            // connected to it) is no reason to reconnect.
             let moved = rx
-                .wait_for(|a| a.seq > seen && a.master.is_some() && a.master != connected)
+                .wait_for(|a| {
+                    a.seq > seen
+                        && (a.switched || !switches)
+                        && a.master.is_some()
+                        && a.master != connected
+                })
                 .await
                 .is_ok();
             if !moved {
@@ -348,6 +429,14 @@ impl Connector for SentinelConnector {
             }
         })
     }
+}
+
+/// A client for the master at `host:port`, with the config's settings and
+/// transport (TLS when the URL says so).
+fn client_at(config: &Config, (host, port): Addr) -> Result<redis::Client, RedisError> {
+    let info = config.connection_info();
+    let addr = crate::connector::same_transport_at(info.addr(), host, port);
+    redis::Client::open(info.set_addr(addr))
 }
 
 /// The attempt's error when the named node is not (or no longer) a master:
@@ -387,8 +476,8 @@ fn not_a_master(service: &str, addr: &Addr, role: &Role) -> RedisError {
     .into_redis()
 }
 
-/// The `+switch-master` watcher: a connection shape of its own (a Pub/Sub
-/// subscription on one sentinel at a time) driven by the core's
+/// A watcher of the failover's announcements: a connection shape of its own
+/// (a Pub/Sub subscription on one sentinel at a time) driven by the core's
 /// [`Supervisor`], which decides when to (re)subscribe, how long to wait
 /// between attempts, when to give up, when to PING and when the subscription
 /// is dead. This task only executes: it opens the connection, subscribes,
@@ -397,7 +486,10 @@ fn not_a_master(service: &str, addr: &Addr, role: &Role) -> RedisError {
 struct Watcher {
     service: String,
     sentinels: Arc<Vec<ConnectionInfo>>,
+    /// The sentinel of its first attempt (an index): watchers start apart.
+    first: usize,
     announced: Arc<watch::Sender<Announcement>>,
+    signals: broadcast::Sender<FailoverSignal>,
     stop: CancellationToken,
     /// The supervisor's settings ([`SentinelConfig::watch_supervisor`](crate::config::SentinelConfig::watch_supervisor)).
     settings: SupervisorConfig,
@@ -427,6 +519,8 @@ struct Subscribed {
     sink: PubSubSink,
     stream: PubSubStream,
     master: Option<Addr>,
+    /// The other sentinels this one named, reached like it.
+    others: Vec<ConnectionInfo>,
 }
 
 /// The watcher's state while it runs: the supervisor and what it asked for.
@@ -435,6 +529,10 @@ struct WatchLoop {
     supervisor: Supervisor,
     /// The sentinel the next attempt goes to (an index, taken modulo their number).
     next: usize,
+    /// The sentinels in turn: the configured ones, then those they named
+    /// (`SENTINEL SENTINELS`), so a watcher whose configured sentinels died
+    /// still finds the others.
+    sentinels: Vec<ConnectionInfo>,
     subscribing: Option<PendingSubscribe>,
     listening: Option<Listening>,
     ping: Option<PendingPing>,
@@ -445,7 +543,8 @@ impl Watcher {
         let mut state = WatchLoop {
             epoch: Instant::now(),
             supervisor: Supervisor::new(self.settings.clone(), self.seed),
-            next: 0,
+            next: self.first,
+            sentinels: self.sentinels.to_vec(),
             subscribing: None,
             listening: None,
             ping: None,
@@ -466,8 +565,9 @@ impl Watcher {
                 (attempt, sentinel, result) = poll_subscribe(&mut state.subscribing) => match result {
                     Ok(subscribed) => {
                         if let Some(master) = subscribed.master {
-                            self.announce(master);
+                            self.announce(master, false);
                         }
+                        learn(&mut state.sentinels, subscribed.others);
                         state.listening = Some(Listening {
                             sentinel,
                             sink: subscribed.sink,
@@ -486,14 +586,7 @@ impl Watcher {
                 },
                 message = next_message(&mut state.listening) => match message {
                     Some(msg) => {
-                        if let Some(master) = msg
-                            .get_payload::<String>()
-                            .ok()
-                            .and_then(|payload| parse_switch(&payload, &self.service))
-                        {
-                            tracing::info!(service = %self.service, master = %format!("{}:{}", master.0, master.1), "sentinel announced +switch-master");
-                            self.announce(master);
-                        }
+                        self.hear(&msg);
                         // Any message proves the sentinel alive.
                         Some(Input::Activity)
                     }
@@ -537,8 +630,8 @@ impl Watcher {
             Action::Connect { attempt } => {
                 // The sentinels in turn. (There is at least one: the config
                 // is validated; with none, the attempt times out.)
-                let count = self.sentinels.len().max(1);
-                let Some(info) = self.sentinels.get(state.next % count) else {
+                let count = state.sentinels.len().max(1);
+                let Some(info) = state.sentinels.get(state.next % count) else {
                     return;
                 };
                 state.next = state.next.wrapping_add(1);
@@ -594,10 +687,38 @@ impl Watcher {
         }
     }
 
-    fn announce(&self, master: Addr) {
-        self.announced.send_modify(|a| {
+    /// One announcement of a sentinel: a switch moves the connector's
+    /// master first, then every step goes to the clients for their core.
+    fn hear(&self, msg: &Msg) {
+        let channel = msg.get_channel_name();
+        let Ok(payload) = msg.get_payload::<String>() else {
+            return;
+        };
+        let Some(signal) = sentinel_signal(channel, &payload, &self.service) else {
+            return;
+        };
+        tracing::debug!(service = %self.service, %channel, %payload, %signal, "sentinel announcement");
+        if signal == FailoverSignal::Switched {
+            if let Some(master) = parse_switch(&payload, &self.service) {
+                tracing::info!(service = %self.service, master = %format!("{}:{}", master.0, master.1), "sentinel announced +switch-master");
+                self.announce(master, true);
+            }
+        }
+        // (No client listening is no error.)
+        let _ = self.signals.send(signal);
+    }
+
+    /// Tells the connector where the master is, unless it knew (every
+    /// watcher hears the same switch, and asks the same question).
+    fn announce(&self, master: Addr, switched: bool) {
+        self.announced.send_if_modified(|a| {
+            if a.master.as_ref() == Some(&master) && (a.switched || !switched) {
+                return false;
+            }
             a.seq += 1;
+            a.switched = switched;
             a.master = Some(master);
+            true
         });
     }
 }
@@ -619,24 +740,55 @@ impl WatchLoop {
 /// announced while nobody listened is not missed. Its time is bounded by
 /// the supervisor (its connect timeout abandons it).
 async fn subscribe(info: ConnectionInfo, service: String) -> Result<Subscribed, RedisError> {
-    let client = redis::Client::open(info)?;
+    let client = redis::Client::open(info.clone())?;
     let (pubsub, mut conn) = futures_util::future::try_join(
         client.get_async_pubsub(),
         client.get_multiplexed_async_connection(),
     )
     .await?;
     let (mut sink, stream) = pubsub.split();
-    sink.subscribe(SWITCH_MASTER_CHANNEL).await?;
+    sink.subscribe(SENTINEL_CHANNELS).await?;
     let master: Option<Addr> = redis::cmd("SENTINEL")
         .arg("get-master-addr-by-name")
         .arg(&service)
         .query_async(&mut conn)
         .await?;
+    // The other sentinels of the service, as this one knows them (an
+    // answer it cannot give costs the subscription nothing).
+    let others: Vec<HashMap<String, String>> = redis::cmd("SENTINEL")
+        .arg("SENTINELS")
+        .arg(&service)
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    let others = others
+        .iter()
+        .filter_map(|s| Some((s.get("ip")?.clone(), s.get("port")?.parse().ok()?)))
+        .map(|(host, port)| {
+            let addr = crate::connector::same_transport_at(info.addr(), host, port);
+            info.clone().set_addr(addr)
+        })
+        .collect();
     Ok(Subscribed {
         sink,
         stream,
         master,
+        others,
     })
+}
+
+/// Adds the sentinels in `others` that `known` lacks (by address), to be
+/// tried after the ones before them.
+fn learn(known: &mut Vec<ConnectionInfo>, others: Vec<ConnectionInfo>) {
+    for other in others {
+        if known.len() >= MAX_SENTINELS {
+            return;
+        }
+        if !known.iter().any(|k| k.addr() == other.addr()) {
+            tracing::debug!(sentinel = %other.addr(), "sentinel learned from another");
+            known.push(other);
+        }
+    }
 }
 
 async fn poll_subscribe(
@@ -722,7 +874,9 @@ mod tests {
         let watcher = Watcher {
             service: "mymaster".into(),
             sentinels: Arc::new(vec![info.clone(), info]),
+            first: 0,
             announced,
+            signals: broadcast::channel(SIGNALS_KEPT).0,
             stop: CancellationToken::new(),
             settings,
             seed: 1,

@@ -670,3 +670,41 @@ fn bad_urls_say_what_is_wrong() {
         Config::new(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
     }
 }
+
+#[test]
+fn durable_acknowledgements_in_toml_validated_naming_the_field() {
+    let config: Config = toml::from_str(
+        "url = \"redis://127.0.0.1\"\n[durable]\nreplicas = 2\ntimeout = \"250ms\"\n",
+    )
+    .unwrap();
+    let durable = config.durable().unwrap();
+    assert_eq!(durable.replicas, 2);
+    assert_eq!(durable.timeout, Duration::from_millis(250));
+    assert!(!durable.aof);
+    let back: Config = toml::from_str(&toml::to_string(&config).unwrap()).unwrap();
+    assert_eq!(back, config);
+    assert_eq!(Config::new("redis://127.0.0.1").unwrap().durable(), None);
+
+    let zero = toml_err("url = \"redis://h\"\n[durable]\nreplicas = 0\ntimeout = \"1s\"\n");
+    assert!(zero.contains("durable.replicas"), "{zero}");
+    let forever = toml_err("url = \"redis://h\"\n[durable]\nreplicas = 1\ntimeout = \"0ms\"\n");
+    assert!(forever.contains("durable.timeout"), "{forever}");
+    // WAIT must fit inside the response timeout of the attempt that carries it.
+    let too_long = toml_err(
+        "url = \"redis://h\"\nresponse_timeout = \"1s\"\n[durable]\nreplicas = 1\ntimeout = \"2s\"\n",
+    );
+    assert!(too_long.contains("durable.timeout"), "{too_long}");
+    let missing = toml_err("url = \"redis://h\"\n[durable]\ntimeout = \"1s\"\n");
+    assert!(missing.contains("replicas"), "{missing}");
+    let unknown =
+        toml_err("url = \"redis://h\"\n[durable]\nreplicas = 1\ntimeout = \"1s\"\nfsync = 1\n");
+    assert!(unknown.contains("fsync"), "{unknown}");
+
+    // Not on a cluster yet: refused, naming the setting.
+    let cluster = relink::ClusterConfig::new(["redis://127.0.0.1:7000"])
+        .unwrap()
+        .with_settings(config)
+        .build()
+        .unwrap_err();
+    assert_eq!(field_of(&cluster), "settings.durable", "{cluster}");
+}

@@ -190,34 +190,11 @@ async fn kill_the_master_and_the_client_and_a_follower_follow_the_promoted_repli
     client.shutdown().await;
 }
 
-/// Time from `SENTINEL FAILOVER` until a write through `client` is served by
-/// the new master `new`. The write and `INFO server` run in one MULTI/EXEC, so
-/// the reply says which server applied it (a write to the old master reaches
-/// the replica too, until it is promoted: its presence there proves nothing).
+/// Time from now until a write through `client` is served by the new
+/// master `new` (see [`first_write_landing_on`]).
 async fn first_write_on(client: &Client, new: SocketAddr, label: &str) -> Duration {
     let started = Instant::now();
-    let mut c = client.clone();
-    let port = format!("tcp_port:{}", new.port());
-    for i in 0u64.. {
-        assert!(
-            started.elapsed() < PATIENCE,
-            "{label}: no write reached the new master in {PATIENCE:?}"
-        );
-        let written: Result<((), String), _> = redis::pipe()
-            .atomic()
-            .set(format!("planned:{label}:{i}"), i)
-            .cmd("INFO")
-            .arg("server")
-            .query_async(&mut c)
-            .await;
-        if let Ok(((), info)) = written {
-            if info.lines().any(|line| line.trim() == port) {
-                return started.elapsed();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    unreachable!()
+    first_write_landing_on(client, new, label).await - started
 }
 
 /// The clients of the sentinel at `addr` that are subscribed to a channel,
@@ -237,6 +214,43 @@ fn subscribers(addr: SocketAddr) -> Vec<BTreeMap<String, String>> {
         })
         .filter(|client| client.get("sub").is_some_and(|n| n != "0"))
         .collect()
+}
+
+/// Kills the first sentinel (where the first watcher's subscription
+/// starts) and waits (bounded) until a watcher is subscribed on another one
+/// (discovery does not subscribe: every subscriber there is a watcher);
+/// returns that sentinel and the watcher's client id on it.
+async fn kill_the_watched_sentinel(topology: &mut SentinelTopology) -> (SocketAddr, String) {
+    let sentinels = topology.sentinel_addrs();
+    blocking(|| topology.sentinels_mut()[0].kill());
+    let started = Instant::now();
+    let watcher = || {
+        sentinels[1..].iter().find_map(|s| {
+            let id = subscribers(*s).first()?.get("id")?.clone();
+            Some((*s, id))
+        })
+    };
+    // Bounded by PATIENCE.
+    loop {
+        if let Some(found) = blocking(watcher) {
+            return found;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the sentinel subscription did not move to another sentinel\n{}",
+            topology.log_tails(10)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The data node that is not `master`.
+fn the_replica(topology: &SentinelTopology, master: SocketAddr) -> SocketAddr {
+    topology
+        .node_addrs()
+        .into_iter()
+        .find(|a| *a != master)
+        .unwrap()
 }
 
 /// The events `events` has buffered: what happened since it was taken.
@@ -266,11 +280,7 @@ fn disconnects(events: &[Event]) -> Vec<FailureKind> {
 async fn planned_failover_reconnects_on_switch_master_before_the_old_master_refuses() {
     let mut topology = blocking(SentinelTopology::start);
     let old = topology.master_addr().unwrap();
-    let new = topology
-        .node_addrs()
-        .into_iter()
-        .find(|a| *a != old)
-        .unwrap();
+    let new = the_replica(&topology, old);
     // A lenient heartbeat: no reconnect here may come from a slow machine.
     let heartbeat = HeartbeatConfig {
         interval: Duration::from_secs(1),
@@ -279,29 +289,9 @@ async fn planned_failover_reconnects_on_switch_master_before_the_old_master_refu
     };
     let following = ready(config(&topology, true).with_heartbeat(heartbeat)).await;
     let ignoring = ready(config(&topology, false).with_heartbeat(heartbeat)).await;
-    // The first sentinel, where the subscription starts, dies: the
-    // subscription moves on to another one (the only subscriber there: the
-    // ignoring client has no watcher, and discovery does not subscribe).
-    let sentinels = topology.sentinel_addrs();
-    blocking(|| topology.sentinels_mut()[0].kill());
-    let started = Instant::now();
-    let watcher = || {
-        sentinels[1..].iter().find_map(|s| {
-            let id = subscribers(*s).first()?.get("id")?.clone();
-            Some((*s, id))
-        })
-    };
-    let (watched, watcher_id) = loop {
-        if let Some(found) = blocking(watcher) {
-            break found;
-        }
-        assert!(
-            started.elapsed() < PATIENCE,
-            "the +switch-master subscription did not move to another sentinel\n{}",
-            topology.log_tails(10)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    // The first sentinel dies: the watchers go on on the others (the
+    // ignoring client has none).
+    let (watched, watcher_id) = kill_the_watched_sentinel(&mut topology).await;
 
     let mut following_events = following.events();
     let mut ignoring_events = ignoring.events();
@@ -451,4 +441,374 @@ fn sentinel_config_reads_from_toml_round_trips_and_hides_its_password() {
         bad_password.contains("sentinel.password") && !bad_password.contains("12345"),
         "{bad_password}"
     );
+}
+
+/// Counters written by the INCR load: what relink acknowledged of each, and
+/// how many came back "outcome unknown" (they may or may not be applied).
+#[derive(Debug, Default, Clone)]
+struct Tally {
+    acknowledged: Vec<u64>,
+    unknown: Vec<u64>,
+    not_applied: u64,
+    replicated_short: u64,
+}
+
+const COUNTERS: usize = 16;
+const WRITERS: usize = 4;
+
+/// `WRITERS` tasks INCRing `COUNTERS` counters named `{prefix}:<i>` through
+/// `client` until `stop`; each result is tallied by what relink said.
+fn incr_load(
+    client: &Client,
+    prefix: &str,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Vec<tokio::task::JoinHandle<Tally>> {
+    (0..WRITERS)
+        .map(|w| {
+            let mut c = client.clone();
+            let stop = stop.clone();
+            let prefix = prefix.to_owned();
+            tokio::spawn(async move {
+                let mut tally = Tally {
+                    acknowledged: vec![0; COUNTERS],
+                    unknown: vec![0; COUNTERS],
+                    ..Tally::default()
+                };
+                let mut i = w;
+                // Bounded by `stop`, which the test cancels within PATIENCE.
+                while !stop.is_cancelled() {
+                    let k = i % COUNTERS;
+                    i += 1;
+                    match c.incr::<_, _, i64>(format!("{prefix}:{k}"), 1).await {
+                        Ok(_) => tally.acknowledged[k] += 1,
+                        Err(e) => match Error::outcome_of(&e) {
+                            relink::Outcome::Unknown => {
+                                tally.unknown[k] += 1;
+                                if matches!(
+                                    Error::from_redis(&e),
+                                    Some(Error::NotReplicated { .. })
+                                ) {
+                                    tally.replicated_short += 1;
+                                }
+                            }
+                            _ => tally.not_applied += 1,
+                        },
+                    }
+                }
+                tally
+            })
+        })
+        .collect()
+}
+
+async fn tallied(tasks: Vec<tokio::task::JoinHandle<Tally>>) -> Tally {
+    let mut total = Tally {
+        acknowledged: vec![0; COUNTERS],
+        unknown: vec![0; COUNTERS],
+        ..Tally::default()
+    };
+    for task in tasks {
+        let t = tokio::time::timeout(PATIENCE, task)
+            .await
+            .expect("a writer stopped")
+            .unwrap();
+        for k in 0..COUNTERS {
+            total.acknowledged[k] += t.acknowledged[k];
+            total.unknown[k] += t.unknown[k];
+        }
+        total.not_applied += t.not_applied;
+        total.replicated_short += t.replicated_short;
+    }
+    total
+}
+
+/// The counters `{prefix}:<i>` as the server at `addr` has them.
+fn counters(addr: SocketAddr, prefix: &str) -> Vec<u64> {
+    let mut conn = direct(addr);
+    (0..COUNTERS)
+        .map(|k| {
+            let v: Option<u64> = redis::cmd("GET")
+                .arg(format!("{prefix}:{k}"))
+                .query(&mut conn)
+                .unwrap();
+            v.unwrap_or(0)
+        })
+        .collect()
+}
+
+/// Waits (bounded) until the load has `more` acknowledged writes beyond
+/// what the stats said when called.
+async fn until_acknowledged(client: &Client, more: u64, what: &str) {
+    let from = client.stats().succeeded;
+    let started = Instant::now();
+    while client.stats().succeeded < from + more {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{what}: {more} writes were not acknowledged within {PATIENCE:?}: {:?}",
+            client.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Every acknowledged INCR is on `addr`, and nothing there was not asked
+/// for: acknowledged ≤ value ≤ acknowledged + unknown, per counter.
+fn assert_no_acknowledged_write_lost(addr: SocketAddr, prefix: &str, tally: &Tally) {
+    for (k, value) in counters(addr, prefix).into_iter().enumerate() {
+        let (acked, unknown) = (tally.acknowledged[k], tally.unknown[k]);
+        assert!(
+            acked <= value && value <= acked + unknown,
+            "{prefix}:{k} on {addr}: acknowledged {acked}, unknown {unknown}, value {value}\n{tally:?}"
+        );
+    }
+}
+
+/// The plain (not durable) writer's loss: acknowledged INCRs missing from
+/// `addr`, summed over the counters (a figure, not asserted).
+fn lost(addr: SocketAddr, prefix: &str, tally: &Tally) -> u64 {
+    let values = counters(addr, prefix);
+    (0..COUNTERS)
+        .map(|k| tally.acknowledged[k].saturating_sub(values[k]))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_writes_lose_nothing_acknowledged_across_a_planned_failover() {
+    let topology = blocking(SentinelTopology::start);
+    let old = topology.master_addr().unwrap();
+    let client = ready(config(&topology, true)).await;
+    let durable = client.durable(1, Duration::from_millis(300)).unwrap();
+    let plain = ready(config(&topology, true)).await;
+    let fast = ready(config(&topology, true).with_outage(OutagePolicy::FailFast)).await;
+    let mut events = client.events();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let durable_load = incr_load(&durable, "durable", &stop);
+    let plain_load = incr_load(&plain, "plain", &stop);
+    // Fail-fast: a write met while the failover is under way is refused at
+    // once, not sent (and says why).
+    let fast_load = {
+        let mut c = fast.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut refused = 0u64;
+            // Bounded by `stop`.
+            while !stop.is_cancelled() {
+                if let Err(e) = c.set::<_, _, ()>("fast", 1).await {
+                    if matches!(
+                        Error::from_redis(&e),
+                        Some(Error::NotApplied {
+                            kind: FailureKind::Moved,
+                            ..
+                        })
+                    ) {
+                        refused += 1;
+                    }
+                }
+            }
+            refused
+        })
+    };
+    until_acknowledged(&durable, 200, "before the failover").await;
+
+    // Led by the last sentinel: only it announces the failover's steps (the
+    // watchers listen to every sentinel, not only the first).
+    let from = blocking(|| topology.failover_via(2));
+    assert_eq!(from, old);
+    let new = blocking(|| topology.wait_for_new_master(old, PATIENCE));
+    // Load on the new master for a while (the client reconnects there).
+    until_acknowledged(&durable, 200, "after the failover").await;
+    stop.cancel();
+    let durable_tally = tallied(durable_load).await;
+    let plain_tally = tallied(plain_load).await;
+    let refused = fast_load.await.unwrap();
+    assert_eq!(blocking(|| topology.wait_for_master(PATIENCE)), new);
+    assert!(
+        refused > 0,
+        "the fail-fast client never met the hold: {:?}",
+        fast.stats()
+    );
+
+    assert_no_acknowledged_write_lost(new, "durable", &durable_tally);
+    let seen = events_so_far(&mut events);
+    println!(
+        "planned failover, durable: {} acknowledged, {} unknown ({} replicated short), {} not applied",
+        durable_tally.acknowledged.iter().sum::<u64>(),
+        durable_tally.unknown.iter().sum::<u64>(),
+        durable_tally.replicated_short,
+        durable_tally.not_applied,
+    );
+    println!(
+        "planned failover, plain: {} acknowledged, {} lost",
+        plain_tally.acknowledged.iter().sum::<u64>(),
+        blocking(|| lost(new, "plain", &plain_tally)),
+    );
+    // The client held writes while the failover was under way and was
+    // told the master moved: no READONLY it never got.
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::FailoverStarted { .. })),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&Event::ServerMoved), "{seen:?}");
+    assert_eq!(
+        disconnects(&seen).first(),
+        Some(&FailureKind::Moved),
+        "{seen:?}"
+    );
+    assert!(client.health().borrow().failover_since.is_none());
+    client.shutdown().await;
+    plain.shutdown().await;
+    fast.shutdown().await;
+}
+
+/// The instant a `+switch-master` for the service is heard on `sentinel`.
+async fn switch_master_heard(sentinel: SocketAddr) -> tokio::task::JoinHandle<Instant> {
+    let client = redis::Client::open(format!("redis://{sentinel}/")).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe("+switch-master").await.unwrap();
+    tokio::spawn(async move {
+        let mut messages = pubsub.into_on_message();
+        // Bounded: the test waits for it with a timeout.
+        loop {
+            let msg = messages.next().await.expect("the sentinel closed");
+            let payload: String = msg.get_payload().unwrap();
+            if payload.starts_with(SERVICE) {
+                return Instant::now();
+            }
+        }
+    })
+}
+
+/// The instant a write through `client` is first served by `new`. The write
+/// and `INFO server` run in one MULTI/EXEC, so the reply says which server
+/// applied it (a write to the old master reaches the replica too, until it
+/// is promoted: its presence there proves nothing).
+async fn first_write_landing_on(client: &Client, new: SocketAddr, label: &str) -> Instant {
+    let started = Instant::now();
+    let mut c = client.clone();
+    let port = format!("tcp_port:{}", new.port());
+    // Bounded by PATIENCE.
+    for i in 0u64.. {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{label}: no write reached the new master {new} in {PATIENCE:?}"
+        );
+        let written: Result<((), String), _> = redis::pipe()
+            .atomic()
+            .set(format!("planned:{label}:{i}"), i)
+            .cmd("INFO")
+            .arg("server")
+            .query_async(&mut c)
+            .await;
+        if let Ok(((), info)) = written {
+            if info.lines().any(|line| line.trim() == port) {
+                return Instant::now();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    unreachable!()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_writes_survive_a_killed_master_and_a_dead_sentinel_and_the_switch_is_followed_at_once(
+) {
+    let mut topology = blocking(SentinelTopology::start);
+    let old = topology.master_addr().unwrap();
+    let new = the_replica(&topology, old);
+    // relink's defaults (backoff, heartbeat), as a new user has them; a
+    // patient backlog.
+    let defaults = Config::new("redis://mymaster/0")
+        .unwrap()
+        .with_outage(OutagePolicy::Queue {
+            capacity: 1024,
+            max_wait: PATIENCE,
+        })
+        .with_deadline(Some(PATIENCE))
+        .with_sentinel(SentinelConfig::new(SERVICE, topology.sentinel_nodes()));
+    let client = ready(defaults.clone()).await;
+    let durable = client.durable(1, Duration::from_millis(200)).unwrap();
+    // The first write on the new master is timed on a client of its own:
+    // on the durable load's connection it would queue behind WAITs that
+    // the new master (with no replica left) lets run out.
+    let probe = ready(defaults.clone()).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = incr_load(&durable, "durable", &stop);
+    until_acknowledged(&durable, 200, "before the kill").await;
+
+    // The sentinel the watcher listens to dies in the middle of the run:
+    // it moves on to another.
+    let (watched, _) = kill_the_watched_sentinel(&mut topology).await;
+    let switched = switch_master_heard(watched).await;
+    until_acknowledged(&durable, 100, "with a sentinel down").await;
+
+    let killed = blocking(|| topology.kill_master());
+    assert_eq!(killed, old);
+    let landed = first_write_landing_on(&probe, new, "kill").await;
+    let switched = tokio::time::timeout(PATIENCE, switched)
+        .await
+        .expect("no +switch-master heard")
+        .unwrap();
+    let after_switch = landed.saturating_duration_since(switched);
+    println!("kill -9 of the master: first write on the new master {after_switch:?} after +switch-master");
+    // Asserted generously (the bench measures it): not a backoff step.
+    assert!(
+        after_switch < Duration::from_secs(2),
+        "first write on the new master {after_switch:?} after +switch-master"
+    );
+    // A few more writes reach the new master (unconfirmed there: it has no
+    // replica left), then the load stops.
+    let tried = client.stats();
+    let started = Instant::now();
+    while client.stats().unknown + client.stats().succeeded < tried.unknown + tried.succeeded + 20 {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the load stalled: {:?}",
+            client.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    let tally = tallied(load).await;
+    assert_eq!(blocking(|| topology.wait_for_master(PATIENCE)), new);
+    assert_no_acknowledged_write_lost(new, "durable", &tally);
+    println!(
+        "killed master, durable: {} acknowledged, {} unknown ({} replicated short), {} not applied",
+        tally.acknowledged.iter().sum::<u64>(),
+        tally.unknown.iter().sum::<u64>(),
+        tally.replicated_short,
+        tally.not_applied,
+    );
+    client.shutdown().await;
+    probe.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_whose_only_configured_sentinel_dies_moves_to_the_ones_it_named() {
+    let mut topology = blocking(SentinelTopology::start);
+    let old = topology.master_addr().unwrap();
+    let new = the_replica(&topology, old);
+    // One sentinel configured: the watcher learns the two others from it.
+    let first = topology.sentinel_nodes()[0].clone();
+    let client =
+        ready(config(&topology, true).with_sentinel(SentinelConfig::new(SERVICE, [first]))).await;
+    let (watched, _) = kill_the_watched_sentinel(&mut topology).await;
+    let switched = switch_master_heard(watched).await;
+    let mut events = client.events();
+    let from = blocking(|| topology.failover());
+    assert_eq!(from, old);
+    // Followed on the announcement (discovery, which asks the configured
+    // sentinel only, would find none): the switch reaches the client.
+    let landed = first_write_landing_on(&client, new, "learned").await;
+    let switched = tokio::time::timeout(PATIENCE, switched)
+        .await
+        .expect("no +switch-master heard")
+        .unwrap();
+    println!(
+        "learned sentinel: first write on the new master {:?} after +switch-master",
+        landed.saturating_duration_since(switched)
+    );
+    let seen = events_so_far(&mut events);
+    assert!(seen.contains(&Event::ServerMoved), "{seen:?}");
+    client.shutdown().await;
 }

@@ -339,6 +339,7 @@ impl Driver {
                         busy_since: None,
                         last_attempt_failure: None,
                         misconfigured: false,
+                        failover_since: None,
                     },
                 };
                 let node = NodeHealth {

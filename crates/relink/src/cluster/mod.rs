@@ -170,6 +170,13 @@ impl ClusterConfig {
                 "a cluster finds its nodes itself; Sentinel is for a single master",
             ));
         }
+        if self.settings.durable().is_some() {
+            return Err(Error::config(
+                "settings.durable",
+                "durable acknowledgements (WAIT per shard) are not supported by \
+                 ClusterClient yet: use them with a Client (a single master or Sentinel)",
+            ));
+        }
         if self
             .settings
             .tls()
@@ -584,6 +591,8 @@ impl Transport for Shared {
         request: Request<'a>,
         redirect: Option<&'a Redirect>,
         _sent_at: Timestamp,
+        // Refused at construction (`ClusterClient::new`): not per shard yet.
+        _durable: Option<relink_core::Durability>,
     ) -> Result<Value, RedisError> {
         let mut conn = (**conn).clone();
         request.send_cluster(&mut conn, redirect).await

@@ -12,7 +12,7 @@ use crate::{fast_config, ready_client, PATIENCE};
 
 /// WATCH `counter`, read it, and write it plus one in MULTI/EXEC on the
 /// lease: `None` when another client changed it in between.
-async fn watched_increment(tx: &mut relink::Exclusive) -> Option<(i64,)> {
+pub async fn watched_increment(tx: &mut relink::Exclusive) -> Option<(i64,)> {
     redis::cmd("WATCH")
         .arg("counter")
         .exec_async(&mut *tx)

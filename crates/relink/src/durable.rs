@@ -1,0 +1,172 @@
+//! Durable acknowledgements on a multiplexed connection: a write (or a
+//! pipeline, or a transaction) goes out followed by `WAIT <replicas>
+//! <timeout>` in the same round trip, or `WAITAOF 1 <replicas> <timeout>`
+//! when the core's [`Durability`] asks for the append-only file and the
+//! server has that command (Redis 7.2+; detected at connect, never
+//! assumed). What the answer means is the core's
+//! [`Durability::confirm`]: confirmed, the write's own reply is passed on;
+//! not, the caller gets [`Error::NotReplicated`] ("outcome unknown:
+//! replicated to N of M"), which the call policy never retries unless the
+//! write is idempotent.
+//!
+//! `WAIT` blocks the connection it runs on until the replicas answer (at
+//! most its timeout): on the shared connection, commands behind it wait
+//! too. That is the price of the guarantee (the bench measures it).
+
+use redis::aio::MultiplexedConnection;
+use redis::{Cmd, Pipeline, RedisError, Value};
+use relink_core::{Confirmation, Durability};
+
+use crate::calls::Request;
+use crate::Error;
+
+/// Sends `request` with its `WAIT`; `waitaof`: the server has `WAITAOF`.
+pub(crate) async fn send(
+    conn: &mut MultiplexedConnection,
+    request: Request<'_>,
+    durable: Durability,
+    waitaof: bool,
+) -> Result<Value, RedisError> {
+    let wait = wait_command(&durable, waitaof);
+    let (reply, waited) = match request {
+        Request::Cmd(cmd) => {
+            let mut pipe = Pipeline::with_capacity(2);
+            pipe.add_command(cmd.clone()).add_command(wait);
+            let mut values = conn.send_packed_commands(&pipe, 0, 2).await?.into_iter();
+            let reply = values.next().unwrap_or(Value::Nil);
+            if let Value::ServerError(_) = reply {
+                // Refused or failed: nothing to confirm, the reply is the answer.
+                return Ok(reply);
+            }
+            (reply, values.next())
+        }
+        Request::Pipeline {
+            pipeline,
+            offset,
+            count,
+        } => {
+            // The same commands the pipeline packs (a transaction's MULTI
+            // and EXEC written out), then WAIT: one reply more to read.
+            let mut pipe = Pipeline::with_capacity(pipeline.len() + 3);
+            if pipeline.is_transaction() {
+                pipe.cmd("MULTI");
+            }
+            for cmd in pipeline.cmd_iter() {
+                pipe.add_command(cmd.clone());
+            }
+            if pipeline.is_transaction() {
+                pipe.cmd("EXEC");
+            }
+            pipe.add_command(wait);
+            let mut values = conn.send_packed_commands(&pipe, offset, count + 1).await?;
+            let waited = values.pop();
+            (Value::Array(values), waited)
+        }
+    };
+    let (replicated, fsynced_locally, detail) = read_wait(waited.as_ref(), durable.aof && waitaof);
+    match durable.confirm(replicated, fsynced_locally) {
+        Confirmation::Confirmed => Ok(reply),
+        Confirmation::Unconfirmed {
+            replicated,
+            required,
+        } => Err(not_replicated(durable, replicated, required, detail)),
+        _ => Err(not_replicated(
+            durable,
+            replicated,
+            durable.replicas,
+            detail,
+        )),
+    }
+}
+
+fn not_replicated(
+    durable: Durability,
+    replicated: u32,
+    required: u32,
+    detail: String,
+) -> RedisError {
+    Error::NotReplicated {
+        replicated,
+        required,
+        timeout: durable.timeout,
+        detail,
+    }
+    .into_redis()
+}
+
+/// `WAIT <replicas> <ms>`, or `WAITAOF 1 <replicas> <ms>` when asked for
+/// and available (else `WAIT`: the replicas' acknowledgement, without the
+/// fsync, which the connect logged).
+fn wait_command(durable: &Durability, waitaof: bool) -> Cmd {
+    let mut cmd = if durable.aof && waitaof {
+        let mut cmd = redis::cmd("WAITAOF");
+        cmd.arg(1);
+        cmd
+    } else {
+        redis::cmd("WAIT")
+    };
+    cmd.arg(durable.replicas).arg(durable.timeout_ms());
+    cmd
+}
+
+/// The replicas that confirmed, the master's own fsync (WAITAOF only), and
+/// the answer in words.
+fn read_wait(reply: Option<&Value>, waitaof: bool) -> (u32, Option<bool>, String) {
+    let count = |v: &Value| match v {
+        Value::Int(n) => u32::try_from(*n).ok(),
+        _ => None,
+    };
+    match reply {
+        Some(Value::Array(counts)) if waitaof && counts.len() == 2 => {
+            match (count(&counts[0]), count(&counts[1])) {
+                (Some(local), Some(replicas)) => (
+                    replicas,
+                    Some(local > 0),
+                    format!("WAITAOF answered {local} local, {replicas} replicas"),
+                ),
+                _ => (0, None, format!("WAITAOF answered {counts:?}")),
+            }
+        }
+        Some(v) => match count(v) {
+            Some(n) if !waitaof => (n, None, format!("WAIT answered {n}")),
+            _ => (0, None, format!("the wait for replicas answered {v:?}")),
+        },
+        None => (0, None, "no answer to the wait for replicas".to_owned()),
+    }
+}
+
+/// Does the server have `WAITAOF`? `COMMAND INFO WAITAOF` answers an
+/// unknown command with a nil entry.
+pub(crate) fn has_waitaof(info: &Value) -> bool {
+    match info {
+        Value::Array(entries) => entries.first().is_some_and(|e| !matches!(e, Value::Nil)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_answers_are_read() {
+        assert_eq!(read_wait(Some(&Value::Int(2)), false).0, 2);
+        let aof = Value::Array(vec![Value::Int(1), Value::Int(1)]);
+        assert_eq!(read_wait(Some(&aof), true).0, 1);
+        assert_eq!(read_wait(Some(&aof), true).1, Some(true));
+        // (redis-rs hands a server's error reply back as a value.)
+        let err = redis::parse_redis_value(b"-ERR nope\r\n").unwrap();
+        assert!(matches!(err, Value::ServerError(_)));
+        let (n, local, detail) = read_wait(Some(&err), false);
+        assert_eq!((n, local), (0, None));
+        assert!(detail.contains("nope"), "{detail}");
+        assert_eq!(read_wait(None, false).0, 0);
+    }
+
+    #[test]
+    fn waitaof_is_detected_from_command_info() {
+        assert!(!has_waitaof(&Value::Array(vec![Value::Nil])));
+        assert!(has_waitaof(&Value::Array(vec![Value::Array(vec![])])));
+        assert!(!has_waitaof(&Value::Nil));
+    }
+}

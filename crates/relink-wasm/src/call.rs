@@ -7,9 +7,10 @@ use relink_core::call::{CallInput, Decision};
 use relink_core::Timestamp;
 use wasm_bindgen::prelude::*;
 
+use crate::convert::unknown;
 use crate::convert::{
-    self, bool_arg, get, invalid, millis, ms, number, or_null, seed, unknown_variant, Fields, Obj,
-    Result, INVALID_ARGUMENT, MAX_SAFE_INTEGER,
+    self, bool_arg, get, millis, number, seed, unknown_variant, Fields, Obj, Result,
+    INVALID_ARGUMENT, MAX_SAFE_INTEGER,
 };
 use crate::shapes::{delivery_from_js, kind_from_js, kind_to_js, outcome_to_js};
 
@@ -115,32 +116,26 @@ impl Call {
         let now = timestamp(&now_ms)?;
         let input = input_arg(&input)?;
         // Only a policy of absurd durations reaches past 2^53 ms (285,000
-        // years); as a number it means the same: never.
-        let timeout = |tag, timeout: Duration| {
-            Ok(Obj::tagged(TYPE, tag)
-                .with("timeout", ms(timeout.min(MAX_SAFE_DURATION))?)
-                .into())
-        };
-        let time = |tag, key, t: Timestamp| {
-            Ok(Obj::tagged(TYPE, tag)
-                .with(key, number(t.min(MAX_SAFE_TIMESTAMP).as_millis())?)
-                .into())
-        };
-        match self.0.decide(&policy.0, now, input) {
-            Decision::Send { timeout: t } => timeout("send", t),
-            Decision::KeepWaiting { timeout: t } => timeout("keep_waiting", t),
-            Decision::Redirect { timeout: t } => timeout("redirect", t),
-            Decision::Queue { until } => time("queue", "until", until),
-            Decision::RetryAt { at } => time("retry_at", "at", at),
+        // years); as a number it means the same: never. (Within that bound
+        // `as u64` is exact; durations go out in whole ms, rounded down.)
+        let timeout = |d: Duration| d.min(MAX_SAFE_DURATION).as_millis() as u64;
+        let time = |t: Timestamp| t.min(MAX_SAFE_TIMESTAMP).as_millis();
+        let (tag, key, value) = match self.0.decide(&policy.0, now, input) {
+            Decision::Send { timeout: t } => ("send", "timeout", timeout(t)),
+            Decision::KeepWaiting { timeout: t } => ("keep_waiting", "timeout", timeout(t)),
+            Decision::Redirect { timeout: t } => ("redirect", "timeout", timeout(t)),
+            Decision::Queue { until } => ("queue", "until", time(until)),
+            Decision::RetryAt { at } => ("retry_at", "at", time(at)),
             Decision::Fail { failure } => {
                 let failure = Obj::new()
                     .with("outcome", outcome_to_js(failure.outcome))
                     .with("reason", failure.reason.as_str())
-                    .with("kind", or_null(failure.kind, |k| Ok(kind_to_js(k)))?);
-                Ok(Obj::tagged(TYPE, "fail").with("failure", failure).into())
+                    .with("kind", failure.kind.map_or(JsValue::NULL, kind_to_js));
+                return Ok(Obj::tagged(TYPE, "fail").with("failure", failure).into());
             }
-            _ => Err(unknown_variant()),
-        }
+            _ => return Err(unknown_variant()),
+        };
+        Ok(Obj::tagged(TYPE, tag).with(key, number(value)?).into())
     }
 
     /// Retries spent so far.
@@ -237,16 +232,14 @@ fn input_arg(input: &JsValue) -> Result<CallInput> {
             delivery: delivery_from_js(&field("delivery"), "input.delivery", INVALID_ARGUMENT)?,
             budget_allows: bool_arg(&field("budget_allows"), "input.budget_allows")?,
         },
-        other => {
-            let got = other.map_or_else(|| "no string".into(), |t| format!("`{t}`"));
-            return Err(invalid(
+        _ => {
+            return Err(unknown(
                 INVALID_ARGUMENT,
                 "input.type",
-                &format!(
-                    "{got}; expected an object whose `type` is \"connected\", \
-                     \"not_connected\", \"misconfigured\", \"backlog_full\", \"failed\", \
-                     \"no_reply\", \"redirected\" or \"shutdown\""
-                ),
+                &field("type"),
+                "an object whose `type` is \"connected\", \"not_connected\", \
+                 \"misconfigured\", \"backlog_full\", \"failed\", \"no_reply\", \
+                 \"redirected\" or \"shutdown\"",
             ));
         }
     })

@@ -42,6 +42,23 @@ pub fn invalid(code: &str, name: &str, what: &str) -> JsValue {
     error(code, name, &format!("invalid `{name}`: {what}"))
 }
 
+/// An error about field `name`, whose value `got` is none of those it
+/// takes: "invalid `name`: unknown value "got"; expected `expected`".
+pub fn unknown(code: &str, name: &str, got: &JsValue, expected: &str) -> JsValue {
+    let mut what = String::from("unknown value ");
+    match got.as_string() {
+        Some(text) => {
+            what.push('"');
+            what.push_str(&text);
+            what.push('"');
+        }
+        None => what.push_str("of another shape"),
+    }
+    what.push_str("; expected ");
+    what.push_str(expected);
+    invalid(code, name, &what)
+}
+
 /// `target[key] = value` on an object of ours.
 pub fn set(target: &JsValue, key: &str, value: &JsValue) {
     // Reflect.set fails only on frozen objects and throwing setters; ours are
@@ -133,8 +150,16 @@ pub fn config<T: Default>(
 /// The core's verdict on configuration object `name`: the field is the path
 /// to the one at fault (`config.max_tokens`).
 pub fn config_error(name: &str, e: &relink_core::ConfigError) -> JsValue {
-    let field = format!("{name}.{}", e.field());
+    let field = dotted(name, e.field());
     error(INVALID_CONFIG, &field, &format!("invalid `{name}`: {e}"))
+}
+
+/// `object.field`.
+fn dotted(object: &str, field: &str) -> String {
+    let mut path = String::from(object);
+    path.push('.');
+    path.push_str(field);
+    path
 }
 
 /// One plain object argument read field by field, in the core's serde shape.
@@ -179,7 +204,7 @@ impl Fields {
 
     /// The path of field `key` (`config.heartbeat.interval`).
     pub fn path(&self, key: &str) -> String {
-        format!("{}.{key}", self.path)
+        dotted(&self.path, key)
     }
 
     /// An error about field `key`.
@@ -247,6 +272,12 @@ impl Fields {
             .transpose()
     }
 
+    /// A whole number from 0 to `u32::MAX`, which must be there.
+    pub fn required_u32(&self, key: &str) -> Result<u32> {
+        self.u32(key)?
+            .ok_or_else(|| self.fail(key, "missing field"))
+    }
+
     /// A number.
     pub fn f64(&self, key: &str) -> Result<Option<f64>> {
         self.get(key)
@@ -259,12 +290,10 @@ impl Fields {
         self.get(key)
             .map(|v| {
                 let name = v.as_string().unwrap_or_default();
-                names.iter().position(|n| *n == name).ok_or_else(|| {
-                    self.fail(
-                        key,
-                        &format!("unknown variant \"{name}\", expected {}", one_of(names)),
-                    )
-                })
+                names
+                    .iter()
+                    .position(|n| *n == name)
+                    .ok_or_else(|| unknown(self.code, &self.path(key), &v, &one_of(names)))
             })
             .transpose()
     }
@@ -272,6 +301,11 @@ impl Fields {
     /// A `u64`, as [`u64_arg`] reads it.
     pub fn u64(&self, key: &str) -> Result<u64> {
         exact_u64(&self.required(key)?).ok_or_else(|| self.fail(key, U64_EXPECTED))
+    }
+
+    /// A failure kind, which must be there.
+    pub fn kind(&self, key: &str) -> Result<relink_core::FailureKind> {
+        crate::shapes::kind_from_js(&self.required(key)?, &self.path(key), self.code)
     }
 
     /// A boolean, which must be there.
@@ -311,7 +345,14 @@ impl Obj {
 
     /// Sets `key`; anything that becomes a `JsValue`.
     pub fn with(self, key: &str, value: impl Into<JsValue>) -> Obj {
-        set(&self.0, key, &value.into());
+        self.with_value(key, value.into())
+    }
+
+    // One copy of the setting for every caller (the generic `with` is
+    // inlined at each): smaller, and an object is written once per call.
+    #[inline(never)]
+    fn with_value(self, key: &str, value: JsValue) -> Obj {
+        set(&self.0, key, &value);
         self
     }
 }

@@ -4,9 +4,9 @@
 
 use relink_core::failure::{BusyReason, Delivery, FailureKind, Outcome};
 use relink_core::ConnectCause;
-use wasm_bindgen::{JsCast as _, JsValue};
+use wasm_bindgen::JsValue;
 
-use crate::convert::{get, invalid, Obj, Result};
+use crate::convert::{unknown, Fields, Obj, Result, INVALID_ARGUMENT};
 
 /// Every failure kind, for reading one by its name.
 const KINDS: [FailureKind; 12] = [
@@ -40,27 +40,20 @@ fn untagged(value: &JsValue) -> Option<String> {
     if let Some(name) = value.as_string() {
         return (!name.contains(':')).then_some(name);
     }
-    if !value.is_object() {
-        return None;
-    }
-    let keys = js_sys::Object::keys(value.unchecked_ref::<js_sys::Object>());
-    if keys.length() != 1 || keys.get(0).as_string().as_deref() != Some(BUSY) {
-        return None;
-    }
-    let reason = get(value, BUSY).as_string()?;
-    Some(format!("{BUSY}:{reason}"))
+    let busy = Fields::new(value, BUSY, INVALID_ARGUMENT).ok()?;
+    busy.only(&[BUSY]).ok()?;
+    let mut name = String::from("server_busy:");
+    name.push_str(&busy.get(BUSY)?.as_string()?);
+    Some(name)
 }
 
-/// What a message shows of a value that is not a name.
-fn shown(value: &JsValue) -> String {
-    match value.as_string() {
-        Some(name) => format!("\"{name}\""),
-        None => "a value of another shape".into(),
-    }
-}
+const KIND_NAMES: &str = "a failure kind: \"io\", \"closed\", \"timeout\", \"auth\", \
+    \"protocol\", \"moved\", \"command\" or {server_busy: \"loading\" | \"busy\" | \
+    \"master_down\" | \"read_only\" | \"try_again\"}";
 
-const BUSY_REASONS: &str =
-    "{server_busy: \"loading\" | \"busy\" | \"master_down\" | \"read_only\" | \"try_again\"}";
+const CAUSE_NAMES: &str = "a connect cause as `connectCause` names it (\"refused\", \"auth\", \
+    ...) or {server_busy: \"loading\" | \"busy\" | \"master_down\" | \"read_only\" | \
+    \"try_again\"}";
 
 /// A failure kind in the serde shape.
 pub fn kind_to_js(kind: FailureKind) -> JsValue {
@@ -70,17 +63,7 @@ pub fn kind_to_js(kind: FailureKind) -> JsValue {
 /// Reads a failure kind, argument or field `name`.
 pub fn kind_from_js(value: &JsValue, name: &str, code: &str) -> Result<FailureKind> {
     let found = untagged(value).and_then(|n| KINDS.into_iter().find(|k| k.as_str() == n));
-    found.ok_or_else(|| {
-        invalid(
-            code,
-            name,
-            &format!(
-                "unknown failure kind {}; expected \"io\", \"closed\", \"timeout\", \"auth\", \
-                 \"protocol\", \"moved\", \"command\" or {BUSY_REASONS}",
-                shown(value)
-            ),
-        )
-    })
+    found.ok_or_else(|| unknown(code, name, value, KIND_NAMES))
 }
 
 /// A connect cause in the serde shape.
@@ -91,18 +74,10 @@ pub fn cause_to_js(cause: ConnectCause) -> JsValue {
 /// Reads a connect cause, argument or field `name`.
 pub fn cause_from_js(value: &JsValue, name: &str, code: &str) -> Result<ConnectCause> {
     let found = untagged(value).and_then(|n| ConnectCause::parse(&n));
-    found.ok_or_else(|| {
-        invalid(
-            code,
-            name,
-            &format!(
-                "unknown connect cause {}; expected a name as `connectCause` gives it \
-                 (\"refused\", \"auth\", ...) or {BUSY_REASONS}",
-                shown(value)
-            ),
-        )
-    })
+    found.ok_or_else(|| unknown(code, name, value, CAUSE_NAMES))
 }
+
+const DELIVERY_NAMES: &str = "\"not_sent\", \"maybe_sent\" or \"answered\"";
 
 const DELIVERIES: [(&str, Delivery); 3] = [
     ("not_sent", Delivery::NotSent),
@@ -112,11 +87,12 @@ const DELIVERIES: [(&str, Delivery); 3] = [
 
 /// A delivery in the serde shape.
 pub fn delivery_to_js(delivery: Delivery) -> JsValue {
-    let (name, _) = DELIVERIES
-        .into_iter()
-        .find(|(_, d)| *d == delivery)
-        .unwrap_or(DELIVERIES[1]);
-    name.into()
+    match delivery {
+        Delivery::NotSent => "not_sent",
+        Delivery::MaybeSent => "maybe_sent",
+        Delivery::Answered => "answered",
+    }
+    .into()
 }
 
 /// Reads a delivery, argument or field `name`.
@@ -126,16 +102,7 @@ pub fn delivery_from_js(value: &JsValue, name: &str, code: &str) -> Result<Deliv
         .into_iter()
         .find(|(n, _)| text.as_deref() == Some(*n))
         .map(|(_, d)| d)
-        .ok_or_else(|| {
-            invalid(
-                code,
-                name,
-                &format!(
-                    "unknown delivery {}; expected \"not_sent\", \"maybe_sent\" or \"answered\"",
-                    shown(value)
-                ),
-            )
-        })
+        .ok_or_else(|| unknown(code, name, value, DELIVERY_NAMES))
 }
 
 /// An outcome in the serde shape.

@@ -8,10 +8,10 @@ use relink_core::Timestamp;
 use wasm_bindgen::prelude::*;
 
 use crate::convert::{
-    self, invalid, millis, ms, number, or_null, seed, unknown_variant, Fields, Obj, Result,
+    self, millis, ms, number, or_null, seed, unknown, unknown_variant, Fields, Obj, Result,
     INVALID_ARGUMENT, MAX_SAFE_INTEGER,
 };
-use crate::shapes::{cause_from_js, cause_to_js, kind_from_js, kind_to_js};
+use crate::shapes::{cause_from_js, cause_to_js, kind_to_js};
 
 /// Decides when to connect, ping, give a connection up and try again. Feed it
 /// inputs with `handleInput(nowMs, input)`, then drain `pollOutput(nowMs)`
@@ -154,15 +154,10 @@ fn heartbeat_from(f: &Fields) -> Result<HeartbeatConfig> {
 fn input_from(input: &JsValue) -> Result<Input> {
     let f = Fields::new(input, "input", INVALID_ARGUMENT)?;
     let tag = f.get(TYPE).and_then(|t| t.as_string()).unwrap_or_default();
-    let kind = || kind_from_js(&f.required("kind")?, &f.path("kind"), INVALID_ARGUMENT);
-    let attempt = || {
-        f.u32("attempt")?
-            .ok_or_else(|| f.fail("attempt", "missing field"))
-    };
     Ok(match tag.as_str() {
         "start" => Input::Start,
         "connected" => Input::Connected {
-            attempt: attempt()?,
+            attempt: f.required_u32("attempt")?,
         },
         "connect_failed" => {
             // `cause`, also accepted under its old name `kind`.
@@ -186,7 +181,7 @@ fn input_from(input: &JsValue) -> Result<Input> {
                 })?),
             };
             Input::ConnectFailed {
-                attempt: attempt()?,
+                attempt: f.required_u32("attempt")?,
                 cause: cause_from_js(&cause, &f.path(key), INVALID_ARGUMENT)?,
                 evidence,
             }
@@ -194,11 +189,15 @@ fn input_from(input: &JsValue) -> Result<Input> {
         "pong" => Input::Pong { id: f.u64("id")? },
         "ping_failed" => Input::PingFailed {
             id: f.u64("id")?,
-            kind: kind()?,
+            kind: f.kind("kind")?,
         },
         "activity" => Input::Activity,
-        "command_failed" => Input::CommandFailed { kind: kind()? },
-        "connection_lost" => Input::ConnectionLost { kind: kind()? },
+        "command_failed" => Input::CommandFailed {
+            kind: f.kind("kind")?,
+        },
+        "connection_lost" => Input::ConnectionLost {
+            kind: f.kind("kind")?,
+        },
         "server_moved" => Input::ServerMoved,
         "shutdown" => Input::Shutdown,
         "reconfigured" => Input::Reconfigured,
@@ -208,26 +207,13 @@ fn input_from(input: &JsValue) -> Result<Input> {
             verdict: verdict_from(&f.required("verdict")?, &f.path("verdict"))?,
         },
         _ => {
-            return Err(f.fail(
-                TYPE,
-                &format!(
-                    "unknown variant \"{tag}\", expected {}",
-                    convert::one_of(&[
-                        "start",
-                        "connected",
-                        "connect_failed",
-                        "pong",
-                        "ping_failed",
-                        "activity",
-                        "command_failed",
-                        "connection_lost",
-                        "server_moved",
-                        "shutdown",
-                        "reconfigured",
-                        "work_outstanding",
-                        "aside_checked",
-                    ])
-                ),
+            return Err(unknown(
+                INVALID_ARGUMENT,
+                &f.path(TYPE),
+                &f.get(TYPE).unwrap_or_default(),
+                "one of `start`, `connected`, `connect_failed`, `pong`, `ping_failed`, \
+                 `activity`, `command_failed`, `connection_lost`, `server_moved`, `shutdown`, \
+                 `reconfigured`, `work_outstanding`, `aside_checked`",
             ))
         }
     })
@@ -239,16 +225,13 @@ fn verdict_from(value: &JsValue, path: &str) -> Result<AsideVerdict> {
         Some("busy") => Ok(AsideVerdict::Busy),
         Some("gone") => Ok(AsideVerdict::Gone),
         Some("unreachable") => Ok(AsideVerdict::Unreachable {
-            kind: kind_from_js(&f.required("kind")?, &f.path("kind"), INVALID_ARGUMENT)?,
+            kind: f.kind("kind")?,
         }),
-        other => Err(invalid(
+        _ => Err(unknown(
             INVALID_ARGUMENT,
-            path,
-            &format!(
-                "unknown verdict {}, expected {}",
-                other.unwrap_or("(no `type`)"),
-                convert::one_of(&["busy", "gone", "unreachable"])
-            ),
+            &f.path(TYPE),
+            &f.get(TYPE).unwrap_or_default(),
+            "one of `busy`, `gone`, `unreachable`",
         )),
     }
 }

@@ -4,7 +4,7 @@ use relink_core::sync::{Epoch, Offer, ResumePlan, ServerPosition};
 use wasm_bindgen::prelude::*;
 
 use crate::convert::{
-    set, u64_arg, unknown_variant, Fields, Obj, Result, INVALID_ARGUMENT, MAX_SAFE_INTEGER,
+    u64_arg, unknown_variant, Fields, Obj, Result, INVALID_ARGUMENT, MAX_SAFE_INTEGER,
 };
 
 /// Where a state follower stands: the epoch it follows and the last sequence
@@ -103,14 +103,13 @@ impl SyncCursor {
     /// `JSON.stringify` refuses BigInts and a number would lose an epoch's low bits.
     #[wasm_bindgen(js_name = toJSON)]
     pub fn to_json(&self) -> JsValue {
-        let json = js_sys::Object::new();
-        let epoch = self
-            .0
-            .epoch()
-            .map_or(JsValue::NULL, |e| e.0.to_string().into());
-        set(&json, "epoch", &epoch);
-        set(&json, "seq", &self.0.seq().to_string().into());
-        json.into()
+        // Written out by JS's BigInt: no integer formatting in the module.
+        let decimal = |n: u64| JsValue::from(js_sys::BigInt::from(n).to_string(10).ok());
+        let epoch = self.0.epoch().map_or(JsValue::NULL, |e| decimal(e.0));
+        Obj::new()
+            .with("epoch", epoch)
+            .with("seq", decimal(self.0.seq()))
+            .into()
     }
 
     /// The cursor `toJSON` described, given as that object or its JSON text;

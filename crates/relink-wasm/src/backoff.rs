@@ -90,6 +90,7 @@ pub(crate) fn policy_from(f: &Fields) -> Result<BackoffPolicy> {
     let multiplier = f.f64("multiplier")?;
     let step = f.opt_duration("step")?.flatten();
     let only_with = |field: &str, what: &str| f.fail(field, &format!("applies only to {what}"));
+    // Positions in STRATEGIES and JITTERS; missing: exponential, equal.
     let strategy = match f.choice("strategy", &STRATEGIES)?.unwrap_or(2) {
         0 | 1 if multiplier.is_some() => {
             return Err(only_with("multiplier", "strategy \"exponential\""));

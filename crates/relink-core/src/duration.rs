@@ -202,7 +202,17 @@ impl fmt::Display for HumanDuration {
             .find(|(_, size)| nanos % size == 0)
             .copied()
             .unwrap_or(("ns", 1));
-        write!(f, "{}{}", nanos / size, unit)
+        // Written as u64s: u128's Display is 1.3 KB of relink-wasm's
+        // `.wasm`, and only a count of ns past 584 years needs two of them.
+        let n = nanos / size;
+        match u64::try_from(n) {
+            Ok(n) => write!(f, "{n}{unit}"),
+            Err(_) => {
+                const E19: u128 = 10_000_000_000_000_000_000;
+                let (high, low) = ((n / E19) as u64, (n % E19) as u64);
+                write!(f, "{high}{low:019}{unit}")
+            }
+        }
     }
 }
 

@@ -8,7 +8,8 @@
 //! types, a `serde_json::Value` in between and serde-wasm-bindgen were half
 //! of the `.wasm`. A [`Fields`] reads one plain object the way the core's
 //! serde form does (unknown fields refused, missing ones absent, the error
-//! naming the field by its path); [`Obj`] writes one.
+//! naming the field by its path; a field set to `undefined` counts as
+//! missing, as it does for a JS reader); [`Obj`] writes one.
 
 use core::time::Duration;
 

@@ -134,14 +134,34 @@ pub fn build() -> Result {
             .arg("-o")
             .arg(&wasm),
     )?;
+    let shipped = size(&wasm);
     println!(
-        "relink_wasm_bg.wasm: {} bytes from cargo, {before} after wasm-bindgen, {} after \
-         wasm-opt -Oz ({:.1} KiB)",
+        "relink_wasm_bg.wasm: {} bytes from cargo, {before} after wasm-bindgen, {shipped} after \
+         wasm-opt -Oz ({:.1} KiB; budget {WASM_BUDGET} bytes, {} left)",
         size(&module),
-        size(&wasm),
-        size(&wasm) as f64 / 1024.0
+        shipped as f64 / 1024.0,
+        WASM_BUDGET as i64 - shipped as i64
     );
-    Ok(())
+    check_budget(shipped)
+}
+
+/// The most the shipped `.wasm` may weigh after `wasm-opt -Oz`: 100 KiB
+/// (DESIGN.md's number). Every Node process that imports the package loads
+/// and compiles it at start-up.
+const WASM_BUDGET: u64 = 100 * 1024;
+
+/// Fails when the module is over [`WASM_BUDGET`], saying where the bytes
+/// usually come from.
+fn check_budget(shipped: u64) -> Result {
+    if shipped <= WASM_BUDGET {
+        return Ok(());
+    }
+    Err(Failure::new(format!(
+        "bindings/js/pkg/relink_wasm_bg.wasm is {shipped} bytes, over its budget of \
+         {WASM_BUDGET} (100 KiB). The usual causes: serde or format! of a float reaching \
+         the module, a panicking index in code it links, a new export; see the Size section \
+         of bindings/js/README.md for how to measure"
+    )))
 }
 
 /// Builds the package, packs it, installs the tarball with node-redis into
@@ -321,6 +341,13 @@ fn ensure_node() -> Result {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wasm_budget_is_100_kib_inclusive() {
+        assert!(check_budget(100 * 1024).is_ok());
+        let err = check_budget(100 * 1024 + 1).unwrap_err();
+        assert!(err.message.contains("102401 bytes"), "{}", err.message);
+    }
 
     #[test]
     fn the_root_manifest_pins_wasm_bindgen_exactly() {

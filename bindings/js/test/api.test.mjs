@@ -212,6 +212,10 @@ test('sync cursor: BigInts in and out, exact beyond 2^53', () => {
   assert.equal(SyncCursor.fromJSON(text).epoch, epoch, 'JSON text is accepted too');
   assert.deepEqual(SyncCursor.fromJSON({ epoch: 42, seq: 1000 }).toJSON(), { epoch: '42', seq: '1000' });
   assert.deepEqual(new SyncCursor().toJSON(), { epoch: null, seq: '0' });
+  const max = SyncCursor.fromJSON({ epoch: 18446744073709551615n, seq: '18446744073709551615' });
+  assert.deepEqual(max.toJSON(), { epoch: '18446744073709551615', seq: '18446744073709551615' }, 'u64s exact');
+  assert.deepEqual(SyncCursor.fromJSON({ epoch: null, seq: '5' }).toJSON(), { epoch: null, seq: '5' },
+    'any position the JSON form can say comes back as it was');
   const at = SyncCursor.at(7n, 10n);
   at.resetTo(8n, 20n);
   assert.deepEqual(at.toJSON(), { epoch: '8', seq: '20' });

@@ -104,6 +104,9 @@ test('sync cursor: u64s must be exact', () => {
 
 test('failure helpers: kinds and deliveries are checked', () => {
   throwsNaming(() => killsConnection('gremlins'), ARGUMENT, 'kind');
+  throwsNaming(() => killsConnection({ server_busy: 'gremlins' }), ARGUMENT, 'kind');
+  throwsNaming(() => killsConnection({ server_busy: 'loading', also: 1 }), ARGUMENT, 'kind');
+  throwsNaming(() => killsConnection('server_busy:loading'), ARGUMENT, 'kind');
   throwsNaming(() => retrySafe('io', 'sent', false), ARGUMENT, 'delivery');
   throwsNaming(() => retrySafe('io', 'maybe_sent', 'yes'), ARGUMENT, 'idempotent');
   throwsNaming(() => classifyErrorCode(42), ARGUMENT, 'code');
@@ -129,6 +132,8 @@ test('call policy: bad fields are named by their path', () => {
   throwsNaming(() => new CallPolicy({ retries: 3 }), CONFIG, 'retries');
   const err = (() => { try { new CallPolicy({ max_redirects: 1000 }); } catch (e) { return e; } })();
   assert.equal(err.field, 'policy.max_redirects');
+  const nested = (() => { try { new CallPolicy({ busy_backoff: { intial_delay: '1ms' } }); } catch (e) { return e; } })();
+  assert.equal(nested.field, 'policy.busy_backoff.intial_delay', 'an unknown nested field, by its whole path');
 });
 
 test('call: times, flags, seeds and inputs are checked, never coerced', () => {

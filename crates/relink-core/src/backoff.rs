@@ -290,7 +290,7 @@ impl BackoffPolicy {
                 if !(multiplier.is_finite() && multiplier >= 1.0) {
                     return Err(ConfigError::invalid(
                         "multiplier",
-                        format!("must be a finite number of at least 1, got {multiplier}"),
+                        "must be a finite number of at least 1",
                     ));
                 }
             }
@@ -299,7 +299,7 @@ impl BackoffPolicy {
             if !(0.0..=1.0).contains(&factor) {
                 return Err(ConfigError::invalid(
                     "jitter_factor",
-                    format!("must be between 0 and 1, got {factor}"),
+                    "must be between 0 and 1",
                 ));
             }
         }

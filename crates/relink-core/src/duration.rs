@@ -92,7 +92,10 @@ pub fn parse(text: &str) -> Result<Duration, ParseDurationError> {
         while i < bytes.len() && bytes[i].is_ascii_digit() {
             i += 1;
         }
-        let int_digits = &s[int_start..i];
+        // `get`, not `&s[..]`, here and below: every index is on a char
+        // boundary, and a slice that cannot panic keeps the panic message's
+        // formatting (about 5 KB) out of the `.wasm` of relink-wasm.
+        let int_digits = s.get(int_start..i).unwrap_or_default();
         let mut frac_digits = "";
         if i < bytes.len() && bytes[i] == b'.' {
             i += 1;
@@ -100,7 +103,7 @@ pub fn parse(text: &str) -> Result<Duration, ParseDurationError> {
             while i < bytes.len() && bytes[i].is_ascii_digit() {
                 i += 1;
             }
-            frac_digits = &s[frac_start..i];
+            frac_digits = s.get(frac_start..i).unwrap_or_default();
             if frac_digits.is_empty() {
                 return Err(ParseDurationError::InvalidNumber);
             }
@@ -110,10 +113,14 @@ pub fn parse(text: &str) -> Result<Duration, ParseDurationError> {
         }
         // Unit: the letters that follow (`µ` is a letter too, of two bytes).
         let unit_start = i;
-        while let Some(c) = s[i..].chars().next().filter(|c| c.is_alphabetic()) {
+        while let Some(c) = s
+            .get(i..)
+            .and_then(|rest| rest.chars().next())
+            .filter(|c| c.is_alphabetic())
+        {
             i += c.len_utf8();
         }
-        let unit = &s[unit_start..i];
+        let unit = s.get(unit_start..i).unwrap_or_default();
         if unit.is_empty() {
             return Err(if i == bytes.len() || bytes[i].is_ascii_whitespace() {
                 ParseDurationError::MissingUnit
@@ -195,7 +202,17 @@ impl fmt::Display for HumanDuration {
             .find(|(_, size)| nanos % size == 0)
             .copied()
             .unwrap_or(("ns", 1));
-        write!(f, "{}{}", nanos / size, unit)
+        // Written as u64s: u128's Display is 1.3 KB of relink-wasm's
+        // `.wasm`, and only a count of ns past 584 years needs two of them.
+        let n = nanos / size;
+        match u64::try_from(n) {
+            Ok(n) => write!(f, "{n}{unit}"),
+            Err(_) => {
+                const E19: u128 = 10_000_000_000_000_000_000;
+                let (high, low) = ((n / E19) as u64, (n % E19) as u64);
+                write!(f, "{high}{low:019}{unit}")
+            }
+        }
     }
 }
 

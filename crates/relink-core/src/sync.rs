@@ -152,6 +152,13 @@ impl SyncCursor {
         }
     }
 
+    /// A cursor at exactly this position, as its serde form
+    /// (`{epoch, seq}`) describes one: for a binding that reads the
+    /// position without serde (the WebAssembly one).
+    pub const fn from_parts(epoch: Option<Epoch>, seq: u64) -> Self {
+        SyncCursor { epoch, seq }
+    }
+
     /// The epoch followed, if any yet.
     pub fn epoch(&self) -> Option<Epoch> {
         self.epoch

@@ -21,7 +21,7 @@ impl RetryBudget {
     /// the defaults; `undefined` is the default), validated.
     #[wasm_bindgen(constructor)]
     pub fn new(config: JsValue) -> Result<RetryBudget> {
-        let config = convert::config(config, "config", RetryBudgetConfig::validate)?;
+        let config = convert::config(&config, "config", read, RetryBudgetConfig::validate)?;
         Ok(RetryBudget(relink_core::budget::RetryBudget::new(config)))
     }
 
@@ -48,4 +48,16 @@ impl RetryBudget {
     pub fn tokens_milli(&self) -> u32 {
         self.0.tokens_milli()
     }
+}
+
+fn read(f: &convert::Fields) -> Result<RetryBudgetConfig> {
+    f.only(&["max_tokens", "token_ratio"])?;
+    let mut config = RetryBudgetConfig::default();
+    if let Some(n) = f.u32("max_tokens")? {
+        config.max_tokens = n;
+    }
+    if let Some(ratio) = f.f64("token_ratio")? {
+        config.token_ratio = ratio;
+    }
+    Ok(config)
 }

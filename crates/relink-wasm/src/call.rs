@@ -7,9 +7,12 @@ use relink_core::call::{CallInput, Decision};
 use relink_core::Timestamp;
 use wasm_bindgen::prelude::*;
 
+use crate::convert::unknown;
 use crate::convert::{
-    self, bool_arg, error, from_js, millis, seed, to_js, Result, INVALID_ARGUMENT, MAX_SAFE_INTEGER,
+    self, bool_arg, get, millis, number, seed, unknown_variant, Fields, Obj, Result,
+    INVALID_ARGUMENT, MAX_SAFE_INTEGER,
 };
+use crate::shapes::{delivery_from_js, kind_from_js, kind_to_js, outcome_to_js};
 
 /// How every call of a client behaves: the outage policy, retries,
 /// redirects, the response timeout, the deadline and the busy backoff.
@@ -32,7 +35,12 @@ impl CallPolicy {
     /// default policy), validated.
     #[wasm_bindgen(constructor)]
     pub fn new(policy: JsValue) -> Result<CallPolicy> {
-        let policy = convert::config(policy, "policy", relink_core::CallPolicy::validate)?;
+        let policy = convert::config(
+            &policy,
+            "policy",
+            policy_from,
+            relink_core::CallPolicy::validate,
+        )?;
         Ok(CallPolicy(policy))
     }
 }
@@ -107,27 +115,27 @@ impl Call {
     ) -> Result<JsValue> {
         let now = timestamp(&now_ms)?;
         let input = input_arg(&input)?;
-        let decision = match self.0.decide(&policy.0, now, input) {
-            // Only a policy of absurd durations reaches past 2^53 ms
-            // (285,000 years); as a number it means the same: never.
-            Decision::Send { timeout } => Decision::Send {
-                timeout: timeout.min(MAX_SAFE_DURATION),
-            },
-            Decision::KeepWaiting { timeout } => Decision::KeepWaiting {
-                timeout: timeout.min(MAX_SAFE_DURATION),
-            },
-            Decision::Redirect { timeout } => Decision::Redirect {
-                timeout: timeout.min(MAX_SAFE_DURATION),
-            },
-            Decision::Queue { until } => Decision::Queue {
-                until: until.min(MAX_SAFE_TIMESTAMP),
-            },
-            Decision::RetryAt { at } => Decision::RetryAt {
-                at: at.min(MAX_SAFE_TIMESTAMP),
-            },
-            other => other,
+        // Only a policy of absurd durations reaches past 2^53 ms (285,000
+        // years); as a number it means the same: never. (Within that bound
+        // `as u64` is exact; durations go out in whole ms, rounded down.)
+        let timeout = |d: Duration| d.min(MAX_SAFE_DURATION).as_millis() as u64;
+        let time = |t: Timestamp| t.min(MAX_SAFE_TIMESTAMP).as_millis();
+        let (tag, key, value) = match self.0.decide(&policy.0, now, input) {
+            Decision::Send { timeout: t } => ("send", "timeout", timeout(t)),
+            Decision::KeepWaiting { timeout: t } => ("keep_waiting", "timeout", timeout(t)),
+            Decision::Redirect { timeout: t } => ("redirect", "timeout", timeout(t)),
+            Decision::Queue { until } => ("queue", "until", time(until)),
+            Decision::RetryAt { at } => ("retry_at", "at", time(at)),
+            Decision::Fail { failure } => {
+                let failure = Obj::new()
+                    .with("outcome", outcome_to_js(failure.outcome))
+                    .with("reason", failure.reason.as_str())
+                    .with("kind", failure.kind.map_or(JsValue::NULL, kind_to_js));
+                return Ok(Obj::tagged(TYPE, "fail").with("failure", failure).into());
+            }
+            _ => return Err(unknown_variant()),
         };
-        to_js(&decision, false)
+        Ok(Obj::tagged(TYPE, tag).with(key, number(value)?).into())
     }
 
     /// Retries spent so far.
@@ -157,6 +165,8 @@ impl Call {
     }
 }
 
+const TYPE: &str = "type";
+
 const MAX_SAFE_TIMESTAMP: Timestamp = Timestamp::from_millis(MAX_SAFE_INTEGER);
 const MAX_SAFE_DURATION: Duration = Duration::from_millis(MAX_SAFE_INTEGER);
 
@@ -164,15 +174,43 @@ fn timestamp(now_ms: &JsValue) -> Result<Timestamp> {
     millis(now_ms, "nowMs").map(Timestamp::from_millis)
 }
 
-/// Reads an input in the core's serde shape. By hand rather than through
-/// [`from_js`]: an input comes with every decision of every command, and
-/// serde's internally tagged form goes through a `serde_json::Value` map and
-/// a buffering deserializer (an allocation per decision, and 7 KB of the
-/// module); the kind and the delivery still go through the core's serde.
+/// Reads a call policy in the core's serde shape (missing fields: the
+/// default's).
+fn policy_from(f: &Fields) -> Result<relink_core::CallPolicy> {
+    f.only(&[
+        "queue_wait",
+        "max_retries",
+        "max_redirects",
+        "response_timeout",
+        "deadline",
+        "busy_backoff",
+    ])?;
+    let mut policy = relink_core::CallPolicy::default();
+    if let Some(wait) = f.opt_duration("queue_wait")? {
+        policy.queue_wait = wait;
+    }
+    if let Some(n) = f.u32("max_retries")? {
+        policy.max_retries = n;
+    }
+    if let Some(n) = f.u32("max_redirects")? {
+        policy.max_redirects = n;
+    }
+    if let Some(timeout) = f.duration("response_timeout")? {
+        policy.response_timeout = timeout;
+    }
+    if let Some(deadline) = f.opt_duration("deadline")? {
+        policy.deadline = deadline;
+    }
+    if let Some(backoff) = f.object("busy_backoff")? {
+        policy.busy_backoff = crate::backoff::policy_from(&backoff)?;
+    }
+    Ok(policy)
+}
+
+/// Reads an input in the core's serde shape: `{type: ...}` and the fields
+/// of that type (others are ignored, as serde's internally tagged form does).
 fn input_arg(input: &JsValue) -> Result<CallInput> {
-    let field = |name: &str| {
-        js_sys::Reflect::get(input, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
-    };
+    let field = |name: &str| get(input, name);
     let tag = if input.is_object() {
         field("type").as_string()
     } else {
@@ -190,20 +228,18 @@ fn input_arg(input: &JsValue) -> Result<CallInput> {
             budget_allows: bool_arg(&field("budget_allows"), "input.budget_allows")?,
         },
         Some("failed") => CallInput::Failed {
-            kind: from_js(field("kind"), "input.kind", INVALID_ARGUMENT)?,
-            delivery: from_js(field("delivery"), "input.delivery", INVALID_ARGUMENT)?,
+            kind: kind_from_js(&field("kind"), "input.kind", INVALID_ARGUMENT)?,
+            delivery: delivery_from_js(&field("delivery"), "input.delivery", INVALID_ARGUMENT)?,
             budget_allows: bool_arg(&field("budget_allows"), "input.budget_allows")?,
         },
-        other => {
-            let got = other.map_or_else(|| "no string".into(), |t| format!("`{t}`"));
-            return Err(error(
+        _ => {
+            return Err(unknown(
                 INVALID_ARGUMENT,
                 "input.type",
-                &format!(
-                    "invalid `input.type`: {got}; expected an object whose `type` is \
-                     \"connected\", \"not_connected\", \"misconfigured\", \"backlog_full\", \
-                     \"failed\", \"no_reply\", \"redirected\" or \"shutdown\""
-                ),
+                &field("type"),
+                "an object whose `type` is \"connected\", \"not_connected\", \
+                 \"misconfigured\", \"backlog_full\", \"failed\", \"no_reply\", \
+                 \"redirected\" or \"shutdown\"",
             ));
         }
     })

@@ -13,7 +13,8 @@ use relink_core::ConnectCause;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::convert::{error, to_js, Result, INVALID_ARGUMENT};
+use crate::convert::{error, string_arg, Result, INVALID_ARGUMENT};
+use crate::shapes::cause_to_js;
 
 /// The cause of a failed connection attempt from an error code and its
 /// message: a transport error's `err.code` as Node sets it
@@ -30,7 +31,7 @@ pub fn connect_cause(code: JsValue, message: JsValue) -> Result<JsValue> {
     } else {
         string_arg(&message, "message")?
     };
-    to_js(&ConnectCause::from_error(&code, &message), false)
+    Ok(cause_to_js(ConnectCause::from_error(&code, &message)))
 }
 
 /// What the first bytes a peer sent say about it (a `Uint8Array`, a
@@ -50,15 +51,5 @@ pub fn connect_cause_from_first_bytes(bytes: JsValue) -> Result<JsValue> {
             )
         })?
         .to_vec();
-    to_js(&ConnectCause::from_first_bytes(&bytes), false)
-}
-
-fn string_arg(value: &JsValue, name: &str) -> Result<String> {
-    value.as_string().ok_or_else(|| {
-        error(
-            INVALID_ARGUMENT,
-            name,
-            &format!("invalid `{name}`: must be a string"),
-        )
-    })
+    Ok(ConnectCause::from_first_bytes(&bytes).map_or(JsValue::NULL, cause_to_js))
 }

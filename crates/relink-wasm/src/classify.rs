@@ -14,14 +14,14 @@
 use relink_core::failure::{Delivery, FailureKind};
 use relink_core::supervisor::AsideVerdict;
 use relink_core::ConnectCause;
-use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
-use crate::convert::{to_js, Result};
+use crate::convert::{Obj, Result};
+use crate::shapes::{cause_to_js, delivery_to_js, kind_to_js};
 
 /// What a failed command met, and how far it got: `{kind, delivery}` in the
 /// core's serde shape, ready for a `Call`'s `{type: "failed", ...}` input.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 struct Classified {
     kind: FailureKind,
     delivery: Delivery,
@@ -129,7 +129,11 @@ impl Facts {
 /// its `code` (`ECONNRESET`, `EPIPE`: closed; `ETIMEDOUT`: timeout).
 #[wasm_bindgen(js_name = classifyNodeError)]
 pub fn classify_node_error(error: JsValue) -> Result<JsValue> {
-    to_js(&Facts::read(&error).classify(), false)
+    let Classified { kind, delivery } = Facts::read(&error).classify();
+    Ok(Obj::new()
+        .with("kind", kind_to_js(kind))
+        .with("delivery", delivery_to_js(delivery))
+        .into())
 }
 
 /// Why a connection attempt failed, from the error it failed with (a socket
@@ -138,7 +142,7 @@ pub fn classify_node_error(error: JsValue) -> Result<JsValue> {
 /// cause, evidence}`.
 #[wasm_bindgen(js_name = connectCauseOfNodeError)]
 pub fn connect_cause_of_node_error(error: JsValue) -> Result<JsValue> {
-    to_js(&Facts::read(&error).connect_cause(), false)
+    Ok(cause_to_js(Facts::read(&error).connect_cause()))
 }
 
 /// Is the command whose name is `name` (any case) one that Redis flags
@@ -161,5 +165,5 @@ pub fn aside_verdict_of_node_error(error: JsValue) -> Result<JsValue> {
         }
         kind => AsideVerdict::Unreachable { kind },
     };
-    to_js(&verdict, false)
+    crate::supervisor::verdict_to_js(verdict)
 }

@@ -9,14 +9,15 @@
 use relink_core::failure::{Delivery, FailureKind};
 use wasm_bindgen::prelude::*;
 
-use crate::convert::{bool_arg, error, from_js, to_js, Result, INVALID_ARGUMENT};
+use crate::convert::{bool_arg, string_arg, Result, INVALID_ARGUMENT};
+use crate::shapes::{delivery_from_js, kind_from_js, kind_to_js, outcome_to_js};
 
 fn kind_arg(kind: JsValue) -> Result<FailureKind> {
-    from_js(kind, "kind", INVALID_ARGUMENT)
+    kind_from_js(&kind, "kind", INVALID_ARGUMENT)
 }
 
 fn delivery_arg(delivery: JsValue) -> Result<Delivery> {
-    from_js(delivery, "delivery", INVALID_ARGUMENT)
+    delivery_from_js(&delivery, "delivery", INVALID_ARGUMENT)
 }
 
 /// May a command that met `kind`, having got as far as `delivery`, be sent
@@ -38,7 +39,7 @@ pub fn kills_connection(kind: JsValue) -> Result<bool> {
 #[wasm_bindgen(js_name = failureOutcome)]
 pub fn failure_outcome(kind: JsValue, delivery: JsValue) -> Result<JsValue> {
     let kind = kind_arg(kind)?;
-    to_js(&kind.outcome(delivery_arg(delivery)?), false)
+    Ok(outcome_to_js(kind.outcome(delivery_arg(delivery)?)))
 }
 
 /// A short stable name for logs and metrics (`"io"`, `"server_busy:loading"`, ...).
@@ -64,12 +65,6 @@ pub fn classify_error_code(code: JsValue) -> Result<JsValue> {
 }
 
 fn classify(code: JsValue, name: &str) -> Result<JsValue> {
-    let code = code.as_string().ok_or_else(|| {
-        error(
-            INVALID_ARGUMENT,
-            name,
-            &format!("invalid `{name}`: must be a string"),
-        )
-    })?;
-    to_js(&FailureKind::from_error_code(&code), false)
+    let code = string_arg(&code, name)?;
+    Ok(kind_to_js(FailureKind::from_error_code(&code)))
 }

@@ -35,6 +35,7 @@ mod cause;
 mod classify;
 pub mod convert;
 mod failure;
+mod shapes;
 mod supervisor;
 mod sync;
 

@@ -1,10 +1,11 @@
 //! `SyncCursor`: the core's follower position, with `u64`s as `BigInt`s.
 
-use relink_core::sync::{Epoch, ServerPosition};
-use serde::de::{self, Deserialize, Deserializer, Visitor};
+use relink_core::sync::{Epoch, Offer, ResumePlan, ServerPosition};
 use wasm_bindgen::prelude::*;
 
-use crate::convert::{from_js, set, to_js, u64_arg, Result, INVALID_ARGUMENT, MAX_SAFE_INTEGER};
+use crate::convert::{
+    u64_arg, unknown_variant, Fields, Obj, Result, INVALID_ARGUMENT, MAX_SAFE_INTEGER,
+};
 
 /// Where a state follower stands: the epoch it follows and the last sequence
 /// number it applied.
@@ -35,7 +36,19 @@ impl SyncCursor {
     pub fn offer(&mut self, epoch: JsValue, seq: JsValue) -> Result<JsValue> {
         let epoch = Epoch(u64_arg(&epoch, "epoch")?);
         let seq = u64_arg(&seq, "seq")?;
-        to_js(&self.0.offer(epoch, seq), true)
+        let verdict = |tag| Obj::tagged("verdict", tag);
+        Ok(match self.0.offer(epoch, seq) {
+            Offer::Apply => verdict("apply"),
+            Offer::Duplicate => verdict("duplicate"),
+            Offer::Gap { expected, got } => {
+                verdict("gap").with("expected", expected).with("got", got)
+            }
+            Offer::WrongEpoch { expected, got } => verdict("wrong_epoch")
+                .with("expected", expected.0)
+                .with("got", got.0),
+            _ => return Err(unknown_variant()),
+        }
+        .into())
     }
 
     /// How to resume against `{epoch, first, last}` (BigInts; `first` null when
@@ -43,8 +56,27 @@ impl SyncCursor {
     /// or `{plan: "full_resync", reason}`.
     #[wasm_bindgen(js_name = resumePlan)]
     pub fn resume_plan(&self, server_position: JsValue) -> Result<JsValue> {
-        let server: ServerPosition = from_js(server_position, "serverPosition", INVALID_ARGUMENT)?;
-        to_js(&self.0.resume_plan(&server), true)
+        // Other fields are ignored, as the core's serde form does.
+        let f = Fields::new(&server_position, "serverPosition", INVALID_ARGUMENT)?;
+        let first = match f.get("first").filter(|v| !v.is_null()) {
+            None => None,
+            Some(_) => Some(f.u64("first")?),
+        };
+        let server = ServerPosition {
+            epoch: Epoch(f.u64("epoch")?),
+            first,
+            last: f.u64("last")?,
+        };
+        let plan = |tag| Obj::tagged("plan", tag);
+        Ok(match self.0.resume_plan(&server) {
+            ResumePlan::UpToDate => plan("up_to_date"),
+            ResumePlan::Incremental { after } => plan("incremental").with("after", after),
+            ResumePlan::FullResync { reason } => {
+                plan("full_resync").with("reason", reason.as_str())
+            }
+            _ => return Err(unknown_variant()),
+        }
+        .into())
     }
 
     /// Moves the cursor to a snapshot's position after a full resync.
@@ -71,14 +103,13 @@ impl SyncCursor {
     /// `JSON.stringify` refuses BigInts and a number would lose an epoch's low bits.
     #[wasm_bindgen(js_name = toJSON)]
     pub fn to_json(&self) -> JsValue {
-        let json = js_sys::Object::new();
-        let epoch = self
-            .0
-            .epoch()
-            .map_or(JsValue::NULL, |e| e.0.to_string().into());
-        set(&json, "epoch", &epoch);
-        set(&json, "seq", &self.0.seq().to_string().into());
-        json.into()
+        // Written out by JS's BigInt: no integer formatting in the module.
+        let decimal = |n: u64| JsValue::from(js_sys::BigInt::from(n).to_string(10).ok());
+        let epoch = self.0.epoch().map_or(JsValue::NULL, |e| decimal(e.0));
+        Obj::new()
+            .with("epoch", epoch)
+            .with("seq", decimal(self.0.seq()))
+            .into()
     }
 
     /// The cursor `toJSON` described, given as that object or its JSON text;
@@ -91,68 +122,34 @@ impl SyncCursor {
             })?,
             None => json,
         };
-        let plain: CursorJson = from_js(json, "json", INVALID_ARGUMENT)?;
-        // Hand the core its own shape, so its rules (and only its) decide.
-        let core_shape = js_sys::Object::new();
-        let epoch = plain.epoch.map_or(JsValue::NULL, |e| e.0.into());
-        set(&core_shape, "epoch", &epoch);
-        set(&core_shape, "seq", &plain.seq.0.into());
-        from_js(core_shape.into(), "json", INVALID_ARGUMENT).map(SyncCursor)
+        let f = Fields::new(&json, "json", INVALID_ARGUMENT)?;
+        f.only(&["epoch", "seq"])?;
+        let epoch = match f.get("epoch").filter(|v| !v.is_null()) {
+            None => None,
+            Some(epoch) => Some(Epoch(json_u64(&f, "epoch", &epoch)?)),
+        };
+        let seq = json_u64(&f, "seq", &f.required("seq")?)?;
+        Ok(SyncCursor(relink_core::SyncCursor::from_parts(epoch, seq)))
     }
 }
 
-/// The JSON form of a cursor, before its numbers are checked by the core.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CursorJson {
-    epoch: Option<JsonU64>,
-    seq: JsonU64,
-}
-
-/// A `u64` written as a decimal string, a BigInt or a safe-integer number.
-struct JsonU64(u64);
-
-impl<'de> Deserialize<'de> for JsonU64 {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> core::result::Result<Self, D::Error> {
-        d.deserialize_any(JsonU64Visitor)
-    }
-}
-
-struct JsonU64Visitor;
-
-impl Visitor<'_> for JsonU64Visitor {
-    type Value = JsonU64;
-
-    fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("a u64 as a decimal string, a BigInt or a non-negative safe integer")
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> core::result::Result<JsonU64, E> {
-        Ok(JsonU64(v))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> core::result::Result<JsonU64, E> {
-        u64::try_from(v)
-            .map(JsonU64)
-            .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> core::result::Result<JsonU64, E> {
-        // Integers are visited as i64 up to 2^53 - 1; a float here is a
-        // fraction or a number too large to be exact.
-        if v >= 0.0 && v <= MAX_SAFE_INTEGER as f64 && v.trunc() == v {
-            Ok(JsonU64(v as u64))
-        } else {
-            Err(E::invalid_value(de::Unexpected::Float(v), &self))
+/// A `u64` of a cursor's JSON: a decimal string, a BigInt or a safe-integer number.
+fn json_u64(f: &Fields, key: &str, value: &JsValue) -> Result<u64> {
+    let parsed = match value.as_string() {
+        Some(text) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
+            text.parse().ok()
         }
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> core::result::Result<JsonU64, E> {
-        let digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
-        digits
-            .then(|| v.parse().ok())
-            .flatten()
-            .map(JsonU64)
-            .ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
-    }
+        Some(_) => None,
+        None if value.is_bigint() => u64::try_from(value.clone()).ok(),
+        None => value
+            .as_f64()
+            .filter(|n| *n >= 0.0 && *n <= MAX_SAFE_INTEGER as f64 && n.trunc() == *n)
+            .map(|n| n as u64),
+    };
+    parsed.ok_or_else(|| {
+        f.fail(
+            key,
+            "must be a u64 as a decimal string, a BigInt or a non-negative safe integer",
+        )
+    })
 }

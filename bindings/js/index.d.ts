@@ -30,6 +30,8 @@ export interface Health {
   rtt: number | null;
   next_attempt_at: number | null;
   busy_since: number | null;
+  /** Since when a Sentinel failover of the master holds writes back (the engine's; not set by this client, which does not follow Sentinel). */
+  failover_since?: number;
   last_attempt_failure: { attempt: number; cause: unknown; evidence: string } | null;
   misconfigured: boolean;
   [field: string]: unknown;
@@ -72,6 +74,8 @@ export interface SupervisorConfig {
   backoff_reset_after?: Duration;
   misconfigured_backoff?: BackoffPolicy;
   refused_max_delay?: Duration;
+  /** How long writes are held back during a failover with no further word. */
+  failover_hold?: Duration;
 }
 
 /** The per-call policy: outage queueing, retries, response timeout, deadline. */

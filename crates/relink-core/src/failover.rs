@@ -64,6 +64,17 @@ pub enum FailoverSignal {
 }
 
 impl FailoverSignal {
+    /// Every signal, for bindings that read one by name.
+    pub const ALL: [FailoverSignal; 7] = [
+        FailoverSignal::MasterSubjectivelyDown,
+        FailoverSignal::MasterDown,
+        FailoverSignal::MasterUp,
+        FailoverSignal::Started,
+        FailoverSignal::Ended,
+        FailoverSignal::Aborted,
+        FailoverSignal::Switched,
+    ];
+
     /// A short stable name for logs and bindings, spelled as in the serde form.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -723,11 +723,13 @@ pub const REFUSED_LATE_DECAY: Duration = Duration::from_secs(200);
 /// `outage / REFUSED_DECAY` and `outage² / REFUSED_LATE_DECAY`, in whole
 /// milliseconds. Why this shape: [`REFUSED_DECAY`].
 pub fn refused_cap(floor: Duration, outage: Duration) -> Duration {
-    let a = outage.as_millis();
-    let linear = a / u128::from(REFUSED_DECAY);
-    let square = a.saturating_mul(a) / REFUSED_LATE_DECAY.as_millis();
-    let ms = linear.max(square);
-    floor.max(Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)))
+    // u64 arithmetic (u128's division is a kilobyte of code in the wasm
+    // engine); the square saturates only past 49 days of outage.
+    let a = u64::try_from(outage.as_millis()).unwrap_or(u64::MAX);
+    let late = u64::try_from(REFUSED_LATE_DECAY.as_millis()).unwrap_or(u64::MAX);
+    let linear = a / u64::from(REFUSED_DECAY);
+    let square = a.saturating_mul(a) / late;
+    floor.max(Duration::from_millis(linear.max(square)))
 }
 
 /// The most outputs one input (plus the timers it makes due) can queue:

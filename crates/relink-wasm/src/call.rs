@@ -223,6 +223,7 @@ fn input_arg(input: &JsValue) -> Result<CallInput> {
         Some("redirected") => CallInput::Redirected,
         Some("shutdown") => CallInput::Shutdown,
         Some("misconfigured") => CallInput::Misconfigured,
+        Some("writes_held") => CallInput::WritesHeld,
         Some("no_reply") => CallInput::NoReply {
             alive_since_sent: bool_arg(&field("alive_since_sent"), "input.alive_since_sent")?,
             budget_allows: bool_arg(&field("budget_allows"), "input.budget_allows")?,
@@ -239,7 +240,7 @@ fn input_arg(input: &JsValue) -> Result<CallInput> {
                 &field("type"),
                 "an object whose `type` is \"connected\", \"not_connected\", \
                  \"misconfigured\", \"backlog_full\", \"failed\", \"no_reply\", \
-                 \"redirected\" or \"shutdown\"",
+                 \"writes_held\", \"redirected\" or \"shutdown\"",
             ));
         }
     })

@@ -1,6 +1,7 @@
 //! `Supervisor`: the core's connectivity state machine.
 
 use relink_core::cause::{AttemptFailure, Evidence};
+use relink_core::failover::FailoverSignal;
 use relink_core::supervisor::{
     Action, AsideVerdict, Event, HeartbeatConfig, Input, Output, SupervisorConfig, SupervisorHealth,
 };
@@ -111,6 +112,7 @@ fn config_from(f: &Fields) -> Result<SupervisorConfig> {
         "backoff_reset_after",
         "misconfigured_backoff",
         "refused_max_delay",
+        "failover_hold",
     ])?;
     let mut config = SupervisorConfig::default();
     if let Some(backoff) = f.object("backoff")? {
@@ -131,7 +133,24 @@ fn config_from(f: &Fields) -> Result<SupervisorConfig> {
     if let Some(delay) = f.duration("refused_max_delay")? {
         config.refused_max_delay = delay;
     }
+    if let Some(hold) = f.duration("failover_hold")? {
+        config.failover_hold = hold;
+    }
     Ok(config)
+}
+
+/// A failover signal by its serde name (`"master_down"`, `"switched"`, …).
+fn signal_from(value: &JsValue, path: &str) -> Result<FailoverSignal> {
+    let name = value.as_string().unwrap_or_default();
+    FailoverSignal::ALL.into_iter().find(|s| s.as_str() == name).ok_or_else(|| {
+        unknown(
+            INVALID_ARGUMENT,
+            path,
+            value,
+            "one of `master_subjectively_down`, `master_down`, `master_up`, `started`, \
+             `ended`, `aborted`, `switched`",
+        )
+    })
 }
 
 fn heartbeat_from(f: &Fields) -> Result<HeartbeatConfig> {
@@ -199,6 +218,9 @@ fn input_from(input: &JsValue) -> Result<Input> {
             kind: f.kind("kind")?,
         },
         "server_moved" => Input::ServerMoved,
+        "failover" => Input::Failover {
+            signal: signal_from(&f.required("signal")?, &f.path("signal"))?,
+        },
         "shutdown" => Input::Shutdown,
         "reconfigured" => Input::Reconfigured,
         "work_outstanding" => Input::WorkOutstanding { id: f.u64("id")? },
@@ -212,7 +234,7 @@ fn input_from(input: &JsValue) -> Result<Input> {
                 &f.path(TYPE),
                 &f.get(TYPE).unwrap_or_default(),
                 "one of `start`, `connected`, `connect_failed`, `pong`, `ping_failed`, \
-                 `activity`, `command_failed`, `connection_lost`, `server_moved`, `shutdown`, \
+                 `activity`, `command_failed`, `connection_lost`, `server_moved`, `failover`, `shutdown`, \
                  `reconfigured`, `work_outstanding`, `aside_checked`",
             ))
         }
@@ -285,6 +307,13 @@ fn event_to_js(event: Event) -> Result<JsValue> {
             .with("failure", attempt_failure_to_js(&failure))
             .with("misconfigured", misconfigured)
             .with("retry_in", or_null(retry_in, ms)?),
+        Event::ServerMoved => tag("server_moved"),
+        Event::FailoverStarted { signal } => {
+            tag("failover_started").with("signal", signal.as_str())
+        }
+        Event::FailoverEnded { held_for, expired } => tag("failover_ended")
+            .with("held_for", ms(held_for)?)
+            .with("expired", expired),
         Event::GaveUp { attempts, elapsed } => tag("gave_up")
             .with("attempts", attempts)
             .with("elapsed", ms(elapsed)?),
@@ -303,7 +332,7 @@ fn attempt_failure_to_js(failure: &AttemptFailure) -> JsValue {
 
 fn health_to_js(health: &SupervisorHealth) -> Result<JsValue> {
     let time = |t: Timestamp| number(t.as_millis());
-    Ok(Obj::new()
+    let mut out = Obj::new()
         .with("state", health.state.as_str())
         .with("since", time(health.since)?)
         .with("attempt", health.attempt)
@@ -321,8 +350,12 @@ fn health_to_js(health: &SupervisorHealth) -> Result<JsValue> {
                 Ok(attempt_failure_to_js(f))
             })?,
         )
-        .with("misconfigured", health.misconfigured)
-        .into())
+        .with("misconfigured", health.misconfigured);
+    // Only while set, as in the core's serde form.
+    if let Some(since) = health.failover_since {
+        out = out.with("failover_since", time(since)?);
+    }
+    Ok(out.into())
 }
 
 fn timestamp(now_ms: &JsValue) -> Result<Timestamp> {

@@ -493,6 +493,11 @@ impl Calls {
                     self.look(transport, &mut conn)
                 }
                 Decision::Fail { failure } => {
+                    // A call refused at once (fail-fast, a full backlog) may
+                    // not have awaited anything: spend a unit of tokio's
+                    // cooperative budget, so a caller retrying in a loop
+                    // still lets the other tasks on its worker run.
+                    tokio::task::consume_budget().await;
                     return Err(
                         self.fail(transport, failure, last_error, options, started, request)
                     );

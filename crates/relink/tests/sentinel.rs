@@ -494,6 +494,9 @@ fn incr_load(
                             _ => tally.not_applied += 1,
                         },
                     }
+                    // A call refused at once never yields: without this, a
+                    // writer refused in a loop would hold its worker thread.
+                    tokio::task::yield_now().await;
                 }
                 tally
             })
@@ -603,6 +606,8 @@ async fn durable_writes_lose_nothing_acknowledged_across_a_planned_failover() {
                     ) {
                         refused += 1;
                     }
+                    // Refused at once, without yielding: let the others run.
+                    tokio::task::yield_now().await;
                 }
             }
             refused

@@ -126,3 +126,31 @@ async fn a_queued_command_waits_at_most_max_wait() {
     );
     client.shutdown().await;
 }
+
+/// A call refused at once (fail-fast, nothing listening) still lets the
+/// other tasks on its thread run: a caller retrying in a tight loop does
+/// not starve them (relink spends tokio's cooperative budget on a refusal).
+#[tokio::test(flavor = "current_thread")]
+async fn a_caller_refused_in_a_loop_does_not_starve_other_tasks() {
+    let server = RedisServer::start();
+    let url = server.url();
+    drop(server); // nothing listens there now
+    let mut client = Client::new(fast_config(&url).with_outage(OutagePolicy::FailFast)).unwrap();
+    let other_ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let other = tokio::spawn({
+        let other_ran = std::sync::Arc::clone(&other_ran);
+        async move { other_ran.store(true, std::sync::atomic::Ordering::SeqCst) }
+    });
+    let mut refused = 0u32;
+    // Bounded: far more than tokio's budget of 128 operations.
+    while refused < 10_000 && !other_ran.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(client.get::<_, Option<String>>("k").await.is_err());
+        refused += 1;
+    }
+    assert!(
+        other_ran.load(std::sync::atomic::Ordering::SeqCst),
+        "the other task never ran in {refused} refusals"
+    );
+    other.await.unwrap();
+    client.shutdown().await;
+}

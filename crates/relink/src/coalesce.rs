@@ -26,9 +26,11 @@
 //! self-wake would cost it a wake-up of an idle worker (about 7 µs per
 //! command on the project's 2-core machine).
 //!
-//! Measured there (`bench --load`, 2026-11-27): at 16 / 64 / 256 tasks
-//! 11 / 31 / 62 commands per `writev` instead of 2 / 3.5 / 10, and a third
-//! less CPU per command (client and server together).
+//! Measured there (`bench --load SIDE TASKS` under `perf stat`,
+//! 2026-11-27): at 16 / 64 / 256 tasks 7–11 / 31 / 62 commands per `writev`,
+//! against 1.3–1.9 / 1.3–1.7 / 2.8–3.5 for the same connection without it;
+//! throughput 1.00–1.20 / 1.01 / 0.86–0.94× of that connection (see the
+//! README's Numbers).
 
 use std::io;
 use std::pin::Pin;

@@ -119,6 +119,57 @@ pub fn is_read_only(name: &[u8]) -> bool {
         .is_ok()
 }
 
+/// Commands a cluster client runs on many nodes (every master, or every
+/// node), not on one slot's: `FLUSHALL`, `SCRIPT LOAD`, `CONFIG SET`, ...
+/// (the writes among redis-rs's all-nodes and all-masters routes; a
+/// container command is named with its subcommand). A durable write
+/// (followed by `WAIT` in one pipeline, which goes to one node) cannot be
+/// one of them.
+const FAN_OUT: [&str; 20] = [
+    "ACL DELUSER",
+    "ACL SAVE",
+    "ACL SETUSER",
+    "CLIENT SETINFO",
+    "CLIENT SETNAME",
+    "CONFIG RESETSTAT",
+    "CONFIG REWRITE",
+    "CONFIG SET",
+    "DEBUG",
+    "FLUSHALL",
+    "FLUSHDB",
+    "FUNCTION DELETE",
+    "FUNCTION FLUSH",
+    "FUNCTION LOAD",
+    "FUNCTION RESTORE",
+    "LATENCY RESET",
+    "MEMORY PURGE",
+    "SCRIPT FLUSH",
+    "SCRIPT LOAD",
+    "SLOWLOG RESET",
+];
+
+/// Does a cluster client run `args` (name first) on many nodes, where a
+/// single-node command runs on one slot's ([`FAN_OUT`])?
+pub fn fans_out_on_cluster<'a>(args: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    let mut args = args.into_iter();
+    let Some(name) = args.next() else {
+        return false;
+    };
+    let matches = |entry: &str, with_sub: Option<&[u8]>| {
+        let (cmd, sub) = entry
+            .split_once(' ')
+            .map_or((entry, None), |(c, s)| (c, Some(s)));
+        cmd.as_bytes().eq_ignore_ascii_case(name)
+            && match (sub, with_sub) {
+                (None, _) => true,
+                (Some(s), Some(w)) => s.as_bytes().eq_ignore_ascii_case(w),
+                (Some(_), None) => false,
+            }
+    };
+    let sub = args.next();
+    FAN_OUT.iter().any(|entry| matches(entry, sub))
+}
+
 /// What a command does to the state of the connection it runs on, for a
 /// connection leased to one user (`WATCH`/`MULTI`/`EXEC` on it): whether
 /// the connection can go back to the shared set afterwards, and how.
@@ -378,6 +429,20 @@ mod tests {
         Some(Blocking::For {
             timeout: Duration::from_secs(s),
         })
+    }
+
+    #[test]
+    fn commands_a_cluster_runs_on_many_nodes() {
+        let fans = |cmd: &str| fans_out_on_cluster(cmd.split(' ').map(str::as_bytes));
+        assert!(fans("flushall"));
+        assert!(fans("FLUSHDB ASYNC"));
+        assert!(fans("script load return 1"));
+        assert!(fans("CONFIG set maxmemory 1"));
+        assert!(!fans("CONFIG GET maxmemory"));
+        assert!(!fans("SCRIPT"));
+        assert!(!fans("SET k v"));
+        assert!(!fans("INCR flushall"));
+        assert!(!fans(""));
     }
 
     #[test]

@@ -700,6 +700,15 @@ impl Request<'_> {
         }
     }
 
+    /// Does a cluster run any command in it on many nodes (`FLUSHALL`, ...)?
+    pub(crate) fn fans_out_on_cluster(&self) -> bool {
+        let of = |cmd: &Cmd| relink_core::commands::fans_out_on_cluster(args(cmd));
+        match self {
+            Request::Cmd(cmd) => of(cmd),
+            Request::Pipeline { pipeline, .. } => pipeline.cmd_iter().any(of),
+        }
+    }
+
     /// Does it block its connection (a blocking command, or a pipeline with
     /// one), and for how long? The longest of a pipeline's.
     pub(crate) fn blocking(&self) -> Result<Option<Blocking>, BadTimeout> {

@@ -14,10 +14,13 @@
 //! too. That is the price of the guarantee (the bench measures it).
 
 use redis::aio::MultiplexedConnection;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::SingleNodeRoutingInfo;
 use redis::{Cmd, Pipeline, RedisError, Value};
 use relink_core::{Confirmation, Durability};
 
 use crate::calls::Request;
+use crate::classify::Redirect;
 use crate::Error;
 
 /// Sends `request` with its `WAIT`; `waitaof`: the server has `WAITAOF`.
@@ -27,18 +30,51 @@ pub(crate) async fn send(
     durable: Durability,
     waitaof: bool,
 ) -> Result<Value, RedisError> {
-    let wait = wait_command(&durable, waitaof);
-    let (reply, waited) = match request {
+    let (pipe, offset, count) = with_wait(request, false, wait_command(&durable, waitaof));
+    let values = conn.send_packed_commands(&pipe, offset, count).await?;
+    settle(request, values, durable, waitaof)
+}
+
+/// Sends `request` with its `WAIT` on a cluster, as one pipeline, so both
+/// run on the same node and the `WAIT` counts the replicas of the node
+/// that applied the write: redis-rs routes the pipeline by its first keyed
+/// command (to the slot's master, for a write), or to the node a redirect
+/// named (`ASKING` first for an `ASK`). A command a cluster runs on many
+/// nodes is refused before this ([`fans_out_on_cluster`](relink_core::commands::fans_out_on_cluster)).
+/// `WAIT` only: whether each node has `WAITAOF` is not asked.
+pub(crate) async fn send_cluster(
+    conn: &mut ClusterConnection,
+    request: Request<'_>,
+    redirect: Option<&Redirect>,
+    durable: Durability,
+) -> Result<Value, RedisError> {
+    let asking = redirect.is_some_and(|to| to.ask);
+    let (pipe, offset, count) = with_wait(request, asking, wait_command(&durable, false));
+    let values = match redirect {
+        Some(to) => {
+            let node = SingleNodeRoutingInfo::ByAddress {
+                host: to.host.clone(),
+                port: to.port,
+            };
+            conn.route_pipeline(pipe, offset, count, node).await?
+        }
+        None => redis::aio::ConnectionLike::req_packed_commands(conn, &pipe, offset, count).await?,
+    };
+    settle(request, values, durable, false)
+}
+
+/// `request` followed by `wait` as one pipeline, with the offset and count
+/// of the replies to read: the request's own, then the wait's.
+fn with_wait(request: Request<'_>, asking: bool, wait: Cmd) -> (Pipeline, usize, usize) {
+    let mut pipe = Pipeline::new();
+    if asking {
+        pipe.cmd("ASKING");
+    }
+    let skip = usize::from(asking);
+    match request {
         Request::Cmd(cmd) => {
-            let mut pipe = Pipeline::with_capacity(2);
             pipe.add_command(cmd.clone()).add_command(wait);
-            let mut values = conn.send_packed_commands(&pipe, 0, 2).await?.into_iter();
-            let reply = values.next().unwrap_or(Value::Nil);
-            if let Value::ServerError(_) = reply {
-                // Refused or failed: nothing to confirm, the reply is the answer.
-                return Ok(reply);
-            }
-            (reply, values.next())
+            (pipe, skip, 2)
         }
         Request::Pipeline {
             pipeline,
@@ -47,7 +83,6 @@ pub(crate) async fn send(
         } => {
             // The same commands the pipeline packs (a transaction's MULTI
             // and EXEC written out), then WAIT: one reply more to read.
-            let mut pipe = Pipeline::with_capacity(pipeline.len() + 3);
             if pipeline.is_transaction() {
                 pipe.cmd("MULTI");
             }
@@ -58,10 +93,30 @@ pub(crate) async fn send(
                 pipe.cmd("EXEC");
             }
             pipe.add_command(wait);
-            let mut values = conn.send_packed_commands(&pipe, offset, count + 1).await?;
-            let waited = values.pop();
-            (Value::Array(values), waited)
+            (pipe, offset + skip, count + 1)
         }
+    }
+}
+
+/// The request's reply if the wait confirmed it, else
+/// [`Error::NotReplicated`].
+fn settle(
+    request: Request<'_>,
+    mut values: Vec<Value>,
+    durable: Durability,
+    waitaof: bool,
+) -> Result<Value, RedisError> {
+    let waited = values.pop();
+    let reply = match request {
+        Request::Cmd(_) => {
+            let reply = values.pop().unwrap_or(Value::Nil);
+            if let Value::ServerError(_) = reply {
+                // Refused or failed: nothing to confirm, the reply is the answer.
+                return Ok(reply);
+            }
+            reply
+        }
+        Request::Pipeline { .. } => Value::Array(values),
     };
     let (replicated, fsynced_locally, detail) = read_wait(waited.as_ref(), durable.aof && waitaof);
     match durable.confirm(replicated, fsynced_locally) {

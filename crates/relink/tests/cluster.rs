@@ -704,3 +704,131 @@ async fn subscriptions_follow_a_reshard_and_failovers_with_one_marker_each() {
     client.shutdown().await;
     assert_eq!(shard_sub.next_item().await, None, "streams end at shutdown");
 }
+
+/// What one durable writer saw, per key.
+#[derive(Default)]
+struct Tally {
+    acknowledged: Vec<u64>,
+    unknown: Vec<u64>,
+}
+
+/// Durable acknowledgements per shard: every write's `WAIT` runs on its
+/// slot's master, so a master killed under an INCR load loses none of the
+/// writes it acknowledged (acknowledged ≤ value ≤ acknowledged + unknown,
+/// per key); a write to the promoted master, which has no replica left, is
+/// reported unknown ("replicated to 0 of 1"), never OK. A command the
+/// cluster runs on every master cannot carry a `WAIT`: refused, not sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_writes_survive_a_killed_master() {
+    let _one = ONE_CLUSTER.lock().await;
+    let mut cluster = blocking(RedisCluster::start);
+    let client = ready_client(&cluster).await;
+    let durable = client.durable(1, Duration::from_millis(300)).unwrap();
+    let err = redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut durable.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(Error::from_redis(&err), Some(Error::InvalidCommand { .. })),
+        "{err}"
+    );
+
+    let keys = blocking(|| keys_on_every_master(&mut cluster, 4));
+    let victim = keys[0].0;
+    let on_victim: Vec<bool> = keys.iter().map(|(m, _)| *m == victim).collect();
+    let names: Arc<Vec<String>> = Arc::new(keys.iter().map(|(_, k)| k.clone()).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked_elsewhere = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let mut c = durable.clone();
+            let names = Arc::clone(&names);
+            let stop = Arc::clone(&stop);
+            let on_victim = on_victim.clone();
+            let acked_elsewhere = Arc::clone(&acked_elsewhere);
+            tokio::spawn(async move {
+                let mut tally = Tally {
+                    acknowledged: vec![0; names.len()],
+                    unknown: vec![0; names.len()],
+                };
+                let mut i = w;
+                // Bounded by `stop`, which the test sets within PATIENCE.
+                while !stop.load(Ordering::Relaxed) {
+                    let k = i % names.len();
+                    i += 1;
+                    match c.incr::<_, _, i64>(&names[k], 1).await {
+                        Ok(_) => {
+                            tally.acknowledged[k] += 1;
+                            if !on_victim[k] {
+                                acked_elsewhere.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(e) => {
+                            if Error::outcome_of(&e) == relink::Outcome::Unknown {
+                                tally.unknown[k] += 1;
+                            }
+                            // A refusal may not have yielded: let the others run.
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+    let acked_at_least = |n: u64| {
+        let acked = Arc::clone(&acked_elsewhere);
+        async move {
+            tokio::time::timeout(PATIENCE, async {
+                // Bounded by the timeout around it.
+                while acked.load(Ordering::Relaxed) < n {
+                    tokio::task::yield_now().await;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{n} durable writes not acknowledged within {PATIENCE:?}"));
+        }
+    };
+    acked_at_least(200).await;
+    blocking(|| cluster.kill(victim));
+    let after_kill = acked_elsewhere.load(Ordering::Relaxed);
+    // (Slow: each write to the promoted master, which has no replica left,
+    // waits out its WAIT.)
+    acked_at_least(after_kill + 40).await;
+    // The victim's slots are served again (by the promoted replica).
+    let mut plain = client.clone();
+    let _: i64 = plain.incr("k{probe}", 1).await.unwrap();
+    blocking(|| cluster.wait_ok());
+    stop.store(true, Ordering::Relaxed);
+    let mut total = Tally {
+        acknowledged: vec![0; names.len()],
+        unknown: vec![0; names.len()],
+    };
+    for writer in writers {
+        let tally = writer.await.unwrap();
+        for k in 0..names.len() {
+            total.acknowledged[k] += tally.acknowledged[k];
+            total.unknown[k] += tally.unknown[k];
+        }
+    }
+    for (k, name) in names.iter().enumerate() {
+        let value: i64 = plain.get(name).await.unwrap_or(0);
+        let value = u64::try_from(value).unwrap();
+        let (acked, unknown) = (total.acknowledged[k], total.unknown[k]);
+        assert!(
+            acked <= value && value <= acked + unknown,
+            "{name} (on the killed master: {}): acknowledged {acked}, unknown {unknown}, value {value}",
+            on_victim[k]
+        );
+    }
+    let victim_acked: u64 = (0..names.len())
+        .filter(|&k| on_victim[k])
+        .map(|k| total.acknowledged[k])
+        .sum();
+    assert!(
+        victim_acked > 0,
+        "no write on the killed master's slots was acknowledged"
+    );
+    client.shutdown().await;
+}

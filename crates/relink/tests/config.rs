@@ -700,11 +700,18 @@ fn durable_acknowledgements_in_toml_validated_naming_the_field() {
         toml_err("url = \"redis://h\"\n[durable]\nreplicas = 1\ntimeout = \"1s\"\nfsync = 1\n");
     assert!(unknown.contains("fsync"), "{unknown}");
 
-    // Not on a cluster yet: refused, naming the setting.
+    // On a cluster: WAIT per shard, so `aof` (WAITAOF) is refused, by name.
     let cluster = relink::ClusterConfig::new(["redis://127.0.0.1:7000"])
         .unwrap()
-        .with_settings(config)
+        .with_settings(config.clone());
+    cluster
+        .clone()
         .build()
-        .unwrap_err();
-    assert_eq!(field_of(&cluster), "settings.durable", "{cluster}");
+        .expect("durable writes on a cluster");
+    let aof: Config = toml::from_str(
+        "url = \"redis://127.0.0.1\"\n[durable]\nreplicas = 1\ntimeout = \"250ms\"\naof = true\n",
+    )
+    .unwrap();
+    let refused = cluster.with_settings(aof).build().unwrap_err();
+    assert_eq!(field_of(&refused), "settings.durable.aof", "{refused}");
 }

@@ -170,11 +170,11 @@ impl ClusterConfig {
                 "a cluster finds its nodes itself; Sentinel is for a single master",
             ));
         }
-        if self.settings.durable().is_some() {
+        if self.settings.durable().is_some_and(|d| d.aof) {
             return Err(Error::config(
-                "settings.durable",
-                "durable acknowledgements (WAIT per shard) are not supported by \
-                 ClusterClient yet: use them with a Client (a single master or Sentinel)",
+                "settings.durable.aof",
+                "is not supported by ClusterClient, which waits for replicas with WAIT \
+                 (whether each node has WAITAOF is not asked): leave it out",
             ));
         }
         if self
@@ -471,6 +471,49 @@ impl ClusterClient {
         })
     }
 
+    /// A handle whose writes are acknowledged only once `replicas` replicas
+    /// of the slot's master confirmed them, as [`Client::durable`](crate::Client::durable):
+    /// each write (or pipeline, or transaction) goes out followed by `WAIT
+    /// replicas timeout` in one pipeline, which redis-rs routes by the
+    /// write's key to its slot's master (or to the node a redirect names),
+    /// so the `WAIT` counts that master's replicas. Not confirmed, the call
+    /// fails with [`Error::NotReplicated`] (outcome unknown). A command the
+    /// cluster runs on many nodes (`FLUSHALL`, `SCRIPT LOAD`, ...) is
+    /// refused on such a handle, not sent; a multi-key write must keep its
+    /// keys in one slot (hash tags), as in any pipeline on a cluster.
+    /// `WAIT` only (no `WAITAOF`). `timeout` must be shorter than the
+    /// response timeout.
+    pub fn durable(
+        &self,
+        replicas: u32,
+        timeout: std::time::Duration,
+    ) -> Result<ClusterClient, Error> {
+        self.with_durability(Some(relink_core::Durability::new(replicas, timeout)))
+    }
+
+    /// Like [`durable`](Self::durable) with every setting but `aof`, which a
+    /// cluster client refuses; `None`: acknowledged on the master's word.
+    pub fn with_durability(
+        &self,
+        durability: Option<relink_core::Durability>,
+    ) -> Result<ClusterClient, Error> {
+        if let Some(durable) = &durability {
+            if durable.aof {
+                return Err(Error::config(
+                    "durable.aof",
+                    "is not supported by ClusterClient, which waits for replicas with WAIT",
+                ));
+            }
+            crate::config::check_durable(
+                durable,
+                self.shared.config.settings().response_timeout(),
+            )?;
+        }
+        let mut handle = self.clone();
+        handle.options.durable = durability;
+        Ok(handle)
+    }
+
     /// `MOVED` and `ASK` replies followed so far (each sent the command on
     /// to the node the reply named).
     pub fn redirects(&self) -> u64 {
@@ -554,7 +597,20 @@ impl Shared {
             _ => false,
         };
         let cluster_response_timeout = self.config.settings().response_timeout();
+        // A durable write goes out with its WAIT in one pipeline, to one
+        // node: a command the cluster runs on many nodes cannot be one.
+        let fans_out =
+            options.durable.is_some() && !request.is_read_only() && request.fans_out_on_cluster();
         async move {
+            if fans_out {
+                return Err(Error::InvalidCommand {
+                    reason: "a command that a cluster runs on many nodes (FLUSHALL, SCRIPT LOAD, \
+                             CONFIG SET, ...) cannot be a durable write, whose WAIT runs on one \
+                             node: send it through a handle without durable()"
+                        .to_owned(),
+                }
+                .into_redis());
+            }
             if refused {
                 return Err(Error::InvalidCommand {
                     reason: format!(
@@ -591,11 +647,16 @@ impl Transport for Shared {
         request: Request<'a>,
         redirect: Option<&'a Redirect>,
         _sent_at: Timestamp,
-        // Refused at construction (`ClusterClient::new`): not per shard yet.
-        _durable: Option<relink_core::Durability>,
+        durable: Option<relink_core::Durability>,
     ) -> Result<Value, RedisError> {
         let mut conn = (**conn).clone();
-        request.send_cluster(&mut conn, redirect).await
+        match durable {
+            // Per shard: the WAIT goes with the write, to its slot's master.
+            Some(durable) => {
+                crate::durable::send_cluster(&mut conn, request, redirect, durable).await
+            }
+            None => request.send_cluster(&mut conn, redirect).await,
+        }
     }
 
     fn generation(&self, _conn: &Arc<ClusterConnection>) -> u64 {

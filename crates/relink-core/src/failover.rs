@@ -18,7 +18,6 @@
 pub const SENTINEL_CHANNELS: &[&str] = &[
     "+switch-master",
     "+sdown",
-    "-sdown",
     "+odown",
     "-odown",
     "+try-failover",
@@ -48,7 +47,7 @@ pub enum FailoverSignal {
     /// `+odown master`: a quorum agrees the master is down; a failover
     /// follows unless it comes back first.
     MasterDown,
-    /// `-odown master` / `-sdown master`: the master answers again.
+    /// `-odown master`: a quorum no longer finds the master down.
     MasterUp,
     /// `+try-failover`, `+elected-leader`, `+selected-slave`,
     /// `+promoted-slave`, `+failover-state-*`: a failover is under way.
@@ -132,7 +131,9 @@ pub fn sentinel_signal(channel: &str, payload: &str, service: &str) -> Option<Fa
     let signal = match channel {
         "+sdown" if about_master => FailoverSignal::MasterSubjectivelyDown,
         "+odown" if about_master => FailoverSignal::MasterDown,
-        "-odown" | "-sdown" if about_master => FailoverSignal::MasterUp,
+        // Not `-sdown`: one sentinel's own view, which cannot end a hold
+        // that a quorum's `+odown` began (watchers hear several sentinels).
+        "-odown" if about_master => FailoverSignal::MasterUp,
         "+try-failover" | "+elected-leader" | "+selected-slave" | "+promoted-slave" => {
             FailoverSignal::Started
         }
@@ -165,7 +166,11 @@ mod tests {
             Some(FailoverSignal::MasterDown)
         );
         assert_eq!(read("-odown", M), Some(FailoverSignal::MasterUp));
-        assert_eq!(read("-sdown", M), Some(FailoverSignal::MasterUp));
+        assert_eq!(
+            read("-sdown", M),
+            None,
+            "one sentinel's view decides nothing"
+        );
         for channel in [
             "+try-failover",
             "+elected-leader",

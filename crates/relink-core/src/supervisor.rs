@@ -862,6 +862,7 @@ impl Supervisor {
                 if matches!(self.state, State::Connecting | State::Ready) {
                     self.push(Output::Action(Action::Disconnect));
                 }
+                self.end_hold(now, false);
                 self.set_state(now, State::Shutdown);
             }
             (State::Idle, Input::Start) => {
@@ -955,6 +956,7 @@ impl Supervisor {
             }
             (State::Ready, Input::ServerMoved) => {
                 let cause = FailureKind::Moved;
+                self.note_ready_lost(now);
                 self.push(Output::Event(Event::ServerMoved));
                 self.end_hold(now, false);
                 self.push(Output::Action(Action::Disconnect));
@@ -1178,10 +1180,7 @@ impl Supervisor {
     fn lose_connection(&mut self, now: Timestamp, cause: FailureKind) {
         self.push(Output::Action(Action::Disconnect));
         self.push(Output::Event(Event::Disconnected { cause }));
-        if now.saturating_since(self.ready_since) >= self.config.backoff_reset_after {
-            self.backoff.reset();
-            self.at_once_spent = false;
-        }
+        self.note_ready_lost(now);
         self.last_failure = Some(cause);
         self.probe = None;
         self.misses = 0;
@@ -1199,6 +1198,16 @@ impl Supervisor {
             self.attempt_at_once(now);
         } else {
             self.schedule_attempt(now, None);
+        }
+    }
+
+    /// A Ready connection is lost (broken, or its server moved): if it had
+    /// stayed Ready for `backoff_reset_after`, the backoff starts over and
+    /// the attempt at once after a loss is earned again.
+    fn note_ready_lost(&mut self, now: Timestamp) {
+        if now.saturating_since(self.ready_since) >= self.config.backoff_reset_after {
+            self.backoff.reset();
+            self.at_once_spent = false;
         }
     }
 
@@ -1253,6 +1262,7 @@ impl Supervisor {
                     attempts: self.attempt,
                     elapsed,
                 }));
+                self.end_hold(now, false);
                 self.set_state(now, State::Shutdown);
                 None
             }
@@ -1446,6 +1456,50 @@ mod tests {
             "{out:?}"
         );
         assert_eq!(sup.state(), State::Connecting);
+    }
+
+    #[test]
+    fn a_move_after_a_stable_period_starts_the_backoff_over() {
+        // No jitter, no refusal cap: the delays show the backoff's position.
+        let config = SupervisorConfig::default()
+            .backoff(
+                BackoffPolicy::default()
+                    .initial_delay(Duration::from_millis(100))
+                    .jitter(crate::backoff::Jitter::None),
+            )
+            .refused_max_delay(Duration::from_secs(3600));
+        let mut sup = Supervisor::new(config, 1);
+        let t = Timestamp::from_millis;
+        let timeout_failure = |attempt| Input::ConnectFailed {
+            attempt,
+            cause: ConnectCause::Timeout,
+            evidence: Evidence::default(),
+        };
+        sup.handle_input(t(0), Input::Start);
+        drain(&mut sup, t(0));
+        // Three failures grow the backoff to 400 ms.
+        let mut now = 0;
+        for attempt in 1..=3 {
+            sup.handle_input(t(now + 1), timeout_failure(attempt));
+            drain(&mut sup, t(now + 1));
+            now = sup.health().next_attempt_at.expect("scheduled").as_millis();
+            drain(&mut sup, t(now));
+        }
+        sup.handle_input(t(now + 1), Input::Connected { attempt: 4 });
+        drain(&mut sup, t(now + 1));
+        // Ready for longer than backoff_reset_after (10 s), then moved.
+        let moved = now + 20_000;
+        sup.handle_input(t(moved), Input::ServerMoved);
+        drain(&mut sup, t(moved));
+        sup.handle_input(t(moved + 1), timeout_failure(1));
+        let out = drain(&mut sup, t(moved + 1));
+        assert!(
+            out.contains(&Output::Event(Event::ReconnectScheduled {
+                attempt: 2,
+                delay: Duration::from_millis(100)
+            })),
+            "the backoff starts over after a stable period: {out:?}"
+        );
     }
 
     #[test]

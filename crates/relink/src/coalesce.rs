@@ -90,12 +90,21 @@ impl<S> Coalesce<S> {
     /// write now.
     fn step_aside(&mut self, cx: &mut Context<'_>) -> Option<Poll<io::Result<usize>>> {
         if self.stepped_aside || !self.demand.shared() {
-            self.stepped_aside = false;
             return None;
         }
         self.stepped_aside = true;
         cx.waker().wake_by_ref();
         Some(Poll::Pending)
+    }
+
+    /// After a write attempt: once some data left, the next write steps
+    /// aside again; a write the socket could not take yet (`Pending`) is
+    /// retried when it can, without stepping aside once more.
+    fn wrote<T>(&mut self, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if result.is_ready() {
+            self.stepped_aside = false;
+        }
+        result
     }
 }
 
@@ -118,7 +127,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
         if let Some(pending) = self.step_aside(cx) {
             return pending;
         }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(result)
     }
 
     fn poll_write_vectored(
@@ -129,7 +139,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
         if let Some(pending) = self.step_aside(cx) {
             return pending;
         }
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(result)
     }
 
     fn is_write_vectored(&self) -> bool {

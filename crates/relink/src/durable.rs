@@ -116,7 +116,19 @@ fn settle(
             }
             reply
         }
-        Request::Pipeline { .. } => Value::Array(values),
+        Request::Pipeline { pipeline, .. } => {
+            // A transaction that did not run (EXECABORT: a command refused
+            // while queued; nil: a WATCHed key changed) applied nothing:
+            // its answer is the answer, whatever the replicas say.
+            if pipeline.is_transaction() {
+                match values.last() {
+                    Some(Value::ServerError(e)) => return Err(RedisError::from(e.clone())),
+                    Some(Value::Nil) => return Ok(Value::Array(values)),
+                    _ => {}
+                }
+            }
+            Value::Array(values)
+        }
     };
     let (replicated, fsynced_locally, detail) = read_wait(waited.as_ref(), durable.aof && waitaof);
     match durable.confirm(replicated, fsynced_locally) {

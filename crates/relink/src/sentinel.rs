@@ -316,12 +316,12 @@ impl Connector for SentinelConnector {
     async fn connect(&self, config: &Config, push: PushHandler) -> Result<Connection, RedisError> {
         self.ensure_subscription();
         // Announcements from now on may concern the master found below.
-        let (seq, announced) = {
+        let (seq, announced, switched) = {
             let latest = self.announced.borrow();
-            (latest.seq, latest.master.clone())
+            (latest.seq, latest.master.clone(), latest.switched)
         };
         let previous = self.connect_seq.swap(seq, Ordering::Relaxed);
-        let client = match announced.filter(|_| seq > previous) {
+        let client = match announced.filter(|_| seq > previous && switched) {
             // A master announced since the last connect (a `+switch-master`)
             // is reached at once: a sentinel asked now may not know of the
             // switch yet (the others learn it from the leader within
@@ -709,9 +709,16 @@ impl Watcher {
     }
 
     /// Tells the connector where the master is, unless it knew (every
-    /// watcher hears the same switch, and asks the same question).
+    /// watcher hears the same switch, and asks the same question). A
+    /// sentinel's answer never overrides a `+switch-master`: a sentinel that
+    /// has not heard of the switch yet still names the old master (which
+    /// answers `ROLE` as a master until Sentinel demotes it), and following
+    /// it would put writes on a master about to lose them.
     fn announce(&self, master: Addr, switched: bool) {
         self.announced.send_if_modified(|a| {
+            if !switched && a.switched {
+                return false;
+            }
             if a.master.as_ref() == Some(&master) && (a.switched || !switched) {
                 return false;
             }

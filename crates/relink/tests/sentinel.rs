@@ -217,16 +217,26 @@ fn subscribers(addr: SocketAddr) -> Vec<BTreeMap<String, String>> {
 }
 
 /// Kills the first sentinel (where the first watcher's subscription
-/// starts) and waits (bounded) until a watcher is subscribed on another one
-/// (discovery does not subscribe: every subscriber there is a watcher);
-/// returns that sentinel and the watcher's client id on it.
+/// starts) and waits (bounded) until that watcher has subscribed on
+/// another one: a subscriber there that was not before the kill (discovery
+/// does not subscribe: every subscriber there is a watcher; the others'
+/// watchers were there all along). Returns that sentinel and the watcher's
+/// client id on it.
 async fn kill_the_watched_sentinel(topology: &mut SentinelTopology) -> (SocketAddr, String) {
     let sentinels = topology.sentinel_addrs();
+    let ids = |s: &SocketAddr| -> Vec<String> {
+        subscribers(*s)
+            .iter()
+            .filter_map(|c| c.get("id").cloned())
+            .collect()
+    };
+    let before: Vec<(SocketAddr, Vec<String>)> =
+        blocking(|| sentinels[1..].iter().map(|s| (*s, ids(s))).collect());
     blocking(|| topology.sentinels_mut()[0].kill());
     let started = Instant::now();
     let watcher = || {
-        sentinels[1..].iter().find_map(|s| {
-            let id = subscribers(*s).first()?.get("id")?.clone();
+        before.iter().find_map(|(s, old)| {
+            let id = ids(s).into_iter().find(|id| !old.contains(id))?;
             Some((*s, id))
         })
     };

@@ -179,3 +179,37 @@ async fn bad_durable_settings_name_the_field() {
     );
     client.shutdown().await;
 }
+
+/// A transaction that did not run (EXECABORT: a command refused while
+/// queued) applied nothing: its answer is the server's, not "outcome
+/// unknown" for want of replicas.
+#[tokio::test]
+async fn a_durable_transaction_that_did_not_run_says_so() {
+    let server = RedisServer::start();
+    let client = ready_client(fast_config(&server.url())).await;
+    let mut durable = client.durable(1, Duration::from_millis(50)).unwrap();
+    let e = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("k")
+        .arg("v")
+        .cmd("INCRBY")
+        .arg("k") // wrong arity: refused while queued
+        .query_async::<()>(&mut durable)
+        .await
+        .unwrap_err();
+    assert!(
+        !matches!(Error::from_redis(&e), Some(Error::NotReplicated { .. })),
+        "{e}"
+    );
+    assert_eq!(
+        e.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort),
+        "{e}"
+    );
+    let k: Option<String> = redis::cmd("GET")
+        .arg("k")
+        .query(&mut server.connection())
+        .unwrap();
+    assert_eq!(k, None, "nothing ran");
+}

@@ -1,6 +1,6 @@
 //! relink's runnable examples live beside this file: `basic.rs` (the README's
 //! example), `outage_tour.rs` (what `cargo xtask demo` runs), the soaks
-//! (`chaos.rs`, `cluster_chaos.rs`) and the benchmark.
+//! (`chaos.rs`, `cluster_chaos.rs`, `sentinel_chaos.rs`) and the benchmark.
 //! What the soaks share is here.
 
 use std::collections::BTreeSet;

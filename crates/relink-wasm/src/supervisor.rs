@@ -142,15 +142,18 @@ fn config_from(f: &Fields) -> Result<SupervisorConfig> {
 /// A failover signal by its serde name (`"master_down"`, `"switched"`, …).
 fn signal_from(value: &JsValue, path: &str) -> Result<FailoverSignal> {
     let name = value.as_string().unwrap_or_default();
-    FailoverSignal::ALL.into_iter().find(|s| s.as_str() == name).ok_or_else(|| {
-        unknown(
-            INVALID_ARGUMENT,
-            path,
-            value,
-            "one of `master_subjectively_down`, `master_down`, `master_up`, `started`, \
+    FailoverSignal::ALL
+        .into_iter()
+        .find(|s| s.as_str() == name)
+        .ok_or_else(|| {
+            unknown(
+                INVALID_ARGUMENT,
+                path,
+                value,
+                "one of `master_subjectively_down`, `master_down`, `master_up`, `started`, \
              `ended`, `aborted`, `switched`",
-        )
-    })
+            )
+        })
 }
 
 fn heartbeat_from(f: &Fields) -> Result<HeartbeatConfig> {

@@ -388,6 +388,11 @@ async fn main() {
             }
         }
     }
+    // Said now: the wait below panics (with every log's tail) when the
+    // topology has no master left, and these would not be printed.
+    for v in &violations {
+        println!("  so far: {v}");
+    }
     let master = blocking(|| topology.wait_for_master(RECOVERY));
     let planned = done
         .iter()

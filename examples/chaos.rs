@@ -41,7 +41,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::AsyncCommands;
@@ -51,7 +51,7 @@ use relink::core::supervisor::HeartbeatConfig;
 use relink::core::sync::Epoch;
 use relink::sync::{Change, Follower, Publisher, SyncEvent, SyncedMap, TopicOptions};
 use relink::{Client, Config, Error, Event, Outcome, State};
-use relink_examples::{parse_duration, Numbered};
+use relink_examples::{parse_soak_args, Numbered};
 use relink_testkit::{FaultProxy, RedisServer};
 
 /// Writers, each with its own key space; they share `COUNTERS` counters.
@@ -135,36 +135,27 @@ const USAGE: &str = "usage: chaos [--seed N] [--duration 60s] [--faults N] [--dr
   --verbose       print every step, not only the log file";
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        seed: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64),
-        duration: Duration::from_secs(60),
-        faults: None,
-        dry_run: false,
-        verbose: false,
-    };
-    let mut it = std::env::args().skip(1);
-    // Bounded by the argument list.
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
-        match arg.as_str() {
-            "--seed" => {
-                let v = value("--seed")?;
-                args.seed = v.parse().map_err(|_| format!("bad seed `{v}`"))?;
-            }
-            "--duration" => args.duration = parse_duration(&value("--duration")?)?,
+    let (mut faults, mut dry_run, mut verbose) = (None, false, false);
+    let soak = parse_soak_args(Duration::from_secs(60), |arg, value| {
+        match arg {
             "--faults" => {
-                let v = value("--faults")?;
-                args.faults = Some(v.parse().map_err(|_| format!("bad fault count `{v}`"))?);
+                let v = value()?;
+                faults = Some(v.parse().map_err(|_| format!("bad fault count `{v}`"))?);
             }
-            "--dry-run" => args.dry_run = true,
-            "--verbose" | "-v" => args.verbose = true,
+            "--dry-run" => dry_run = true,
+            "--verbose" | "-v" => verbose = true,
             "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument `{other}`")),
+            _ => return Ok(false),
         }
-    }
-    Ok(args)
+        Ok(true)
+    })?;
+    Ok(Args {
+        seed: soak.seed,
+        duration: soak.duration,
+        faults,
+        dry_run,
+        verbose,
+    })
 }
 
 // ---------------------------------------------------------------------------

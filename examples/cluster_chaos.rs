@@ -26,14 +26,14 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use relink::cluster::{ClusterClient, ClusterConfig};
 use relink::core::backoff::{BackoffPolicy, Jitter, Strategy};
 use relink::core::rng::SplitMix64;
 use relink::core::supervisor::HeartbeatConfig;
-use relink_examples::{parse_duration, Numbered};
+use relink_examples::{begin_soak, blocking, verdict, Numbered};
 use relink_testkit::cluster::tag_for_slot;
 use relink_testkit::RedisCluster;
 
@@ -77,34 +77,6 @@ fn schedule(seed: u64, count: usize) -> Vec<Fault> {
         .collect()
 }
 
-struct Args {
-    seed: u64,
-    duration: Duration,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        seed: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64),
-        duration: Duration::from_secs(30),
-    };
-    let mut it = std::env::args().skip(1);
-    // Bounded by the argument list.
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
-        match arg.as_str() {
-            "--seed" => {
-                let v = value("--seed")?;
-                args.seed = v.parse().map_err(|_| format!("bad seed `{v}`"))?;
-            }
-            "--duration" => args.duration = parse_duration(&value("--duration")?)?,
-            other => return Err(format!("unknown argument `{other}`")),
-        }
-    }
-    Ok(args)
-}
-
 fn settings(config: ClusterConfig) -> ClusterConfig {
     let settings = config
         .settings()
@@ -130,10 +102,6 @@ fn settings(config: ClusterConfig) -> ClusterConfig {
     config.with_settings(settings)
 }
 
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
-
 /// One subscribed channel and what its subscriber saw.
 struct Channel {
     name: String,
@@ -143,26 +111,7 @@ struct Channel {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(why) => {
-            eprintln!("cluster-chaos: {why}\nusage: cluster-chaos [--seed N] [--duration 30s]");
-            std::process::exit(2);
-        }
-    };
-    let panics = Arc::new(AtomicU64::new(0));
-    {
-        let panics = Arc::clone(&panics);
-        let default_hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            panics.fetch_add(1, Ordering::SeqCst);
-            default_hook(info);
-        }));
-    }
-    println!(
-        "cluster chaos: seed {} for {:?} (replay with --seed {})",
-        args.seed, args.duration, args.seed
-    );
+    let (args, panics) = begin_soak("cluster-chaos", Duration::from_secs(30));
     let started = Instant::now();
     let mut cluster = blocking(RedisCluster::start);
     let config = settings(ClusterConfig::new(cluster.urls()).expect("nodes"))
@@ -369,16 +318,5 @@ async fn main() {
         violations.push(format!("{panicked} panics"));
     }
     drop(cluster);
-    if violations.is_empty() {
-        println!("cluster chaos: every invariant held (seed {})", args.seed);
-    } else {
-        println!(
-            "\nINVARIANT VIOLATED (seed {}; replay with the same seed):",
-            args.seed
-        );
-        for v in &violations {
-            println!("  {v}");
-        }
-        std::process::exit(1);
-    }
+    std::process::exit(verdict("cluster chaos", args.seed, &violations));
 }

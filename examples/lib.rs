@@ -1,10 +1,12 @@
 //! relink's runnable examples live beside this file: `basic.rs` (the README's
 //! example), `outage_tour.rs` (what `cargo xtask demo` runs), the soaks
-//! (`chaos.rs`, `cluster_chaos.rs`) and the benchmark. What the soaks share
-//! is here.
+//! (`chaos.rs`, `cluster_chaos.rs`, `sentinel_chaos.rs`) and the benchmark.
+//! What the soaks share is here.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use relink::PubSubItem;
 
@@ -130,4 +132,103 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("the duration must be positive".into());
     }
     Ok(Duration::from_millis(ms))
+}
+
+/// The arguments of the smaller soaks: `[--seed N] [--duration D]`.
+#[derive(Debug, Clone, Copy)]
+pub struct SoakArgs {
+    /// Seed of the fault schedule (default: from the clock; the soak prints it).
+    pub seed: u64,
+    /// How long to inject faults.
+    pub duration: Duration,
+}
+
+/// Reads `--seed N` and `--duration D` from the command line (by default
+/// the seed comes from the clock and the duration is `duration`), handing
+/// any other argument to `other` with a way to take the value after it;
+/// `other` answers false for an argument it does not know.
+pub fn parse_soak_args(
+    duration: Duration,
+    mut other: impl FnMut(&str, &mut dyn FnMut() -> Result<String, String>) -> Result<bool, String>,
+) -> Result<SoakArgs, String> {
+    let mut args = SoakArgs {
+        seed: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
+        duration,
+    };
+    let mut it = std::env::args().skip(1);
+    // Bounded by the argument list.
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--seed" => {
+                let v = value()?;
+                args.seed = v.parse().map_err(|_| format!("bad seed `{v}`"))?;
+            }
+            "--duration" => args.duration = parse_duration(&value()?)?,
+            unknown => {
+                if !other(unknown, &mut value)? {
+                    return Err(format!("unknown argument `{unknown}`"));
+                }
+            }
+        }
+    }
+    Ok(args)
+}
+
+/// The start of a soak that takes only `[--seed N] [--duration D]` (`name`:
+/// `cluster-chaos`, ...): its arguments (on a bad one, the usage and exit
+/// code 2), panics counted from here on, the seed announced.
+pub fn begin_soak(name: &str, duration: Duration) -> (SoakArgs, Arc<AtomicU64>) {
+    let args = match parse_soak_args(duration, |_, _| Ok(false)) {
+        Ok(args) => args,
+        Err(why) => {
+            eprintln!("{name}: {why}\nusage: {name} [--seed N] [--duration {duration:?}]");
+            std::process::exit(2);
+        }
+    };
+    let panics = count_panics();
+    println!(
+        "{}: seed {} for {:?} (replay with --seed {})",
+        name.replace('-', " "),
+        args.seed,
+        args.duration,
+        args.seed
+    );
+    (args, panics)
+}
+
+/// Counts the panics of every thread from now on (a panicking task does
+/// not stop a soak, but fails it), keeping the default report.
+pub fn count_panics() -> Arc<AtomicU64> {
+    let panics = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&panics);
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        default_hook(info);
+    }));
+    panics
+}
+
+/// Runs a blocking call (process control, a bounded wait of the test
+/// support) without stalling the runtime's other tasks.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// Prints a soak's verdict and returns its exit code: 0 when `violations`
+/// is empty, else 1 after listing them. Stop the spawned processes first:
+/// `std::process::exit` runs no destructor.
+pub fn verdict(soak: &str, seed: u64, violations: &[String]) -> i32 {
+    if violations.is_empty() {
+        println!("{soak}: every invariant held (seed {seed})");
+        return 0;
+    }
+    println!("\nINVARIANT VIOLATED (seed {seed}; replay with the same seed):");
+    for v in violations {
+        println!("  {v}");
+    }
+    1
 }

@@ -54,6 +54,9 @@ commands:
             under a workload through relink, invariants checked on the server;
             --cluster [--seed N] [--duration 30s]: kills, reshards and pauses of a
             spawned Redis Cluster under numbered Pub/Sub (shard and classic channels)
+            --sentinel [--seed N] [--duration 60s]: planned and killed failovers of a
+            spawned Sentinel topology under INCR writers, durable and plain: the durable
+            invariant checked, the plain writer's loss reported
   package   the packaging check of `test` alone: cargo package of every publishable crate
             (no `publish = false`), each built from its packaged sources
   vectors   regenerate the golden vectors: RELINK_UPDATE_VECTORS=1 cargo test -p relink-core --test vectors
@@ -115,6 +118,7 @@ fn main() -> ExitCode {
         Some("bench") => example_with("bench", &["tls-rustls"], &args[1..]),
         Some("chaos") => match args.get(1).map(String::as_str) {
             Some("--cluster") => example("cluster-chaos", &args[2..]),
+            Some("--sentinel") => example("sentinel-chaos", &args[2..]),
             _ => example("chaos", &args[1..]),
         },
         Some("help" | "-h" | "--help") | None => {
@@ -253,6 +257,12 @@ fn test() -> Result {
     )?;
     example(
         "cluster-chaos",
+        &["--seed", "1", "--duration", "20s"].map(String::from),
+    )?;
+    // Two faults at least (one planned failover, one killed master),
+    // however short the duration: 29-42 s over seeds 1-6.
+    example(
+        "sentinel-chaos",
         &["--seed", "1", "--duration", "20s"].map(String::from),
     )?;
     println!("xtask test: all steps passed");

@@ -115,12 +115,7 @@ impl SentinelTopology {
                     let Some(fields) = sentinel_master(s.addr()) else {
                         return false;
                     };
-                    let field = |name: &str| {
-                        fields
-                            .iter()
-                            .find(|(k, _)| k == name)
-                            .map(|(_, v)| v.as_str())
-                    };
+                    let field = |name| field_of(&fields, name);
                     field("port")
                         == Some(&topology.data_addr(&topology.nodes[0]).port().to_string())
                         && field("num-slaves") == Some("1")
@@ -228,6 +223,48 @@ impl SentinelTopology {
             timeout,
             || self.agreed_master().filter(|m| *m != old),
         )
+    }
+
+    /// Waits until the data node other than `master` is its replica with
+    /// the link up (a full resync done) and every sentinel lists it as a
+    /// replica that is neither down nor disconnected: what the next failover
+    /// needs. After a failover the old master rejoins so (a killed one once
+    /// restarted): Sentinel converts it some seconds after it is back.
+    /// Returns the replica's address.
+    ///
+    /// # Panics
+    /// After `timeout`, with every log's tail.
+    pub fn wait_for_replica(&self, master: SocketAddr, timeout: Duration) -> SocketAddr {
+        let replica = self
+            .nodes
+            .iter()
+            .find(|n| self.data_addr(n) != master)
+            .unwrap_or_else(|| self.fail("no data node besides the master"));
+        let addr = self.data_addr(replica);
+        self.wait_until(
+            &format!("{addr} is a replica of {master} in sync, known to every sentinel"),
+            timeout,
+            || {
+                let field = |name| info_field(replica.addr(), "replication", name);
+                field("role").as_deref() == Some("slave")
+                    && field("master_port") == Some(master.port().to_string())
+                    && field("master_link_status").as_deref() == Some("up")
+                    && self.sentinels.iter().all(|s| {
+                        sentinel_replicas(s.addr()).is_some_and(|replicas| {
+                            replicas.iter().any(|fields| {
+                                let field = |name| field_of(fields, name);
+                                field("port") == Some(&addr.port().to_string())
+                                    && field("flags").is_some_and(|flags| {
+                                        !flags.split(',').any(|f| {
+                                            matches!(f, "s_down" | "o_down" | "disconnected")
+                                        })
+                                    })
+                            })
+                        })
+                    })
+            },
+        );
+        addr
     }
 
     /// Kills (SIGKILL) the data node the sentinels name as master; returns its address.
@@ -375,6 +412,33 @@ fn sentinel_master(sentinel: SocketAddr) -> Option<Vec<(String, String)>> {
             .map(|kv| (kv[0].clone(), kv[1].clone()))
             .collect(),
     )
+}
+
+/// `SENTINEL REPLICAS mymaster`: each replica as field/value pairs.
+fn sentinel_replicas(sentinel: SocketAddr) -> Option<Vec<Vec<(String, String)>>> {
+    let replicas: Vec<Vec<String>> = ask(
+        sentinel,
+        redis::cmd("SENTINEL").arg("REPLICAS").arg(SERVICE),
+    )
+    .ok()?;
+    Some(
+        replicas
+            .iter()
+            .map(|flat| {
+                flat.chunks_exact(2)
+                    .map(|kv| (kv[0].clone(), kv[1].clone()))
+                    .collect()
+            })
+            .collect(),
+    )
+}
+
+/// The value of `name` in a sentinel's field/value answer.
+fn field_of<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// One `field:value` line of `INFO <section>`.

@@ -149,7 +149,8 @@ const FAN_OUT: [&str; 20] = [
 ];
 
 /// Does a cluster client run `args` (name first) on many nodes, where a
-/// single-node command runs on one slot's ([`FAN_OUT`])?
+/// single-node command runs on one slot's (the writes among redis-rs's all-nodes
+/// and all-masters routes)?
 pub fn fans_out_on_cluster<'a>(args: impl IntoIterator<Item = &'a [u8]>) -> bool {
     let mut args = args.into_iter();
     let Some(name) = args.next() else {

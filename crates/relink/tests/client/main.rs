@@ -81,6 +81,19 @@ where
     panic!("did not succeed within {PATIENCE:?}; last error: {last:?}");
 }
 
+/// `CLIENT KILL TYPE normal SKIPME yes` through `admin`: every ordinary
+/// connection but `admin`'s is closed by the server. Returns how many.
+pub fn kill_other_clients(admin: &mut redis::Connection) -> i64 {
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(admin)
+        .expect("CLIENT KILL")
+}
+
 /// Waits (bounded by [`PATIENCE`]) until `cond` holds, looking every few ms.
 pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + PATIENCE;

@@ -290,17 +290,7 @@ async fn a_broken_ready_connection_is_retried_at_once_once_per_stable_period() {
     let mut client = ready_client(relink::Config::new(&server.url()).unwrap()).await;
     let mut events = client.events();
     let mut admin = server.connection();
-    let mut kill = || {
-        let killed: i64 = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("normal")
-            .arg("SKIPME")
-            .arg("yes")
-            .query(&mut admin)
-            .unwrap();
-        assert!(killed >= 1);
-    };
+    let mut kill = || assert!(crate::kill_other_clients(&mut admin) >= 1);
     let retried = |e: &Event| matches!(e, Event::ReconnectScheduled { .. });
     kill();
     let seen = events_until(&mut events, retried).await;

@@ -328,14 +328,7 @@ async fn incr_through_killed_tls_connections_is_never_applied_twice() {
         &mut client,
         |round| match round % 3 {
             0 => {
-                let _: i64 = redis::cmd("CLIENT")
-                    .arg("KILL")
-                    .arg("TYPE")
-                    .arg("normal")
-                    .arg("SKIPME")
-                    .arg("yes")
-                    .query(&mut admin)
-                    .unwrap();
+                crate::kill_other_clients(&mut admin);
             }
             1 => proxy.drop_replies(),
             _ => {}

@@ -418,6 +418,91 @@ pub fn blocking<'a>(
     }))
 }
 
+/// Which arguments of a cacheable command are keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheKeys {
+    /// The first argument (`GET key`, `HGET key field`, `ZRANGE key ...`).
+    First,
+    /// Every argument (`MGET k1 k2`, `EXISTS k1 k2`, `SUNION k1 k2`).
+    All,
+}
+
+/// Reads whose reply depends only on the keys they name and that the
+/// server tracks for client-side caching (`CLIENT TRACKING`), upper case,
+/// sorted: a subset of [`READ_ONLY`]'s. Left out: replies that change
+/// without a write (`TTL`, `PTTL`, `EXPIRETIME`, `OBJECT`, `TIME`), random ones
+/// (`SRANDMEMBER`, `HRANDFIELD`, `ZRANDMEMBER`, `RANDOMKEY`), cursors
+/// (`SCAN` and kin), reads of other keys than those named (`SORT_RO` with
+/// `BY`/`GET`, scripts, `KEYS`), blocking and stream-group reads, and the
+/// keyless ones (`DBSIZE`, `INFO`).
+const CACHEABLE: &[(&str, CacheKeys)] = &[
+    ("BITCOUNT", CacheKeys::First),
+    ("BITPOS", CacheKeys::First),
+    ("EXISTS", CacheKeys::All),
+    ("GEODIST", CacheKeys::First),
+    ("GEOHASH", CacheKeys::First),
+    ("GEOPOS", CacheKeys::First),
+    ("GET", CacheKeys::First),
+    ("GETBIT", CacheKeys::First),
+    ("GETRANGE", CacheKeys::First),
+    ("HEXISTS", CacheKeys::First),
+    ("HGET", CacheKeys::First),
+    ("HGETALL", CacheKeys::First),
+    ("HKEYS", CacheKeys::First),
+    ("HLEN", CacheKeys::First),
+    ("HMGET", CacheKeys::First),
+    ("HSTRLEN", CacheKeys::First),
+    ("HVALS", CacheKeys::First),
+    ("LINDEX", CacheKeys::First),
+    ("LLEN", CacheKeys::First),
+    ("LPOS", CacheKeys::First),
+    ("LRANGE", CacheKeys::First),
+    ("MGET", CacheKeys::All),
+    ("SCARD", CacheKeys::First),
+    ("SDIFF", CacheKeys::All),
+    ("SINTER", CacheKeys::All),
+    ("SISMEMBER", CacheKeys::First),
+    ("SMEMBERS", CacheKeys::First),
+    ("SMISMEMBER", CacheKeys::First),
+    ("STRLEN", CacheKeys::First),
+    ("SUBSTR", CacheKeys::First),
+    ("SUNION", CacheKeys::All),
+    ("TYPE", CacheKeys::First),
+    ("XLEN", CacheKeys::First),
+    ("XRANGE", CacheKeys::First),
+    ("XREVRANGE", CacheKeys::First),
+    ("ZCARD", CacheKeys::First),
+    ("ZCOUNT", CacheKeys::First),
+    ("ZLEXCOUNT", CacheKeys::First),
+    ("ZMSCORE", CacheKeys::First),
+    ("ZRANGE", CacheKeys::First),
+    ("ZRANGEBYLEX", CacheKeys::First),
+    ("ZRANGEBYSCORE", CacheKeys::First),
+    ("ZRANK", CacheKeys::First),
+    ("ZREVRANGE", CacheKeys::First),
+    ("ZREVRANGEBYLEX", CacheKeys::First),
+    ("ZREVRANGEBYSCORE", CacheKeys::First),
+    ("ZREVRANK", CacheKeys::First),
+    ("ZSCORE", CacheKeys::First),
+];
+
+/// May the reply to the command `name` (any case) be cached on the client,
+/// and which of its arguments are keys? `None`: never cached.
+pub fn cacheable(name: &[u8]) -> Option<CacheKeys> {
+    let mut upper = [0u8; 24];
+    if name.len() > upper.len() {
+        return None;
+    }
+    for (u, b) in upper.iter_mut().zip(name) {
+        *u = b.to_ascii_uppercase();
+    }
+    let upper = &upper[..name.len()];
+    CACHEABLE
+        .binary_search_by(|(probe, _)| probe.as_bytes().cmp(upper))
+        .ok()
+        .map(|i| CACHEABLE[i].1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,6 +624,29 @@ mod tests {
         assert!(READ_ONLY
             .iter()
             .all(|c| c.bytes().all(|b| !b.is_ascii_lowercase())));
+    }
+
+    #[test]
+    fn cacheable_reads_are_sorted_read_only_and_looked_up_in_any_case() {
+        assert!(CACHEABLE.windows(2).all(|w| w[0].0 < w[1].0));
+        for (name, _) in CACHEABLE {
+            assert!(is_read_only(name.as_bytes()), "{name} is not read-only");
+        }
+        assert_eq!(cacheable(b"get"), Some(CacheKeys::First));
+        assert_eq!(cacheable(b"Mget"), Some(CacheKeys::All));
+        for never in [
+            "TTL",
+            "SRANDMEMBER",
+            "SCAN",
+            "SET",
+            "INCR",
+            "SORT_RO",
+            "KEYS",
+            "",
+        ] {
+            assert_eq!(cacheable(never.as_bytes()), None, "{never}");
+        }
+        assert_eq!(cacheable(&[b'G'; 40]), None);
     }
 
     #[test]

@@ -21,6 +21,7 @@ extern crate std;
 
 pub mod backoff;
 pub mod budget;
+pub mod cache;
 pub mod call;
 pub mod cause;
 pub mod cluster;

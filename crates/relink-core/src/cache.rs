@@ -206,6 +206,22 @@ pub struct CacheStats {
     pub bytes: u64,
 }
 
+impl CacheStats {
+    /// The counts accumulated since `earlier`; the sizes (`entries`,
+    /// `bytes`) as they are now.
+    pub fn since(&self, earlier: &CacheStats) -> CacheStats {
+        CacheStats {
+            hits: self.hits.saturating_sub(earlier.hits),
+            misses: self.misses.saturating_sub(earlier.misses),
+            invalidations: self.invalidations.saturating_sub(earlier.invalidations),
+            gap_flushes: self.gap_flushes.saturating_sub(earlier.gap_flushes),
+            evictions: self.evictions.saturating_sub(earlier.evictions),
+            entries: self.entries,
+            bytes: self.bytes,
+        }
+    }
+}
+
 /// A read's claim on its entry, taken before it is sent; given back to
 /// [`Cache::fill`] with the reply.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -230,6 +230,7 @@ impl Calls {
             subscriptions: 0,
             subscriber_losses: 0,
             messages_dropped: 0,
+            cache: None,
             queued: self
                 .capacity
                 .saturating_sub(self.backlog.available_permits()) as u64,
@@ -669,7 +670,7 @@ pub(crate) async fn wait_ready<H: HasState>(
 }
 
 /// A command's arguments, its name first (a cursor placeholder reads as empty).
-pub(crate) fn args(cmd: &Cmd) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn args(cmd: &Cmd) -> impl Iterator<Item = &[u8]> + Clone {
     cmd.args_iter().map(|a| match a {
         redis::Arg::Simple(bytes) => bytes,
         _ => &b""[..],

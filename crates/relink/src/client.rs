@@ -27,6 +27,7 @@ use relink_core::{
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::ClientCache;
 use crate::calls::{self, CallOptions, Calls, HandleGuard, Request, Transport};
 use crate::classify::{self, failure_kind, is_server_reply, Redirect};
 use crate::config::Config;
@@ -35,6 +36,7 @@ use crate::diagnose::Diagnosis;
 use crate::exclusive::{Exclusive, ExclusivePool};
 use crate::pubsub::{ClientPubSub, Kind, Subscription};
 use crate::Error;
+use relink_core::cache::Lookup;
 
 /// The health of a client's connection, as published on [`Client::health`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +75,11 @@ pub struct Health {
     /// of going to a master that is being replaced, reads go on. `None`
     /// otherwise. See [`Event::FailoverStarted`].
     pub failover_since: Option<Instant>,
+    /// Whether the client-side cache answers reads now
+    /// ([`Serving`](crate::cache::CacheState::Serving) while the connection
+    /// carrying its invalidations is up; suspended, and empty, from the
+    /// moment it is lost); `None` when caching is off.
+    pub cache: Option<crate::cache::CacheState>,
 }
 
 impl calls::HasState for Health {
@@ -123,6 +130,9 @@ pub struct Stats {
     /// Pub/Sub messages dropped because a handle's buffer was full (each
     /// hole is marked by a [`Lagged`](crate::PubSubItem::Lagged) item).
     pub messages_dropped: u64,
+    /// The client-side cache's figures (hits, misses, invalidations,
+    /// flushes at gaps, evictions, entries, bytes); `None` when it is off.
+    pub cache: Option<crate::cache::CacheStats>,
 }
 
 impl Stats {
@@ -145,6 +155,10 @@ impl Stats {
             messages_dropped: self
                 .messages_dropped
                 .saturating_sub(earlier.messages_dropped),
+            cache: match (&self.cache, &earlier.cache) {
+                (Some(now), Some(earlier)) => Some(now.since(earlier)),
+                (now, _) => *now,
+            },
         }
     }
 }
@@ -301,6 +315,9 @@ struct Shared {
     exclusive: Option<Arc<ExclusivePool>>,
     pubsub: ClientPubSub,
     calls: Calls,
+    /// The client-side cache, when the config turns it on (a client's
+    /// shared connection only: never an exclusive one).
+    cache: Option<Arc<ClientCache>>,
 }
 
 impl Shared {
@@ -334,6 +351,28 @@ impl Shared {
             let mut lease = lease.map_err(Error::into_redis)?;
             return lease.run(request).await;
         }
+        if let (Some(cache), Request::Cmd(cmd), None) = (&self.cache, request, options.durable) {
+            // The core decides: answer from memory, or send and maybe keep
+            // the reply (a durable handle's reads go out: it asked for the
+            // server's word).
+            match cache.lookup(self.now(), cmd) {
+                Lookup::Hit(value) => {
+                    // Answered without waiting on anything: spend the
+                    // task's cooperative budget, so a loop of hits yields
+                    // to the runtime like a loop of round trips does.
+                    tokio::task::consume_budget().await;
+                    return Ok(value);
+                }
+                Lookup::Miss(reservation) => {
+                    let result = self.calls.run(self, request, options, blocking).await;
+                    if let Ok(value) = &result {
+                        cache.fill(self.now(), reservation, value);
+                    }
+                    return result;
+                }
+                Lookup::Bypass => {}
+            }
+        }
         // (A malformed blocking command is refused by the call loop.)
         self.calls.run(self, request, options, blocking).await
     }
@@ -348,6 +387,7 @@ impl Shared {
             stats.subscriber_losses,
             stats.messages_dropped,
         ) = self.pubsub.hub.counts();
+        stats.cache = self.cache.as_ref().map(|c| c.stats());
         stats
     }
 
@@ -570,6 +610,7 @@ impl Client {
             last_attempt_failure: None,
             misconfigured: false,
             failover_since: None,
+            cache: config.cache().map(|_| crate::cache::CacheState::Suspended),
         });
         let (events, _) = broadcast::channel(256);
         let (reports, reports_rx) = mpsc::unbounded_channel();
@@ -586,6 +627,13 @@ impl Client {
                 settings.clone(),
             ))
         });
+        let cache = match (config.cache(), &parent) {
+            (Some(cache), None) => Some(Arc::new(
+                ClientCache::new(cache.clone())
+                    .map_err(|e| Error::config(e.field(), e.to_string()))?,
+            )),
+            _ => None,
+        };
         let shutdown = calls.shutdown.clone();
         let options = CallOptions::new(&config);
         let pubsub = {
@@ -633,6 +681,7 @@ impl Client {
             finished: CancellationToken::new(),
             writes_held: AtomicBool::new(false),
             exclusive,
+            cache,
         });
         let signals = connector.failover_signals();
         let driver = Driver {
@@ -864,6 +913,11 @@ impl Transport for Shared {
                 Some(durable) => {
                     crate::durable::send(&mut conn, request, durable, live.waitaof).await
                 }
+                // With the cache on, a write returns only once the server's
+                // invalidation of what it wrote has been applied.
+                None if self.cache.is_some() && !request.is_read_only() => {
+                    crate::cache::send_fenced(&mut conn, request).await
+                }
                 None => request.send(&mut conn).await,
             }
         };
@@ -914,6 +968,9 @@ impl Transport for Shared {
             let current = self.live.load();
             if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, live)) {
                 self.live.compare_and_swap(&current, None);
+            }
+            if let Some(cache) = &self.cache {
+                cache.lost(Some(live.generation));
             }
             live.close();
             let _ = self.reports.send(Report {
@@ -1091,6 +1148,9 @@ impl Driver {
         }
         // However it ended, leave nothing behind: no connection, no stream
         // waiting for messages, every queued command told.
+        if let Some(cache) = &self.shared.cache {
+            cache.lost(None);
+        }
         if let Some(live) = self.shared.live.swap(None) {
             live.close();
         }
@@ -1141,11 +1201,21 @@ impl Driver {
                 self.last_generation += 1;
                 let generation = self.last_generation;
                 let started = Instant::now();
+                let cache = shared.cache.clone();
+                let tracking = cache.as_ref().map(|c| c.tracking_command());
                 let attempt_fut = async move {
                     // The command connection subscribes to nothing: its
-                    // only push of interest is its own loss, reported at once.
+                    // pushes of interest are its own loss, reported at
+                    // once, and the cache's invalidations, applied in the
+                    // order they arrive (before any later reply is read).
                     let push: crate::connector::PushHandler =
                         Arc::new(move |info: redis::PushInfo| {
+                            if let Some(cache) = &cache {
+                                if info.kind == redis::PushKind::Disconnection {
+                                    cache.lost(Some(generation));
+                                }
+                                cache.on_push(&info);
+                            }
                             if info.kind == redis::PushKind::Disconnection {
                                 let _ = reports.send(Report {
                                     generation,
@@ -1199,6 +1269,15 @@ impl Driver {
                                 "durable.aof: the server has no WAITAOF (Redis 7.2+): durable \
                                  writes wait for the replicas' acknowledgement (WAIT) only"
                             );
+                        }
+                        // The cache's tracking, before the connection
+                        // carries a single read.
+                        if let Some(tracking) = &tracking {
+                            let mut cmd = redis::Cmd::new();
+                            for arg in tracking {
+                                cmd.arg(&arg[..]);
+                            }
+                            cmd.exec_async(&mut *conn).await?;
                         }
                         Ok(Setup {
                             client_id: id,
@@ -1285,6 +1364,9 @@ impl Driver {
                 self.invalidated = Some(self.connector.moved());
                 let half_open = std::mem::take(&mut self.half_open);
                 if let Some(live) = shared.live.swap(None) {
+                    if let Some(cache) = &shared.cache {
+                        cache.lost(Some(live.generation));
+                    }
                     if let Some(reason) = self.loss_reason(shared, half_open) {
                         let _ = live.closed_because.set(reason);
                     }
@@ -1415,6 +1497,11 @@ impl Driver {
             closed_because: std::sync::OnceLock::new(),
             _open: self.shared.calls.metrics.open(),
         };
+        // Tracking is on there (the setup turned it on): the cache starts
+        // anew on it, before any call can see the connection.
+        if let Some(cache) = &self.shared.cache {
+            cache.connected(generation);
+        }
         if let Some(old) = self.shared.live.swap(Some(Arc::new(live))) {
             old.close();
         }
@@ -1441,6 +1528,7 @@ impl Driver {
                 failover_since: h
                     .failover_since
                     .map(|t| shared.epoch + Duration::from_millis(t.as_millis())),
+                cache: shared.cache.as_ref().map(|c| c.state()),
             };
             // Before the health that wakes the queued calls goes out.
             shared

@@ -99,6 +99,7 @@ use std::time::Duration;
 
 use redis::io::tcp::TcpSettings;
 use redis::{ConnectionInfo, IntoConnectionInfo, ProtocolVersion};
+use relink_core::cache::CacheConfig;
 use relink_core::call::CallPolicy;
 use relink_core::duration::{self, HumanDuration};
 use relink_core::supervisor::SupervisorConfig;
@@ -404,6 +405,7 @@ pub struct Config {
     sentinel: Option<SentinelConfig>,
     tls: Option<TlsConfig>,
     durable: Option<Durability>,
+    cache: Option<CacheConfig>,
     /// Where metrics go (the `opentelemetry` feature); `None`: the global
     /// meter provider's. Not data: not serialized, compared or shown.
     #[cfg(feature = "opentelemetry")]
@@ -462,6 +464,7 @@ impl Config {
             sentinel: None,
             tls: None,
             durable: None,
+            cache: None,
             #[cfg(feature = "opentelemetry")]
             meter: None,
         };
@@ -612,6 +615,20 @@ impl Config {
         self
     }
 
+    /// Turns on client-side caching (`None`, the default: off): the replies
+    /// of cacheable reads (`GET`, `MGET`, `HGETALL`, ...: the core's list)
+    /// are kept in memory and answered from there while the server tracks
+    /// them (`CLIENT TRACKING`), invalidated by key when they change, and
+    /// dropped whenever the connection is lost. Needs RESP3.
+    ///
+    /// Serde form: `[cache] max_entries = 10000, max_bytes = 67108864,
+    /// ttl = "60s", mode = "default"` (or `"broadcast"` with `prefixes =
+    /// ["user:"]`). See [`relink_core::cache`] for the guarantees.
+    pub fn with_cache(mut self, cache: Option<CacheConfig>) -> Self {
+        self.cache = cache;
+        self
+    }
+
     /// Sets how TLS connections are made: the CA to trust, a client
     /// certificate, the name to verify (see [`TlsConfig`]). The URL must be
     /// `rediss://`; without this, a `rediss://` URL trusts the operating
@@ -758,6 +775,16 @@ impl Config {
         if let Some(durable) = &self.durable {
             check_durable(durable, self.response_timeout)?;
         }
+        if let Some(cache) = &self.cache {
+            cache.validate().map_err(|e| prefixed("", e))?;
+            if self.protocol != Protocol::Resp3 {
+                return Err(Error::config(
+                    "cache",
+                    "client-side caching needs RESP3 (the server pushes its invalidations on \
+                     the connection that read the keys): remove `protocol = \"resp2\"`",
+                ));
+            }
+        }
         if let Some(sentinel) = &self.sentinel {
             sentinel.validate()?;
             if matches!(self.target.addr(), redis::ConnectionAddr::Unix(_)) {
@@ -897,6 +924,11 @@ impl Config {
         self.sentinel.as_ref()
     }
 
+    /// The client-side cache's settings, when it is on.
+    pub fn cache(&self) -> Option<&CacheConfig> {
+        self.cache.as_ref()
+    }
+
     /// The durable acknowledgements every write asks for, if any.
     pub fn durable(&self) -> Option<Durability> {
         self.durable
@@ -950,6 +982,7 @@ impl fmt::Debug for Config {
             .field("sentinel", &self.sentinel)
             .field("tls", &self.tls)
             .field("durable", &self.durable)
+            .field("cache", &self.cache)
             .finish()
     }
 }
@@ -976,6 +1009,7 @@ impl PartialEq for Config {
             && self.sentinel == other.sentinel
             && self.tls == other.tls
             && self.durable == other.durable
+            && self.cache == other.cache
     }
 }
 
@@ -1700,6 +1734,8 @@ pub(crate) struct RawConfig {
     tls: Option<TlsConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     durable: Option<Durability>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cache: Option<CacheConfig>,
 }
 
 /// [`HeartbeatConfig`] with errors that name `heartbeat.*`.
@@ -1787,6 +1823,7 @@ impl TryFrom<RawConfig> for Config {
         config.sentinel = raw.sentinel;
         config.tls = raw.tls;
         config.durable = raw.durable;
+        config.cache = raw.cache;
         config.build()
     }
 }
@@ -1827,6 +1864,7 @@ impl From<Config> for RawConfig {
             sentinel: c.sentinel,
             tls: c.tls,
             durable: c.durable,
+            cache: c.cache,
         }
     }
 }

@@ -64,8 +64,9 @@ pub(crate) async fn send_cluster(
 }
 
 /// `request` followed by `wait` as one pipeline, with the offset and count
-/// of the replies to read: the request's own, then the wait's.
-fn with_wait(request: Request<'_>, asking: bool, wait: Cmd) -> (Pipeline, usize, usize) {
+/// of the replies to read: the request's own, then the wait's. (The
+/// cache's fence uses it too, with a `PING`.)
+pub(crate) fn with_wait(request: Request<'_>, asking: bool, wait: Cmd) -> (Pipeline, usize, usize) {
     let mut pipe = Pipeline::new();
     if asking {
         pipe.cmd("ASKING");

@@ -75,6 +75,7 @@
 #![warn(missing_docs)]
 
 mod budget;
+pub mod cache;
 mod calls;
 pub mod classify;
 mod client;

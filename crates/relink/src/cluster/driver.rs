@@ -340,6 +340,7 @@ impl Driver {
                         last_attempt_failure: None,
                         misconfigured: false,
                         failover_since: None,
+                        cache: None,
                     },
                 };
                 let node = NodeHealth {

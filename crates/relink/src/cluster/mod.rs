@@ -170,6 +170,13 @@ impl ClusterConfig {
                 "a cluster finds its nodes itself; Sentinel is for a single master",
             ));
         }
+        if self.settings.cache().is_some() {
+            return Err(Error::config(
+                "settings.cache",
+                "client-side caching is not supported by ClusterClient yet (it needs one \
+                 supervised tracking connection per node): use it on a Client",
+            ));
+        }
         if self.settings.durable().is_some_and(|d| d.aof) {
             return Err(Error::config(
                 "settings.durable.aof",

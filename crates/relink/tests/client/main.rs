@@ -2,6 +2,7 @@
 //! paused, and reached through a fault-injecting proxy. One test binary (many
 //! modules) to keep link time down; each test spawns the servers it breaks.
 
+mod cache;
 mod durable;
 mod exclusive;
 mod faults;

@@ -634,6 +634,9 @@ impl Client {
             )),
             _ => None,
         };
+        if let Some(cache) = &cache {
+            calls.metrics.observe_cache(Arc::downgrade(cache));
+        }
         let shutdown = calls.shutdown.clone();
         let options = CallOptions::new(&config);
         let pubsub = {

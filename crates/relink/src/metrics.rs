@@ -13,6 +13,12 @@
 //! | `db.client.connection.create_time` | histogram, `s` | base |
 //! | `relink.client.connect_attempts` | counter, `{attempt}` | base, `relink.connect.cause` and `error.type` on failure |
 //! | `relink.client.state` | up-down counter, `{client}` | base, `relink.state` |
+//! | `relink.client.cache.requests` | observable counter, `{request}` | base, `relink.cache.result` (`hit`, `miss`) |
+//! | `relink.client.cache.invalidations` | observable counter, `{key}` | base |
+//! | `relink.client.cache.gap_flushes` | observable counter, `{flush}` | base |
+//! | `relink.client.cache.evictions` | observable counter, `{entry}` | base |
+//! | `relink.client.cache.entries` | observable up-down counter, `{entry}` | base |
+//! | `relink.client.cache.size` | observable up-down counter, `By` | base |
 //!
 //! The base attributes are `db.system.name` (`redis`), `server.address`
 //! and `server.port` (from the URL: the host as written, a Unix socket's
@@ -48,6 +54,11 @@
 //!   connect attempts too) under the address it connects to.
 //! - A blocking command (or a lease's call) is recorded once, by the
 //!   exclusive connection it ran on.
+//! - The `relink.client.cache.*` instruments exist for a client with the
+//!   client-side cache on ([`crate::cache`]); they are read from the
+//!   cache's own figures ([`crate::cache::CacheStats`]) at each collection.
+//!   A read answered from the cache is not an operation: it has no
+//!   `db.client.operation.duration` point.
 //!
 //! The meter is the one given to `Config::with_meter` (or made by
 //! `Config::with_meter_provider` with relink's scope), else `relink` (with
@@ -73,6 +84,18 @@ pub const CONNECTION_CREATE_TIME: &str = "db.client.connection.create_time";
 pub const CONNECT_ATTEMPTS: &str = "relink.client.connect_attempts";
 /// `relink.client.state`: clients by connectivity state.
 pub const CLIENT_STATE: &str = "relink.client.state";
+/// `relink.client.cache.requests`: cacheable reads, by `relink.cache.result` (`hit`, `miss`).
+pub const CACHE_REQUESTS: &str = "relink.client.cache.requests";
+/// `relink.client.cache.invalidations`: keys the server invalidated.
+pub const CACHE_INVALIDATIONS: &str = "relink.client.cache.invalidations";
+/// `relink.client.cache.gap_flushes`: times the cache was emptied at a connection loss.
+pub const CACHE_GAP_FLUSHES: &str = "relink.client.cache.gap_flushes";
+/// `relink.client.cache.evictions`: entries dropped to stay within the bounds.
+pub const CACHE_EVICTIONS: &str = "relink.client.cache.evictions";
+/// `relink.client.cache.entries`: entries held now.
+pub const CACHE_ENTRIES: &str = "relink.client.cache.entries";
+/// `relink.client.cache.size`: bytes held now.
+pub const CACHE_SIZE: &str = "relink.client.cache.size";
 
 #[cfg(feature = "opentelemetry")]
 pub(crate) use recording::{scope, Metrics, Open, Queued};
@@ -131,6 +154,8 @@ mod silent {
         pub(crate) fn connect_failed(&self, _cause: relink_core::ConnectCause) {}
         #[inline(always)]
         pub(crate) fn state_changed(&self, _from: relink_core::State, _to: relink_core::State) {}
+        #[inline(always)]
+        pub(crate) fn observe_cache(&self, _cache: std::sync::Weak<crate::cache::ClientCache>) {}
     }
 }
 
@@ -222,6 +247,7 @@ mod recording {
     /// A client's recorder.
     pub(crate) struct Metrics {
         inst: Arc<Instruments>,
+        meter: Meter,
         /// When the attempt in flight started, in nanoseconds since `epoch`.
         connect_started: AtomicU64,
         epoch: Instant,
@@ -327,6 +353,7 @@ mod recording {
             };
             let metrics = Metrics {
                 inst: Arc::new(inst),
+                meter: meter.clone(),
                 connect_started: AtomicU64::new(0),
                 epoch: Instant::now(),
             };
@@ -412,6 +439,86 @@ mod recording {
         }
 
         /// The client went from `from` to `to`.
+        /// Registers the cache's instruments, read from `cache` at each
+        /// collection (nothing once the client is gone).
+        pub(crate) fn observe_cache(&self, cache: std::sync::Weak<crate::cache::ClientCache>) {
+            use crate::cache::CacheStats;
+            let base: Arc<[KeyValue]> = self.inst.base().into();
+            let counter = |name: &'static str,
+                           unit: &'static str,
+                           description: &'static str,
+                           pick: fn(&CacheStats) -> u64| {
+                let (cache, base) = (cache.clone(), Arc::clone(&base));
+                self.meter
+                    .u64_observable_counter(name)
+                    .with_unit(unit)
+                    .with_description(description)
+                    .with_callback(move |o| {
+                        if let Some(cache) = cache.upgrade() {
+                            o.observe(pick(&cache.stats()), &base);
+                        }
+                    })
+                    .build();
+            };
+            counter(
+                super::CACHE_INVALIDATIONS,
+                "{key}",
+                "Keys the server invalidated",
+                |s| s.invalidations,
+            );
+            counter(
+                super::CACHE_GAP_FLUSHES,
+                "{flush}",
+                "Times the cache was emptied because its connection was lost",
+                |s| s.gap_flushes,
+            );
+            counter(
+                super::CACHE_EVICTIONS,
+                "{entry}",
+                "Entries dropped to stay within the bounds",
+                |s| s.evictions,
+            );
+            let gauge = |name: &'static str,
+                         unit: &'static str,
+                         description: &'static str,
+                         pick: fn(&CacheStats) -> u64| {
+                let (cache, base) = (cache.clone(), Arc::clone(&base));
+                self.meter
+                    .i64_observable_up_down_counter(name)
+                    .with_unit(unit)
+                    .with_description(description)
+                    .with_callback(move |o| {
+                        if let Some(cache) = cache.upgrade() {
+                            let value = i64::try_from(pick(&cache.stats())).unwrap_or(i64::MAX);
+                            o.observe(value, &base);
+                        }
+                    })
+                    .build();
+            };
+            gauge(super::CACHE_ENTRIES, "{entry}", "Entries held", |s| {
+                s.entries
+            });
+            gauge(super::CACHE_SIZE, "By", "Bytes held", |s| s.bytes);
+            let with_result = |result: &'static str| -> Vec<KeyValue> {
+                let mut attrs = base.to_vec();
+                attrs.push(KeyValue::new("relink.cache.result", result));
+                attrs
+            };
+            let (hit, miss) = (with_result("hit"), with_result("miss"));
+            self.meter
+                .u64_observable_counter(super::CACHE_REQUESTS)
+                .with_unit("{request}")
+                .with_description("Cacheable reads, answered from the cache (hit) or not (miss)")
+                .with_callback(move |o| {
+                    if let Some(cache) = cache.upgrade() {
+                        let stats = cache.stats();
+                        o.observe(stats.hits, &hit);
+                        o.observe(stats.misses, &miss);
+                    }
+                })
+                .build();
+        }
+
         pub(crate) fn state_changed(&self, from: State, to: State) {
             self.count_state(from, -1);
             self.count_state(to, 1);

@@ -476,3 +476,51 @@ async fn a_wrong_password_is_a_misconfiguration_with_its_cause() {
     );
     client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_reports_hits_misses_invalidations_and_its_size() {
+    let recorded = Recorded::new();
+    let server = RedisServer::start();
+    let mut client = ready_client(
+        config(&server.url(), &recorded).with_cache(Some(relink::cache::CacheConfig::default())),
+    )
+    .await;
+    for _ in 0..3 {
+        let _: Option<String> = client.get("k").await.unwrap();
+    }
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut server.connection())
+        .unwrap();
+    until("the invalidation", || {
+        client.stats().cache.unwrap().invalidations == 1
+    })
+    .await;
+
+    let requests = recorded.instrument(metrics::CACHE_REQUESTS);
+    assert_eq!(requests.unit, "{request}");
+    assert!(requests.monotonic);
+    assert_eq!(requests.total(&[("relink.cache.result", "hit")]), 2.0);
+    assert_eq!(
+        requests.total(&[("relink.cache.result", "miss"), ("db.system.name", "redis")]),
+        1.0
+    );
+    let invalidations = recorded.instrument(metrics::CACHE_INVALIDATIONS);
+    assert_eq!(invalidations.total(&[]), 1.0, "{invalidations:#?}");
+    assert_eq!(recorded.instrument(metrics::CACHE_ENTRIES).total(&[]), 0.0);
+    let _: Option<String> = client.get("k").await.unwrap();
+    let size = recorded.instrument(metrics::CACHE_SIZE);
+    assert_eq!(size.unit, "By");
+    assert!(size.total(&[]) > 0.0, "{size:#?}");
+    assert_eq!(
+        recorded.instrument(metrics::CACHE_GAP_FLUSHES).total(&[]),
+        0.0
+    );
+    client.shutdown().await;
+    assert_eq!(
+        recorded.instrument(metrics::CACHE_GAP_FLUSHES).total(&[]),
+        1.0,
+        "the shutdown dropped the connection and emptied the cache"
+    );
+}

@@ -827,3 +827,96 @@ async fn a_watcher_whose_only_configured_sentinel_dies_moves_to_the_ones_it_name
     assert!(seen.contains(&Event::ServerMoved), "{seen:?}");
     client.shutdown().await;
 }
+
+/// Waits (bounded) until `addr` calls itself a master.
+fn wait_until_master(addr: SocketAddr) {
+    let started = Instant::now();
+    loop {
+        let role: Result<Vec<redis::Value>, _> = redis::cmd("ROLE").query(&mut direct(addr));
+        if let Ok(role) = role {
+            if role.first() == Some(&redis::Value::BulkString(b"master".to_vec())) {
+                return;
+            }
+        }
+        assert!(started.elapsed() < PATIENCE, "{addr} never became master");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_client_serves_nothing_older_than_the_switch_after_a_planned_failover() {
+    use relink::cache::CacheConfig;
+    const WRITES: i64 = 200;
+    let topology = blocking(SentinelTopology::start);
+    let old = topology.master_addr().unwrap();
+    let new = the_replica(&topology, old);
+    let mut client = ready(config(&topology, true).with_cache(Some(CacheConfig::default()))).await;
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg(0)
+        .query(&mut direct(old))
+        .unwrap();
+    // Cached: a read answered from memory.
+    let deadline = Instant::now() + PATIENCE;
+    while client.stats().cache.unwrap().hits == 0 {
+        let _: i64 = client.get("k").await.unwrap();
+        assert!(Instant::now() < deadline, "k never cached");
+    }
+    let mut events = client.events();
+    // Another client writes the new master from its promotion on; the old
+    // master (kept up, demoted seconds later) never sees these writes, and
+    // the client's connection to it stays open until the switch is heard.
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writer = {
+        let acked = std::sync::Arc::clone(&acked);
+        std::thread::spawn(move || {
+            wait_until_master(new);
+            let mut conn = direct(new);
+            for value in 1..=WRITES {
+                let _: () = redis::cmd("SET")
+                    .arg("k")
+                    .arg(value)
+                    .query(&mut conn)
+                    .unwrap();
+                acked.lock().unwrap().push((Instant::now(), value));
+            }
+        })
+    };
+    assert_eq!(blocking(|| topology.failover()), old);
+    let seen = tokio::time::timeout(PATIENCE, async {
+        // Bounded by the timeout.
+        while let Some(event) = events.next().await {
+            if matches!(event, Event::Reconnected { .. }) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        seen.is_ok(),
+        "the client never came back after the failover"
+    );
+    let back = Instant::now();
+    let read: i64 = client.get("k").await.unwrap();
+    let newest_before = acked
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(at, _)| *at <= back)
+        .map(|(_, v)| *v)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        read >= newest_before,
+        "read {read} after the switch, older than {newest_before} acknowledged before it"
+    );
+    blocking(|| writer.join().unwrap());
+    // And the last write is seen (an invalidation, or a miss), within bounds.
+    let deadline = Instant::now() + PATIENCE;
+    while client.get::<_, i64>("k").await.unwrap() != WRITES {
+        assert!(Instant::now() < deadline, "the last write was never read");
+    }
+    let stats = client.stats().cache.unwrap();
+    assert!(stats.gap_flushes >= 1, "{stats:?}");
+    client.shutdown().await;
+}

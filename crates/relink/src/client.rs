@@ -377,6 +377,27 @@ impl Shared {
         self.calls.run(self, request, options, blocking).await
     }
 
+    /// Waits until the live connection has read everything the server sent
+    /// it before now (a `PING`'s reply comes after it): the invalidations
+    /// of a write made on another connection are then applied. If it
+    /// cannot tell (the connection fails), the cache is emptied. Bounded by
+    /// the connection's life: one the supervisor gives up fails the `PING`.
+    async fn fence(&self) {
+        let (Some(cache), Some(live)) = (&self.cache, self.live.load_full()) else {
+            return; // no connection: the cache is suspended, and empty
+        };
+        let mut conn = live.conn.clone();
+        let ping = redis::cmd("PING");
+        let answered = tokio::select! {
+            biased;
+            r = conn.send_packed_command(&ping) => r.is_ok(),
+            _ = live.dead.cancelled() => false,
+        };
+        if !answered {
+            cache.lost(Some(live.generation));
+        }
+    }
+
     fn stats(&self) -> Stats {
         let mut stats = self.calls.stats();
         if let Some(pool) = &self.exclusive {
@@ -686,6 +707,18 @@ impl Client {
             exclusive,
             cache,
         });
+        if let (Some(pool), Some(_)) = (&shared.exclusive, &shared.cache) {
+            let shared = Arc::downgrade(&shared);
+            pool.set_fence(Box::new(move || {
+                let shared = shared.clone();
+                async move {
+                    if let Some(shared) = shared.upgrade() {
+                        shared.fence().await;
+                    }
+                }
+                .boxed()
+            }));
+        }
         let signals = connector.failover_signals();
         let driver = Driver {
             shared: Arc::clone(&shared),

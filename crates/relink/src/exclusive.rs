@@ -47,7 +47,15 @@ pub(crate) struct ExclusivePool {
     closed: AtomicBool,
     /// The parent's live settings, which every exclusive connection shares.
     settings: crate::client::LiveSettings,
+    /// With the parent's client-side cache on: waits until the parent's
+    /// connection has applied the invalidations of a write made here (see
+    /// [`Exclusive::run`]).
+    fence: std::sync::OnceLock<Fence>,
 }
+
+/// The parent's fence: resolves once its connection has read everything
+/// the server sent it before now.
+pub(crate) type Fence = Box<dyn Fn() -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
 
 struct IdleConnection {
     since: Instant,
@@ -71,7 +79,13 @@ impl ExclusivePool {
             reaper: Mutex::new(None),
             closed: AtomicBool::new(false),
             settings,
+            fence: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets the parent's cache fence (once, at the client's start).
+    pub(crate) fn set_fence(&self, fence: Fence) {
+        let _ = self.fence.set(fence);
     }
 
     /// Closes every idle connection (the credentials changed: the next
@@ -450,6 +464,15 @@ impl Exclusive {
         }
         self.in_call = true;
         let result = client.run_here(request, options).await;
+        // Read-your-writes with the parent's cache: the server sent the
+        // parent's connection its invalidations while running the write
+        // (inside a transaction: at EXEC); once that connection has
+        // answered a PING, they are applied.
+        if let Some(fence) = self.pool.fence.get() {
+            if !self.in_multi && !request.is_read_only() {
+                fence().await;
+            }
+        }
         self.in_call = false;
         let replaced = result
             .as_ref()

@@ -299,3 +299,45 @@ async fn no_stale_read_after_a_server_restart_with_writes_before_the_return() {
     assert!(cache_stats(&client).gap_flushes >= ROUNDS as u64);
     client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_a_lease_or_a_blocking_command_are_read_back_at_once() {
+    let server = RedisServer::start();
+    let mut client = ready_client(cached(fast_config(&server.url()))).await;
+    for i in 0..20i64 {
+        let _: i64 = client
+            .get::<_, Option<i64>>("k")
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        let _: i64 = client
+            .get::<_, Option<i64>>("k")
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        // A transaction on an exclusive connection.
+        let mut lease = client.exclusive().await.unwrap();
+        let (): () = redis::pipe()
+            .atomic()
+            .set("k", i)
+            .ignore()
+            .query_async(&mut lease)
+            .await
+            .unwrap();
+        drop(lease);
+        let back: i64 = client.get("k").await.unwrap();
+        assert_eq!(back, i, "the transaction's write was read back stale");
+
+        // A blocking pop (run on an exclusive connection) changes a cached list.
+        let _: () = client.rpush("list", &[1, 2]).await.unwrap();
+        let before: Vec<i64> = client.lrange("list", 0, -1).await.unwrap();
+        let again: Vec<i64> = client.lrange("list", 0, -1).await.unwrap();
+        assert_eq!(before, again);
+        let popped: Option<(String, i64)> = client.blpop("list", 1.0).await.unwrap();
+        assert!(popped.is_some());
+        let after: Vec<i64> = client.lrange("list", 0, -1).await.unwrap();
+        assert_eq!(after.len(), before.len() - 1, "the pop was read back stale");
+    }
+    assert!(cache_stats(&client).hits >= 40);
+    client.shutdown().await;
+}

@@ -36,6 +36,13 @@ export function parseOptions(options) {
       throw new OptionsError(field, `relink decides this; remove it and set \`${instead}\` if needed`);
     }
   }
+  if (redisOptions.clientSideCache !== undefined) {
+    // node-redis's cache empties itself when its socket closes, but what it
+    // serves and when it stops would be node-redis's decisions, not the
+    // engine's, and nothing here proves it empty at every gap the engine
+    // declares (a heartbeat verdict, a move). Refused rather than unproven.
+    throw new OptionsError('clientSideCache', 'not supported by relink-redis yet (see its README, "Client-side caching"); remove it');
+  }
   if (redisOptions.url !== undefined && typeof redisOptions.url !== 'string') {
     throw new OptionsError('url', 'must be a string such as "redis://127.0.0.1:6379"');
   }

@@ -346,6 +346,7 @@ describe('relink-redis over node-redis', () => {
     assert.equal(field({ socket: { reconnectStrategy: () => 100 } }), 'socket.reconnectStrategy');
     assert.equal(field({ pingInterval: 1000 }), 'pingInterval');
     assert.equal(field({ disableOfflineQueue: false }), 'disableOfflineQueue');
+    assert.equal(field({ clientSideCache: { ttl: 0, maxEntries: 0 } }), 'clientSideCache');
     assert.equal(field({ url: 6379 }), 'url');
     assert.equal(field({ url: 'http://127.0.0.1:6379' }), 'url');
     assert.equal(field({ relink: { maxQueued: -1 } }), 'relink.maxQueued');

@@ -4,7 +4,8 @@
 //! ([`backoff`]), whether the connection is healthy and what to do next
 //! ([`supervisor`]), how a Redis Cluster's nodes add up and when it is lost
 //! ([`cluster`]), where a state follower stands and how to resume
-//! ([`sync`]), and what an error means ([`failure`]).
+//! ([`sync`]), what an error means ([`failure`]), and what a client-side
+//! cache may serve, never across a connection gap ([`cache`]).
 //!
 //! The core performs no I/O, reads no clock and draws no OS randomness: time
 //! comes in as a [`Timestamp`] the driver chooses, randomness from a seed the

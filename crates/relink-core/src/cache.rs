@@ -472,6 +472,17 @@ impl<V: Clone> Cache<V> {
         Ok(())
     }
 
+    /// A reserved read will not be answered (it failed, or its caller gave
+    /// up): its entry goes, unless another read has taken it over since.
+    pub fn cancel(&mut self, reservation: Reservation) {
+        let pending = self.entries.get(&reservation.key).is_some_and(|e| {
+            e.token == reservation.token && e.value.is_none() && e.epoch == reservation.epoch
+        });
+        if pending {
+            self.remove(&reservation.key);
+        }
+    }
+
     /// The server invalidated `keys`.
     pub fn invalidate<'a>(&mut self, keys: impl IntoIterator<Item = &'a [u8]>) {
         for key in keys {
@@ -702,6 +713,24 @@ mod tests {
         let r = miss(&mut cache, &[b"GET", b"k"]);
         assert_eq!(cache.fill(at(0), r, "huge", 1_000), Err(Refused::TooLarge));
         assert_eq!(cache.stats().bytes, 0);
+    }
+
+    #[test]
+    fn a_cancelled_reservation_goes_unless_taken_over() {
+        let mut cache = serving();
+        let first = miss(&mut cache, &[b"GET", b"k"]);
+        cache.cancel(first.clone());
+        assert_eq!(cache.stats().entries, 0);
+        let second = miss(&mut cache, &[b"GET", b"k"]);
+        let third = miss(&mut cache, &[b"GET", b"k"]);
+        cache.cancel(second);
+        assert_eq!(cache.stats().entries, 1, "taken over by the third");
+        cache.fill(at(0), third, "v", 1).unwrap();
+        cache.cancel(first);
+        assert!(matches!(
+            cache.lookup(at(1), [&b"GET"[..], b"k"]),
+            Lookup::Hit("v")
+        ));
     }
 
     #[test]

@@ -31,6 +31,8 @@ enum Op {
     Deliver,
     /// A caller whose reply was delivered stores it (as late as it likes).
     Fill(usize),
+    /// A caller gives up on its read (dropped, or failed): its reservation goes back.
+    GiveUp(usize),
     /// The connection is lost (the driver notices at once).
     Gap,
     /// A new connection with tracking on.
@@ -46,6 +48,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::FlushAll),
         4 => Just(Op::Deliver),
         3 => (0..8usize).prop_map(Op::Fill),
+        1 => (0..8usize).prop_map(Op::GiveUp),
         1 => Just(Op::Gap),
         1 => Just(Op::Reconnect),
     ]
@@ -160,12 +163,26 @@ impl World {
                     }
                 }
             }
+            Op::GiveUp(i) => {
+                if !self.delivered.is_empty() {
+                    let (r, _) = self.delivered.remove(i % self.delivered.len());
+                    if let Some(r) = r {
+                        self.cache.cancel(r);
+                    }
+                }
+            }
             Op::Gap => {
                 self.up = false;
                 self.tracked.clear();
-                self.sent.clear();
                 self.inbound.clear();
                 self.cache.lost();
+                // The reads in flight fail; their callers give their
+                // reservations back (after the loss, or on a later connection).
+                for (_, r) in self.sent.drain(..) {
+                    if let Some(r) = r {
+                        self.cache.cancel(r);
+                    }
+                }
             }
             Op::Reconnect => {
                 if !self.up {

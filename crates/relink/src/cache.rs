@@ -116,10 +116,10 @@ impl ClientCache {
     }
 
     /// The reply to a reserved read: kept if the core allows (a server
-    /// error never is).
+    /// error never is: its reservation is given back).
     pub(crate) fn fill(&self, now: Timestamp, reservation: Reservation, value: &Value) {
         if matches!(value, Value::ServerError(_)) {
-            return;
+            return self.cancel(reservation);
         }
         let bytes = value_bytes(value);
         let _ = self
@@ -128,12 +128,51 @@ impl ClientCache {
             .fill(now, reservation, value.clone(), bytes);
     }
 
+    /// A reserved read that will not be answered.
+    pub(crate) fn cancel(&self, reservation: Reservation) {
+        self.lock().cache.cancel(reservation);
+    }
+
     pub(crate) fn stats(&self) -> CacheStats {
         self.lock().cache.stats()
     }
 
     pub(crate) fn state(&self) -> CacheState {
         self.lock().cache.state()
+    }
+}
+
+/// A read's reservation while the read runs: given back if the call fails
+/// or its caller drops it, so no entry waits for a reply that never comes.
+pub(crate) struct Filling<'a> {
+    cache: &'a ClientCache,
+    reservation: Option<Reservation>,
+}
+
+impl<'a> Filling<'a> {
+    pub(crate) fn new(cache: &'a ClientCache, reservation: Reservation) -> Self {
+        Filling {
+            cache,
+            reservation: Some(reservation),
+        }
+    }
+
+    /// The call's result: a reply fills the entry; a failure gives the
+    /// reservation back (on drop).
+    pub(crate) fn done(mut self, now: Timestamp, result: &Result<Value, redis::RedisError>) {
+        if let Ok(value) = result {
+            if let Some(reservation) = self.reservation.take() {
+                self.cache.fill(now, reservation, value);
+            }
+        }
+    }
+}
+
+impl Drop for Filling<'_> {
+    fn drop(&mut self) {
+        if let Some(reservation) = self.reservation.take() {
+            self.cache.cancel(reservation);
+        }
     }
 }
 

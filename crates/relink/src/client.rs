@@ -364,10 +364,9 @@ impl Shared {
                     return Ok(value);
                 }
                 Lookup::Miss(reservation) => {
+                    let filling = crate::cache::Filling::new(cache, reservation);
                     let result = self.calls.run(self, request, options, blocking).await;
-                    if let Ok(value) = &result {
-                        cache.fill(self.now(), reservation, value);
-                    }
+                    filling.done(self.now(), &result);
                     return result;
                 }
                 Lookup::Bypass => {}

@@ -220,7 +220,7 @@ fn seed() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_stale_read_after_a_cut_link_with_writes_during_the_cut() {
-    const ROUNDS: i64 = 12;
+    const ROUNDS: i64 = 16;
     let server = RedisServer::start();
     let proxy = FaultProxy::start(server.addr());
     let mut other = server.connection();
@@ -233,22 +233,39 @@ async fn no_stale_read_after_a_cut_link_with_writes_during_the_cut() {
     for round in 0..ROUNDS {
         set_k(&mut other, value);
         cache_k(&mut client).await;
-        // The gap: a closed link (FIN or RST) with reconnects refused, or a
-        // dead one the heartbeat must find.
-        let kind = rng.next_u64() % 3;
+        // The gap: a closed link (FIN or RST) with reconnects refused, a
+        // dead one the heartbeat must find, or the server's `CLIENT KILL`.
+        let kind = rng.next_u64() % 4;
         match kind {
             0 => proxy.refuse(),
             1 => {
                 proxy.reset();
                 proxy.refuse();
             }
-            _ => {
+            2 => {
                 proxy.blackhole();
                 wait_state(&client, relink::State::TransientFailure).await;
             }
+            _ => {
+                // Killed and written in one transaction: the write comes
+                // after the kill and before any reconnect can be accepted.
+                value += 1;
+                let _: (i64, ()) = redis::pipe()
+                    .atomic()
+                    .cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("TYPE")
+                    .arg("normal")
+                    .arg("SKIPME")
+                    .arg("yes")
+                    .set("k", value)
+                    .query(&mut other)
+                    .unwrap();
+            }
         }
-        // Other writers during the gap, a random number of them.
-        for _ in 0..=rng.next_u64() % 4 {
+        // Other writers during the gap, a random number of them (the
+        // killed client may be back already: none then).
+        for _ in 0..(if kind == 3 { 0 } else { 1 + rng.next_u64() % 4 }) {
             value += 1;
             set_k(&mut other, value);
         }
@@ -339,5 +356,45 @@ async fn writes_through_a_lease_or_a_blocking_command_are_read_back_at_once() {
         assert_eq!(after.len(), before.len() - 1, "the pop was read back stale");
     }
     assert!(cache_stats(&client).hits >= 40);
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_server_expires_is_invalidated() {
+    let server = RedisServer::start();
+    let mut client = ready_client(cached(fast_config(&server.url()))).await;
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .arg("PX")
+        .arg(300)
+        .query(&mut server.connection())
+        .unwrap();
+    let hits = cache_stats(&client).hits;
+    for _ in 0..2 {
+        let v: Option<String> = client.get("k").await.unwrap();
+        assert_eq!(v.as_deref(), Some("v"));
+    }
+    assert_eq!(cache_stats(&client).hits, hits + 1);
+    // The server deletes it (its active expiry cycle) and invalidates it.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while client
+        .get::<_, Option<String>>("k")
+        .await
+        .unwrap()
+        .is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "served after expiry"
+        );
+        tokio::task::yield_now().await;
+    }
+    let waited = deadline - tokio::time::Instant::now();
+    println!(
+        "expired key no longer served; {:?} of patience left",
+        waited
+    );
+    assert!(cache_stats(&client).invalidations >= 1);
     client.shutdown().await;
 }

@@ -67,6 +67,13 @@
 //!     max_tokens = 10
 //!     token_ratio = 0.1
 //!
+//!     ## Optional: client-side caching (RESP3; see `relink::cache`).
+//!     ## [cache]
+//!     ## max_entries = 10000
+//!     ## max_bytes = 67108864
+//!     ## ttl = "60s"
+//!     ## mode = "default"          # or "broadcast", with prefixes = ["user:"]
+//!
 //!     ## Optional: find the master through Redis Sentinel (see `SentinelConfig`).
 //!     ## Then the URL's host and port are not used; its user, password,
 //!     ## database and protocol apply to the master the sentinels name.

@@ -715,3 +715,56 @@ fn durable_acknowledgements_in_toml_validated_naming_the_field() {
     let refused = cluster.with_settings(aof).build().unwrap_err();
     assert_eq!(field_of(&refused), "settings.durable.aof", "{refused}");
 }
+
+// ---- client-side cache ---------------------------------------------------------------
+
+#[test]
+fn the_cache_table_round_trips_and_bad_values_are_named() {
+    use relink::cache::{CacheConfig, TrackingMode};
+    let config: Config = toml::from_str(
+        r#"
+        url = "redis://127.0.0.1:6379"
+        [cache]
+        max_entries = 500
+        ttl = "5s"
+        mode = "broadcast"
+        prefixes = ["user:", "order:"]
+        "#,
+    )
+    .unwrap();
+    let cache = config.cache().unwrap();
+    assert_eq!(cache.max_entries, 500);
+    assert_eq!(cache.ttl, Duration::from_secs(5));
+    assert_eq!(cache.mode, TrackingMode::Broadcast);
+    assert_eq!(cache.max_bytes, CacheConfig::default().max_bytes);
+    let again: Config = toml::from_str(&toml::to_string(&config).unwrap()).unwrap();
+    assert_eq!(again, config);
+    assert!(Config::new("redis://127.0.0.1").unwrap().cache().is_none());
+
+    let bad = |table: &str| toml_err(&format!("url = \"redis://127.0.0.1\"\n[cache]\n{table}"));
+    assert!(bad("max_entries = 0").contains("cache.max_entries"));
+    assert!(bad("max_bytes = 0").contains("cache.max_bytes"));
+    assert!(bad("ttl = \"0s\"").contains("cache.ttl"));
+    assert!(bad("prefixes = [\"a\"]").contains("cache.prefixes"));
+    assert!(bad("mode = \"broadcast\"\nprefixes = [\"a\", \"ab\"]").contains("overlap"));
+    assert!(
+        bad("size = 3").contains("size"),
+        "unknown fields are refused"
+    );
+
+    let resp2 = Config::new("redis://127.0.0.1/?protocol=resp2")
+        .unwrap()
+        .with_cache(Some(CacheConfig::default()))
+        .build()
+        .unwrap_err();
+    assert_eq!(field_of(&resp2), "cache");
+    assert!(resp2.to_string().contains("RESP3"), "{resp2}");
+
+    // Not on a cluster yet: refused by name rather than ignored.
+    let refused = relink::ClusterConfig::new(["redis://127.0.0.1:7000"])
+        .unwrap()
+        .with_settings(config)
+        .build()
+        .unwrap_err();
+    assert_eq!(field_of(&refused), "settings.cache", "{refused}");
+}

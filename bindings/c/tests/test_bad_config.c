@@ -44,45 +44,17 @@ static void tls_cert_without_key(relink_options *o) { o->tls_cert_file = "/nonex
 static void tls_ca_missing(relink_options *o) { o->tls_ca_file = "/nonexistent/ca.pem"; }
 static void tls_danger_unknown(relink_options *o) { o->tls_danger_accept_invalid_certs = 7; }
 static void cache_unknown(relink_options *o) { o->cache = 9; }
-static void cache_max_entries_zero(relink_options *o) {
-  o->cache = RELINK_CACHE_ON;
-  o->cache_max_entries = 0;
-}
-static void cache_max_bytes_zero(relink_options *o) {
-  o->cache = RELINK_CACHE_ON;
-  o->cache_max_bytes = 0;
-}
-static void cache_ttl_zero(relink_options *o) {
-  o->cache = RELINK_CACHE_BROADCAST;
-  o->cache_ttl_ms = 0;
-}
+static void cache_max_entries_zero(relink_options *o) { o->cache = RELINK_CACHE_ON; o->cache_max_entries = 0; }
+static void cache_max_bytes_zero(relink_options *o) { o->cache = RELINK_CACHE_ON; o->cache_max_bytes = 0; }
+static void cache_ttl_zero(relink_options *o) { o->cache = RELINK_CACHE_BROADCAST; o->cache_ttl_ms = 0; }
 static const char *const one_prefix[] = {"user:"};
 static const char *const overlapping_prefixes[] = {"user:", "user:1"};
 static const char *const null_prefix[] = {NULL};
-static void cache_prefixes_without_broadcast(relink_options *o) {
-  o->cache = RELINK_CACHE_ON;
-  o->cache_prefixes = one_prefix;
-  o->cache_prefix_count = 1;
-}
-static void cache_prefixes_overlapping(relink_options *o) {
-  o->cache = RELINK_CACHE_BROADCAST;
-  o->cache_prefixes = overlapping_prefixes;
-  o->cache_prefix_count = 2;
-}
-static void cache_prefixes_null(relink_options *o) {
-  o->cache = RELINK_CACHE_BROADCAST;
-  o->cache_prefix_count = 1;
-}
-static void cache_prefix_null(relink_options *o) {
-  o->cache = RELINK_CACHE_BROADCAST;
-  o->cache_prefixes = null_prefix;
-  o->cache_prefix_count = 1;
-}
-static void cache_prefix_count_negative(relink_options *o) {
-  o->cache = RELINK_CACHE_BROADCAST;
-  o->cache_prefixes = one_prefix;
-  o->cache_prefix_count = (size_t)-1;
-}
+static void cache_prefixes_without_broadcast(relink_options *o) { o->cache = RELINK_CACHE_ON; o->cache_prefixes = one_prefix; o->cache_prefix_count = 1; }
+static void cache_prefixes_overlapping(relink_options *o) { o->cache = RELINK_CACHE_BROADCAST; o->cache_prefixes = overlapping_prefixes; o->cache_prefix_count = 2; }
+static void cache_prefixes_null(relink_options *o) { o->cache = RELINK_CACHE_BROADCAST; o->cache_prefix_count = 1; }
+static void cache_prefix_null(relink_options *o) { o->cache = RELINK_CACHE_BROADCAST; o->cache_prefixes = null_prefix; o->cache_prefix_count = 1; }
+static void cache_prefix_count_negative(relink_options *o) { o->cache = RELINK_CACHE_BROADCAST; o->cache_prefixes = one_prefix; o->cache_prefix_count = (size_t)-1; }
 static void cache_on(relink_options *o) { o->cache = RELINK_CACHE_ON; }
 
 /* A URL that is fine, for the rows about options. */

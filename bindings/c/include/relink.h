@@ -209,6 +209,31 @@
 // `RELINK_NOT_CONNECTED` (not sent).
 #define RELINK_OUTAGE_FAIL_FAST 1
 
+// `relink_options.cache`: no client-side cache (the default).
+#define RELINK_CACHE_OFF 0
+
+// `relink_options.cache`: client-side caching of the keys read
+// (`CLIENT TRACKING ON`): the server tells the client when a key it read
+// changes.
+#define RELINK_CACHE_ON 1
+
+// `relink_options.cache`: client-side caching in broadcast mode
+// (`CLIENT TRACKING ON BCAST`): the server tells every change of a key
+// under `cache_prefixes` (every key without prefixes), and only those keys
+// are cached.
+#define RELINK_CACHE_BROADCAST 2
+
+// `relink_cache_stats.state`: the client has no cache.
+#define RELINK_CACHE_STATE_OFF 0
+
+// `relink_cache_stats.state`: no connection with tracking on; every read
+// goes to the server and nothing is kept.
+#define RELINK_CACHE_STATE_SUSPENDED 1
+
+// `relink_cache_stats.state`: the connection carrying the invalidations
+// is up; reads are answered from the cache when they can be.
+#define RELINK_CACHE_STATE_SERVING 2
+
 // Not started.
 #define RELINK_STATE_IDLE 0
 
@@ -714,7 +739,50 @@ typedef struct relink_options {
   // server (no verification at all, as a URL ending in `#insecure`);
   // 0 (default) verifies.
   uint32_t tls_danger_accept_invalid_certs;
+  // Client-side caching of reads (GET, MGET, HGETALL, ...: relink's
+  // list), kept coherent by the server's invalidations and emptied at
+  // every connection loss: `RELINK_CACHE_OFF` (default), `RELINK_CACHE_ON`
+  // or `RELINK_CACHE_BROADCAST`. Needs RESP3 (the URL's default; not with
+  // `?protocol=resp2`). The other `cache_*` fields are read only when it
+  // is on. Figures: `relink_client_cache_stats`.
+  uint32_t cache;
+  // Cache: the most entries kept (default 10000; at least 1).
+  uint32_t cache_max_entries;
+  // Cache: the most bytes kept, keys, arguments and values (default
+  // 67108864, 64 MiB; at least 1).
+  uint64_t cache_max_bytes;
+  // Cache: how long an entry may be served at most, invalidated or not:
+  // a safety net (default 60000; at least 1).
+  uint64_t cache_ttl_ms;
+  // Cache, `RELINK_CACHE_BROADCAST` only: `cache_prefix_count`
+  // NUL-terminated key prefixes tracked and cached, or NULL (default)
+  // with a count of 0 for every key. Copied by `relink_client_connect`.
+  const char *const *cache_prefixes;
+  // Cache: the number of strings at `cache_prefixes` (default 0; at most 64).
+  size_t cache_prefix_count;
 } relink_options;
+
+// The client-side cache's figures (`relink_client_cache_stats`), counted
+// since the client was made; `entries` and `bytes` as they are now.
+typedef struct relink_cache_stats {
+  // `RELINK_CACHE_STATE_OFF` (no cache: every figure is 0),
+  // `RELINK_CACHE_STATE_SUSPENDED` or `RELINK_CACHE_STATE_SERVING`.
+  uint32_t state;
+  // Reads answered from the cache.
+  uint64_t hits;
+  // Cacheable reads sent to the server while serving.
+  uint64_t misses;
+  // Keys the server invalidated (a FLUSHALL or FLUSHDB counts one).
+  uint64_t invalidations;
+  // Times the cache was emptied because its connection was lost.
+  uint64_t gap_flushes;
+  // Entries dropped to stay within `cache_max_entries` / `cache_max_bytes`.
+  uint64_t evictions;
+  // Entries now.
+  uint64_t entries;
+  // Bytes now.
+  uint64_t bytes;
+} relink_cache_stats;
 
 // Called on every state change with the `user_data` given at
 // registration, the old and the new `RELINK_STATE_*`.
@@ -1178,6 +1246,13 @@ uint32_t relink_client_state(const struct relink_client *client);
 relink_code relink_client_wait_ready(const struct relink_client *client,
                                      uint64_t timeout_ms,
                                      struct relink_error **err);
+
+// Writes the client-side cache's state and figures to `*out`; a client
+// without a cache (`relink_options.cache` off) gets `RELINK_CACHE_STATE_OFF`
+// and zeros.
+relink_code relink_client_cache_stats(const struct relink_client *client,
+                                      struct relink_cache_stats *out,
+                                      struct relink_error **err);
 
 // Changes the credentials of a live client, for a password rotation
 // without a restart: the live connection is re-authenticated (AUTH) at

@@ -43,6 +43,19 @@ static void tls_ca_on_a_plain_url(relink_options *o) { o->tls_ca_file = "/nonexi
 static void tls_cert_without_key(relink_options *o) { o->tls_cert_file = "/nonexistent/client.pem"; }
 static void tls_ca_missing(relink_options *o) { o->tls_ca_file = "/nonexistent/ca.pem"; }
 static void tls_danger_unknown(relink_options *o) { o->tls_danger_accept_invalid_certs = 7; }
+static void cache_unknown(relink_options *o) { o->cache = 9; }
+static void cache_max_entries_zero(relink_options *o) { o->cache = RELINK_CACHE_ON; o->cache_max_entries = 0; }
+static void cache_max_bytes_zero(relink_options *o) { o->cache = RELINK_CACHE_ON; o->cache_max_bytes = 0; }
+static void cache_ttl_zero(relink_options *o) { o->cache = RELINK_CACHE_BROADCAST; o->cache_ttl_ms = 0; }
+static const char *const one_prefix[] = {"user:"};
+static const char *const overlapping_prefixes[] = {"user:", "user:1"};
+static const char *const null_prefix[] = {NULL};
+static void cache_prefixes_without_broadcast(relink_options *o) { o->cache = RELINK_CACHE_ON; o->cache_prefixes = one_prefix; o->cache_prefix_count = 1; }
+static void cache_prefixes_overlapping(relink_options *o) { o->cache = RELINK_CACHE_BROADCAST; o->cache_prefixes = overlapping_prefixes; o->cache_prefix_count = 2; }
+static void cache_prefixes_null(relink_options *o) { o->cache = RELINK_CACHE_BROADCAST; o->cache_prefix_count = 1; }
+static void cache_prefix_null(relink_options *o) { o->cache = RELINK_CACHE_BROADCAST; o->cache_prefixes = null_prefix; o->cache_prefix_count = 1; }
+static void cache_prefix_count_negative(relink_options *o) { o->cache = RELINK_CACHE_BROADCAST; o->cache_prefixes = one_prefix; o->cache_prefix_count = (size_t)-1; }
+static void cache_on(relink_options *o) { o->cache = RELINK_CACHE_ON; }
 
 /* A URL that is fine, for the rows about options. */
 #define GOOD_URL "redis://127.0.0.1:6379"
@@ -117,6 +130,17 @@ static const struct row table[] = {
     {GOOD_URL, strategy_unknown, RELINK_INVALID_ARGUMENT, "strategy"},
     {GOOD_URL, jitter_unknown, RELINK_INVALID_ARGUMENT, "jitter"},
     {GOOD_URL, client_name_not_utf8, RELINK_INVALID_ARGUMENT, "`client_name` is not valid UTF-8"},
+    /* Client-side caching. */
+    {GOOD_URL, cache_unknown, RELINK_INVALID_ARGUMENT, "`cache` is 9"},
+    {GOOD_URL, cache_max_entries_zero, RELINK_INVALID_CONFIG, "invalid option `cache_max_entries`: must be at least 1"},
+    {GOOD_URL, cache_max_bytes_zero, RELINK_INVALID_CONFIG, "invalid option `cache_max_bytes`: must be at least 1"},
+    {GOOD_URL, cache_ttl_zero, RELINK_INVALID_CONFIG, "invalid option `cache_ttl_ms`: must be at least 1ms"},
+    {GOOD_URL, cache_prefixes_without_broadcast, RELINK_INVALID_CONFIG, "invalid option `cache_prefixes`: prefixes need"},
+    {GOOD_URL, cache_prefixes_overlapping, RELINK_INVALID_CONFIG, "invalid option `cache_prefixes`: prefixes overlap"},
+    {GOOD_URL, cache_prefixes_null, RELINK_INVALID_ARGUMENT, "`cache_prefixes` must not be NULL when `cache_prefix_count` is 1"},
+    {GOOD_URL, cache_prefix_null, RELINK_INVALID_ARGUMENT, "`cache_prefixes[0]` must not be NULL"},
+    {GOOD_URL, cache_prefix_count_negative, RELINK_INVALID_CONFIG, "invalid option `cache_prefix_count`"},
+    {"redis://127.0.0.1:6379?protocol=resp2", cache_on, RELINK_INVALID_CONFIG, "invalid option `cache`: client-side caching needs RESP3"},
 };
 
 /* What no message may say to a C user: they cannot act on it (a Cargo.toml,

@@ -250,6 +250,28 @@ BAD_CONFIG = [
     (GOOD_URL, {"backoff_jitter": 2**32 - 1}, INVALID_ARGUMENT, "jitter"),
     (GOOD_URL, {"client_name": b"\xc3\x28"}, INVALID_ARGUMENT, "`client_name` is not valid UTF-8"),
     (GOOD_URL, {"client_name": "a\0b"}, INVALID_ARGUMENT, "`client_name` must not contain a NUL character"),
+    # Client-side caching.
+    (GOOD_URL, {"cache": 9}, INVALID_ARGUMENT, "`cache` is 9"),
+    (GOOD_URL, {"cache": True, "cache_max_entries": 0}, INVALID_CONFIG,
+     "invalid option `cache_max_entries`: must be at least 1"),
+    (GOOD_URL, {"cache": True, "cache_max_bytes": 0}, INVALID_CONFIG,
+     "invalid option `cache_max_bytes`: must be at least 1"),
+    (GOOD_URL, {"cache": relink.CACHE_BROADCAST, "cache_ttl_ms": 0}, INVALID_CONFIG,
+     "invalid option `cache_ttl_ms`: must be at least 1ms"),
+    (GOOD_URL, {"cache": True, "cache_max_entries": -1}, INVALID_CONFIG,
+     "`cache_max_entries` is -1: must not be negative"),
+    (GOOD_URL, {"cache": True, "cache_prefixes": ["user:"]}, INVALID_CONFIG,
+     "invalid option `cache_prefixes`: prefixes need"),
+    (GOOD_URL, {"cache": relink.CACHE_BROADCAST, "cache_prefixes": ["user:", "user:1"]}, INVALID_CONFIG,
+     "invalid option `cache_prefixes`: prefixes overlap"),
+    (GOOD_URL, {"cache": relink.CACHE_BROADCAST, "cache_prefixes": [b"\xc3\x28"]}, INVALID_ARGUMENT,
+     "`cache_prefixes[0]` is not valid UTF-8"),
+    (GOOD_URL, {"cache": relink.CACHE_BROADCAST, "cache_prefixes": ["a\0b"]}, INVALID_ARGUMENT,
+     "`cache_prefixes` must not contain a NUL character"),
+    (GOOD_URL, {"cache": relink.CACHE_BROADCAST, "cache_prefix_count": 1}, INVALID_ARGUMENT,
+     "`cache_prefixes` must not be NULL when `cache_prefix_count` is 1"),
+    ("redis://127.0.0.1:6379?protocol=resp2", {"cache": True}, INVALID_CONFIG,
+     "invalid option `cache`: client-side caching needs RESP3"),
 ]
 
 # What no message may say to a Python user.
@@ -386,6 +408,70 @@ class TlsTest(unittest.TestCase):
             relink.Client(f"rediss://127.0.0.1:{self.port}", tls_cert_file=self.ca)
         self.assertEqual(caught.exception.code, relink.INVALID_CONFIG)
         self.assertIn("tls_key_file", str(caught.exception))
+
+
+class CacheTest(unittest.TestCase):
+    """Client-side caching, as test_cache.c: a second read is a hit, a write
+    by another client reaches the cache as an invalidation, broadcast mode
+    caches its prefixes only."""
+
+    def setUp(self):
+        self.server = Server(free_port())
+        self.addCleanup(self.server.close)
+        self.url = f"redis://127.0.0.1:{self.server.port}"
+
+    def client(self, **options):
+        client = relink.Client(self.url, wait_for_connection=1, **options)
+        self.addCleanup(client.close)
+        # The cache serves once its connection has tracking on (bounded poll).
+        deadline = time.monotonic() + 10
+        while options.get("cache") and client.cache_stats().state != "serving" and time.monotonic() < deadline:
+            time.sleep(0.025)
+        return client
+
+    def test_a_write_elsewhere_invalidates(self):
+        writer = self.client()
+        cached = self.client(cache=True, cache_max_entries=100, cache_ttl_ms=60_000)
+        writer.command("SET", "py:cached", "v1")
+        before = cached.cache_stats()
+        self.assertEqual(before.state, "serving")
+        self.assertEqual(cached.command("GET", "py:cached"), b"v1")
+        self.assertEqual(cached.command("GET", "py:cached"), b"v1")
+        after = cached.cache_stats()
+        self.assertEqual(after.misses, before.misses + 1)
+        self.assertEqual(after.hits, before.hits + 1)
+        self.assertEqual(after.entries, 1)
+        self.assertGreater(after.bytes, 0)
+
+        writer.command("SET", "py:cached", "v2")
+        deadline = time.monotonic() + 10
+        value = cached.command("GET", "py:cached")
+        while value != b"v2" and time.monotonic() < deadline:
+            time.sleep(0.025)
+            value = cached.command("GET", "py:cached")
+        self.assertEqual(value, b"v2")
+        later = cached.cache_stats()
+        self.assertGreaterEqual(later.invalidations, 1)
+        self.assertEqual(later.gap_flushes, 0)
+
+        self.assertEqual(writer.cache_stats(), relink.CacheStats("off", 0, 0, 0, 0, 0, 0, 0))
+
+    def test_broadcast_caches_its_prefixes_only(self):
+        cached = self.client(cache=relink.CACHE_BROADCAST, cache_prefixes=["user:", b"item:"])
+        cached.command("SET", "user:1", "ada")
+        cached.command("SET", "other:1", "x")
+        before = cached.cache_stats()
+        self.assertEqual(before.state, "serving")
+        for _ in range(2):
+            self.assertEqual(cached.command("GET", "user:1"), b"ada")
+            self.assertEqual(cached.command("GET", "other:1"), b"x")
+        after = cached.cache_stats()
+        self.assertEqual(after.hits, before.hits + 1)
+        self.assertEqual(after.entries, 1)
+
+    def test_prefixes_are_a_list(self):
+        with self.assertRaises(TypeError):
+            relink.Client(self.url, cache=relink.CACHE_BROADCAST, cache_prefixes="user:")
 
 
 class ArgumentTest(unittest.TestCase):

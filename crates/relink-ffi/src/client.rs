@@ -17,6 +17,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use redis::aio::ConnectionLike;
 use redis::RedisError;
+use relink::cache::{CacheConfig, CacheState, CacheStats, TrackingMode};
 use relink::config::{OutagePolicy, RetryPolicy};
 use relink::core::supervisor::HeartbeatConfig;
 use relink::{Config, Event, Outcome, State};
@@ -32,6 +33,27 @@ pub const RELINK_OUTAGE_QUEUE: u32 = 0;
 /// While there is no connection, a command fails at once with
 /// `RELINK_NOT_CONNECTED` (not sent).
 pub const RELINK_OUTAGE_FAIL_FAST: u32 = 1;
+
+/// `relink_options.cache`: no client-side cache (the default).
+pub const RELINK_CACHE_OFF: u32 = 0;
+/// `relink_options.cache`: client-side caching of the keys read
+/// (`CLIENT TRACKING ON`): the server tells the client when a key it read
+/// changes.
+pub const RELINK_CACHE_ON: u32 = 1;
+/// `relink_options.cache`: client-side caching in broadcast mode
+/// (`CLIENT TRACKING ON BCAST`): the server tells every change of a key
+/// under `cache_prefixes` (every key without prefixes), and only those keys
+/// are cached.
+pub const RELINK_CACHE_BROADCAST: u32 = 2;
+
+/// `relink_cache_stats.state`: the client has no cache.
+pub const RELINK_CACHE_STATE_OFF: u32 = 0;
+/// `relink_cache_stats.state`: no connection with tracking on; every read
+/// goes to the server and nothing is kept.
+pub const RELINK_CACHE_STATE_SUSPENDED: u32 = 1;
+/// `relink_cache_stats.state`: the connection carrying the invalidations
+/// is up; reads are answered from the cache when they can be.
+pub const RELINK_CACHE_STATE_SERVING: u32 = 2;
 
 /// Not started.
 pub const RELINK_STATE_IDLE: u32 = 0;
@@ -113,6 +135,27 @@ pub struct relink_options {
     /// server (no verification at all, as a URL ending in `#insecure`);
     /// 0 (default) verifies.
     pub tls_danger_accept_invalid_certs: u32,
+    /// Client-side caching of reads (GET, MGET, HGETALL, ...: relink's
+    /// list), kept coherent by the server's invalidations and emptied at
+    /// every connection loss: `RELINK_CACHE_OFF` (default), `RELINK_CACHE_ON`
+    /// or `RELINK_CACHE_BROADCAST`. Needs RESP3 (the URL's default; not with
+    /// `?protocol=resp2`). The other `cache_*` fields are read only when it
+    /// is on. Figures: `relink_client_cache_stats`.
+    pub cache: u32,
+    /// Cache: the most entries kept (default 10000; at least 1).
+    pub cache_max_entries: u32,
+    /// Cache: the most bytes kept, keys, arguments and values (default
+    /// 67108864, 64 MiB; at least 1).
+    pub cache_max_bytes: u64,
+    /// Cache: how long an entry may be served at most, invalidated or not:
+    /// a safety net (default 60000; at least 1).
+    pub cache_ttl_ms: u64,
+    /// Cache, `RELINK_CACHE_BROADCAST` only: `cache_prefix_count`
+    /// NUL-terminated key prefixes tracked and cached, or NULL (default)
+    /// with a count of 0 for every key. Copied by `relink_client_connect`.
+    pub cache_prefixes: *const *const c_char,
+    /// Cache: the number of strings at `cache_prefixes` (default 0; at most 64).
+    pub cache_prefix_count: usize,
 }
 
 impl relink_options {
@@ -120,6 +163,7 @@ impl relink_options {
         let config = Config::new("redis://127.0.0.1")
             .map_err(|e| relink_error::new(RELINK_INVALID_CONFIG, e.to_string()))?;
         let supervisor = config.supervisor_config();
+        let cache = CacheConfig::default();
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let (outage_policy, queue_capacity, queue_max_wait_ms) = match config.outage() {
             OutagePolicy::FailFast => (
@@ -157,6 +201,12 @@ impl relink_options {
             tls_key_file: std::ptr::null(),
             tls_server_name: std::ptr::null(),
             tls_danger_accept_invalid_certs: 0,
+            cache: RELINK_CACHE_OFF,
+            cache_max_entries: cache.max_entries,
+            cache_max_bytes: cache.max_bytes,
+            cache_ttl_ms: ms(cache.ttl),
+            cache_prefixes: std::ptr::null(),
+            cache_prefix_count: 0,
         })
     }
 
@@ -199,6 +249,7 @@ impl relink_options {
         if let Some(tls) = self.tls()? {
             config = config.with_tls(tls);
         }
+        config = config.with_cache(self.cache()?);
         config.build().map_err(|e| config_error(&e))
     }
 
@@ -242,6 +293,64 @@ impl relink_options {
             tls = tls.with_server_name(name);
         }
         Ok(Some(tls))
+    }
+
+    /// The cache settings of the `cache*` fields; `None` when it is off.
+    /// relink validates them.
+    fn cache(&self) -> FfiResult<Option<CacheConfig>> {
+        let mode = match self.cache {
+            RELINK_CACHE_OFF => return Ok(None),
+            RELINK_CACHE_ON => TrackingMode::Default,
+            RELINK_CACHE_BROADCAST => TrackingMode::Broadcast,
+            other => {
+                return Err(relink_error::invalid(format!(
+                    "`cache` is {other}: expected RELINK_CACHE_OFF (0), RELINK_CACHE_ON (1) or \
+                     RELINK_CACHE_BROADCAST (2)"
+                )))
+            }
+        };
+        let mut cache = CacheConfig::default();
+        cache.mode = mode;
+        cache.max_entries = self.cache_max_entries;
+        cache.max_bytes = self.cache_max_bytes;
+        cache.ttl = Duration::from_millis(self.cache_ttl_ms);
+        cache.prefixes = self.cache_prefixes()?;
+        Ok(Some(cache))
+    }
+
+    /// The `cache_prefixes`, copied. A count over the core's bound is
+    /// refused before anything is read past it.
+    fn cache_prefixes(&self) -> FfiResult<Vec<String>> {
+        let count = self.cache_prefix_count;
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        if count > CacheConfig::MAX_PREFIXES {
+            return Err(relink_error::new(
+                RELINK_INVALID_CONFIG,
+                format!(
+                    "invalid option `cache_prefix_count`: is {count}, at most {} prefixes",
+                    CacheConfig::MAX_PREFIXES
+                ),
+            ));
+        }
+        if self.cache_prefixes.is_null() {
+            return Err(relink_error::invalid(format!(
+                "`cache_prefixes` must not be NULL when `cache_prefix_count` is {count}"
+            )));
+        }
+        // SAFETY: not NULL; the caller passes `cache_prefix_count` readable
+        // pointers that live for this call (contract).
+        let items = unsafe { std::slice::from_raw_parts(self.cache_prefixes, count) };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, &item)| {
+                // SAFETY: NULL (refused by `try_str`, naming the element) or
+                // a NUL-terminated string that lives for this call (contract).
+                unsafe { try_str(item, &format!("cache_prefixes[{i}]")) }.map(str::to_owned)
+            })
+            .collect()
     }
 }
 
@@ -293,6 +402,12 @@ fn option_name(field: &str) -> Option<&'static str> {
         "tls.cert_file" => "tls_cert_file",
         "tls.key_file" => "tls_key_file",
         "tls.server_name" => "tls_server_name",
+        // On a RESP2 connection.
+        "cache" => "cache",
+        "cache.max_entries" => "cache_max_entries",
+        "cache.max_bytes" => "cache_max_bytes",
+        "cache.ttl" => "cache_ttl_ms",
+        "cache.prefixes" => "cache_prefixes",
         _ => return None,
     })
 }
@@ -641,6 +756,72 @@ fn wait_error(e: relink::Error) -> relink_error {
     }
 }
 
+/// The client-side cache's figures (`relink_client_cache_stats`), counted
+/// since the client was made; `entries` and `bytes` as they are now.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct relink_cache_stats {
+    /// `RELINK_CACHE_STATE_OFF` (no cache: every figure is 0),
+    /// `RELINK_CACHE_STATE_SUSPENDED` or `RELINK_CACHE_STATE_SERVING`.
+    pub state: u32,
+    /// Reads answered from the cache.
+    pub hits: u64,
+    /// Cacheable reads sent to the server while serving.
+    pub misses: u64,
+    /// Keys the server invalidated (a FLUSHALL or FLUSHDB counts one).
+    pub invalidations: u64,
+    /// Times the cache was emptied because its connection was lost.
+    pub gap_flushes: u64,
+    /// Entries dropped to stay within `cache_max_entries` / `cache_max_bytes`.
+    pub evictions: u64,
+    /// Entries now.
+    pub entries: u64,
+    /// Bytes now.
+    pub bytes: u64,
+}
+
+impl relink_cache_stats {
+    fn new(state: Option<CacheState>, stats: Option<CacheStats>) -> Self {
+        let (Some(state), Some(stats)) = (state, stats) else {
+            return relink_cache_stats::default();
+        };
+        relink_cache_stats {
+            state: match state {
+                CacheState::Suspended => RELINK_CACHE_STATE_SUSPENDED,
+                CacheState::Serving => RELINK_CACHE_STATE_SERVING,
+            },
+            hits: stats.hits,
+            misses: stats.misses,
+            invalidations: stats.invalidations,
+            gap_flushes: stats.gap_flushes,
+            evictions: stats.evictions,
+            entries: stats.entries,
+            bytes: stats.bytes,
+        }
+    }
+}
+
+/// Writes the client-side cache's state and figures to `*out`; a client
+/// without a cache (`relink_options.cache` off) gets `RELINK_CACHE_STATE_OFF`
+/// and zeros.
+#[no_mangle]
+pub extern "C" fn relink_client_cache_stats(
+    client: *const relink_client,
+    out: *mut relink_cache_stats,
+    err: *mut *mut relink_error,
+) -> relink_code {
+    guard(err, || {
+        // SAFETY: `client` is NULL or a live client (contract).
+        let client = unsafe { try_ref(client, "client") }?;
+        check_out(out, "out")?;
+        let state = client.client.health().borrow().cache;
+        let stats = relink_cache_stats::new(state, client.client.stats().cache);
+        // SAFETY: `out` is not NULL and writable (contract).
+        unsafe { out.write(stats) };
+        Ok(())
+    })
+}
+
 /// Changes the credentials of a live client, for a password rotation
 /// without a restart: the live connection is re-authenticated (AUTH) at
 /// once and every connection made from now on uses them; a client waiting
@@ -764,6 +945,26 @@ mod tests {
                 assert!(!text.contains(never), "{text}");
             }
         }
+    }
+
+    #[test]
+    fn cache_options_become_relinks_cache_config() {
+        let mut options = relink_options::defaults().unwrap();
+        let url = "redis://127.0.0.1:6379";
+        assert_eq!(options.config(url).unwrap().cache(), None);
+        let prefixes = [c"user:".as_ptr(), c"item:".as_ptr()];
+        options.cache = RELINK_CACHE_BROADCAST;
+        options.cache_max_entries = 5;
+        options.cache_ttl_ms = 1500;
+        options.cache_prefixes = prefixes.as_ptr();
+        options.cache_prefix_count = prefixes.len();
+        let config = options.config(url).unwrap();
+        let cache = config.cache().unwrap();
+        assert_eq!(cache.mode, TrackingMode::Broadcast);
+        assert_eq!(cache.max_entries, 5);
+        assert_eq!(cache.max_bytes, CacheConfig::default().max_bytes);
+        assert_eq!(cache.ttl, Duration::from_millis(1500));
+        assert_eq!(cache.prefixes, ["user:", "item:"]);
     }
 
     #[test]

@@ -47,10 +47,11 @@ from ctypes import (
     c_uint64,
     c_void_p,
 )
-from typing import Any, Callable, Dict, List, Mapping, Optional, Type, Union
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Type, Union
 
 __all__ = [
     "Client",
+    "CacheStats",
     "Subscription",
     "Message",
     "Restored",
@@ -89,6 +90,8 @@ MISCONFIGURED = 109
 OUTCOME_NONE, OUTCOME_NOT_APPLIED, OUTCOME_UNKNOWN, OUTCOME_REJECTED = range(4)
 STATES = ("idle", "connecting", "ready", "transient_failure", "shutdown")
 OUTAGE_QUEUE, OUTAGE_FAIL_FAST = 0, 1
+CACHE_OFF, CACHE_ON, CACHE_BROADCAST = range(3)
+CACHE_STATES = ("off", "suspended", "serving")
 SUBSCRIBE_CHANNELS, SUBSCRIBE_PATTERNS, SUBSCRIBE_SHARD_CHANNELS = range(3)
 ITEM_MESSAGE, ITEM_RESTORED, ITEM_LAGGED = 1, 2, 3
 (REPLY_NIL, REPLY_INTEGER, REPLY_DOUBLE, REPLY_STRING, REPLY_STATUS, REPLY_ERROR,
@@ -139,7 +142,50 @@ class Options(ctypes.Structure):
         ("tls_key_file", c_char_p),
         ("tls_server_name", c_char_p),
         ("tls_danger_accept_invalid_certs", c_uint32),
+        ("cache", c_uint32),
+        ("cache_max_entries", c_uint32),
+        ("cache_max_bytes", c_uint64),
+        ("cache_ttl_ms", c_uint64),
+        ("cache_prefixes", POINTER(c_char_p)),
+        ("cache_prefix_count", c_size_t),
     ]
+
+
+class _CacheStats(ctypes.Structure):
+    # relink_cache_stats: written by the library.
+    _fields_ = [
+        ("state", c_uint32),
+        ("hits", c_uint64),
+        ("misses", c_uint64),
+        ("invalidations", c_uint64),
+        ("gap_flushes", c_uint64),
+        ("evictions", c_uint64),
+        ("entries", c_uint64),
+        ("bytes", c_uint64),
+    ]
+
+
+class CacheStats(NamedTuple):
+    """The client-side cache's figures (``Client.cache_stats()``), counted
+    since the client was made; ``entries`` and ``bytes`` as they are now."""
+
+    #: ``"off"`` (no cache: every figure is 0), ``"suspended"`` (no
+    #: connection with tracking on: reads go to the server) or ``"serving"``.
+    state: str
+    #: Reads answered from the cache.
+    hits: int
+    #: Cacheable reads sent to the server while serving.
+    misses: int
+    #: Keys the server invalidated (a FLUSHALL or FLUSHDB counts one).
+    invalidations: int
+    #: Times the cache was emptied because its connection was lost.
+    gap_flushes: int
+    #: Entries dropped to stay within ``cache_max_entries`` / ``cache_max_bytes``.
+    evictions: int
+    #: Entries now.
+    entries: int
+    #: Bytes now.
+    bytes: int
 
 
 # The options that are text (C strings), set from str (or os.PathLike for files).
@@ -200,6 +246,7 @@ _sig("relink_client_state", c_uint32, _P)
 _sig("relink_client_wait_ready", c_uint32, _P, c_uint64, POINTER(_P))
 _sig("relink_client_on_state_change", c_uint32, _P, STATE_CALLBACK, c_void_p, POINTER(_P))
 _sig("relink_client_update_credentials", c_uint32, _P, c_char_p, c_char_p, POINTER(_P))
+_sig("relink_client_cache_stats", c_uint32, _P, POINTER(_CacheStats), POINTER(_P))
 _sig("relink_client_free", None, _P)
 _sig("relink_client_subscribe", c_uint32, _P, c_uint32, POINTER(c_char_p), c_size_t, POINTER(_P), POINTER(_P))
 _sig("relink_subscription_next", c_uint32, _P, c_uint64, POINTER(PubSubItem), POINTER(_P))
@@ -496,7 +543,15 @@ class Client:
     instead of the system's roots; ``tls_cert_file=`` and ``tls_key_file=``
     present a client certificate (mutual TLS); ``tls_server_name=`` verifies
     another name than the URL's host; ``tls_danger_accept_invalid_certs=True``
-    turns verification off (development only)."""
+    turns verification off (development only).
+
+    Client-side caching: ``cache=True`` (or ``CACHE_ON``) keeps the replies
+    of reads (GET, MGET, HGETALL, ...) in memory, invalidated by the server
+    when a key changes and emptied whenever the connection is lost;
+    ``cache=CACHE_BROADCAST`` with ``cache_prefixes=["user:", ...]`` caches
+    only keys under the prefixes (every key without them). Bounds:
+    ``cache_max_entries=``, ``cache_max_bytes=``, ``cache_ttl_ms=``. Needs
+    RESP3 (not ``?protocol=resp2``). Figures: ``cache_stats()``."""
 
     def __init__(self, url: Union[str, bytes, None],
                  on_state_change: Optional[Callable[[str, str], None]] = None,
@@ -512,6 +567,16 @@ class Client:
                 setattr(opts, name, _text(path, name))
             elif name == "tls_danger_accept_invalid_certs":
                 opts.tls_danger_accept_invalid_certs = 1 if value else 0
+            elif name == "cache" and isinstance(value, bool):
+                opts.cache = CACHE_ON if value else CACHE_OFF
+            elif name == "cache_prefixes":
+                if isinstance(value, (str, bytes)):
+                    raise TypeError("cache_prefixes is a list of prefixes, not one string")
+                texts = [_text(p, "cache_prefixes") for p in value]
+                # Kept alive until relink_client_connect has copied them.
+                prefixes = (c_char_p * len(texts))(*texts)
+                opts.cache_prefixes = ctypes.cast(prefixes, POINTER(c_char_p))
+                opts.cache_prefix_count = len(texts)
             else:
                 if name == "struct_size" or not hasattr(opts, name):
                     raise TypeError(f"unknown option {name}")
@@ -573,6 +638,14 @@ class Client:
     def state(self) -> str:
         """``"idle"``, ``"connecting"``, ``"ready"``, ``"transient_failure"`` or ``"shutdown"``."""
         return STATES[_lib.relink_client_state(self._handle)]
+
+    def cache_stats(self) -> CacheStats:
+        """The client-side cache's state and figures (state ``"off"`` and
+        zeros when the client was made without ``cache``)."""
+        out, err = _CacheStats(), _P()
+        _check(_lib.relink_client_cache_stats(self._handle, ctypes.byref(out), ctypes.byref(err)), err)
+        return CacheStats(CACHE_STATES[out.state], out.hits, out.misses, out.invalidations,
+                          out.gap_flushes, out.evictions, out.entries, out.bytes)
 
     def wait_ready(self, timeout_s: float) -> None:
         """Waits until the client is ready, for at most ``timeout_s`` seconds:

@@ -788,7 +788,8 @@ impl Config {
                 return Err(Error::config(
                     "cache",
                     "client-side caching needs RESP3 (the server pushes its invalidations on \
-                     the connection that read the keys): remove `protocol = \"resp2\"`",
+                     the connection that read the keys): use RESP3, the default (no `protocol = \"resp2\"` \
+                     in the config, no `?protocol=resp2` in the URL)",
                 ));
             }
         }

@@ -103,6 +103,35 @@ impl CacheConfig {
     /// The most prefixes a broadcast cache may track.
     pub const MAX_PREFIXES: usize = 64;
 
+    /// With at most `max_entries` entries.
+    pub fn with_max_entries(mut self, max_entries: u32) -> Self {
+        self.max_entries = max_entries;
+        self
+    }
+
+    /// With at most `max_bytes` bytes.
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// With entries served for at most `ttl`.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// In broadcast mode ([`TrackingMode::Broadcast`]), tracking (and
+    /// caching) the keys under `prefixes` (none: every key).
+    pub fn with_broadcast<S: Into<String>>(
+        mut self,
+        prefixes: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.mode = TrackingMode::Broadcast;
+        self.prefixes = prefixes.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_entries == 0 {
@@ -167,12 +196,69 @@ impl CacheConfig {
         args
     }
 
+    /// How writes on the tracking connection are fenced in this mode.
+    pub fn fence(&self) -> Fence {
+        match self.mode {
+            TrackingMode::Default => Fence::Pipelined,
+            TrackingMode::Broadcast => Fence::AfterReply,
+        }
+    }
+
     /// Is `key` tracked by the server in this mode?
     fn tracks(&self, key: &[u8]) -> bool {
         self.mode == TrackingMode::Default
             || self.prefixes.is_empty()
             || self.prefixes.iter().any(|p| key.starts_with(p.as_bytes()))
     }
+}
+
+/// Does the server at `redis_version` (`INFO server`'s `redis_version`,
+/// which Valkey reports too) deliver every invalidation as a push of its
+/// own? From Redis 7.0.5 on. Before 7.0, an invalidation caused by the
+/// client's own command (a write inside `MULTI`/`EXEC`, a key expired
+/// lazily by an `MGET`) was written *inside* that command's reply, where
+/// no push handler sees it; before 7.0.5, `FLUSHALL`/`FLUSHDB`/`SWAPDB`
+/// inside a transaction did the same. On such a server the cache does not
+/// serve (and tracking is not turned on). An unreadable version is
+/// treated as too old.
+pub fn server_supported(redis_version: &str) -> bool {
+    let mut parts = redis_version.trim().split('.').map(|p| p.parse::<u32>());
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(Ok(major)), Some(Ok(minor)), Some(Ok(patch))) => (major, minor, patch) >= (7, 0, 5),
+        _ => false,
+    }
+}
+
+/// Does the command `args` (name first) change its connection's state in
+/// a way that silences or confuses the cache's invalidations (`CLIENT
+/// TRACKING OFF`, `RESET`, `HELLO 2`, `SELECT`, `AUTH`, ...: every command
+/// whose effect is [`ConnectionEffect::Lasting`](crate::commands::ConnectionEffect::Lasting))?
+/// On a client whose cache is on, such a command is refused on the shared
+/// connection (an exclusive connection takes it).
+pub fn breaks_tracking<'a>(args: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    crate::commands::connection_effect(args) == crate::commands::ConnectionEffect::Lasting
+}
+
+/// Must a write (`args`, name first) on the connection that carries the
+/// invalidations wait until the server's invalidation of what it wrote
+/// has been read, before it returns (read-your-writes)? Every command but
+/// the read-only ones, and `PFCOUNT`, which may rewrite its key.
+pub fn needs_fence(name: &[u8]) -> bool {
+    !crate::commands::is_read_only(name) || name.eq_ignore_ascii_case(b"PFCOUNT")
+}
+
+/// How a write's fence is sent: in default tracking mode the server sends
+/// a connection's invalidation of its own write right after the write
+/// (before it runs the next command), so a `PING` in the same round trip
+/// suffices; in broadcast mode it sends invalidations only once it has
+/// run every command it read in one go, so the `PING` must go out after
+/// the write's reply came back (one more round trip).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence {
+    /// A `PING` pipelined right behind the write.
+    Pipelined,
+    /// A `PING` sent once the write's reply is in.
+    AfterReply,
 }
 
 /// Whether the cache answers reads.
@@ -227,8 +313,18 @@ impl CacheStats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
     key: Arc<[u8]>,
+    /// The Redis keys the read depends on, in order.
+    keys: Vec<Arc<[u8]>>,
     token: u64,
     epoch: u64,
+}
+
+impl Reservation {
+    /// The Redis keys the read depends on, in the order the command names
+    /// them: the driver sends a `PTTL` for each with the read.
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = &[u8]> {
+        self.keys.iter().map(|k| &k[..])
+    }
 }
 
 /// What to do with a read.
@@ -252,6 +348,9 @@ pub enum Refused {
     Invalidated,
     /// The entry alone is larger than [`CacheConfig::max_bytes`].
     TooLarge,
+    /// The keys' `PTTL`s did not come with the reply (or a key expires at
+    /// once): without them, how long the value lives is unknown.
+    NoTtl,
 }
 
 /// Bytes an entry costs beyond its key and value: its bookkeeping, counted
@@ -398,6 +497,7 @@ impl<V: Clone> Cache<V> {
                 self.stats.misses += 1;
                 return Lookup::Miss(Reservation {
                     key: Arc::clone(&entry.key),
+                    keys: entry.keys.clone(),
                     token: tick,
                     epoch: self.epoch,
                 });
@@ -432,28 +532,54 @@ impl<V: Clone> Cache<V> {
         self.bytes += bytes;
         self.stats.misses += 1;
         self.evict(Some(&key));
+        let keys = match self.entries.get(&key) {
+            Some(entry) => entry.keys.clone(),
+            None => Vec::new(), // evicted at once: max_bytes below one entry
+        };
         Lookup::Miss(Reservation {
             key,
+            keys,
             token: tick,
             epoch: self.epoch,
         })
     }
 
-    /// The reply to a reserved read, `value_bytes` its size: kept (until
-    /// `now + ttl`) unless the connection or one of its keys changed since
-    /// the reservation.
+    /// The reply to a reserved read, `value_bytes` its size, read at
+    /// `read_at` (when it was sent) together with the `PTTL` of each of its
+    /// keys, in order (`key_ttls_ms`: -1 no expiry, -2 no key). Kept unless
+    /// the connection or one of its keys changed since the reservation,
+    /// until the earliest of `read_at + ttl` and the keys' own expiry: a
+    /// key the server expires is then never served past its expiry, even
+    /// when the server deletes it (and invalidates it) late.
     pub fn fill(
         &mut self,
-        now: Timestamp,
+        read_at: Timestamp,
         reservation: Reservation,
         value: V,
         value_bytes: u64,
+        key_ttls_ms: &[i64],
     ) -> Result<(), Refused> {
         if self.state != CacheState::Serving || reservation.epoch != self.epoch {
             return Err(Refused::Gap);
         }
+        if key_ttls_ms.len() != reservation.keys.len() {
+            self.cancel(reservation);
+            return Err(Refused::NoTtl);
+        }
+        let mut lifetime = self.config.ttl;
+        for &ms in key_ttls_ms {
+            match ms {
+                -2 | -1 => {}
+                ms if ms > 0 => lifetime = lifetime.min(Duration::from_millis(ms as u64)),
+                // Expiring now (0), or an answer PTTL never gives.
+                _ => {
+                    self.cancel(reservation);
+                    return Err(Refused::NoTtl);
+                }
+            }
+        }
         let max_bytes = self.config.max_bytes;
-        let expires = now.saturating_add(self.config.ttl);
+        let expires = read_at.saturating_add(lifetime);
         let Some(entry) = self.entries.get_mut(&reservation.key) else {
             return Err(Refused::Invalidated);
         };
@@ -586,7 +712,7 @@ mod tests {
     fn a_filled_read_is_served_until_its_key_is_invalidated() {
         let mut cache = serving();
         let r = miss(&mut cache, &[b"GET", b"k"]);
-        cache.fill(at(1), r, "v1", 2).unwrap();
+        cache.fill(at(1), r, "v1", 2, &[-1]).unwrap();
         assert!(matches!(
             cache.lookup(at(2), [&b"get"[..], b"k"]),
             Lookup::Hit("v1")
@@ -595,7 +721,7 @@ mod tests {
         let r = miss(&mut cache, &[b"GET", b"k"]);
         assert_eq!(cache.stats().hits, 1);
         assert_eq!(cache.stats().misses, 2);
-        cache.fill(at(3), r, "v2", 2).unwrap();
+        cache.fill(at(3), r, "v2", 2, &[-1]).unwrap();
         assert!(matches!(
             cache.lookup(at(4), [&b"GET"[..], b"k"]),
             Lookup::Hit("v2")
@@ -607,7 +733,10 @@ mod tests {
         let mut cache = serving();
         let r = miss(&mut cache, &[b"MGET", b"a", b"b"]);
         cache.invalidate([&b"b"[..]]);
-        assert_eq!(cache.fill(at(1), r, "old", 3), Err(Refused::Invalidated));
+        assert_eq!(
+            cache.fill(at(1), r, "old", 3, &[-1, -1]),
+            Err(Refused::Invalidated)
+        );
         assert_eq!(cache.stats().entries, 0);
         assert_eq!(cache.stats().bytes, 0);
     }
@@ -622,7 +751,7 @@ mod tests {
             Lookup::Bypass
         ));
         cache.connected();
-        assert_eq!(cache.fill(at(2), r, "old", 3), Err(Refused::Gap));
+        assert_eq!(cache.fill(at(2), r, "old", 3, &[-1]), Err(Refused::Gap));
         assert_eq!(cache.stats().gap_flushes, 1);
     }
 
@@ -630,12 +759,12 @@ mod tests {
     fn entries_are_dropped_at_a_gap_and_expire_after_the_ttl() {
         let mut cache = serving();
         let r = miss(&mut cache, &[b"GET", b"k"]);
-        cache.fill(at(0), r, "v", 1).unwrap();
+        cache.fill(at(0), r, "v", 1, &[-1]).unwrap();
         cache.lost();
         cache.connected();
         miss(&mut cache, &[b"GET", b"k"]);
         let r = miss(&mut cache, &[b"GET", b"j"]);
-        cache.fill(at(0), r, "v", 1).unwrap();
+        cache.fill(at(0), r, "v", 1, &[-1]).unwrap();
         assert!(matches!(
             cache.lookup(at(59_999), [&b"GET"[..], b"j"]),
             Lookup::Hit(_)
@@ -686,14 +815,14 @@ mod tests {
         cache.connected();
         for k in [&b"a"[..], b"b"] {
             let r = miss(&mut cache, &[b"GET", k]);
-            cache.fill(at(0), r, "v", 1).unwrap();
+            cache.fill(at(0), r, "v", 1, &[-1]).unwrap();
         }
         assert!(matches!(
             cache.lookup(at(0), [&b"GET"[..], b"a"]),
             Lookup::Hit(_)
         ));
         let r = miss(&mut cache, &[b"GET", b"c"]);
-        cache.fill(at(0), r, "v", 1).unwrap();
+        cache.fill(at(0), r, "v", 1, &[-1]).unwrap();
         assert!(matches!(
             cache.lookup(at(0), [&b"GET"[..], b"a"]),
             Lookup::Hit(_)
@@ -711,7 +840,10 @@ mod tests {
         let mut cache: Cache<&str> = Cache::new(config).unwrap();
         cache.connected();
         let r = miss(&mut cache, &[b"GET", b"k"]);
-        assert_eq!(cache.fill(at(0), r, "huge", 1_000), Err(Refused::TooLarge));
+        assert_eq!(
+            cache.fill(at(0), r, "huge", 1_000, &[-1]),
+            Err(Refused::TooLarge)
+        );
         assert_eq!(cache.stats().bytes, 0);
     }
 
@@ -725,7 +857,7 @@ mod tests {
         let third = miss(&mut cache, &[b"GET", b"k"]);
         cache.cancel(second);
         assert_eq!(cache.stats().entries, 1, "taken over by the third");
-        cache.fill(at(0), third, "v", 1).unwrap();
+        cache.fill(at(0), third, "v", 1, &[-1]).unwrap();
         cache.cancel(first);
         assert!(matches!(
             cache.lookup(at(1), [&b"GET"[..], b"k"]),
@@ -734,10 +866,62 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_lives_no_longer_than_its_keys() {
+        let mut cache = serving();
+        let r = miss(&mut cache, &[b"MGET", b"a", b"b"]);
+        assert_eq!(r.keys().collect::<Vec<_>>(), [&b"a"[..], b"b"]);
+        // b expires 500 ms after the read was sent; a never does.
+        cache.fill(at(100), r, "v", 1, &[-1, 500]).unwrap();
+        fn get(cache: &mut Cache<&'static str>, t: u64) -> Lookup<&'static str> {
+            cache.lookup(at(t), [&b"MGET"[..], b"a", b"b"])
+        }
+        assert!(matches!(get(&mut cache, 599), Lookup::Hit(_)));
+        assert!(matches!(get(&mut cache, 600), Lookup::Miss(_)));
+        // Without the keys' PTTLs (or with one expiring now), nothing is kept.
+        let r = miss(&mut cache, &[b"GET", b"k"]);
+        assert_eq!(cache.fill(at(0), r, "v", 1, &[]), Err(Refused::NoTtl));
+        let r = miss(&mut cache, &[b"GET", b"k"]);
+        assert_eq!(cache.fill(at(0), r, "v", 1, &[0]), Err(Refused::NoTtl));
+        assert!(matches!(get(&mut cache, 700), Lookup::Miss(_)));
+        assert_eq!(cache.stats().entries, 1, "only the MGET's new reservation");
+    }
+
+    #[test]
+    fn servers_before_7_0_5_are_not_served_and_state_changes_are_named() {
+        for ok in ["7.0.5", "7.0.15", "7.2.4", "8.0.0", "10.1.2 "] {
+            assert!(server_supported(ok), "{ok}");
+        }
+        for old in ["7.0.4", "6.2.14", "6.0.0", "", "7", "x.y.z", "7.0"] {
+            assert!(!server_supported(old), "{old}");
+        }
+        let args = |s: &'static str| s.split(' ').map(str::as_bytes);
+        for breaks in [
+            "CLIENT TRACKING OFF",
+            "SELECT 2",
+            "RESET",
+            "HELLO 2",
+            "AUTH p",
+        ] {
+            assert!(breaks_tracking(args(breaks)), "{breaks}");
+        }
+        for fine in ["GET k", "CLIENT ID", "SET k v", "MULTI"] {
+            assert!(!breaks_tracking(args(fine)), "{fine}");
+        }
+        assert!(needs_fence(b"SET") && needs_fence(b"pfcount") && needs_fence(b"EVAL"));
+        assert!(!needs_fence(b"GET") && !needs_fence(b"MGET"));
+        let broadcast = CacheConfig {
+            mode: TrackingMode::Broadcast,
+            ..CacheConfig::default()
+        };
+        assert_eq!(broadcast.fence(), Fence::AfterReply);
+        assert_eq!(CacheConfig::default().fence(), Fence::Pipelined);
+    }
+
+    #[test]
     fn flushall_empties_the_cache() {
         let mut cache = serving();
         let r = miss(&mut cache, &[b"GET", b"k"]);
-        cache.fill(at(0), r, "v", 1).unwrap();
+        cache.fill(at(0), r, "v", 1, &[-1]).unwrap();
         cache.invalidate_all();
         assert_eq!(cache.stats().entries, 0);
         assert_eq!(cache.state(), CacheState::Serving);

@@ -6,6 +6,7 @@
 //! server's value. No read is served across a gap.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
 
 use proptest::prelude::*;
 use relink_core::cache::{Cache, CacheConfig, CacheState, Lookup, Reservation};
@@ -37,6 +38,8 @@ enum Op {
     Gap,
     /// A new connection with tracking on.
     Reconnect,
+    /// Time passes.
+    Tick(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -51,6 +54,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..8usize).prop_map(Op::GiveUp),
         1 => Just(Op::Gap),
         1 => Just(Op::Reconnect),
+        1 => (1..40u64).prop_map(Op::Tick),
     ]
 }
 
@@ -75,9 +79,27 @@ struct World {
     /// Replies read, not yet given to the cache by their callers.
     delivered: Vec<(Option<Reservation>, Vec<u64>)>,
     hits: u64,
+    /// Milliseconds of virtual time.
+    now: u64,
+    max_entries: u64,
 }
 
 impl World {
+    fn new(config: CacheConfig) -> World {
+        World {
+            max_entries: u64::from(config.max_entries),
+            cache: Cache::new(config).unwrap(),
+            values: [0; 4],
+            up: false,
+            tracked: BTreeSet::new(),
+            sent: VecDeque::new(),
+            inbound: VecDeque::new(),
+            delivered: Vec::new(),
+            hits: 0,
+            now: 0,
+        }
+    }
+
     fn pending_invalidation(&self, key: usize) -> bool {
         self.inbound.iter().any(|m| {
             matches!(m, Message::Invalidate(None))
@@ -85,8 +107,10 @@ impl World {
         })
     }
 
-    fn step(&mut self, op: Op, now: Timestamp) -> Result<(), TestCaseError> {
+    fn step(&mut self, op: Op) -> Result<(), TestCaseError> {
+        let now = Timestamp::from_millis(self.now);
         match op {
+            Op::Tick(ms) => self.now += ms,
             Op::Read { key, other, multi } => {
                 let keys: Vec<usize> = if multi && other != key {
                     vec![key, other]
@@ -159,7 +183,8 @@ impl World {
                     let (r, value) = self.delivered.remove(i % self.delivered.len());
                     if let Some(r) = r {
                         let bytes = 8 * value.len() as u64;
-                        let _ = self.cache.fill(now, r, value, bytes);
+                        let ttls = vec![-1; value.len()];
+                        let _ = self.cache.fill(now, r, value, bytes, &ttls);
                     }
                 }
             }
@@ -192,7 +217,8 @@ impl World {
             }
         }
         let stats = self.cache.stats();
-        prop_assert!(stats.entries <= 10_000 && stats.bytes <= 64 << 20);
+        prop_assert!(stats.entries <= self.max_entries, "{:?}", stats);
+        prop_assert!(stats.bytes <= self.cache.config().max_bytes, "{:?}", stats);
         Ok(())
     }
 }
@@ -201,19 +227,19 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(1_000))]
 
     #[test]
-    fn no_stale_hit_and_nothing_served_across_a_gap(ops in prop::collection::vec(op(), 1..300)) {
-        let mut world = World {
-            cache: Cache::new(CacheConfig::default()).unwrap(),
-            values: [0; 4],
-            up: false,
-            tracked: BTreeSet::new(),
-            sent: VecDeque::new(),
-            inbound: VecDeque::new(),
-            delivered: Vec::new(),
-            hits: 0,
-        };
-        for (i, op) in ops.into_iter().enumerate() {
-            world.step(op, Timestamp::from_millis(i as u64))?;
+    fn no_stale_hit_and_nothing_served_across_a_gap(
+        ops in prop::collection::vec(op(), 1..300),
+        max_entries in 1..6u32,
+        max_bytes in 80..400u64,
+        ttl_ms in 1..100u64,
+    ) {
+        let config = CacheConfig::default()
+            .with_max_entries(max_entries)
+            .with_max_bytes(max_bytes)
+            .with_ttl(Duration::from_millis(ttl_ms));
+        let mut world = World::new(config);
+        for op in ops {
+            world.step(op)?;
         }
     }
 }
@@ -221,23 +247,14 @@ proptest! {
 /// The simulation is not vacuous: schedules do hit the cache, across gaps.
 #[test]
 fn the_simulation_reaches_hits_after_gaps() {
-    let mut world = World {
-        cache: Cache::new(CacheConfig::default()).unwrap(),
-        values: [0; 4],
-        up: false,
-        tracked: BTreeSet::new(),
-        sent: VecDeque::new(),
-        inbound: VecDeque::new(),
-        delivered: Vec::new(),
-        hits: 0,
-    };
+    let mut world = World::new(CacheConfig::default());
     let read = Op::Read {
         key: 0,
         other: 0,
         multi: false,
     };
     let mut by_epoch = BTreeMap::new();
-    for round in 0..3u64 {
+    for _ in 0..3 {
         for op in [
             Op::Reconnect,
             read.clone(),
@@ -251,7 +268,7 @@ fn the_simulation_reaches_hits_after_gaps() {
             Op::Gap,
             Op::Write(0),
         ] {
-            world.step(op, Timestamp::from_millis(round)).unwrap();
+            world.step(op).unwrap();
         }
         by_epoch.insert(world.cache.epoch(), world.hits);
     }

@@ -26,11 +26,14 @@
 //! # }
 //! ```
 
-use std::sync::Mutex;
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
 
-use redis::{Cmd, PushInfo, PushKind, Value};
-use relink_core::cache::{Cache, Lookup, Reservation};
+use redis::{Cmd, PushInfo, PushKind, RedisError, Value};
+use relink_core::cache::{Cache, Fence, Lookup, Reservation};
 use relink_core::Timestamp;
+
+use crate::calls::Request;
 
 pub use relink_core::cache::{CacheConfig, CacheState, CacheStats, TrackingMode};
 
@@ -39,11 +42,14 @@ pub use relink_core::cache::{CacheConfig, CacheState, CacheStats, TrackingMode};
 #[derive(Debug)]
 pub(crate) struct ClientCache {
     inner: Mutex<Inner>,
+    /// How writes on the tracking connection are fenced (the mode's).
+    fence: Fence,
 }
 
 #[derive(Debug)]
 struct Inner {
-    cache: Cache<Value>,
+    /// Values behind an `Arc`: a hit clones the reply outside the lock.
+    cache: Cache<Arc<Value>>,
     /// The connection whose invalidations the cache serves on.
     generation: u64,
 }
@@ -51,6 +57,7 @@ struct Inner {
 impl ClientCache {
     pub(crate) fn new(config: CacheConfig) -> Result<ClientCache, relink_core::ConfigError> {
         Ok(ClientCache {
+            fence: config.fence(),
             inner: Mutex::new(Inner {
                 cache: Cache::new(config)?,
                 generation: 0,
@@ -111,21 +118,34 @@ impl ClientCache {
         args.into_iter().map(<[u8]>::to_vec).collect()
     }
 
-    pub(crate) fn lookup(&self, now: Timestamp, cmd: &Cmd) -> Lookup<Value> {
-        self.lock().cache.lookup(now, crate::calls::args(cmd))
+    /// How writes are fenced.
+    pub(crate) fn fence(&self) -> Fence {
+        self.fence
     }
 
-    /// The reply to a reserved read: kept if the core allows (a server
-    /// error never is: its reservation is given back).
-    pub(crate) fn fill(&self, now: Timestamp, reservation: Reservation, value: &Value) {
-        if matches!(value, Value::ServerError(_)) {
-            return self.cancel(reservation);
+    /// The core's answer for `cmd`; a hit's value is cloned out of the lock.
+    pub(crate) fn lookup(&self, now: Timestamp, cmd: &Cmd) -> Lookup<Value> {
+        let found = self.lock().cache.lookup(now, crate::calls::args(cmd));
+        match found {
+            Lookup::Hit(value) => Lookup::Hit(Value::clone(&value)),
+            Lookup::Miss(reservation) => Lookup::Miss(reservation),
+            Lookup::Bypass => Lookup::Bypass,
         }
+    }
+
+    /// The reply to a reserved read, with what the probe learned: kept if
+    /// the core allows (a server error never is: its reservation is given
+    /// back).
+    fn fill(&self, reservation: Reservation, value: &Value, probe: Probe) {
+        let (Some(read_at), false) = (probe.sent_at, matches!(value, Value::ServerError(_))) else {
+            return self.cancel(reservation);
+        };
         let bytes = value_bytes(value);
+        let value = Arc::new(value.clone());
         let _ = self
             .lock()
             .cache
-            .fill(now, reservation, value.clone(), bytes);
+            .fill(read_at, reservation, value, bytes, &probe.ttls);
     }
 
     /// A reserved read that will not be answered.
@@ -140,6 +160,22 @@ impl ClientCache {
     pub(crate) fn state(&self) -> CacheState {
         self.lock().cache.state()
     }
+}
+
+/// What a missed read learns on its way: the keys to ask `PTTL` of, and,
+/// from the attempt that answered, when it was sent and their `PTTL`s.
+#[derive(Debug, Default)]
+struct Probe {
+    keys: Vec<Vec<u8>>,
+    sent_at: Option<Timestamp>,
+    ttls: Vec<i64>,
+}
+
+tokio::task_local! {
+    /// The probe of the missed read this task is running, if any: how the
+    /// transport, several calls deep, hands the keys' `PTTL`s back without
+    /// every layer between carrying them.
+    static PROBE: RefCell<Probe>;
 }
 
 /// A read's reservation while the read runs: given back if the call fails
@@ -157,15 +193,70 @@ impl<'a> Filling<'a> {
         }
     }
 
-    /// The call's result: a reply fills the entry; a failure gives the
-    /// reservation back (on drop).
-    pub(crate) fn done(mut self, now: Timestamp, result: &Result<Value, redis::RedisError>) {
-        if let Ok(value) = result {
+    /// Runs the read (`call`), its transport sending a `PTTL` of each key
+    /// with it ([`send_probed`]); a reply fills the entry, a failure gives
+    /// the reservation back (on drop).
+    pub(crate) async fn run(
+        mut self,
+        call: impl std::future::Future<Output = Result<Value, RedisError>>,
+    ) -> Result<Value, RedisError> {
+        let keys = match &self.reservation {
+            Some(r) => r.keys().map(<[u8]>::to_vec).collect(),
+            None => Vec::new(),
+        };
+        let probe = RefCell::new(Probe {
+            keys,
+            ..Probe::default()
+        });
+        let (result, probe) = PROBE
+            .scope(probe, async {
+                let result = call.await;
+                (result, PROBE.with(RefCell::take))
+            })
+            .await;
+        if let Ok(value) = &result {
             if let Some(reservation) = self.reservation.take() {
-                self.cache.fill(now, reservation, value);
+                self.cache.fill(reservation, value, probe);
             }
         }
+        result
     }
+}
+
+/// Sends a cacheable read; when it is a missed read's (a probe is in
+/// scope), with a `PTTL` of each of its keys in the same round trip,
+/// recorded in the probe with the time it was sent. Answers with the
+/// read's own reply.
+pub(crate) async fn send_probed(
+    conn: &mut redis::aio::MultiplexedConnection,
+    cmd: &Cmd,
+    now: Timestamp,
+) -> Result<Value, RedisError> {
+    let keys = PROBE
+        .try_with(|p| p.borrow().keys.clone())
+        .unwrap_or_default();
+    if keys.is_empty() {
+        return conn.send_packed_command(cmd).await;
+    }
+    let mut pipe = redis::pipe();
+    pipe.add_command(cmd.clone());
+    for key in &keys {
+        pipe.cmd("PTTL").arg(&key[..]);
+    }
+    let mut values = conn.send_packed_commands(&pipe, 0, 1 + keys.len()).await?;
+    let ttls = values
+        .drain(1..)
+        .map(|v| match v {
+            Value::Int(ms) => ms,
+            _ => i64::MIN, // not an answer PTTL gives: the core keeps nothing
+        })
+        .collect();
+    let _ = PROBE.try_with(|p| {
+        let mut p = p.borrow_mut();
+        p.sent_at = Some(now);
+        p.ttls = ttls;
+    });
+    Ok(values.pop().unwrap_or(Value::Nil))
 }
 
 impl Drop for Filling<'_> {
@@ -189,17 +280,36 @@ impl Drop for Filling<'_> {
 /// reply is in, the invalidation has been applied. No table of which
 /// keys each write touches is needed (scripts, transactions and `RENAME`
 /// included).
+///
+/// In broadcast mode the server sends invalidations only after running
+/// everything it read in one go (the `PING` with it), so there the `PING`
+/// goes out once the write's reply is in ([`Fence::AfterReply`]).
 pub(crate) async fn send_fenced(
     conn: &mut redis::aio::MultiplexedConnection,
-    request: crate::calls::Request<'_>,
-) -> Result<Value, redis::RedisError> {
+    request: Request<'_>,
+    fence: Fence,
+) -> Result<Value, RedisError> {
+    if fence == Fence::AfterReply {
+        let reply = request.send(conn).await?;
+        conn.send_packed_command(&redis::cmd("PING")).await?;
+        return Ok(reply);
+    }
     let (pipe, offset, count) = crate::durable::with_wait(request, false, redis::cmd("PING"));
     let mut values = conn.send_packed_commands(&pipe, offset, count).await?;
     values.pop(); // the fence's PONG
-    Ok(match request {
-        crate::calls::Request::Cmd(_) => values.pop().unwrap_or(Value::Nil),
-        crate::calls::Request::Pipeline { .. } => Value::Array(values),
-    })
+    match request {
+        Request::Cmd(_) => Ok(values.pop().unwrap_or(Value::Nil)),
+        Request::Pipeline { pipeline, .. } => {
+            // Written out as MULTI ... EXEC: an aborted transaction's error
+            // is the answer, as redis-rs would give it.
+            if pipeline.is_transaction() {
+                if let Some(Value::ServerError(e)) = values.last() {
+                    return Err(RedisError::from(e.clone()));
+                }
+            }
+            Ok(Value::Array(values))
+        }
+    }
 }
 
 /// The memory a reply holds, roughly: its bytes, and a word per element.

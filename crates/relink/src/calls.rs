@@ -689,25 +689,41 @@ pub(crate) enum Request<'a> {
 }
 
 impl Request<'_> {
+    /// Does `f` hold for any command in it?
+    fn any(&self, f: impl Fn(&Cmd) -> bool) -> bool {
+        match self {
+            Request::Cmd(cmd) => f(cmd),
+            Request::Pipeline { pipeline, .. } => pipeline.cmd_iter().any(f),
+        }
+    }
+
     /// Safe to run twice: every command in it is read-only by the command table.
     pub(crate) fn is_read_only(&self) -> bool {
-        let cmd_is_read_only = |cmd: &Cmd| match cmd.args_iter().next() {
-            Some(redis::Arg::Simple(name)) => relink_core::commands::is_read_only(name),
-            _ => false,
-        };
-        match self {
-            Request::Cmd(cmd) => cmd_is_read_only(cmd),
-            Request::Pipeline { pipeline, .. } => pipeline.cmd_iter().all(cmd_is_read_only),
-        }
+        !self.any(|cmd| match cmd.args_iter().next() {
+            Some(redis::Arg::Simple(name)) => !relink_core::commands::is_read_only(name),
+            _ => true,
+        })
+    }
+
+    /// Must it wait for the cache's invalidations of what it writes
+    /// (the core's `cache::needs_fence`: anything but a read)?
+    pub(crate) fn needs_fence(&self) -> bool {
+        self.any(|cmd| match cmd.args_iter().next() {
+            Some(redis::Arg::Simple(name)) => relink_core::cache::needs_fence(name),
+            _ => true,
+        })
+    }
+
+    /// Does any command in it change the connection's state in a way that
+    /// silences or confuses the cache's invalidations (the core's
+    /// `cache::breaks_tracking`)?
+    pub(crate) fn breaks_tracking(&self) -> bool {
+        self.any(|cmd| relink_core::cache::breaks_tracking(args(cmd)))
     }
 
     /// Does a cluster run any command in it on many nodes (`FLUSHALL`, ...)?
     pub(crate) fn fans_out_on_cluster(&self) -> bool {
-        let of = |cmd: &Cmd| relink_core::commands::fans_out_on_cluster(args(cmd));
-        match self {
-            Request::Cmd(cmd) => of(cmd),
-            Request::Pipeline { pipeline, .. } => pipeline.cmd_iter().any(of),
-        }
+        self.any(|cmd| relink_core::commands::fans_out_on_cluster(args(cmd)))
     }
 
     /// Does it block its connection (a blocking command, or a pipeline with

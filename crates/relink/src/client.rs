@@ -351,6 +351,16 @@ impl Shared {
             let mut lease = lease.map_err(Error::into_redis)?;
             return lease.run(request).await;
         }
+        if self.cache.is_some() && request.breaks_tracking() {
+            return Err(Error::InvalidCommand {
+                reason: "with the client-side cache on, a command that changes the shared \
+                         connection's state (CLIENT TRACKING, SELECT, RESET, HELLO, AUTH, ...) \
+                         would silence or confuse its invalidations: run it on a connection of \
+                         its own (Client::exclusive)"
+                    .to_owned(),
+            }
+            .into_redis());
+        }
         if let (Some(cache), Request::Cmd(cmd), None) = (&self.cache, request, options.durable) {
             // The core decides: answer from memory, or send and maybe keep
             // the reply (a durable handle's reads go out: it asked for the
@@ -364,10 +374,10 @@ impl Shared {
                     return Ok(value);
                 }
                 Lookup::Miss(reservation) => {
-                    let filling = crate::cache::Filling::new(cache, reservation);
-                    let result = self.calls.run(self, request, options, blocking).await;
-                    filling.done(self.now(), &result);
-                    return result;
+                    let call = self.calls.run(self, request, options, blocking);
+                    return crate::cache::Filling::new(cache, reservation)
+                        .run(call)
+                        .await;
                 }
                 Lookup::Bypass => {}
             }
@@ -389,7 +399,9 @@ impl Shared {
         let ping = redis::cmd("PING");
         let answered = tokio::select! {
             biased;
-            r = conn.send_packed_command(&ping) => r.is_ok(),
+            // Any reply, an error one too (-BUSY during a script), comes
+            // after what the server sent before it.
+            r = conn.send_packed_command(&ping) => r.as_ref().map_or_else(is_server_reply, |_| true),
             _ = live.dead.cancelled() => false,
         };
         if !answered {
@@ -949,11 +961,17 @@ impl Transport for Shared {
                     crate::durable::send(&mut conn, request, durable, live.waitaof).await
                 }
                 // With the cache on, a write returns only once the server's
-                // invalidation of what it wrote has been applied.
-                None if self.cache.is_some() && !request.is_read_only() => {
-                    crate::cache::send_fenced(&mut conn, request).await
-                }
-                None => request.send(&mut conn).await,
+                // invalidation of what it wrote has been applied, and a
+                // missed read brings its keys' PTTLs.
+                None => match (&self.cache, request) {
+                    (Some(cache), _) if request.needs_fence() => {
+                        crate::cache::send_fenced(&mut conn, request, cache.fence()).await
+                    }
+                    (Some(_), Request::Cmd(cmd)) => {
+                        crate::cache::send_probed(&mut conn, cmd, self.now()).await
+                    }
+                    _ => request.send(&mut conn).await,
+                },
             }
         };
         let result = if live.kill.is_some() {
@@ -1032,6 +1050,8 @@ struct Setup {
     client_id: Option<i64>,
     /// The server has `WAITAOF`.
     waitaof: bool,
+    /// The cache's tracking is on (the server is one the core supports).
+    tracking: bool,
 }
 
 /// A connection attempt in flight: attempt number, the generation its
@@ -1306,17 +1326,38 @@ impl Driver {
                             );
                         }
                         // The cache's tracking, before the connection
-                        // carries a single read.
+                        // carries a single read, on a server the core
+                        // says delivers every invalidation as a push.
+                        let mut tracking_on = false;
                         if let Some(tracking) = &tracking {
-                            let mut cmd = redis::Cmd::new();
-                            for arg in tracking {
-                                cmd.arg(&arg[..]);
+                            let info: String = redis::cmd("INFO")
+                                .arg("server")
+                                .query_async(&mut *conn)
+                                .await?;
+                            let version = info
+                                .lines()
+                                .find_map(|l| l.strip_prefix("redis_version:"))
+                                .unwrap_or("");
+                            if relink_core::cache::server_supported(version) {
+                                let mut cmd = redis::Cmd::new();
+                                for arg in tracking {
+                                    cmd.arg(&arg[..]);
+                                }
+                                cmd.exec_async(&mut *conn).await?;
+                                tracking_on = true;
+                            } else {
+                                tracing::warn!(
+                                    version,
+                                    "client-side cache not serving: the server (redis_version \
+                                     {version}) may send invalidations inside replies (before \
+                                     Redis 7.0.5); every read goes to the server"
+                                );
                             }
-                            cmd.exec_async(&mut *conn).await?;
                         }
                         Ok(Setup {
                             client_id: id,
                             waitaof,
+                            tracking: tracking_on,
                         })
                     };
                     match setup.await {
@@ -1533,9 +1574,14 @@ impl Driver {
             _open: self.shared.calls.metrics.open(),
         };
         // Tracking is on there (the setup turned it on): the cache starts
-        // anew on it, before any call can see the connection.
+        // anew on it, before any call can see the connection. Without it
+        // (a server too old), the cache stays suspended, and empty.
         if let Some(cache) = &self.shared.cache {
-            cache.connected(generation);
+            if setup.tracking {
+                cache.connected(generation);
+            } else {
+                cache.lost(None);
+            }
         }
         if let Some(old) = self.shared.live.swap(Some(Arc::new(live))) {
             old.close();

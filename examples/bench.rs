@@ -377,7 +377,11 @@ impl TaskOps {
     }
 
     /// Sends the `i`th op; whether it succeeded, and whether it was a GET.
-    async fn step<C: ConnectionLike + Send + Sync>(&mut self, conn: &mut C, i: usize) -> (bool, bool) {
+    async fn step<C: ConnectionLike + Send + Sync>(
+        &mut self,
+        conn: &mut C,
+        i: usize,
+    ) -> (bool, bool) {
         let (key, set) = match self {
             TaskOps::SetGet { key } => (&*key, i % 2 == 0),
             TaskOps::Keys {
@@ -2261,7 +2265,11 @@ fn median_of(runs: &[CacheRun], f: fn(&CacheRun) -> f64) -> f64 {
 
 /// The median of `f` over `a`, and of the ratios `f(a[i]) / f(b[i])`.
 fn paired(a: &[CacheRun], b: &[CacheRun], f: fn(&CacheRun) -> f64) -> (f64, f64) {
-    let ratios: Vec<f64> = a.iter().zip(b).map(|(a, b)| f(a) / f(b).max(1e-9)).collect();
+    let ratios: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(a, b)| f(a) / f(b).max(1e-9))
+        .collect();
     (median_of(a, f), median(&ratios))
 }
 
@@ -2331,7 +2339,11 @@ async fn cache_section(
         for round in 0..CACHE_ROUNDS {
             for k in 0..sides.len() {
                 // A B C, C B A, ...
-                let side = if round % 2 == 0 { k } else { sides.len() - 1 - k };
+                let side = if round % 2 == 0 {
+                    k
+                } else {
+                    sides.len() - 1 - k
+                };
                 runs[side].push(sides[side].run(tasks, &gets).await?);
             }
         }

@@ -15,6 +15,10 @@
 //! 8. GET/SET throughput and p50/p99 over TLS (a private CA made here):
 //!    relink against redis-rs over TLS with its defaults, as in 1 (needs the
 //!    `tls-rustls` feature, which `cargo xtask bench` turns on).
+//! 9. Client-side caching: `GET` of a working set that fits the cache,
+//!    cached relink against uncached relink and raw redis-rs at 1, 16 and 64
+//!    tasks, and 90% GET / 10% SET cached against uncached (a cached
+//!    client's write carries a `PING` fence).
 //!
 //! Everything runs on loopback against a redis-server spawned here. The
 //! report is printed as Markdown and written to `target/relink-bench.md`.
@@ -27,8 +31,10 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncCommands, AsyncConnectionConfig};
+use relink::cache::CacheConfig;
 use relink::config::{OutagePolicy, SentinelConfig};
 use relink::core::backoff::{BackoffPolicy, Jitter, Strategy};
+use relink::core::rng::SplitMix64;
 use relink::core::supervisor::HeartbeatConfig;
 use relink::core::sync::SyncCursor;
 use relink::sync::{Follower, Publisher, SyncEvent, TopicOptions};
@@ -181,7 +187,7 @@ fn report_path() -> PathBuf {
 }
 
 /// The sections, in the order they run; `--only NAME` runs one.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "throughput",
     "detection",
     "deadline",
@@ -193,6 +199,7 @@ const SECTIONS: [&str; 11] = [
     "tls",
     "durable",
     "loss",
+    "cache",
 ];
 
 async fn run(only: Option<&str>) -> Res<String> {
@@ -247,6 +254,9 @@ async fn run(only: Option<&str>) -> Res<String> {
     }
     if wanted("loss") {
         loss_section(&mut md).await?;
+    }
+    if wanted("cache") {
+        cache_section(&server, &mut md, &mut verdicts).await?;
     }
 
     writeln!(md, "## Verdict\n")?;
@@ -305,68 +315,180 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// `tasks` tasks, each alternating SET and GET of its own key with a 16-byte
-/// value, for WARMUP (not recorded) then MEASURE.
-async fn load<C>(conn: C, tasks: usize, tag: &str) -> Res<RunResult>
+/// How long one load run lasts, and how many ops one task may record.
+#[derive(Clone, Copy)]
+struct Timing {
+    warmup: Duration,
+    measure: Duration,
+    /// Most latencies one task records in one run (and a quarter of the most
+    /// ops it sends).
+    max_samples: usize,
+}
+
+/// Section 1's runs.
+const TIMING: Timing = Timing {
+    warmup: WARMUP,
+    measure: MEASURE,
+    max_samples: MAX_SAMPLES_PER_TASK,
+};
+
+/// What each task of a load run does.
+#[derive(Clone)]
+enum Workload {
+    /// Alternate `SET k v` / `GET k` on the task's own key `bench:<tag>:<t>`.
+    SetGet { tag: &'static str },
+    /// `GET` keys drawn uniformly from `keys`; `set_percent` of the ops a
+    /// `SET` of the key drawn instead.
+    Keys {
+        keys: Arc<[String]>,
+        set_percent: u64,
+        seed: u64,
+    },
+}
+
+/// One task's share of a [`Workload`].
+enum TaskOps {
+    SetGet {
+        key: String,
+    },
+    Keys {
+        keys: Arc<[String]>,
+        set_percent: u64,
+        rng: SplitMix64,
+    },
+}
+
+impl TaskOps {
+    fn new(workload: &Workload, task: usize) -> TaskOps {
+        match workload {
+            Workload::SetGet { tag } => TaskOps::SetGet {
+                key: format!("bench:{tag}:{task}"),
+            },
+            Workload::Keys {
+                keys,
+                set_percent,
+                seed,
+            } => TaskOps::Keys {
+                keys: Arc::clone(keys),
+                set_percent: *set_percent,
+                rng: SplitMix64::new(seed ^ task as u64),
+            },
+        }
+    }
+
+    /// Sends the `i`th op; whether it succeeded, and whether it was a GET.
+    async fn step<C: ConnectionLike + Send + Sync>(
+        &mut self,
+        conn: &mut C,
+        i: usize,
+    ) -> (bool, bool) {
+        let (key, set) = match self {
+            TaskOps::SetGet { key } => (&*key, i % 2 == 0),
+            TaskOps::Keys {
+                keys,
+                set_percent,
+                rng,
+            } => {
+                let pick = rng.range_inclusive(0, keys.len() as u64 - 1) as usize;
+                let set = rng.range_inclusive(0, 99) < *set_percent;
+                (&keys[pick], set)
+            }
+        };
+        if set {
+            (conn.set::<_, _, ()>(key, &VALUE[..]).await.is_ok(), false)
+        } else {
+            (conn.get::<_, Option<Vec<u8>>>(key).await.is_ok(), true)
+        }
+    }
+}
+
+/// What the tasks of one load run recorded: latencies in nanoseconds.
+#[derive(Default)]
+struct Recorded {
+    errors: u64,
+    gets_ns: Vec<u32>,
+    sets_ns: Vec<u32>,
+}
+
+/// `tasks` tasks doing `workload` through clones of `conn`, for the
+/// warm-up (not recorded) then the measured time.
+async fn run_load<C>(conn: C, tasks: usize, workload: &Workload, timing: Timing) -> Res<Recorded>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
     let begin = Instant::now();
-    let measure_from = begin + WARMUP;
-    let end = measure_from + MEASURE;
+    let measure_from = begin + timing.warmup;
+    let end = measure_from + timing.measure;
     let mut handles = Vec::with_capacity(tasks);
     for t in 0..tasks {
         let mut conn = conn.clone();
-        let key = format!("bench:{tag}:{t}");
+        let mut ops = TaskOps::new(workload, t);
         handles.push(tokio::spawn(async move {
-            let mut latencies: Vec<u32> = Vec::with_capacity(4096);
-            let mut gets: Vec<u32> = Vec::with_capacity(2048);
-            let mut errors = 0u64;
+            let mut record = Recorded {
+                gets_ns: Vec::with_capacity(4096),
+                sets_ns: Vec::with_capacity(2048),
+                ..Recorded::default()
+            };
             let mut i = 0usize;
             // Bounded by time and by count.
-            while latencies.len() < MAX_SAMPLES_PER_TASK && i < 4 * MAX_SAMPLES_PER_TASK {
+            while record.gets_ns.len() + record.sets_ns.len() < timing.max_samples
+                && i < 4 * timing.max_samples
+            {
                 let start = Instant::now();
                 if start >= end {
                     break;
                 }
-                let ok = if i % 2 == 0 {
-                    conn.set::<_, _, ()>(&key, &VALUE[..]).await.is_ok()
-                } else {
-                    conn.get::<_, Option<Vec<u8>>>(&key).await.is_ok()
-                };
+                let (ok, get) = ops.step(&mut conn, i).await;
                 let done = Instant::now();
                 i += 1;
                 if !ok {
-                    errors += 1;
+                    record.errors += 1;
                 } else if start >= measure_from && done <= end {
-                    let us = (done - start).as_micros().min(u128::from(u32::MAX)) as u32;
-                    latencies.push(us);
-                    if i % 2 == 0 {
-                        gets.push(us); // `i` was bumped: this op was a GET
+                    let ns = (done - start).as_nanos().min(u128::from(u32::MAX)) as u32;
+                    if get {
+                        record.gets_ns.push(ns);
+                    } else {
+                        record.sets_ns.push(ns);
                     }
                 }
             }
-            (latencies, gets, errors)
+            record
         }));
     }
-    let mut result = RunResult {
-        elapsed: MEASURE,
-        ..RunResult::default()
-    };
     let joined = tokio::time::timeout(
-        WARMUP + MEASURE + Duration::from_secs(10),
+        timing.warmup + timing.measure + Duration::from_secs(10),
         futures_util::future::join_all(handles),
     )
     .await
     .map_err(|_| "a load run did not finish within 10 s of its end")?;
+    let mut all = Recorded::default();
     for handle in joined {
-        let (latencies, gets, errors) = handle?;
-        result.ops += latencies.len() as u64;
-        result.errors += errors;
-        result.latencies_us.extend(latencies);
-        result.get_latencies_us.extend(gets);
+        let record = handle?;
+        all.errors += record.errors;
+        all.gets_ns.extend(record.gets_ns);
+        all.sets_ns.extend(record.sets_ns);
     }
-    Ok(result)
+    Ok(all)
+}
+
+/// `tasks` tasks, each alternating SET and GET of its own key with a 16-byte
+/// value, for WARMUP (not recorded) then MEASURE.
+async fn load<C>(conn: C, tasks: usize, tag: &'static str) -> Res<RunResult>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    let recorded = run_load(conn, tasks, &Workload::SetGet { tag }, TIMING).await?;
+    let us = |ns: &[u32]| ns.iter().map(|n| n / 1000).collect::<Vec<u32>>();
+    let get_latencies_us = us(&recorded.gets_ns);
+    let mut latencies_us = us(&recorded.sets_ns);
+    latencies_us.extend(&get_latencies_us);
+    Ok(RunResult {
+        ops: latencies_us.len() as u64,
+        errors: recorded.errors,
+        elapsed: MEASURE,
+        latencies_us,
+        get_latencies_us,
+    })
 }
 
 /// The three sides of the throughput comparison, connected to `server`.
@@ -2071,4 +2193,274 @@ async fn tls_section(md: &mut String, _: &mut Vec<(String, String, bool)>) -> Re
          (`cargo xtask bench` turns it on).\n"
     )?;
     Ok(())
+}
+
+// ---- 9. client-side caching ---------------------------------------------------
+
+/// The working set: keys `bench:cache:<i>`, 16-byte values, all of them fit
+/// the default cache (10,000 entries).
+const CACHE_KEYS: usize = 1_000;
+const CACHE_CONCURRENCY: [usize; 3] = [1, 16, 64];
+/// Runs per side and concurrency, in the order A B C, C B A, A B C.
+const CACHE_ROUNDS: usize = 3;
+/// Runs per side of each mixed workload, in ABBA order.
+const MIXED_ROUNDS: usize = 3;
+/// The mixed workloads: tasks, and the share of `SET`s in percent (100:
+/// what the fence costs a write alone).
+const MIXED: [(usize, u64); 4] = [(1, 10), (16, 10), (1, 100), (16, 100)];
+/// Shorter than section 1's runs: a hit takes a microsecond, not a round trip.
+const CACHE_TIMING: Timing = Timing {
+    warmup: Duration::from_millis(200),
+    measure: Duration::from_millis(800),
+    max_samples: 20_000_000,
+};
+/// DESIGN.md: cached GET ≥ 10× uncached throughput at 16 tasks.
+const TARGET_CACHED: f64 = 10.0;
+
+/// One side of the cache comparison.
+enum CacheSide {
+    Raw(MultiplexedConnection),
+    Relink(Client),
+}
+
+/// A run's figures: ops/s, p50 and p99 of its GETs and of its SETs (ns),
+/// errors.
+struct CacheRun {
+    ops_per_s: f64,
+    get: (u32, u32),
+    set: (u32, u32),
+    errors: u64,
+}
+
+impl CacheSide {
+    async fn run(&self, tasks: usize, workload: &Workload) -> Res<CacheRun> {
+        let mut r = match self {
+            CacheSide::Raw(conn) => run_load(conn.clone(), tasks, workload, CACHE_TIMING).await?,
+            CacheSide::Relink(client) => {
+                run_load(client.clone(), tasks, workload, CACHE_TIMING).await?
+            }
+        };
+        r.gets_ns.sort_unstable();
+        r.sets_ns.sort_unstable();
+        let quantiles = |v: &[u32]| (percentile(v, 50.0), percentile(v, 99.0));
+        Ok(CacheRun {
+            ops_per_s: (r.gets_ns.len() + r.sets_ns.len()) as f64
+                / CACHE_TIMING.measure.as_secs_f64(),
+            get: quantiles(&r.gets_ns),
+            set: quantiles(&r.sets_ns),
+            errors: r.errors,
+        })
+    }
+}
+
+/// Nanoseconds as microseconds with one decimal.
+fn us(ns: f64) -> String {
+    format!("{:.1}", ns / 1000.0)
+}
+
+/// The median of `f` over `runs`.
+fn median_of(runs: &[CacheRun], f: fn(&CacheRun) -> f64) -> f64 {
+    median(&runs.iter().map(f).collect::<Vec<_>>())
+}
+
+/// The median of `f` over `a`, and of the ratios `f(a[i]) / f(b[i])`.
+fn paired(a: &[CacheRun], b: &[CacheRun], f: fn(&CacheRun) -> f64) -> (f64, f64) {
+    let ratios: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(a, b)| f(a) / f(b).max(1e-9))
+        .collect();
+    (median_of(a, f), median(&ratios))
+}
+
+async fn cache_section(
+    server: &RedisServer,
+    md: &mut String,
+    verdicts: &mut Vec<(String, String, bool)>,
+) -> Res<()> {
+    eprintln!("bench: client-side cache");
+    let keys: Arc<[String]> = (0..CACHE_KEYS)
+        .map(|i| format!("bench:cache:{i}"))
+        .collect();
+    let mut raw: MultiplexedConnection = redis::Client::open(server.url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let mut fill = redis::pipe();
+    for key in keys.iter() {
+        fill.set(key, &VALUE[..]).ignore();
+    }
+    let () = fill.query_async(&mut raw).await?;
+    let uncached = Client::new(Config::new(&server.url())?.with_client_name("bench-uncached"))?;
+    let cached = Client::new(
+        Config::new(&server.url())?
+            .with_client_name("bench-cached")
+            .with_cache(Some(CacheConfig::default())),
+    )?;
+    for client in [&uncached, &cached] {
+        client.wait_ready(Duration::from_secs(10)).await?;
+    }
+    let sides = [
+        CacheSide::Raw(raw),
+        CacheSide::Relink(uncached.clone()),
+        CacheSide::Relink(cached.clone()),
+    ];
+
+    writeln!(md, "## 9. Client-side caching: GET from memory\n")?;
+    writeln!(
+        md,
+        "`GET` of keys drawn uniformly from {CACHE_KEYS} (16-byte values, all fit the cache) by \
+         each task: raw = redis-rs's defaults (`Client::open(url)?.get_multiplexed_async_connection()`), \
+         relink = its defaults, cached = relink with `with_cache(Some(CacheConfig::default()))` \
+         (the same client across runs: after its first run's warm-up every read is a hit). \
+         Per concurrency: {CACHE_ROUNDS} runs per side in the order raw, relink, cached, then \
+         reversed, each {} ms warm-up + {} ms measured; figures are medians over the runs, \
+         ratios medians of the runs paired in order.\n",
+        CACHE_TIMING.warmup.as_millis(),
+        CACHE_TIMING.measure.as_millis()
+    )?;
+    writeln!(
+        md,
+        "| tasks | raw ops/s | relink ops/s | cached ops/s | cached / relink | cached / raw | raw p99 µs | relink p99 µs | cached p50 µs | cached p99 µs | cached / relink p99 | load avg | errors |"
+    )?;
+    writeln!(
+        md,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    )?;
+    let gets = Workload::Keys {
+        keys: Arc::clone(&keys),
+        set_percent: 0,
+        seed: 0x9E37,
+    };
+    let ops = |r: &CacheRun| r.ops_per_s;
+    let get_p99 = |r: &CacheRun| f64::from(r.get.1);
+    for &tasks in &CACHE_CONCURRENCY {
+        let load_before = load_average();
+        let mut runs: [Vec<CacheRun>; 3] = Default::default();
+        for round in 0..CACHE_ROUNDS {
+            for k in 0..sides.len() {
+                // A B C, C B A, ...
+                let side = if round % 2 == 0 {
+                    k
+                } else {
+                    sides.len() - 1 - k
+                };
+                runs[side].push(sides[side].run(tasks, &gets).await?);
+            }
+        }
+        let [raw_runs, relink_runs, cached_runs] = &runs;
+        let (cached_ops, vs_relink) = paired(cached_runs, relink_runs, ops);
+        let (_, vs_raw) = paired(cached_runs, raw_runs, ops);
+        let (cached_p99, p99_vs_relink) = paired(cached_runs, relink_runs, get_p99);
+        let errors: Vec<String> = runs
+            .iter()
+            .map(|r| r.iter().map(|r| r.errors).sum::<u64>().to_string())
+            .collect();
+        writeln!(
+            md,
+            "| {tasks} | {:.0} | {:.0} | {cached_ops:.0} | {vs_relink:.1} | {vs_raw:.1} | {} | {} | {} | {} | {p99_vs_relink:.3} | {load_before} → {} | {} |",
+            median_of(raw_runs, ops),
+            median_of(relink_runs, ops),
+            us(median_of(raw_runs, get_p99)),
+            us(median_of(relink_runs, get_p99)),
+            us(median_of(cached_runs, |r| f64::from(r.get.0))),
+            us(cached_p99),
+            load_average(),
+            errors.join(" / "),
+        )?;
+        eprintln!(
+            "bench: cached GET, {tasks} task(s): {vs_relink:.1}× relink, {vs_raw:.1}× raw, p99 {p99_vs_relink:.3}× relink's"
+        );
+        if tasks == 16 {
+            verdicts.push((
+                format!("cached GET ≥ {TARGET_CACHED:.0}× uncached throughput, 16 tasks"),
+                format!("{vs_relink:.1}× (median of {CACHE_ROUNDS} pairs)"),
+                vs_relink >= TARGET_CACHED,
+            ));
+        }
+    }
+
+    // Writes: the cache's invalidations and its writes' PING fence.
+    writeln!(
+        md,
+        "\n### Writes: GET / SET mixes of the same keys, cached vs uncached relink\n"
+    )?;
+    writeln!(
+        md,
+        "Every `SET` invalidates its key (the next `GET` of it misses), and a write on a cached \
+         client carries a `PING` in the same round trip (the fence that makes the client's own \
+         invalidation arrive before the write's reply is returned); the SET-only rows show the \
+         fence alone. {MIXED_ROUNDS} runs per side and row in ABBA order, each as above.\n"
+    )?;
+    writeln!(
+        md,
+        "| tasks | SETs | relink ops/s | cached ops/s | cached / relink | relink SET p50 / p99 µs | cached SET p50 / p99 µs | cached / relink SET p50 | cached GET p99 µs | hit rate | load avg | errors |"
+    )?;
+    writeln!(
+        md,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    )?;
+    let set_p50 = |r: &CacheRun| f64::from(r.set.0);
+    let set_p99 = |r: &CacheRun| f64::from(r.set.1);
+    for (tasks, set_percent) in MIXED {
+        let mixed = Workload::Keys {
+            keys: Arc::clone(&keys),
+            set_percent,
+            seed: 0x5E75,
+        };
+        let load_before = load_average();
+        let before = cached.stats().cache.unwrap_or_default();
+        let (mut relink_runs, mut cached_runs) = (Vec::new(), Vec::new());
+        for round in 0..2 * MIXED_ROUNDS {
+            // ABBA: relink, cached, cached, relink, ...
+            if matches!(round % 4, 0 | 3) {
+                relink_runs.push(sides[1].run(tasks, &mixed).await?);
+            } else {
+                cached_runs.push(sides[2].run(tasks, &mixed).await?);
+            }
+        }
+        let during = cached.stats().cache.unwrap_or_default().since(&before);
+        let (hits, misses) = (during.hits, during.misses);
+        let (cached_ops, ratio) = paired(&cached_runs, &relink_runs, ops);
+        let (cached_set, set_ratio) = paired(&cached_runs, &relink_runs, set_p50);
+        writeln!(
+            md,
+            "| {tasks} | {set_percent}% | {:.0} | {cached_ops:.0} | {ratio:.2} | {} / {} | {} / {} | {set_ratio:.2} | {} | {} | {load_before} → {} | {} / {} |",
+            median_of(&relink_runs, ops),
+            us(median_of(&relink_runs, set_p50)),
+            us(median_of(&relink_runs, set_p99)),
+            us(cached_set),
+            us(median_of(&cached_runs, set_p99)),
+            if hits + misses == 0 {
+                "–".into()
+            } else {
+                us(median_of(&cached_runs, get_p99))
+            },
+            if hits + misses == 0 {
+                "–".into()
+            } else {
+                format!("{:.1}%", 100.0 * hits as f64 / (hits + misses) as f64)
+            },
+            load_average(),
+            relink_runs.iter().map(|r| r.errors).sum::<u64>(),
+            cached_runs.iter().map(|r| r.errors).sum::<u64>(),
+        )?;
+        eprintln!(
+            "bench: {set_percent}% SET, {tasks} task(s): cached {ratio:.2}× relink, SET p50 {set_ratio:.2}×"
+        );
+    }
+    let stats = cached.stats().cache.unwrap_or_default();
+    writeln!(
+        md,
+        "\nThe cached client at the end: {} hits, {} misses, {} invalidations, {} gap flushes, \
+         {} evictions, {} entries ({} bytes).\n",
+        stats.hits,
+        stats.misses,
+        stats.invalidations,
+        stats.gap_flushes,
+        stats.evictions,
+        stats.entries,
+        stats.bytes
+    )?;
+    shutdown(&uncached).await?;
+    shutdown(&cached).await
 }

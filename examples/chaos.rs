@@ -13,7 +13,9 @@
 //!   `SyncedMap`; a job queue (producers `LPUSH` uniquely numbered jobs,
 //!   consumers take them with `BLPOP`, which relink runs on exclusive
 //!   connections) and a counter incremented with `WATCH`/`MULTI`/`EXEC` on
-//!   leased connections (`Client::exclusive`), retried on a nil `EXEC`.
+//!   leased connections (`Client::exclusive`), retried on a nil `EXEC`; a
+//!   cached reader: a client of its own with client-side caching on,
+//!   `GET`ting the writers' counters.
 //! - Faults, from a schedule that is a pure function of the seed (kinds,
 //!   order, durations, gaps): kill -9 + restart, SIGSTOP/SIGCONT, graceful
 //!   `SHUTDOWN` + restart, proxy cut / reset / blackhole / latency / drop
@@ -27,7 +29,12 @@
 //!   queued but for at most one per `BLPOP` of unknown outcome; the
 //!   transaction counter between its acknowledged `EXEC`s and acknowledged +
 //!   unknown (no lost update, none applied twice), and every `EXEC` run on
-//!   the connection its `WATCH` was on (`CLIENT ID`); health back to Ready
+//!   the connection its `WATCH` was on (`CLIENT ID`); no stale read from the
+//!   cache after a gap: a cached read started after the cached client's
+//!   return (the `since` of its Ready health, read at its
+//!   `Event::Reconnected`) gives each counter at least the newest value an
+//!   `INCR` acknowledged before that return (counters only grow, so the
+//!   server has at least that); health back to Ready
 //!   after every fault; no panic; no task left after shutdown; peak RSS
 //!   under a bound.
 //!   Any violation makes the exit code non-zero.
@@ -35,7 +42,7 @@
 //! `--dry-run` prints the schedule only (same seed, same schedule). A log of
 //! every step goes to `target/relink-chaos-seed<N>.log`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io::Write;
 use std::path::PathBuf;
@@ -45,6 +52,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::AsyncCommands;
+use relink::cache::CacheConfig;
 use relink::core::backoff::{BackoffPolicy, Jitter, Strategy};
 use relink::core::rng::SplitMix64;
 use relink::core::supervisor::HeartbeatConfig;
@@ -104,13 +112,21 @@ const PREVIEW: usize = 12;
 const KEEP: usize = 20;
 
 /// The relink clients, by index; also their `CLIENT SETNAME`s.
-const CLIENTS: [&str; 4] = [
+const CLIENTS: [&str; 5] = [
     "chaos-work",
     "chaos-follow-a",
     "chaos-follow-b",
     "chaos-mirror",
+    "chaos-cached",
 ];
 const WORK: usize = 0;
+/// The client with client-side caching on, for the cached reader alone.
+const CACHED: usize = 4;
+/// Acknowledged `INCR`s remembered per counter, with when (at the writers'
+/// pace, seconds of them: far more than a return takes to be noted).
+const ACK_LOG: usize = 4096;
+/// The cached reader sleeps this long after each round of its counters.
+const CACHED_PACE: Duration = Duration::from_millis(1);
 
 static PANICS: AtomicU64 = AtomicU64::new(0);
 
@@ -518,6 +534,12 @@ struct Tally {
     get_ok: AtomicU64,
     get_failed: AtomicU64,
     stale: AtomicU64,
+    /// The cached reader's `GET`s: answered, failed, started after a
+    /// return of the cached client (so checked), and stale after a gap.
+    cached_ok: AtomicU64,
+    cached_failed: AtomicU64,
+    cached_checked: AtomicU64,
+    cached_stale: AtomicU64,
     pub_acked: AtomicU64,
     pub_failed: AtomicU64,
     news_sent: AtomicU64,
@@ -592,7 +614,7 @@ struct Tracker {
     /// The fault being injected or recovered from: (index, kind, injected at).
     active: Mutex<Option<(u64, usize, Instant)>>,
     outages: Mutex<Vec<OutageRec>>,
-    reconnects: [AtomicU64; 4],
+    reconnects: [AtomicU64; CLIENTS.len()],
     gave_up: AtomicU64,
 }
 
@@ -669,6 +691,42 @@ struct Shared {
     violations: Violations,
     tracker: Arc<Tracker>,
     not_applied_why: Mutex<BTreeMap<String, u64>>,
+    /// Per counter, its latest acknowledged `INCR`s.
+    incr_log: Vec<Mutex<AckLog>>,
+    /// The cached client's returns, oldest first.
+    returns: Mutex<Vec<Return>>,
+}
+
+/// A counter's latest acknowledged values, with when each was known
+/// acknowledged (at or after the reply). Values only grow: `INCR`.
+#[derive(Default)]
+struct AckLog {
+    acks: VecDeque<(Instant, i64)>,
+}
+
+impl AckLog {
+    fn push(&mut self, value: i64) {
+        if self.acks.len() == ACK_LOG {
+            self.acks.pop_front();
+        }
+        self.acks.push_back((Instant::now(), value));
+    }
+
+    /// The newest value acknowledged before `at`: 0 when none was, or when
+    /// it is no longer known (a floor that checks nothing).
+    fn before(&self, at: Instant) -> i64 {
+        match self.acks.iter().rev().find(|(known, _)| *known < at) {
+            Some(&(_, value)) => value,
+            None => 0,
+        }
+    }
+}
+
+/// A return of the cached client after a gap: from `back` on, a cached
+/// read of counter `c` gives at least `floor[c]`.
+struct Return {
+    back: Instant,
+    floor: [i64; COUNTERS],
 }
 
 /// Why writes were refused unapplied (e.g. `-LOADING` after a restart).
@@ -697,13 +755,19 @@ fn key(writer: usize, i: u32) -> String {
 
 async fn writer(mut client: Client, id: usize, shared: Arc<Shared>) {
     let counter = id % COUNTERS;
-    let counter_key = format!("chaos:counter:{counter}");
+    let counter_key = counter_key(counter);
     let t = &shared.tally;
     let mut i: u32 = 0;
     while !shared.stop.load(Ordering::Relaxed) && i < u32::MAX {
         i += 1;
         match client.incr::<_, _, i64>(&counter_key, 1).await {
-            Ok(_) => add(&t.incr_acked[counter]),
+            Ok(value) => {
+                add(&t.incr_acked[counter]);
+                shared.incr_log[counter]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(value);
+            }
             Err(e) => {
                 match Error::outcome_of(&e) {
                     Outcome::Unknown => add(&t.incr_unknown[counter]),
@@ -773,6 +837,91 @@ async fn reader(mut client: Client, id: u64, seed: u64, shared: Arc<Shared>) {
             }
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn counter_key(counter: usize) -> String {
+    format!("chaos:counter:{counter}")
+}
+
+/// Notes each return of the cached client after a gap: the moment its
+/// connection was Ready again (its health's `since`, which is no later than
+/// the first read the new connection can carry) and, per counter, the
+/// newest value acknowledged before it. Ends when the client shuts down.
+async fn cache_returns(
+    mut events: futures_util::stream::BoxStream<'static, Event>,
+    client: Client,
+    shared: Arc<Shared>,
+) {
+    while let Some(event) = events.next().await {
+        if !matches!(event, Event::Reconnected { .. }) {
+            continue;
+        }
+        let health = client.health().borrow().clone();
+        // Lost again already: that gap's own return is noted at its event.
+        if health.state != State::Ready {
+            continue;
+        }
+        let back = health.since;
+        let mut returns = shared.returns.lock().unwrap_or_else(|p| p.into_inner());
+        if returns.last().is_some_and(|r| r.back >= back) {
+            continue; // this connection's return is noted
+        }
+        let floor = std::array::from_fn(|c| {
+            shared.incr_log[c]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .before(back)
+        });
+        returns.push(Return { back, floor });
+    }
+}
+
+/// `GET`s the writers' counters through the cached client, round after
+/// round; a read started after a return must give at least the floor of
+/// the latest return before it.
+async fn cached_reader(mut client: Client, shared: Arc<Shared>) {
+    let t = &shared.tally;
+    while !shared.stop.load(Ordering::Relaxed) {
+        for c in 0..COUNTERS {
+            let hits = client.stats().cache.map_or(0, |s| s.hits);
+            let started = Instant::now();
+            let value = match client.get::<_, Option<i64>>(counter_key(c)).await {
+                Ok(value) => value.unwrap_or(0),
+                Err(_) => {
+                    add(&t.cached_failed);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            add(&t.cached_ok);
+            let after = {
+                let returns = shared.returns.lock().unwrap_or_else(|p| p.into_inner());
+                returns
+                    .iter()
+                    .rev()
+                    .find(|r| r.back <= started)
+                    .map(|r| (r.floor[c], started - r.back, returns.len()))
+            };
+            let Some((floor, since_return, nth)) = after else {
+                continue;
+            };
+            add(&t.cached_checked);
+            if value < floor {
+                add(&t.cached_stale);
+                let hit = client.stats().cache.map_or(0, |s| s.hits) > hits;
+                shared.violations.push(format!(
+                    "stale cached read: GET {} gave {value} ({}), started {} ms after return #{nth} \
+                     of {}, before which {floor} was acknowledged ({})",
+                    counter_key(c),
+                    if hit { "from memory" } else { "from the server" },
+                    since_return.as_millis(),
+                    CLIENTS[CACHED],
+                    shared.tracker.whereabouts()
+                ));
+            }
+        }
+        tokio::time::sleep(CACHED_PACE).await;
     }
 }
 
@@ -1329,13 +1478,17 @@ async fn run(args: Args) -> i32 {
         violations: Violations::default(),
         tracker: Arc::clone(&tracker),
         not_applied_why: Mutex::default(),
+        incr_log: (0..COUNTERS).map(|_| Mutex::default()).collect(),
+        returns: Mutex::default(),
     });
 
     let clients: Vec<Client> = CLIENTS
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            Client::new(config(&url, name, seed.wrapping_add(i as u64))).expect("valid config")
+            let config = config(&url, name, seed.wrapping_add(i as u64));
+            let cache = (i == CACHED).then(CacheConfig::default);
+            Client::new(config.with_cache(cache)).expect("valid config")
         })
         .collect();
     let mut watchers = Vec::new();
@@ -1346,6 +1499,11 @@ async fn run(args: Args) -> i32 {
             Arc::clone(&tracker),
         )));
     }
+    watchers.push(tokio::spawn(cache_returns(
+        clients[CACHED].events(),
+        clients[CACHED].clone(),
+        Arc::clone(&shared),
+    )));
     for (i, c) in clients.iter().enumerate() {
         if let Err(e) = c.wait_ready(Duration::from_secs(20)).await {
             eprintln!("{} could not connect: {e}", CLIENTS[i]);
@@ -1414,6 +1572,10 @@ async fn run(args: Args) -> i32 {
     for _ in 0..TX_TASKS {
         workers.push(tokio::spawn(incrementer(work.clone(), Arc::clone(&shared))));
     }
+    workers.push(tokio::spawn(cached_reader(
+        clients[CACHED].clone(),
+        Arc::clone(&shared),
+    )));
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // The storm.
@@ -1647,6 +1809,12 @@ async fn run(args: Args) -> i32 {
 
     let final_state = clients[WORK].health().borrow().state;
     let stats: Vec<relink::Stats> = clients.iter().map(Client::stats).collect();
+    let cache = stats[CACHED].cache.unwrap_or_default();
+    let returns = shared
+        .returns
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .len();
     let losses = stats[WORK].subscriber_losses;
 
     // Shutdown: every task must end.
@@ -1818,6 +1986,17 @@ async fn run(args: Args) -> i32 {
         get(&t.stale)
     );
     println!(
+        "  GET (cached) answered {:>9}  failed  {:>6}  after a return {}  stale {}  (cache: {} hits, {} misses, {} invalidations, {} gap flushes; {returns} returns noted)",
+        get(&t.cached_ok),
+        get(&t.cached_failed),
+        get(&t.cached_checked),
+        get(&t.cached_stale),
+        cache.hits,
+        cache.misses,
+        cache.invalidations,
+        cache.gap_flushes
+    );
+    println!(
         "  topic    published    {:>9}  failed  {:>6}",
         get(&t.pub_acked),
         get(&t.pub_failed)
@@ -1931,6 +2110,15 @@ async fn run(args: Args) -> i32 {
             "reads see acknowledged writes ({} reads, {} stale)",
             get(&t.get_ok),
             get(&t.stale)
+        ),
+    );
+    ok &= check(
+        get(&t.cached_stale) == 0 && cache.hits > 0,
+        &format!(
+            "no stale cached read after a gap: every cached GET started after a return gave at least what was acknowledged before it ({} checked after {returns} returns, {} stale; {} answered from memory)",
+            get(&t.cached_checked),
+            get(&t.cached_stale),
+            cache.hits
         ),
     );
     for (pass, what) in &follower_results {

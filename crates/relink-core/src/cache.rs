@@ -43,6 +43,7 @@ use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 use core::time::Duration;
 
 use crate::commands::{cacheable, CacheKeys};
@@ -365,8 +366,11 @@ struct Entry<V> {
     value: Option<V>,
     /// The reservation that may fill it.
     token: u64,
-    /// Its place in the LRU order (the latest use).
-    tick: u64,
+    /// Its latest use (a hit sets it under a shared borrow).
+    tick: AtomicU64,
+    /// The tick it is filed under in the LRU order: its latest use when it
+    /// was filed; a use since moves it only when eviction reaches it.
+    queued: u64,
     /// The Redis keys it depends on.
     keys: Vec<Arc<[u8]>>,
     bytes: u64,
@@ -384,7 +388,9 @@ pub struct Cache<V> {
     /// they were read on.
     epoch: u64,
     /// Source of reservation tokens and LRU ticks.
-    clock: u64,
+    clock: AtomicU64,
+    /// Hits, counted under a shared borrow.
+    hits: AtomicU64,
     entries: BTreeMap<Arc<[u8]>, Entry<V>>,
     /// Redis key -> the entries that depend on it.
     by_key: BTreeMap<Arc<[u8]>, Vec<Arc<[u8]>>>,
@@ -402,7 +408,8 @@ impl<V: Clone> Cache<V> {
             config,
             state: CacheState::Suspended,
             epoch: 0,
-            clock: 0,
+            clock: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
             entries: BTreeMap::new(),
             by_key: BTreeMap::new(),
             lru: BTreeMap::new(),
@@ -429,6 +436,7 @@ impl<V: Clone> Cache<V> {
     /// Counters and sizes.
     pub fn stats(&self) -> CacheStats {
         CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
             entries: self.entries.len() as u64,
             bytes: self.bytes,
             ..self.stats
@@ -454,7 +462,33 @@ impl<V: Clone> Cache<V> {
         self.clear();
     }
 
-    /// What to do with the command `args` (name first) at `now`.
+    /// The value of the command `args` (name first) at `now`, if the cache
+    /// holds a fresh one: a hit. Needs only a shared borrow, so that
+    /// concurrent hits need not wait for each other (the driver holds a
+    /// read lock); `None` means: ask [`lookup`](Self::lookup).
+    pub fn get<'a, I>(&self, now: Timestamp, args: I) -> Option<V>
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+        I::IntoIter: Clone,
+    {
+        let args = args.into_iter();
+        if self.state != CacheState::Serving || args.clone().next().and_then(cacheable).is_none() {
+            return None;
+        }
+        let value = with_encoded(args, |key| {
+            let entry = self.entries.get(key)?;
+            let fresh = entry.expires > now && entry.epoch == self.epoch;
+            let value = entry.value.as_ref().filter(|_| fresh)?;
+            let tick = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
+            entry.tick.store(tick, Ordering::Relaxed);
+            Some(value.clone())
+        })?;
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(value)
+    }
+
+    /// What to do with the command `args` (name first) at `now`: a hit
+    /// (as [`get`](Self::get)), or a miss and its reservation, or bypass.
     pub fn lookup<'a, I>(&mut self, now: Timestamp, args: I) -> Lookup<V>
     where
         I: IntoIterator<Item = &'a [u8]>,
@@ -467,6 +501,9 @@ impl<V: Clone> Cache<V> {
         if self.state != CacheState::Serving {
             return Lookup::Bypass;
         }
+        if let Some(value) = self.get(now, args.clone()) {
+            return Lookup::Hit(value);
+        }
         let keys: Vec<&[u8]> = match spec {
             CacheKeys::First => args.clone().skip(1).take(1).collect(),
             CacheKeys::All => args.clone().skip(1).collect(),
@@ -475,25 +512,13 @@ impl<V: Clone> Cache<V> {
             return Lookup::Bypass;
         }
         let key = encode(args);
-        self.clock += 1;
-        let tick = self.clock;
+        let tick = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(entry) = self.entries.get_mut(&key[..]) {
-            let fresh = entry.expires > now && entry.epoch == self.epoch;
-            if let (Some(value), true) = (&entry.value, fresh) {
-                let value = value.clone();
-                self.lru.remove(&entry.tick);
-                entry.tick = tick;
-                self.lru.insert(tick, Arc::clone(&entry.key));
-                self.stats.hits += 1;
-                return Lookup::Hit(value);
-            }
             if entry.value.is_none() && entry.epoch == self.epoch {
                 // Another read of the same command is in flight: this one
                 // takes the reservation over (either reply is as fresh).
-                self.lru.remove(&entry.tick);
-                entry.tick = tick;
+                entry.tick.store(tick, Ordering::Relaxed);
                 entry.token = tick;
-                self.lru.insert(tick, Arc::clone(&entry.key));
                 self.stats.misses += 1;
                 return Lookup::Miss(Reservation {
                     key: Arc::clone(&entry.key),
@@ -521,7 +546,8 @@ impl<V: Clone> Cache<V> {
                 key: Arc::clone(&key),
                 value: None,
                 token: tick,
-                tick,
+                tick: AtomicU64::new(tick),
+                queued: tick,
                 keys,
                 bytes,
                 expires: Timestamp::MAX,
@@ -632,7 +658,7 @@ impl<V: Clone> Cache<V> {
         let Some(entry) = self.entries.remove(key) else {
             return;
         };
-        self.lru.remove(&entry.tick);
+        self.lru.remove(&entry.queued);
         self.bytes -= entry.bytes;
         for k in &entry.keys {
             if let Some(list) = self.by_key.get_mut(k) {
@@ -645,21 +671,46 @@ impl<V: Clone> Cache<V> {
     }
 
     /// Drops least recently used entries until within both bounds, sparing
-    /// `keep` (the entry just touched) while others remain.
+    /// `keep` (the entry just touched) while others remain. An entry used
+    /// since it was filed is filed again under its latest use when the
+    /// scan reaches it (so a hit costs no reordering).
     fn evict(&mut self, keep: Option<&Arc<[u8]>>) {
-        // Bounded: every pass removes one entry, or stops.
-        while self.entries.len() as u64 > u64::from(self.config.max_entries)
-            || self.bytes > self.config.max_bytes
-        {
-            let victim = self
+        // Bounded: each turn removes an entry or refiles one under a later
+        // tick than any it had, at most once per entry per call (a refiled
+        // entry's filing is its latest use), so within 2 × entries + 1 turns.
+        let turns = 2 * self.entries.len() + 1;
+        let mut spared = None;
+        for _ in 0..turns {
+            let over = self.entries.len() as u64 > u64::from(self.config.max_entries)
+                || self.bytes > self.config.max_bytes;
+            if !over {
+                break;
+            }
+            let first = self
                 .lru
-                .values()
-                .find(|k| keep.is_none_or(|keep| !Arc::ptr_eq(k, keep)))
-                .or_else(|| self.lru.values().next())
-                .cloned();
-            let Some(victim) = victim else { break };
-            self.remove(&victim);
-            self.stats.evictions += 1;
+                .iter()
+                .find(|(_, k)| keep.is_none_or(|keep| !Arc::ptr_eq(k, keep)))
+                .or_else(|| self.lru.iter().next())
+                .map(|(t, k)| (*t, Arc::clone(k)));
+            let Some((queued, victim)) = first else { break };
+            let used = self
+                .entries
+                .get(&victim)
+                .map(|e| e.tick.load(Ordering::Relaxed));
+            match used {
+                Some(used) if used > queued && spared != Some(queued) => {
+                    self.lru.remove(&queued);
+                    self.lru.insert(used, Arc::clone(&victim));
+                    if let Some(entry) = self.entries.get_mut(&victim) {
+                        entry.queued = used;
+                    }
+                    spared = Some(used);
+                }
+                _ => {
+                    self.remove(&victim);
+                    self.stats.evictions += 1;
+                }
+            }
         }
     }
 
@@ -685,6 +736,32 @@ fn encode<'a>(args: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Calls `f` with the [`encode`]d command, built on the stack when it is
+/// short (the hit path then allocates nothing).
+fn with_encoded<'a, R>(
+    args: impl Iterator<Item = &'a [u8]> + Clone,
+    f: impl FnOnce(&[u8]) -> R,
+) -> R {
+    const INLINE: usize = 256;
+    let len: usize = args.clone().map(|a| 4 + a.len()).sum();
+    if len > INLINE {
+        return f(&encode(args));
+    }
+    let mut buf = [0u8; INLINE];
+    let mut at = 0;
+    for (i, arg) in args.enumerate() {
+        buf[at..at + 4].copy_from_slice(&(arg.len() as u32).to_le_bytes());
+        at += 4;
+        let part = &mut buf[at..at + arg.len()];
+        part.copy_from_slice(arg);
+        if i == 0 {
+            part.make_ascii_uppercase();
+        }
+        at += arg.len();
+    }
+    f(&buf[..at])
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@
 //! ```
 
 use std::cell::RefCell;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use redis::{Cmd, PushInfo, PushKind, RedisError, Value};
 use relink_core::cache::{Cache, Fence, Lookup, Reservation};
@@ -41,7 +41,8 @@ pub use relink_core::cache::{CacheConfig, CacheState, CacheStats, TrackingMode};
 /// handlers.
 #[derive(Debug)]
 pub(crate) struct ClientCache {
-    inner: Mutex<Inner>,
+    /// Hits take it shared (the core's `get`); everything else exclusively.
+    inner: RwLock<Inner>,
     /// How writes on the tracking connection are fenced (the mode's).
     fence: Fence,
 }
@@ -58,18 +59,18 @@ impl ClientCache {
     pub(crate) fn new(config: CacheConfig) -> Result<ClientCache, relink_core::ConfigError> {
         Ok(ClientCache {
             fence: config.fence(),
-            inner: Mutex::new(Inner {
+            inner: RwLock::new(Inner {
                 cache: Cache::new(config)?,
                 generation: 0,
             }),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
         // Nothing panics while holding it; if it did, the state is still
         // consistent enough to drop entries (every path below does).
         self.inner
-            .lock()
+            .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -123,8 +124,19 @@ impl ClientCache {
         self.fence
     }
 
-    /// The core's answer for `cmd`; a hit's value is cloned out of the lock.
+    /// The core's answer for `cmd`: a hit under the shared lock if it is
+    /// one, else the exclusive lock's answer. A hit's value is cloned out
+    /// of the lock.
     pub(crate) fn lookup(&self, now: Timestamp, cmd: &Cmd) -> Lookup<Value> {
+        let shared = self
+            .inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .cache
+            .get(now, crate::calls::args(cmd));
+        if let Some(value) = shared {
+            return Lookup::Hit(Value::clone(&value));
+        }
         let found = self.lock().cache.lookup(now, crate::calls::args(cmd));
         match found {
             Lookup::Hit(value) => Lookup::Hit(Value::clone(&value)),

@@ -958,7 +958,19 @@ impl Transport for Shared {
         let sent = async {
             match durable {
                 Some(durable) => {
-                    crate::durable::send(&mut conn, request, durable, live.waitaof).await
+                    let reply =
+                        crate::durable::send(&mut conn, request, durable, live.waitaof).await;
+                    // The WAIT fences the write in default tracking mode;
+                    // in broadcast mode the invalidation may follow it
+                    // (applied, replicated or not).
+                    if let Some(cache) = &self.cache {
+                        if cache.fence() == relink_core::cache::Fence::AfterReply
+                            && !request.is_read_only()
+                        {
+                            conn.send_packed_command(&redis::cmd("PING")).await?;
+                        }
+                    }
+                    reply
                 }
                 // With the cache on, a write returns only once the server's
                 // invalidation of what it wrote has been applied, and a

@@ -474,11 +474,16 @@ impl Calls {
                         CallInput::WritesHeld if read_only => CallInput::WritesHeld,
                         // (A write waits out a failover like an outage.)
                         CallInput::NotConnected | CallInput::WritesHeld => {
-                            tokio::select! {
-                                _ = self.shutdown.cancelled() => {}
-                                _ = health.changed() => {}
-                                _ = tokio::time::sleep_until(self.instant(until).into()) => {}
-                            }
+                            // Boxed: an outage's wait, kept out of the
+                            // call's state (which every call moves).
+                            Box::pin(async {
+                                tokio::select! {
+                                    _ = self.shutdown.cancelled() => {}
+                                    _ = health.changed() => {}
+                                    _ = tokio::time::sleep_until(self.instant(until).into()) => {}
+                                }
+                            })
+                            .await;
                             self.look(transport, &mut conn)
                         }
                         seen => seen,
@@ -486,10 +491,13 @@ impl Calls {
                 }
                 Decision::RetryAt { at } => {
                     if at > now {
-                        tokio::select! {
-                            _ = self.shutdown.cancelled() => {}
-                            _ = tokio::time::sleep_until(self.instant(at).into()) => {}
-                        }
+                        Box::pin(async {
+                            tokio::select! {
+                                _ = self.shutdown.cancelled() => {}
+                                _ = tokio::time::sleep_until(self.instant(at).into()) => {}
+                            }
+                        })
+                        .await;
                     }
                     self.look(transport, &mut conn)
                 }

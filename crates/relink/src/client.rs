@@ -346,10 +346,16 @@ impl Shared {
             }
             Request::Pipeline { .. } => false,
         };
+        // The rarer paths run boxed: an async fn's state is as large as its
+        // largest branch, and every call moves that state (into its box,
+        // across polls); the plain command's path stays small.
         if let (Some(pool), Ok(Some(_)), false) = (&self.exclusive, &blocking, own_writes) {
-            let lease = pool.lease(&self.calls, options).await;
-            let mut lease = lease.map_err(Error::into_redis)?;
-            return lease.run(request).await;
+            return Box::pin(async move {
+                let lease = pool.lease(&self.calls, options).await;
+                let mut lease = lease.map_err(Error::into_redis)?;
+                lease.run(request).await
+            })
+            .await;
         }
         if self.cache.is_some() && request.breaks_tracking() {
             return Err(Error::InvalidCommand {
@@ -375,8 +381,7 @@ impl Shared {
                 }
                 Lookup::Miss(reservation) => {
                     let call = self.calls.run(self, request, options, blocking);
-                    return crate::cache::Filling::new(cache, reservation)
-                        .run(call)
+                    return Box::pin(crate::cache::Filling::new(cache, reservation).run(call))
                         .await;
                 }
                 Lookup::Bypass => {}
@@ -958,8 +963,13 @@ impl Transport for Shared {
         let sent = async {
             match durable {
                 Some(durable) => {
-                    let reply =
-                        crate::durable::send(&mut conn, request, durable, live.waitaof).await;
+                    let reply = Box::pin(crate::durable::send(
+                        &mut conn,
+                        request,
+                        durable,
+                        live.waitaof,
+                    ))
+                    .await;
                     // The WAIT fences the write in default tracking mode;
                     // in broadcast mode the invalidation may follow it
                     // (applied, replicated or not).
@@ -977,10 +987,10 @@ impl Transport for Shared {
                 // missed read brings its keys' PTTLs.
                 None => match (&self.cache, request) {
                     (Some(cache), _) if request.needs_fence() => {
-                        crate::cache::send_fenced(&mut conn, request, cache.fence()).await
+                        Box::pin(crate::cache::send_fenced(&mut conn, request, cache.fence())).await
                     }
                     (Some(_), Request::Cmd(cmd)) => {
-                        crate::cache::send_probed(&mut conn, cmd, self.now()).await
+                        Box::pin(crate::cache::send_probed(&mut conn, cmd, self.now())).await
                     }
                     _ => request.send(&mut conn).await,
                 },

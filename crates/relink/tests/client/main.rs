@@ -6,6 +6,7 @@ mod cache;
 mod durable;
 mod exclusive;
 mod faults;
+mod hot_path;
 mod misconfig;
 mod outage;
 mod pubsub;

@@ -235,6 +235,12 @@ impl<'a> Filling<'a> {
     }
 }
 
+/// Is this task running a missed read (a probe in scope)? Other reads go
+/// out as they are.
+pub(crate) fn probing() -> bool {
+    PROBE.try_with(|_| ()).is_ok()
+}
+
 /// Sends a cacheable read; when it is a missed read's (a probe is in
 /// scope), with a `PTTL` of each of its keys in the same round trip,
 /// recorded in the probe with the time it was sent. Answers with the

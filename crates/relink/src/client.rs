@@ -647,7 +647,9 @@ impl Client {
             last_attempt_failure: None,
             misconfigured: false,
             failover_since: None,
-            cache: config.cache().map(|_| crate::cache::CacheState::Suspended),
+            // (An exclusive connection, one with a parent, has no cache.)
+            cache: (config.cache().is_some() && parent.is_none())
+                .then_some(crate::cache::CacheState::Suspended),
         });
         let (events, _) = broadcast::channel(256);
         let (reports, reports_rx) = mpsc::unbounded_channel();
@@ -989,7 +991,7 @@ impl Transport for Shared {
                     (Some(cache), _) if request.needs_fence() => {
                         Box::pin(crate::cache::send_fenced(&mut conn, request, cache.fence())).await
                     }
-                    (Some(_), Request::Cmd(cmd)) => {
+                    (Some(_), Request::Cmd(cmd)) if crate::cache::probing() => {
                         Box::pin(crate::cache::send_probed(&mut conn, cmd, self.now())).await
                     }
                     _ => request.send(&mut conn).await,

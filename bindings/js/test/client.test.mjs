@@ -375,6 +375,8 @@ describe('relink-redis over node-redis', () => {
       await c.quit();
     `;
     const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'inherit', 'inherit'] });
+    // A bound, not a wait: a child that never exits is killed, and the
+    // exit code below then fails the test.
     const killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
     const code = await new Promise((resolve) => { child.on('exit', (c) => resolve(c)); });
     clearTimeout(killer);

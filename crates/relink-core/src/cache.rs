@@ -679,7 +679,6 @@ impl<V: Clone> Cache<V> {
         // tick than any it had, at most once per entry per call (a refiled
         // entry's filing is its latest use), so within 2 × entries + 1 turns.
         let turns = 2 * self.entries.len() + 1;
-        let mut spared = None;
         for _ in 0..turns {
             let over = self.entries.len() as u64 > u64::from(self.config.max_entries)
                 || self.bytes > self.config.max_bytes;
@@ -698,13 +697,12 @@ impl<V: Clone> Cache<V> {
                 .get(&victim)
                 .map(|e| e.tick.load(Ordering::Relaxed));
             match used {
-                Some(used) if used > queued && spared != Some(queued) => {
+                Some(used) if used > queued => {
                     self.lru.remove(&queued);
                     self.lru.insert(used, Arc::clone(&victim));
                     if let Some(entry) = self.entries.get_mut(&victim) {
                         entry.queued = used;
                     }
-                    spared = Some(used);
                 }
                 _ => {
                     self.remove(&victim);
@@ -725,17 +723,32 @@ impl<V: Clone> Cache<V> {
 /// One unambiguous byte string for a command: each argument's length (4
 /// bytes, little-endian) then its bytes, the name in upper case (`get k`
 /// and `GET k` are one entry).
-fn encode<'a>(args: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (i, arg) in args.enumerate() {
-        out.extend_from_slice(&(arg.len() as u32).to_le_bytes());
-        let start = out.len();
-        out.extend_from_slice(arg);
-        if i == 0 {
-            out[start..].make_ascii_uppercase();
-        }
-    }
+fn encode<'a>(args: impl Iterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
+    let mut out = alloc::vec![0; encoded_len(args.clone())];
+    write_encoded(args, &mut out);
     out
+}
+
+/// The length of the [`encode`]d command.
+fn encoded_len<'a>(args: impl Iterator<Item = &'a [u8]>) -> usize {
+    args.map(|a| 4 + a.len()).sum()
+}
+
+/// Writes the [`encode`]d command at the start of `out` (at least
+/// [`encoded_len`] long); returns its length.
+fn write_encoded<'a>(args: impl Iterator<Item = &'a [u8]>, out: &mut [u8]) -> usize {
+    let mut at = 0;
+    for (i, arg) in args.enumerate() {
+        out[at..at + 4].copy_from_slice(&(arg.len() as u32).to_le_bytes());
+        at += 4;
+        let part = &mut out[at..at + arg.len()];
+        part.copy_from_slice(arg);
+        if i == 0 {
+            part.make_ascii_uppercase();
+        }
+        at += arg.len();
+    }
+    at
 }
 
 /// Calls `f` with the [`encode`]d command, built on the stack when it is
@@ -745,23 +758,12 @@ fn with_encoded<'a, R>(
     f: impl FnOnce(&[u8]) -> R,
 ) -> R {
     const INLINE: usize = 256;
-    let len: usize = args.clone().map(|a| 4 + a.len()).sum();
-    if len > INLINE {
+    if encoded_len(args.clone()) > INLINE {
         return f(&encode(args));
     }
     let mut buf = [0u8; INLINE];
-    let mut at = 0;
-    for (i, arg) in args.enumerate() {
-        buf[at..at + 4].copy_from_slice(&(arg.len() as u32).to_le_bytes());
-        at += 4;
-        let part = &mut buf[at..at + arg.len()];
-        part.copy_from_slice(arg);
-        if i == 0 {
-            part.make_ascii_uppercase();
-        }
-        at += arg.len();
-    }
-    f(&buf[..at])
+    let len = write_encoded(args, &mut buf);
+    f(&buf[..len])
 }
 
 #[cfg(test)]

@@ -149,22 +149,85 @@ impl Side {
 async fn one_load(side: Side, tasks: usize) -> Res<String> {
     let server = RedisServer::builder().start();
     let conns = Connections::open(&server).await?;
+    let mut info = conns.defaults.clone();
+    let before = server_io(&mut info).await?;
+    let cpu_before = (server_cpu(&mut info).await?, own_cpu());
     let result = match side {
         Side::Relink => load(conns.relink.clone(), tasks, "relink").await?,
         Side::Defaults => load(conns.defaults.clone(), tasks, "raw").await?,
         Side::Same => load(conns.same.clone(), tasks, "raw").await?,
     };
+    let after = server_io(&mut info).await?;
+    let cpu = (
+        server_cpu(&mut info).await? - cpu_before.0,
+        own_cpu() - cpu_before.1,
+    );
     shutdown(&conns.relink).await?;
     let mut latencies = result.latencies_us.clone();
     latencies.sort_unstable();
+    let per = |i: usize| (after[0] - before[0]) as f64 / ((after[i] - before[i]) as f64).max(1.0);
     Ok(format!(
-        "{tasks} task(s): {:.0} ops/s, p50 {} µs, p99 {} µs, {} ops, {} errors",
+        "{tasks} task(s): {:.0} ops/s, p50 {} µs, p99 {} µs, {} ops, {} errors; \
+         the server read {:.1} and wrote {:.1} commands' worth per syscall; \
+         CPU per op (warm-up included): this process {:.2} µs, the server {:.2} µs",
         result.ops_per_s(),
         percentile(&latencies, 50.0),
         percentile(&latencies, 99.0),
         result.ops,
-        result.errors
+        result.errors,
+        per(1),
+        per(2),
+        cpu.1 * 1e6 / (after[0] - before[0]).max(1) as f64,
+        cpu.0 * 1e6 / (after[0] - before[0]).max(1) as f64,
     ))
+}
+
+/// The server's CPU seconds so far (INFO cpu: user + system).
+async fn server_cpu(conn: &mut MultiplexedConnection) -> Res<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .ok_or_else(|| format!("INFO cpu has no {name}"))
+    };
+    Ok(field("used_cpu_user")? + field("used_cpu_sys")?)
+}
+
+/// This process's CPU seconds so far (user + system, from /proc/self/stat;
+/// 0 where there is none).
+fn own_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name's closing parenthesis: utime and stime
+    // are the 12th and 13th of them, in clock ticks (100 per second on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The server's `total_commands_processed`, `total_reads_processed` and
+/// `total_writes_processed` (INFO stats): how many commands each of its
+/// reads and writes carried is the batching the client's socket achieved.
+async fn server_io(conn: &mut MultiplexedConnection) -> Res<[u64; 3]> {
+    let info: String = redis::cmd("INFO").arg("stats").query_async(conn).await?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| format!("INFO stats has no {name}"))
+    };
+    Ok([
+        field("total_commands_processed")?,
+        field("total_reads_processed")?,
+        field("total_writes_processed")?,
+    ])
 }
 
 /// `<workspace>/target/relink-bench.md` (or under `CARGO_TARGET_DIR`).

@@ -280,7 +280,7 @@ async fn run(only: Option<&str>) -> Res<String> {
         md,
         "redis-server on {} (loopback), {} CPU(s), tokio multi-thread runtime; \
          raw = a redis-rs `MultiplexedConnection`: with redis-rs's defaults, and made from \
-         relink's `ConnectionInfo` (RESP3, TCP_NODELAY) and response timeout.\n",
+         relink's `ConnectionInfo` (RESP3, its TCP_NODELAY setting) and response timeout.\n",
         server.addr(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     )?;
@@ -564,20 +564,25 @@ struct Connections {
 
 impl Connections {
     async fn open(server: &RedisServer) -> Res<Connections> {
-        // relink as a user gets it (its defaults; `RELINK_BENCH_TCP_NODELAY=0`
-        // switches TCP_NODELAY off, for comparing the socket settings).
-        let nodelay = std::env::var("RELINK_BENCH_TCP_NODELAY").map_or(true, |v| v != "0");
-        let config = Config::new(&server.url())?
-            .with_client_name("bench")
-            .with_tcp_nodelay(nodelay);
+        // relink as a user gets it (its defaults; `RELINK_BENCH_TCP_NODELAY=1`
+        // or `=0` switches TCP_NODELAY on or off, for comparing the socket
+        // settings).
+        let config = Config::new(&server.url())?.with_client_name("bench");
+        let config = match std::env::var("RELINK_BENCH_TCP_NODELAY").as_deref() {
+            Ok("1") => config.with_tcp_nodelay(true),
+            Ok("0") => config.with_tcp_nodelay(false),
+            _ => config,
+        };
+        let nodelay = config.tcp_nodelay();
         let relink = Client::new(config.clone())?;
         relink.wait_ready(Duration::from_secs(10)).await?;
         // What users have today: a MultiplexedConnection with redis-rs's defaults.
         let defaults: MultiplexedConnection = redis::Client::open(server.url())?
             .get_multiplexed_async_connection()
             .await?;
-        // The same connection made with relink's settings (RESP3, TCP_NODELAY,
-        // the response timeout): what relink's own per-call path costs.
+        // The same connection made with relink's settings (RESP3, its
+        // TCP_NODELAY setting, the response timeout): what relink's own
+        // per-call path costs.
         let same: MultiplexedConnection = redis::Client::open(config.connection_info())?
             .get_multiplexed_async_connection_with_config(
                 &AsyncConnectionConfig::new().set_response_timeout(Some(config.response_timeout())),
@@ -629,7 +634,7 @@ async fn throughput_section(
     compare(
         md,
         verdicts,
-        "### Against the same connection made with relink's settings (RESP3, TCP_NODELAY, response timeout)",
+        "### Against the same connection made with relink's settings (RESP3, its TCP_NODELAY setting, response timeout)",
         &same,
         &client,
         false,

@@ -1,15 +1,18 @@
-//! Write coalescing: the commands of concurrent callers leave in one write.
+//! Write coalescing: the commands of many concurrent callers leave in one
+//! write.
 //!
 //! redis-rs's multiplexed connection runs a driver task that moves queued
 //! commands into its write buffer and flushes the buffer (one `writev`) as
-//! soon as its queue is momentarily empty. With `TCP_NODELAY` each flush is
-//! its own segment, so under a concurrent load the driver writes a command
-//! or two at a time while the callers it has just woken with replies are
-//! about to send their next commands; Nagle's algorithm hides that (the
-//! kernel holds small segments while one is unacknowledged) at the price of
-//! latency in other patterns. redis-rs has no knob for it, so this is
-//! written here: a stream wrapper that makes the driver step aside once
-//! before each write.
+//! soon as its queue is momentarily empty, so under a concurrent load it
+//! writes a command or two at a time while the callers it has just woken
+//! with replies are about to send their next commands. Nagle's algorithm
+//! (relink's default, as redis-rs's: `Config::with_tcp_nodelay`) has the
+//! kernel hold those small writes while one segment is unacknowledged and
+//! send them together when the server's reply acknowledges it. Past a few
+//! dozen callers that is not enough: each write is still a syscall and a
+//! wake-up of the driver per command or two. redis-rs has no knob for it,
+//! so this is written here: a stream wrapper that makes the driver step
+//! aside once before each write while many callers wait.
 //!
 //! The first `poll_write` after a write does not write: it wakes its own
 //! task and returns `Pending`. tokio runs a task that woke itself after the
@@ -20,17 +23,17 @@
 //! technique is rueidis' (Go), which yields its writer goroutine before
 //! flushing.
 //!
-//! It steps aside only while more than one caller waits on the connection
-//! ([`Demand`], counted by the client around each command). A lone caller's
-//! command is written at once: there is nobody to wait for, and the
-//! self-wake would cost it a wake-up of an idle worker (about 7 µs per
-//! command on the project's 2-core machine).
-//!
-//! Measured there (`bench --load SIDE TASKS` under `perf stat`,
-//! 2026-11-27): at 16 / 64 / 256 tasks 7–11 / 31 / 62 commands per `writev`,
-//! against 1.3–1.9 / 1.3–1.7 / 2.8–3.5 for the same connection without it;
-//! throughput 1.00–1.20 / 1.01 / 0.86–0.94× of that connection (see the
-//! README's Numbers).
+//! It steps aside only while more than [`STEP_ASIDE_ABOVE`] callers wait on
+//! the connection ([`Demand`], counted by the client around each command).
+//! Below that, stepping aside makes one convoy of the callers (the server
+//! idles while the client dispatches a whole batch, then the client idles)
+//! and costs each command a wake-up (about 7 µs for a lone caller on the
+//! project's 2-core machine), where Nagle's hold keeps two batches in
+//! flight. Measured there (`bench --load relink N`, interleaved, Nagle on,
+//! 2026-11-27), stepping aside against not: 0.72–0.74 against 0.77–0.86×
+//! of redis-rs's defaults at 16 tasks, 0.86–0.88× either way at 24,
+//! 0.94–0.96 against 0.86–0.87× at 32, and at 64 tasks the step aside is
+//! worth a fifth (38–54 commands per `writev` against 4–6).
 
 use std::io;
 use std::pin::Pin;
@@ -39,6 +42,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// More callers than this waiting on one connection make its writes step
+/// aside; see the module docs.
+pub(crate) const STEP_ASIDE_ABOVE: usize = 16;
 
 /// How many callers wait on one connection (their command queued, written
 /// or awaiting its reply): the client counts them, the connection's write
@@ -53,9 +60,9 @@ impl Demand {
         Waiting(&self.0)
     }
 
-    /// Another caller than the one being written for waits.
-    fn shared(&self) -> bool {
-        self.0.load(Ordering::Relaxed) > 1
+    /// More than [`STEP_ASIDE_ABOVE`] callers wait.
+    fn crowded(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > STEP_ASIDE_ABOVE
     }
 }
 
@@ -89,7 +96,7 @@ impl<S> Coalesce<S> {
     /// `Pending` (after waking the task) the first time, then `None`:
     /// write now.
     fn step_aside(&mut self, cx: &mut Context<'_>) -> Option<Poll<io::Result<usize>>> {
-        if self.stepped_aside || !self.demand.shared() {
+        if self.stepped_aside || !self.demand.crowded() {
             return None;
         }
         self.stepped_aside = true;
@@ -180,13 +187,13 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_caller_is_written_at_once() {
+    fn a_few_callers_are_written_at_once() {
         let wakes = Arc::new(CountWakes::default());
         let waker = Waker::from(Arc::clone(&wakes));
         let mut cx = Context::from_waker(&waker);
         let demand = Demand::default();
         let mut stream = Coalesce::new(Vec::new(), demand.clone());
-        let _one = demand.enter();
+        let _few: Vec<_> = (0..STEP_ASIDE_ABOVE).map(|_| demand.enter()).collect();
         for _ in 0..3 {
             assert_eq!(write(&mut stream, &mut cx, b"PING"), Poll::Ready(4));
         }
@@ -195,13 +202,14 @@ mod tests {
     }
 
     #[test]
-    fn with_other_callers_each_write_first_steps_aside_once() {
+    fn with_many_callers_each_write_first_steps_aside_once() {
         let wakes = Arc::new(CountWakes::default());
         let waker = Waker::from(Arc::clone(&wakes));
         let mut cx = Context::from_waker(&waker);
         let demand = Demand::default();
         let mut stream = Coalesce::new(Vec::new(), demand.clone());
-        let (_one, _two) = (demand.enter(), demand.enter());
+        let _few: Vec<_> = (0..STEP_ASIDE_ABOVE).map(|_| demand.enter()).collect();
+        let one_more = demand.enter();
         for round in 1..=2 {
             // Steps aside, and has itself polled again: nothing is lost.
             assert_eq!(write(&mut stream, &mut cx, b"GET a"), Poll::Pending);
@@ -210,7 +218,7 @@ mod tests {
             assert_eq!(write(&mut stream, &mut cx, b"GET aGET b"), Poll::Ready(10));
         }
         assert_eq!(stream.inner, b"GET aGET bGET aGET b");
-        drop(_two);
+        drop(one_more);
         assert_eq!(write(&mut stream, &mut cx, b"GET c"), Poll::Ready(5));
     }
 }

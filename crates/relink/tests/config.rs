@@ -199,17 +199,17 @@ fn protocol_is_resp3_unless_the_url_or_the_field_says_otherwise() {
 }
 
 #[test]
-fn tcp_nodelay_is_on_by_default_and_can_be_switched_off() {
+fn tcp_nodelay_is_off_by_default_and_can_be_switched_on() {
     let config = Config::new("redis://127.0.0.1").unwrap();
-    assert!(config.tcp_nodelay());
-    assert!(config.connection_info().tcp_settings().nodelay());
-    let off = config.with_tcp_nodelay(false);
-    assert!(!off.connection_info().tcp_settings().nodelay());
+    assert!(!config.tcp_nodelay());
+    assert!(!config.connection_info().tcp_settings().nodelay());
+    let on = config.with_tcp_nodelay(true);
+    assert!(on.connection_info().tcp_settings().nodelay());
     let from_toml: Config =
-        toml::from_str("url = \"redis://127.0.0.1\"\ntcp_nodelay = false").unwrap();
-    assert!(!from_toml.tcp_nodelay());
+        toml::from_str("url = \"redis://127.0.0.1\"\ntcp_nodelay = true").unwrap();
+    assert!(from_toml.tcp_nodelay());
     let text = toml::to_string(&from_toml).unwrap();
-    assert!(text.contains("tcp_nodelay = false"), "{text}");
+    assert!(text.contains("tcp_nodelay = true"), "{text}");
 }
 
 #[test]
@@ -217,7 +217,7 @@ fn tcp_keepalive_reaches_the_socket_settings() {
     let config = Config::new("redis://127.0.0.1").unwrap();
     let info = config.connection_info();
     assert!(info.tcp_settings().keepalive().is_some());
-    assert!(info.tcp_settings().nodelay());
+    assert!(!info.tcp_settings().nodelay());
 
     let off = config.with_tcp_keepalive(None).build().unwrap();
     assert!(off.connection_info().tcp_settings().keepalive().is_none());

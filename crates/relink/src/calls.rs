@@ -131,8 +131,9 @@ pub(crate) trait Transport: Fields {
     /// not replaced one by one).
     fn generation(&self, conn: &Self::Conn) -> u64;
 
-    /// A reply came on `conn` (heartbeat evidence).
-    fn replied(&self, conn: &Self::Conn);
+    /// A reply came on `conn` to a command sent at `sent_at` (heartbeat
+    /// evidence: the server answered after `sent_at`).
+    fn replied(&self, conn: &Self::Conn, sent_at: Timestamp);
 
     /// An attempt on `conn` failed with `kind`: take the connection out of
     /// service if the core says the failure kills it, tell the supervisor.
@@ -260,10 +261,13 @@ impl Calls {
     }
 
     /// Looks for a connection.
+    ///
+    /// Shutdown is asked only when there is none: a client's task gives up
+    /// its connection before it ends (so after `shutdown` returns no call
+    /// finds one), and a call racing a shutdown may go out on the
+    /// connection still there. (`is_cancelled` takes the token's lock,
+    /// which every call would share.)
     fn look<T: Transport>(&self, transport: &T, conn: &mut Option<T::Conn>) -> CallInput {
-        if self.shutdown.is_cancelled() {
-            return CallInput::Shutdown;
-        }
         *conn = transport.current();
         if conn.is_some() {
             if transport.writes_held() {
@@ -271,6 +275,8 @@ impl Calls {
             } else {
                 CallInput::Connected
             }
+        } else if self.shutdown.is_cancelled() {
+            CallInput::Shutdown
         } else if transport.health().borrow().misconfigured() {
             CallInput::Misconfigured
         } else {
@@ -418,7 +424,7 @@ impl Calls {
                             RedisError::from(reply)
                         }
                         Ok(value) => {
-                            transport.replied(c);
+                            transport.replied(c, sent_at);
                             match value {
                                 Value::ServerError(_) => bump(&self.counters.rejected),
                                 _ => {
@@ -433,12 +439,12 @@ impl Calls {
                     let verdict = classify::judge(&err);
                     let next = match verdict {
                         Verdict::Redirect(to) if T::FOLLOWS_REDIRECTS => {
-                            transport.replied(c);
+                            transport.replied(c, sent_at);
                             redirect = Some(to);
                             CallInput::Redirected
                         }
                         Verdict::Redirect(_) => {
-                            transport.replied(c);
+                            transport.replied(c, sent_at);
                             bump(&self.counters.rejected);
                             return Err(err);
                         }

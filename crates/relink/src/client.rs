@@ -175,9 +175,11 @@ struct Live {
     /// Stops the connection's driver task, failing every command still
     /// waiting on it (present when relink opened the socket itself).
     kill: Option<tokio::task::AbortHandle>,
-    /// The callers waiting on it, which its writes consult to coalesce
-    /// the commands of concurrent callers (when relink opened the socket).
-    demand: Option<crate::connector::Demand>,
+    /// The callers waiting on it (their command queued, written or
+    /// awaiting its reply): what the heartbeat tells the core as work
+    /// outstanding, and what its writes consult to coalesce the commands
+    /// of many callers (when relink opened the socket).
+    demand: crate::connector::Demand,
     /// Cancelled when the connection is given up: commands on a connection
     /// without a `kill` handle race against it instead.
     dead: CancellationToken,
@@ -207,23 +209,6 @@ impl Live {
             kill.abort();
         }
         self.dead.cancel();
-    }
-}
-
-/// Counts a command in flight for as long as it lives (answered, failed or
-/// given up).
-struct InFlight<'a>(&'a AtomicU64);
-
-impl<'a> InFlight<'a> {
-    fn new(count: &'a AtomicU64) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        InFlight(count)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -303,9 +288,6 @@ struct Shared {
     /// the connection alive but busy (a check from the side): evidence for
     /// a slow call, not a reply (it does not end "work outstanding").
     last_busy_ms: AtomicU64,
-    /// Commands sent and not yet answered (or given up): while there are
-    /// any, a heartbeat PING may queue behind them.
-    in_flight: AtomicU64,
     /// Cancelled by the task as its very last act.
     finished: CancellationToken,
     /// The core holds writes back (a failover is in progress): the health's
@@ -718,7 +700,6 @@ impl Client {
             events,
             reports,
             last_reply_ms: AtomicU64::new(0),
-            in_flight: AtomicU64::new(0),
             last_busy_ms: AtomicU64::new(0),
             finished: CancellationToken::new(),
             writes_held: AtomicBool::new(false),
@@ -959,8 +940,7 @@ impl Transport for Shared {
         _sent_at: Timestamp,
         durable: Option<Durability>,
     ) -> Result<Value, RedisError> {
-        let _in_flight = InFlight::new(&self.in_flight);
-        let _waiting = live.demand.as_ref().map(crate::connector::Demand::enter);
+        let _waiting = live.demand.enter();
         let mut conn = live.conn.clone();
         let sent = async {
             match durable {
@@ -1019,8 +999,13 @@ impl Transport for Shared {
         live.generation
     }
 
-    fn replied(&self, _live: &Arc<Live>) {
-        self.note_reply();
+    fn replied(&self, _live: &Arc<Live>, sent_at: Timestamp) {
+        // The command's send time, a lower bound of the reply's (no clock
+        // read per call): the server answered after it.
+        let sent = sent_at.as_millis();
+        if sent > self.last_reply_ms.load(Ordering::Relaxed) {
+            self.last_reply_ms.fetch_max(sent, Ordering::Relaxed);
+        }
     }
 
     fn alive_since(&self, _live: &Arc<Live>, since: Timestamp) -> bool {
@@ -1415,7 +1400,7 @@ impl Driver {
                     }
                     // A fact for the core: commands are in flight, so this
                     // PING may queue behind them.
-                    if shared.in_flight.load(Ordering::Relaxed) > 0 {
+                    if live.demand.waiting() > 0 {
                         self.supervisor
                             .handle_input(shared.now(), Input::WorkOutstanding { id });
                     }
@@ -1591,7 +1576,7 @@ impl Driver {
             waitaof: setup.waitaof,
             client_id: setup.client_id,
             kill: connection.kill,
-            demand: connection.demand,
+            demand: connection.demand.unwrap_or_default(),
             generation: self.generation,
             dead: CancellationToken::new(),
             closed_because: std::sync::OnceLock::new(),

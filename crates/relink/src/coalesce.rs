@@ -60,6 +60,11 @@ impl Demand {
         Waiting(&self.0)
     }
 
+    /// How many callers wait now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
     /// More than [`STEP_ASIDE_ABOVE`] callers wait.
     fn crowded(&self) -> bool {
         self.0.load(Ordering::Relaxed) > STEP_ASIDE_ABOVE

@@ -566,11 +566,17 @@ impl Connections {
     async fn open(server: &RedisServer) -> Res<Connections> {
         // relink as a user gets it (its defaults; `RELINK_BENCH_TCP_NODELAY=1`
         // or `=0` switches TCP_NODELAY on or off, for comparing the socket
-        // settings).
+        // settings; `RELINK_BENCH_PROTOCOL` likewise).
         let config = Config::new(&server.url())?.with_client_name("bench");
         let config = match std::env::var("RELINK_BENCH_TCP_NODELAY").as_deref() {
             Ok("1") => config.with_tcp_nodelay(true),
             Ok("0") => config.with_tcp_nodelay(false),
+            _ => config,
+        };
+        // `RELINK_BENCH_PROTOCOL=resp2` (or `resp3`): the protocol's cost.
+        let config = match std::env::var("RELINK_BENCH_PROTOCOL").as_deref() {
+            Ok("resp2") => config.with_protocol(relink::config::Protocol::Resp2),
+            Ok("resp3") => config.with_protocol(relink::config::Protocol::Resp3),
             _ => config,
         };
         let nodelay = config.tcp_nodelay();

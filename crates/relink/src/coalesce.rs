@@ -1,18 +1,14 @@
-//! Write coalescing: the commands of many concurrent callers leave in one
-//! write.
+//! Write coalescing: the commands of concurrent callers leave in one write.
 //!
 //! redis-rs's multiplexed connection runs a driver task that moves queued
 //! commands into its write buffer and flushes the buffer (one `writev`) as
 //! soon as its queue is momentarily empty, so under a concurrent load it
 //! writes a command or two at a time while the callers it has just woken
-//! with replies are about to send their next commands. Nagle's algorithm
-//! (relink's default, as redis-rs's: `Config::with_tcp_nodelay`) has the
-//! kernel hold those small writes while one segment is unacknowledged and
-//! send them together when the server's reply acknowledges it. Past a few
-//! dozen callers that is not enough: each write is still a syscall and a
-//! wake-up of the driver per command or two. redis-rs has no knob for it,
-//! so this is written here: a stream wrapper that makes the driver step
-//! aside once before each write while many callers wait.
+//! with replies are about to send their next commands. With `TCP_NODELAY`
+//! (relink's default across a network: `Config::with_tcp_nodelay`) each of
+//! those writes is a segment of its own. redis-rs has no knob for it, so
+//! this is written here: a stream wrapper that makes the driver step aside
+//! once before each write while callers wait.
 //!
 //! The first `poll_write` after a write does not write: it wakes its own
 //! task and returns `Pending`. tokio runs a task that woke itself after the
@@ -23,17 +19,27 @@
 //! technique is rueidis' (Go), which yields its writer goroutine before
 //! flushing.
 //!
-//! It steps aside only while more than [`STEP_ASIDE_ABOVE`] callers wait on
-//! the connection ([`Demand`], counted by the client around each command).
-//! Below that, stepping aside makes one convoy of the callers (the server
-//! idles while the client dispatches a whole batch, then the client idles)
-//! and costs each command a wake-up (about 7 µs for a lone caller on the
-//! project's 2-core machine), where Nagle's hold keeps two batches in
-//! flight. Measured there (`bench --load relink N`, interleaved, Nagle on,
-//! 2026-11-27), stepping aside against not: 0.72–0.74 against 0.77–0.86×
-//! of redis-rs's defaults at 16 tasks, 0.86–0.88× either way at 24,
-//! 0.94–0.96 against 0.86–0.87× at 32, and at 64 tasks the step aside is
-//! worth a fifth (38–54 commands per `writev` against 4–6).
+//! When it steps aside depends on the socket ([`Demand`] counts the
+//! callers waiting on the connection, around each command):
+//! - **Each write leaves at once** (`TCP_NODELAY`, a Unix socket): while
+//!   more than one caller waits. A lone caller's command is written at
+//!   once: there is nobody to wait for, and the self-wake would cost it a
+//!   wake-up of an idle worker (about 7 µs on the project's 2-core
+//!   machine). Measured there (`bench --load relink 16` with
+//!   `RELINK_BENCH_TCP_NODELAY=1`, 2026-11-27): 7–11 commands per `writev`
+//!   against 1.3–1.9, 0.78× of redis-rs's defaults against 0.6–0.7×
+//!   without it.
+//! - **Nagle holds small writes** (relink's default on loopback): while
+//!   more than [`STEP_ASIDE_ABOVE`] callers wait. The kernel already holds
+//!   a small write while the last is unacknowledged and releases the held
+//!   ones at the server's reply, which keeps two batches in flight;
+//!   stepping aside on top of it made one convoy of a few dozen callers
+//!   (the server idle while the client dispatched a whole batch, then the
+//!   client idle). Measured (interleaved `--load`, Nagle on): stepping
+//!   aside against not, 0.72–0.74 against 0.77–0.86× of redis-rs's
+//!   defaults at 16 tasks, 0.86–0.88× either way at 24, 0.94–0.96 against
+//!   0.86–0.87× at 32; at 64 tasks it is worth a fifth (38–54 commands per
+//!   `writev` against 4–6).
 
 use std::io;
 use std::pin::Pin;
@@ -43,8 +49,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// More callers than this waiting on one connection make its writes step
-/// aside; see the module docs.
+/// Under Nagle, more callers than this waiting on one connection make its
+/// writes step aside; see the module docs.
 pub(crate) const STEP_ASIDE_ABOVE: usize = 16;
 
 /// How many callers wait on one connection (their command queued, written
@@ -65,9 +71,9 @@ impl Demand {
         self.0.load(Ordering::Relaxed)
     }
 
-    /// More than [`STEP_ASIDE_ABOVE`] callers wait.
-    fn crowded(&self) -> bool {
-        self.0.load(Ordering::Relaxed) > STEP_ASIDE_ABOVE
+    /// More than `above` callers wait.
+    fn more_than(&self, above: usize) -> bool {
+        self.0.load(Ordering::Relaxed) > above
     }
 }
 
@@ -87,21 +93,26 @@ pub(crate) struct Coalesce<S> {
     demand: Demand,
     /// The driver already stepped aside for the data it is writing now.
     stepped_aside: bool,
+    /// It steps aside while more callers than this wait.
+    above: usize,
 }
 
 impl<S> Coalesce<S> {
-    pub(crate) fn new(inner: S, demand: Demand) -> Coalesce<S> {
+    /// `nagle`: the kernel holds small writes on this socket (TCP without
+    /// `TCP_NODELAY`).
+    pub(crate) fn new(inner: S, demand: Demand, nagle: bool) -> Coalesce<S> {
         Coalesce {
             inner,
             demand,
             stepped_aside: false,
+            above: if nagle { STEP_ASIDE_ABOVE } else { 1 },
         }
     }
 
     /// `Pending` (after waking the task) the first time, then `None`:
     /// write now.
     fn step_aside(&mut self, cx: &mut Context<'_>) -> Option<Poll<io::Result<usize>>> {
-        if self.stepped_aside || !self.demand.crowded() {
+        if self.stepped_aside || !self.demand.more_than(self.above) {
             return None;
         }
         self.stepped_aside = true;
@@ -191,39 +202,52 @@ mod tests {
             .map(|r| r.expect("a Vec takes every write"))
     }
 
-    #[test]
-    fn a_few_callers_are_written_at_once() {
-        let wakes = Arc::new(CountWakes::default());
-        let waker = Waker::from(Arc::clone(&wakes));
-        let mut cx = Context::from_waker(&waker);
-        let demand = Demand::default();
-        let mut stream = Coalesce::new(Vec::new(), demand.clone());
-        let _few: Vec<_> = (0..STEP_ASIDE_ABOVE).map(|_| demand.enter()).collect();
-        for _ in 0..3 {
-            assert_eq!(write(&mut stream, &mut cx, b"PING"), Poll::Ready(4));
+    /// How many waiting callers a socket's writes do not step aside for.
+    fn few(nagle: bool) -> usize {
+        if nagle {
+            STEP_ASIDE_ABOVE
+        } else {
+            1
         }
-        assert_eq!(stream.inner, b"PINGPINGPING");
-        assert_eq!(wakes.0.load(Ordering::Relaxed), 0);
     }
 
     #[test]
-    fn with_many_callers_each_write_first_steps_aside_once() {
-        let wakes = Arc::new(CountWakes::default());
-        let waker = Waker::from(Arc::clone(&wakes));
-        let mut cx = Context::from_waker(&waker);
-        let demand = Demand::default();
-        let mut stream = Coalesce::new(Vec::new(), demand.clone());
-        let _few: Vec<_> = (0..STEP_ASIDE_ABOVE).map(|_| demand.enter()).collect();
-        let one_more = demand.enter();
-        for round in 1..=2 {
-            // Steps aside, and has itself polled again: nothing is lost.
-            assert_eq!(write(&mut stream, &mut cx, b"GET a"), Poll::Pending);
-            assert_eq!(wakes.0.load(Ordering::Relaxed), round);
-            // Polled again, with what the other callers added meanwhile.
-            assert_eq!(write(&mut stream, &mut cx, b"GET aGET b"), Poll::Ready(10));
+    fn a_few_callers_are_written_at_once() {
+        for nagle in [false, true] {
+            let wakes = Arc::new(CountWakes::default());
+            let waker = Waker::from(Arc::clone(&wakes));
+            let mut cx = Context::from_waker(&waker);
+            let demand = Demand::default();
+            let mut stream = Coalesce::new(Vec::new(), demand.clone(), nagle);
+            let _few: Vec<_> = (0..few(nagle)).map(|_| demand.enter()).collect();
+            for _ in 0..3 {
+                assert_eq!(write(&mut stream, &mut cx, b"PING"), Poll::Ready(4));
+            }
+            assert_eq!(stream.inner, b"PINGPINGPING");
+            assert_eq!(wakes.0.load(Ordering::Relaxed), 0, "nagle: {nagle}");
         }
-        assert_eq!(stream.inner, b"GET aGET bGET aGET b");
-        drop(one_more);
-        assert_eq!(write(&mut stream, &mut cx, b"GET c"), Poll::Ready(5));
+    }
+
+    #[test]
+    fn with_more_callers_each_write_first_steps_aside_once() {
+        for nagle in [false, true] {
+            let wakes = Arc::new(CountWakes::default());
+            let waker = Waker::from(Arc::clone(&wakes));
+            let mut cx = Context::from_waker(&waker);
+            let demand = Demand::default();
+            let mut stream = Coalesce::new(Vec::new(), demand.clone(), nagle);
+            let _few: Vec<_> = (0..few(nagle)).map(|_| demand.enter()).collect();
+            let one_more = demand.enter();
+            for round in 1..=2 {
+                // Steps aside, and has itself polled again: nothing is lost.
+                assert_eq!(write(&mut stream, &mut cx, b"GET a"), Poll::Pending);
+                assert_eq!(wakes.0.load(Ordering::Relaxed), round, "nagle: {nagle}");
+                // Polled again, with what the other callers added meanwhile.
+                assert_eq!(write(&mut stream, &mut cx, b"GET aGET b"), Poll::Ready(10));
+            }
+            assert_eq!(stream.inner, b"GET aGET bGET aGET b");
+            drop(one_more);
+            assert_eq!(write(&mut stream, &mut cx, b"GET c"), Poll::Ready(5));
+        }
     }
 }

@@ -40,7 +40,7 @@
 //!     response_timeout = "2s"     # one attempt
 //!     deadline = "10s"             # a whole call, retries included; or false
 //!     tcp_keepalive = "30s"        # or false
-//!     tcp_nodelay = false          # Nagle coalesces small writes; true: each leaves at once
+//!     tcp_nodelay = true           # default: off on loopback, on otherwise
 //!     subscription_buffer = 4096   # items a Pub/Sub handle holds
 //!     seed = 42                    # optional: fixed backoff jitter
 //!
@@ -406,7 +406,8 @@ pub struct Config {
     retry: RetryPolicy,
     exclusive: ExclusiveConfig,
     tcp_keepalive: Option<Duration>,
-    tcp_nodelay: bool,
+    /// `None`: by the target (off on loopback, on otherwise).
+    tcp_nodelay: Option<bool>,
     subscription_buffer: usize,
     seed: Option<u64>,
     sentinel: Option<SentinelConfig>,
@@ -465,7 +466,7 @@ impl Config {
             retry: RetryPolicy::default(),
             exclusive: ExclusiveConfig::default(),
             tcp_keepalive: Some(Self::DEFAULT_TCP_KEEPALIVE),
-            tcp_nodelay: false,
+            tcp_nodelay: None,
             subscription_buffer: Self::DEFAULT_SUBSCRIPTION_BUFFER,
             seed: None,
             sentinel: None,
@@ -574,18 +575,22 @@ impl Config {
         self
     }
 
-    /// Sets `TCP_NODELAY` on the client's sockets (default `false`, as
-    /// redis-rs's own default: the kernel's Nagle algorithm holds small
-    /// writes while one is unacknowledged and sends them together when the
-    /// server's reply acknowledges it, which batches the commands of
-    /// concurrent callers; with many callers relink also coalesces them
-    /// into one write itself). A lone caller is not delayed: it writes
-    /// only once its last reply came. `true` sends each write at once: the
-    /// choice of a workload that streams writes without waiting for
-    /// replies. The README's Numbers give the measurements behind the
-    /// default.
+    /// Sets `TCP_NODELAY` on the client's sockets. By default it is off
+    /// when the configured host is a loopback address (`127.0.0.0/8`,
+    /// `::1`, `localhost`) and on otherwise.
+    ///
+    /// Off, the kernel's Nagle algorithm holds a small write while the last
+    /// is unacknowledged and sends the held ones together when the
+    /// server's reply acknowledges it: on loopback that hold lasts as long
+    /// as the server takes to answer (microseconds) and batches the
+    /// commands of concurrent callers better than anything else measured
+    /// (the README's Numbers). Across a network it lasts a round trip:
+    /// concurrent callers on one multiplexed connection then take turns
+    /// waiting for each other's acknowledgements, up to twice the round
+    /// trip each, so there each write leaves at once and relink coalesces
+    /// concurrent callers' commands into one write itself (`coalesce.rs`).
     pub fn with_tcp_nodelay(mut self, nodelay: bool) -> Self {
-        self.tcp_nodelay = nodelay;
+        self.tcp_nodelay = Some(nodelay);
         self
     }
 
@@ -833,7 +838,7 @@ impl Config {
             redis = redis.set_db(db);
         }
         redis = redis.set_protocol(self.protocol.into());
-        let mut tcp = TcpSettings::default().set_nodelay(self.tcp_nodelay);
+        let mut tcp = TcpSettings::default().set_nodelay(self.tcp_nodelay());
         if let Some(idle) = self.tcp_keepalive {
             tcp = tcp.set_keepalive(socket2::TcpKeepalive::new().with_time(idle));
         }
@@ -919,7 +924,28 @@ impl Config {
 
     /// Whether `TCP_NODELAY` is set on the client's sockets.
     pub fn tcp_nodelay(&self) -> bool {
+        self.tcp_nodelay.unwrap_or_else(|| !self.on_loopback())
+    }
+
+    /// Whether `TCP_NODELAY` was set explicitly (`None`: by the target).
+    pub fn tcp_nodelay_setting(&self) -> Option<bool> {
         self.tcp_nodelay
+    }
+
+    /// The configured host is this machine's loopback (a Unix socket has
+    /// no TCP settings at all).
+    fn on_loopback(&self) -> bool {
+        let host = match self.target.addr() {
+            redis::ConnectionAddr::Tcp(host, _) | redis::ConnectionAddr::TcpTls { host, .. } => {
+                host
+            }
+            _ => return false,
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
     }
 
     /// How many items each Pub/Sub subscription buffers.
@@ -1824,7 +1850,7 @@ impl TryFrom<RawConfig> for Config {
             config.tcp_keepalive = keepalive;
         }
         if let Some(nodelay) = raw.tcp_nodelay {
-            config.tcp_nodelay = nodelay;
+            config.tcp_nodelay = Some(nodelay);
         }
         if let Some(items) = raw.subscription_buffer {
             config.subscription_buffer = items;
@@ -1861,7 +1887,7 @@ impl From<Config> for RawConfig {
             backoff_reset_after: Some(c.supervisor.backoff_reset_after),
             response_timeout: Some(c.response_timeout),
             tcp_keepalive: Some(c.tcp_keepalive),
-            tcp_nodelay: Some(c.tcp_nodelay),
+            tcp_nodelay: c.tcp_nodelay,
             subscription_buffer: Some(c.subscription_buffer),
             deadline: Some(c.deadline),
             seed: c.seed,

@@ -213,8 +213,14 @@ pub async fn connect_multiplexed(
                 .map(Connection::from)
         }
     };
+    // Without Nagle (TCP_NODELAY, or a Unix socket) each write leaves at
+    // once, and the driver steps aside for a second waiting caller already.
+    let nagle = matches!(
+        info.addr(),
+        ConnectionAddr::Tcp(..) | ConnectionAddr::TcpTls { .. }
+    ) && !info.tcp_settings().nodelay();
     let demand = Demand::default();
-    let stream = Coalesce::new(stream, demand.clone());
+    let stream = Coalesce::new(stream, demand.clone(), nagle);
     let (conn, driver) =
         MultiplexedConnection::new_with_config(info.redis_settings(), stream, settings).await?;
     let kill = tokio::spawn(driver).abort_handle();

@@ -62,7 +62,7 @@
 //! | refusals (`LOADING`, `BUSY`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`) | waited out within the outage wait, looking again after 10 ms, ×2, at most 250 ms | nothing was applied, so waiting is safe for every command |
 //! | redirects (`MOVED`, `ASK`) | followed, at most 5 per call | `ClusterClient` only |
 //! | `tcp_keepalive` | 30 s | the OS's own probe of an idle socket |
-//! | `tcp_nodelay` | off | Nagle holds a small write while the last is unacknowledged (as redis-rs's default); above 16 waiting callers relink also coalesces their commands into one write itself (see Numbers); `true` sends each write at once |
+//! | `tcp_nodelay` | off on loopback, on otherwise | off: Nagle holds a small write while the last is unacknowledged, which on loopback batches concurrent callers best (see Numbers); on: each write leaves at once (across a network Nagle's hold is a round trip), and relink coalesces concurrent callers' commands into one write itself |
 //!
 //! Cargo features, all off by default:
 //!

@@ -199,17 +199,40 @@ fn protocol_is_resp3_unless_the_url_or_the_field_says_otherwise() {
 }
 
 #[test]
-fn tcp_nodelay_is_off_by_default_and_can_be_switched_on() {
-    let config = Config::new("redis://127.0.0.1").unwrap();
-    assert!(!config.tcp_nodelay());
-    assert!(!config.connection_info().tcp_settings().nodelay());
-    let on = config.with_tcp_nodelay(true);
-    assert!(on.connection_info().tcp_settings().nodelay());
+fn tcp_nodelay_is_off_on_loopback_and_on_across_a_network_unless_set() {
+    for (url, nodelay) in [
+        ("redis://127.0.0.1", false),
+        ("redis://127.0.0.7:6380", false),
+        ("redis://localhost", false),
+        ("redis://[::1]:6379", false),
+        ("redis://10.0.0.5", true),
+        ("redis://redis.example.com", true),
+        ("redis://[2001:db8::1]:6379", true),
+    ] {
+        let config = Config::new(url).unwrap();
+        assert_eq!(config.tcp_nodelay_setting(), None, "{url}");
+        assert_eq!(config.tcp_nodelay(), nodelay, "{url}");
+        assert_eq!(
+            config.connection_info().tcp_settings().nodelay(),
+            nodelay,
+            "{url}"
+        );
+        // Set, it is what it says wherever the server is.
+        for set in [false, true] {
+            let config = config.clone().with_tcp_nodelay(set);
+            assert_eq!(config.tcp_nodelay(), set, "{url}");
+            assert_eq!(config.connection_info().tcp_settings().nodelay(), set);
+        }
+    }
     let from_toml: Config =
         toml::from_str("url = \"redis://127.0.0.1\"\ntcp_nodelay = true").unwrap();
     assert!(from_toml.tcp_nodelay());
     let text = toml::to_string(&from_toml).unwrap();
     assert!(text.contains("tcp_nodelay = true"), "{text}");
+    // Left to the target, it is left out.
+    let auto: Config = toml::from_str("url = \"redis://127.0.0.1\"").unwrap();
+    let text = toml::to_string(&auto).unwrap();
+    assert!(!text.contains("tcp_nodelay"), "{text}");
 }
 
 #[test]

@@ -167,7 +167,20 @@ fn expected() -> Vec<(&'static str, String)> {
         ),
         (
             "`tcp_nodelay`",
-            if config.tcp_nodelay() { "on" } else { "off" }.to_owned(),
+            match config.tcp_nodelay_setting() {
+                // Left to the target: off on loopback, on elsewhere.
+                None => {
+                    let remote = Config::new("redis://10.0.0.5").expect("a remote URL");
+                    let on = |c: &Config| if c.tcp_nodelay() { "on" } else { "off" };
+                    format!(
+                        "{} on loopback, {} otherwise",
+                        on(&Config::new("redis://127.0.0.1").expect("a loopback URL")),
+                        on(&remote)
+                    )
+                }
+                Some(true) => "on".to_owned(),
+                Some(false) => "off".to_owned(),
+            },
         ),
     ]
 }

@@ -165,7 +165,8 @@ async fn one_load(side: Side, tasks: usize) -> Res<String> {
     shutdown(&conns.relink).await?;
     let mut latencies = result.latencies_us.clone();
     latencies.sort_unstable();
-    let per = |i: usize| (after[0] - before[0]) as f64 / ((after[i] - before[i]) as f64).max(1.0);
+    let commands = (after[0] - before[0]).max(1.0);
+    let per = |i: usize| commands / (after[i] - before[i]).max(1.0);
     Ok(format!(
         "{tasks} task(s): {:.0} ops/s, p50 {} µs, p99 {} µs, {} ops, {} errors; \
          the server read {:.1} and wrote {:.1} commands' worth per syscall; \
@@ -177,21 +178,33 @@ async fn one_load(side: Side, tasks: usize) -> Res<String> {
         result.errors,
         per(1),
         per(2),
-        cpu.1 * 1e6 / (after[0] - before[0]).max(1) as f64,
-        cpu.0 * 1e6 / (after[0] - before[0]).max(1) as f64,
+        cpu.1 * 1e6 / commands,
+        cpu.0 * 1e6 / commands,
     ))
+}
+
+/// The numbers `fields` of the server's `INFO section`, in order.
+async fn server_info<const N: usize>(
+    conn: &mut MultiplexedConnection,
+    section: &str,
+    fields: [&str; N],
+) -> Res<[f64; N]> {
+    let info: String = redis::cmd("INFO").arg(section).query_async(conn).await?;
+    let mut values = [0.0; N];
+    for (value, name) in values.iter_mut().zip(fields) {
+        *value = info
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .ok_or_else(|| format!("INFO {section} has no {name}"))?;
+    }
+    Ok(values)
 }
 
 /// The server's CPU seconds so far (INFO cpu: user + system).
 async fn server_cpu(conn: &mut MultiplexedConnection) -> Res<f64> {
-    let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await?;
-    let field = |name: &str| {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .ok_or_else(|| format!("INFO cpu has no {name}"))
-    };
-    Ok(field("used_cpu_user")? + field("used_cpu_sys")?)
+    let [user, sys] = server_info(conn, "cpu", ["used_cpu_user", "used_cpu_sys"]).await?;
+    Ok(user + sys)
 }
 
 /// This process's CPU seconds so far (user + system, from /proc/self/stat;
@@ -215,19 +228,17 @@ fn own_cpu() -> f64 {
 /// The server's `total_commands_processed`, `total_reads_processed` and
 /// `total_writes_processed` (INFO stats): how many commands each of its
 /// reads and writes carried is the batching the client's socket achieved.
-async fn server_io(conn: &mut MultiplexedConnection) -> Res<[u64; 3]> {
-    let info: String = redis::cmd("INFO").arg("stats").query_async(conn).await?;
-    let field = |name: &str| {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .ok_or_else(|| format!("INFO stats has no {name}"))
-    };
-    Ok([
-        field("total_commands_processed")?,
-        field("total_reads_processed")?,
-        field("total_writes_processed")?,
-    ])
+async fn server_io(conn: &mut MultiplexedConnection) -> Res<[f64; 3]> {
+    server_info(
+        conn,
+        "stats",
+        [
+            "total_commands_processed",
+            "total_reads_processed",
+            "total_writes_processed",
+        ],
+    )
+    .await
 }
 
 /// `<workspace>/target/relink-bench.md` (or under `CARGO_TARGET_DIR`).

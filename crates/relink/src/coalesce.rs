@@ -211,8 +211,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_few_callers_are_written_at_once() {
+    /// Runs `check` on a stream of each kind, with as many callers waiting
+    /// as it does not step aside for; it counts its task's wakes.
+    fn with_few_waiting(
+        check: impl Fn(bool, &mut Coalesce<Vec<u8>>, &Demand, &mut Context<'_>, &CountWakes),
+    ) {
         for nagle in [false, true] {
             let wakes = Arc::new(CountWakes::default());
             let waker = Waker::from(Arc::clone(&wakes));
@@ -220,34 +223,35 @@ mod tests {
             let demand = Demand::default();
             let mut stream = Coalesce::new(Vec::new(), demand.clone(), nagle);
             let _few: Vec<_> = (0..few(nagle)).map(|_| demand.enter()).collect();
-            for _ in 0..3 {
-                assert_eq!(write(&mut stream, &mut cx, b"PING"), Poll::Ready(4));
-            }
-            assert_eq!(stream.inner, b"PINGPINGPING");
-            assert_eq!(wakes.0.load(Ordering::Relaxed), 0, "nagle: {nagle}");
+            check(nagle, &mut stream, &demand, &mut cx, &wakes);
         }
     }
 
     #[test]
+    fn a_few_callers_are_written_at_once() {
+        with_few_waiting(|nagle, stream, _, cx, wakes| {
+            for _ in 0..3 {
+                assert_eq!(write(stream, cx, b"PING"), Poll::Ready(4));
+            }
+            assert_eq!(stream.inner, b"PINGPINGPING");
+            assert_eq!(wakes.0.load(Ordering::Relaxed), 0, "nagle: {nagle}");
+        });
+    }
+
+    #[test]
     fn with_more_callers_each_write_first_steps_aside_once() {
-        for nagle in [false, true] {
-            let wakes = Arc::new(CountWakes::default());
-            let waker = Waker::from(Arc::clone(&wakes));
-            let mut cx = Context::from_waker(&waker);
-            let demand = Demand::default();
-            let mut stream = Coalesce::new(Vec::new(), demand.clone(), nagle);
-            let _few: Vec<_> = (0..few(nagle)).map(|_| demand.enter()).collect();
+        with_few_waiting(|nagle, stream, demand, cx, wakes| {
             let one_more = demand.enter();
             for round in 1..=2 {
                 // Steps aside, and has itself polled again: nothing is lost.
-                assert_eq!(write(&mut stream, &mut cx, b"GET a"), Poll::Pending);
+                assert_eq!(write(stream, cx, b"GET a"), Poll::Pending);
                 assert_eq!(wakes.0.load(Ordering::Relaxed), round, "nagle: {nagle}");
                 // Polled again, with what the other callers added meanwhile.
-                assert_eq!(write(&mut stream, &mut cx, b"GET aGET b"), Poll::Ready(10));
+                assert_eq!(write(stream, cx, b"GET aGET b"), Poll::Ready(10));
             }
             assert_eq!(stream.inner, b"GET aGET bGET aGET b");
             drop(one_more);
-            assert_eq!(write(&mut stream, &mut cx, b"GET c"), Poll::Ready(5));
-        }
+            assert_eq!(write(stream, cx, b"GET c"), Poll::Ready(5));
+        });
     }
 }

@@ -131,9 +131,8 @@ pub(crate) trait Transport: Fields {
     /// not replaced one by one).
     fn generation(&self, conn: &Self::Conn) -> u64;
 
-    /// A reply came on `conn` to a command sent at `sent_at` (heartbeat
-    /// evidence: the server answered after `sent_at`).
-    fn replied(&self, conn: &Self::Conn, sent_at: Timestamp);
+    /// A reply came on `conn` (heartbeat evidence).
+    fn replied(&self, conn: &Self::Conn);
 
     /// An attempt on `conn` failed with `kind`: take the connection out of
     /// service if the core says the failure kills it, tell the supervisor.
@@ -424,7 +423,7 @@ impl Calls {
                             RedisError::from(reply)
                         }
                         Ok(value) => {
-                            transport.replied(c, sent_at);
+                            transport.replied(c);
                             match value {
                                 Value::ServerError(_) => bump(&self.counters.rejected),
                                 _ => {
@@ -439,12 +438,12 @@ impl Calls {
                     let verdict = classify::judge(&err);
                     let next = match verdict {
                         Verdict::Redirect(to) if T::FOLLOWS_REDIRECTS => {
-                            transport.replied(c, sent_at);
+                            transport.replied(c);
                             redirect = Some(to);
                             CallInput::Redirected
                         }
                         Verdict::Redirect(_) => {
-                            transport.replied(c, sent_at);
+                            transport.replied(c);
                             bump(&self.counters.rejected);
                             return Err(err);
                         }

@@ -999,13 +999,11 @@ impl Transport for Shared {
         live.generation
     }
 
-    fn replied(&self, _live: &Arc<Live>, sent_at: Timestamp) {
-        // The command's send time, a lower bound of the reply's (no clock
-        // read per call): the server answered after it.
-        let sent = sent_at.as_millis();
-        if sent > self.last_reply_ms.load(Ordering::Relaxed) {
-            self.last_reply_ms.fetch_max(sent, Ordering::Relaxed);
-        }
+    fn replied(&self, _live: &Arc<Live>) {
+        // The reply's own time, not its command's send: a reply to a
+        // command sent before a waiting call still shows the connection
+        // alive after that call was sent.
+        self.note_reply();
     }
 
     fn alive_since(&self, _live: &Arc<Live>, since: Timestamp) -> bool {

@@ -670,7 +670,7 @@ impl Transport for Shared {
         0
     }
 
-    fn replied(&self, _conn: &Arc<ClusterConnection>, _sent_at: Timestamp) {}
+    fn replied(&self, _conn: &Arc<ClusterConnection>) {}
 
     fn alive_since(&self, _conn: &Arc<ClusterConnection>, _since: Timestamp) -> bool {
         // redis-rs's own response timeout ends a cluster attempt first.

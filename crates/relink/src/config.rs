@@ -577,7 +577,8 @@ impl Config {
 
     /// Sets `TCP_NODELAY` on the client's sockets. By default it is off
     /// when the configured host is a loopback address (`127.0.0.0/8`,
-    /// `::1`, `localhost`) and on otherwise.
+    /// `::1`, `localhost`; with Sentinel, every sentinel's) and on
+    /// otherwise.
     ///
     /// Off, the kernel's Nagle algorithm holds a small write while the last
     /// is unacknowledged and sends the held ones together when the
@@ -932,20 +933,31 @@ impl Config {
         self.tcp_nodelay
     }
 
-    /// The configured host is this machine's loopback (a Unix socket has
-    /// no TCP settings at all).
+    /// The configured host is this machine's loopback: the URL's, or with
+    /// Sentinel every sentinel's (the masters they name are found later).
+    /// A Unix socket has no TCP settings at all.
     fn on_loopback(&self) -> bool {
-        let host = match self.target.addr() {
+        fn loopback(host: &str) -> bool {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        if let Some(sentinel) = &self.sentinel {
+            // `host[:port]`, an IPv6 host in brackets.
+            let host = |node: &str| match node.rsplit_once(']') {
+                Some((host, _)) => host.to_owned(),
+                None => node.rsplit_once(':').map_or(node, |(h, _)| h).to_owned(),
+            };
+            return sentinel.nodes().iter().all(|node| loopback(&host(node)));
+        }
+        match self.target.addr() {
             redis::ConnectionAddr::Tcp(host, _) | redis::ConnectionAddr::TcpTls { host, .. } => {
-                host
+                loopback(host)
             }
-            _ => return false,
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        host.eq_ignore_ascii_case("localhost")
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
+            _ => false,
+        }
     }
 
     /// How many items each Pub/Sub subscription buffers.

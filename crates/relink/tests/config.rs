@@ -224,6 +224,18 @@ fn tcp_nodelay_is_off_on_loopback_and_on_across_a_network_unless_set() {
             assert_eq!(config.connection_info().tcp_settings().nodelay(), set);
         }
     }
+    // With Sentinel, the sentinels' hosts tell (the URL's host is not used).
+    let sentinels = |nodes: &[&str]| {
+        Config::new("redis://10.0.0.5")
+            .unwrap()
+            .with_sentinel(relink::config::SentinelConfig::new(
+                "mymaster",
+                nodes.to_vec(),
+            ))
+            .tcp_nodelay()
+    };
+    assert!(!sentinels(&["127.0.0.1:26379", "[::1]:26380", "localhost"]));
+    assert!(sentinels(&["127.0.0.1:26379", "10.0.0.6:26379"]));
     let from_toml: Config =
         toml::from_str("url = \"redis://127.0.0.1\"\ntcp_nodelay = true").unwrap();
     assert!(from_toml.tcp_nodelay());

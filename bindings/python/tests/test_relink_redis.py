@@ -27,6 +27,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 VECTORS_DIR = os.environ.get("RELINK_VECTORS_DIR", os.path.join(ROOT, "tests", "vectors"))
 
 
+def wait_until(check, seconds=10.0):
+    """Polls `check` until it returns a true value or `seconds` pass (a
+    bound for a slow machine, not a wait); returns its last value."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = check()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(0.025)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -56,13 +67,14 @@ class Server:
             [program, *ports, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", self.dir.name],
             stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        def accepts():
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
+                return True
             except OSError:
-                time.sleep(0.025)
+                return False
+        if wait_until(accepts):
+            return
         self.stop()
         raise RuntimeError(f"redis-server did not start on port {self.port}")
 
@@ -162,12 +174,10 @@ class ClientTest(unittest.TestCase):
         c.wait_ready(10)
         self.assertEqual(c.command("GET", "py:after"), b"back\x00")
         self.assertIsNone(c.command("GET", "py:before"))  # a fresh server: no persistence
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
+        def ready_again():
             with self.lock:
-                if self.transitions and self.transitions[-1][1] == "ready":
-                    break
-            time.sleep(0.02)
+                return bool(self.transitions) and self.transitions[-1][1] == "ready"
+        wait_until(ready_again, seconds=5)
         with self.lock:
             self.assertTrue(any(old == "ready" for old, _ in self.transitions), self.transitions)
             self.assertEqual(self.transitions[-1][1], "ready", self.transitions)
@@ -423,10 +433,9 @@ class CacheTest(unittest.TestCase):
     def client(self, **options):
         client = relink.Client(self.url, wait_for_connection=1, **options)
         self.addCleanup(client.close)
-        # The cache serves once its connection has tracking on (bounded poll).
-        deadline = time.monotonic() + 10
-        while options.get("cache") and client.cache_stats().state != "serving" and time.monotonic() < deadline:
-            time.sleep(0.025)
+        # The cache serves once its connection has tracking on.
+        if options.get("cache"):
+            wait_until(lambda: client.cache_stats().state == "serving")
         return client
 
     def test_a_write_elsewhere_invalidates(self):
@@ -444,12 +453,8 @@ class CacheTest(unittest.TestCase):
         self.assertGreater(after.bytes, 0)
 
         writer.command("SET", "py:cached", "v2")
-        deadline = time.monotonic() + 10
-        value = cached.command("GET", "py:cached")
-        while value != b"v2" and time.monotonic() < deadline:
-            time.sleep(0.025)
-            value = cached.command("GET", "py:cached")
-        self.assertEqual(value, b"v2")
+        wait_until(lambda: cached.command("GET", "py:cached") == b"v2")
+        self.assertEqual(cached.command("GET", "py:cached"), b"v2")
         later = cached.cache_stats()
         self.assertGreaterEqual(later.invalidations, 1)
         self.assertEqual(later.gap_flushes, 0)

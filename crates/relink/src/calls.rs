@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use futures_util::future::{Either, TryFutureExt};
 use redis::aio::MultiplexedConnection;
 use redis::{Cmd, Pipeline, RedisError, Value};
 use relink_core::call::{Call, CallInput, CallPolicy, Decision, FailReason, Failure};
@@ -287,19 +288,29 @@ impl Calls {
     ///
     /// `blocking` is `request.blocking()`, which the caller has already
     /// looked at to route the request.
-    pub(crate) async fn run<T: Transport>(
-        &self,
-        transport: &T,
-        request: Request<'_>,
+    ///
+    /// Without the `opentelemetry` feature this is the loop's own future:
+    /// a wrapper would be one more state machine that every call carries
+    /// and polls through.
+    #[allow(clippy::manual_async_fn)] // `async` in one build only
+    pub(crate) fn run<'a, T: Transport>(
+        &'a self,
+        transport: &'a T,
+        request: Request<'a>,
         options: CallOptions,
         blocking: Result<Option<Blocking>, BadTimeout>,
-    ) -> Result<Value, RedisError> {
-        let timer = self.metrics.start();
-        let result = self
-            .decide_and_send(transport, request, options, blocking)
-            .await;
-        self.metrics.call_ended(timer, request, &result);
-        result
+    ) -> impl Future<Output = Result<Value, RedisError>> + Send + 'a {
+        #[cfg(not(feature = "opentelemetry"))]
+        return self.decide_and_send(transport, request, options, blocking);
+        #[cfg(feature = "opentelemetry")]
+        async move {
+            let timer = self.metrics.start();
+            let result = self
+                .decide_and_send(transport, request, options, blocking)
+                .await;
+            self.metrics.call_ended(timer, request, &result);
+            result
+        }
     }
 
     async fn decide_and_send<T: Transport>(
@@ -318,7 +329,8 @@ impl Calls {
         let durable = options.durable.filter(|_| !read_only);
         let started = self.now();
         let seed = started.as_millis();
-        let mut first_send = true;
+        let mut now = started;
+        let mut first_decision = true;
         let call = match blocking {
             Ok(None) => Call::with_deadline(started, idempotent, options.deadline, seed),
             Ok(Some(blocking)) => Call::blocking(&self.policy, started, idempotent, blocking, seed),
@@ -344,7 +356,11 @@ impl Calls {
         // growing steps) or waits until a time it named, within the queue
         // wait and the deadline.
         loop {
-            let now = self.now();
+            // The first decision is at the call's start (one clock read
+            // less on the hot path); later ones read the clock.
+            if !std::mem::take(&mut first_decision) {
+                now = self.now();
+            }
             let decision = match next.take() {
                 Some(decision) => decision,
                 None => call.decide(&self.policy, now, input),
@@ -377,25 +393,26 @@ impl Calls {
                     }
                     // Out of the backlog: the place is someone else's now.
                     permit = None;
-                    // The first send is at the call's start (one clock read
-                    // less on the hot path); later ones read the clock.
-                    let sent_at = if std::mem::take(&mut first_send) {
-                        started
-                    } else {
-                        self.now()
-                    };
+                    // Nothing was awaited since `now` was read.
+                    let sent_at = now;
                     // Waits for the reply as long as the core says: past a
                     // timeout, the core hears whether the connection showed
                     // signs of life since, and keeps waiting or gives up.
                     let result = {
                         let mut sent =
                             std::pin::pin!(transport.send(c, request, to, sent_at, durable));
-                        let mut limit = timeout;
+                        // Each wait ends `limit` after the moment it counts
+                        // from (the send, then each decision to keep
+                        // waiting), on the core's clock: no clock read to
+                        // arm it.
+                        let (mut from, mut limit) = (sent_at, timeout);
                         loop {
-                            if limit == Duration::MAX {
+                            let Some(until) = self.instant(from).checked_add(limit) else {
+                                // No end (a blocking command's `Duration::MAX`).
                                 break Some(sent.as_mut().await);
-                            }
-                            if let Ok(result) = tokio::time::timeout(limit, sent.as_mut()).await {
+                            };
+                            let waited = tokio::time::timeout_at(until.into(), sent.as_mut());
+                            if let Ok(result) = waited.await {
                                 break Some(result);
                             }
                             let alive_since_sent = transport.alive_since(c, sent_at);
@@ -403,8 +420,9 @@ impl Calls {
                                 alive_since_sent,
                                 budget_allows: alive_since_sent || self.budget.drain(),
                             };
-                            match call.decide(&self.policy, self.now(), no_reply) {
-                                Decision::KeepWaiting { timeout } => limit = timeout,
+                            let now = self.now();
+                            match call.decide(&self.policy, now, no_reply) {
+                                Decision::KeepWaiting { timeout } => (from, limit) = (now, timeout),
                                 other => {
                                     next = Some(other);
                                     break None;
@@ -682,6 +700,18 @@ pub(crate) async fn wait_ready<H: HasState>(
     }
 }
 
+/// `make()`'s future, boxed: the box is allocated first and the future
+/// written into it, where `Box::pin(make())` builds the whole future on the
+/// stack and then copies all of it (a command's is 3 KB) into the box.
+pub(crate) fn boxed<'a, F, T>(make: impl FnOnce() -> F) -> redis::RedisFuture<'a, T>
+where
+    F: Future<Output = Result<T, RedisError>> + Send + 'a,
+{
+    let place = Box::<F>::new_uninit();
+    let future: Box<F> = Box::write(place, make());
+    Box::into_pin(future)
+}
+
 /// A command's arguments, its name first (a cursor placeholder reads as empty).
 pub(crate) fn args(cmd: &Cmd) -> impl Iterator<Item = &[u8]> + Clone {
     cmd.args_iter().map(|a| match a {
@@ -701,7 +731,7 @@ pub(crate) enum Request<'a> {
     },
 }
 
-impl Request<'_> {
+impl<'b> Request<'b> {
     /// Does `f` hold for any command in it?
     fn any(&self, f: impl Fn(&Cmd) -> bool) -> bool {
         match self {
@@ -764,18 +794,25 @@ impl Request<'_> {
         }
     }
 
-    /// Sends on a multiplexed connection.
-    pub(crate) async fn send(&self, conn: &mut MultiplexedConnection) -> Result<Value, RedisError> {
-        match *self {
-            Request::Cmd(cmd) => conn.send_packed_command(cmd).await,
+    /// Sends on a multiplexed connection. (Not an `async fn`: a command's
+    /// future is redis-rs's own, with no state machine of ours around it.)
+    pub(crate) fn send<'a>(
+        self,
+        conn: &'a mut MultiplexedConnection,
+    ) -> impl Future<Output = Result<Value, RedisError>> + Send + 'a
+    where
+        'b: 'a,
+    {
+        match self {
+            Request::Cmd(cmd) => Either::Left(conn.send_packed_command(cmd)),
             Request::Pipeline {
                 pipeline,
                 offset,
                 count,
-            } => conn
-                .send_packed_commands(pipeline, offset, count)
-                .await
-                .map(Value::Array),
+            } => Either::Right(
+                conn.send_packed_commands(pipeline, offset, count)
+                    .map_ok(Value::Array),
+            ),
         }
     }
 }
@@ -897,7 +934,7 @@ macro_rules! handle {
                 &'a mut self,
                 cmd: &'a redis::Cmd,
             ) -> redis::RedisFuture<'a, redis::Value> {
-                Box::pin(self.execute($crate::calls::Request::Cmd(cmd)))
+                $crate::calls::boxed(|| self.execute($crate::calls::Request::Cmd(cmd)))
             }
 
             fn req_packed_commands<'a>(
@@ -906,7 +943,7 @@ macro_rules! handle {
                 offset: usize,
                 count: usize,
             ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-                Box::pin(async move {
+                $crate::calls::boxed(|| async move {
                     self.execute($crate::calls::Request::Pipeline {
                         pipeline,
                         offset,

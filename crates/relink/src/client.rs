@@ -928,6 +928,63 @@ impl Client {
     }
 }
 
+impl Shared {
+    /// A command without `WAIT`: with the cache on, a write returns only
+    /// once the server's invalidation of what it wrote has been applied,
+    /// and a missed read brings its keys' PTTLs.
+    async fn send_plain(
+        &self,
+        conn: &mut MultiplexedConnection,
+        request: Request<'_>,
+    ) -> Result<Value, RedisError> {
+        match (&self.cache, request) {
+            (Some(cache), _) if request.needs_fence() => {
+                Box::pin(crate::cache::send_fenced(conn, request, cache.fence())).await
+            }
+            (Some(_), Request::Cmd(cmd)) if crate::cache::probing() => {
+                Box::pin(crate::cache::send_probed(conn, cmd, self.now())).await
+            }
+            _ => request.send(conn).await,
+        }
+    }
+
+    /// A durable write, or a command on a connection without a kill handle
+    /// (raced against the connection being declared dead instead).
+    async fn send_guarded(
+        &self,
+        live: &Live,
+        mut conn: MultiplexedConnection,
+        request: Request<'_>,
+        durable: Option<Durability>,
+    ) -> Result<Value, RedisError> {
+        let sent = async {
+            let Some(durable) = durable else {
+                return self.send_plain(&mut conn, request).await;
+            };
+            let reply = crate::durable::send(&mut conn, request, durable, live.waitaof).await;
+            // The WAIT fences the write in default tracking mode; in
+            // broadcast mode the invalidation may follow it (applied,
+            // replicated or not).
+            if let Some(cache) = &self.cache {
+                if cache.fence() == relink_core::cache::Fence::AfterReply && !request.is_read_only()
+                {
+                    conn.send_packed_command(&redis::cmd("PING")).await?;
+                }
+            }
+            reply
+        };
+        if live.kill.is_some() {
+            // Closing the connection fails this command by itself.
+            return sent.await;
+        }
+        tokio::select! {
+            biased;
+            result = sent => result,
+            _ = live.dead.cancelled() => Err(classify::given_up()),
+        }
+    }
+}
+
 /// The shared multiplexed connection as the execution loop sees it.
 impl Transport for Shared {
     const FOLLOWS_REDIRECTS: bool = false;
@@ -942,51 +999,14 @@ impl Transport for Shared {
     ) -> Result<Value, RedisError> {
         let _waiting = live.demand.enter();
         let mut conn = live.conn.clone();
-        let sent = async {
-            match durable {
-                Some(durable) => {
-                    let reply = Box::pin(crate::durable::send(
-                        &mut conn,
-                        request,
-                        durable,
-                        live.waitaof,
-                    ))
-                    .await;
-                    // The WAIT fences the write in default tracking mode;
-                    // in broadcast mode the invalidation may follow it
-                    // (applied, replicated or not).
-                    if let Some(cache) = &self.cache {
-                        if cache.fence() == relink_core::cache::Fence::AfterReply
-                            && !request.is_read_only()
-                        {
-                            conn.send_packed_command(&redis::cmd("PING")).await?;
-                        }
-                    }
-                    reply
-                }
-                // With the cache on, a write returns only once the server's
-                // invalidation of what it wrote has been applied, and a
-                // missed read brings its keys' PTTLs.
-                None => match (&self.cache, request) {
-                    (Some(cache), _) if request.needs_fence() => {
-                        Box::pin(crate::cache::send_fenced(&mut conn, request, cache.fence())).await
-                    }
-                    (Some(_), Request::Cmd(cmd)) if crate::cache::probing() => {
-                        Box::pin(crate::cache::send_probed(&mut conn, cmd, self.now())).await
-                    }
-                    _ => request.send(&mut conn).await,
-                },
-            }
-        };
-        let result = if live.kill.is_some() {
-            // Closing the connection fails this command by itself.
-            sent.await
-        } else {
-            tokio::select! {
-                biased;
-                result = sent => result,
-                _ = live.dead.cancelled() => Err(classify::given_up()),
-            }
+        // The plain command's path is awaited in place; a durable write (a
+        // WAIT in the same round trip) and a connection without a kill
+        // handle (a custom connector's) run boxed: each adds a future that
+        // every call would otherwise carry and move.
+        let result = match (durable, &live.kill, &self.cache) {
+            (None, Some(_), None) => request.send(&mut conn).await,
+            (None, Some(_), Some(_)) => self.send_plain(&mut conn, request).await,
+            _ => Box::pin(self.send_guarded(live, conn, request, durable)).await,
         };
         result.map_err(|e| live.failure(e))
     }

@@ -530,7 +530,7 @@ impl Drop for Exclusive {
 
 impl redis::aio::ConnectionLike for Exclusive {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
-        Box::pin(self.run(Request::Cmd(cmd)))
+        crate::calls::boxed(|| self.run(Request::Cmd(cmd)))
     }
 
     fn req_packed_commands<'a>(
@@ -539,7 +539,7 @@ impl redis::aio::ConnectionLike for Exclusive {
         offset: usize,
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
+        crate::calls::boxed(|| async move {
             self.run(Request::Pipeline {
                 pipeline,
                 offset,

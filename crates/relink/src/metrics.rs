@@ -105,15 +105,12 @@ pub(crate) use silent::{Metrics, Open, Queued};
 /// Without the feature: nothing, at no cost.
 #[cfg(not(feature = "opentelemetry"))]
 mod silent {
-    use redis::{RedisError, Value};
 
     use crate::calls::Request;
     use crate::config::Config;
 
     #[derive(Debug)]
     pub(crate) struct Metrics;
-    /// A call's start.
-    pub(crate) struct Timer;
     /// A call's place in the backlog.
     pub(crate) struct Queued<'a>(std::marker::PhantomData<&'a ()>);
     /// A connection, counted while it lives.
@@ -124,18 +121,8 @@ mod silent {
         pub(crate) fn new(_config: &Config) -> Metrics {
             Metrics
         }
-        #[inline(always)]
-        pub(crate) fn start(&self) -> Timer {
-            Timer
-        }
-        #[inline(always)]
-        pub(crate) fn call_ended(
-            &self,
-            _timer: Timer,
-            _request: Request<'_>,
-            _result: &Result<Value, RedisError>,
-        ) {
-        }
+        // (No call timer: without the feature `Calls::run` is the loop
+        // itself, with no wrapper to time it.)
         #[inline(always)]
         pub(crate) fn retried(&self, _request: Request<'_>) {}
         #[inline(always)]

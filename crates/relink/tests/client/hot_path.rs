@@ -3,7 +3,8 @@
 /// The hot path's invariant (ARCHITECTURE.md): a command's future stays
 /// small, since `ConnectionLike` boxes it and every call moves all of it
 /// (rare branches are boxed where they are taken). 9.8 KB before that,
-/// 3.0 KB after; raw redis-rs's is 1.1 KB.
+/// 3.0 KB after, 2.5 KB with fewer layers of `async fn`; raw redis-rs's
+/// is 1.1 KB.
 #[tokio::test]
 async fn a_commands_future_stays_small() {
     use redis::aio::ConnectionLike;
@@ -14,7 +15,7 @@ async fn a_commands_future_stays_small() {
     let future = client.req_packed_command(&cmd);
     let size = std::mem::size_of_val(&*future);
     assert!(
-        size <= 4096,
+        size <= 3072,
         "a GET's future is {size} bytes: box the branch that grew it"
     );
     drop(future);

@@ -155,7 +155,9 @@ const fn slot_of(key: &[u64; 3]) -> usize {
 /// [`READ_ONLY_KEYS`] hashed (open addressing, linear probing): 1 + the
 /// key's index, 0 for an empty slot. Every call asks [`is_read_only`];
 /// a binary search over the 89 names took 137 instructions, this takes
-/// one or two probes.
+/// one or two probes. Built here by `const` evaluation rather than with
+/// `phf`: the no_std core keeps its dependencies to what it cannot do
+/// without, and the table is twenty lines.
 const READ_ONLY_SLOTS: [u8; SLOTS] = {
     assert!(READ_ONLY.len() < SLOTS / 2 && READ_ONLY.len() < u8::MAX as usize);
     let mut slots = [0u8; SLOTS];

@@ -712,6 +712,23 @@ where
     Box::into_pin(future)
 }
 
+/// Where a handle's command goes, as its shape's `route` decides.
+pub(crate) enum Route<'a> {
+    /// Through the call loop on the shape's own connections, with
+    /// `request.blocking()` as the shape has already looked at it.
+    Loop(Result<Option<Blocking>, BadTimeout>),
+    /// Answered another way (an exclusive connection, the cache, a
+    /// refusal), already boxed.
+    Other(redis::RedisFuture<'a, Value>),
+}
+
+impl Route<'_> {
+    /// Refused before anything is sent.
+    pub(crate) fn refused(error: Error) -> Self {
+        Route::Other(Box::pin(std::future::ready(Err(error.into_redis()))))
+    }
+}
+
 /// A command's arguments, its name first (a cursor placeholder reads as empty).
 pub(crate) fn args(cmd: &Cmd) -> impl Iterator<Item = &[u8]> + Clone {
     cmd.args_iter().map(|a| match a {
@@ -823,7 +840,7 @@ impl<'b> Request<'b> {
 /// `wait_ready`, `shutdown`), and `redis::aio::ConnectionLike`.
 ///
 /// `$handle` has fields `shared: Arc<$shared>` and `options: CallOptions`,
-/// `$shared` methods `execute(request, options)` and `stats()`;
+/// `$shared` methods `route(request, options)` (a [`Route`]) and `stats()`;
 /// `$shared` has `config` (whose `Debug` shows no secret), `live:
 /// ArcSwapOption<$conn>`, `health: watch::Sender<$health>` and `calls: Calls`, and implements the rest of [`Transport`] (its own
 /// `send`, `replied` and `failed`); `$health` has a `state` field.
@@ -919,13 +936,19 @@ macro_rules! handle {
                 self.shared.calls.shutdown().await;
             }
 
-            /// Runs one command or pipeline through the core's per-call policy.
+            /// Runs one command or pipeline where the shape routes it: the
+            /// call loop's own future, boxed, in the common case.
             fn execute<'a>(
                 &'a self,
                 request: $crate::calls::Request<'a>,
-            ) -> impl std::future::Future<Output = Result<redis::Value, redis::RedisError>> + Send + 'a
-            {
-                self.shared.execute(request, self.options)
+            ) -> redis::RedisFuture<'a, redis::Value> {
+                let (shared, options) = (&*self.shared, self.options);
+                match shared.route(request, options) {
+                    $crate::calls::Route::Loop(blocking) => $crate::calls::boxed(|| {
+                        shared.calls.run(shared, request, options, blocking)
+                    }),
+                    $crate::calls::Route::Other(future) => future,
+                }
             }
         }
 
@@ -934,7 +957,7 @@ macro_rules! handle {
                 &'a mut self,
                 cmd: &'a redis::Cmd,
             ) -> redis::RedisFuture<'a, redis::Value> {
-                $crate::calls::boxed(|| self.execute($crate::calls::Request::Cmd(cmd)))
+                self.execute($crate::calls::Request::Cmd(cmd))
             }
 
             fn req_packed_commands<'a>(
@@ -943,15 +966,24 @@ macro_rules! handle {
                 offset: usize,
                 count: usize,
             ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-                $crate::calls::boxed(|| async move {
-                    self.execute($crate::calls::Request::Pipeline {
-                        pipeline,
-                        offset,
-                        count,
-                    })
-                    .await
-                    .map($crate::budget::into_values)
-                })
+                let request = $crate::calls::Request::Pipeline {
+                    pipeline,
+                    offset,
+                    count,
+                };
+                let (shared, options) = (&*self.shared, self.options);
+                match shared.route(request, options) {
+                    $crate::calls::Route::Loop(blocking) => $crate::calls::boxed(|| async move {
+                        shared
+                            .calls
+                            .run(shared, request, options, blocking)
+                            .await
+                            .map($crate::budget::into_values)
+                    }),
+                    $crate::calls::Route::Other(future) => {
+                        Box::pin(async move { future.await.map($crate::budget::into_values) })
+                    }
+                }
             }
 
             fn get_db(&self) -> i64 {

@@ -28,7 +28,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::ClientCache;
-use crate::calls::{self, CallOptions, Calls, HandleGuard, Request, Transport};
+use crate::calls::{self, CallOptions, Calls, HandleGuard, Request, Route, Transport};
 use crate::classify::{self, failure_kind, is_server_reply, Redirect};
 use crate::config::Config;
 use crate::connector::{Connection, Connector};
@@ -313,41 +313,39 @@ impl Shared {
         self.settings.apply(&self.config)
     }
 
-    /// One command or pipeline: a blocking one on an exclusive connection
-    /// (so it never holds the shared one), anything else here.
-    async fn execute(
-        &self,
-        request: Request<'_>,
-        options: CallOptions,
-    ) -> Result<Value, RedisError> {
+    /// Where one command or pipeline goes: a blocking one to an exclusive
+    /// connection (so it never holds the shared one), a cached read to the
+    /// cache, anything else through the call loop here.
+    ///
+    /// A plain function, not an `async fn`: the handle boxes the call
+    /// loop's own future for the common case, with no state machine of
+    /// this routing around it (which every call would poll through).
+    fn route<'a>(&'a self, request: Request<'a>, options: CallOptions) -> Route<'a> {
         let blocking = request.blocking();
         // WAIT/WAITAOF count this connection's writes: they stay here.
-        let own_writes = match request {
+        let own_writes = || match request {
             Request::Cmd(cmd) => {
                 relink_core::commands::waits_for_own_writes(crate::calls::args(cmd))
             }
             Request::Pipeline { .. } => false,
         };
-        // The rarer paths run boxed: an async fn's state is as large as its
-        // largest branch, and every call moves that state (into its box,
-        // across polls); the plain command's path stays small.
-        if let (Some(pool), Ok(Some(_)), false) = (&self.exclusive, &blocking, own_writes) {
-            return Box::pin(async move {
-                let lease = pool.lease(&self.calls, options).await;
-                let mut lease = lease.map_err(Error::into_redis)?;
-                lease.run(request).await
-            })
-            .await;
+        if let (Some(pool), Ok(Some(_))) = (&self.exclusive, &blocking) {
+            if !own_writes() {
+                return Route::Other(Box::pin(async move {
+                    let lease = pool.lease(&self.calls, options).await;
+                    let mut lease = lease.map_err(Error::into_redis)?;
+                    lease.run(request).await
+                }));
+            }
         }
         if self.cache.is_some() && request.breaks_tracking() {
-            return Err(Error::InvalidCommand {
+            return Route::refused(Error::InvalidCommand {
                 reason: "with the client-side cache on, a command that changes the shared \
                          connection's state (CLIENT TRACKING, SELECT, RESET, HELLO, AUTH, ...) \
                          would silence or confuse its invalidations: run it on a connection of \
                          its own (Client::exclusive)"
                     .to_owned(),
-            }
-            .into_redis());
+            });
         }
         if let (Some(cache), Request::Cmd(cmd), None) = (&self.cache, request, options.durable) {
             // The core decides: answer from memory, or send and maybe keep
@@ -355,22 +353,26 @@ impl Shared {
             // server's word).
             match cache.lookup(self.now(), cmd) {
                 Lookup::Hit(value) => {
-                    // Answered without waiting on anything: spend the
-                    // task's cooperative budget, so a loop of hits yields
-                    // to the runtime like a loop of round trips does.
-                    tokio::task::consume_budget().await;
-                    return Ok(value);
+                    return Route::Other(Box::pin(async move {
+                        // Answered without waiting on anything: spend the
+                        // task's cooperative budget, so a loop of hits
+                        // yields to the runtime like a loop of round trips
+                        // does.
+                        tokio::task::consume_budget().await;
+                        Ok(value)
+                    }));
                 }
                 Lookup::Miss(reservation) => {
                     let call = self.calls.run(self, request, options, blocking);
-                    return Box::pin(crate::cache::Filling::new(cache, reservation).run(call))
-                        .await;
+                    return Route::Other(Box::pin(
+                        crate::cache::Filling::new(cache, reservation).run(call),
+                    ));
                 }
                 Lookup::Bypass => {}
             }
         }
         // (A malformed blocking command is refused by the call loop.)
-        self.calls.run(self, request, options, blocking).await
+        Route::Loop(blocking)
     }
 
     /// Waits until the live connection has read everything the server sent

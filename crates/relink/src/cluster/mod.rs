@@ -44,7 +44,7 @@ use redis::{ConnectionAddr, IntoConnectionInfo, RedisError, Value};
 use relink_core::{Delivery, FailureKind, State, Timestamp};
 use tokio::sync::{watch, Notify};
 
-use crate::calls::{self, CallOptions, Calls, HandleGuard, Request, Transport};
+use crate::calls::{self, CallOptions, Calls, HandleGuard, Request, Route, Transport};
 use crate::classify::Redirect;
 use crate::config::{Config, OutagePolicy, RawConfig};
 use crate::Error;
@@ -588,11 +588,8 @@ fn host_port(node: &str) -> Result<(String, u16), Error> {
 }
 
 impl Shared {
-    fn execute<'a>(
-        &'a self,
-        request: Request<'a>,
-        options: CallOptions,
-    ) -> impl std::future::Future<Output = Result<Value, RedisError>> + Send + 'a {
+    /// Where one command or pipeline goes: the call loop, or a refusal.
+    fn route(&self, request: Request<'_>, options: CallOptions) -> Route<'static> {
         let blocking = request.blocking();
         let refused = match blocking {
             // redis-rs's own per-node response timeout would cut these,
@@ -603,33 +600,27 @@ impl Shared {
             }
             _ => false,
         };
-        let cluster_response_timeout = self.config.settings().response_timeout();
         // A durable write goes out with its WAIT in one pipeline, to one
         // node: a command the cluster runs on many nodes cannot be one.
-        let fans_out =
-            options.durable.is_some() && !request.is_read_only() && request.fans_out_on_cluster();
-        async move {
-            if fans_out {
-                return Err(Error::InvalidCommand {
-                    reason: "a command that a cluster runs on many nodes (FLUSHALL, SCRIPT LOAD, \
-                             CONFIG SET, ...) cannot be a durable write, whose WAIT runs on one \
-                             node: send it through a handle without durable()"
-                        .to_owned(),
-                }
-                .into_redis());
-            }
-            if refused {
-                return Err(Error::InvalidCommand {
-                    reason: format!(
-                        "a blocking command that may block {cluster_response_timeout:?} or longer \
-                         (the response timeout) is not supported on ClusterClient yet; use a \
-                         shorter timeout, or a Client on the node"
-                    ),
-                }
-                .into_redis());
-            }
-            self.calls.run(self, request, options, blocking).await
+        if options.durable.is_some() && !request.is_read_only() && request.fans_out_on_cluster() {
+            return Route::refused(Error::InvalidCommand {
+                reason: "a command that a cluster runs on many nodes (FLUSHALL, SCRIPT LOAD, \
+                         CONFIG SET, ...) cannot be a durable write, whose WAIT runs on one \
+                         node: send it through a handle without durable()"
+                    .to_owned(),
+            });
         }
+        if refused {
+            let cluster_response_timeout = self.config.settings().response_timeout();
+            return Route::refused(Error::InvalidCommand {
+                reason: format!(
+                    "a blocking command that may block {cluster_response_timeout:?} or longer \
+                     (the response timeout) is not supported on ClusterClient yet; use a \
+                     shorter timeout, or a Client on the node"
+                ),
+            });
+        }
+        Route::Loop(blocking)
     }
 
     fn stats(&self) -> crate::Stats {

@@ -687,7 +687,7 @@ async fn compare(
         md,
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     )?;
-    for &tasks in &CONCURRENCY {
+    for tasks in concurrency()? {
         let load_before = load_average();
         let mut raw_runs: Vec<(f64, u32)> = Vec::new();
         let mut relink_runs: Vec<(f64, u32)> = Vec::new();
@@ -756,6 +756,23 @@ async fn compare(
     }
     writeln!(md)?;
     Ok(())
+}
+
+/// Section 1's concurrencies: [`CONCURRENCY`], or the comma-separated
+/// list in `RELINK_BENCH_TASKS` (to rerun one row: `RELINK_BENCH_TASKS=16`).
+fn concurrency() -> Res<Vec<usize>> {
+    let Ok(list) = std::env::var("RELINK_BENCH_TASKS") else {
+        return Ok(CONCURRENCY.to_vec());
+    };
+    list.split(',')
+        .map(|t| match t.trim().parse::<usize>() {
+            Ok(tasks @ 1..=4096) => Ok(tasks),
+            _ => Err(format!(
+                "RELINK_BENCH_TASKS={list:?}: `{t}` is not a number of tasks from 1 to 4096"
+            )
+            .into()),
+        })
+        .collect()
 }
 
 /// The median of `values` (the mean of the middle two when even); 0 if empty.

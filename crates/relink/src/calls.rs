@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures_util::future::{Either, TryFutureExt};
+use futures_util::future::{Either, FutureExt, TryFutureExt};
 use redis::aio::MultiplexedConnection;
 use redis::{Cmd, Pipeline, RedisError, Value};
 use relink_core::call::{Call, CallInput, CallPolicy, Decision, FailReason, Failure};
@@ -299,16 +299,17 @@ impl Calls {
         request: Request<'a>,
         options: CallOptions,
         blocking: Result<Option<Blocking>, BadTimeout>,
+        timer: &'a mut ReplyTimer,
     ) -> impl Future<Output = Result<Value, RedisError>> + Send + 'a {
         #[cfg(not(feature = "opentelemetry"))]
-        return self.decide_and_send(transport, request, options, blocking);
+        return self.decide_and_send(transport, request, options, blocking, timer);
         #[cfg(feature = "opentelemetry")]
         async move {
-            let timer = self.metrics.start();
+            let started = self.metrics.start();
             let result = self
-                .decide_and_send(transport, request, options, blocking)
+                .decide_and_send(transport, request, options, blocking, timer)
                 .await;
-            self.metrics.call_ended(timer, request, &result);
+            self.metrics.call_ended(started, request, &result);
             result
         }
     }
@@ -319,6 +320,7 @@ impl Calls {
         request: Request<'_>,
         options: CallOptions,
         blocking: Result<Option<Blocking>, BadTimeout>,
+        timer: &mut ReplyTimer,
     ) -> Result<Value, RedisError> {
         // A call pinned to a lease's transaction is never sent twice: a
         // second EXEC, or a command queued twice in a MULTI, would not be
@@ -411,8 +413,7 @@ impl Calls {
                                 // No end (a blocking command's `Duration::MAX`).
                                 break Some(sent.as_mut().await);
                             };
-                            let waited = tokio::time::timeout_at(until.into(), sent.as_mut());
-                            if let Ok(result) = waited.await {
+                            if let Some(result) = timer.wait(until, sent.as_mut()).await {
                                 break Some(result);
                             }
                             let alive_since_sent = transport.alive_since(c, sent_at);
@@ -712,6 +713,74 @@ where
     Box::into_pin(future)
 }
 
+/// A handle's timer for its calls' reply waits, kept from one call to the
+/// next: each wait resets it to its own end.
+///
+/// Why not `tokio::time::timeout` per wait: a new timer is put into the
+/// runtime's timer wheel on its first poll and taken out when dropped, each
+/// under the wheel's lock (a GET/SET at 16 tasks spent about 560
+/// instructions in tokio's timer code, against 100 with this). A timer reset
+/// to a later end only moves an atomic (the wheel finds the new end when
+/// the old one comes and files it again), and a call's end is nearly always
+/// later than the previous call's.
+///
+/// A timer belongs to its runtime: it fires only while that runtime runs,
+/// and polling it once that runtime has shut down panics. So it is kept
+/// for the task that made it (a task never changes runtime), and made anew
+/// when the handle's next call runs in another task, or after it fired (a
+/// runtime's shutdown fires all of its timers). A call outside any task
+/// (`block_on`) waits with a timer of its own, as before. A clone of a
+/// handle starts without one.
+#[derive(Default)]
+pub(crate) struct ReplyTimer(Option<(tokio::task::Id, std::pin::Pin<Box<tokio::time::Sleep>>)>);
+
+impl Clone for ReplyTimer {
+    fn clone(&self) -> Self {
+        ReplyTimer(None)
+    }
+}
+
+impl ReplyTimer {
+    /// `reply`'s output, or `None` if `until` comes first; what
+    /// `tokio::time::timeout_at` does, with this timer.
+    pub(crate) fn wait<'s, F: Future + ?Sized>(
+        &'s mut self,
+        until: Instant,
+        mut reply: std::pin::Pin<&'s mut F>,
+    ) -> impl Future<Output = Option<F::Output>> + 's {
+        use std::task::Poll;
+        use tokio::task::coop;
+        let until = tokio::time::Instant::from_std(until);
+        let Some(task) = tokio::task::try_id() else {
+            return Either::Left(tokio::time::timeout_at(until, reply).map(Result::ok));
+        };
+        let kept = matches!(&self.0, Some((owner, sleep)) if *owner == task && !sleep.is_elapsed());
+        if !kept {
+            self.0 = None;
+        }
+        let (_, sleep) = self
+            .0
+            .get_or_insert_with(|| (task, Box::pin(tokio::time::sleep_until(until))));
+        if kept {
+            sleep.as_mut().reset(until);
+        }
+        Either::Right(std::future::poll_fn(move |cx| {
+            // As tokio's own `Timeout`: the reply first, and the timer is
+            // checked even when the reply's poll spent the task's budget.
+            let had_budget = coop::has_budget_remaining();
+            if let Poll::Ready(value) = reply.as_mut().poll(cx) {
+                return Poll::Ready(Some(value));
+            }
+            let ended = if had_budget && !coop::has_budget_remaining() {
+                std::pin::pin!(coop::unconstrained(sleep.as_mut())).poll(cx)
+            } else {
+                sleep.as_mut().poll(cx)
+            };
+            ended.map(|()| None)
+        }))
+    }
+}
+
 /// Where a handle's command goes, as its shape's `route` decides.
 pub(crate) enum Route<'a> {
     /// Through the call loop on the shape's own connections, with
@@ -839,7 +908,8 @@ impl<'b> Request<'b> {
 /// methods about calls (`idempotent`, `with_deadline`, `health`, `stats`,
 /// `wait_ready`, `shutdown`), and `redis::aio::ConnectionLike`.
 ///
-/// `$handle` has fields `shared: Arc<$shared>` and `options: CallOptions`,
+/// `$handle` has fields `shared: Arc<$shared>`, `options: CallOptions` and
+/// `timer: ReplyTimer`,
 /// `$shared` methods `route(request, options)` (a [`Route`]) and `stats()`;
 /// `$shared` has `config` (whose `Debug` shows no secret), `live:
 /// ArcSwapOption<$conn>`, `health: watch::Sender<$health>` and `calls: Calls`, and implements the rest of [`Transport`] (its own
@@ -939,13 +1009,13 @@ macro_rules! handle {
             /// Runs one command or pipeline where the shape routes it: the
             /// call loop's own future, boxed, in the common case.
             fn execute<'a>(
-                &'a self,
+                &'a mut self,
                 request: $crate::calls::Request<'a>,
             ) -> redis::RedisFuture<'a, redis::Value> {
-                let (shared, options) = (&*self.shared, self.options);
+                let (shared, options, timer) = (&*self.shared, self.options, &mut self.timer);
                 match shared.route(request, options) {
                     $crate::calls::Route::Loop(blocking) => $crate::calls::boxed(|| {
-                        shared.calls.run(shared, request, options, blocking)
+                        shared.calls.run(shared, request, options, blocking, timer)
                     }),
                     $crate::calls::Route::Other(future) => future,
                 }
@@ -971,12 +1041,12 @@ macro_rules! handle {
                     offset,
                     count,
                 };
-                let (shared, options) = (&*self.shared, self.options);
+                let (shared, options, timer) = (&*self.shared, self.options, &mut self.timer);
                 match shared.route(request, options) {
                     $crate::calls::Route::Loop(blocking) => $crate::calls::boxed(|| async move {
                         shared
                             .calls
-                            .run(shared, request, options, blocking)
+                            .run(shared, request, options, blocking, timer)
                             .await
                             .map($crate::budget::into_values)
                     }),

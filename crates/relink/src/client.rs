@@ -28,7 +28,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::ClientCache;
-use crate::calls::{self, CallOptions, Calls, HandleGuard, Request, Route, Transport};
+use crate::calls::{self, CallOptions, Calls, HandleGuard, ReplyTimer, Request, Route, Transport};
 use crate::classify::{self, failure_kind, is_server_reply, Redirect};
 use crate::config::Config;
 use crate::connector::{Connection, Connector};
@@ -363,10 +363,13 @@ impl Shared {
                     }));
                 }
                 Lookup::Miss(reservation) => {
-                    let call = self.calls.run(self, request, options, blocking);
-                    return Route::Other(Box::pin(
-                        crate::cache::Filling::new(cache, reservation).run(call),
-                    ));
+                    return Route::Other(Box::pin(async move {
+                        let mut timer = ReplyTimer::default();
+                        let call = self.calls.run(self, request, options, blocking, &mut timer);
+                        crate::cache::Filling::new(cache, reservation)
+                            .run(call)
+                            .await
+                    }));
                 }
                 Lookup::Bypass => {}
             }
@@ -465,6 +468,7 @@ pub struct Client {
     shared: Arc<Shared>,
     _guard: Arc<HandleGuard>,
     options: CallOptions,
+    timer: ReplyTimer,
 }
 
 impl Client {
@@ -748,6 +752,7 @@ impl Client {
             shared,
             _guard: Arc::new(HandleGuard(shutdown)),
             options,
+            timer: ReplyTimer::default(),
         })
     }
 
@@ -838,10 +843,12 @@ impl Client {
         &'a self,
         request: Request<'a>,
         options: CallOptions,
+        timer: &'a mut ReplyTimer,
     ) -> impl std::future::Future<Output = Result<Value, RedisError>> + Send + 'a {
+        let blocking = request.blocking();
         self.shared
             .calls
-            .run(&*self.shared, request, options, request.blocking())
+            .run(&*self.shared, request, options, blocking, timer)
     }
 
     /// The supervisor's events from now on: connected, disconnected (with the

@@ -427,6 +427,7 @@ pub struct ClusterClient {
     shared: Arc<Shared>,
     _guard: Arc<HandleGuard>,
     options: CallOptions,
+    timer: calls::ReplyTimer,
 }
 
 impl ClusterClient {
@@ -475,6 +476,7 @@ impl ClusterClient {
             shared,
             _guard: Arc::new(HandleGuard(shutdown)),
             options,
+            timer: calls::ReplyTimer::default(),
         })
     }
 

@@ -22,3 +22,51 @@ async fn a_commands_future_stays_small() {
     drop(future);
     client.shutdown().await;
 }
+
+/// A handle keeps its reply waits' timer from one call to the next, and a
+/// timer belongs to the runtime it was made on: polling one whose runtime
+/// has shut down panics, and one whose runtime is idle does not fire. A
+/// handle whose calls run on runtimes that come and go (a blocking
+/// wrapper's runtime per call; a task per call, or `block_on` itself) must
+/// go on working after the runtime its last call ran on is gone.
+#[test]
+fn a_handle_outlives_the_runtime_its_last_call_ran_on() {
+    use redis::AsyncCommands;
+    let server = relink_testkit::RedisServer::start();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    };
+    // The client's own task runs on a runtime that lasts the whole test.
+    let home = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let mut client =
+        home.block_on(async { crate::ready_client(crate::fast_config(&server.url())).await });
+    for round in 0..4i64 {
+        let calls = runtime();
+        let set_and_get = |mut client: relink::Client| async move {
+            let value = async {
+                client.set::<_, _, ()>("k", round).await?;
+                client.get::<_, i64>("k").await
+            }
+            .await;
+            (client, value)
+        };
+        // In a task of that runtime, or in its `block_on` (no task).
+        let (back, value) = if round % 2 == 0 {
+            calls.block_on(async { tokio::spawn(set_and_get(client)).await.expect("the task") })
+        } else {
+            calls.block_on(set_and_get(client))
+        };
+        client = back;
+        assert_eq!(value.expect("a call on a runtime of its own"), round);
+        // Its timers fire as it shuts down.
+        drop(calls);
+    }
+    home.block_on(client.shutdown());
+}

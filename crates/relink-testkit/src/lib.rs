@@ -29,7 +29,7 @@ pub mod tls;
 
 pub use cluster::RedisCluster;
 pub use impostor::{closed_port, Impostor};
-pub use proxy::FaultProxy;
+pub use proxy::{FaultProxy, ProxyProbe};
 pub use sentinel::SentinelTopology;
 pub use server::{RedisServer, RedisServerBuilder};
 pub use tls::{TlsFiles, TlsServer};

@@ -52,6 +52,8 @@ struct Shared {
     cut_after_next_request: AtomicBool,
     open: AtomicUsize,
     accepted: AtomicU64,
+    /// The listening socket is open (cleared once it is closed).
+    listening: AtomicBool,
 }
 
 /// How a connection ends.
@@ -102,6 +104,7 @@ impl FaultProxy {
             cut_after_next_request: AtomicBool::new(false),
             open: AtomicUsize::new(0),
             accepted: AtomicU64::new(0),
+            listening: AtomicBool::new(true),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -113,6 +116,7 @@ impl FaultProxy {
         let thread = std::thread::Builder::new()
             .name(format!("fault-proxy-{}", addr.port()))
             .spawn(move || {
+                let listening = Arc::clone(&task_shared);
                 runtime.block_on(async move {
                     let listener = TcpListener::from_std(listener).expect("register the listener");
                     tokio::select! {
@@ -120,6 +124,8 @@ impl FaultProxy {
                         () = accept_loop(listener, upstream, task_shared) => {}
                     }
                 });
+                // The listener was closed with the future that owned it.
+                listening.listening.store(false, Ordering::SeqCst);
                 // Dropping the runtime drops every connection task, which
                 // closes their sockets.
                 drop(runtime);
@@ -147,6 +153,12 @@ impl FaultProxy {
     /// `redis://127.0.0.1:<proxy port>/` (without credentials).
     pub fn url(&self) -> String {
         format!("redis://{}/", self.addr)
+    }
+
+    /// A view of the proxy's state that outlives it: to check what
+    /// dropping it did.
+    pub fn probe(&self) -> ProxyProbe {
+        ProxyProbe(Arc::clone(&self.shared))
     }
 
     /// Connections currently open through the proxy.
@@ -231,6 +243,22 @@ impl Drop for FaultProxy {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// What [`FaultProxy::probe`] sees of a proxy, also after it is dropped.
+#[derive(Debug, Clone)]
+pub struct ProxyProbe(Arc<Shared>);
+
+impl ProxyProbe {
+    /// The proxy's listening socket is still open.
+    pub fn listening(&self) -> bool {
+        self.0.listening.load(Ordering::SeqCst)
+    }
+
+    /// Connections open through the proxy.
+    pub fn connections(&self) -> usize {
+        self.0.open.load(Ordering::SeqCst)
     }
 }
 

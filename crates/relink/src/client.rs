@@ -322,15 +322,15 @@ impl Shared {
     /// this routing around it (which every call would poll through).
     fn route<'a>(&'a self, request: Request<'a>, options: CallOptions) -> Route<'a> {
         let blocking = request.blocking();
-        // WAIT/WAITAOF count this connection's writes: they stay here.
-        let own_writes = || match request {
-            Request::Cmd(cmd) => {
-                relink_core::commands::waits_for_own_writes(crate::calls::args(cmd))
-            }
-            Request::Pipeline { .. } => false,
-        };
         if let (Some(pool), Ok(Some(_))) = (&self.exclusive, &blocking) {
-            if !own_writes() {
+            // WAIT/WAITAOF count this connection's writes: they stay here.
+            let own_writes = match request {
+                Request::Cmd(cmd) => {
+                    relink_core::commands::waits_for_own_writes(crate::calls::args(cmd))
+                }
+                Request::Pipeline { .. } => false,
+            };
+            if !own_writes {
                 return Route::Other(Box::pin(async move {
                     let lease = pool.lease(&self.calls, options).await;
                     let mut lease = lease.map_err(Error::into_redis)?;

@@ -714,16 +714,23 @@ where
 }
 
 /// A handle's timer for its calls' reply waits, kept from one call to the
-/// next: each wait resets it to its own end.
+/// next.
 ///
 /// Why not `tokio::time::timeout` per wait: a new timer is put into the
 /// runtime's timer wheel on its first poll and taken out when dropped, each
 /// under the wheel's lock (callgrind: about 560 instructions of a GET/SET
-/// at 16 tasks in tokio's timer code; with this, about 310 fewer for the
-/// whole client per call). A timer reset to a later end only moves an
-/// atomic (the wheel finds the new end when the old one comes and files it
-/// again), and a call's end is nearly always later than the previous
-/// call's.
+/// at 16 tasks in tokio's timer code).
+///
+/// Why not reset it to each wait's end either: a reset converts the end to
+/// the wheel's ticks and moves an atomic, and the timer must be polled
+/// again afterwards (about 300 instructions a call together). A wait whose
+/// end is no earlier than the timer's leaves it alone: the timer may then
+/// fire before the wait's end (at most once per response timeout, 3 s by
+/// default), and is reset to that end only then. A wait ending earlier
+/// resets it at once. And a timer that returned `Pending` to a waker that
+/// would wake this same task, and has neither fired nor been reset since,
+/// is not polled again: the future's contract is to wake the waker of its
+/// last poll.
 ///
 /// A timer belongs to its runtime: it fires only while that runtime runs,
 /// and polling it once that runtime has shut down panics. So it is kept
@@ -733,7 +740,14 @@ where
 /// (`block_on`) waits with a timer of its own, as before. A clone of a
 /// handle starts without one.
 #[derive(Default)]
-pub(crate) struct ReplyTimer(Option<(tokio::task::Id, std::pin::Pin<Box<tokio::time::Sleep>>)>);
+pub(crate) struct ReplyTimer(Option<KeptTimer>);
+
+struct KeptTimer {
+    task: tokio::task::Id,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// The waker `sleep` last returned `Pending` to, until it is reset.
+    polled_by: Option<std::task::Waker>,
+}
 
 impl Clone for ReplyTimer {
     fn clone(&self) -> Self {
@@ -755,16 +769,24 @@ impl ReplyTimer {
         let Some(task) = tokio::task::try_id() else {
             return Either::Left(tokio::time::timeout_at(until, reply).map(Result::ok));
         };
-        let kept = matches!(&self.0, Some((owner, sleep)) if *owner == task && !sleep.is_elapsed());
-        if !kept {
-            self.0 = None;
-        }
-        let (_, sleep) = self
+        let kept = self
             .0
-            .get_or_insert_with(|| (task, Box::pin(tokio::time::sleep_until(until))));
-        if kept {
-            sleep.as_mut().reset(until);
-        }
+            .take()
+            .filter(|k| k.task == task && !k.sleep.is_elapsed());
+        let timer = self.0.insert(match kept {
+            Some(mut kept) => {
+                if kept.sleep.deadline() > until {
+                    kept.sleep.as_mut().reset(until);
+                    kept.polled_by = None;
+                }
+                kept
+            }
+            None => KeptTimer {
+                task,
+                sleep: Box::pin(tokio::time::sleep_until(until)),
+                polled_by: None,
+            },
+        });
         Either::Right(std::future::poll_fn(move |cx| {
             // As tokio's own `Timeout`: the reply first, and the timer is
             // checked even when the reply's poll spent the task's budget.
@@ -772,12 +794,35 @@ impl ReplyTimer {
             if let Poll::Ready(value) = reply.as_mut().poll(cx) {
                 return Poll::Ready(Some(value));
             }
-            let ended = if had_budget && !coop::has_budget_remaining() {
-                std::pin::pin!(coop::unconstrained(sleep.as_mut())).poll(cx)
-            } else {
-                sleep.as_mut().poll(cx)
-            };
-            ended.map(|()| None)
+            // At most twice: a timer that fires early is reset to `until`,
+            // and its next firing is the end.
+            for _ in 0..2 {
+                let registered = !timer.sleep.is_elapsed()
+                    && timer
+                        .polled_by
+                        .as_ref()
+                        .is_some_and(|w| w.will_wake(cx.waker()));
+                if registered {
+                    return Poll::Pending;
+                }
+                let sleep = timer.sleep.as_mut();
+                let ended = if had_budget && !coop::has_budget_remaining() {
+                    std::pin::pin!(coop::unconstrained(sleep)).poll(cx)
+                } else {
+                    sleep.poll(cx)
+                };
+                if ended.is_pending() {
+                    timer.polled_by = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                if timer.sleep.deadline() >= until {
+                    return Poll::Ready(None);
+                }
+                // Fired at an earlier wait's end: on to this one's.
+                timer.sleep.as_mut().reset(until);
+                timer.polled_by = None;
+            }
+            Poll::Ready(None)
         }))
     }
 }
@@ -1065,3 +1110,95 @@ macro_rules! handle {
     };
 }
 pub(crate) use handle;
+
+#[cfg(test)]
+mod tests {
+    use std::future::{pending, ready, Future};
+    use std::pin::pin;
+    use std::task::{Context, Waker};
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::ReplyTimer;
+
+    /// Runs `check` in a task (a handle keeps its timer only there), on
+    /// tokio's paused clock: time moves only when every task waits.
+    async fn in_a_task<F: Future<Output = ()> + Send + 'static>(check: F) {
+        tokio::spawn(check).await.expect("the check panicked");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_left_at_an_earlier_end_does_not_end_a_later_wait() {
+        in_a_task(async {
+            let start = Instant::now();
+            let mut timer = ReplyTimer::default();
+            let mut one = pin!(ready(1));
+            let first = timer.wait(
+                (start + Duration::from_millis(100)).into_std(),
+                one.as_mut(),
+            );
+            assert_eq!(first.await, Some(1));
+            // The timer still ends at the first wait's end: it fires there,
+            // and this wait goes on to its own end.
+            let end = start + Duration::from_secs(1);
+            let mut never = pin!(pending::<()>());
+            assert_eq!(timer.wait(end.into_std(), never.as_mut()).await, None);
+            assert!(
+                Instant::now() >= end,
+                "ended {:?} early",
+                end - Instant::now()
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_ending_before_the_timer_does_ends_on_time() {
+        in_a_task(async {
+            let start = Instant::now();
+            let mut timer = ReplyTimer::default();
+            let mut one = pin!(ready(1));
+            let first = timer.wait((start + Duration::from_secs(5)).into_std(), one.as_mut());
+            assert_eq!(first.await, Some(1));
+            let end = start + Duration::from_millis(100);
+            let mut never = pin!(pending::<()>());
+            assert_eq!(timer.wait(end.into_std(), never.as_mut()).await, None);
+            let late = Instant::now() - end;
+            assert!(late < Duration::from_millis(10), "ended {late:?} late");
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_polled_by_another_waker_still_ends() {
+        in_a_task(async {
+            let start = Instant::now();
+            let mut timer = ReplyTimer::default();
+            {
+                // Polled once by another waker (a future in a
+                // `FuturesUnordered` is), then given up.
+                let mut never = pin!(pending::<()>());
+                let wait = timer.wait(
+                    (start + Duration::from_millis(100)).into_std(),
+                    never.as_mut(),
+                );
+                let mut cx = Context::from_waker(Waker::noop());
+                assert!(pin!(wait).poll(&mut cx).is_pending());
+            }
+            // The timer last saw the other waker: this task's must be
+            // registered, or its firing would wake nobody.
+            let mut never = pin!(pending::<()>());
+            let wait = timer.wait(
+                (start + Duration::from_millis(200)).into_std(),
+                never.as_mut(),
+            );
+            let ended = tokio::time::timeout(Duration::from_secs(10), wait).await;
+            assert_eq!(ended, Ok(None));
+            // (The outer timeout's wake-up would end it too, late.)
+            let waited = Instant::now() - start;
+            assert!(waited < Duration::from_secs(1), "ended after {waited:?}");
+        })
+        .await;
+    }
+}

@@ -58,12 +58,14 @@ async fn ready(config: Config) -> Client {
 }
 
 fn direct(addr: SocketAddr) -> redis::Connection {
-    let client = redis::Client::open(format!("redis://{addr}/")).unwrap();
-    let conn = client
-        .get_connection_with_timeout(Duration::from_secs(5))
-        .unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    conn
+    try_direct(addr).unwrap()
+}
+
+fn try_direct(addr: SocketAddr) -> redis::RedisResult<redis::Connection> {
+    let client = redis::Client::open(format!("redis://{addr}/"))?;
+    let conn = client.get_connection_with_timeout(Duration::from_secs(5))?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    Ok(conn)
 }
 
 fn server_state(addr: SocketAddr, topic: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
@@ -871,13 +873,37 @@ async fn a_cached_client_serves_nothing_older_than_the_switch_after_a_planned_fa
         let acked = std::sync::Arc::clone(&acked);
         std::thread::spawn(move || {
             wait_until_master(new);
-            let mut conn = direct(new);
+            let mut conn: Option<redis::Connection> = None;
             for value in 1..=WRITES {
-                let _: () = redis::cmd("SET")
-                    .arg("k")
-                    .arg(value)
-                    .query(&mut conn)
-                    .unwrap();
+                // Sentinel disconnects the promoted replica's clients
+                // (CLIENT KILL TYPE normal) around its promotion: a write
+                // on a connection reset then is made again on a new one,
+                // and counted as acknowledged only once it is.
+                let started = Instant::now();
+                let set = |c: &mut redis::Connection| {
+                    redis::cmd("SET").arg("k").arg(value).query::<()>(c)
+                };
+                // Bounded by PATIENCE.
+                loop {
+                    let written = conn
+                        .take()
+                        .map_or_else(|| try_direct(new), Ok)
+                        .and_then(|mut c| set(&mut c).map(|()| c));
+                    match written {
+                        Ok(c) => {
+                            conn = Some(c);
+                            break;
+                        }
+                        Err(e) => {
+                            assert!(
+                                e.is_io_error() || e.is_connection_dropped(),
+                                "SET {value}: {e}"
+                            );
+                            assert!(started.elapsed() < PATIENCE, "SET {value}: {e}");
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                    }
+                }
                 acked.lock().unwrap().push((Instant::now(), value));
             }
         })

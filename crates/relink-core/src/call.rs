@@ -457,6 +457,22 @@ impl Call {
         self
     }
 
+    /// Tells the call what its commands are after it was made: `idempotent`
+    /// as [`Call::with_deadline`] takes it, `read_only` as
+    /// [`Call::read_only`]. For a driver that looks a command up only when
+    /// a decision needs it: the decision for [`CallInput::Connected`]
+    /// depends on neither, so a call sent on a healthy connection and
+    /// answered never asks. It must come before any other input.
+    pub fn classify(&mut self, idempotent: bool, read_only: bool) {
+        self.idempotent = idempotent;
+        self.read_only = read_only;
+    }
+
+    /// Is the call marked reads only ([`Call::read_only`], [`Call::classify`])?
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
     /// Retries spent so far.
     pub fn retries(&self) -> u32 {
         self.retries
@@ -733,6 +749,61 @@ mod tests {
             Decision::Fail { failure } => failure,
             other => panic!("expected a failure, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_call_classified_after_its_first_send_decides_as_one_classified_at_once() {
+        let p = CallPolicy::default().deadline(Some(ms(1_000)));
+        let next = [
+            CallInput::Connected,
+            CallInput::NotConnected,
+            CallInput::Misconfigured,
+            CallInput::BacklogFull,
+            failed(Timeout, Delivery::MaybeSent),
+            failed(Closed, Delivery::NotSent),
+            failed(Io, Delivery::MaybeSent),
+            failed(Command, Delivery::Answered),
+            CallInput::NoReply {
+                alive_since_sent: false,
+                budget_allows: true,
+            },
+            CallInput::Redirected,
+            CallInput::WritesHeld,
+            CallInput::Shutdown,
+        ];
+        for (idempotent, read_only) in [(false, false), (true, false), (true, true), (false, true)]
+        {
+            for input in next {
+                let mut early = Call::new(&p, t(0), idempotent, 7).read_only(read_only);
+                let mut late = Call::new(&p, t(0), false, 7);
+                assert_eq!(
+                    early.decide(&p, t(0), CallInput::Connected),
+                    late.decide(&p, t(0), CallInput::Connected),
+                    "the first send asks neither"
+                );
+                late.classify(idempotent, read_only);
+                assert_eq!(
+                    early.decide(&p, t(20), input),
+                    late.decide(&p, t(20), input),
+                    "{input:?}, idempotent {idempotent}, read-only {read_only}"
+                );
+                assert_eq!(late.is_read_only(), read_only);
+            }
+        }
+        // And the classification is what decides: a write of unknown fate
+        // is retried only once it is known to be safe to.
+        let mut write = Call::new(&p, t(0), false, 7);
+        write.decide(&p, t(0), CallInput::Connected);
+        let mut read = write.clone();
+        read.classify(true, true);
+        assert!(matches!(
+            write.decide(&p, t(20), failed(Timeout, Delivery::MaybeSent)),
+            Decision::Fail { .. }
+        ));
+        assert!(!matches!(
+            read.decide(&p, t(20), failed(Timeout, Delivery::MaybeSent)),
+            Decision::Fail { .. }
+        ));
     }
 
     #[test]

@@ -155,6 +155,20 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Tells `call` what `request` is (the core's `Call::classify`); `true`.
+///
+/// A call pinned to a lease's transaction is never sent twice: a second
+/// EXEC, or a command queued twice in a MULTI, would not be what the
+/// caller wrote.
+fn classify(call: &mut Call, request: Request<'_>, options: &CallOptions) -> bool {
+    let read_only = request.is_read_only();
+    call.classify(
+        options.pinned.is_none() && (options.idempotent || read_only),
+        read_only,
+    );
+    true
+}
+
 /// What every clone of a handle shares about its calls.
 pub(crate) struct Calls {
     policy: CallPolicy,
@@ -322,20 +336,17 @@ impl Calls {
         blocking: Result<Option<Blocking>, BadTimeout>,
         timer: &mut ReplyTimer,
     ) -> Result<Value, RedisError> {
-        // A call pinned to a lease's transaction is never sent twice: a
-        // second EXEC, or a command queued twice in a MULTI, would not be
-        // what the caller wrote.
-        let read_only = request.is_read_only();
-        let idempotent = options.pinned.is_none() && (options.idempotent || read_only);
-        // Reads skip WAIT: there is nothing of theirs to replicate.
-        let durable = options.durable.filter(|_| !read_only);
         let started = self.now();
         let seed = started.as_millis();
         let mut now = started;
         let mut first_decision = true;
-        let call = match blocking {
-            Ok(None) => Call::with_deadline(started, idempotent, options.deadline, seed),
-            Ok(Some(blocking)) => Call::blocking(&self.policy, started, idempotent, blocking, seed),
+        // Made unclassified: the command is looked up in the read-only
+        // table only when a decision needs it (any input but `Connected`,
+        // the core's `Call::classify`), so a call sent on a healthy
+        // connection and answered never asks.
+        let mut call = match blocking {
+            Ok(None) => Call::with_deadline(started, false, options.deadline, seed),
+            Ok(Some(blocking)) => Call::blocking(&self.policy, started, false, blocking, seed),
             Err(bad) => {
                 bump(&self.counters.not_sent);
                 return Err(Error::InvalidCommand {
@@ -344,7 +355,15 @@ impl Calls {
                 .into_redis());
             }
         };
-        let mut call = call.read_only(read_only);
+        let mut classified = false;
+        // Reads skip WAIT: there is nothing of theirs to replicate.
+        let durable = match options.durable {
+            Some(durable) => {
+                classified = classify(&mut call, request, &options);
+                (!call.is_read_only()).then_some(durable)
+            }
+            None => None,
+        };
         let mut permit: Option<(SemaphorePermit<'_>, metrics::Queued<'_>)> = None;
         let mut conn = None;
         let mut redirect: Option<Redirect> = None;
@@ -365,7 +384,12 @@ impl Calls {
             }
             let decision = match next.take() {
                 Some(decision) => decision,
-                None => call.decide(&self.policy, now, input),
+                None => {
+                    if !classified && input != CallInput::Connected {
+                        classified = classify(&mut call, request, &options);
+                    }
+                    call.decide(&self.policy, now, input)
+                }
             };
             if call.retries() > retries_seen {
                 retries_seen = call.retries();
@@ -422,6 +446,9 @@ impl Calls {
                                 budget_allows: alive_since_sent || self.budget.drain(),
                             };
                             let now = self.now();
+                            if !classified {
+                                classified = classify(&mut call, request, &options);
+                            }
                             match call.decide(&self.policy, now, no_reply) {
                                 Decision::KeepWaiting { timeout } => (from, limit) = (now, timeout),
                                 other => {
@@ -495,7 +522,7 @@ impl Calls {
                     let mut health = transport.health();
                     health.borrow_and_update();
                     match self.look(transport, &mut conn) {
-                        CallInput::WritesHeld if read_only => CallInput::WritesHeld,
+                        CallInput::WritesHeld if call.is_read_only() => CallInput::WritesHeld,
                         // (A write waits out a failover like an outage.)
                         CallInput::NotConnected | CallInput::WritesHeld => {
                             // Boxed: an outage's wait, kept out of the

@@ -464,6 +464,14 @@ impl Call {
     /// depends on neither, so a call sent on a healthy connection and
     /// answered never asks. It must come before any other input.
     pub fn classify(&mut self, idempotent: bool, read_only: bool) {
+        debug_assert!(
+            self.retries == 0
+                && self.redirects == 0
+                && self.last.is_none()
+                && self.waiting_since.is_none()
+                && self.ended.is_none(),
+            "Call::classify after an input other than Connected"
+        );
         self.idempotent = idempotent;
         self.read_only = read_only;
     }

@@ -765,7 +765,11 @@ where
 /// when the handle's next call runs in another task, or after it fired (a
 /// runtime's shutdown fires all of its timers). A call outside any task
 /// (`block_on`) waits with a timer of its own, as before. A clone of a
-/// handle starts without one.
+/// handle starts without one. (Inside `spawn_blocking` a task id is the
+/// blocking task's: a handle whose calls there run under one runtime's
+/// `block_on` and then another's keeps the first runtime's timer, which
+/// fires only while that runtime runs. Telling runtimes apart on every
+/// call would cost a shared reference count.)
 #[derive(Default)]
 pub(crate) struct ReplyTimer(Option<KeptTimer>);
 
@@ -839,7 +843,12 @@ impl ReplyTimer {
                     sleep.poll(cx)
                 };
                 if ended.is_pending() {
-                    timer.polled_by = Some(cx.waker().clone());
+                    // Polled without budget, a timer only has its task
+                    // polled again, and registers nothing (a new one is
+                    // not even in the wheel yet): it must be polled again.
+                    if had_budget {
+                        timer.polled_by = Some(cx.waker().clone());
+                    }
                     return Poll::Pending;
                 }
                 if timer.sleep.deadline() >= until {
@@ -1193,6 +1202,36 @@ mod tests {
             assert_eq!(timer.wait(end.into_std(), never.as_mut()).await, None);
             let late = Instant::now() - end;
             assert!(late < Duration::from_millis(10), "ended {late:?} late");
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_first_polled_without_budget_still_ends() {
+        in_a_task(async {
+            let start = Instant::now();
+            let mut timer = ReplyTimer::default();
+            let mut never = pin!(pending::<()>());
+            let mut wait = pin!(timer.wait(
+                (start + Duration::from_millis(100)).into_std(),
+                never.as_mut(),
+            ));
+            // A task that spent its cooperative budget (a busy channel
+            // drained), then polls the wait once: its timer cannot register.
+            std::future::poll_fn(|cx| {
+                for _ in 0..1_000 {
+                    if pin!(tokio::task::consume_budget()).poll(cx).is_pending() {
+                        break;
+                    }
+                }
+                assert!(wait.as_mut().poll(cx).is_pending());
+                std::task::Poll::Ready(())
+            })
+            .await;
+            let ended = tokio::time::timeout(Duration::from_secs(10), wait).await;
+            assert_eq!(ended, Ok(None));
+            let waited = Instant::now() - start;
+            assert!(waited < Duration::from_secs(1), "ended after {waited:?}");
         })
         .await;
     }

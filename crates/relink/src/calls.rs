@@ -755,9 +755,10 @@ where
 /// fire before the wait's end (at most once per response timeout, 3 s by
 /// default), and is reset to that end only then. A wait ending earlier
 /// resets it at once. And a timer that returned `Pending` to a waker that
-/// would wake this same task, and has neither fired nor been reset since,
-/// is not polled again: the future's contract is to wake the waker of its
-/// last poll.
+/// would wake this same task (in a poll with coop budget: without,
+/// tokio's timer registers nothing), and has neither fired nor been reset
+/// since, is not polled again: the future's contract is to wake the waker
+/// of its last poll.
 ///
 /// A timer belongs to its runtime: it fires only while that runtime runs,
 /// and polling it once that runtime has shut down panics. So it is kept

@@ -1160,9 +1160,35 @@ mod tests {
     use super::ReplyTimer;
 
     /// Runs `check` in a task (a handle keeps its timer only there), on
-    /// tokio's paused clock: time moves only when every task waits.
+    /// tokio's paused clock: time moves only when every task waits, so the
+    /// times checked below are exact, whatever the machine's speed.
     async fn in_a_task<F: Future<Output = ()> + Send + 'static>(check: F) {
         tokio::spawn(check).await.expect("the check panicked");
+    }
+
+    /// `ms` milliseconds after `start`, as a wait takes its end.
+    fn at(start: Instant, ms: u64) -> std::time::Instant {
+        (start + Duration::from_millis(ms)).into_std()
+    }
+
+    /// A wait whose reply is there at once: it leaves the handle a timer
+    /// ending at `until`, never polled.
+    async fn answered_at_once(timer: &mut ReplyTimer, until: std::time::Instant) {
+        let mut one = pin!(ready(1));
+        assert_eq!(timer.wait(until, one.as_mut()).await, Some(1));
+    }
+
+    /// Awaits `wait` (for a reply that never comes): it must time out, and
+    /// before `bound` has passed since `start` (an outer timeout at 10 s
+    /// would end it too, late).
+    async fn times_out_by(wait: impl Future<Output = Option<()>>, start: Instant, bound: u64) {
+        let ended = tokio::time::timeout(Duration::from_secs(10), wait).await;
+        assert_eq!(ended, Ok(None));
+        let waited = Instant::now() - start;
+        assert!(
+            waited < Duration::from_millis(bound),
+            "ended after {waited:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -1170,17 +1196,12 @@ mod tests {
         in_a_task(async {
             let start = Instant::now();
             let mut timer = ReplyTimer::default();
-            let mut one = pin!(ready(1));
-            let first = timer.wait(
-                (start + Duration::from_millis(100)).into_std(),
-                one.as_mut(),
-            );
-            assert_eq!(first.await, Some(1));
+            answered_at_once(&mut timer, at(start, 100)).await;
             // The timer still ends at the first wait's end: it fires there,
             // and this wait goes on to its own end.
-            let end = start + Duration::from_secs(1);
             let mut never = pin!(pending::<()>());
-            assert_eq!(timer.wait(end.into_std(), never.as_mut()).await, None);
+            assert_eq!(timer.wait(at(start, 1_000), never.as_mut()).await, None);
+            let end = start + Duration::from_secs(1);
             assert!(
                 Instant::now() >= end,
                 "ended {:?} early",
@@ -1195,14 +1216,10 @@ mod tests {
         in_a_task(async {
             let start = Instant::now();
             let mut timer = ReplyTimer::default();
-            let mut one = pin!(ready(1));
-            let first = timer.wait((start + Duration::from_secs(5)).into_std(), one.as_mut());
-            assert_eq!(first.await, Some(1));
-            let end = start + Duration::from_millis(100);
+            answered_at_once(&mut timer, at(start, 5_000)).await;
             let mut never = pin!(pending::<()>());
-            assert_eq!(timer.wait(end.into_std(), never.as_mut()).await, None);
-            let late = Instant::now() - end;
-            assert!(late < Duration::from_millis(10), "ended {late:?} late");
+            // Its end is 100 ms: no more than 10 ms late.
+            times_out_by(timer.wait(at(start, 100), never.as_mut()), start, 110).await;
         })
         .await;
     }
@@ -1213,10 +1230,7 @@ mod tests {
             let start = Instant::now();
             let mut timer = ReplyTimer::default();
             let mut never = pin!(pending::<()>());
-            let mut wait = pin!(timer.wait(
-                (start + Duration::from_millis(100)).into_std(),
-                never.as_mut(),
-            ));
+            let mut wait = pin!(timer.wait(at(start, 100), never.as_mut()));
             // A task that spent its cooperative budget (a busy channel
             // drained), then polls the wait once: its timer cannot register.
             std::future::poll_fn(|cx| {
@@ -1229,10 +1243,7 @@ mod tests {
                 std::task::Poll::Ready(())
             })
             .await;
-            let ended = tokio::time::timeout(Duration::from_secs(10), wait).await;
-            assert_eq!(ended, Ok(None));
-            let waited = Instant::now() - start;
-            assert!(waited < Duration::from_secs(1), "ended after {waited:?}");
+            times_out_by(wait, start, 1_000).await;
         })
         .await;
     }
@@ -1246,25 +1257,14 @@ mod tests {
                 // Polled once by another waker (a future in a
                 // `FuturesUnordered` is), then given up.
                 let mut never = pin!(pending::<()>());
-                let wait = timer.wait(
-                    (start + Duration::from_millis(100)).into_std(),
-                    never.as_mut(),
-                );
+                let wait = timer.wait(at(start, 100), never.as_mut());
                 let mut cx = Context::from_waker(Waker::noop());
                 assert!(pin!(wait).poll(&mut cx).is_pending());
             }
             // The timer last saw the other waker: this task's must be
             // registered, or its firing would wake nobody.
             let mut never = pin!(pending::<()>());
-            let wait = timer.wait(
-                (start + Duration::from_millis(200)).into_std(),
-                never.as_mut(),
-            );
-            let ended = tokio::time::timeout(Duration::from_secs(10), wait).await;
-            assert_eq!(ended, Ok(None));
-            // (The outer timeout's wake-up would end it too, late.)
-            let waited = Instant::now() - start;
-            assert!(waited < Duration::from_secs(1), "ended after {waited:?}");
+            times_out_by(timer.wait(at(start, 200), never.as_mut()), start, 1_000).await;
         })
         .await;
     }

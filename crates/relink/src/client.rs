@@ -202,6 +202,14 @@ impl Live {
         }
     }
 
+    /// When the connection last read anything from the server, in whole
+    /// milliseconds of `epoch` rounded down (0: not known).
+    fn last_read_ms(&self, epoch: Instant) -> u64 {
+        self.demand.last_read().map_or(0, |t| {
+            u64::try_from(t.saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
+        })
+    }
+
     /// Gives the connection up: every command still waiting on it fails now
     /// rather than at its response timeout.
     fn close(&self) {
@@ -418,6 +426,18 @@ impl Shared {
     fn note_busy(&self) {
         let now = self.epoch.elapsed().as_millis() as u64;
         self.last_busy_ms.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// The latest evidence of a reply, in milliseconds of the epoch: a
+    /// reply stamped by a caller or the heartbeat, or the live
+    /// connection's last read.
+    fn reply_ms(&self) -> u64 {
+        let read = self
+            .live
+            .load()
+            .as_ref()
+            .map_or(0, |live| live.last_read_ms(self.epoch));
+        self.last_reply_ms.load(Ordering::Relaxed).max(read)
     }
 
     fn note_reply(&self) {
@@ -1028,19 +1048,24 @@ impl Transport for Shared {
         live.generation
     }
 
-    fn replied(&self, _live: &Arc<Live>) {
+    fn replied(&self, live: &Arc<Live>) {
         // The reply's own time, not its command's send: a reply to a
         // command sent before a waiting call still shows the connection
-        // alive after that call was sent.
-        self.note_reply();
+        // alive after that call was sent. A connection relink opened has
+        // stamped it already, when its socket read it: one clock read per
+        // socket read rather than per reply.
+        if !live.demand.stamps_reads() {
+            self.note_reply();
+        }
     }
 
-    fn alive_since(&self, _live: &Arc<Live>, since: Timestamp) -> bool {
+    fn alive_since(&self, live: &Arc<Live>, since: Timestamp) -> bool {
         // Any sign of life after the send: a reply (a heartbeat PONG too) or
         // the server confirming the connection busy. Whole milliseconds, so
         // a reply in the very millisecond of the send does not count.
         let since = since.as_millis();
         self.last_reply_ms.load(Ordering::Relaxed) > since
+            || live.last_read_ms(self.epoch) > since
             || self.last_busy_ms.load(Ordering::Relaxed) > since
     }
 
@@ -1258,7 +1283,7 @@ impl Driver {
     /// next deadline.
     fn drain(&mut self) -> Option<Timestamp> {
         let shared = Arc::clone(&self.shared);
-        let reply_ms = shared.last_reply_ms.load(Ordering::Relaxed);
+        let reply_ms = shared.reply_ms();
         if reply_ms > self.fed_reply_ms && self.supervisor.state() == State::Ready {
             self.fed_reply_ms = reply_ms;
             self.supervisor
@@ -1622,7 +1647,7 @@ impl Driver {
         if let Some(old) = self.shared.live.swap(Some(Arc::new(live))) {
             old.close();
         }
-        self.fed_reply_ms = self.shared.last_reply_ms.load(Ordering::Relaxed);
+        self.fed_reply_ms = self.shared.reply_ms();
     }
 
     fn publish_health(&self) {

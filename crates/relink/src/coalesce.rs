@@ -43,9 +43,10 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -54,26 +55,73 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub(crate) const STEP_ASIDE_ABOVE: usize = 16;
 
 /// How many callers wait on one connection (their command queued, written
-/// or awaiting its reply): the client counts them, the connection's write
-/// path reads the count. A clone counts into the same number.
+/// or awaiting its reply), and, when relink opened the socket, when it last
+/// read anything from the server: the client counts the callers, the
+/// connection's write path reads the count, and its read path stamps each
+/// read. A clone counts into the same number.
 #[derive(Debug, Clone, Default)]
-pub struct Demand(Arc<AtomicUsize>);
+pub struct Demand(Arc<Wire>);
+
+#[derive(Debug, Default)]
+struct Wire {
+    waiting: AtomicUsize,
+    /// When the socket last gave bytes: nanoseconds after `reads_since`,
+    /// plus one (0: not yet).
+    read: AtomicU64,
+    /// What `read` counts from; `None`: the connection's reads are not
+    /// stamped (a custom connector's).
+    reads_since: Option<Instant>,
+}
 
 impl Demand {
+    /// One whose connection's reads are stamped (the [`Coalesce`] stream
+    /// around the socket does it).
+    fn stamped() -> Demand {
+        Demand(Arc::new(Wire {
+            reads_since: Some(Instant::now()),
+            ..Wire::default()
+        }))
+    }
+
     /// Counts one caller until the guard is dropped.
     pub(crate) fn enter(&self) -> Waiting<'_> {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        Waiting(&self.0)
+        self.0.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(&self.0.waiting)
     }
 
     /// How many callers wait now.
     pub(crate) fn waiting(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+        self.0.waiting.load(Ordering::Relaxed)
     }
 
     /// More than `above` callers wait.
     fn more_than(&self, above: usize) -> bool {
-        self.0.load(Ordering::Relaxed) > above
+        self.0.waiting.load(Ordering::Relaxed) > above
+    }
+
+    /// The connection's reads are stamped: [`last_read`](Self::last_read)
+    /// is the evidence of its replies (and its pushes).
+    pub(crate) fn stamps_reads(&self) -> bool {
+        self.0.reads_since.is_some()
+    }
+
+    /// When the connection last read bytes from the server, if it stamps
+    /// its reads and has read any.
+    pub(crate) fn last_read(&self) -> Option<Instant> {
+        let since = self.0.reads_since?;
+        match self.0.read.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(since + Duration::from_nanos(n - 1)),
+        }
+    }
+
+    /// The socket just gave bytes. Only the connection's driver task reads
+    /// its socket: a plain store keeps the stamps in order.
+    fn note_read(&self) {
+        if let Some(since) = self.0.reads_since {
+            let n = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+            self.0.read.store(n + 1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -98,15 +146,18 @@ pub(crate) struct Coalesce<S> {
 }
 
 impl<S> Coalesce<S> {
-    /// `nagle`: the kernel holds small writes on this socket (TCP without
-    /// `TCP_NODELAY`).
-    pub(crate) fn new(inner: S, demand: Demand, nagle: bool) -> Coalesce<S> {
-        Coalesce {
+    /// `inner` wrapped, and the [`Demand`] its client counts its callers
+    /// in and reads the time of its last read from. `nagle`: the kernel
+    /// holds small writes on this socket (TCP without `TCP_NODELAY`).
+    pub(crate) fn new(inner: S, nagle: bool) -> (Coalesce<S>, Demand) {
+        let demand = Demand::stamped();
+        let stream = Coalesce {
             inner,
-            demand,
+            demand: demand.clone(),
             stepped_aside: false,
             above: if nagle { STEP_ASIDE_ABOVE } else { 1 },
-        }
+        };
+        (stream, demand)
     }
 
     /// `Pending` (after waking the task) the first time, then `None`:
@@ -137,7 +188,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Coalesce<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        // One stamp per read, however many replies it brings: the evidence
+        // that the server is alive costs a clock read per socket read, not
+        // one per command (see `Demand::last_read`).
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.demand.note_read();
+        }
+        result
     }
 }
 
@@ -220,8 +279,7 @@ mod tests {
             let wakes = Arc::new(CountWakes::default());
             let waker = Waker::from(Arc::clone(&wakes));
             let mut cx = Context::from_waker(&waker);
-            let demand = Demand::default();
-            let mut stream = Coalesce::new(Vec::new(), demand.clone(), nagle);
+            let (mut stream, demand) = Coalesce::new(Vec::new(), nagle);
             let _few: Vec<_> = (0..few(nagle)).map(|_| demand.enter()).collect();
             check(nagle, &mut stream, &demand, &mut cx, &wakes);
         }
@@ -253,5 +311,45 @@ mod tests {
             drop(one_more);
             assert_eq!(write(stream, cx, b"GET c"), Poll::Ready(5));
         });
+    }
+
+    #[test]
+    fn each_read_that_brings_bytes_is_stamped_and_only_those() {
+        let waker = Waker::from(Arc::new(CountWakes::default()));
+        let mut cx = Context::from_waker(&waker);
+        let (mut stream, demand) = Coalesce::new(&b"+OK\r\n$1\r\na\r\n"[..], false);
+        assert!(demand.stamps_reads());
+        assert_eq!(demand.last_read(), None, "nothing read yet");
+        let mut read = |stream: &mut Coalesce<&[u8]>, len: usize| {
+            let mut bytes = [0u8; 16];
+            let mut buf = ReadBuf::new(&mut bytes[..len]);
+            let before = Instant::now();
+            let result = Pin::new(stream).poll_read(&mut cx, &mut buf);
+            assert!(matches!(result, Poll::Ready(Ok(()))));
+            (buf.filled().len(), before, Instant::now())
+        };
+        let (n, before, after) = read(&mut stream, 5);
+        assert_eq!(n, 5);
+        let first = demand.last_read().expect("stamped");
+        assert!(
+            before <= first && first <= after,
+            "{before:?} {first:?} {after:?}"
+        );
+        let (n, before, _) = read(&mut stream, 16);
+        assert_eq!(n, 7);
+        let second = demand.last_read().expect("stamped");
+        assert!(second >= before && second >= first);
+        // The end of the stream brings nothing: no sign of life.
+        let (n, _, _) = read(&mut stream, 16);
+        assert_eq!(n, 0);
+        assert_eq!(demand.last_read(), Some(second));
+    }
+
+    #[test]
+    fn a_demand_of_a_custom_connection_stamps_nothing() {
+        let demand = Demand::default();
+        assert!(!demand.stamps_reads());
+        demand.note_read();
+        assert_eq!(demand.last_read(), None);
     }
 }

@@ -32,7 +32,10 @@ pub struct Connection {
     pub kill: Option<AbortHandle>,
     /// Where the client counts the callers waiting on this connection, when
     /// relink opened the socket itself: its writes then coalesce the
-    /// commands of concurrent callers (see [`Demand`]).
+    /// commands of concurrent callers, and each of its reads is stamped as
+    /// evidence that the server is alive (see [`Demand`]). A `Demand` a
+    /// custom connector makes itself stamps nothing: the client then takes
+    /// each reply's time instead.
     pub demand: Option<Demand>,
 }
 
@@ -219,8 +222,7 @@ pub async fn connect_multiplexed(
         info.addr(),
         ConnectionAddr::Tcp(..) | ConnectionAddr::TcpTls { .. }
     ) && !info.tcp_settings().nodelay();
-    let demand = Demand::default();
-    let stream = Coalesce::new(stream, demand.clone(), nagle);
+    let (stream, demand) = Coalesce::new(stream, nagle);
     let (conn, driver) =
         MultiplexedConnection::new_with_config(info.redis_settings(), stream, settings).await?;
     let kill = tokio::spawn(driver).abort_handle();

@@ -74,6 +74,56 @@ async fn added_latency_below_the_timeouts_is_not_an_outage() {
     client.shutdown().await;
 }
 
+/// A large reply that takes longer than the response timeout to arrive is
+/// waited for while its bytes keep coming: each socket read is evidence
+/// that the server is alive, for the call (it keeps waiting instead of
+/// giving the attempt up and sending it again) and for the heartbeat (no
+/// PING queued behind the reply, declared lost). Replies only counted once
+/// whole would show neither any sign of life for over a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_arriving_slower_than_the_response_timeout_is_waited_for_while_its_bytes_flow() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.addr());
+    // 512 KiB: 32 of the proxy's 16 KiB chunks, each held 40 ms, so the
+    // reply takes at least 1.28 s to arrive, four response timeouts.
+    let big = "x".repeat(512 * 1024);
+    let mut direct = server.connection();
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(&big)
+        .query(&mut direct)
+        .unwrap();
+    let config = fast_config(&proxy.url()).with_response_timeout(Duration::from_millis(300));
+    let mut client = ready_client(config).await;
+    let mut events = client.events();
+    proxy.delay(Duration::from_millis(40));
+    let started = std::time::Instant::now();
+    let value: String = client.get("big").await.expect("the whole reply");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1280),
+        "the proxy held the reply for less than it should: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(value, big);
+    assert_eq!(client.stats().retried, 0, "sent once");
+    assert_eq!(client.health().borrow().state, State::Ready);
+    // The heartbeat had its evidence from the reads too: no PING went
+    // unanswered, none needed the side check to confirm the server busy.
+    let doubted: Vec<_> = drain_ready(&mut events)
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::HeartbeatMissed { .. }
+                    | Event::BusyConfirmed { .. }
+                    | Event::Disconnected { .. }
+            )
+        })
+        .collect();
+    assert!(doubted.is_empty(), "{doubted:?}");
+    client.shutdown().await;
+}
+
 /// A server busy running a long script answers PING with `-BUSY`: that is an
 /// answer, so the heartbeat keeps the connection (the core decides what a
 /// PING's error proves; the driver passes every result on). Without that,

@@ -1197,9 +1197,16 @@ async fn recovery_section(
         let (_, median, _) = summary(&firsts);
         let reads: u64 = runs.iter().map(|r| r.reads).sum();
         let errors: u64 = runs.iter().map(|r| r.read_errors).sum();
+        // What the first failed GET was told, so a failure explains itself.
+        let why = runs
+            .iter()
+            .find_map(|r| r.first_read_error.as_deref())
+            .map_or_else(String::new, |e| {
+                format!(" (first: {})", e.replace('|', "/"))
+            });
         writeln!(
             md,
-            "| {} | {} | {} | {reads} | {errors} |",
+            "| {} | {} | {} | {reads} | {errors}{why} |",
             ms(outage),
             ms(median),
             firsts.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ")
@@ -1325,6 +1332,8 @@ struct DefaultsRep {
     /// `GET`s a reader task made during the outage, and how many failed.
     reads: u64,
     read_errors: u64,
+    /// The first failed `GET`'s error, and when it failed (from the kill).
+    first_read_error: Option<String>,
 }
 
 /// Kill -9 and restart under a client with relink's defaults, 3 runs per
@@ -1346,19 +1355,20 @@ async fn defaults_recovery(server: &mut RedisServer) -> Res<Vec<DefaultsRep>> {
                 let mut reader = client.clone();
                 let stop = Arc::clone(&stop);
                 async move {
-                    let (mut reads, mut errors) = (0u64, 0u64);
+                    // The server is killed as soon as this task is spawned.
+                    let started = Instant::now();
+                    let (mut reads, mut errors, mut first) = (0u64, 0u64, None);
                     // Bounded by count, and ended by `stop` after the restart.
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) && reads < 10_000_000 {
                         reads += 1;
-                        if reader
-                            .get::<_, Option<i64>>("bench:defaults")
-                            .await
-                            .is_err()
-                        {
+                        if let Err(e) = reader.get::<_, Option<i64>>("bench:defaults").await {
                             errors += 1;
+                            first.get_or_insert_with(|| {
+                                format!("{e}, {} after the kill", ms(started.elapsed()))
+                            });
                         }
                     }
-                    (reads, errors)
+                    (reads, errors, first)
                 }
             });
             server.kill();
@@ -1376,14 +1386,16 @@ async fn defaults_recovery(server: &mut RedisServer) -> Res<Vec<DefaultsRep>> {
                 }
             }
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            let (reads, read_errors) = tokio::time::timeout(Duration::from_secs(10), reader)
-                .await
-                .map_err(|_| "the reader did not stop within 10 s")??;
+            let (reads, read_errors, first_read_error) =
+                tokio::time::timeout(Duration::from_secs(10), reader)
+                    .await
+                    .map_err(|_| "the reader did not stop within 10 s")??;
             results.push(DefaultsRep {
                 outage,
                 first_success: first.ok_or("no success within 20 s of the restart")?,
                 reads,
                 read_errors,
+                first_read_error,
             });
             shutdown(&client).await?;
         }

@@ -229,8 +229,9 @@ pub enum CallInput {
     /// still in flight: a [`Decision::KeepWaiting`] keeps waiting for the
     /// same reply, anything else gives it up (its late reply is discarded).
     NoReply {
-        /// Since the attempt was sent, the connection delivered other
-        /// replies or the server confirmed it busy with it (a side check):
+        /// Since the attempt was sent, the connection delivered something
+        /// from the server (other replies, or part of this one) or the
+        /// server confirmed it busy with it (a side check):
         /// the server is alive, the command slow (a `CLIENT PAUSE`, a long
         /// script), not lost.
         alive_since_sent: bool,

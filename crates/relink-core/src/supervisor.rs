@@ -393,7 +393,8 @@ pub enum Input {
         /// Why it failed.
         kind: FailureKind,
     },
-    /// Some reply arrived on the connection: proof the server is alive.
+    /// Some reply (or any bytes from the server) arrived on the
+    /// connection: proof the server is alive.
     Activity,
     /// A command failed; if the failure kills the connection, it is replaced.
     CommandFailed {

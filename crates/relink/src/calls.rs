@@ -124,15 +124,17 @@ pub(crate) trait Transport: Fields {
         false
     }
 
-    /// Evidence for the core: did `conn` deliver a reply, or did the server
-    /// confirm it busy, after `since`?
+    /// Evidence for the core: did `conn` deliver anything from the server
+    /// (a reply, or part of one), or did the server confirm it busy, after
+    /// `since`?
     fn alive_since(&self, conn: &Self::Conn, since: Timestamp) -> bool;
 
     /// Which connection `conn` is (its generation; 0 where connections are
     /// not replaced one by one).
     fn generation(&self, conn: &Self::Conn) -> u64;
 
-    /// A reply came on `conn` (heartbeat evidence).
+    /// A reply came on `conn` (heartbeat evidence, where the connection
+    /// does not stamp its reads already).
     fn replied(&self, conn: &Self::Conn);
 
     /// An attempt on `conn` failed with `kind`: take the connection out of

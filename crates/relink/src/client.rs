@@ -1258,6 +1258,11 @@ impl Driver {
                 _ = crate::wait::until(sleep_until) => None,
             };
             if let Some(input) = input {
+                // The reads since the last turn first: a side check's
+                // verdict or a PONG is judged with every sign of life
+                // already known (a PING queued behind a reply whose bytes
+                // are flowing is not in doubt).
+                self.feed_evidence();
                 let now = self.shared.now();
                 self.supervisor.handle_input(now, input);
             }
@@ -1279,16 +1284,22 @@ impl Driver {
         self.shared.finished.cancel();
     }
 
-    /// Feeds reply evidence, then handles outputs until drained; returns the
-    /// next deadline.
-    fn drain(&mut self) -> Option<Timestamp> {
-        let shared = Arc::clone(&self.shared);
-        let reply_ms = shared.reply_ms();
+    /// Tells the core of the replies (and reads) on the live connection
+    /// since it last heard.
+    fn feed_evidence(&mut self) {
+        let reply_ms = self.shared.reply_ms();
         if reply_ms > self.fed_reply_ms && self.supervisor.state() == State::Ready {
             self.fed_reply_ms = reply_ms;
             self.supervisor
                 .handle_input(Timestamp::from_millis(reply_ms), Input::Activity);
         }
+    }
+
+    /// Feeds reply evidence, then handles outputs until drained; returns the
+    /// next deadline.
+    fn drain(&mut self) -> Option<Timestamp> {
+        let shared = Arc::clone(&self.shared);
+        self.feed_evidence();
         let mut deadline = None;
         for _ in 0..64 {
             match self.supervisor.poll_output(shared.now()) {

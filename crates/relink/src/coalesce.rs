@@ -1,4 +1,6 @@
 //! Write coalescing: the commands of concurrent callers leave in one write.
+//! And read stamping: each read that brings bytes from the server is the
+//! connection's latest sign of life ([`Demand::last_read`]).
 //!
 //! redis-rs's multiplexed connection runs a driver task that moves queued
 //! commands into its write buffer and flushes the buffer (one `writev`) as
@@ -343,6 +345,20 @@ mod tests {
         let (n, _, _) = read(&mut stream, 16);
         assert_eq!(n, 0);
         assert_eq!(demand.last_read(), Some(second));
+    }
+
+    #[test]
+    fn a_read_that_must_wait_is_not_stamped() {
+        let waker = Waker::from(Arc::new(CountWakes::default()));
+        let mut cx = Context::from_waker(&waker);
+        let (_server, client) = tokio::io::duplex(64);
+        let (mut stream, demand) = Coalesce::new(client, false);
+        let mut bytes = [0u8; 16];
+        let mut buf = ReadBuf::new(&mut bytes);
+        assert!(Pin::new(&mut stream)
+            .poll_read(&mut cx, &mut buf)
+            .is_pending());
+        assert_eq!(demand.last_read(), None, "nothing came");
     }
 
     #[test]

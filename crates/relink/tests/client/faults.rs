@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use redis::AsyncCommands;
+use relink::core::supervisor::HeartbeatConfig;
 use relink::{Event, State};
 use relink_testkit::{FaultProxy, RedisServer};
 
@@ -93,7 +94,16 @@ async fn a_reply_arriving_slower_than_the_response_timeout_is_waited_for_while_i
         .arg(&big)
         .query(&mut direct)
         .unwrap();
-    let config = fast_config(&proxy.url()).with_response_timeout(Duration::from_millis(300));
+    // A PING after 50 ms of silence: the first comes while the GET waits
+    // for its first bytes (80 ms through the proxy), so the heartbeat must
+    // take the reads that follow as the answer to its doubt.
+    let config = fast_config(&proxy.url())
+        .with_response_timeout(Duration::from_millis(300))
+        .with_heartbeat(HeartbeatConfig {
+            interval: Duration::from_millis(50),
+            timeout: Duration::from_millis(200),
+            misses_allowed: 0,
+        });
     let mut client = ready_client(config).await;
     let mut events = client.events();
     proxy.delay(Duration::from_millis(40));

@@ -54,7 +54,9 @@
 //!
 //! Liveness is evidence, not ceremony: any reply on the connection
 //! ([`Input::Activity`], a [`Input::Pong`], or an error reply) proves the
-//! server alive. A PING is asked for only after `interval` of silence; if it is
+//! server alive (evidence told late, stamped before the outstanding PING
+//! left, proves it alive then but does not answer that PING). A PING is
+//! asked for only after `interval` of silence; if it is
 //! not answered within `timeout`, that is a miss, and another PING follows at
 //! once. After more than `misses_allowed` misses in a row the connection is
 //! declared dead. So a hung server is noticed no later than
@@ -394,7 +396,9 @@ pub enum Input {
         kind: FailureKind,
     },
     /// Some reply (or any bytes from the server) arrived on the
-    /// connection: proof the server is alive.
+    /// connection: proof the server is alive. Give it the time the evidence
+    /// came, which may be earlier than now: evidence from before the
+    /// outstanding PING was sent does not answer that PING.
     Activity,
     /// A command failed; if the failure kills the connection, it is replaced.
     CommandFailed {
@@ -909,7 +913,17 @@ impl Supervisor {
                     self.alive(now);
                 }
             }
-            (State::Ready, Input::Activity) => self.alive(now),
+            (State::Ready, Input::Activity) => {
+                // Evidence is stamped when it came and may be told late (a
+                // driver feeds it at its next turn): what came before the
+                // outstanding PING left cannot answer it. (In the PING's
+                // own millisecond it may have come after: it counts.)
+                if self.probe.is_some_and(|p| now < p.sent) {
+                    self.last_rx = self.last_rx.max(now);
+                } else {
+                    self.alive(now);
+                }
+            }
             (State::Ready, Input::CommandFailed { kind }) => {
                 if kind.kills_connection() {
                     self.lose_connection(now, kind);
@@ -1889,6 +1903,25 @@ mod tests {
         );
         assert_eq!(sup.state(), State::Connecting, "lost, and retried at once");
         assert_eq!(sup.health().last_failure, Some(FailureKind::Closed));
+    }
+
+    #[test]
+    fn evidence_from_before_a_ping_left_does_not_answer_it() {
+        // The PING left at 1005 (deadline 1505). A read stamped at 1004,
+        // told late, leaves it outstanding: the miss comes at its deadline.
+        let mut sup = pinging(1);
+        sup.handle_input(T(1004), Input::Activity);
+        let out = drain(&mut sup, T(1505));
+        assert_eq!(out[0], Output::Event(Event::HeartbeatMissed { misses: 1 }));
+        // One stamped after it answers it: no miss.
+        let mut sup = pinging(1);
+        sup.handle_input(T(1006), Input::Activity);
+        let out = drain(&mut sup, T(1505));
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::Event(Event::HeartbeatMissed { .. }))),
+            "{out:?}"
+        );
     }
 
     #[test]

@@ -1259,10 +1259,14 @@ impl Driver {
             };
             if let Some(input) = input {
                 // The reads since the last turn first: a side check's
-                // verdict or a PONG is judged with every sign of life
-                // already known (a PING queued behind a reply whose bytes
-                // are flowing is not in doubt).
-                self.feed_evidence();
+                // verdict is judged with every sign of life already known
+                // (a PING queued behind a reply whose bytes are flowing is
+                // not in doubt). Not before a PING's own answer: its bytes
+                // are among those reads, and told first they would close
+                // the PING before the core measured its round trip.
+                if !matches!(input, Input::Pong { .. } | Input::PingFailed { .. }) {
+                    self.feed_evidence();
+                }
                 let now = self.shared.now();
                 self.supervisor.handle_input(now, input);
             }

@@ -134,6 +134,27 @@ async fn a_reply_arriving_slower_than_the_response_timeout_is_waited_for_while_i
     client.shutdown().await;
 }
 
+/// An idle connection's heartbeat measures the round trip of its PINGs
+/// (`Health::rtt`): the PONG is told to the core as the answer to its PING,
+/// not first as any read on the connection, which would close the PING
+/// unmeasured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connections_heartbeat_measures_its_round_trip() {
+    let server = RedisServer::start();
+    let client = ready_client(fast_config(&server.url())).await;
+    let mut health = client.health();
+    let measured = tokio::time::timeout(crate::PATIENCE, health.wait_for(|h| h.rtt.is_some()))
+        .await
+        .expect("a round trip measured within PATIENCE (a PING after 100 ms of silence)")
+        .expect("health channel open")
+        .rtt;
+    assert!(
+        measured.is_some_and(|rtt| rtt < crate::PATIENCE),
+        "{measured:?}"
+    );
+    client.shutdown().await;
+}
+
 /// A server busy running a long script answers PING with `-BUSY`: that is an
 /// answer, so the heartbeat keeps the connection (the core decides what a
 /// PING's error proves; the driver passes every result on). Without that,

@@ -109,9 +109,13 @@ pub(crate) trait Transport: Fields {
     /// if any; a write with `durable` is followed by `WAIT` in the same
     /// round trip and acknowledged only as the core's
     /// [`Durability::confirm`] says.
+    ///
+    /// `kept` is the calling handle's own clone of the connection, where
+    /// the shape keeps one ([`KeptConn`]).
     fn send<'a>(
         &'a self,
         conn: &'a Self::Conn,
+        kept: &'a mut KeptConn,
         request: Request<'a>,
         redirect: Option<&'a Redirect>,
         sent_at: Timestamp,
@@ -315,15 +319,15 @@ impl Calls {
         request: Request<'a>,
         options: CallOptions,
         blocking: Result<Option<Blocking>, BadTimeout>,
-        timer: &'a mut ReplyTimer,
+        kept: &'a mut Kept,
     ) -> impl Future<Output = Result<Value, RedisError>> + Send + 'a {
         #[cfg(not(feature = "opentelemetry"))]
-        return self.decide_and_send(transport, request, options, blocking, timer);
+        return self.decide_and_send(transport, request, options, blocking, kept);
         #[cfg(feature = "opentelemetry")]
         async move {
             let started = self.metrics.start();
             let result = self
-                .decide_and_send(transport, request, options, blocking, timer)
+                .decide_and_send(transport, request, options, blocking, kept)
                 .await;
             self.metrics.call_ended(started, request, &result);
             result
@@ -336,8 +340,12 @@ impl Calls {
         request: Request<'_>,
         options: CallOptions,
         blocking: Result<Option<Blocking>, BadTimeout>,
-        timer: &mut ReplyTimer,
+        kept: &mut Kept,
     ) -> Result<Value, RedisError> {
+        let Kept {
+            timer,
+            conn: kept_conn,
+        } = kept;
         let started = self.now();
         let seed = started.as_millis();
         let mut now = started;
@@ -427,8 +435,9 @@ impl Calls {
                     // timeout, the core hears whether the connection showed
                     // signs of life since, and keeps waiting or gives up.
                     let result = {
-                        let mut sent =
-                            std::pin::pin!(transport.send(c, request, to, sent_at, durable));
+                        let mut sent = std::pin::pin!(
+                            transport.send(c, kept_conn, request, to, sent_at, durable)
+                        );
                         // Each wait ends `limit` after the moment it counts
                         // from (the send, then each decision to keep
                         // waiting), on the core's clock: no clock read to
@@ -742,6 +751,52 @@ where
     Box::into_pin(future)
 }
 
+/// What a handle keeps from one call to the next: its reply waits' timer
+/// and its own clone of the connection. A clone of the handle starts with
+/// neither.
+#[derive(Default, Clone)]
+pub(crate) struct Kept {
+    pub(crate) timer: ReplyTimer,
+    pub(crate) conn: KeptConn,
+}
+
+/// A handle's own clone of a single server's connection, for the
+/// connection's generation it was made from.
+///
+/// Why: redis-rs sends on `&mut MultiplexedConnection`, and a clone made
+/// per call (three shared reference counts up, and down again when it is
+/// dropped) costs every call six atomic writes to cache lines that every
+/// other caller of the connection writes too, which on two cores means
+/// moving the lines between them. A handle's clone is reused while the
+/// connection is the same generation. It is kept only for a connection
+/// relink opened itself: when such a connection is replaced it is closed
+/// (its driver task stopped), so a clone an idle handle still holds keeps
+/// nothing open but memory; a custom connector's connection ends only
+/// when its last clone is dropped, and is cloned per call as before.
+#[derive(Default)]
+pub(crate) struct KeptConn(Option<(u64, MultiplexedConnection)>);
+
+impl Clone for KeptConn {
+    fn clone(&self) -> Self {
+        KeptConn(None)
+    }
+}
+
+impl KeptConn {
+    /// The handle's clone of `conn`, generation `generation`, made now if
+    /// the one it has is of another generation (or it has none).
+    pub(crate) fn of(
+        &mut self,
+        generation: u64,
+        conn: &MultiplexedConnection,
+    ) -> &mut MultiplexedConnection {
+        if self.0.as_ref().is_some_and(|(g, _)| *g != generation) {
+            self.0 = None;
+        }
+        &mut self.0.get_or_insert_with(|| (generation, conn.clone())).1
+    }
+}
+
 /// A handle's timer for its calls' reply waits, kept from one call to the
 /// next.
 ///
@@ -994,7 +1049,7 @@ impl<'b> Request<'b> {
 /// `wait_ready`, `shutdown`), and `redis::aio::ConnectionLike`.
 ///
 /// `$handle` has fields `shared: Arc<$shared>`, `options: CallOptions` and
-/// `timer: ReplyTimer`,
+/// `kept: Kept`,
 /// `$shared` methods `route(request, options)` (a [`Route`]) and `stats()`;
 /// `$shared` has `config` (whose `Debug` shows no secret), `live:
 /// ArcSwapOption<$conn>`, `health: watch::Sender<$health>` and `calls: Calls`, and implements the rest of [`Transport`] (its own
@@ -1097,10 +1152,10 @@ macro_rules! handle {
                 &'a mut self,
                 request: $crate::calls::Request<'a>,
             ) -> redis::RedisFuture<'a, redis::Value> {
-                let (shared, options, timer) = (&*self.shared, self.options, &mut self.timer);
+                let (shared, options, kept) = (&*self.shared, self.options, &mut self.kept);
                 match shared.route(request, options) {
                     $crate::calls::Route::Loop(blocking) => $crate::calls::boxed(|| {
-                        shared.calls.run(shared, request, options, blocking, timer)
+                        shared.calls.run(shared, request, options, blocking, kept)
                     }),
                     $crate::calls::Route::Other(future) => future,
                 }
@@ -1126,12 +1181,12 @@ macro_rules! handle {
                     offset,
                     count,
                 };
-                let (shared, options, timer) = (&*self.shared, self.options, &mut self.timer);
+                let (shared, options, kept) = (&*self.shared, self.options, &mut self.kept);
                 match shared.route(request, options) {
                     $crate::calls::Route::Loop(blocking) => $crate::calls::boxed(|| async move {
                         shared
                             .calls
-                            .run(shared, request, options, blocking, timer)
+                            .run(shared, request, options, blocking, kept)
                             .await
                             .map($crate::budget::into_values)
                     }),

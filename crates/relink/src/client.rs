@@ -28,7 +28,9 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::ClientCache;
-use crate::calls::{self, CallOptions, Calls, HandleGuard, ReplyTimer, Request, Route, Transport};
+use crate::calls::{
+    self, CallOptions, Calls, HandleGuard, Kept, KeptConn, Request, Route, Transport,
+};
 use crate::classify::{self, failure_kind, is_server_reply, Redirect};
 use crate::config::Config;
 use crate::connector::{Connection, Connector};
@@ -372,8 +374,8 @@ impl Shared {
                 }
                 Lookup::Miss(reservation) => {
                     return Route::Other(Box::pin(async move {
-                        let mut timer = ReplyTimer::default();
-                        let call = self.calls.run(self, request, options, blocking, &mut timer);
+                        let mut kept = Kept::default();
+                        let call = self.calls.run(self, request, options, blocking, &mut kept);
                         crate::cache::Filling::new(cache, reservation)
                             .run(call)
                             .await
@@ -488,7 +490,7 @@ pub struct Client {
     shared: Arc<Shared>,
     _guard: Arc<HandleGuard>,
     options: CallOptions,
-    timer: ReplyTimer,
+    kept: Kept,
 }
 
 impl Client {
@@ -578,9 +580,11 @@ impl Client {
             // given up by the heartbeat, which fails this too. The new
             // credentials are used by reconnects only once the server has
             // taken them (or the connection went away under AUTH).
+            let mut kept = KeptConn::default();
             let sent = Transport::send(
                 &**shared,
                 &live,
+                &mut kept,
                 Request::Cmd(&auth),
                 None,
                 shared.now(),
@@ -772,7 +776,7 @@ impl Client {
             shared,
             _guard: Arc::new(HandleGuard(shutdown)),
             options,
-            timer: ReplyTimer::default(),
+            kept: Kept::default(),
         })
     }
 
@@ -863,12 +867,12 @@ impl Client {
         &'a self,
         request: Request<'a>,
         options: CallOptions,
-        timer: &'a mut ReplyTimer,
+        kept: &'a mut Kept,
     ) -> impl std::future::Future<Output = Result<Value, RedisError>> + Send + 'a {
         let blocking = request.blocking();
         self.shared
             .calls
-            .run(&*self.shared, request, options, blocking, timer)
+            .run(&*self.shared, request, options, blocking, kept)
     }
 
     /// The supervisor's events from now on: connected, disconnected (with the
@@ -1021,21 +1025,25 @@ impl Transport for Shared {
     async fn send<'a>(
         &'a self,
         live: &'a Arc<Live>,
+        kept: &'a mut KeptConn,
         request: Request<'a>,
         _redirect: Option<&'a Redirect>,
         _sent_at: Timestamp,
         durable: Option<Durability>,
     ) -> Result<Value, RedisError> {
         let _waiting = live.demand.enter();
-        let mut conn = live.conn.clone();
-        // The plain command's path is awaited in place; a durable write (a
-        // WAIT in the same round trip) and a connection without a kill
-        // handle (a custom connector's) run boxed: each adds a future that
-        // every call would otherwise carry and move.
+        // The plain command's path is awaited in place, on the handle's
+        // own clone of the connection; a durable write (a WAIT in the same
+        // round trip) and a connection without a kill handle (a custom
+        // connector's) run boxed: each adds a future that every call would
+        // otherwise carry and move.
         let result = match (durable, &live.kill, &self.cache) {
-            (None, Some(_), None) => request.send(&mut conn).await,
-            (None, Some(_), Some(_)) => self.send_plain(&mut conn, request).await,
-            _ => Box::pin(self.send_guarded(live, conn, request, durable)).await,
+            (None, Some(_), None) => request.send(kept.of(live.generation, &live.conn)).await,
+            (None, Some(_), Some(_)) => {
+                self.send_plain(kept.of(live.generation, &live.conn), request)
+                    .await
+            }
+            _ => Box::pin(self.send_guarded(live, live.conn.clone(), request, durable)).await,
         };
         result.map_err(|e| live.failure(e))
     }

@@ -26,7 +26,7 @@ use relink_core::commands::{connection_effect, ConnectionEffect};
 use relink_core::State;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::calls::{CallOptions, Calls, ReplyTimer, Request};
+use crate::calls::{CallOptions, Calls, Kept, Request};
 use crate::config::Config;
 use crate::connector::Connector;
 use crate::{Client, Error};
@@ -266,7 +266,7 @@ impl ExclusivePool {
             pool: Arc::clone(self),
             permit: Some(permit),
             options,
-            timer: ReplyTimer::default(),
+            kept: Kept::default(),
             watching: false,
             in_multi: false,
             lasting: false,
@@ -402,8 +402,9 @@ pub struct Exclusive {
     pool: Arc<ExclusivePool>,
     permit: Option<OwnedSemaphorePermit>,
     options: CallOptions,
-    /// The reply waits' timer, kept across calls (see [`ReplyTimer`]).
-    timer: ReplyTimer,
+    /// The reply waits' timer and a clone of the connection, kept across
+    /// calls (see [`Kept`]).
+    kept: Kept,
     watching: bool,
     in_multi: bool,
     lasting: bool,
@@ -466,10 +467,10 @@ impl Exclusive {
             options.durable = None;
         }
         self.in_call = true;
-        // Taken out for the call: a call dropped midway loses only the timer.
-        let mut timer = std::mem::take(&mut self.timer);
-        let result = client.run_here(request, options, &mut timer).await;
-        self.timer = timer;
+        // Taken out for the call: a call dropped midway loses only these.
+        let mut kept = std::mem::take(&mut self.kept);
+        let result = client.run_here(request, options, &mut kept).await;
+        self.kept = kept;
         // Read-your-writes with the parent's cache: the server sent the
         // parent's connection its invalidations while running the write
         // (inside a transaction: at EXEC); once that connection has

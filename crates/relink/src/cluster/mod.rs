@@ -427,7 +427,7 @@ pub struct ClusterClient {
     shared: Arc<Shared>,
     _guard: Arc<HandleGuard>,
     options: CallOptions,
-    timer: calls::ReplyTimer,
+    kept: calls::Kept,
 }
 
 impl ClusterClient {
@@ -476,7 +476,7 @@ impl ClusterClient {
             shared,
             _guard: Arc::new(HandleGuard(shutdown)),
             options,
-            timer: calls::ReplyTimer::default(),
+            kept: calls::Kept::default(),
         })
     }
 
@@ -644,6 +644,7 @@ impl Transport for Shared {
     async fn send<'a>(
         &'a self,
         conn: &'a Arc<ClusterConnection>,
+        _kept: &'a mut calls::KeptConn,
         request: Request<'a>,
         redirect: Option<&'a Redirect>,
         _sent_at: Timestamp,

@@ -1,4 +1,4 @@
-//! The hot path's shape, checked without a server.
+//! The hot path's shape, and what a handle keeps from one call to the next.
 
 /// The hot path's invariant (ARCHITECTURE.md): a command's future stays
 /// small, since `ConnectionLike` boxes it and every call moves all of it
@@ -69,4 +69,37 @@ fn a_handle_outlives_the_runtime_its_last_call_ran_on() {
         drop(calls);
     }
     home.block_on(client.shutdown());
+}
+
+/// A handle sends on its own clone of the connection, kept from one call to
+/// the next. Once the connection is replaced, the handle's next call goes
+/// out on the new one at once: not on the old one, closed, which would fail
+/// it over to a retry and report the new connection broken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handles_next_call_after_a_reconnect_goes_out_on_the_new_connection() {
+    use redis::AsyncCommands;
+    let server = relink_testkit::RedisServer::start();
+    let mut client = crate::ready_client(crate::fast_config(&server.url())).await;
+    let mut events = client.events();
+    let mut admin = redis::Client::open(server.url())
+        .expect("url")
+        .get_connection()
+        .expect("an admin connection");
+    for round in 0..3i64 {
+        client.set::<_, _, ()>("k", round).await.expect("SET");
+        assert!(crate::kill_other_clients(&mut admin) >= 1);
+        crate::events_until(&mut events, |e| {
+            matches!(e, relink::Event::Reconnected { .. })
+        })
+        .await;
+        let got: i64 = client.get("k").await.expect("GET after the reconnect");
+        assert_eq!(got, round);
+    }
+    let stats = client.stats();
+    assert_eq!(
+        (stats.retried, stats.succeeded),
+        (0, 6),
+        "every call went out once, on the connection of its time: {stats:?}"
+    );
+    client.shutdown().await;
 }

@@ -667,19 +667,14 @@ async fn throughput_section(
     )?;
     // The method's own noise: the same connection on both sides, so every
     // ratio but 1.000 is the machine's. Not judged.
-    let control = concurrency()?
-        .contains(&16)
-        .then_some(16)
-        .into_iter()
-        .collect::<Vec<_>>();
-    if !control.is_empty() {
+    if concurrency()?.contains(&16) {
         compare_sides(
             md,
             verdicts,
             "### Control: redis-rs's defaults against themselves (the same connection on both sides; any ratio but 1.000 is the machine's noise)",
             &defaults,
             (&defaults, "raw again"),
-            &control,
+            &[16],
             false,
         )
         .await?;

@@ -423,20 +423,23 @@ pub fn ensure_apt_package(package: &str, why: &str) -> Result {
 
 /// The cbindgen CLI of the pinned version: on PATH or in `$CARGO_HOME/bin`,
 /// else installed with `cargo install --locked` (its own lockfile resolves
-/// against the registry mirror).
+/// against the registry mirror). `--debug`: on the project's 2-core machine
+/// it builds in 41 s against 1 min 45 s optimised, and writes the header in
+/// 0.5 s against 0.3 s, the same header (2026-11-28).
 fn ensure_cbindgen() -> Result<PathBuf> {
     let version = pinned_cbindgen()?;
     if let Some(cli) = cbindgen_cli(&version) {
         return Ok(cli);
     }
     step(
-        &format!("cargo install cbindgen --version ={version} --locked"),
+        &format!("cargo install cbindgen --version ={version} --locked --debug"),
         cargo().args([
             "install",
             "cbindgen",
             "--version",
             &format!("={version}"),
             "--locked",
+            "--debug",
         ]),
     )?;
     cbindgen_cli(&version).ok_or_else(|| {
